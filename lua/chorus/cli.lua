@@ -1,0 +1,37 @@
+-- chorus.cli: the command line. Each command lives in chorus/cli/NAME.lua
+-- and returns a function(args) -> exit code.
+local M = {}
+
+local COMMANDS = {
+  run = "run an orchestration config (in memory by default)",
+  validate = "check configs and report every error",
+  test = "run the busted specs inside the runtime",
+  version = "print the version",
+}
+local ORDER = { "run", "validate", "test", "version" }
+
+local function usage(out)
+  out:write("usage: chorus COMMAND [ARGS]\n\ncommands:\n")
+  for _, name in ipairs(ORDER) do
+    out:write(("  %-10s %s\n"):format(name, COMMANDS[name]))
+  end
+  out:write("\nchorus COMMAND --help shows a command's options.\n")
+end
+
+function M.main(argv)
+  local cmd = argv[1]
+  if cmd == nil or cmd == "help" or cmd == "--help" or cmd == "-h" then
+    usage(cmd and io.stdout or io.stderr)
+    return cmd and 0 or 2
+  end
+  if not COMMANDS[cmd] then
+    io.stderr:write(("chorus: unknown command '%s'\n\n"):format(cmd))
+    usage(io.stderr)
+    return 2
+  end
+  local args = {}
+  for i = 2, #argv do args[#args + 1] = argv[i] end
+  return require("chorus.cli." .. cmd)(args)
+end
+
+return M

@@ -1,0 +1,118 @@
+-- chorus.sched: the task API Lua code uses (over chorus.native).
+--
+-- Every execution and every concurrent step runs in a task: a coroutine the
+-- C scheduler resumes when its I/O completes. Tasks form a tree: cancelling
+-- a task cancels its children, and a task whose body returns cancels the
+-- children still running (nothing outlives the body that started it).
+-- Waiting functions return `nil, "cancelled"` or `nil, "timeout"` when the
+-- waiting task itself is cancelled or passes its deadline.
+local native = require "chorus.native"
+
+local spawn_native, wait_native = native.spawn, native.wait
+local suspend, current = native.suspend, native.current
+local ipairs, select, remove = ipairs, select, table.remove
+
+local M = {
+  sleep = native.sleep,       -- sleep(ms) -> true | nil, reason
+  now = native.now,           -- monotonic ms
+  time = native.time,         -- wall clock seconds
+  current = current,          -- the running task
+  cancelled = native.cancelled, -- reason the running task was cancelled
+  live_tasks = native.live_tasks,
+}
+
+-- spawn(fn, ...) -> task: a child of the running task.
+function M.spawn(fn, ...)
+  return spawn_native(nil, fn, ...)
+end
+
+-- spawn_with({timeout_ms = n, detached = bool}, fn, ...) -> task
+function M.spawn_with(opts, fn, ...)
+  return spawn_native(opts, fn, ...)
+end
+
+local methods = native.task_methods
+
+-- task:join() -> true, results... | nil, err
+-- err is the task's error (with traceback), "cancelled" or "timeout"; also
+-- `nil, reason` when the joining task is itself cancelled.
+function methods:join()
+  local ok, why = wait_native({ self }, 1)
+  if not ok then return nil, why end
+  return self:result()
+end
+
+-- wait_all(tasks) -> true | nil, reason
+function M.wait_all(tasks)
+  return wait_native(tasks, #tasks)
+end
+
+-- wait_any(tasks) -> index, task of a done task | nil, reason
+function M.wait_any(tasks)
+  local ok, why = wait_native(tasks, 1)
+  if not ok then return nil, why end
+  for i, t in ipairs(tasks) do
+    if t:done() then return i, t end
+  end
+  return nil, "no task" -- unreachable when tasks is non-empty
+end
+
+-- A condition: tasks wait until another task signals. Used for pause,
+-- approvals and event subscriptions.
+local Cond = {}
+Cond.__index = Cond
+
+function M.cond()
+  return setmetatable({ waiters = {} }, Cond)
+end
+
+-- cond:wait() -> values given to signal (true if none) | nil, reason
+function Cond:wait()
+  local me = current()
+  local ws = self.waiters
+  ws[#ws + 1] = me
+  local r = { suspend() }
+  if r[1] == nil then
+    for i = #ws, 1, -1 do
+      if ws[i] == me then remove(ws, i) break end
+    end
+  end
+  return unpack(r, 1, table.maxn(r))
+end
+
+-- cond:signal(...) wakes every waiting task with the values.
+function Cond:signal(...)
+  local ws = self.waiters
+  if #ws == 0 then return end
+  self.waiters = {}
+  for _, t in ipairs(ws) do t:wake(...) end
+end
+
+function Cond:has_waiters()
+  return #self.waiters > 0
+end
+
+-- run_limited(fns, limit) runs the functions as child tasks, at most limit
+-- at a time, and returns the array of their tasks once all are done (or
+-- nil, reason if the caller is cancelled: the children are cancelled too).
+function M.run_limited(fns, limit)
+  local tasks, running, next_i = {}, {}, 1
+  limit = limit or #fns
+  while next_i <= #fns or #running > 0 do
+    while next_i <= #fns and #running < limit do
+      local t = M.spawn(fns[next_i])
+      tasks[next_i], running[#running + 1] = t, t
+      next_i = next_i + 1
+    end
+    local i, why = M.wait_any(running)
+    if not i then
+      for _, t in ipairs(running) do t:cancel() end
+      return nil, why
+    end
+    remove(running, i)
+  end
+  return tasks
+end
+
+M.select = select
+return M

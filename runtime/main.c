@@ -1,0 +1,167 @@
+/* main.c - the chorus binary: one libuv loop, one LuaJIT state, and the
+ * Lua CLI (lua/chorus/cli.lua) running as the root task. */
+#include <lauxlib.h>
+#include <lualib.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "rt_lua_hooks.h"
+#include "rt_lua_sched.h"
+#include "rt_lua_stdin.h"
+#include "rt_lua_util.h"
+
+#ifndef CHORUS_DEFAULT_HOME
+#define CHORUS_DEFAULT_HOME "."
+#endif
+#ifndef CHORUS_VERSION
+#define CHORUS_VERSION "0.0.0"
+#endif
+
+/* The Lua side of start-up: a string chunk is fine here because busted's
+ * runner is called from a file chunk (lua/chorus/cli/test.lua). */
+static const char boot_chunk[] =
+    "return require('chorus.cli').main(...)";
+
+/* Puts CHORUS_HOME/lua first on package.path, so our modules win. */
+static void set_paths(lua_State *L, const char *home)
+{
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;%s", home, home,
+                    lua_tostring(L, -1));
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 2);
+}
+
+/* Creates the chorus.native module table and registers it in
+ * package.loaded. Returns the scheduler context or NULL. */
+static rt_lua_sched_t *open_native(lua_State *L, uv_loop_t *loop,
+                                   const char *home, rt_lua_stdin_t **in)
+{
+    rt_lua_sched_t *ls;
+    int t;
+    lua_newtable(L);
+    t = lua_gettop(L);
+    ls = rt_lua_sched_open(L, loop, t);
+    if (ls == NULL)
+        return NULL;
+    rt_lua_util_open(L, t);
+    rt_lua_hooks_open(L, ls, t);
+    *in = rt_lua_stdin_open(L, ls, t);
+    lua_pushstring(L, home);
+    lua_setfield(L, t, "home");
+    lua_pushliteral(L, CHORUS_VERSION);
+    lua_setfield(L, t, "version");
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    lua_pushvalue(L, t);
+    lua_setfield(L, -2, "chorus.native");
+    lua_pop(L, 3);
+    return ls;
+}
+
+/* Maps the main task's outcome to the process exit code. */
+static int exit_code(lua_State *L, rt_lua_task_t *main_task)
+{
+    int code = 1, n;
+    lua_pushvalue(L, -1); /* the task userdata */
+    lua_getfield(L, -1, "result");
+    lua_insert(L, -2);
+    lua_call(L, 1, LUA_MULTRET);
+    n = lua_gettop(L) - 1;
+    (void)main_task;
+    if (lua_toboolean(L, -n)) {
+        code = n >= 2 && lua_isnumber(L, -n + 1)
+                   ? (int)lua_tointeger(L, -n + 1) : 0;
+    } else if (n >= 2 && !lua_isnil(L, -n + 1)) {
+        const char *msg = lua_tostring(L, -n + 1);
+        fprintf(stderr, "chorus: %s\n", msg ? msg : "(error object)");
+    }
+    lua_settop(L, 1);
+    return code;
+}
+
+int main(int argc, char **argv)
+{
+    uv_loop_t loop;
+    lua_State *L;
+    rt_lua_sched_t *ls;
+    rt_lua_stdin_t *in = NULL;
+    rt_lua_task_t *main_task;
+    const char *home = getenv("CHORUS_HOME");
+    int i, code = 1;
+
+    signal(SIGPIPE, SIG_IGN);
+    if (home == NULL || *home == '\0')
+        home = CHORUS_DEFAULT_HOME;
+    if (uv_loop_init(&loop) != 0) {
+        fprintf(stderr, "chorus: cannot initialise the event loop\n");
+        return 1;
+    }
+    L = luaL_newstate();
+    if (L == NULL) {
+        fprintf(stderr, "chorus: cannot create the Lua state\n");
+        return 1;
+    }
+    luaL_openlibs(L);
+    set_paths(L, home);
+    ls = open_native(L, &loop, home, &in);
+    if (ls == NULL || in == NULL) {
+        fprintf(stderr, "chorus: out of memory\n");
+        return 1;
+    }
+
+    /* Stack: [userdata of main task] once spawned. */
+    if (luaL_loadbuffer(L, boot_chunk, sizeof(boot_chunk) - 1, "=boot")) {
+        fprintf(stderr, "chorus: %s\n", lua_tostring(L, -1));
+        return 1;
+    }
+    lua_newtable(L);
+    lua_pushstring(L, argv[0]);
+    lua_rawseti(L, -2, 0);
+    for (i = 1; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i);
+    }
+    lua_pushvalue(L, -1);
+    lua_setglobal(L, "arg"); /* busted and scripts read the global arg */
+    main_task = rt_lua_task_spawn(ls, L, 1, 1, NULL);
+    lua_settop(L, 0);
+    if (main_task == NULL) {
+        fprintf(stderr, "chorus: out of memory\n");
+        return 1;
+    }
+    /* Keep its userdata at index 1 so result() reads the outcome. */
+    rt_lua_task_push(L, ls, main_task);
+
+    while (!rt_task_is_done(&main_task->task)) {
+        if (uv_run(&loop, UV_RUN_ONCE) == 0 &&
+            !rt_task_is_done(&main_task->task)) {
+            rt_sched_drain(&ls->sched);
+            if (!rt_task_is_done(&main_task->task) &&
+                ls->sched.ready_head == NULL) {
+                fprintf(stderr, "chorus: deadlock: the main task waits for "
+                                "something that can never happen\n");
+                break;
+            }
+        }
+    }
+    if (rt_task_is_done(&main_task->task))
+        code = exit_code(L, main_task);
+
+    /* Shutdown: every task ends, then every handle closes. */
+    rt_lua_sched_shutdown(ls);
+    while (ls->sched.live > 0 && uv_run(&loop, UV_RUN_ONCE) != 0)
+        rt_sched_drain(&ls->sched);
+    rt_lua_stdin_close(in);
+    lua_close(L);
+    rt_lua_sched_free(ls);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&loop) != 0)
+        fprintf(stderr, "chorus: warning: handles left open at exit\n");
+    fflush(stdout);
+    return code;
+}

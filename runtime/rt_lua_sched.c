@@ -1,0 +1,550 @@
+/* rt_lua_sched.c - the Lua face of the scheduler: tasks are coroutines.
+ *
+ * A task userdata holds a pointer to an rt_lua_task_t (luv style): __gc only
+ * drops a reference; the struct is freed when the task is done and no
+ * userdata points to it. A finished task keeps its results on its own
+ * coroutine stack, so joining copies them without building a table. */
+#include "rt_lua_sched.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RT_TASK_MT "chorus.task"
+
+static const char *const rt__wake_names[] = {"ok", "cancelled", "timeout"};
+
+static void lt_resume(rt_task_t *t, rt_wake_t wake);
+static void lt_free(rt_task_t *t);
+
+static const rt_task_vtable_t lt_vtable = {lt_resume, lt_free, NULL};
+
+/* The op of a task parked by native.suspend(); only task:wake() ends it. */
+static void lt_manual_cancel(rt_op_t *op, rt_task_t *t)
+{
+    (void)op;
+    (void)t;
+}
+static rt_op_t lt_manual_op = {lt_manual_cancel};
+/* The op of sleep(0): the task is queued again at once. */
+static rt_op_t lt_yield_op = {lt_manual_cancel};
+
+static rt_lua_sched_t *lt_ctx(lua_State *L)
+{
+    return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+int rt_lua_push_wake(lua_State *L, rt_wake_t why)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, rt__wake_names[why]);
+    return 2;
+}
+
+/* Error values are kept in the registry: the coroutine that raised them is
+ * dead and its stack is left alone. */
+typedef struct {
+    rt_lua_task_t base;
+    int err_ref;
+} lt_task_t;
+
+static void lt_free(rt_task_t *t)
+{
+    lt_task_t *lt = (lt_task_t *)t;
+    rt_lua_sched_t *ls = (rt_lua_sched_t *)t->sched;
+    luaL_unref(ls->L, LUA_REGISTRYINDEX, lt->base.co_ref);
+    luaL_unref(ls->L, LUA_REGISTRYINDEX, lt->err_ref);
+    free(lt);
+}
+
+static void lt_resume(rt_task_t *t, rt_wake_t wake)
+{
+    lt_task_t *lt = (lt_task_t *)t;
+    rt_lua_sched_t *ls = (rt_lua_sched_t *)t->sched;
+    lua_State *co = lt->base.co, *L = ls->L;
+    int nargs, rc;
+
+    if (!lt->base.started) {
+        lt->base.started = 1;
+        nargs = lt->base.nargs;
+    } else if (wake != RT_WAKE_OK) {
+        nargs = rt_lua_push_wake(co, wake);
+    } else if (lt->base.nargs == 0) {
+        lua_pushboolean(co, 1);
+        nargs = 1;
+    } else {
+        nargs = lt->base.nargs;
+    }
+    lt->base.nargs = 0;
+    rc = lua_resume(co, nargs);
+    if (rc == LUA_YIELD) {
+        if (t->state != RT_TASK_RUNNING)
+            return; /* suspended on an op (or already re-queued) */
+        /* A bare coroutine.yield() in a task body has nobody to resume it. */
+        lua_pushliteral(L, "coroutine.yield() outside a chorus wait in a "
+                           "task (use chorus.sched functions)");
+    } else if (rc == 0) {
+        rt_task_finish(t, RT_OUTCOME_OK);
+        return;
+    } else if (lua_type(co, -1) == LUA_TSTRING) {
+        luaL_traceback(L, co, lua_tostring(co, -1), 0);
+    } else {
+        lua_xmove(co, L, 1); /* non-string error values are kept as is */
+    }
+    if (lt->base.report) {
+        const char *msg = lua_tostring(L, -1);
+        fprintf(stderr, "chorus: task failed: %s\n", msg ? msg : "(error)");
+    }
+    lt->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    rt_task_finish(t, RT_OUTCOME_ERROR);
+}
+
+static void lt_push_userdata(lua_State *L, rt_lua_sched_t *ls,
+                             rt_lua_task_t *t, int adopt)
+{
+    rt_lua_task_t **ud;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ls->tasks_ref);
+    lua_pushlightuserdata(L, t);
+    lua_rawget(L, -2);
+    if (!lua_isnil(L, -1)) {
+        lua_remove(L, -2);
+        if (adopt)
+            rt_task_release(&t->task);
+        return;
+    }
+    lua_pop(L, 1);
+    ud = lua_newuserdata(L, sizeof(*ud));
+    *ud = t;
+    if (!adopt)
+        rt_task_retain(&t->task);
+    luaL_getmetatable(L, RT_TASK_MT);
+    lua_setmetatable(L, -2);
+    lua_pushlightuserdata(L, t);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, -4);
+    lua_remove(L, -2);
+}
+
+void rt_lua_task_push(lua_State *L, rt_lua_sched_t *ls, rt_lua_task_t *t)
+{
+    lt_push_userdata(L, ls, t, 1);
+}
+
+static rt_lua_task_t *lt_check(lua_State *L, int idx)
+{
+    rt_lua_task_t **ud = luaL_checkudata(L, idx, RT_TASK_MT);
+    return *ud;
+}
+
+rt_lua_task_t *rt_lua_task_spawn(rt_lua_sched_t *ls, lua_State *L, int fn_idx,
+                                 int nargs, rt_task_t *parent)
+{
+    lt_task_t *lt = malloc(sizeof(*lt));
+    lua_State *co;
+    if (lt == NULL)
+        return NULL;
+    co = lua_newthread(L);
+    lt->base.co = co;
+    lt->base.co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lt->base.nargs = nargs;
+    lt->base.started = 0;
+    lt->base.report = 0;
+    lt->base.joined = 0;
+    lt->err_ref = LUA_NOREF;
+    lua_pushvalue(L, fn_idx);
+    lua_xmove(L, co, 1);
+    lua_xmove(L, co, nargs);
+    rt_task_start(&ls->sched, &lt->base.task, &lt_vtable, parent);
+    return &lt->base;
+}
+
+rt_lua_task_t *rt_lua_current(lua_State *L, rt_lua_sched_t *ls,
+                              const char *fname)
+{
+    rt_lua_task_t *t = (rt_lua_task_t *)ls->sched.current;
+    if (t == NULL || t->co != L)
+        luaL_error(L, "%s must be called from a chorus task (not the main "
+                      "thread or a nested coroutine)", fname);
+    return t;
+}
+
+int rt_lua_suspend(lua_State *L, rt_lua_task_t *t, rt_op_t *op)
+{
+    rt_wake_t why = rt_task_suspend(&t->task, op);
+    if (why != RT_WAKE_OK)
+        return rt_lua_push_wake(L, why);
+    return lua_yield(L, 0);
+}
+
+void rt_lua_wake(rt_lua_task_t *t, int nresults)
+{
+    t->nargs = nresults;
+    rt_task_wake(&t->task);
+}
+
+/* native.spawn(opts|nil, fn, ...) -> task
+ * opts.timeout_ms: deadline; opts.detached: a root task, not a child. */
+static int l_spawn(lua_State *L)
+{
+    rt_lua_sched_t *ls = lt_ctx(L);
+    rt_task_t *parent = ls->sched.current;
+    double timeout_ms = -1;
+    int nargs = lua_gettop(L) - 2;
+    rt_lua_task_t *t;
+
+    if (!lua_isnoneornil(L, 1)) {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        lua_getfield(L, 1, "timeout_ms");
+        if (!lua_isnil(L, -1)) {
+            timeout_ms = luaL_checknumber(L, -1);
+            if (!(timeout_ms >= 0 && timeout_ms < 1e12))
+                return luaL_argerror(L, 1, "timeout_ms out of range");
+        }
+        lua_pop(L, 1);
+        lua_getfield(L, 1, "detached");
+        if (lua_toboolean(L, -1))
+            parent = NULL;
+        lua_pop(L, 1);
+    }
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    t = rt_lua_task_spawn(ls, L, 2, nargs < 0 ? 0 : nargs, parent);
+    if (t == NULL)
+        return luaL_error(L, "out of memory");
+    if (timeout_ms >= 0)
+        rt_task_set_deadline(&t->task, (uint64_t)timeout_ms);
+    lt_push_userdata(L, ls, t, 1);
+    return 1;
+}
+
+/* native.wait(tasks, need) -> true | nil, reason */
+static int l_wait(lua_State *L)
+{
+    rt_lua_sched_t *ls = lt_ctx(L);
+    rt_task_t *small[16], **targets = small;
+    rt_lua_task_t *cur;
+    size_t i, n;
+    lua_Integer need;
+    int rc;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    n = lua_objlen(L, 1);
+    need = luaL_optinteger(L, 2, (lua_Integer)n);
+    if (need < 0)
+        return luaL_argerror(L, 2, "must be >= 0");
+    cur = rt_lua_current(L, ls, "wait");
+    if (n > 16) {
+        targets = malloc(n * sizeof(*targets));
+        if (targets == NULL)
+            return luaL_error(L, "out of memory");
+    }
+    for (i = 0; i < n; i++) {
+        rt_lua_task_t **ud;
+        lua_rawgeti(L, 1, (int)i + 1);
+        ud = luaL_testudata(L, -1, RT_TASK_MT);
+        if (ud == NULL) {
+            if (targets != small)
+                free(targets);
+            return luaL_error(L, "wait: element %d is not a task", (int)i + 1);
+        }
+        targets[i] = &(*ud)->task;
+        if (targets[i] == &cur->task) {
+            if (targets != small)
+                free(targets);
+            return luaL_error(L, "wait: a task cannot wait for itself");
+        }
+        lua_pop(L, 1);
+    }
+    rc = rt_task_wait(&cur->task, targets, (uint32_t)n, (uint32_t)need);
+    if (targets != small)
+        free(targets);
+    switch (rc) {
+    case RT_WAIT_READY:
+        lua_pushboolean(L, 1);
+        return 1;
+    case RT_WAIT_SUSPENDED:
+        return lua_yield(L, 0);
+    case RT_WAIT_CANCELLED:
+        return rt_lua_push_wake(L, cur->task.cancel_reason);
+    default:
+        lua_pushnil(L);
+        lua_pushliteral(L, "out of memory");
+        return 2;
+    }
+}
+
+/* Sleep: one malloc'd op holding its own timer. */
+typedef struct {
+    rt_op_t op;
+    uv_timer_t timer;
+    rt_lua_task_t *task;
+} lt_sleep_t;
+
+static void lt_sleep_close_cb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void lt_sleep_cb(uv_timer_t *timer)
+{
+    lt_sleep_t *s = timer->data;
+    lua_pushboolean(s->task->co, 1);
+    rt_lua_wake(s->task, 1);
+    uv_close((uv_handle_t *)&s->timer, lt_sleep_close_cb);
+}
+
+static void lt_sleep_cancel(rt_op_t *op, rt_task_t *t)
+{
+    lt_sleep_t *s = (lt_sleep_t *)op;
+    (void)t;
+    uv_timer_stop(&s->timer);
+    uv_close((uv_handle_t *)&s->timer, lt_sleep_close_cb);
+}
+
+/* native.sleep(ms) -> true | nil, reason. sleep(0) lets others run. */
+static int l_sleep(lua_State *L)
+{
+    rt_lua_sched_t *ls = lt_ctx(L);
+    double ms = luaL_checknumber(L, 1);
+    rt_lua_task_t *cur = rt_lua_current(L, ls, "sleep");
+    lt_sleep_t *s;
+    rt_wake_t why;
+
+    if (!(ms < 1e12))
+        return luaL_argerror(L, 1, "out of range");
+    if (ms <= 0) {
+        why = rt_task_suspend(&cur->task, &lt_yield_op);
+        if (why != RT_WAKE_OK)
+            return rt_lua_push_wake(L, why);
+        rt_task_wake(&cur->task);
+        return lua_yield(L, 0);
+    }
+    s = malloc(sizeof(*s));
+    if (s == NULL)
+        return luaL_error(L, "out of memory");
+    s->op.cancel = lt_sleep_cancel;
+    s->task = cur;
+    if (uv_timer_init(ls->sched.loop, &s->timer) < 0) {
+        free(s);
+        return luaL_error(L, "sleep: cannot create a timer");
+    }
+    s->timer.data = s;
+    why = rt_task_suspend(&cur->task, &s->op);
+    if (why != RT_WAKE_OK) {
+        uv_close((uv_handle_t *)&s->timer, lt_sleep_close_cb);
+        return rt_lua_push_wake(L, why);
+    }
+    /* Start from a fresh clock: the loop time is stale after CPU work. */
+    uv_update_time(ls->sched.loop);
+    (void)uv_timer_start(&s->timer, lt_sleep_cb, (uint64_t)(ms + 0.5), 0);
+    return lua_yield(L, 0);
+}
+
+/* native.suspend() -> values passed to task:wake(...) | nil, reason */
+static int l_suspend(lua_State *L)
+{
+    rt_lua_sched_t *ls = lt_ctx(L);
+    rt_lua_task_t *cur = rt_lua_current(L, ls, "suspend");
+    return rt_lua_suspend(L, cur, &lt_manual_op);
+}
+
+/* native.current() -> task | nil */
+static int l_current(lua_State *L)
+{
+    rt_lua_sched_t *ls = lt_ctx(L);
+    if (ls->sched.current == NULL)
+        return 0;
+    lt_push_userdata(L, ls, (rt_lua_task_t *)ls->sched.current, 0);
+    return 1;
+}
+
+/* native.cancelled() -> "cancelled" | "timeout" | nil, for the current task */
+static int l_cancelled(lua_State *L)
+{
+    rt_lua_sched_t *ls = lt_ctx(L);
+    rt_task_t *t = ls->sched.current;
+    if (t == NULL || t->cancel_reason == RT_WAKE_OK)
+        return 0;
+    lua_pushstring(L, rt__wake_names[t->cancel_reason]);
+    return 1;
+}
+
+/* native.live_tasks() -> number of tasks not yet done */
+static int l_live_tasks(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)lt_ctx(L)->sched.live);
+    return 1;
+}
+
+/* task:cancel([reason]) where reason is "cancelled" (default) or "timeout" */
+static int m_cancel(lua_State *L)
+{
+    rt_lua_task_t *t = lt_check(L, 1);
+    const char *r = luaL_optstring(L, 2, "cancelled");
+    rt_wake_t why;
+    if (strcmp(r, "cancelled") == 0)
+        why = RT_WAKE_CANCELLED;
+    else if (strcmp(r, "timeout") == 0)
+        why = RT_WAKE_TIMEOUT;
+    else
+        return luaL_argerror(L, 2, "must be 'cancelled' or 'timeout'");
+    rt_task_cancel(&t->task, why);
+    return 0;
+}
+
+static int m_done(lua_State *L)
+{
+    lua_pushboolean(L, rt_task_is_done(&lt_check(L, 1)->task));
+    return 1;
+}
+
+/* task:result() -> true, results... | nil, err. Raises if not done. */
+static int m_result(lua_State *L)
+{
+    lt_task_t *lt = (lt_task_t *)lt_check(L, 1);
+    rt_task_t *t = &lt->base.task;
+    lua_State *co = lt->base.co;
+    int i, n;
+
+    if (!rt_task_is_done(t))
+        return luaL_error(L, "task:result(): the task is not done");
+    lt->base.joined = 1;
+    switch (t->outcome) {
+    case RT_OUTCOME_OK:
+        n = lua_gettop(co);
+        luaL_checkstack(L, n + 1, "too many results");
+        lua_pushboolean(L, 1);
+        if (!lua_checkstack(co, n))
+            return luaL_error(L, "too many results");
+        for (i = 1; i <= n; i++)
+            lua_pushvalue(co, i);
+        lua_xmove(co, L, n);
+        return n + 1;
+    case RT_OUTCOME_ERROR:
+        lua_pushnil(L);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lt->err_ref);
+        return 2;
+    case RT_OUTCOME_TIMEOUT:
+        return rt_lua_push_wake(L, RT_WAKE_TIMEOUT);
+    default:
+        return rt_lua_push_wake(L, RT_WAKE_CANCELLED);
+    }
+}
+
+/* task:wake(...) -> true if the task was parked by native.suspend() */
+static int m_wake(lua_State *L)
+{
+    rt_lua_task_t *t = lt_check(L, 1);
+    int n = lua_gettop(L) - 1;
+    if (t->task.state != RT_TASK_SUSPENDED || t->task.op != &lt_manual_op) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    if (!lua_checkstack(t->co, n + 1))
+        return luaL_error(L, "too many values");
+    lua_xmove(L, t->co, n);
+    rt_lua_wake(t, n);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int m_status(lua_State *L)
+{
+    static const char *const names[] = {"new",       "ready",   "running",
+                                        "suspended", "closing", "done"};
+    lua_pushstring(L, names[lt_check(L, 1)->task.state]);
+    return 1;
+}
+
+/* task:outcome() -> "ok" | "error" | "cancelled" | "timeout" | nil */
+static int m_outcome(lua_State *L)
+{
+    static const char *const names[] = {NULL, "ok", "error", "cancelled",
+                                        "timeout"};
+    rt_lua_task_t *t = lt_check(L, 1);
+    if (t->task.outcome == RT_OUTCOME_NONE)
+        return 0;
+    lua_pushstring(L, names[t->task.outcome]);
+    return 1;
+}
+
+static int m_gc(lua_State *L)
+{
+    rt_lua_task_t **ud = luaL_checkudata(L, 1, RT_TASK_MT);
+    if (*ud) {
+        rt_task_release(&(*ud)->task);
+        *ud = NULL;
+    }
+    return 0;
+}
+
+static int m_tostring(lua_State *L)
+{
+    rt_lua_task_t *t = lt_check(L, 1);
+    lua_pushfstring(L, "chorus.task: %p", (void *)t);
+    return 1;
+}
+
+static const luaL_Reg lt_methods[] = {
+    {"cancel", m_cancel},   {"done", m_done},       {"result", m_result},
+    {"wake", m_wake},       {"status", m_status},   {"outcome", m_outcome},
+    {NULL, NULL}};
+
+static const luaL_Reg lt_funcs[] = {
+    {"spawn", l_spawn},         {"wait", l_wait},
+    {"sleep", l_sleep},         {"suspend", l_suspend},
+    {"current", l_current},     {"cancelled", l_cancelled},
+    {"live_tasks", l_live_tasks}, {NULL, NULL}};
+
+rt_lua_sched_t *rt_lua_sched_open(lua_State *L, uv_loop_t *loop, int table)
+{
+    rt_lua_sched_t *ls = malloc(sizeof(*ls));
+    if (ls == NULL)
+        return NULL;
+    if (rt_sched_init(&ls->sched, loop) < 0) {
+        free(ls);
+        return NULL;
+    }
+    ls->L = L;
+    if (table < 0)
+        table = lua_gettop(L) + table + 1;
+
+    lua_newtable(L); /* weak-valued map of live task userdata */
+    lua_newtable(L);
+    lua_pushliteral(L, "v");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    ls->tasks_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+    luaL_newmetatable(L, RT_TASK_MT);
+    lua_pushlightuserdata(L, ls);
+    lua_pushcclosure(L, m_gc, 1);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, m_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_newtable(L);
+    lua_pushlightuserdata(L, ls);
+    luaL_setfuncs(L, lt_methods, 1);
+    /* Lua code may add methods (join) to this table: native.task_methods. */
+    lua_pushvalue(L, -1);
+    lua_setfield(L, table, "task_methods");
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+
+    lua_pushvalue(L, table);
+    lua_pushlightuserdata(L, ls);
+    luaL_setfuncs(L, lt_funcs, 1);
+    lua_pop(L, 1);
+    return ls;
+}
+
+void rt_lua_sched_shutdown(rt_lua_sched_t *ls)
+{
+    rt_sched_cancel_all(&ls->sched);
+}
+
+void rt_lua_sched_free(rt_lua_sched_t *ls)
+{
+    rt_sched_close(&ls->sched);
+    free(ls);
+}

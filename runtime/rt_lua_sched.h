@@ -1,0 +1,62 @@
+/* rt_lua_sched.h - the Lua face of the scheduler: tasks are coroutines.
+ *
+ * Other bindings use these helpers to write yielding functions in the
+ * OpenResty sequence: check arguments, get the current task (raises when
+ * called outside one), suspend on an operation (or return the cancel reason
+ * at once), and later push results onto the task's coroutine and wake it. */
+#ifndef RT_LUA_SCHED_H
+#define RT_LUA_SCHED_H
+
+#include <lua.h>
+
+#include "rt_sched.h"
+
+typedef struct rt_lua_task {
+    rt_task_t task;   /* must stay first: the engine hands back rt_task_t* */
+    lua_State *co;    /* the coroutine running the body */
+    int co_ref;       /* registry ref anchoring co until the task is freed */
+    int nargs;        /* values pushed on co for the next resume */
+    int started;      /* the body has been entered */
+    int report;       /* log the error if nobody ever joins (root tasks) */
+    int joined;       /* someone read the outcome */
+} rt_lua_task_t;
+
+/* Per Lua state scheduler context, kept as an upvalue of every function. */
+typedef struct rt_lua_sched {
+    rt_sched_t sched;
+    lua_State *L;    /* the main state */
+    int tasks_ref;   /* weak table: lightuserdata(task) -> userdata */
+} rt_lua_sched_t;
+
+/* Creates the scheduler for L on loop and leaves the `chorus.native` task
+ * functions in the table at the top of the stack. Returns NULL on failure. */
+rt_lua_sched_t *rt_lua_sched_open(lua_State *L, uv_loop_t *loop, int table);
+/* Cancels every task, drains, and frees the context (after lua_close the
+ * caller runs the loop once more so handles finish closing). */
+void rt_lua_sched_shutdown(rt_lua_sched_t *ls);
+void rt_lua_sched_free(rt_lua_sched_t *ls);
+
+/* Spawns fn (at index fn_idx of L) with nargs arguments taken from the top
+ * of L as a new task (parent NULL: a root task). Pushes nothing; returns
+ * the task with one reference held by the caller, or NULL (out of memory). */
+rt_lua_task_t *rt_lua_task_spawn(rt_lua_sched_t *ls, lua_State *L, int fn_idx,
+                                 int nargs, rt_task_t *parent);
+
+/* Pushes the task's userdata, taking over the caller's reference. */
+void rt_lua_task_push(lua_State *L, rt_lua_sched_t *ls, rt_lua_task_t *t);
+
+/* The task whose coroutine is L, or raises a Lua error naming fname when L
+ * is not a running task (main thread, nested plain coroutine). */
+rt_lua_task_t *rt_lua_current(lua_State *L, rt_lua_sched_t *ls,
+                              const char *fname);
+/* Suspends the current task on op and yields. When the task is already
+ * cancelled, returns `nil, reason` at once instead. Use as
+ * `return rt_lua_suspend(L, t, op);` from a lua_CFunction. */
+int rt_lua_suspend(lua_State *L, rt_lua_task_t *t, rt_op_t *op);
+/* Pushes `nil, reason` for a cancel reason; returns 2. */
+int rt_lua_push_wake(lua_State *L, rt_wake_t why);
+/* Marks that the values just pushed onto t->co are the results of the
+ * pending operation, and queues t. */
+void rt_lua_wake(rt_lua_task_t *t, int nresults);
+
+#endif

@@ -1,0 +1,119 @@
+/* rt_lua_util.c - small non-yielding natives: clocks, hashes, ids, tty. */
+#include "rt_lua_util.h"
+
+#include <lauxlib.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <sys/time.h>
+#include <unistd.h>
+#include <uv.h>
+
+/* native.now() -> monotonic milliseconds (fractional), for latencies. */
+static int l_now(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e6);
+    return 1;
+}
+
+/* native.time() -> wall-clock seconds since the epoch (fractional). */
+static int l_time(lua_State *L)
+{
+    struct timeval tv;
+    if (gettimeofday(&tv, NULL) != 0)
+        return luaL_error(L, "gettimeofday failed");
+    lua_pushnumber(L, (lua_Number)tv.tv_sec + (lua_Number)tv.tv_usec / 1e6);
+    return 1;
+}
+
+static void rt__hex(const unsigned char *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    size_t i;
+    for (i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+}
+
+/* native.sha256(s) -> lowercase hex digest */
+static int l_sha256(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    char hex[2 * EVP_MAX_MD_SIZE];
+    if (EVP_Digest(s, len, md, &mdlen, EVP_sha256(), NULL) != 1)
+        return luaL_error(L, "sha256 failed");
+    rt__hex(md, mdlen, hex);
+    lua_pushlstring(L, hex, 2 * (size_t)mdlen);
+    return 1;
+}
+
+/* native.uuid() -> a random (version 4) UUID string */
+static int l_uuid(lua_State *L)
+{
+    unsigned char b[16];
+    char hex[32], out[36];
+    int i, j = 0;
+    if (RAND_bytes(b, sizeof(b)) != 1)
+        return luaL_error(L, "RAND_bytes failed");
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    rt__hex(b, sizeof(b), hex);
+    for (i = 0; i < 32; i++) {
+        if (i == 8 || i == 12 || i == 16 || i == 20)
+            out[j++] = '-';
+        out[j++] = hex[i];
+    }
+    lua_pushlstring(L, out, sizeof(out));
+    return 1;
+}
+
+/* native.isatty(fd) -> boolean */
+static int l_isatty(lua_State *L)
+{
+    int fd = (int)luaL_checkinteger(L, 1);
+    lua_pushboolean(L, isatty(fd));
+    return 1;
+}
+
+static int l_hostname(lua_State *L)
+{
+    char buf[256];
+    size_t len = sizeof(buf);
+    if (uv_os_gethostname(buf, &len) != 0)
+        lua_pushliteral(L, "unknown");
+    else
+        lua_pushlstring(L, buf, len);
+    return 1;
+}
+
+static int l_pid(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)uv_os_getpid());
+    return 1;
+}
+
+/* native.rss() -> resident set size in bytes (for benchmarks and metrics) */
+static int l_rss(lua_State *L)
+{
+    size_t rss = 0;
+    if (uv_resident_set_memory(&rss) != 0)
+        return 0;
+    lua_pushnumber(L, (lua_Number)rss);
+    return 1;
+}
+
+static const luaL_Reg funcs[] = {
+    {"now", l_now},         {"time", l_time},       {"sha256", l_sha256},
+    {"uuid", l_uuid},       {"isatty", l_isatty},   {"hostname", l_hostname},
+    {"pid", l_pid},         {"rss", l_rss},         {NULL, NULL}};
+
+void rt_lua_util_open(lua_State *L, int table)
+{
+    lua_pushvalue(L, table);
+    luaL_setfuncs(L, funcs, 0);
+    lua_pop(L, 1);
+}

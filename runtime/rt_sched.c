@@ -1,0 +1,401 @@
+/* rt_sched.c - tasks with structured concurrency on a libuv loop. */
+#include "rt_sched.h"
+
+#include <assert.h>
+#include <stdlib.h>
+
+static void rt__enqueue(rt_sched_t *s, rt_task_t *t, rt_wake_t wake);
+static void rt__done(rt_task_t *t);
+static void rt__drain_cb(uv_idle_t *h);
+static void rt__check_cb(uv_check_t *h);
+static void rt__deadline_cb(uv_timer_t *timer);
+static void rt__waiter_cancel(rt_op_t *op, rt_task_t *task);
+static void rt__waiter_free(rt_waiter_t *w);
+
+int rt_sched_init(rt_sched_t *s, uv_loop_t *loop)
+{
+    int rc;
+    s->loop = loop;
+    s->ready_head = s->ready_tail = NULL;
+    s->current = NULL;
+    s->roots = NULL;
+    s->live = 0;
+    s->draining = 0;
+    rc = uv_idle_init(loop, &s->idle);
+    if (rc < 0)
+        return rc;
+    s->idle.data = s;
+    rc = uv_check_init(loop, &s->check);
+    if (rc < 0)
+        goto fail_check;
+    s->check.data = s;
+    rc = uv_check_start(&s->check, rt__check_cb);
+    if (rc < 0)
+        goto fail_start;
+    /* The check handle only drains; it must not keep the loop alive. */
+    uv_unref((uv_handle_t *)&s->check);
+    return 0;
+fail_start:
+    uv_close((uv_handle_t *)&s->check, NULL);
+fail_check:
+    uv_close((uv_handle_t *)&s->idle, NULL);
+    return rc;
+}
+
+void rt_sched_close(rt_sched_t *s)
+{
+    assert(s->live == 0);
+    uv_close((uv_handle_t *)&s->idle, NULL);
+    uv_close((uv_handle_t *)&s->check, NULL);
+}
+
+static void rt__drain_cb(uv_idle_t *h)
+{
+    rt_sched_drain(h->data);
+}
+
+static void rt__check_cb(uv_check_t *h)
+{
+    rt_sched_drain(h->data);
+}
+
+void rt_sched_drain(rt_sched_t *s)
+{
+    rt_task_t *t;
+    if (s->draining)
+        return;
+    s->draining = 1;
+    while ((t = s->ready_head) != NULL) {
+        s->ready_head = t->next_ready;
+        if (s->ready_head == NULL)
+            s->ready_tail = NULL;
+        t->next_ready = NULL;
+        if (t->state == RT_TASK_NEW && t->cancel_reason != RT_WAKE_OK) {
+            /* Cancelled before it ever ran: its body never starts. */
+            t->state = RT_TASK_RUNNING;
+            rt_task_finish(t, RT_OUTCOME_OK);
+            continue;
+        }
+        t->state = RT_TASK_RUNNING;
+        s->current = t;
+        t->vt->resume(t, t->wake);
+        s->current = NULL;
+        /* The resume hook must have suspended or finished the task. */
+        assert(t->state != RT_TASK_RUNNING);
+    }
+    uv_idle_stop(&s->idle);
+    s->draining = 0;
+}
+
+void rt_sched_cancel_all(rt_sched_t *s)
+{
+    rt_task_t *t, *next;
+    for (t = s->roots; t != NULL; t = next) {
+        next = t->next_sibling;
+        rt_task_cancel(t, RT_WAKE_CANCELLED);
+    }
+    rt_sched_drain(s);
+}
+
+static void rt__enqueue(rt_sched_t *s, rt_task_t *t, rt_wake_t wake)
+{
+    t->wake = wake;
+    if (t->state != RT_TASK_NEW)
+        t->state = RT_TASK_READY;
+    t->next_ready = NULL;
+    if (s->ready_tail)
+        s->ready_tail->next_ready = t;
+    else
+        s->ready_head = t;
+    s->ready_tail = t;
+    /* An active idle handle makes the poll phase return at once, so queued
+     * work never waits for I/O. Inside a drain the loop picks it up. */
+    if (!s->draining && !uv_is_active((uv_handle_t *)&s->idle))
+        (void)uv_idle_start(&s->idle, rt__drain_cb);
+}
+
+static void rt__link_child(rt_sched_t *s, rt_task_t *parent, rt_task_t *t)
+{
+    rt_task_t **head = parent ? &parent->first_child : &s->roots;
+    t->prev_sibling = NULL;
+    t->next_sibling = *head;
+    if (*head)
+        (*head)->prev_sibling = t;
+    *head = t;
+    if (parent)
+        parent->nchildren++;
+}
+
+static void rt__unlink_child(rt_sched_t *s, rt_task_t *t)
+{
+    rt_task_t **head = t->parent ? &t->parent->first_child : &s->roots;
+    if (t->prev_sibling)
+        t->prev_sibling->next_sibling = t->next_sibling;
+    else
+        *head = t->next_sibling;
+    if (t->next_sibling)
+        t->next_sibling->prev_sibling = t->prev_sibling;
+    t->prev_sibling = t->next_sibling = NULL;
+    if (t->parent)
+        t->parent->nchildren--;
+}
+
+void rt_task_start(rt_sched_t *s, rt_task_t *t, const rt_task_vtable_t *vt,
+                   rt_task_t *parent)
+{
+    t->sched = s;
+    t->vt = vt;
+    t->parent = parent;
+    t->first_child = NULL;
+    t->waiters = NULL;
+    t->op = NULL;
+    t->deadline_timer = NULL;
+    t->deadline = 0;
+    t->refs = 2; /* the caller's and the scheduler's (until done) */
+    t->nchildren = 0;
+    t->state = RT_TASK_NEW;
+    t->cancel_reason = RT_WAKE_OK;
+    t->outcome = RT_OUTCOME_NONE;
+    rt__link_child(s, parent, t);
+    s->live++;
+    /* A child of a cancelled task starts cancelled (and so never runs). */
+    if (parent && parent->cancel_reason != RT_WAKE_OK)
+        t->cancel_reason = parent->cancel_reason;
+    rt__enqueue(s, t, RT_WAKE_OK);
+}
+
+void rt_task_retain(rt_task_t *t)
+{
+    t->refs++;
+}
+
+void rt_task_release(rt_task_t *t)
+{
+    assert(t->refs > 0);
+    if (--t->refs == 0)
+        t->vt->free(t);
+}
+
+int rt_task_set_deadline(rt_task_t *t, uint64_t ms)
+{
+    uv_loop_t *loop = t->sched->loop;
+    uv_update_time(loop);
+    t->deadline = uv_now(loop) + ms;
+    if (t->deadline == 0)
+        t->deadline = 1;
+    return 0;
+}
+
+static void rt__deadline_cb(uv_timer_t *timer)
+{
+    rt_task_t *t = timer->data;
+    rt_task_cancel(t, RT_WAKE_TIMEOUT);
+}
+
+static void rt__free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* Arms the deadline timer. Returns 0, or RT_WAKE_TIMEOUT when the deadline
+ * has already passed (the task is then cancelled with a timeout). */
+static rt_wake_t rt__arm_deadline(rt_task_t *t)
+{
+    uv_loop_t *loop = t->sched->loop;
+    uint64_t now;
+    uv_update_time(loop);
+    now = uv_now(loop);
+    if (now >= t->deadline) {
+        rt_task_cancel(t, RT_WAKE_TIMEOUT);
+        return RT_WAKE_TIMEOUT;
+    }
+    t->deadline_timer = malloc(sizeof(*t->deadline_timer));
+    if (t->deadline_timer == NULL)
+        return RT_WAKE_OK; /* best effort: run without a deadline */
+    if (uv_timer_init(loop, t->deadline_timer) < 0) {
+        free(t->deadline_timer);
+        t->deadline_timer = NULL;
+        return RT_WAKE_OK;
+    }
+    t->deadline_timer->data = t;
+    if (uv_timer_start(t->deadline_timer, rt__deadline_cb, t->deadline - now,
+                       0) < 0) {
+        uv_close((uv_handle_t *)t->deadline_timer, rt__free_handle);
+        t->deadline_timer = NULL;
+    }
+    return RT_WAKE_OK;
+}
+
+rt_wake_t rt_task_suspend(rt_task_t *t, rt_op_t *op)
+{
+    assert(t->state == RT_TASK_RUNNING);
+    if (t->cancel_reason != RT_WAKE_OK)
+        return t->cancel_reason;
+    if (t->deadline && t->deadline_timer == NULL &&
+        rt__arm_deadline(t) != RT_WAKE_OK)
+        return t->cancel_reason;
+    t->op = op;
+    t->state = RT_TASK_SUSPENDED;
+    return RT_WAKE_OK;
+}
+
+void rt_task_wake(rt_task_t *t)
+{
+    assert(t->state == RT_TASK_SUSPENDED);
+    t->op = NULL;
+    rt__enqueue(t->sched, t, RT_WAKE_OK);
+}
+
+void rt_task_cancel(rt_task_t *t, rt_wake_t reason)
+{
+    rt_task_t *c, *next;
+    if (t->state == RT_TASK_DONE || t->cancel_reason != RT_WAKE_OK)
+        return;
+    t->cancel_reason = reason;
+    for (c = t->first_child; c != NULL; c = next) {
+        next = c->next_sibling; /* a NEW child stays linked; safe anyway */
+        rt_task_cancel(c, reason);
+    }
+    if (t->state == RT_TASK_SUSPENDED) {
+        rt_op_t *op = t->op;
+        t->op = NULL;
+        op->cancel(op, t);
+        rt__enqueue(t->sched, t, reason);
+    }
+}
+
+void rt_task_finish(rt_task_t *t, rt_outcome_t outcome)
+{
+    rt_task_t *c, *next;
+    assert(t->state == RT_TASK_RUNNING);
+    if (t->cancel_reason == RT_WAKE_TIMEOUT)
+        outcome = RT_OUTCOME_TIMEOUT;
+    else if (t->cancel_reason == RT_WAKE_CANCELLED)
+        outcome = RT_OUTCOME_CANCELLED;
+    t->outcome = outcome;
+    if (t->nchildren > 0) {
+        /* Structured concurrency: nothing outlives the body that made it. */
+        t->state = RT_TASK_CLOSING;
+        for (c = t->first_child; c != NULL; c = next) {
+            next = c->next_sibling;
+            rt_task_cancel(c, RT_WAKE_CANCELLED);
+        }
+        return;
+    }
+    rt__done(t);
+}
+
+/* Wakes w's task if enough targets are done, unlinking w everywhere. */
+static void rt__waiter_notify(rt_waiter_t *w)
+{
+    rt_task_t *task;
+    if (++w->done < w->need)
+        return;
+    task = w->task;
+    rt__waiter_free(w);
+    rt_task_wake(task);
+}
+
+static void rt__done(rt_task_t *t)
+{
+    rt_sched_t *s = t->sched;
+    rt_task_t *parent = t->parent;
+    struct rt_wait_link *l;
+
+    t->state = RT_TASK_DONE;
+    s->live--;
+    if (t->deadline_timer) {
+        uv_close((uv_handle_t *)t->deadline_timer, rt__free_handle);
+        t->deadline_timer = NULL;
+    }
+    if (t->vt->done)
+        t->vt->done(t);
+    /* Notify waiters. rt__waiter_notify may free other links of this list
+     * (a wait on the same task twice), so always restart from the head. */
+    while ((l = t->waiters) != NULL) {
+        t->waiters = l->next;
+        if (l->next)
+            l->next->prev = NULL;
+        l->target = NULL;
+        l->next = l->prev = NULL;
+        rt__waiter_notify(l->waiter);
+    }
+    rt__unlink_child(s, t);
+    if (parent && parent->state == RT_TASK_CLOSING && parent->nchildren == 0)
+        rt__done(parent);
+    rt_task_release(t);
+}
+
+static void rt__waiter_free(rt_waiter_t *w)
+{
+    uint32_t i;
+    for (i = 0; i < w->nlinks; i++) {
+        struct rt_wait_link *l = &w->links[i];
+        if (l->target == NULL)
+            continue;
+        if (l->prev)
+            l->prev->next = l->next;
+        else
+            l->target->waiters = l->next;
+        if (l->next)
+            l->next->prev = l->prev;
+        l->target = NULL;
+    }
+    free(w);
+}
+
+static void rt__waiter_cancel(rt_op_t *op, rt_task_t *task)
+{
+    (void)task;
+    rt__waiter_free((rt_waiter_t *)op);
+}
+
+int rt_task_wait(rt_task_t *waiter, rt_task_t **targets, uint32_t n,
+                 uint32_t need)
+{
+    rt_waiter_t *w;
+    uint32_t i, done = 0, pending = 0;
+    rt_wake_t why;
+
+    if (need > n)
+        need = n;
+    for (i = 0; i < n; i++) {
+        if (rt_task_is_done(targets[i]))
+            done++;
+        else
+            pending++;
+    }
+    if (waiter->cancel_reason != RT_WAKE_OK)
+        return RT_WAIT_CANCELLED;
+    if (done >= need)
+        return RT_WAIT_READY;
+    /* One allocation holds the waiter and its links. */
+    w = malloc(sizeof(*w) + pending * sizeof(struct rt_wait_link));
+    if (w == NULL)
+        return RT_WAIT_NOMEM;
+    w->op.cancel = rt__waiter_cancel;
+    w->task = waiter;
+    w->need = need;
+    w->done = done;
+    w->nlinks = 0;
+    w->links = (struct rt_wait_link *)(w + 1);
+    why = rt_task_suspend(waiter, &w->op);
+    if (why != RT_WAKE_OK) {
+        free(w);
+        return RT_WAIT_CANCELLED;
+    }
+    for (i = 0; i < n; i++) {
+        struct rt_wait_link *l;
+        if (rt_task_is_done(targets[i]))
+            continue;
+        l = &w->links[w->nlinks++];
+        l->waiter = w;
+        l->target = targets[i];
+        l->prev = NULL;
+        l->next = targets[i]->waiters;
+        if (l->next)
+            l->next->prev = l;
+        targets[i]->waiters = l;
+    }
+    return RT_WAIT_SUSPENDED;
+}

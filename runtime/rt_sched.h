@@ -1,0 +1,173 @@
+/* rt_sched.h - tasks with structured concurrency on a libuv loop.
+ *
+ * This is the engine half of the scheduler: it knows nothing of Lua. A task
+ * is a unit of work that runs, suspends on one pending operation at a time,
+ * and is resumed when that operation completes or is aborted. Tasks form a
+ * tree: a task is done only when its own body has finished and all of its
+ * children are done; a task whose body finishes early cancels the children
+ * still running. Cancelling a task cancels its subtree and aborts each
+ * pending operation through the operation's cancel hook.
+ *
+ * Resumption is never re-entrant: wakes are queued and the queue is drained
+ * from an idle/check handle, so a completion callback of libuv, libpq,
+ * hiredis or curl never runs task code on its own stack.
+ *
+ * The binding embeds rt_task_t in its own struct and supplies a vtable. */
+#ifndef RT_SCHED_H
+#define RT_SCHED_H
+
+#include <stdint.h>
+#include <uv.h>
+
+/* Why a task was resumed or how it ended. */
+typedef enum {
+    RT_WAKE_OK = 0,        /* the operation completed; results are ready */
+    RT_WAKE_CANCELLED = 1, /* the task was cancelled */
+    RT_WAKE_TIMEOUT = 2    /* the task's deadline passed */
+} rt_wake_t;
+
+/* Outcome of a finished task body. */
+typedef enum {
+    RT_OUTCOME_NONE = 0, /* still running */
+    RT_OUTCOME_OK,       /* body returned */
+    RT_OUTCOME_ERROR,    /* body raised */
+    RT_OUTCOME_CANCELLED,
+    RT_OUTCOME_TIMEOUT
+} rt_outcome_t;
+
+typedef enum {
+    RT_TASK_NEW = 0,   /* created, queued for its first run */
+    RT_TASK_READY,     /* in the ready queue */
+    RT_TASK_RUNNING,   /* its code is on the CPU now */
+    RT_TASK_SUSPENDED, /* waiting on an operation */
+    RT_TASK_CLOSING,   /* body finished, waiting for children */
+    RT_TASK_DONE
+} rt_task_state_t;
+
+typedef struct rt_sched rt_sched_t;
+typedef struct rt_task rt_task_t;
+typedef struct rt_op rt_op_t;
+typedef struct rt_waiter rt_waiter_t;
+
+/* A pending operation. cancel() must abort the I/O (stop the timer, close
+ * the handle, cancel the query) so that no completion will ever arrive, and
+ * must not wake the task: the scheduler wakes it with the cancel reason. */
+struct rt_op {
+    void (*cancel)(rt_op_t *op, rt_task_t *task);
+};
+
+typedef struct {
+    /* Run or resume the task's code. wake says why. Called only from the
+     * drain loop. The code either suspends (rt_task_suspend) or finishes
+     * (rt_task_finish) before returning. */
+    void (*resume)(rt_task_t *task, rt_wake_t wake);
+    /* The scheduler dropped its last reference (task done and released by
+     * the binding). Free the embedding struct here. */
+    void (*free)(rt_task_t *task);
+    /* The task became done (children included); optional. */
+    void (*done)(rt_task_t *task);
+} rt_task_vtable_t;
+
+/* Someone waiting for tasks to finish (see rt_task_wait). */
+struct rt_waiter {
+    rt_op_t op;
+    rt_task_t *task;     /* the waiting task */
+    uint32_t need;       /* wake when this many are done */
+    uint32_t done;       /* how many are done so far */
+    uint32_t nlinks;
+    struct rt_wait_link *links; /* one per watched task */
+};
+
+struct rt_wait_link {
+    rt_waiter_t *waiter;
+    rt_task_t *target;
+    struct rt_wait_link *prev, *next; /* in target->waiters */
+};
+
+struct rt_task {
+    rt_sched_t *sched;
+    const rt_task_vtable_t *vt;
+    rt_task_t *parent;
+    rt_task_t *first_child, *next_sibling, *prev_sibling;
+    rt_task_t *next_ready;        /* ready queue link */
+    struct rt_wait_link *waiters; /* who waits for this task to be done */
+    rt_op_t *op;                  /* pending operation while SUSPENDED */
+    uv_timer_t *deadline_timer;   /* armed lazily at first suspend */
+    uint64_t deadline;            /* absolute uv_now() ms, 0 = none */
+    uint32_t refs;                /* binding refs + 1 while not done */
+    uint32_t nchildren;
+    rt_task_state_t state;
+    rt_wake_t wake;               /* reason of the pending resume */
+    rt_wake_t cancel_reason;      /* RT_WAKE_OK = not cancelled */
+    rt_outcome_t outcome;
+};
+
+struct rt_sched {
+    uv_loop_t *loop;
+    uv_idle_t idle;   /* keeps poll from blocking while work is queued */
+    uv_check_t check; /* drains wakes that arrived during poll */
+    rt_task_t *ready_head, *ready_tail;
+    rt_task_t *current; /* task whose code is running, or NULL */
+    rt_task_t *roots;   /* live root tasks, linked through siblings */
+    uint64_t live;      /* tasks not yet done */
+    int draining;
+};
+
+/* Prepares the scheduler on loop. Returns 0 or a negative uv error. */
+int rt_sched_init(rt_sched_t *s, uv_loop_t *loop);
+/* Closes the scheduler's handles. Every task must be done. */
+void rt_sched_close(rt_sched_t *s);
+/* Runs queued tasks until the queue is empty. */
+void rt_sched_drain(rt_sched_t *s);
+/* Cancels every live root task (and so every task), then drains. */
+void rt_sched_cancel_all(rt_sched_t *s);
+
+/* Initialises t as a child of parent (NULL: a root task) and queues its
+ * first run. The caller holds one reference (released with
+ * rt_task_release); the scheduler holds another until the task is done. */
+void rt_task_start(rt_sched_t *s, rt_task_t *t, const rt_task_vtable_t *vt,
+                   rt_task_t *parent);
+/* Drops a binding reference; the task is freed once done and unreferenced. */
+void rt_task_release(rt_task_t *t);
+void rt_task_retain(rt_task_t *t);
+
+/* Sets a deadline ms milliseconds from now; at the deadline the task is
+ * cancelled with RT_WAKE_TIMEOUT. The timer is only armed when the task
+ * first suspends (a task that never suspends cannot be interrupted). */
+int rt_task_set_deadline(rt_task_t *t, uint64_t ms);
+
+/* Suspends the running task t on op. Returns RT_WAKE_OK when suspended, or
+ * the cancel reason when t is already cancelled: then it is not suspended
+ * and the caller must return that reason at once instead of waiting. */
+rt_wake_t rt_task_suspend(rt_task_t *t, rt_op_t *op);
+/* The operation t waits on completed: queue t to resume with RT_WAKE_OK. */
+void rt_task_wake(rt_task_t *t);
+/* Cancels t and its subtree with reason (CANCELLED or TIMEOUT). A
+ * suspended task has its operation aborted and is queued to resume with
+ * the reason. Cancelling a done task does nothing. */
+void rt_task_cancel(rt_task_t *t, rt_wake_t reason);
+/* The running task's body ended with outcome (OK or ERROR; a cancelled
+ * task's outcome becomes CANCELLED/TIMEOUT). Children still running are
+ * cancelled; the task is done when they are. */
+void rt_task_finish(rt_task_t *t, rt_outcome_t outcome);
+
+/* Results of rt_task_wait. */
+enum {
+    RT_WAIT_NOMEM = -1,    /* out of memory; nothing changed */
+    RT_WAIT_READY = 0,     /* the condition holds now; not suspended */
+    RT_WAIT_SUSPENDED = 1, /* suspended until the condition holds */
+    RT_WAIT_CANCELLED = 2  /* the waiter is cancelled (see cancel_reason) */
+};
+
+/* Suspends the running task waiter until `need` of the n targets are done
+ * (need = n: all, need = 1: any). When woken, the waiter resumes with
+ * RT_WAKE_OK and no results. */
+int rt_task_wait(rt_task_t *waiter, rt_task_t **targets, uint32_t n,
+                 uint32_t need);
+
+static inline int rt_task_is_done(const rt_task_t *t)
+{
+    return t->state == RT_TASK_DONE;
+}
+
+#endif

@@ -1,0 +1,183 @@
+-- The task API as Lua sees it: spawn, join, wait all/any, cancel, deadlines,
+-- sleep, conditions, errors with tracebacks, and nothing left running.
+local sched = require "chorus.sched"
+local native = require "chorus.native"
+
+describe("chorus.sched", function()
+  it("spawns a child and joins its results", function()
+    local t = sched.spawn(function(a, b) return a + b, "x" end, 2, 3)
+    assert.same({ true, 5, "x" }, { t:join() })
+  end)
+
+  it("runs children concurrently (two 30 ms sleeps take ~30 ms)", function()
+    local t0 = sched.now()
+    local a = sched.spawn(function() return sched.sleep(30) end)
+    local b = sched.spawn(function() return sched.sleep(30) end)
+    assert.is_true(sched.wait_all({ a, b }))
+    local took = sched.now() - t0
+    assert.is_true(took >= 29 and took < 55, "took " .. took)
+  end)
+
+  it("wait_any returns the first task done", function()
+    local slow = sched.spawn(function() sched.sleep(200) return "slow" end)
+    local fast = sched.spawn(function() sched.sleep(5) return "fast" end)
+    local i, t = sched.wait_any({ slow, fast })
+    assert.equal(2, i)
+    assert.same({ true, "fast" }, { t:join() })
+    slow:cancel()
+    assert.same({ nil, "cancelled" }, { slow:join() })
+  end)
+
+  it("cancel aborts a sleeping task at once", function()
+    local t0 = sched.now()
+    local seen
+    local t = sched.spawn(function() seen = { sched.sleep(10000) } end)
+    sched.sleep(5)
+    t:cancel()
+    assert.same({ nil, "cancelled" }, { t:join() })
+    assert.same({ nil, "cancelled" }, seen)
+    assert.is_true(sched.now() - t0 < 100)
+  end)
+
+  it("a deadline delivers timeout within 10 ms", function()
+    local seen
+    local t0 = sched.now()
+    local t = sched.spawn_with({ timeout_ms = 50 }, function()
+      seen = { sched.sleep(10000) }
+      return "ignored"
+    end)
+    assert.same({ nil, "timeout" }, { t:join() })
+    local took = sched.now() - t0
+    assert.same({ nil, "timeout" }, seen)
+    assert.is_true(took >= 49 and took < 60, "took " .. took)
+  end)
+
+  it("a task that never waits is not interrupted by its deadline", function()
+    local t = sched.spawn_with({ timeout_ms = 1000 }, function() return 1 end)
+    assert.same({ true, 1 }, { t:join() })
+  end)
+
+  it("cancelling a parent cancels its children", function()
+    local child
+    local parent = sched.spawn(function()
+      child = sched.spawn(function() return sched.sleep(10000) end)
+      return child:join()
+    end)
+    sched.sleep(5)
+    parent:cancel()
+    assert.same({ nil, "cancelled" }, { parent:join() })
+    assert.same({ nil, "cancelled" }, { child:join() })
+  end)
+
+  it("a body that returns cancels its still-running children", function()
+    local child
+    local parent = sched.spawn(function()
+      child = sched.spawn(function() return sched.sleep(10000) end)
+      sched.sleep(1)
+      return "done"
+    end)
+    assert.same({ true, "done" }, { parent:join() })
+    assert.equal("done", child:status())
+    assert.equal("cancelled", child:outcome())
+  end)
+
+  it("an error in a task is returned with its traceback", function()
+    local t = sched.spawn(function() error("boom") end)
+    local ok, err = t:join()
+    assert.is_nil(ok)
+    assert.matches("boom", err)
+    assert.matches("stack traceback", err)
+    assert.equal("error", t:outcome())
+  end)
+
+  it("a non-string error value is kept as is", function()
+    local t = sched.spawn(function() error({ code = 7 }) end)
+    local ok, err = t:join()
+    assert.is_nil(ok)
+    assert.same({ code = 7 }, err)
+  end)
+
+  it("a bare coroutine.yield in a task fails the task, not the process", function()
+    local t = sched.spawn(function() coroutine.yield() end)
+    local ok, err = t:join()
+    assert.is_nil(ok)
+    assert.matches("coroutine.yield", err)
+  end)
+
+  it("waiting functions refuse to run outside a task", function()
+    local co = coroutine.create(function() return sched.sleep(1) end)
+    local ok, err = coroutine.resume(co)
+    assert.is_false(ok)
+    assert.matches("must be called from a chorus task", err)
+  end)
+
+  it("sleep(0) lets other tasks run", function()
+    local order = {}
+    local a = sched.spawn(function() order[#order + 1] = "a1"; sched.sleep(0); order[#order + 1] = "a2" end)
+    local b = sched.spawn(function() order[#order + 1] = "b" end)
+    sched.wait_all({ a, b })
+    assert.same({ "a1", "b", "a2" }, order)
+  end)
+
+  it("a condition wakes every waiter with the signalled values", function()
+    local c = sched.cond()
+    local got = {}
+    local ts = {}
+    for i = 1, 3 do
+      ts[i] = sched.spawn(function() got[i] = { c:wait() } end)
+    end
+    sched.sleep(1)
+    assert.is_true(c:has_waiters())
+    c:signal("go", 2)
+    sched.wait_all(ts)
+    assert.same({ { "go", 2 }, { "go", 2 }, { "go", 2 } }, got)
+  end)
+
+  it("a cancelled condition waiter leaves the waiter list", function()
+    local c = sched.cond()
+    local t = sched.spawn(function() return c:wait() end)
+    sched.sleep(1)
+    t:cancel()
+    assert.same({ nil, "cancelled" }, { t:join() })
+    assert.is_false(c:has_waiters())
+  end)
+
+  it("task:wake only wakes a suspended task", function()
+    local t = sched.spawn(function() return sched.sleep(5) end)
+    sched.sleep(1)
+    assert.is_false(t:wake("x"))
+    t:join()
+  end)
+
+  it("run_limited never runs more than the limit at once", function()
+    local running, peak = 0, 0
+    local fns = {}
+    for i = 1, 10 do
+      fns[i] = function()
+        running = running + 1
+        if running > peak then peak = running end
+        sched.sleep(2)
+        running = running - 1
+        return i
+      end
+    end
+    local tasks = sched.run_limited(fns, 3)
+    assert.equal(3, peak)
+    for i = 1, 10 do assert.same({ true, i }, { tasks[i]:join() }) end
+  end)
+
+  it("leaves no task running", function()
+    local before = sched.live_tasks()
+    local ts = {}
+    for i = 1, 100 do ts[i] = sched.spawn(function() sched.sleep(i % 3) end) end
+    sched.wait_all(ts)
+    assert.equal(before, sched.live_tasks())
+  end)
+
+  it("exposes hashes, ids and clocks", function()
+    assert.equal("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", native.sha256("abc"))
+    assert.matches("^%x+%-%x+%-4%x+%-[89ab]%x+%-%x+$", native.uuid())
+    assert.is_true(native.time() > 1.7e9)
+    assert.is_number(native.rss())
+  end)
+end)

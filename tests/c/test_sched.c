@@ -1,0 +1,421 @@
+/* test_sched.c - unit tests of the task engine (rt_sched.c) with C tasks:
+ * timers, wakes, cancellation, deadlines, structured concurrency, waits,
+ * and that every task and handle is gone at the end. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rt_sched.h"
+
+static int failures;
+#define CHECK(cond)                                                          \
+    do {                                                                     \
+        if (!(cond)) {                                                       \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
+                    #cond);                                                  \
+            failures++;                                                      \
+        }                                                                    \
+    } while (0)
+
+static uv_loop_t loop;
+static rt_sched_t sched;
+static int created, freed, op_cancels;
+
+typedef struct ctask ctask_t;
+typedef void (*body_fn)(ctask_t *t, rt_wake_t wake);
+
+/* A C task: body is called on every resume with the resume count in step. */
+struct ctask {
+    rt_task_t task;
+    body_fn body;
+    int step;
+    int resumes;
+    rt_wake_t wakes[8];
+    uint64_t woke_at[8];
+    uint64_t arg;   /* timer length or similar */
+    ctask_t *other; /* a peer the body acts on */
+    int done_hook;
+};
+
+static void c_resume(rt_task_t *task, rt_wake_t wake)
+{
+    ctask_t *t = (ctask_t *)task;
+    if (t->resumes < 8) {
+        t->wakes[t->resumes] = wake;
+        t->woke_at[t->resumes] = uv_now(&loop);
+    }
+    t->resumes++;
+    t->body(t, wake);
+}
+
+static void c_free(rt_task_t *task)
+{
+    freed++;
+    free(task);
+}
+
+static void c_done(rt_task_t *task)
+{
+    ((ctask_t *)task)->done_hook++;
+}
+
+static const rt_task_vtable_t c_vt = {c_resume, c_free, c_done};
+
+static ctask_t *spawn(body_fn body, ctask_t *parent, uint64_t arg)
+{
+    ctask_t *t = calloc(1, sizeof(*t));
+    t->body = body;
+    t->arg = arg;
+    created++;
+    rt_task_start(&sched, &t->task, &c_vt, parent ? &parent->task : NULL);
+    return t;
+}
+
+/* Timer operation. */
+typedef struct {
+    rt_op_t op;
+    uv_timer_t timer;
+    ctask_t *t;
+} timer_op_t;
+
+static void free_handle_data(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void timer_op_cb(uv_timer_t *h)
+{
+    timer_op_t *o = h->data;
+    rt_task_wake(&o->t->task);
+    uv_close((uv_handle_t *)h, free_handle_data);
+}
+
+static void timer_op_cancel(rt_op_t *op, rt_task_t *task)
+{
+    timer_op_t *o = (timer_op_t *)op;
+    (void)task;
+    op_cancels++;
+    uv_timer_stop(&o->timer);
+    uv_close((uv_handle_t *)&o->timer, free_handle_data);
+}
+
+/* Suspends t on a timer of ms. Returns the cancel reason if it could not. */
+static rt_wake_t wait_timer(ctask_t *t, uint64_t ms)
+{
+    timer_op_t *o = malloc(sizeof(*o));
+    rt_wake_t why;
+    o->op.cancel = timer_op_cancel;
+    o->t = t;
+    uv_timer_init(&loop, &o->timer);
+    o->timer.data = o;
+    why = rt_task_suspend(&t->task, &o->op);
+    if (why != RT_WAKE_OK) {
+        uv_close((uv_handle_t *)&o->timer, free_handle_data);
+        return why;
+    }
+    uv_timer_start(&o->timer, timer_op_cb, ms, 0);
+    return RT_WAKE_OK;
+}
+
+/* Body: sleep arg ms once, then finish. */
+static void body_sleep(ctask_t *t, rt_wake_t wake)
+{
+    (void)wake;
+    if (t->step++ == 0 && wait_timer(t, t->arg) == RT_WAKE_OK)
+        return;
+    rt_task_finish(&t->task, RT_OUTCOME_OK);
+}
+
+/* Body: after arg ms, cancel t->other, then finish. */
+static void body_canceller(ctask_t *t, rt_wake_t wake)
+{
+    (void)wake;
+    if (t->step++ == 0 && wait_timer(t, t->arg) == RT_WAKE_OK)
+        return;
+    rt_task_cancel(&t->other->task, RT_WAKE_CANCELLED);
+    rt_task_finish(&t->task, RT_OUTCOME_OK);
+}
+
+static void run_loop(void)
+{
+    uv_run(&loop, UV_RUN_DEFAULT);
+}
+
+static void setup(void)
+{
+    uv_loop_init(&loop);
+    rt_sched_init(&sched, &loop);
+    created = freed = op_cancels = 0;
+}
+
+/* Everything is done, freed, and the loop closes with no handle left. */
+static void teardown(const char *name)
+{
+    CHECK(sched.live == 0);
+    rt_sched_close(&sched);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(created == freed);
+    CHECK(uv_loop_close(&loop) == 0);
+    printf("ok - %s\n", name);
+}
+
+static void test_timer_wake(void)
+{
+    ctask_t *t;
+    uint64_t start;
+    setup();
+    uv_update_time(&loop);
+    start = uv_now(&loop);
+    t = spawn(body_sleep, NULL, 30);
+    run_loop();
+    CHECK(t->resumes == 2);
+    CHECK(t->wakes[1] == RT_WAKE_OK);
+    CHECK(t->woke_at[1] - start >= 30 && t->woke_at[1] - start < 60);
+    CHECK(t->task.outcome == RT_OUTCOME_OK);
+    CHECK(t->done_hook == 1);
+    rt_task_release(&t->task);
+    teardown("a timer wakes its task, which then finishes");
+}
+
+static void test_cancel(void)
+{
+    ctask_t *sleeper, *killer;
+    uint64_t start;
+    setup();
+    uv_update_time(&loop);
+    start = uv_now(&loop);
+    sleeper = spawn(body_sleep, NULL, 5000);
+    killer = spawn(body_canceller, NULL, 20);
+    killer->other = sleeper;
+    run_loop();
+    CHECK(sleeper->resumes == 2);
+    CHECK(sleeper->wakes[1] == RT_WAKE_CANCELLED);
+    CHECK(sleeper->woke_at[1] - start < 100);
+    CHECK(sleeper->task.outcome == RT_OUTCOME_CANCELLED);
+    CHECK(op_cancels == 1);
+    rt_task_release(&sleeper->task);
+    rt_task_release(&killer->task);
+    teardown("cancel aborts the pending timer and resumes with cancelled");
+}
+
+static void test_deadline(void)
+{
+    ctask_t *t;
+    uint64_t start;
+    setup();
+    uv_update_time(&loop);
+    start = uv_now(&loop);
+    t = spawn(body_sleep, NULL, 5000);
+    rt_task_set_deadline(&t->task, 40);
+    run_loop();
+    CHECK(t->wakes[1] == RT_WAKE_TIMEOUT);
+    CHECK(t->woke_at[1] - start >= 40 && t->woke_at[1] - start < 50);
+    CHECK(t->task.outcome == RT_OUTCOME_TIMEOUT);
+    CHECK(op_cancels == 1);
+    rt_task_release(&t->task);
+    teardown("a deadline aborts pending I/O with timeout within 10 ms");
+}
+
+static void test_deadline_not_reached(void)
+{
+    ctask_t *t;
+    setup();
+    t = spawn(body_sleep, NULL, 10);
+    rt_task_set_deadline(&t->task, 1000);
+    run_loop(); /* returns at once when done: the deadline timer is closed */
+    CHECK(t->wakes[1] == RT_WAKE_OK);
+    CHECK(t->task.outcome == RT_OUTCOME_OK);
+    CHECK(op_cancels == 0);
+    rt_task_release(&t->task);
+    teardown("a deadline not reached changes nothing and leaves no timer");
+}
+
+static ctask_t *kids[3];
+
+/* Body: start three sleeping children, then finish at once. */
+static void body_parent_leaves(ctask_t *t, rt_wake_t wake)
+{
+    int i;
+    (void)wake;
+    for (i = 0; i < 3; i++)
+        kids[i] = spawn(body_sleep, t, 5000);
+    rt_task_finish(&t->task, RT_OUTCOME_OK);
+}
+
+static void test_structured(void)
+{
+    ctask_t *p;
+    int i;
+    setup();
+    p = spawn(body_parent_leaves, NULL, 0);
+    rt_sched_drain(&sched);
+    /* Children ran once (suspended) before the parent finished? No: they
+     * were queued behind it, so they were cancelled before ever running. */
+    run_loop();
+    CHECK(rt_task_is_done(&p->task));
+    CHECK(p->task.outcome == RT_OUTCOME_OK);
+    for (i = 0; i < 3; i++) {
+        CHECK(rt_task_is_done(&kids[i]->task));
+        CHECK(kids[i]->resumes == 0); /* never started */
+        CHECK(kids[i]->task.outcome == RT_OUTCOME_CANCELLED);
+        rt_task_release(&kids[i]->task);
+    }
+    rt_task_release(&p->task);
+    teardown("a finished body cancels children that never ran");
+}
+
+/* Body: start children that sleep, wait until they suspended (sleep 0 via
+ * a short timer), then finish: children are aborted mid-wait. */
+static void body_parent_after(ctask_t *t, rt_wake_t wake)
+{
+    int i;
+    (void)wake;
+    if (t->step++ == 0) {
+        for (i = 0; i < 3; i++)
+            kids[i] = spawn(body_sleep, t, 5000);
+        wait_timer(t, 5);
+        return;
+    }
+    rt_task_finish(&t->task, RT_OUTCOME_OK);
+}
+
+static void test_structured_running(void)
+{
+    ctask_t *p;
+    int i;
+    setup();
+    p = spawn(body_parent_after, NULL, 0);
+    run_loop();
+    CHECK(rt_task_is_done(&p->task));
+    CHECK(p->done_hook == 1);
+    for (i = 0; i < 3; i++) {
+        CHECK(kids[i]->resumes == 2);
+        CHECK(kids[i]->wakes[1] == RT_WAKE_CANCELLED);
+        CHECK(kids[i]->done_hook == 1);
+        rt_task_release(&kids[i]->task);
+    }
+    CHECK(op_cancels == 3);
+    rt_task_release(&p->task);
+    teardown("a parent is done only after its running children are aborted");
+}
+
+static void test_cancel_subtree(void)
+{
+    ctask_t *p, *killer;
+    int i;
+    setup();
+    p = spawn(body_parent_after, NULL, 0);
+    p->step = 0;
+    killer = spawn(body_canceller, NULL, 1);
+    killer->other = p;
+    run_loop();
+    CHECK(p->task.outcome == RT_OUTCOME_CANCELLED);
+    for (i = 0; i < 3; i++) {
+        CHECK(kids[i]->task.outcome == RT_OUTCOME_CANCELLED);
+        rt_task_release(&kids[i]->task);
+    }
+    rt_task_release(&p->task);
+    rt_task_release(&killer->task);
+    teardown("cancelling a task cancels its whole subtree");
+}
+
+static ctask_t *targets[3];
+static int wait_need;
+
+/* Body: start children sleeping 10, 30, 50 ms; wait for wait_need. */
+static void body_waiter(ctask_t *t, rt_wake_t wake)
+{
+    rt_task_t *tt[3];
+    int i, rc;
+    if (t->step++ == 0) {
+        for (i = 0; i < 3; i++) {
+            targets[i] = spawn(body_sleep, t, 10 + 20 * (uint64_t)i);
+            tt[i] = &targets[i]->task;
+        }
+        rc = rt_task_wait(&t->task, tt, 3, (uint32_t)wait_need);
+        CHECK(rc == RT_WAIT_SUSPENDED);
+        return;
+    }
+    (void)wake; /* recorded in t->wakes by c_resume */
+    t->arg = 0;
+    for (i = 0; i < 3; i++)
+        t->arg += rt_task_is_done(&targets[i]->task);
+    rt_task_finish(&t->task, RT_OUTCOME_OK);
+}
+
+static void test_wait(int need, int expect_done, const char *name)
+{
+    ctask_t *w;
+    int i;
+    setup();
+    wait_need = need;
+    w = spawn(body_waiter, NULL, 0);
+    run_loop();
+    CHECK(w->wakes[1] == RT_WAKE_OK);
+    CHECK((int)w->arg == expect_done);
+    for (i = 0; i < 3; i++) {
+        CHECK(rt_task_is_done(&targets[i]->task));
+        rt_task_release(&targets[i]->task);
+    }
+    rt_task_release(&w->task);
+    teardown(name);
+}
+
+/* Body: wait for all children, but the waiter itself has a deadline. */
+static void test_wait_cancelled(void)
+{
+    ctask_t *w;
+    int i;
+    setup();
+    wait_need = 3;
+    w = spawn(body_waiter, NULL, 0);
+    rt_task_set_deadline(&w->task, 20);
+    run_loop();
+    CHECK(w->wakes[1] == RT_WAKE_TIMEOUT);
+    CHECK(w->task.outcome == RT_OUTCOME_TIMEOUT);
+    for (i = 0; i < 3; i++) {
+        CHECK(targets[i]->task.outcome == (i == 0 ? RT_OUTCOME_OK
+                                                  : RT_OUTCOME_TIMEOUT));
+        rt_task_release(&targets[i]->task);
+    }
+    rt_task_release(&w->task);
+    teardown("a waiter's deadline ends the wait and its children");
+}
+
+static void test_many(void)
+{
+    enum { N = 20000 };
+    static ctask_t *ts[N];
+    int i;
+    setup();
+    for (i = 0; i < N; i++)
+        ts[i] = spawn(body_sleep, NULL, (uint64_t)(i % 7));
+    run_loop();
+    for (i = 0; i < N; i++) {
+        CHECK(ts[i]->task.outcome == RT_OUTCOME_OK);
+        rt_task_release(&ts[i]->task);
+    }
+    teardown("20000 concurrent sleeping tasks all finish and are freed");
+}
+
+int main(void)
+{
+    test_timer_wake();
+    test_cancel();
+    test_deadline();
+    test_deadline_not_reached();
+    test_structured();
+    test_structured_running();
+    test_cancel_subtree();
+    test_wait(3, 3, "wait for all resumes when the last child is done");
+    test_wait(1, 1, "wait for any resumes at the first child done");
+    test_wait(2, 2, "wait for two of three");
+    test_wait_cancelled();
+    test_many();
+    if (failures) {
+        printf("scheduler tests: %d checks failed\n", failures);
+        return 1;
+    }
+    printf("all scheduler tests passed\n");
+    return 0;
+}
