@@ -106,7 +106,38 @@ static int l_rss(lua_State *L)
     return 1;
 }
 
+/* native.list_dir(path) -> {{name = n, type = "file"|"dir"|"other"}...}
+ * | nil, err. Synchronous: used for small script directories only. */
+static int l_list_dir(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    uv_fs_t req;
+    uv_dirent_t ent;
+    int rc, i = 0;
+    rc = uv_fs_scandir(NULL, &req, path, 0, NULL);
+    if (rc < 0) {
+        uv_fs_req_cleanup(&req);
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, uv_strerror(rc));
+        return 2;
+    }
+    lua_createtable(L, rc, 0);
+    while (uv_fs_scandir_next(&req, &ent) != UV_EOF) {
+        lua_createtable(L, 0, 2);
+        lua_pushstring(L, ent.name);
+        lua_setfield(L, -2, "name");
+        lua_pushstring(L, ent.type == UV_DIRENT_FILE  ? "file"
+                          : ent.type == UV_DIRENT_DIR ? "dir"
+                                                      : "other");
+        lua_setfield(L, -2, "type");
+        lua_rawseti(L, -2, ++i);
+    }
+    uv_fs_req_cleanup(&req);
+    return 1;
+}
+
 static const luaL_Reg funcs[] = {
+    {"list_dir", l_list_dir},
     {"now", l_now},         {"time", l_time},       {"sha256", l_sha256},
     {"uuid", l_uuid},       {"isatty", l_isatty},   {"hostname", l_hostname},
     {"pid", l_pid},         {"rss", l_rss},         {NULL, NULL}};

@@ -7,8 +7,9 @@ local COMMANDS = {
   validate = "check configs and report every error",
   test = "run the busted specs inside the runtime",
   version = "print the version",
+  lua = "run a Lua file inside the runtime (benchmarks, scripts)",
 }
-local ORDER = { "run", "validate", "test", "version" }
+local ORDER = { "run", "validate", "test", "lua", "version" }
 
 local function usage(out)
   out:write("usage: chorus COMMAND [ARGS]\n\ncommands:\n")

@@ -1,0 +1,91 @@
+-- chorus run CONFIG.json [--input JSON]: runs one execution in memory (no
+-- server needed), with live progress on stderr and, with --json, the final
+-- execution record on stdout. Exit 0 completed, 1 failed or cancelled,
+-- 2 invalid input.
+local args = require "chorus.cli.args"
+local engine_mod = require "chorus.engine"
+local load = require "chorus.cli.load"
+local validate = require "chorus.validate"
+local progress = require "chorus.progress"
+local json = require "chorus.json"
+local native = require "chorus.native"
+local sched = require "chorus.sched"
+
+local SPEC = {
+  input = { type = "string", arg = "JSON", help = "execution input (a JSON object)" },
+  ["input-file"] = { type = "string", arg = "FILE", help = "read the input from a JSON file" },
+  json = { type = "flag", help = "print the final execution record as JSON on stdout" },
+  ["auto-approve"] = { type = "flag", help = "approve every approval step" },
+  scripts = { type = "list", arg = "DIR", help = "overlay script directory (repeatable)" },
+  quiet = { type = "flag", short = "q", help = "no progress output" },
+  ["keep-inputs"] = { type = "flag", help = "record each step's input in the record" },
+  help = { type = "flag", short = "h", help = "show this help" },
+}
+local ORDER = { "input", "input-file", "json", "auto-approve", "scripts", "quiet", "keep-inputs", "help" }
+
+local function usage(out)
+  out:write("usage: chorus run CONFIG.json [options]\n\n" .. args.usage(SPEC, ORDER))
+end
+
+-- Asks on the terminal for each approval step; EOF on stdin rejects.
+local function prompt_approval(exec, e)
+  io.stderr:write(("approve step %s (%s)? [y/N] "):format(e.step_id, e.name or e.step_id))
+  io.stderr:flush()
+  local line, err = native.read_line()
+  if line and line:lower():match("^%s*y") then
+    exec:approve(e.step_id, "terminal")
+  else
+    exec:reject(e.step_id, line and "rejected at the terminal" or ("no answer (" .. tostring(err) .. ")"), "terminal")
+  end
+end
+
+return function(argv)
+  local opts, pos = args.parse(argv, SPEC)
+  if not opts then
+    io.stderr:write("chorus run: " .. pos .. "\n")
+    return 2
+  end
+  if opts.help then usage(io.stdout) return 0 end
+  if #pos ~= 1 then usage(io.stderr) return 2 end
+
+  local doc, err = load.read_json(pos[1])
+  if not doc then io.stderr:write("chorus run: " .. err .. "\n") return 2 end
+  local input, ierr = load.input(opts)
+  if not input then io.stderr:write("chorus run: " .. ierr .. "\n") return 2 end
+
+  local engine, eerr = engine_mod.new({ scripts = opts.scripts })
+  if not engine then io.stderr:write("chorus run: " .. eerr .. "\n") return 2 end
+  local cfg, errors = engine:validate(doc)
+  if not cfg then
+    io.stderr:write(("%s: %d error%s\n"):format(pos[1], #errors, #errors == 1 and "" or "s"))
+    for line in validate.format_errors(errors):gmatch("[^\n]+") do io.stderr:write("  " .. line .. "\n") end
+    return 2
+  end
+
+  local view = not opts.quiet and progress.new(io.stderr) or nil
+  local exec
+  engine.bus:subscribe(function(e)
+    if view then view.on_event(e) end
+    if e.type == "step.approval" and not opts["auto-approve"] then
+      sched.spawn_with({ detached = true }, prompt_approval, exec, e)
+    end
+  end)
+  exec = engine:execute(cfg, input, { auto_approve = opts["auto-approve"], keep_inputs = opts["keep-inputs"] })
+  -- Ctrl-C cancels the execution (in-flight agents are aborted).
+  local sigint = native.on_signal("SIGINT", function() exec:cancel() end)
+  exec:wait()
+  sigint:close()
+  engine:close()
+
+  local rec = exec:record()
+  if view then view.summary(rec) end
+  if opts.json then
+    local s, jerr = json.encode(rec)
+    if not s then
+      io.stderr:write("chorus run: cannot encode the record: " .. tostring(jerr) .. "\n")
+      return 1
+    end
+    io.stdout:write(s, "\n")
+  end
+  return rec.status == "completed" and 0 or 1
+end

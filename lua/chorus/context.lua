@@ -1,0 +1,106 @@
+-- chorus.context: the `ctx` a strategy receives. The whole scripting API
+-- of a strategy is here; everything heavy happens in chorus.step.
+--
+--   ctx:run_step(step [, {on_failure = ...}]) -> ok, output_or_err
+--   ctx:spawn(fn, ...) -> task          a child task (join with task:join())
+--   ctx:wait(tasks) -> true             wait for all
+--   ctx:wait(tasks, {any = true}) -> i, task   first one done
+--   ctx:wait(fns, {limit = n}) -> tasks run functions, at most n at a time
+--   ctx:ordered(steps) -> steps         dependency order, stable
+--   ctx:output(step_id)                 a step's (effective) output
+--   ctx:aggregate(results [, name, opts]) -> output, info | nil, err
+--   ctx:record_consensus(group, output, info), ctx:answered_by(step_id)
+--   ctx.steps (primary steps: not is_fallback), ctx.settings, ctx.log
+local sched = require "chorus.sched"
+local step_exec = require "chorus.step"
+local log = require "chorus.log"
+
+local Ctx = {}
+Ctx.__index = Ctx
+
+local M = {}
+
+function M.new(exec)
+  local primary = {}
+  for _, step in ipairs(exec.config.steps) do
+    if not step.is_fallback then primary[#primary + 1] = step end
+  end
+  return setmetatable({
+    exec = exec, steps = primary, settings = exec.config.settings,
+    execution_id = exec.id, trace_id = exec.trace_id, log = log,
+  }, Ctx)
+end
+
+function Ctx:run_step(step, opts)
+  return step_exec.run(self.exec, step, opts)
+end
+
+function Ctx:spawn(fn, ...)
+  return sched.spawn(fn, ...)
+end
+
+function Ctx:wait(tasks, opts)
+  if opts and opts.any then return sched.wait_any(tasks) end
+  if opts and opts.limit then return sched.run_limited(tasks, opts.limit) end
+  return sched.wait_all(tasks)
+end
+
+function Ctx:output(step_id)
+  return self.exec.effective[step_id]
+end
+
+-- Steps in dependency order; among ready steps, declaration order wins.
+-- Dependencies on steps outside the list are treated as satisfied.
+function Ctx:ordered(steps)
+  local in_list, placed, out = {}, {}, {}
+  for _, s in ipairs(steps) do in_list[s.id] = true end
+  local progress = true
+  while #out < #steps and progress do
+    progress = false
+    for _, s in ipairs(steps) do
+      if not placed[s.id] then
+        local ready = true
+        for _, d in ipairs(s.dependencies) do
+          if in_list[d] and not placed[d] then ready = false break end
+        end
+        if ready then
+          placed[s.id] = true
+          out[#out + 1] = s
+          progress = true
+          break
+        end
+      end
+    end
+  end
+  return out
+end
+
+-- aggregate(results [, name [, opts]]): results is an array of
+-- {step_id, ok, output, error, weight}. name defaults to
+-- settings.aggregator or "majority"; the rule comes from the pinned registry.
+function Ctx:aggregate(results, name, opts)
+  name = name or self.settings.aggregator or "majority"
+  local entry = self.exec.registry.aggregators[name]
+  if not entry then return nil, ("unknown aggregator '%s'"):format(tostring(name)) end
+  local ok, out, info = pcall(entry.module.aggregate, results, opts or self.settings.aggregator_options or {})
+  if not ok then return nil, ("aggregator %s failed: %s"):format(name, tostring(out)) end
+  if out == nil then return nil, info end
+  info = info or {}
+  info.aggregator, info.aggregator_version = name, entry.version
+  return out, info
+end
+
+function Ctx:record_consensus(group, output, info)
+  local exec = self.exec
+  exec.consensus = exec.consensus or {}
+  exec.consensus_outputs = exec.consensus_outputs or {}
+  info.output = output
+  exec.consensus[group] = info
+  exec.consensus_outputs[group] = output
+end
+
+function Ctx:answered_by(step_id)
+  self.exec.answered_by = step_id
+end
+
+return M

@@ -1,0 +1,51 @@
+-- chorus.engine: the pieces an execution needs, wired once per process:
+-- the registry (with optional hot reload), the store, the event bus. The
+-- CLI uses it for `chorus run`; the server will embed the same object.
+local registry = require "chorus.registry"
+local events = require "chorus.events"
+local validate = require "chorus.validate"
+local execution = require "chorus.execution"
+
+local Engine = {}
+Engine.__index = Engine
+
+local M = {}
+
+-- new({scripts = {dir...}, store = store, watch = bool}) -> engine
+function M.new(opts)
+  opts = opts or {}
+  local self = setmetatable({
+    registry = registry.new({ dirs = registry.default_dirs(opts.scripts) }),
+    bus = opts.bus or events.new(),
+    store = opts.store or require("chorus.store.memory").new(opts.store_opts),
+  }, Engine)
+  self.registry:load()
+  if opts.watch then
+    local ok, err = self.registry:watch()
+    if not ok then return nil, err end
+  end
+  return self
+end
+
+-- validate(doc) -> cfg | nil, errors (against the current registry)
+function Engine:validate(doc)
+  return validate.config(doc, self.registry:snapshot())
+end
+
+-- execute(cfg, input, opts) -> a started execution. The execution pins the
+-- registry snapshot current now: a reload later does not affect it.
+function Engine:execute(cfg, input, opts)
+  opts = opts or {}
+  local exec = execution.new({
+    config = cfg, input = input, registry = self.registry:snapshot(),
+    store = self.store, bus = self.bus, auto_approve = opts.auto_approve,
+    keep_inputs = opts.keep_inputs, id = opts.id, trace_id = opts.trace_id,
+  })
+  return exec:start({ detached = opts.detached })
+end
+
+function Engine:close()
+  self.registry:unwatch()
+end
+
+return M

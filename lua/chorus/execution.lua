@@ -1,0 +1,328 @@
+-- chorus.execution: one execution of a config, from pending to a terminal
+-- status. It owns the state machine (chorus.states), runs the strategy in
+-- a child task, and offers the controls: pause, resume, cancel, approve,
+-- reject. Compensation runs when a failed execution has completed steps
+-- with `compensate`. Every transition is written to the store and emitted
+-- on the bus.
+--
+-- Output: settings.output_step's output when set, otherwise what the
+-- strategy returns (each built-in strategy documents its own).
+local sched = require "chorus.sched"
+local native = require "chorus.native"
+local states = require "chorus.states"
+local step_exec = require "chorus.step"
+local context = require "chorus.context"
+
+local now, time = sched.now, sched.time
+local ipairs, pairs, tostring, type, error = ipairs, pairs, tostring, type, error
+local allowed = states.allowed
+
+local Execution = {}
+Execution.__index = Execution
+
+local M = {}
+
+-- new(opts) -> execution (not started)
+-- opts: config (validated, normalized), input, registry (pinned snapshot),
+-- store, bus, auto_approve, keep_inputs (record each step's input), id,
+-- trace_id.
+function M.new(opts)
+  local cfg = opts.config
+  local exec = setmetatable({
+    id = opts.id or native.uuid(),
+    trace_id = opts.trace_id or native.uuid(),
+    config = cfg,
+    config_name = cfg.name,
+    strategy = cfg.strategy,
+    status = "pending",
+    input = opts.input or {},
+    registry = opts.registry,
+    store = opts.store,
+    bus = opts.bus,
+    auto_approve = opts.auto_approve,
+    keep_inputs = opts.keep_inputs,
+    created_at = time(),
+    steps = {},          -- step runs, declaration order
+    steps_by_id = {},    -- step config by id
+    runs_by_id = {},     -- step run by id
+    fallbacks = {},      -- step id -> its fallback steps, in order
+    effective = {},      -- step id -> output dependents see
+    completed_order = {},
+    approvals = {},      -- step id -> pending approval
+    pending_approvals = 0,
+    resume_cond = sched.cond(),
+    tokens = 0, cost = 0,
+  }, Execution)
+  for i, step in ipairs(cfg.steps) do
+    exec.steps_by_id[step.id] = step
+    local sr = {
+      id = step.id, name = step.name, agent = step.agent, index = i,
+      status = "pending", attempts = 0, tokens = 0, cost = 0,
+      output_key = step.output_key,
+    }
+    exec.steps[i] = sr
+    exec.runs_by_id[step.id] = sr
+    if step.fallback_for then
+      local chain = exec.fallbacks[step.fallback_for]
+      if not chain then chain = {}; exec.fallbacks[step.fallback_for] = chain end
+      chain[#chain + 1] = step
+    end
+  end
+  return exec
+end
+
+-- Events are only built when someone listens.
+function Execution:emit(event)
+  event.execution_id, event.trace_id, event.at = self.id, self.trace_id, time()
+  self.bus:emit(event)
+end
+
+function Execution:set_status(to)
+  local from = self.status
+  if from == to then return end
+  if not allowed("execution", from, to) then
+    error(("illegal execution transition %s -> %s"):format(from, to), 2)
+  end
+  self.status = to
+  if to == "running" and not self.started_at then self.started_at = time() end
+  self.store:update_execution(self)
+  if self.bus.n > 0 then
+    self:emit({ type = "execution.status", status = to, previous = from, error = self.error })
+  end
+end
+
+function Execution:set_step_status(sr, to)
+  local from = sr.status
+  if not allowed("step", from, to) then
+    error(("illegal step transition %s: %s -> %s"):format(sr.id, from, to), 2)
+  end
+  sr.status = to
+  if states.terminal[to] then
+    sr.finished_at = time()
+    if to == "completed" then
+      local co = self.completed_order
+      co[#co + 1] = sr
+    end
+  end
+  self.store:save_step(self, sr)
+  if self.bus.n > 0 then
+    self:emit({ type = "step.status", step_id = sr.id, status = to, previous = from,
+      attempts = sr.attempts, latency_ms = sr.latency_ms, error = sr.error,
+      agent = sr.agent, agent_version = sr.agent_version })
+  end
+end
+
+function Execution:emit_step_event(sr, type_, err)
+  if self.bus.n > 0 then
+    self:emit({ type = type_, step_id = sr.id, attempts = sr.attempts, error = err })
+  end
+end
+
+-- Paused while the user paused it or any step awaits approval.
+function Execution:refresh_status()
+  if self.status ~= "running" and self.status ~= "paused" then return end
+  local want = (self.paused_by_user or self.pending_approvals > 0) and "paused" or "running"
+  self:set_status(want)
+end
+
+-- A step with on_failure = abort failed: stop every step in flight.
+function Execution:abort(step_id, err)
+  if self.aborted then return end
+  self.aborted = { step = step_id, error = err }
+  if self.body then self.body:cancel() end
+end
+
+-- request_approval(sr) -> {approved, by, reason} | nil when cancelled.
+function Execution:request_approval(sr)
+  local pending = { cond = sched.cond(), step_id = sr.id }
+  self.approvals[sr.id] = pending
+  self.pending_approvals = self.pending_approvals + 1
+  self:refresh_status()
+  if self.bus.n > 0 then self:emit({ type = "step.approval", step_id = sr.id, name = sr.name }) end
+  local decision
+  if self.auto_approve then
+    decision = { approved = true, by = "auto" }
+  else
+    decision = pending.cond:wait()
+    if type(decision) ~= "table" then decision = nil end
+  end
+  self.approvals[sr.id] = nil
+  self.pending_approvals = self.pending_approvals - 1
+  if decision then sr.approval = decision end
+  self:refresh_status()
+  return decision
+end
+
+-- Controls. Each returns true or nil, err (err for a wrong state).
+local ACTIVE = { pending = true, running = true, paused = true }
+
+function Execution:pause()
+  if self.status ~= "running" and self.status ~= "paused" then
+    return nil, ("cannot pause an execution that is %s"):format(self.status)
+  end
+  self.paused_by_user = true
+  self:refresh_status()
+  return true
+end
+
+function Execution:resume()
+  if not self.paused_by_user then return nil, "execution is not paused" end
+  self.paused_by_user = false
+  self:refresh_status()
+  self.resume_cond:signal(true)
+  return true
+end
+
+function Execution:cancel()
+  if not ACTIVE[self.status] then
+    return nil, ("cannot cancel an execution that is %s"):format(self.status)
+  end
+  self.cancel_requested = true
+  if self.body then self.body:cancel()
+  elseif self.task then self.task:cancel() end
+  return true
+end
+
+local function decide(self, step_id, decision)
+  local pending = self.approvals[step_id]
+  if not pending then
+    return nil, ("step %s is not awaiting approval"):format(tostring(step_id))
+  end
+  pending.cond:signal(decision)
+  return true
+end
+
+function Execution:approve(step_id, by)
+  return decide(self, step_id, { approved = true, by = by })
+end
+
+function Execution:reject(step_id, reason, by)
+  return decide(self, step_id, { approved = false, by = by, reason = reason })
+end
+
+-- Compensating agents of completed steps run in reverse completion order.
+function Execution:compensate()
+  local todo = {}
+  for i = #self.completed_order, 1, -1 do
+    local sr = self.completed_order[i]
+    if self.steps_by_id[sr.id].compensate then todo[#todo + 1] = sr end
+  end
+  if #todo == 0 then return end
+  self:set_status("compensation")
+  for _, sr in ipairs(todo) do
+    local comp = self.steps_by_id[sr.id].compensate
+    local entry = self.registry.agents[comp.agent]
+    local input = { step_id = sr.id, output = sr.output, input = self.input, error = self.error }
+    local actx = { execution_id = self.id, trace_id = self.trace_id, step_id = sr.id,
+      attempt = 1, params = comp.params, compensating = true }
+    local t0 = now()
+    local t = sched.spawn_with({ timeout_ms = comp.timeout_ms }, entry.module.call, input, actx, comp)
+    local ok, out, err = t:join()
+    local rec = { agent = comp.agent, agent_version = entry.version, latency_ms = now() - t0 }
+    if ok and out ~= nil then
+      rec.status = "completed"
+    else
+      rec.status = "failed"
+      rec.error = ok and tostring(err or "agent returned no output") or tostring(out)
+    end
+    sr.compensation = rec
+    self.store:save_step(self, sr)
+    if self.bus.n > 0 then
+      self:emit({ type = "step.compensated", step_id = sr.id, status = rec.status, error = rec.error })
+    end
+  end
+end
+
+local function failure_message(self, ok, out, err)
+  if self.aborted then
+    return ("step %s failed: %s"):format(self.aborted.step, tostring(self.aborted.error))
+  end
+  if ok == nil then
+    if out == "timeout" then
+      return ("execution timed out after %d ms"):format(self.config.settings.timeout_ms or 0)
+    end
+    return "strategy failed: " .. tostring(out)
+  end
+  return tostring(err)
+end
+
+-- The execution's body, run in its own task by start().
+function Execution:_main()
+  local settings = self.config.settings
+  self.started_mono = now()
+  self:set_status("running")
+  local entry = self.registry.strategies[self.strategy]
+  self.strategy_version = entry.version
+  local ctx = context.new(self)
+  self.body = sched.spawn_with({ timeout_ms = settings.timeout_ms }, entry.module.run, ctx, ctx.steps, settings)
+  local ok, out, err = self.body:join()
+  local status
+  if self.cancel_requested or (ok == nil and out == "cancelled" and not self.aborted) then
+    status, self.error = "cancelled", "cancelled"
+  elseif self.aborted or ok == nil or (out == nil and err ~= nil) then
+    status, self.error = "failed", failure_message(self, ok, out, err)
+  else
+    status = "completed"
+    if settings.output_step then out = self.effective[settings.output_step] end
+    self.output = out
+  end
+  for _, sr in ipairs(self.steps) do
+    if sr.status == "pending" or sr.status == "paused" then self:set_step_status(sr, "skipped") end
+    self.tokens = self.tokens + (sr.tokens or 0)
+    self.cost = self.cost + (sr.cost or 0)
+  end
+  if status == "failed" then self:compensate() end
+  self.latency_ms = now() - self.started_mono
+  self.finished_at = time()
+  self:set_status(status)
+  return self
+end
+
+-- start() runs the execution in a new task (a child of the caller's task
+-- unless opts.detached) and returns the execution.
+function Execution:start(opts)
+  self.store:insert_execution(self)
+  self.task = sched.spawn_with({ detached = opts and opts.detached }, self._main, self)
+  return self
+end
+
+-- wait() -> the execution once it reached a terminal status (or nil, why
+-- if the waiting task is cancelled).
+function Execution:wait()
+  local ok, why = self.task:join()
+  if ok == nil and why ~= "cancelled" and why ~= "timeout" then
+    -- A bug in the framework itself: keep the process up, report it.
+    self.error = "internal error: " .. tostring(why)
+    self.status = "failed"
+    return self
+  end
+  if ok == nil then return nil, why end
+  return self
+end
+
+-- record() -> the JSON-ready execution record (also `chorus run --json`).
+function Execution:record()
+  local steps = {}
+  for i, sr in ipairs(self.steps) do
+    steps[i] = {
+      id = sr.id, name = sr.name, status = sr.status, attempts = sr.attempts,
+      latency_ms = sr.latency_ms, error = sr.error, agent = sr.agent,
+      agent_version = sr.agent_version, output = sr.output, tokens = sr.tokens,
+      cost = sr.cost, answered_by = sr.answered_by, compensation = sr.compensation,
+      approval = sr.approval, started_at = sr.started_at, finished_at = sr.finished_at,
+      input = sr.input,
+    }
+  end
+  return {
+    id = self.id, trace_id = self.trace_id, config = self.config_name,
+    strategy = self.strategy, strategy_version = self.strategy_version,
+    status = self.status, input = self.input, output = self.output, error = self.error,
+    created_at = self.created_at, started_at = self.started_at, finished_at = self.finished_at,
+    answered_by = self.answered_by, consensus = self.consensus,
+    steps = steps,
+    metrics = { latency_ms = self.latency_ms, tokens = self.tokens, cost = self.cost },
+  }
+end
+
+M.Execution = Execution
+return M

@@ -1,0 +1,127 @@
+-- chorus.json: JSON through lua-cjson (Debian's lua-cjson 2.1.0), with
+-- errors as values and a canonical encoder.
+--
+--   decode(s) -> value | nil, "invalid JSON: ..."   (null is json.null)
+--   encode(v) -> string | nil, err
+--   canonical(v) -> string: keys sorted, so equal values give equal text
+--                   (consensus votes, content hashes)
+--   array(t) -> t marked to encode as a JSON array even when empty
+--   is_array(t) -> true when t is a sequence (or marked, or empty)
+local cjson = require "cjson.safe"
+
+local type, pairs, ipairs, tostring, next = type, pairs, ipairs, tostring, next
+local concat, sort, format = table.concat, table.sort, string.format
+local getmetatable, setmetatable = getmetatable, setmetatable
+local huge, floor = math.huge, math.floor
+
+-- Request bodies are bounded elsewhere; nesting is bounded here so a deep
+-- document is an error value, not a C stack overflow.
+local MAX_DEPTH = 128
+cjson.decode_max_depth(MAX_DEPTH)
+cjson.encode_max_depth(MAX_DEPTH)
+-- Sparse Lua arrays become objects instead of raising.
+cjson.encode_sparse_array(true)
+-- 14 significant digits: the most lua-cjson 2.1.0 allows (default 14).
+cjson.encode_number_precision(14)
+
+local M = { null = cjson.null, MAX_DEPTH = MAX_DEPTH }
+
+local ARRAY_MT = { __jsontype = "array" }
+
+function M.array(t)
+  return setmetatable(t or {}, ARRAY_MT)
+end
+
+local decode_raw, encode_raw = cjson.decode, cjson.encode
+
+function M.decode(s)
+  if type(s) ~= "string" then return nil, "invalid JSON: expected a string, got " .. type(s) end
+  local v, err = decode_raw(s)
+  if v == nil and err then return nil, "invalid JSON: " .. tostring(err) end
+  return v
+end
+
+-- is_array(t): a table whose keys are exactly 1..n (n >= 1), or marked.
+function M.is_array(t)
+  if getmetatable(t) == ARRAY_MT then return true end
+  local n = #t
+  if n == 0 then return next(t) == nil end
+  local count = 0
+  for _ in pairs(t) do count = count + 1 end
+  return count == n
+end
+
+-- Empty tables marked as arrays need our own pass: cjson 2.1.0 encodes
+-- every empty table as {}. Only documents holding marked empty arrays pay.
+local function has_marked_empty(v, depth)
+  if depth > MAX_DEPTH then return false end
+  for _, x in pairs(v) do
+    if type(x) == "table" then
+      if getmetatable(x) == ARRAY_MT and next(x) == nil then return true end
+      if has_marked_empty(x, depth + 1) then return true end
+    end
+  end
+  return false
+end
+
+local canonical
+
+function M.encode(v)
+  if type(v) == "table" then
+    if getmetatable(v) == ARRAY_MT and next(v) == nil then return "[]" end
+    if has_marked_empty(v, 1) then
+      local ok, s = pcall(canonical, v, 1)
+      if not ok then return nil, tostring(s) end
+      return s
+    end
+  end
+  local s, err = encode_raw(v)
+  if s == nil then return nil, tostring(err) end
+  return s
+end
+
+local function num(x)
+  if x ~= x or x == huge or x == -huge then error("cannot encode a non-finite number", 0) end
+  if floor(x) == x and x >= -2^53 and x <= 2^53 then return format("%d", x) end
+  return format("%.17g", x)
+end
+
+local function str(s)
+  return encode_raw(s)
+end
+
+-- canonical(v, depth): sorted keys, integers without exponent, arrays kept.
+function canonical(v, depth)
+  local t = type(v)
+  if t == "string" then return str(v) end
+  if t == "number" then return num(v) end
+  if t == "boolean" then return v and "true" or "false" end
+  if v == nil or v == cjson.null then return "null" end
+  if t ~= "table" then error("cannot encode a " .. t, 0) end
+  depth = depth or 1
+  if depth > MAX_DEPTH then error("nesting deeper than " .. MAX_DEPTH, 0) end
+  if M.is_array(v) and (next(v) ~= nil or getmetatable(v) == ARRAY_MT) then
+    local parts = {}
+    for i, x in ipairs(v) do parts[i] = canonical(x, depth + 1) end
+    return "[" .. concat(parts, ",") .. "]"
+  end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+  sort(keys)
+  local parts = {}
+  for i, k in ipairs(keys) do
+    local x = v[k]
+    if x == nil then x = v[tonumber(k)] end
+    parts[i] = str(k) .. ":" .. canonical(x, depth + 1)
+  end
+  return "{" .. concat(parts, ",") .. "}"
+end
+
+-- canonical(v) -> string | nil, err
+function M.canonical(v)
+  local ok, s = pcall(canonical, v, 1)
+  if not ok then return nil, s end
+  return s
+end
+
+return M

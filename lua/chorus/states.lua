@@ -1,0 +1,32 @@
+-- chorus.states: the state machines of DESIGN.md, in one place.
+--
+-- Execution: pending -> running -> completed | failed | cancelled, with
+-- running <-> paused, and running -> compensation -> failed.
+-- Step run: pending -> running -> completed | failed, pending -> skipped,
+-- pending -> paused (awaiting approval) -> running | failed | skipped.
+local M = {}
+
+M.execution = {
+  pending = { running = true, cancelled = true, failed = true },
+  running = { paused = true, completed = true, failed = true, cancelled = true, compensation = true },
+  paused = { running = true, completed = true, failed = true, cancelled = true, compensation = true },
+  compensation = { failed = true },
+  completed = {}, failed = {}, cancelled = {},
+}
+
+M.step = {
+  pending = { running = true, skipped = true, paused = true, failed = true },
+  paused = { running = true, failed = true, skipped = true },
+  running = { completed = true, failed = true },
+  completed = {}, failed = {}, skipped = {},
+}
+
+M.terminal = { completed = true, failed = true, cancelled = true, skipped = true }
+
+-- allowed(machine, from, to) -> boolean
+function M.allowed(machine, from, to)
+  local row = M[machine][from]
+  return row ~= nil and row[to] == true
+end
+
+return M

@@ -1,0 +1,194 @@
+-- chorus.step: the one step executor every strategy uses (ctx:run_step).
+--
+-- It owns the semantics of a step: input building, pause and approval
+-- gates, the agent call in its own task under timeout_ms, retries with
+-- exponential backoff and jitter, the fallback chain, on_failure, and the
+-- bookkeeping of the step run (status, attempts, latency, tokens, cost,
+-- agent version) with an event and a store write on every transition.
+local sched = require "chorus.sched"
+
+local spawn_with, sleep, now, cancelled = sched.spawn_with, sched.sleep, sched.now, sched.cancelled
+local pairs, ipairs, type, tostring, random = pairs, ipairs, type, tostring, math.random
+local min = math.min
+
+local M = {}
+
+-- The input of a step: the execution input, plus each dependency's
+-- (effective) output under dep_<id> and under its output_key, plus the
+-- decided consensus groups under consensus.<group>.
+function M.build_input(exec, step)
+  local input = {}
+  for k, v in pairs(exec.input) do input[k] = v end
+  local deps = step.dependencies
+  for i = 1, #deps do
+    local dep_id = deps[i]
+    local out = exec.effective[dep_id]
+    if out ~= nil then
+      input["dep_" .. dep_id] = out
+      local key = exec.steps_by_id[dep_id].output_key
+      if key then input[key] = out end
+    end
+  end
+  if exec.consensus_outputs then input.consensus = exec.consensus_outputs end
+  return input
+end
+
+-- Backoff before attempt n+1 (n >= 1): backoff_ms * 2^(n-1), capped by
+-- max_backoff_ms, with jitter (true = full, number = that fraction) taken
+-- off at random so retries of many executions do not move in lockstep.
+function M.backoff_ms(retry, n)
+  local base = retry.backoff_ms or 0
+  if base <= 0 then return 0 end
+  local ms = base * 2 ^ (n - 1)
+  if retry.max_backoff_ms then ms = min(ms, retry.max_backoff_ms) end
+  local j = retry.jitter
+  if j == true then j = 1 end
+  if type(j) == "number" and j > 0 then ms = ms * (1 - j * random()) end
+  return ms
+end
+
+local function call_agent(agent, input, actx, step)
+  return agent.call(input, actx, step)
+end
+
+-- One attempt: the agent runs in a child task whose deadline is the step's
+-- timeout, so a slow agent's pending I/O is aborted at the deadline.
+-- Returns ok, output_or_err, meta.
+local function attempt(exec, step, agent, input, n)
+  local actx = {
+    execution_id = exec.id, trace_id = exec.trace_id, step_id = step.id,
+    attempt = n, params = step.params, config = exec.config_name,
+  }
+  local t = spawn_with({ timeout_ms = step.timeout_ms }, call_agent, agent, input, actx, step)
+  local ok, out, meta = t:join()
+  if ok == nil then
+    if out == "timeout" then
+      return false, ("timeout after %d ms"):format(step.timeout_ms)
+    end
+    return false, tostring(out)
+  end
+  if out == nil then
+    return false, meta ~= nil and tostring(meta) or "agent returned no output"
+  end
+  return true, out, meta
+end
+
+-- Waits while the execution is paused. Returns true, or nil, reason when
+-- the waiting task is cancelled.
+local function await_running(exec)
+  while exec.paused_by_user do
+    local ok, why = exec.resume_cond:wait()
+    if not ok then return nil, why end
+  end
+  return true
+end
+
+-- The approval gate: the step run is paused (and so the execution) until
+-- someone approves or rejects. Returns true or false, reason.
+local function await_approval(exec, sr)
+  exec:set_step_status(sr, "paused")
+  local decision = exec:request_approval(sr)
+  if decision == nil then return false, "cancelled" end
+  if decision.approved then return true end
+  return false, "rejected" .. (decision.reason and (": " .. decision.reason) or "")
+end
+
+local function fail(exec, sr, err, t0)
+  sr.error = err
+  sr.latency_ms = now() - t0
+  exec:set_step_status(sr, "failed")
+  return false, err
+end
+
+-- Runs the step itself (no fallback chain). Returns ok, output_or_err.
+local function run_own(exec, step, sr)
+  local ok, why = await_running(exec)
+  if not ok then
+    exec:set_step_status(sr, "skipped")
+    return false, why
+  end
+  if step.approval then
+    ok, why = await_approval(exec, sr)
+    if not ok then
+      if why == "cancelled" then
+        exec:set_step_status(sr, "skipped")
+        return false, why
+      end
+      sr.error = why
+      exec:set_step_status(sr, "failed")
+      return false, why
+    end
+  end
+  local entry = exec.registry.agents[step.agent]
+  sr.agent_version = entry.version
+  sr.input = exec.keep_inputs and M.build_input(exec, step) or nil
+  local input = sr.input or M.build_input(exec, step)
+  local t0 = now()
+  sr.started_at = sched.time()
+  exec:set_step_status(sr, "running")
+  local retry = step.retry
+  local max_attempts = retry.max_attempts
+  local out, meta
+  for n = 1, max_attempts do
+    sr.attempts = n
+    ok, out, meta = attempt(exec, step, entry.module, input, n)
+    if ok then break end
+    -- Cancellation of the execution is never retried.
+    local why_cancel = cancelled()
+    if why_cancel then return fail(exec, sr, why_cancel == "timeout" and "execution timed out" or "cancelled", t0) end
+    if n < max_attempts then
+      exec:emit_step_event(sr, "step.retry", out)
+      local wait = M.backoff_ms(retry, n)
+      if wait > 0 then
+        local slept, why2 = sleep(wait)
+        if not slept then return fail(exec, sr, why2, t0) end
+      end
+    end
+  end
+  if not ok then return fail(exec, sr, out, t0) end
+  sr.latency_ms = now() - t0
+  sr.output = out
+  if type(meta) == "table" then
+    sr.tokens = tonumber(meta.tokens) or 0
+    sr.cost = tonumber(meta.cost) or 0
+  end
+  exec.effective[step.id] = out
+  exec:set_step_status(sr, "completed")
+  return true, out
+end
+
+-- run(exec, step, opts) -> ok, output_or_err
+-- opts.on_failure overrides the step's on_failure (the fallback strategy
+-- treats every alternative as "continue").
+function M.run(exec, step, opts)
+  local sr = exec.runs_by_id[step.id]
+  if sr.status == "completed" then -- replayed after a resume: never re-run
+    return true, sr.output
+  end
+  if sr.status ~= "pending" then
+    return false, ("step %s already ran (%s)"):format(step.id, sr.status)
+  end
+  local ok, out = run_own(exec, step, sr)
+  if ok then return true, out end
+  if out == "cancelled" or cancelled() then return false, out end
+
+  local on_failure = opts and opts.on_failure or step.on_failure
+  local chain = exec.fallbacks[step.id]
+  if chain and (on_failure == "fallback" or (opts and opts.try_fallbacks)) then
+    for _, fb in ipairs(chain) do
+      local fok, fout = M.run(exec, fb, { on_failure = "continue", try_fallbacks = true })
+      if fok then
+        sr.answered_by = exec.runs_by_id[fb.id].answered_by or fb.id
+        exec.effective[step.id] = fout
+        return true, fout
+      end
+      if cancelled() then return false, "cancelled" end
+    end
+    out = ("%s (and all %d fallbacks failed)"):format(tostring(out), #chain)
+    on_failure = "abort"
+  end
+  if on_failure == "abort" then exec:abort(step.id, out) end
+  return false, out
+end
+
+return M

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages Chorus needs, only those missing.
+# Run by scripts/demo and scripts/test; needs root (or sudo).
+# With --services it also installs the servers and tools the tests use.
+set -euo pipefail
+
+CHORUS_PACKAGES=(
+  build-essential cmake pkg-config
+  libluajit-5.1-dev luajit libuv1-dev libssl-dev
+  libpq-dev libhiredis-dev libcurl4-openssl-dev libh2o-dev libwslay-dev
+  lua-cjson lua-cjson-dev lua-busted
+)
+if [ "${1:-}" = "--services" ]; then
+  CHORUS_PACKAGES+=(postgresql redis-server curl procps)
+fi
+
+missing=()
+for p in "${CHORUS_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+fi

@@ -1,0 +1,101 @@
+-- The chorus binary as a user runs it: exit codes, --json, validate.
+local h = require "spec.helpers"
+local json = require "chorus.json"
+
+local function chorus(args)
+  return h.sh(("cd %s && %s %s"):format(h.root, h.binary, args))
+end
+
+describe("chorus CLI", function()
+  it("runs the demo example and prints the record with --json", function()
+    local code, out, err = chorus("run examples/incident-triage.json --input '{\"job_name\":\"PAYROLL_DAILY\"}' --json")
+    assert.equal(0, code, err)
+    local rec = assert(json.decode(out))
+    assert.equal("completed", rec.status)
+    assert.equal(4, #rec.steps)
+    assert.matches("PAYROLL_DAILY", rec.output.answer)
+    for _, s in ipairs(rec.steps) do
+      assert.equal("completed", s.status)
+      assert.is_string(s.agent_version)
+    end
+    assert.equal(2, rec.steps[2].attempts) -- the log step retries once
+    assert.is_number(rec.metrics.latency_ms)
+    assert.matches("step_4", err) -- live progress on stderr
+    assert.matches("completed", err)
+  end)
+
+  it("exits 1 when the execution fails", function()
+    local dir = h.tmpdir()
+    h.write(dir .. "/c.json", json.encode({ name = "f", strategy = "sequential", steps = { { id = "a", agent = "fail" } } }))
+    local code, out = chorus("run " .. dir .. "/c.json --json -q")
+    assert.equal(1, code)
+    assert.equal("failed", json.decode(out).status)
+  end)
+
+  it("exits 2 with every validation error listed", function()
+    local dir = h.tmpdir()
+    h.write(dir .. "/bad.json", json.encode({ name = "b", strategy = "parallel", steps = {
+      { id = "a", agent = "nope", dependencies = { "b" } },
+      { id = "b", agent = "echo", dependencies = { "a" } },
+      { id = "b", agent = "echo", on_failure = "explode" },
+    } }))
+    local code, _, err = chorus("run " .. dir .. "/bad.json")
+    assert.equal(2, code)
+    assert.matches("steps%[0%]%.agent", err)
+    assert.matches("cycle", err)
+    assert.matches("steps%[2%]", err)
+    local vcode, _, verr = chorus("validate " .. dir .. "/bad.json")
+    assert.equal(2, vcode)
+    assert.equal(err:match("%d+ errors"), verr:match("%d+ errors"))
+  end)
+
+  it("exits 2 for unreadable files, bad JSON, bad input and bad options", function()
+    local dir = h.tmpdir()
+    h.write(dir .. "/broken.json", "{ not json")
+    local code, _, err = chorus("run " .. dir .. "/missing.json")
+    assert.equal(2, code)
+    assert.matches("cannot read", err)
+    code, _, err = chorus("run " .. dir .. "/broken.json")
+    assert.equal(2, code)
+    assert.matches("broken.json: invalid JSON", err)
+    code, _, err = chorus("run examples/incident-triage.json --input '[1,2]'")
+    assert.equal(2, code)
+    assert.matches("must be a JSON object", err)
+    code, _, err = chorus("run examples/incident-triage.json --input '{'")
+    assert.equal(2, code)
+    assert.matches("%-%-input", err)
+    code, _, err = chorus("run examples/incident-triage.json --bogus")
+    assert.equal(2, code)
+    assert.matches("unknown option %-%-bogus", err)
+    code = chorus("frobnicate")
+    assert.equal(2, code)
+  end)
+
+  it("validate accepts the example", function()
+    local code, out = chorus("validate examples/incident-triage.json")
+    assert.equal(0, code)
+    assert.matches("valid", out)
+  end)
+
+  it("approval steps: --auto-approve, and a prompt answered on stdin", function()
+    local dir = h.tmpdir()
+    h.write(dir .. "/a.json", json.encode({ name = "a", strategy = "sequential", steps = {
+      { id = "gate", agent = "echo", approval = true, params = { output = "ok" } } } }))
+    local code, out = chorus("run " .. dir .. "/a.json --auto-approve --json -q")
+    assert.equal(0, code)
+    assert.equal("ok", json.decode(out).output)
+    code, out = h.sh(("cd %s && echo y | %s run %s/a.json --json -q"):format(h.root, h.binary, dir))
+    assert.equal(0, code)
+    code, out = h.sh(("cd %s && echo n | %s run %s/a.json --json -q"):format(h.root, h.binary, dir))
+    assert.equal(1, code)
+    assert.matches("rejected", json.decode(out).steps[1].error)
+    code = h.sh(("cd %s && %s run %s/a.json -q < /dev/null"):format(h.root, h.binary, dir))
+    assert.equal(1, code)
+  end)
+
+  it("prints the version", function()
+    local code, out = chorus("version")
+    assert.equal(0, code)
+    assert.matches("^chorus %d+%.%d+%.%d+", out)
+  end)
+end)

@@ -1,0 +1,106 @@
+-- spec/helpers.lua: the one front door for specs: engines over the fixture
+-- scripts, running a config, collecting events, temp dirs, the binary.
+local engine_mod = require "chorus.engine"
+local native = require "chorus.native"
+local sched = require "chorus.sched"
+
+local M = {}
+
+M.root = native.home
+M.fixtures = native.home .. "/spec/fixtures"
+M.binary = os.getenv("CHORUS_BIN") or (native.home .. "/build/chorus")
+
+-- A probe shared by fixture agents and specs (see fixtures/scripts/agents).
+function M.probe()
+  local p = { running = 0, peak = 0, calls = {}, log = {} }
+  package.loaded["test.probe"] = p
+  return p
+end
+
+-- engine({scripts = {...}, watch = bool}) with the fixture scripts overlaid.
+function M.engine(opts)
+  opts = opts or {}
+  local scripts = { M.fixtures .. "/scripts" }
+  for _, d in ipairs(opts.scripts or {}) do scripts[#scripts + 1] = d end
+  return assert(engine_mod.new({ scripts = scripts, watch = opts.watch }))
+end
+
+-- run(doc, input, opts) -> exec, events. Validates (asserting it is
+-- valid), runs to the end and returns the execution and every event.
+function M.run(doc, input, opts)
+  opts = opts or {}
+  local engine = opts.engine or M.engine()
+  local cfg, errs = engine:validate(doc)
+  if not cfg then error("invalid config in spec: " .. require("chorus.validate").format_errors(errs), 2) end
+  local events = {}
+  local tok = engine.bus:subscribe(function(e) events[#events + 1] = e end)
+  local exec = engine:execute(cfg, input or {}, opts)
+  if opts.during then opts.during(exec) end
+  exec:wait()
+  engine.bus:unsubscribe(tok)
+  return exec, events
+end
+
+-- flat(strategy, steps, settings) -> a flat-form config document
+function M.flat(strategy, steps, settings)
+  return { name = "spec", strategy = strategy, steps = steps, settings = settings }
+end
+
+-- step_events(events, id) -> the statuses step id went through, in order
+function M.step_statuses(events, id)
+  local out = {}
+  for _, e in ipairs(events) do
+    if e.type == "step.status" and e.step_id == id then out[#out + 1] = e.status end
+  end
+  return out
+end
+
+function M.exec_statuses(events)
+  local out = {}
+  for _, e in ipairs(events) do
+    if e.type == "execution.status" then out[#out + 1] = e.status end
+  end
+  return out
+end
+
+-- wait_until(fn, ms): polls fn every ms/50 until it is truthy or ms pass.
+function M.wait_until(fn, ms)
+  ms = ms or 2000
+  local t0 = sched.now()
+  while not fn() do
+    if sched.now() - t0 > ms then return false end
+    sched.sleep(2)
+  end
+  return true
+end
+
+function M.tmpdir()
+  local p = os.tmpname()
+  os.remove(p)
+  assert(os.execute("mkdir -p " .. p .. "/agents " .. p .. "/strategies/aggregators") == 0)
+  return p
+end
+
+function M.write(path, content)
+  local f = assert(io.open(path, "wb"))
+  f:write(content)
+  f:close()
+end
+
+-- sh(cmd) -> exit code, stdout, stderr (blocks the loop: CLI specs only)
+function M.sh(cmd)
+  local out_path, err_path = os.tmpname(), os.tmpname()
+  local code = os.execute(("%s >%s 2>%s"):format(cmd, out_path, err_path))
+  local function slurp(p)
+    local f = io.open(p, "rb")
+    local s = f and f:read("*a") or ""
+    if f then f:close() end
+    os.remove(p)
+    return s
+  end
+  -- os.execute returns the wait status under Lua 5.1 / LuaJIT.
+  if code > 255 then code = math.floor(code / 256) end
+  return code, slurp(out_path), slurp(err_path)
+end
+
+return M
