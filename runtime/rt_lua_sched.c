@@ -17,8 +17,9 @@ static const char *const rt__wake_names[] = {"ok", "cancelled", "timeout"};
 
 static void lt_resume(rt_task_t *t, rt_wake_t wake);
 static void lt_free(rt_task_t *t);
+static void lt_done(rt_task_t *t);
 
-static const rt_task_vtable_t lt_vtable = {lt_resume, lt_free, NULL};
+static const rt_task_vtable_t lt_vtable = {lt_resume, lt_free, lt_done};
 
 /* The op of a task parked by native.suspend(); only task:wake() ends it. */
 static void lt_manual_cancel(rt_op_t *op, rt_task_t *t)
@@ -42,11 +43,15 @@ int rt_lua_push_wake(lua_State *L, rt_wake_t why)
     return 2;
 }
 
-/* Error values are kept in the registry: the coroutine that raised them is
- * dead and its stack is left alone. */
+/* Anchoring. While a task is not done, the registry anchors its coroutine
+ * (co_ref) and, once it failed, its error value (err_ref). When it is done
+ * both move to the environment table of the task's userdata, if one exists
+ * ({[1] = co, [2] = error}), and the registry lets go: a finished task's
+ * results (often the very object that holds the task handle) must not be
+ * reachable from the registry, or that cycle could never be collected. */
 typedef struct {
     rt_lua_task_t base;
-    int err_ref;
+    int err_ref; /* error value until done (then in the userdata's env) */
 } lt_task_t;
 
 static void lt_free(rt_task_t *t)
@@ -56,6 +61,31 @@ static void lt_free(rt_task_t *t)
     luaL_unref(ls->L, LUA_REGISTRYINDEX, lt->base.co_ref);
     luaL_unref(ls->L, LUA_REGISTRYINDEX, lt->err_ref);
     free(lt);
+}
+
+/* The task is done: hand its error to the userdata (if any) and drop the
+ * registry anchors. Runs from the drain loop on the main state. */
+static void lt_done(rt_task_t *t)
+{
+    lt_task_t *lt = (lt_task_t *)t;
+    rt_lua_sched_t *ls = (rt_lua_sched_t *)t->sched;
+    lua_State *L = ls->L;
+    if (lt->err_ref != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ls->tasks_ref);
+        lua_pushlightuserdata(L, lt);
+        lua_rawget(L, -2);
+        if (!lua_isnil(L, -1)) {
+            lua_getfenv(L, -1);
+            lua_rawgeti(L, LUA_REGISTRYINDEX, lt->err_ref);
+            lua_rawseti(L, -2, 2);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 2);
+        luaL_unref(L, LUA_REGISTRYINDEX, lt->err_ref);
+        lt->err_ref = LUA_NOREF;
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, lt->base.co_ref);
+    lt->base.co_ref = LUA_NOREF;
 }
 
 static void lt_resume(rt_task_t *t, rt_wake_t wake)
@@ -120,6 +150,11 @@ static void lt_push_userdata(lua_State *L, rt_lua_sched_t *ls,
         rt_task_retain(&t->task);
     luaL_getmetatable(L, RT_TASK_MT);
     lua_setmetatable(L, -2);
+    /* env = {co}: keeps the results readable once the task is done. */
+    lua_createtable(L, 2, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->co_ref);
+    lua_rawseti(L, -2, 1);
+    lua_setfenv(L, -2);
     lua_pushlightuserdata(L, t);
     lua_pushvalue(L, -2);
     lua_rawset(L, -4);
@@ -422,7 +457,9 @@ static int m_result(lua_State *L)
         return n + 1;
     case RT_OUTCOME_ERROR:
         lua_pushnil(L);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, lt->err_ref);
+        lua_getfenv(L, 1);
+        lua_rawgeti(L, -1, 2);
+        lua_remove(L, -2);
         return 2;
     case RT_OUTCOME_TIMEOUT:
         return rt_lua_push_wake(L, RT_WAKE_TIMEOUT);

@@ -14,7 +14,7 @@
 typedef struct rt_lua_task {
     rt_task_t task;   /* must stay first: the engine hands back rt_task_t* */
     lua_State *co;    /* the coroutine running the body */
-    int co_ref;       /* registry ref anchoring co until the task is freed */
+    int co_ref;       /* registry ref anchoring co until the task is done */
     int nargs;        /* values pushed on co for the next resume */
     int started;      /* the body has been entered */
     int report;       /* log the error if nobody ever joins (root tasks) */

@@ -4,7 +4,9 @@
 #include <lauxlib.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/time.h>
 #include <unistd.h>
 #include <uv.h>
@@ -51,13 +53,41 @@ static int l_sha256(lua_State *L)
     return 1;
 }
 
+/* Random bytes for ids come from a pool refilled 4 KiB at a time: OpenSSL 3
+ * pays a getpid() syscall per RAND_bytes call (fork detection), which was
+ * a sixth of an in-memory execution's cost when called per id. A forked
+ * child must never reuse its parent's pool, so fork empties it. */
+#define RT_RAND_POOL 4096
+static unsigned char rt__pool[RT_RAND_POOL];
+static size_t rt__pool_pos = RT_RAND_POOL;
+
+static void rt__pool_forget(void)
+{
+    rt__pool_pos = RT_RAND_POOL;
+}
+
+/* Copies n random bytes to out. Returns 0, or -1 if OpenSSL failed. */
+static int rt__random(unsigned char *out, size_t n)
+{
+    if (rt__pool_pos + n > RT_RAND_POOL) {
+        if (RAND_bytes(rt__pool, RT_RAND_POOL) != 1)
+            return -1;
+        rt__pool_pos = 0;
+    }
+    memcpy(out, rt__pool + rt__pool_pos, n);
+    /* Used bytes are wiped so they cannot leak through a later dump. */
+    memset(rt__pool + rt__pool_pos, 0, n);
+    rt__pool_pos += n;
+    return 0;
+}
+
 /* native.uuid() -> a random (version 4) UUID string */
 static int l_uuid(lua_State *L)
 {
     unsigned char b[16];
     char hex[32], out[36];
     int i, j = 0;
-    if (RAND_bytes(b, sizeof(b)) != 1)
+    if (rt__random(b, sizeof(b)) != 0)
         return luaL_error(L, "RAND_bytes failed");
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
@@ -144,6 +174,14 @@ static const luaL_Reg funcs[] = {
 
 void rt_lua_util_open(lua_State *L, int table)
 {
+    static int atfork_done;
+    if (!atfork_done) {
+        /* Without the handler a child could hand out its parent's ids;
+         * refuse to run rather than risk that. */
+        if (pthread_atfork(NULL, NULL, rt__pool_forget) != 0)
+            luaL_error(L, "pthread_atfork failed");
+        atfork_done = 1;
+    }
     lua_pushvalue(L, table);
     luaL_setfuncs(L, funcs, 0);
     lua_pop(L, 1);

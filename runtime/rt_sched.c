@@ -78,10 +78,14 @@ void rt_sched_drain(rt_sched_t *s)
         }
         t->state = RT_TASK_RUNNING;
         s->current = t;
+        /* A task that finishes may drop its last reference inside resume;
+         * hold one so it can be checked afterwards. */
+        t->refs++;
         t->vt->resume(t, t->wake);
         s->current = NULL;
         /* The resume hook must have suspended or finished the task. */
         assert(t->state != RT_TASK_RUNNING);
+        rt_task_release(t);
     }
     uv_idle_stop(&s->idle);
     s->draining = 0;

@@ -4,6 +4,12 @@
 -- flight. A failure with on_failure = abort cancels the steps in flight.
 -- Output: the output of the last declared step (the DAG's final step by
 -- convention; set settings.output_step to pick another).
+-- One step in its own task; returns the step so the loop knows who ended.
+local function run_one(ctx, step)
+  ctx:run_step(step)
+  return step
+end
+
 return {
   name = "parallel",
   version = "1.0.0",
@@ -25,10 +31,7 @@ return {
       while next_ready <= #ready and #running < limit do
         local step = ready[next_ready]
         next_ready = next_ready + 1
-        running[#running + 1] = ctx:spawn(function()
-          ctx:run_step(step)
-          return step
-        end)
+        running[#running + 1] = ctx:spawn(run_one, ctx, step)
       end
       local i, task = ctx:wait(running, { any = true })
       if not i then return nil, task end -- cancelled or aborted

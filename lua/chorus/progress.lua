@@ -2,6 +2,10 @@
 -- step transition as it happens, then a summary table. Writes to a file
 -- handle (stderr), with colours only on a terminal.
 local native = require "chorus.native"
+local json = require "chorus.json"
+
+-- How much of the output the summary shows; --json prints all of it.
+local OUTPUT_PREVIEW = 600
 
 local M = {}
 
@@ -73,6 +77,11 @@ function M.new(out, opts)
       out:write("  " .. table.concat(cells, "  "):gsub("%s+$", "") .. "\n")
     end
     if rec.error then out:write(("error: %s\n"):format(rec.error)) end
+    if rec.output ~= nil then
+      local text = json.encode(rec.output) or tostring(rec.output)
+      if #text > OUTPUT_PREVIEW then text = text:sub(1, OUTPUT_PREVIEW) .. " ... (use --json for all of it)" end
+      out:write(("output: %s\n"):format(text))
+    end
     if rec.answered_by then out:write(("answered by: %s\n"):format(rec.answered_by)) end
     if rec.metrics.tokens and rec.metrics.tokens > 0 then
       out:write(("tokens: %d  cost: %.4f\n"):format(rec.metrics.tokens, rec.metrics.cost or 0))

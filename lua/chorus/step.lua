@@ -168,6 +168,10 @@ function M.run(exec, step, opts)
   if sr.status ~= "pending" then
     return false, ("step %s already ran (%s)"):format(step.id, sr.status)
   end
+  -- A strategy that goes on after an abort or a cancel starts nothing new:
+  -- the step stays pending and is marked skipped when the execution ends.
+  local why = cancelled()
+  if why then return false, why end
   local ok, out = run_own(exec, step, sr)
   if ok then return true, out end
   if out == "cancelled" or cancelled() then return false, out end

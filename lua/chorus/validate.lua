@@ -1,0 +1,356 @@
+-- chorus.validate: checks an orchestration config against the schema and
+-- the registry, and returns it normalized (defaults filled in) for the
+-- engine. Used by `chorus validate`, `chorus run` and the API on create and
+-- update: a config is checked when it is stored, not when it runs.
+--
+-- Both forms are accepted: the seed's {"steps": {"steps": [...],
+-- "settings": {...}}} and the flat {"steps": [...], "settings": {...}}.
+-- Error paths are the paths in the document the user wrote, with 0-based
+-- indexes: "steps.steps[2].dependencies[0]" (seed form) or
+-- "steps[2].dependencies[0]" (flat form).
+--
+-- config(doc, snapshot) -> cfg | nil, errors   (errors: {path, message}...)
+local schema = require "chorus.schema"
+local json = require "chorus.json"
+
+local ipairs, pairs, type, tostring = ipairs, pairs, type, tostring
+local concat, sort, format = table.concat, table.sort, string.format
+local null = json.null
+
+local M = {}
+
+-- Identifiers that end up in URLs, metrics labels and SQL parameters.
+local NAME_PATTERN = "^[%w][%w_%.%-]*$"
+local NAME_HELP = "letters, digits, '_', '.', '-'; starting with a letter or digit"
+local MAX_TIMEOUT_MS = 24 * 3600 * 1000
+
+M.DEFAULT_STEP_TIMEOUT_MS = 30000
+
+local function ident(required, max_len)
+  return { type = "string", required = required, min_len = 1, max_len = max_len or 128,
+    pattern = NAME_PATTERN, pattern_help = NAME_HELP }
+end
+
+-- compensate: "agent" or {agent, params, timeout_ms}
+local COMPENSATE = {
+  type = "object",
+  normalize = function(v) if type(v) == "string" then return { agent = v } end return v end,
+  fields = {
+    agent = ident(true),
+    params = { type = "object", additional = true, default = {} },
+    timeout_ms = { type = "integer", min = 1, max = MAX_TIMEOUT_MS, default = M.DEFAULT_STEP_TIMEOUT_MS },
+  },
+}
+
+local RETRY = {
+  type = "object",
+  fields = {
+    max_attempts = { type = "integer", min = 1, max = 100, default = 1,
+      description = "attempts in all, the first included" },
+    backoff_ms = { type = "integer", min = 0, max = 3600000, default = 0,
+      description = "wait before the 2nd attempt; doubles after each failure" },
+    max_backoff_ms = { type = "integer", min = 0, max = 3600000 },
+    jitter = { type = { "boolean", "number" }, min = 0, max = 1,
+      description = "true or a fraction: take up to that share off each wait at random" },
+  },
+}
+
+M.STEP = {
+  type = "object",
+  fields = {
+    id = ident(true),
+    name = { type = "string", max_len = 200 },
+    description = { type = "string", max_len = 2000 },
+    agent = ident(true),
+    params = { type = "object", additional = true },
+    timeout_ms = { type = "integer", min = 1, max = MAX_TIMEOUT_MS, default = M.DEFAULT_STEP_TIMEOUT_MS },
+    retry = RETRY,
+    dependencies = { type = "array", items = { type = "string" }, max_items = 1000 },
+    output_key = { type = "string", min_len = 1, max_len = 128, pattern = "^[%a_][%w_]*$",
+      pattern_help = "letters, digits and '_', not starting with a digit" },
+    on_failure = { type = "string", enum = { "abort", "continue", "fallback" }, default = "abort" },
+    is_fallback = { type = "boolean", default = false },
+    fallback_for = { type = "string" },
+    consensus_group = { type = "string", min_len = 1, max_len = 128 },
+    weight = { type = "number", min = 0, max = 1e6, default = 1 },
+    approval = { type = "boolean", default = false },
+    compensate = COMPENSATE,
+  },
+}
+
+M.SETTINGS = {
+  type = "object",
+  fields = {
+    parallel_limit = { type = "integer", min = 1, max = 10000 },
+    consensus_threshold = { type = "number", min = 0, max = 1 },
+    aggregator = ident(false),
+    aggregator_options = { type = "object", additional = true },
+    timeout_ms = { type = "integer", min = 1, max = MAX_TIMEOUT_MS,
+      description = "deadline of the whole execution" },
+    output_step = { type = "string" },
+    enable_monitoring = { type = "boolean" },
+    callback_url = { type = "string", max_len = 2048, pattern = "^https?://[^%s]+$",
+      pattern_help = "an http:// or https:// URL" },
+  },
+}
+
+M.CONFIG = {
+  type = "object",
+  fields = {
+    name = ident(true, 200),
+    description = { type = "string", max_len = 2000 },
+    strategy = ident(true),
+    steps = { required = true }, -- checked by hand: two forms
+    settings = { type = "object", additional = true },
+    metadata = { type = "object", additional = true },
+  },
+}
+
+local function err(errors, path, msg, ...)
+  errors[#errors + 1] = { path = path, message = format(msg, ...) }
+end
+
+-- Finds one cycle in the dependency graph; returns the ids on it, first
+-- id repeated at the end, or nil.
+local function find_cycle(steps, index_of)
+  local color, stack = {}, {}
+  local found
+  local function visit(id)
+    color[id] = 1
+    stack[#stack + 1] = id
+    local s = steps[index_of[id]]
+    for _, d in ipairs(s.dependencies) do
+      if index_of[d] and not found then
+        if color[d] == 1 then
+          local cyc, on = {}, false
+          for _, x in ipairs(stack) do
+            if x == d then on = true end
+            if on then cyc[#cyc + 1] = x end
+          end
+          cyc[#cyc + 1] = d
+          found = cyc
+        elseif not color[d] then
+          visit(d)
+        end
+      end
+    end
+    stack[#stack] = nil
+    color[id] = 2
+  end
+  for _, s in ipairs(steps) do
+    if s and not color[s.id] and not found and index_of[s.id] then visit(s.id) end
+  end
+  return found
+end
+
+-- Checks params against the agent's schema (when it declares one).
+local function check_params(step, entry, path, errors)
+  local mod = entry.module
+  if not mod.schema then return step.params or {} end
+  local s = mod.schema
+  if not s.type then s = { type = "object", fields = s.fields, additional = s.additional } end
+  return schema.check(step.params or {}, s, path, errors)
+end
+
+local function check_steps(raw, base, snap, errors)
+  local steps, index_of = {}, {}
+  for i, rs in ipairs(raw) do
+    local p = schema.join_path(base, i)
+    if rs == null or type(rs) ~= "table" then
+      err(errors, p, "must be an object, got %s", rs == null and "null" or schema.describe(rs))
+      steps[i] = false
+    else
+      local s = schema.check(rs, M.STEP, p, errors)
+      s.dependencies = s.dependencies or json.array({})
+      s.retry = s.retry or { max_attempts = 1, backoff_ms = 0 }
+      s.params = s.params or {}
+      s.name = s.name or s.id
+      if s.fallback_for then s.is_fallback = true end
+      steps[i] = s
+      if type(s.id) == "string" then
+        if index_of[s.id] then
+          err(errors, p .. ".id", "duplicate step id '%s' (also steps[%d])", s.id, index_of[s.id] - 1)
+        else
+          index_of[s.id] = i
+        end
+      end
+    end
+  end
+
+  local keys = {}
+  for i, s in ipairs(steps) do
+    if s then
+      local p = schema.join_path(base, i)
+      -- agent and its params
+      local entry = type(s.agent) == "string" and snap.agents[s.agent]
+      if type(s.agent) == "string" and not entry then
+        err(errors, p .. ".agent", "unknown agent '%s'", s.agent)
+      elseif entry then
+        s.params = check_params(s, entry, p .. ".params", errors)
+      end
+      if type(s.compensate) == "table" and type(s.compensate.agent) == "string" then
+        local centry = snap.agents[s.compensate.agent]
+        if not centry then
+          err(errors, p .. ".compensate.agent", "unknown agent '%s'", s.compensate.agent)
+        else
+          s.compensate.params = check_params(s.compensate, centry, p .. ".compensate.params", errors)
+        end
+      end
+      -- dependencies
+      local seen = {}
+      for j, d in ipairs(s.dependencies) do
+        local dp = schema.join_path(p .. ".dependencies", j)
+        if type(d) == "string" then
+          if d == s.id then
+            err(errors, dp, "a step cannot depend on itself")
+          elseif not index_of[d] then
+            err(errors, dp, "unknown step '%s'", d)
+          elseif steps[index_of[d]] and steps[index_of[d]].is_fallback then
+            err(errors, dp, "'%s' is a fallback step; depend on the step it falls back for", d)
+          elseif seen[d] then
+            err(errors, dp, "duplicate dependency '%s'", d)
+          end
+          seen[d] = true
+        end
+      end
+      -- fallbacks
+      if s.fallback_for ~= nil then
+        local target = index_of[s.fallback_for]
+        if s.fallback_for == s.id then
+          err(errors, p .. ".fallback_for", "a step cannot be its own fallback")
+        elseif not target then
+          err(errors, p .. ".fallback_for", "names no step ('%s')", s.fallback_for)
+        end
+      elseif s.is_fallback then
+        err(errors, p .. ".is_fallback", "a fallback step needs fallback_for")
+      end
+      if s.output_key then
+        if keys[s.output_key] then
+          err(errors, p .. ".output_key", "output_key '%s' is also used by step '%s'", s.output_key, keys[s.output_key])
+        else
+          keys[s.output_key] = s.id
+        end
+      end
+    end
+  end
+  -- on_failure = fallback needs a chain
+  local has_chain = {}
+  for _, s in ipairs(steps) do
+    if s and s.fallback_for then has_chain[s.fallback_for] = true end
+  end
+  for i, s in ipairs(steps) do
+    if s and s.on_failure == "fallback" and type(s.id) == "string" and not has_chain[s.id] then
+      err(errors, schema.join_path(base, i) .. ".on_failure",
+        "is 'fallback' but no step has fallback_for = '%s'", s.id)
+    end
+  end
+  -- fallback chains must not loop (a falls back to b falls back to a)
+  for i, s in ipairs(steps) do
+    if s and s.fallback_for then
+      local seen, cur = { [s.id] = true }, s
+      while cur and cur.fallback_for and index_of[cur.fallback_for] do
+        local nxt = steps[index_of[cur.fallback_for]]
+        if not nxt or seen[nxt.id] then
+          if nxt then
+            err(errors, schema.join_path(base, i) .. ".fallback_for", "fallback chain loops back to '%s'", nxt.id)
+          end
+          break
+        end
+        seen[nxt.id] = true
+        cur = nxt
+      end
+    end
+  end
+  return steps, index_of
+end
+
+-- config(doc, snap) -> cfg | nil, errors
+function M.config(doc, snap)
+  local errors = {}
+  if type(doc) ~= "table" or doc == null or (next(doc) ~= nil and json.is_array(doc)) then
+    return nil, { { path = "(root)", message = "a config must be a JSON object, got " .. schema.describe(doc) } }
+  end
+  local top = schema.check(doc, M.CONFIG, "", errors)
+
+  -- The two forms.
+  local raw_steps, raw_settings, steps_path, settings_path = doc.steps, doc.settings, "steps", "settings"
+  if type(raw_steps) == "table" and raw_steps ~= null and next(raw_steps) ~= nil and not json.is_array(raw_steps) then
+    local inner = {}
+    local wrapper = schema.check(raw_steps, { type = "object", fields = {
+      steps = { required = true }, settings = { type = "object", additional = true } } }, "steps", inner)
+    for _, e in ipairs(inner) do errors[#errors + 1] = e end
+    raw_steps, steps_path = raw_steps.steps, "steps.steps"
+    if wrapper.settings ~= nil then
+      if raw_settings ~= nil and raw_settings ~= null then
+        err(errors, "settings", "settings given twice (here and in steps.settings)")
+      end
+      raw_settings, settings_path = wrapper.settings, "steps.settings"
+    end
+  end
+  local steps, index_of = {}, {}
+  if raw_steps ~= nil and raw_steps ~= null then
+    if type(raw_steps) ~= "table" or (next(raw_steps) ~= nil and not json.is_array(raw_steps)) then
+      err(errors, steps_path, "must be an array of steps, got %s", schema.describe(raw_steps))
+    elseif #raw_steps == 0 then
+      err(errors, steps_path, "needs at least 1 step")
+    elseif #raw_steps > 1000 then
+      err(errors, steps_path, "allows at most 1000 steps, got %d", #raw_steps)
+    else
+      steps, index_of = check_steps(raw_steps, steps_path, snap, errors)
+    end
+  end
+
+  -- strategy (and the extra settings it declares)
+  local strat = type(top.strategy) == "string" and snap.strategies[top.strategy]
+  if type(top.strategy) == "string" and not strat then
+    local names = {}
+    for n in pairs(snap.strategies) do names[#names + 1] = n end
+    sort(names)
+    err(errors, "strategy", "unknown strategy '%s' (known: %s)", top.strategy, concat(names, ", "))
+  end
+  local settings_schema = M.SETTINGS
+  if strat and strat.module.schema and strat.module.schema.fields then
+    settings_schema = { type = "object", fields = {} }
+    for k, v in pairs(M.SETTINGS.fields) do settings_schema.fields[k] = v end
+    for k, v in pairs(strat.module.schema.fields) do settings_schema.fields[k] = v end
+  end
+  if raw_settings == nil or raw_settings == null then raw_settings = {} end
+  local settings = schema.check(raw_settings, settings_schema, settings_path, errors)
+  if type(settings.aggregator) == "string" and not snap.aggregators[settings.aggregator] then
+    err(errors, settings_path .. ".aggregator", "unknown aggregator '%s'", settings.aggregator)
+  end
+  if type(settings.output_step) == "string" and not index_of[settings.output_step] then
+    err(errors, settings_path .. ".output_step", "names no step ('%s')", settings.output_step)
+  end
+
+  -- cycles, once the graph's own references are known to be sound
+  local cycle = find_cycle(steps, index_of)
+  if cycle then
+    err(errors, schema.join_path(steps_path, index_of[cycle[1]]) .. ".dependencies",
+      "dependency cycle: %s", concat(cycle, " -> "))
+  end
+
+  if #errors > 0 then return nil, errors end
+  return {
+    name = top.name, description = top.description, strategy = top.strategy,
+    steps = steps, settings = settings, metadata = top.metadata,
+  }
+end
+
+-- document(cfg) -> the seed form of a normalized config (what the API
+-- stores and returns).
+function M.document(cfg)
+  return {
+    name = cfg.name, description = cfg.description, strategy = cfg.strategy,
+    steps = { steps = cfg.steps, settings = cfg.settings }, metadata = cfg.metadata,
+  }
+end
+
+-- format_errors(errors) -> "path: message" lines
+function M.format_errors(errors)
+  local lines = {}
+  for i, e in ipairs(errors) do lines[i] = e.path .. ": " .. e.message end
+  return concat(lines, "\n")
+end
+
+return M
