@@ -22,7 +22,7 @@ function M.engine(opts)
   opts = opts or {}
   local scripts = { M.fixtures .. "/scripts" }
   for _, d in ipairs(opts.scripts or {}) do scripts[#scripts + 1] = d end
-  return assert(engine_mod.new({ scripts = scripts, watch = opts.watch }))
+  return assert(engine_mod.new({ scripts = scripts, watch = opts.watch, store = opts.store }))
 end
 
 -- run(doc, input, opts) -> exec, events. Validates (asserting it is

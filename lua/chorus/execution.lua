@@ -41,6 +41,8 @@ function M.new(opts)
     bus = opts.bus,
     auto_approve = opts.auto_approve,
     keep_inputs = opts.keep_inputs,
+    config_id = opts.config_id, config_version = opts.config_version,
+    user_id = opts.user_id, tenant_id = opts.tenant_id,
     created_at = time(),
     steps = {},          -- step runs, declaration order
     steps_by_id = {},    -- step config by id
@@ -320,6 +322,17 @@ function Execution:record()
     created_at = self.created_at, started_at = self.started_at, finished_at = self.finished_at,
     answered_by = self.answered_by, consensus = self.consensus,
     steps = steps,
+    metrics = { latency_ms = self.latency_ms, tokens = self.tokens, cost = self.cost },
+  }
+end
+
+-- summary() -> the record without steps (execution lists).
+function Execution:summary()
+  return {
+    id = self.id, trace_id = self.trace_id, config = self.config_name, config_id = self.config_id,
+    strategy = self.strategy, status = self.status, error = self.error,
+    user_id = self.user_id, tenant_id = self.tenant_id,
+    created_at = self.created_at, started_at = self.started_at, finished_at = self.finished_at,
     metrics = { latency_ms = self.latency_ms, tokens = self.tokens, cost = self.cost },
   }
 end

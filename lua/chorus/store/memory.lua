@@ -1,14 +1,39 @@
--- chorus.store.memory: the embedded default store. Executions live in this
--- process only; finished ones are kept up to a bound (oldest dropped first)
--- so a long-running process does not grow without limit.
+-- chorus.store.memory: the embedded default store. Everything lives in
+-- this process; finished executions are kept up to a bound (oldest dropped
+-- first) so a long-running process does not grow without limit.
 --
--- Store interface (the PostgreSQL store implements the same):
---   store:insert_execution(exec)      -> true | nil, err
---   store:update_execution(exec)      -> true | nil, err  (status & totals)
---   store:save_step(exec, step_run)   -> true | nil, err
---   store:get_execution(id_or_trace)  -> exec | nil
---   store:list_executions(filter)     -> array (newest first)
--- Writes return once the change is durable (here: at once).
+-- The store interface (chorus.store.pg implements the same; the contract
+-- spec spec/shared/store_contract.lua runs against both). Writes return
+-- once the change is durable (here: at once); reads return plain tables.
+--
+-- Executions (called by chorus.execution):
+--   insert_execution(exec)          -> true | nil, err
+--   update_execution(exec)          -> true | nil, err   status, totals, output
+--   save_step(exec, step_run, wait) -> true | nil, err   wait=false: no need
+--                                       to wait for durability ("running")
+--   get_record(id_or_trace, scope)  -> execution record | nil
+--   list_executions(filter)         -> records (no step outputs), total
+--      filter: config, status, user_id, tenant_id, limit, offset
+-- Configs (called by the API and the CLI):
+--   create_config(cfg, owner)       -> config | nil, err, code
+--      owner: {tenant_id, user_id, global = bool}; code "conflict" when the
+--      name is taken in that tenant (or globally)
+--   get_config(id_or_name, scope)   -> config | nil
+--      scope: {tenant_id}; a tenant sees its own configs and global ones;
+--      a name is looked up in the tenant first, then globally
+--   list_configs(filter)            -> configs, total
+--      filter: tenant_id, owner_id, strategy, active, limit, offset
+--   update_config(id, cfg, by)      -> config | nil, err, code ("not_found")
+--      bumps version; the previous version stays readable
+--   config_version(id, version)     -> config | nil
+--   delete_config(id)               -> true | nil, err, code (soft delete)
+-- A config is {id, name, description, strategy, steps = {steps, settings},
+-- metadata, tenant_id, owner_id, is_global, is_active, version,
+-- created_at, updated_at} (the seed's form, as the API returns it).
+local native = require "chorus.native"
+local validate = require "chorus.validate"
+local schema = require "chorus.schema"
+
 local Store = {}
 Store.__index = Store
 
@@ -18,11 +43,15 @@ local M = {}
 function M.new(opts)
   opts = opts or {}
   return setmetatable({
+    kind = "memory",
     by_id = {}, by_trace = {},
     finished = {}, finished_head = 1, finished_tail = 0, -- a FIFO of finished ones
     max_finished = opts.max_finished or 10000,
+    configs = {}, config_history = {}, -- id -> config; id -> {version -> config}
   }, Store)
 end
+
+-- Executions ------------------------------------------------------------
 
 function Store:insert_execution(exec)
   self.by_id[exec.id] = exec
@@ -54,25 +83,160 @@ function Store:save_step()
   return true
 end
 
+local function visible(exec, scope)
+  if not scope or scope.admin then return true end
+  if scope.tenant_id ~= nil and exec.tenant_id ~= scope.tenant_id then return false end
+  if scope.user_id ~= nil and exec.user_id ~= scope.user_id then return false end
+  return true
+end
+
+-- The live execution object, for controls (pause, cancel ...).
 function Store:get_execution(key)
   return self.by_id[key] or self.by_trace[key]
 end
 
--- list_executions({status = s, config = name, limit = n}) newest first.
+function Store:get_record(key, scope)
+  local exec = self.by_id[key] or self.by_trace[key]
+  if not exec or not visible(exec, scope) then return nil end
+  return exec:record()
+end
+
+local function page(list, limit, offset)
+  local total = #list
+  offset = offset or 0
+  limit = limit or 50
+  local out = {}
+  for i = offset + 1, math.min(total, offset + limit) do out[#out + 1] = list[i] end
+  return out, total
+end
+
+-- list_executions(filter) -> summaries newest first, total
 function Store:list_executions(filter)
   filter = filter or {}
-  local out = {}
+  local matched = {}
   for _, e in pairs(self.by_id) do
     if (not filter.status or e.status == filter.status)
-      and (not filter.config or e.config_name == filter.config) then
-      out[#out + 1] = e
+      and (not filter.config or e.config_name == filter.config or e.config_id == filter.config)
+      and (not filter.user_id or e.user_id == filter.user_id)
+      and (not filter.tenant_id or e.tenant_id == filter.tenant_id) then
+      matched[#matched + 1] = e
     end
   end
-  table.sort(out, function(a, b) return (a.created_at or 0) > (b.created_at or 0) end)
-  if filter.limit and #out > filter.limit then
-    for i = #out, filter.limit + 1, -1 do out[i] = nil end
+  table.sort(matched, function(a, b)
+    if a.created_at ~= b.created_at then return a.created_at > b.created_at end
+    return a.id > b.id
+  end)
+  local items, total = page(matched, filter.limit, filter.offset)
+  for i, e in ipairs(items) do items[i] = e:summary() end
+  return items, total
+end
+
+-- Configs ---------------------------------------------------------------
+
+local function tenant_key(t) return t == nil and "" or t end
+
+local function find_by_name(self, name, tenant_id)
+  for _, c in pairs(self.configs) do
+    if not c.deleted and c.name == name and tenant_key(c.tenant_id) == tenant_key(tenant_id) then
+      return c
+    end
   end
+end
+
+local function public(c)
+  if not c then return nil end
+  local out = schema.copy(c)
+  out.deleted = nil
   return out
+end
+
+function Store:create_config(cfg, owner)
+  owner = owner or {}
+  local tenant_id = not owner.global and owner.tenant_id or nil
+  if find_by_name(self, cfg.name, tenant_id) then
+    return nil, ("a config named '%s' already exists"):format(cfg.name), "conflict"
+  end
+  local now = native.time()
+  local doc = validate.document(cfg)
+  local c = {
+    id = native.uuid(), name = cfg.name, description = cfg.description, strategy = cfg.strategy,
+    steps = doc.steps, metadata = cfg.metadata or {}, tenant_id = tenant_id,
+    owner_id = owner.user_id, is_global = tenant_id == nil, is_active = true, version = 1,
+    created_at = now, updated_at = now,
+  }
+  self.configs[c.id] = c
+  self.config_history[c.id] = { [1] = schema.copy(c) }
+  return public(c)
+end
+
+local function scoped(c, scope)
+  if not c or c.deleted then return nil end
+  if scope and not scope.admin and c.tenant_id ~= nil and c.tenant_id ~= scope.tenant_id then return nil end
+  return c
+end
+
+function Store:get_config(key, scope)
+  local c = scoped(self.configs[key], scope)
+  if c then return public(c) end
+  local tenant = scope and scope.tenant_id
+  if tenant ~= nil then
+    c = find_by_name(self, key, tenant)
+    if c then return public(c) end
+  end
+  return public(scoped(find_by_name(self, key, nil), scope))
+end
+
+function Store:list_configs(filter)
+  filter = filter or {}
+  local matched = {}
+  for _, c in pairs(self.configs) do
+    if not c.deleted
+      and (filter.tenant_id == nil or c.tenant_id == nil or c.tenant_id == filter.tenant_id)
+      and (filter.owner_id == nil or c.owner_id == filter.owner_id)
+      and (filter.strategy == nil or c.strategy == filter.strategy)
+      and (filter.active == nil or c.is_active == filter.active) then
+      matched[#matched + 1] = c
+    end
+  end
+  table.sort(matched, function(a, b)
+    if a.name ~= b.name then return a.name < b.name end
+    return tenant_key(a.tenant_id) < tenant_key(b.tenant_id)
+  end)
+  local items, total = page(matched, filter.limit, filter.offset)
+  for i, c in ipairs(items) do items[i] = public(c) end
+  return items, total
+end
+
+function Store:update_config(id, cfg, by)
+  local c = self.configs[id]
+  if not c or c.deleted then return nil, "config not found", "not_found" end
+  if cfg.name ~= c.name then
+    local other = find_by_name(self, cfg.name, c.tenant_id)
+    if other then return nil, ("a config named '%s' already exists"):format(cfg.name), "conflict" end
+  end
+  local doc = validate.document(cfg)
+  c.name, c.description, c.strategy, c.steps = cfg.name, cfg.description, cfg.strategy, doc.steps
+  c.metadata = cfg.metadata or c.metadata
+  if cfg.is_active ~= nil then c.is_active = cfg.is_active end
+  c.version = c.version + 1
+  c.updated_at = native.time()
+  c.updated_by = by
+  self.config_history[id][c.version] = schema.copy(c)
+  return public(c)
+end
+
+function Store:config_version(id, version)
+  local h = self.config_history[id]
+  return public(h and h[version])
+end
+
+function Store:delete_config(id)
+  local c = self.configs[id]
+  if not c or c.deleted then return nil, "config not found", "not_found" end
+  c.deleted = true
+  c.is_active = false
+  c.deleted_at = native.time()
+  return true
 end
 
 return M
