@@ -8,6 +8,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "rt_lua_curl.h"
 #include "rt_lua_hooks.h"
 #include "rt_lua_sched.h"
 #include "rt_lua_stdin.h"
@@ -50,6 +51,7 @@ static rt_lua_sched_t *open_native(lua_State *L, uv_loop_t *loop,
         return NULL;
     rt_lua_util_open(L, t);
     rt_lua_hooks_open(L, ls, t);
+    rt_lua_curl_open(L, ls, t);
     *in = rt_lua_stdin_open(L, ls, t);
     lua_pushstring(L, home);
     lua_setfield(L, t, "home");

@@ -1,0 +1,211 @@
+-- chorus.http.client: outbound HTTP requests from tasks (libcurl on the loop).
+--
+--   request({method=, url=, headers={name=value}, body=, timeout_ms=,
+--            connect_timeout_ms=, max_body_bytes=, follow_redirects=,
+--            max_redirects=}) -> res | nil, err, kind
+--   get(url, opts)              -> res | nil, err, kind
+--   post_json(url, value, opts) -> res (+ res.json) | nil, err, kind
+--
+-- res = {status = 200, headers = {["content-type"] = "..."}, body = "..."}.
+-- Every HTTP status (404, 500, ...) is a response, not an error. Header names
+-- are lower-case; repeated headers are joined with ", ".
+--
+-- Errors: err is a message, kind the short word it starts with:
+--   "timeout"        timeout_ms (or connect_timeout_ms) passed, or the task's
+--                    deadline; err is exactly "timeout"
+--   "cancelled"      the waiting task was cancelled; err is exactly that
+--   "connection refused", "connect failed", "cannot resolve", "tls error",
+--   "empty reply", "connection error", "too many redirects",
+--   "too large"      the body exceeded max_body_bytes (or headers 256 KiB)
+--   "bad url"        not an http(s) URL; "invalid request" bad options;
+--   "unsupported protocol", "out of memory", "request failed"
+-- e.g. nil, "connection refused: Failed to connect to 127.0.0.1 port 1 ...",
+-- "connection refused". Calling outside a chorus task raises (a bug).
+--
+-- Cancelling the task that waits aborts the transfer at once (the
+-- connection is closed); connections of finished requests are pooled and
+-- reused. Redirects are not followed unless follow_redirects = true.
+local native = require "chorus.native"
+local json = require "chorus.json"
+
+local curl_request = native.curl_request
+local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
+local lower, upper = string.lower, string.upper
+
+local M = {}
+
+-- Defaults for options left out; 0 means "no limit" for the timeouts.
+M.defaults = {
+  timeout_ms = 60000,          -- the whole request (LLM calls can be slow)
+  connect_timeout_ms = 10000,  -- curl's own default is 300 s
+  max_body_bytes = 16 * 1024 * 1024,
+  max_redirects = 5,
+}
+
+local function invalid(why)
+  return nil, "invalid request: " .. why, "invalid request"
+end
+
+local function bad_url(why)
+  return nil, "bad url: " .. why, "bad url"
+end
+
+-- check_url(url) -> true | nil, err, kind
+local function check_url(url)
+  if type(url) ~= "string" then return bad_url("expected a string, got " .. type(url)) end
+  local scheme, rest = url:match("^([%a][%w+.%-]*)://(.*)$")
+  if not scheme then return bad_url("no scheme in '" .. url .. "'") end
+  scheme = lower(scheme)
+  if scheme ~= "http" and scheme ~= "https" then
+    return bad_url("scheme must be http or https, got '" .. scheme .. "'")
+  end
+  if url:find("[%z\1-\32\127]") then return bad_url("contains spaces or control characters") end
+  if rest == "" or rest:sub(1, 1) == "/" then return bad_url("no host in '" .. url .. "'") end
+  return true
+end
+
+local TOKEN = "^[%w!#$%%&'*+%.^_`|~%-]+$"
+
+local function check_number(opts, key, min)
+  local v = opts[key]
+  if v == nil then return M.defaults[key] end
+  if type(v) ~= "number" or v ~= v or v < min or v >= 1e15 then
+    return nil, key .. " must be a number >= " .. min
+  end
+  return v
+end
+
+-- Builds the native options (flat header array, defaults) from opts.
+local function native_opts(opts)
+  local ok, err, kind = check_url(opts.url)
+  if not ok then return nil, err, kind end
+  local method = opts.method
+  if method == nil then
+    method = opts.body ~= nil and "POST" or "GET"
+  elseif type(method) ~= "string" or not method:find(TOKEN) then
+    return invalid("method must be a token such as GET or POST")
+  end
+  if opts.body ~= nil and type(opts.body) ~= "string" then
+    return invalid("body must be a string, got " .. type(opts.body))
+  end
+  local flat = {}
+  if opts.headers ~= nil then
+    if type(opts.headers) ~= "table" then return invalid("headers must be a table") end
+    for name, value in pairs(opts.headers) do
+      if type(name) ~= "string" or not name:find(TOKEN) then
+        return invalid("bad header name " .. tostring(name))
+      end
+      local values = type(value) == "table" and value or { value }
+      for _, v in ipairs(values) do
+        if type(v) == "number" then v = tostring(v) end
+        if type(v) ~= "string" then
+          return invalid("header " .. name .. " must be a string")
+        end
+        if v:find("[%z\r\n]") then
+          return invalid("header " .. name .. " contains CR, LF or NUL")
+        end
+        flat[#flat + 1] = name
+        flat[#flat + 1] = v
+      end
+    end
+  end
+  local n = { url = opts.url, method = upper(method), body = opts.body, headers = flat,
+              follow_redirects = opts.follow_redirects and true or false }
+  for _, key in ipairs({ "timeout_ms", "connect_timeout_ms", "max_redirects" }) do
+    n[key], err = check_number(opts, key, 0)
+    if n[key] == nil then return invalid(err) end
+  end
+  n.max_body_bytes, err = check_number(opts, "max_body_bytes", 1)
+  if not n.max_body_bytes then return invalid(err) end
+  return n
+end
+
+-- Lower-cased header map from the flat {name, value, ...} array.
+local function header_map(flat)
+  local h = {}
+  for i = 1, #flat, 2 do
+    local name, value = lower(flat[i]), flat[i + 1]
+    local old = h[name]
+    h[name] = old and (old .. ", " .. value) or value
+  end
+  return h
+end
+
+-- request(opts) -> res | nil, err, kind (see the top of the file)
+function M.request(opts)
+  if type(opts) ~= "table" then return invalid("options must be a table") end
+  local n, err, kind = native_opts(opts)
+  if not n then return nil, err, kind end
+  local status, headers, body = curl_request(n)
+  if status then
+    return { status = status, headers = header_map(headers), body = body }
+  end
+  -- nil, word, message from curl; nil, "cancelled"|"timeout" from the
+  -- scheduler; a bare nil when the results could not be allocated.
+  local word, message = headers, body
+  if word == nil then word = "out of memory" end
+  if message == nil or message == "" or word == "timeout" then
+    return nil, word, word
+  end
+  return nil, word .. ": " .. message, word
+end
+
+local function copy(opts)
+  local t = {}
+  if opts ~= nil then
+    if type(opts) ~= "table" then return nil end
+    for k, v in pairs(opts) do t[k] = v end
+  end
+  return t
+end
+
+-- get(url, opts) -> res | nil, err, kind
+function M.get(url, opts)
+  local o = copy(opts)
+  if not o then return invalid("options must be a table") end
+  o.url, o.method = url, "GET"
+  return M.request(o)
+end
+
+-- is_json(content_type) -> true for application/json and */*+json
+function M.is_json(ctype)
+  if type(ctype) ~= "string" then return false end
+  local mime = lower(ctype:match("^%s*([^;%s]+)") or "")
+  return mime == "application/json" or mime:find("^[%w%.%-]+/[%w%.%-]+%+json$") ~= nil
+end
+
+-- Sets headers[name] = value unless present in any letter case.
+local function default_header(headers, name, value)
+  for k in pairs(headers) do
+    if type(k) == "string" and lower(k) == name then return end
+  end
+  headers[name] = value
+end
+
+-- post_json(url, value, opts) -> res | nil, err, kind
+-- Sends value encoded with chorus.json (content-type application/json).
+-- When the response is JSON, res.json holds it decoded (or res.json_error
+-- says why it could not be decoded; the response is still returned).
+function M.post_json(url, value, opts)
+  local o = copy(opts)
+  if not o then return invalid("options must be a table") end
+  local body, err = json.encode(value)
+  if not body then return invalid("cannot encode the body as JSON: " .. tostring(err)) end
+  local headers = {}
+  if o.headers ~= nil then
+    if type(o.headers) ~= "table" then return invalid("headers must be a table") end
+    for k, v in pairs(o.headers) do headers[k] = v end
+  end
+  default_header(headers, "content-type", "application/json")
+  default_header(headers, "accept", "application/json")
+  o.url, o.method, o.body, o.headers = url, o.method or "POST", body, headers
+  local res, rerr, kind = M.request(o)
+  if not res then return nil, rerr, kind end
+  if M.is_json(res.headers["content-type"]) then
+    res.json, res.json_error = json.decode(res.body)
+  end
+  return res
+end
+
+M.check_url = check_url
+return M

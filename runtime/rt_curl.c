@@ -1,0 +1,816 @@
+/* rt_curl.c - outbound HTTP requests on a libuv loop (libcurl multi).
+ *
+ * The multi socket API: curl tells us which sockets to watch (sock_cb: a
+ * uv_poll per socket, remembered with curl_multi_assign) and when to call
+ * it back (timer_cb: one uv_timer). Poll and timer events are handed to
+ * curl_multi_socket_action, and every call is followed by reading the
+ * finished transfers (check_info). curl is never re-entered from its own
+ * callbacks: a 0 ms timeout only arms the uv_timer. */
+#include "rt_curl.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Idle connections kept for reuse; curl's default (4 per added handle)
+ * shrinks to nothing as transfers finish, so it is fixed here. */
+#define RT_CURL_MAX_IDLE 64
+/* Limit on the response header block: curl bounds each header line but
+ * not their number. */
+#define RT_CURL_MAX_HEADER_BYTES (256 * 1024)
+/* Redirects followed when follow_redirects is on and no limit is given. */
+#define RT_CURL_DEFAULT_REDIRECTS 5
+
+typedef struct rt_curl_sock rt_curl_sock_t;
+
+struct rt_curl {
+    uv_loop_t *loop;
+    CURLM *multi;          /* owns the connection pool */
+    uv_timer_t timer;      /* curl's timeout; its close frees this struct */
+    rt_curl_req_t *reqs;   /* requests in flight (list) */
+    rt_curl_sock_t *socks; /* polled sockets (list), closed on rt_curl_close */
+    size_t active;         /* length of reqs */
+    size_t nfailed;        /* requests whose socket could not be polled */
+    int closing;           /* rt_curl_close runs: ignore curl callbacks */
+};
+
+/* A socket curl asked us to watch. Freed by its handle's close callback. */
+struct rt_curl_sock {
+    uv_poll_t poll;
+    rt_curl_t *c;
+    curl_socket_t fd;
+    rt_curl_sock_t *prev, *next;
+};
+
+/* Offsets of one response header in the request's header buffer. */
+typedef struct {
+    size_t name_off, name_len, value_off, value_len;
+} rt_curl_hoff_t;
+
+struct rt_curl_req {
+    rt_curl_t *c;
+    CURL *easy;                /* added to c->multi while in flight */
+    struct curl_slist *hdrs;   /* request headers, owned */
+    rt_curl_done_cb cb;
+    void *data;
+    rt_curl_req_t *prev, *next;
+    char *body;                /* response body, body_len of body_cap */
+    size_t body_len, body_cap;
+    uint64_t max_body;         /* 0: unlimited */
+    char *hbuf;                /* response header names and values */
+    size_t hbuf_len, hbuf_cap;
+    rt_curl_hoff_t *hoff;      /* nh headers in hbuf */
+    size_t nh, hcap;
+    int too_large;             /* 1: body over max_body, 2: headers */
+    int oom;                   /* a response buffer could not grow */
+    int sock_failed;           /* a socket could not be polled */
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+static unsigned rt__global_refs; /* engines alive: curl_global_* pairing */
+
+static void check_info(rt_curl_t *c);
+
+/* The request an easy handle belongs to (CURLOPT_PRIVATE), or NULL. */
+static rt_curl_req_t *req_of(CURL *easy)
+{
+    char *p = NULL;
+    if (curl_easy_getinfo(easy, CURLINFO_PRIVATE, &p) != CURLE_OK)
+        return NULL;
+    return (rt_curl_req_t *)(void *)p;
+}
+
+/* ---- buffers ---------------------------------------------------------- */
+
+/* Makes room for need more bytes in *buf (len used of *cap). Returns 0 or
+ * -1 when out of memory or the size overflows. */
+static int buf_reserve(char **buf, size_t len, size_t *cap, size_t need)
+{
+    size_t ncap;
+    char *nb;
+    if (need <= *cap - len)
+        return 0;
+    if (need > SIZE_MAX / 2 - len)
+        return -1;
+    ncap = *cap ? *cap : 1024;
+    while (ncap < len + need)
+        ncap *= 2;
+    nb = realloc(*buf, ncap);
+    if (nb == NULL)
+        return -1;
+    *buf = nb;
+    *cap = ncap;
+    return 0;
+}
+
+static int hbuf_append(rt_curl_req_t *r, const char *p, size_t n)
+{
+    if (r->hbuf_len + n > RT_CURL_MAX_HEADER_BYTES) {
+        r->too_large = 2;
+        return -1;
+    }
+    if (buf_reserve(&r->hbuf, r->hbuf_len, &r->hbuf_cap, n) < 0) {
+        r->oom = 1;
+        return -1;
+    }
+    memcpy(r->hbuf + r->hbuf_len, p, n);
+    r->hbuf_len += n;
+    return 0;
+}
+
+/* ---- curl data callbacks ---------------------------------------------- */
+
+static size_t write_cb(char *p, size_t size, size_t n, void *ud)
+{
+    rt_curl_req_t *r = ud;
+    size_t len = size * n;
+    if (r->max_body && (len > r->max_body ||
+                        r->body_len > r->max_body - len)) {
+        r->too_large = 1;
+        return 0; /* curl fails the transfer with CURLE_WRITE_ERROR */
+    }
+    if (buf_reserve(&r->body, r->body_len, &r->body_cap, len) < 0) {
+        r->oom = 1;
+        return 0;
+    }
+    memcpy(r->body + r->body_len, p, len);
+    r->body_len += len;
+    return len;
+}
+
+static int is_space(char ch)
+{
+    return ch == ' ' || ch == '\t';
+}
+
+/* One header line (with its CRLF) of a response. A status line starts a
+ * new header block: only the last response's headers (after 1xx and
+ * followed redirects) are kept. */
+static size_t header_cb(char *p, size_t size, size_t n, void *ud)
+{
+    rt_curl_req_t *r = ud;
+    size_t len = size * n, total = len, i, vs;
+    rt_curl_hoff_t *h;
+
+    while (len > 0 && (p[len - 1] == '\r' || p[len - 1] == '\n'))
+        len--;
+    if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+        r->nh = 0;
+        r->hbuf_len = 0;
+        return total;
+    }
+    if (len == 0)
+        return total;
+    if (is_space(p[0])) { /* obsolete line folding: continue the value */
+        if (r->nh == 0)
+            return total;
+        while (len > 0 && is_space(p[0]))
+            p++, len--;
+        while (len > 0 && is_space(p[len - 1]))
+            len--;
+        if (hbuf_append(r, " ", 1) < 0 || hbuf_append(r, p, len) < 0)
+            return 0;
+        r->hoff[r->nh - 1].value_len += len + 1;
+        return total;
+    }
+    for (i = 0; i < len && p[i] != ':'; i++)
+        ;
+    if (i == len || i == 0)
+        return total; /* not a header line; ignore it */
+    if (r->nh == r->hcap) {
+        size_t ncap = r->hcap ? r->hcap * 2 : 16;
+        rt_curl_hoff_t *nh = realloc(r->hoff, ncap * sizeof(*nh));
+        if (nh == NULL) {
+            r->oom = 1;
+            return 0;
+        }
+        r->hoff = nh;
+        r->hcap = ncap;
+    }
+    h = &r->hoff[r->nh];
+    h->name_off = r->hbuf_len;
+    h->name_len = i;
+    while (h->name_len > 0 && is_space(p[h->name_len - 1]))
+        h->name_len--;
+    if (hbuf_append(r, p, h->name_len) < 0)
+        return 0;
+    for (vs = i + 1; vs < len && is_space(p[vs]); vs++)
+        ;
+    while (len > vs && is_space(p[len - 1]))
+        len--;
+    h->value_off = r->hbuf_len;
+    h->value_len = len - vs;
+    if (hbuf_append(r, p + vs, len - vs) < 0)
+        return 0;
+    r->nh++;
+    return total;
+}
+
+/* ---- sockets and timer ------------------------------------------------ */
+
+static void sock_close_cb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* Stops watching a socket and unlinks it; the memory goes on close. */
+static void sock_close(rt_curl_t *c, rt_curl_sock_t *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        c->socks = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    uv_close((uv_handle_t *)&s->poll, sock_close_cb);
+}
+
+static void poll_cb(uv_poll_t *h, int status, int events)
+{
+    rt_curl_sock_t *s = h->data;
+    rt_curl_t *c = s->c;
+    curl_socket_t fd = s->fd; /* s may be closed by socket_action */
+    int flags = 0, running;
+
+    if (status < 0) {
+        flags = CURL_CSELECT_ERR;
+    } else {
+        if (events & UV_READABLE)
+            flags |= CURL_CSELECT_IN;
+        if (events & UV_WRITABLE)
+            flags |= CURL_CSELECT_OUT;
+    }
+    (void)curl_multi_socket_action(c->multi, fd, flags, &running);
+    check_info(c);
+}
+
+/* Marks the transfer of easy as failed (its socket cannot be watched); it
+ * is completed with an error after the current socket_action returns. */
+static void sock_fail(rt_curl_t *c, CURL *easy)
+{
+    rt_curl_req_t *r = easy ? req_of(easy) : NULL;
+    if (r == NULL || r->sock_failed)
+        return;
+    r->sock_failed = 1;
+    c->nfailed++;
+}
+
+/* CURLMOPT_SOCKETFUNCTION: watch s for what, or stop watching it. */
+static int sock_cb(CURL *easy, curl_socket_t fd, int what, void *userp,
+                   void *socketp)
+{
+    rt_curl_t *c = userp;
+    rt_curl_sock_t *s = socketp;
+    int events = 0;
+
+    if (c->closing)
+        return 0;
+    if (what == CURL_POLL_REMOVE) {
+        if (s != NULL) {
+            sock_close(c, s);
+            (void)curl_multi_assign(c->multi, fd, NULL);
+        }
+        return 0;
+    }
+    if (s == NULL) {
+        s = malloc(sizeof(*s));
+        if (s == NULL)
+            goto fail;
+        if (uv_poll_init_socket(c->loop, &s->poll, fd) < 0) {
+            free(s);
+            goto fail;
+        }
+        s->poll.data = s;
+        s->c = c;
+        s->fd = fd;
+        s->prev = NULL;
+        s->next = c->socks;
+        if (c->socks)
+            c->socks->prev = s;
+        c->socks = s;
+        if (curl_multi_assign(c->multi, fd, s) != CURLM_OK) {
+            sock_close(c, s);
+            goto fail;
+        }
+    }
+    if (what & CURL_POLL_IN)
+        events |= UV_READABLE;
+    if (what & CURL_POLL_OUT)
+        events |= UV_WRITABLE;
+    if (uv_poll_start(&s->poll, events, poll_cb) < 0)
+        goto fail;
+    return 0;
+fail:
+    sock_fail(c, easy);
+    return 0;
+}
+
+static void timeout_cb(uv_timer_t *t)
+{
+    rt_curl_t *c = t->data;
+    int running;
+    (void)curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0,
+                                   &running);
+    check_info(c);
+}
+
+/* CURLMOPT_TIMERFUNCTION: only (re)arms the timer; a 0 ms timeout runs
+ * socket_action from the loop, never from inside curl. */
+static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    rt_curl_t *c = userp;
+    (void)multi;
+    if (c->closing)
+        return 0;
+    if (timeout_ms < 0)
+        uv_timer_stop(&c->timer);
+    else
+        (void)uv_timer_start(&c->timer, timeout_cb, (uint64_t)timeout_ms, 0);
+    return 0;
+}
+
+/* ---- requests --------------------------------------------------------- */
+
+static void req_unlink(rt_curl_req_t *r)
+{
+    rt_curl_t *c = r->c;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        c->reqs = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    c->active--;
+    if (r->sock_failed)
+        c->nfailed--;
+}
+
+/* Frees a request that is no longer in the multi nor in the list. */
+static void req_free(rt_curl_req_t *r)
+{
+    curl_easy_cleanup(r->easy);
+    curl_slist_free_all(r->hdrs);
+    free(r->body);
+    free(r->hbuf);
+    free(r->hoff);
+    free(r);
+}
+
+/* The short word for a failed transfer (see rt_curl_result_t). */
+static const char *error_word(rt_curl_req_t *r, CURLcode rc)
+{
+    long os_errno = 0;
+    if (r->too_large || rc == CURLE_FILESIZE_EXCEEDED)
+        return "too large";
+    if (r->oom)
+        return "out of memory";
+    switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT:
+        return "timeout";
+    case CURLE_COULDNT_CONNECT:
+        if (curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno) ==
+                CURLE_OK && os_errno == ECONNREFUSED)
+            return "connection refused";
+        return "connect failed";
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        return "cannot resolve";
+    case CURLE_UNSUPPORTED_PROTOCOL:
+        return "unsupported protocol";
+    case CURLE_URL_MALFORMAT:
+        return "bad url";
+    case CURLE_TOO_MANY_REDIRECTS:
+        return "too many redirects";
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CLIENTCERT:
+        return "tls error";
+    case CURLE_GOT_NOTHING:
+        return "empty reply";
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_PARTIAL_FILE:
+        return "connection error";
+    case CURLE_OUT_OF_MEMORY:
+        return "out of memory";
+    default:
+        return "request failed";
+    }
+}
+
+/* Adds the system's reason to a connect error: curl says only "Couldn't
+ * connect to server". */
+static void append_errno(rt_curl_req_t *r)
+{
+    long os_errno = 0;
+    size_t len = strlen(r->errbuf);
+    if (curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno) !=
+            CURLE_OK || os_errno <= 0 || os_errno > INT_MAX)
+        return;
+    snprintf(r->errbuf + len, sizeof(r->errbuf) - len, " (%s)",
+             uv_strerror(uv_translate_sys_error((int)os_errno)));
+}
+
+/* Completes a finished transfer: removes it, calls back, frees it. */
+static void req_finish(rt_curl_req_t *r, CURLcode rc)
+{
+    rt_curl_t *c = r->c;
+    rt_curl_result_t res;
+    rt_curl_header_t small[16], *hs = small;
+    size_t i;
+
+    (void)curl_multi_remove_handle(c->multi, r->easy);
+    req_unlink(r);
+    memset(&res, 0, sizeof(res));
+    if (curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &res.status) !=
+        CURLE_OK)
+        res.status = 0;
+    if (r->sock_failed && rc == CURLE_OK)
+        rc = CURLE_COULDNT_CONNECT;
+    if (rc != CURLE_OK || r->sock_failed) {
+        res.error = error_word(r, rc);
+        if (r->sock_failed)
+            snprintf(r->errbuf, sizeof(r->errbuf),
+                     "cannot watch the connection's socket");
+        else if (r->too_large == 1 || rc == CURLE_FILESIZE_EXCEEDED)
+            snprintf(r->errbuf, sizeof(r->errbuf),
+                     "response body exceeds %llu bytes",
+                     (unsigned long long)r->max_body);
+        else if (r->too_large == 2)
+            snprintf(r->errbuf, sizeof(r->errbuf),
+                     "response headers exceed %d bytes",
+                     RT_CURL_MAX_HEADER_BYTES);
+        else if (r->errbuf[0] == '\0')
+            snprintf(r->errbuf, sizeof(r->errbuf), "%s",
+                     curl_easy_strerror(rc));
+        i = strlen(r->errbuf); /* curl's messages may end in a newline */
+        while (i > 0 && (r->errbuf[i - 1] == '\n' || r->errbuf[i - 1] == ' '))
+            r->errbuf[--i] = '\0';
+        if (rc == CURLE_COULDNT_CONNECT && !r->sock_failed)
+            append_errno(r);
+        res.message = r->errbuf;
+        res.body = "";
+    } else {
+        if (r->nh > sizeof(small) / sizeof(small[0])) {
+            hs = malloc(r->nh * sizeof(*hs));
+            if (hs == NULL) {
+                res.error = "out of memory";
+                res.message = "cannot collect the response headers";
+                res.body = "";
+                goto call;
+            }
+        }
+        for (i = 0; i < r->nh; i++) {
+            hs[i].name = r->hbuf + r->hoff[i].name_off;
+            hs[i].name_len = r->hoff[i].name_len;
+            hs[i].value = r->hbuf + r->hoff[i].value_off;
+            hs[i].value_len = r->hoff[i].value_len;
+        }
+        res.message = "";
+        res.headers = hs;
+        res.nheaders = r->nh;
+        res.body = r->body ? r->body : "";
+        res.body_len = r->body_len;
+    }
+call:
+    r->cb(r, &res, r->data);
+    if (hs != small)
+        free(hs);
+    req_free(r);
+}
+
+/* Reads finished transfers after a socket_action, then fails the
+ * transfers whose socket could not be watched. */
+static void check_info(rt_curl_t *c)
+{
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(c->multi, &left)) != NULL) {
+        rt_curl_req_t *r;
+        CURLcode rc = m->data.result;
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        r = req_of(m->easy_handle);
+        if (r == NULL)
+            continue;
+        req_finish(r, rc);
+    }
+    while (c->nfailed > 0) {
+        rt_curl_req_t *r = c->reqs;
+        while (r != NULL && !r->sock_failed)
+            r = r->next;
+        if (r == NULL)
+            break;
+        req_finish(r, CURLE_COULDNT_CONNECT);
+    }
+}
+
+/* ---- option checks ------------------------------------------------------ */
+
+/* RFC 9110 token characters (method and header names). */
+static int is_token(const char *p, size_t n)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    size_t i;
+    if (n == 0)
+        return 0;
+    for (i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+              (ch >= '0' && ch <= '9') || (ch != 0 && strchr(extra, ch))))
+            return 0;
+    }
+    return 1;
+}
+
+static int has_ctl(const char *p, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (p[i] == '\r' || p[i] == '\n' || p[i] == '\0')
+            return 1;
+    return 0;
+}
+
+static int name_is(const rt_curl_header_t *h, const char *name)
+{
+    return h->name_len == strlen(name) &&
+           strncasecmp(h->name, name, h->name_len) == 0;
+}
+
+/* Builds the curl header list. Returns 0, RT_CURL_EINVAL or ENOMEM. */
+static int build_headers(const rt_curl_opts_t *o, struct curl_slist **out,
+                         const char **err)
+{
+    struct curl_slist *list = NULL, *nl;
+    int has_ctype = 0, has_expect = 0;
+    size_t i;
+    char *line;
+
+    for (i = 0; i < o->nheaders; i++) {
+        const rt_curl_header_t *h = &o->headers[i];
+        if (!is_token(h->name, h->name_len)) {
+            *err = "invalid header name";
+            goto fail_inval;
+        }
+        if (has_ctl(h->value, h->value_len)) {
+            *err = "header value contains CR, LF or NUL";
+            goto fail_inval;
+        }
+        has_ctype |= name_is(h, "content-type");
+        has_expect |= name_is(h, "expect");
+        line = malloc(h->name_len + h->value_len + 3);
+        if (line == NULL)
+            goto fail_nomem;
+        memcpy(line, h->name, h->name_len);
+        /* "Name;" is how curl sends a header with an empty value ("Name:"
+         * would remove it). */
+        if (h->value_len == 0) {
+            memcpy(line + h->name_len, ";", 2);
+        } else {
+            memcpy(line + h->name_len, ": ", 2);
+            memcpy(line + h->name_len + 2, h->value, h->value_len);
+            line[h->name_len + 2 + h->value_len] = '\0';
+        }
+        nl = curl_slist_append(list, line);
+        free(line);
+        if (nl == NULL)
+            goto fail_nomem;
+        list = nl;
+    }
+    /* No form content type unless asked for, and no 1 s wait for a
+     * "100 Continue" that many servers never send. */
+    if (!has_ctype && o->body != NULL) {
+        nl = curl_slist_append(list, "Content-Type:");
+        if (nl == NULL)
+            goto fail_nomem;
+        list = nl;
+    }
+    if (!has_expect) {
+        nl = curl_slist_append(list, "Expect:");
+        if (nl == NULL)
+            goto fail_nomem;
+        list = nl;
+    }
+    *out = list;
+    return 0;
+fail_inval:
+    curl_slist_free_all(list);
+    return RT_CURL_EINVAL;
+fail_nomem:
+    curl_slist_free_all(list);
+    *err = "out of memory";
+    return RT_CURL_ENOMEM;
+}
+
+static long clamp_long(uint64_t v)
+{
+    return v > (uint64_t)LONG_MAX ? LONG_MAX : (long)v;
+}
+
+/* Sets the method and body options on easy. Returns a CURLcode. */
+static CURLcode set_method(CURL *e, const char *method,
+                           const rt_curl_opts_t *o)
+{
+    CURLcode rc = CURLE_OK;
+    int needs_body = strcmp(method, "POST") == 0 ||
+                     strcmp(method, "PUT") == 0 ||
+                     strcmp(method, "PATCH") == 0;
+
+    if (o->body != NULL || needs_body) {
+        /* Size first: COPYPOSTFIELDS copies that many bytes. */
+        rc = curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+                              (curl_off_t)(o->body ? o->body_len : 0));
+        if (rc == CURLE_OK)
+            rc = curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS,
+                                  o->body ? o->body : "");
+        if (rc == CURLE_OK && strcmp(method, "POST") != 0)
+            rc = curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    } else if (strcmp(method, "GET") == 0) {
+        rc = curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    } else if (strcmp(method, "HEAD") == 0) {
+        rc = curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else {
+        rc = curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    }
+    return rc;
+}
+
+/* ---- public API --------------------------------------------------------- */
+
+int rt_curl_start(rt_curl_t *c, const rt_curl_opts_t *o, rt_curl_done_cb cb,
+                  void *data, rt_curl_req_t **out, const char **err)
+{
+    const char *dummy, *method = o->method;
+    rt_curl_req_t *r;
+    CURL *e;
+    int rc;
+
+    if (err == NULL)
+        err = &dummy;
+    if (out != NULL)
+        *out = NULL;
+    if (o->url == NULL) {
+        *err = "missing url";
+        return RT_CURL_EINVAL;
+    }
+    if (method == NULL)
+        method = o->body ? "POST" : "GET";
+    if (!is_token(method, strlen(method))) {
+        *err = "invalid method";
+        return RT_CURL_EINVAL;
+    }
+    r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        goto fail_alloc;
+    rc = build_headers(o, &r->hdrs, err);
+    if (rc < 0) {
+        free(r);
+        return rc;
+    }
+    e = r->easy = curl_easy_init();
+    if (e == NULL)
+        goto fail_easy;
+    r->c = c;
+    r->cb = cb;
+    r->data = data;
+    r->max_body = o->max_body;
+
+#define SETOPT(opt, val)                                  \
+    do {                                                  \
+        if (curl_easy_setopt(e, opt, val) != CURLE_OK)    \
+            goto fail_setopt;                             \
+    } while (0)
+    SETOPT(CURLOPT_URL, o->url);
+    SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+    SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    SETOPT(CURLOPT_NOSIGNAL, 1L);
+    /* Aborting while the threaded resolver runs detaches the thread
+     * instead of blocking the loop until getaddrinfo returns. */
+    SETOPT(CURLOPT_QUICK_EXIT, 1L);
+    SETOPT(CURLOPT_PRIVATE, (void *)r);
+    SETOPT(CURLOPT_ERRORBUFFER, r->errbuf);
+    SETOPT(CURLOPT_WRITEFUNCTION, write_cb);
+    SETOPT(CURLOPT_WRITEDATA, (void *)r);
+    SETOPT(CURLOPT_HEADERFUNCTION, header_cb);
+    SETOPT(CURLOPT_HEADERDATA, (void *)r);
+    SETOPT(CURLOPT_USERAGENT, "chorus");
+    SETOPT(CURLOPT_HTTPHEADER, r->hdrs);
+    SETOPT(CURLOPT_TIMEOUT_MS, clamp_long(o->timeout_ms));
+    SETOPT(CURLOPT_CONNECTTIMEOUT_MS, clamp_long(o->connect_timeout_ms));
+    /* Early failure on a too large Content-Length; not for HEAD, whose
+     * Content-Length announces a body that never comes. */
+    if (o->max_body > 0 && strcmp(method, "HEAD") != 0)
+        SETOPT(CURLOPT_MAXFILESIZE_LARGE,
+               (curl_off_t)(o->max_body > (uint64_t)INT64_MAX
+                                ? INT64_MAX : (int64_t)o->max_body));
+    SETOPT(CURLOPT_FOLLOWLOCATION, o->follow_redirects ? 1L : 0L);
+    SETOPT(CURLOPT_MAXREDIRS, o->max_redirects < 0
+                                  ? (long)RT_CURL_DEFAULT_REDIRECTS
+                                  : o->max_redirects);
+#undef SETOPT
+    if (set_method(e, method, o) != CURLE_OK)
+        goto fail_setopt;
+    if (curl_multi_add_handle(c->multi, e) != CURLM_OK)
+        goto fail_setopt;
+
+    r->next = c->reqs;
+    if (c->reqs)
+        c->reqs->prev = r;
+    c->reqs = r;
+    c->active++;
+    if (out != NULL)
+        *out = r;
+    return 0;
+
+fail_setopt:
+    curl_easy_cleanup(e);
+fail_easy:
+    curl_slist_free_all(r->hdrs);
+    free(r);
+fail_alloc:
+    *err = "out of memory";
+    return RT_CURL_ENOMEM;
+}
+
+void rt_curl_abort(rt_curl_req_t *r)
+{
+    (void)curl_multi_remove_handle(r->c->multi, r->easy);
+    req_unlink(r);
+    req_free(r);
+}
+
+size_t rt_curl_active(const rt_curl_t *c)
+{
+    return c->active;
+}
+
+rt_curl_t *rt_curl_new(uv_loop_t *loop)
+{
+    rt_curl_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    if (rt__global_refs == 0 && curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
+        goto fail_global;
+    rt__global_refs++;
+    c->loop = loop;
+    c->multi = curl_multi_init();
+    if (c->multi == NULL)
+        goto fail_multi;
+    if (curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, sock_cb) ||
+        curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, (void *)c) ||
+        curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timer_cb) ||
+        curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, (void *)c) ||
+        curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS,
+                          (long)RT_CURL_MAX_IDLE))
+        goto fail_setopt;
+    if (uv_timer_init(loop, &c->timer) < 0)
+        goto fail_setopt;
+    c->timer.data = c;
+    return c;
+
+fail_setopt:
+    curl_multi_cleanup(c->multi);
+fail_multi:
+    if (--rt__global_refs == 0)
+        curl_global_cleanup();
+fail_global:
+    free(c);
+    return NULL;
+}
+
+static void engine_close_cb(uv_handle_t *h)
+{
+    free(h->data);
+    if (--rt__global_refs == 0)
+        curl_global_cleanup();
+}
+
+void rt_curl_close(rt_curl_t *c)
+{
+    while (c->reqs != NULL)
+        rt_curl_abort(c->reqs);
+    /* Stop polling before curl closes the pooled sockets. */
+    while (c->socks != NULL)
+        sock_close(c, c->socks);
+    c->closing = 1;
+    (void)curl_multi_cleanup(c->multi);
+    c->multi = NULL;
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, engine_close_cb);
+}

@@ -1,0 +1,100 @@
+/* rt_curl.h - outbound HTTP requests on a libuv loop (libcurl multi).
+ *
+ * This is the engine half of the HTTP client: it knows nothing of Lua. One
+ * rt_curl_t drives one curl multi handle from a loop with the multi socket
+ * API (a uv_poll per socket curl asks for, one uv_timer for curl's timeouts).
+ * curl keeps finished connections in the multi's pool and reuses them for
+ * later requests to the same host.
+ *
+ * A request is started with its options and a completion callback. The
+ * callback is called exactly once, from the loop (never from inside
+ * rt_curl_start), unless the request is aborted first or the engine is
+ * closed: then it is never called. When a function that takes a callback
+ * returns an error, the callback will never be called. */
+#ifndef RT_CURL_H
+#define RT_CURL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct rt_curl rt_curl_t;
+typedef struct rt_curl_req rt_curl_req_t;
+
+/* Errors of rt_curl_start (negative; 0 is success). */
+enum {
+    RT_CURL_EINVAL = -1, /* bad option (the message says which) */
+    RT_CURL_ENOMEM = -2  /* out of memory, or curl refused the handle */
+};
+
+/* A header: a name and a value, not NUL-terminated. */
+typedef struct {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+} rt_curl_header_t;
+
+/* What to send. Every pointer needs to live only during rt_curl_start:
+ * the engine copies what it keeps. */
+typedef struct {
+    const char *method;               /* NULL: "GET" (or "POST" if body) */
+    const char *url;                  /* NUL-terminated http(s) URL */
+    const rt_curl_header_t *headers;  /* request headers, nheaders of them */
+    size_t nheaders;
+    const char *body;                 /* NULL: no body */
+    size_t body_len;
+    uint64_t timeout_ms;              /* whole request; 0: none */
+    uint64_t connect_timeout_ms;      /* 0: curl's default (300 s) */
+    uint64_t max_body;                /* response body limit; 0: none */
+    int follow_redirects;             /* 0 (default): a 3xx is the answer */
+    long max_redirects;               /* with follow_redirects; <0: 5 */
+} rt_curl_opts_t;
+
+/* What came back. Pointers are valid only during the callback. */
+typedef struct {
+    /* NULL on success (any HTTP status is a success), else a short word:
+     * "timeout", "connection refused", "connect failed", "cannot resolve",
+     * "too large", "tls error", "unsupported protocol", "bad url",
+     * "too many redirects", "empty reply", "connection error",
+     * "out of memory", "request failed". */
+    const char *error;
+    const char *message;              /* curl's detail; "" on success */
+    long status;                      /* HTTP status of the last response */
+    const rt_curl_header_t *headers;  /* of the last response, in order */
+    size_t nheaders;
+    const char *body;                 /* never NULL; body_len bytes */
+    size_t body_len;
+} rt_curl_result_t;
+
+/* Called once when the request ends. req is freed when it returns. */
+typedef void (*rt_curl_done_cb)(rt_curl_req_t *req,
+                                const rt_curl_result_t *res, void *data);
+
+/* Creates an engine on loop. Returns NULL when out of memory or when curl
+ * cannot be initialised. The engine holds no active handle while idle, so
+ * it never keeps the loop alive by itself. */
+rt_curl_t *rt_curl_new(uv_loop_t *loop);
+
+/* Aborts every request (no callback is called), drops the connection pool
+ * and closes the handles; memory is freed by the loop's close callbacks, so
+ * run the loop once more before uv_loop_close. Must not be called from a
+ * completion callback. */
+void rt_curl_close(rt_curl_t *c);
+
+/* Starts a request. On success returns 0 and sets *out (may be NULL if the
+ * caller does not need to abort). On failure returns RT_CURL_EINVAL or
+ * RT_CURL_ENOMEM, sets *err to a static message (when err is not NULL),
+ * and cb is never called. */
+int rt_curl_start(rt_curl_t *c, const rt_curl_opts_t *o, rt_curl_done_cb cb,
+                  void *data, rt_curl_req_t **out, const char **err);
+
+/* Aborts a request whose callback has not been called yet: the transfer is
+ * removed from the multi (its connection is closed if it was in use), the
+ * request is freed, and the callback is never called. */
+void rt_curl_abort(rt_curl_req_t *req);
+
+/* Number of requests started and neither completed nor aborted. */
+size_t rt_curl_active(const rt_curl_t *c);
+
+#endif
