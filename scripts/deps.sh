@@ -15,6 +15,11 @@ if [ "${1:-}" = "--services" ]; then
 fi
 
 missing=()
+# Specs use node (a local protocol-faithful server, a WebSocket client);
+# Debian's nodejs is enough when the machine has none.
+if [ "${1:-}" = "--services" ] && ! command -v node >/dev/null 2>&1; then
+  missing+=(nodejs)
+fi
 for p in "${CHORUS_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
