@@ -22,12 +22,36 @@ Execution.__index = Execution
 
 local M = {}
 
+-- What an execution needs to know about its config's shape, computed once
+-- per config and shared by its executions (weak: it goes with the config).
+local plans = setmetatable({}, { __mode = "k" })
+
+local function plan_of(cfg)
+  local plan = plans[cfg]
+  if plan then return plan end
+  plan = { by_id = {}, fallbacks = {} }
+  for _, step in ipairs(cfg.steps) do
+    plan.by_id[step.id] = step
+    if step.fallback_for then
+      local chain = plan.fallbacks[step.fallback_for]
+      if not chain then chain = {}; plan.fallbacks[step.fallback_for] = chain end
+      chain[#chain + 1] = step
+    end
+  end
+  plans[cfg] = plan
+  return plan
+end
+M.plan_of = plan_of
+
 -- new(opts) -> execution (not started)
 -- opts: config (validated, normalized), input, registry (pinned snapshot),
 -- store, bus, auto_approve, keep_inputs (record each step's input), id,
--- trace_id.
+-- trace_id, config_id, config_version, user_id, tenant_id.
+-- Fields that most executions never use are set only when given: with 100k
+-- executions in flight every table slot counts.
 function M.new(opts)
   local cfg = opts.config
+  local plan = plan_of(cfg)
   local exec = setmetatable({
     id = opts.id or native.uuid(),
     trace_id = opts.trace_id or native.uuid(),
@@ -39,36 +63,25 @@ function M.new(opts)
     registry = opts.registry,
     store = opts.store,
     bus = opts.bus,
-    auto_approve = opts.auto_approve,
-    keep_inputs = opts.keep_inputs,
-    config_id = opts.config_id, config_version = opts.config_version,
-    user_id = opts.user_id, tenant_id = opts.tenant_id,
     created_at = time(),
-    steps = {},          -- step runs, declaration order
-    steps_by_id = {},    -- step config by id
-    runs_by_id = {},     -- step run by id
-    fallbacks = {},      -- step id -> its fallback steps, in order
-    effective = {},      -- step id -> output dependents see
-    completed_order = {},
-    approvals = {},      -- step id -> pending approval
+    steps = {},               -- step runs, declaration order
+    runs_by_id = {},          -- step run by id
+    steps_by_id = plan.by_id, -- step config by id (shared)
+    fallbacks = plan.fallbacks, -- step id -> its fallback steps (shared)
+    effective = {},           -- step id -> output dependents see
     pending_approvals = 0,
-    resume_cond = sched.cond(),
     tokens = 0, cost = 0,
   }, Execution)
+  for _, k in ipairs({ "auto_approve", "keep_inputs", "config_id", "config_version", "user_id", "tenant_id" }) do
+    if opts[k] ~= nil then exec[k] = opts[k] end
+  end
+  local steps, runs = exec.steps, exec.runs_by_id
   for i, step in ipairs(cfg.steps) do
-    exec.steps_by_id[step.id] = step
-    local sr = {
-      id = step.id, name = step.name, agent = step.agent, index = i,
-      status = "pending", attempts = 0, tokens = 0, cost = 0,
-      output_key = step.output_key,
-    }
-    exec.steps[i] = sr
-    exec.runs_by_id[step.id] = sr
-    if step.fallback_for then
-      local chain = exec.fallbacks[step.fallback_for]
-      if not chain then chain = {}; exec.fallbacks[step.fallback_for] = chain end
-      chain[#chain + 1] = step
-    end
+    -- A step run holds what happens to the step; what the step is (name,
+    -- agent, output_key) stays in the config: exec.steps_by_id[sr.id].
+    local sr = { id = step.id, index = i, status = "pending", attempts = 0 }
+    steps[i] = sr
+    runs[step.id] = sr
   end
   return exec
 end
@@ -103,6 +116,7 @@ function Execution:set_step_status(sr, to)
     sr.finished_at = time()
     if to == "completed" then
       local co = self.completed_order
+      if not co then co = {}; self.completed_order = co end
       co[#co + 1] = sr
     end
   end
@@ -110,7 +124,7 @@ function Execution:set_step_status(sr, to)
   if self.bus.n > 0 then
     self:emit({ type = "step.status", step_id = sr.id, status = to, previous = from,
       attempts = sr.attempts, latency_ms = sr.latency_ms, error = sr.error,
-      agent = sr.agent, agent_version = sr.agent_version })
+      agent = self.steps_by_id[sr.id].agent, agent_version = sr.agent_version })
   end
 end
 
@@ -137,10 +151,11 @@ end
 -- request_approval(sr) -> {approved, by, reason} | nil when cancelled.
 function Execution:request_approval(sr)
   local pending = { cond = sched.cond(), step_id = sr.id }
+  self.approvals = self.approvals or {}
   self.approvals[sr.id] = pending
   self.pending_approvals = self.pending_approvals + 1
   self:refresh_status()
-  if self.bus.n > 0 then self:emit({ type = "step.approval", step_id = sr.id, name = sr.name }) end
+  if self.bus.n > 0 then self:emit({ type = "step.approval", step_id = sr.id, name = self.steps_by_id[sr.id].name }) end
   local decision
   if self.auto_approve then
     decision = { approved = true, by = "auto" }
@@ -171,7 +186,7 @@ function Execution:resume()
   if not self.paused_by_user then return nil, "execution is not paused" end
   self.paused_by_user = false
   self:refresh_status()
-  self.resume_cond:signal(true)
+  if self.resume_cond then self.resume_cond:signal(true) end
   return true
 end
 
@@ -186,7 +201,7 @@ function Execution:cancel()
 end
 
 local function decide(self, step_id, decision)
-  local pending = self.approvals[step_id]
+  local pending = self.approvals and self.approvals[step_id]
   if not pending then
     return nil, ("step %s is not awaiting approval"):format(tostring(step_id))
   end
@@ -204,9 +219,9 @@ end
 
 -- Compensating agents of completed steps run in reverse completion order.
 function Execution:compensate()
-  local todo = {}
-  for i = #self.completed_order, 1, -1 do
-    local sr = self.completed_order[i]
+  local todo, done = {}, self.completed_order or {}
+  for i = #done, 1, -1 do
+    local sr = done[i]
     if self.steps_by_id[sr.id].compensate then todo[#todo + 1] = sr end
   end
   if #todo == 0 then return end
@@ -306,11 +321,12 @@ end
 function Execution:record()
   local steps = {}
   for i, sr in ipairs(self.steps) do
+    local step = self.steps_by_id[sr.id]
     steps[i] = {
-      id = sr.id, name = sr.name, status = sr.status, attempts = sr.attempts,
-      latency_ms = sr.latency_ms, error = sr.error, agent = sr.agent,
-      agent_version = sr.agent_version, output = sr.output, tokens = sr.tokens,
-      cost = sr.cost, answered_by = sr.answered_by, compensation = sr.compensation,
+      id = sr.id, name = step.name, status = sr.status, attempts = sr.attempts,
+      latency_ms = sr.latency_ms, error = sr.error, agent = step.agent,
+      agent_version = sr.agent_version, output = sr.output, tokens = sr.tokens or 0,
+      cost = sr.cost or 0, answered_by = sr.answered_by, compensation = sr.compensation,
       approval = sr.approval, started_at = sr.started_at, finished_at = sr.finished_at,
       input = sr.input,
     }

@@ -77,6 +77,7 @@ end
 -- the waiting task is cancelled.
 local function await_running(exec)
   while exec.paused_by_user do
+    exec.resume_cond = exec.resume_cond or sched.cond()
     local ok, why = exec.resume_cond:wait()
     if not ok then return nil, why end
   end

@@ -144,7 +144,7 @@ describe("step executor", function()
     local a = exec.runs_by_id.a
     assert.equal(7, a.tokens)
     assert.equal(0.25, a.cost)
-    assert.equal("metered", a.agent)
+    assert.equal("metered", exec:record().steps[1].agent)
     assert.equal(engine.registry:snapshot().agents.metered.version, a.agent_version)
     assert.matches("^%x+$", a.agent_version)
     assert.equal(12, exec.tokens)
