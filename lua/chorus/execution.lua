@@ -43,6 +43,8 @@ local function plan_of(cfg)
 end
 M.plan_of = plan_of
 
+local OPTIONAL = { "auto_approve", "keep_inputs", "config_id", "config_version", "user_id", "tenant_id" }
+
 -- new(opts) -> execution (not started)
 -- opts: config (validated, normalized), input, registry (pinned snapshot),
 -- store, bus, auto_approve, keep_inputs (record each step's input), id,
@@ -72,7 +74,8 @@ function M.new(opts)
     pending_approvals = 0,
     tokens = 0, cost = 0,
   }, Execution)
-  for _, k in ipairs({ "auto_approve", "keep_inputs", "config_id", "config_version", "user_id", "tenant_id" }) do
+  for i = 1, #OPTIONAL do
+    local k = OPTIONAL[i]
     if opts[k] ~= nil then exec[k] = opts[k] end
   end
   local steps, runs = exec.steps, exec.runs_by_id
