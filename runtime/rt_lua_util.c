@@ -2,7 +2,9 @@
 #include "rt_lua_util.h"
 
 #include <lauxlib.h>
+#include <limits.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -166,7 +168,101 @@ static int l_list_dir(lua_State *L)
     return 1;
 }
 
+/* Returns the offset of the first byte that is not part of well-formed
+ * UTF-8 (RFC 3629: no overlongs, no surrogates, nothing above U+10FFFF),
+ * or len when all of s is well formed. */
+static size_t rt__utf8_check(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = s[i];
+        size_t n, k;
+        unsigned int cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF) {
+            n = 1;
+            cp = c & 0x1F;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            n = 2;
+            cp = c & 0x0F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            n = 3;
+            cp = c & 0x07;
+        } else {
+            return i;
+        }
+        if (len - i <= n)
+            return i;
+        for (k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return i;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if ((n == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+            (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return i;
+        i += n + 1;
+    }
+    return len;
+}
+
+/* native.utf8_valid(s) -> true | false, byte offset (0-based) of the first
+ * invalid byte. JSON bodies are checked with it: lua-cjson passes invalid
+ * UTF-8 through untouched. */
+static int l_utf8_valid(lua_State *L)
+{
+    size_t len, bad;
+    const char *s = luaL_checklstring(L, 1, &len);
+    bad = rt__utf8_check((const unsigned char *)s, len);
+    if (bad == len) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushboolean(L, 0);
+    lua_pushnumber(L, (lua_Number)bad);
+    return 2;
+}
+
+/* native.hmac_sha256(key, data) -> lowercase hex digest (webhook
+ * signatures). */
+static int l_hmac_sha256(lua_State *L)
+{
+    size_t klen, dlen;
+    const char *key = luaL_checklstring(L, 1, &klen);
+    const char *data = luaL_checklstring(L, 2, &dlen);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    char hex[2 * EVP_MAX_MD_SIZE];
+    if (klen > INT_MAX ||
+        HMAC(EVP_sha256(), key, (int)klen, (const unsigned char *)data, dlen,
+             md, &mdlen) == NULL)
+        return luaL_error(L, "hmac_sha256 failed");
+    rt__hex(md, mdlen, hex);
+    lua_pushlstring(L, hex, 2 * (size_t)mdlen);
+    return 1;
+}
+
+/* native.random_hex(n) -> n random bytes as 2n hex digits (API keys). */
+static int l_random_hex(lua_State *L)
+{
+    lua_Integer n = luaL_checkinteger(L, 1);
+    unsigned char b[64];
+    char hex[128];
+    if (n < 1 || n > 64)
+        return luaL_argerror(L, 1, "must be 1..64");
+    if (rt__random(b, (size_t)n) != 0)
+        return luaL_error(L, "RAND_bytes failed");
+    rt__hex(b, (size_t)n, hex);
+    lua_pushlstring(L, hex, 2 * (size_t)n);
+    return 1;
+}
+
 static const luaL_Reg funcs[] = {
+    {"utf8_valid", l_utf8_valid}, {"hmac_sha256", l_hmac_sha256},
+    {"random_hex", l_random_hex},
     {"list_dir", l_list_dir},
     {"now", l_now},         {"time", l_time},       {"sha256", l_sha256},
     {"uuid", l_uuid},       {"isatty", l_isatty},   {"hostname", l_hostname},

@@ -139,9 +139,14 @@ end
 
 -- Paused while the user paused it or any step awaits approval.
 function Execution:refresh_status()
-  if self.status ~= "running" and self.status ~= "paused" then return end
-  local want = (self.paused_by_user or self.pending_approvals > 0) and "paused" or "running"
-  self:set_status(want)
+  local st = self.status
+  local paused = self.paused_by_user or self.pending_approvals > 0
+  if st == "pending" then
+    if paused then self:set_status("paused") end
+    return
+  end
+  if st ~= "running" and st ~= "paused" then return end
+  self:set_status(paused and "paused" or "running")
 end
 
 -- A step with on_failure = abort failed: stop every step in flight.
@@ -177,7 +182,7 @@ end
 local ACTIVE = { pending = true, running = true, paused = true }
 
 function Execution:pause()
-  if self.status ~= "running" and self.status ~= "paused" then
+  if self.status ~= "running" and self.status ~= "paused" and self.status ~= "pending" then
     return nil, ("cannot pause an execution that is %s"):format(self.status)
   end
   self.paused_by_user = true
@@ -198,8 +203,20 @@ function Execution:cancel()
     return nil, ("cannot cancel an execution that is %s"):format(self.status)
   end
   self.cancel_requested = true
-  if self.body then self.body:cancel()
-  elseif self.task then self.task:cancel() end
+  if self.body then
+    self.body:cancel()
+  elseif self.started_mono then
+    self.task:cancel()
+  else
+    -- Its task never ran (cancelled right after it was submitted): the
+    -- body will never start, so the execution ends here.
+    if self.task then self.task:cancel() end
+    for _, sr in ipairs(self.steps) do
+      if sr.status == "pending" then self:set_step_status(sr, "skipped") end
+    end
+    self.error, self.finished_at, self.latency_ms = "cancelled", time(), 0
+    self:set_status("cancelled")
+  end
   return true
 end
 
@@ -271,6 +288,7 @@ function Execution:_main()
   local settings = self.config.settings
   self.started_mono = now()
   self:set_status("running")
+  self:refresh_status() -- paused before it started: it starts paused
   local entry = self.registry.strategies[self.strategy]
   self.strategy_version = entry.version
   local ctx = context.new(self)
@@ -310,6 +328,7 @@ end
 -- if the waiting task is cancelled).
 function Execution:wait()
   local ok, why = self.task:join()
+  if states.terminal[self.status] then return self end
   if ok == nil and why ~= "cancelled" and why ~= "timeout" then
     -- A bug in the framework itself: keep the process up, report it.
     self.error = "internal error: " .. tostring(why)

@@ -1,13 +1,14 @@
 -- chorus.states: the state machines of DESIGN.md, in one place.
 --
 -- Execution: pending -> running -> completed | failed | cancelled, with
--- running <-> paused, and running -> compensation -> failed.
+-- running <-> paused, and running -> compensation -> failed. Pausing a
+-- pending execution makes it paused at once; it runs when resumed.
 -- Step run: pending -> running -> completed | failed, pending -> skipped,
 -- pending -> paused (awaiting approval) -> running | failed | skipped.
 local M = {}
 
 M.execution = {
-  pending = { running = true, cancelled = true, failed = true },
+  pending = { running = true, paused = true, cancelled = true, failed = true },
   running = { paused = true, completed = true, failed = true, cancelled = true, compensation = true },
   paused = { running = true, completed = true, failed = true, cancelled = true, compensation = true },
   compensation = { failed = true },

@@ -239,4 +239,46 @@ function Store:delete_config(id)
   return true
 end
 
+-- API keys -----------------------------------------------------------------
+--   create_key({prefix, hash, tenant_id, user_id, role}) -> key record
+--   find_key(hash) -> record | nil      (revoked ones too: revoked_at set)
+--   list_keys({tenant_id}) -> records   (never the hash)
+--   revoke_key(id_or_prefix) -> true | nil, err, "not_found"
+
+function Store:create_key(k)
+  self.keys, self.keys_by_hash = self.keys or {}, self.keys_by_hash or {}
+  local rec = { id = native.uuid(), prefix = k.prefix, hash = k.hash, tenant_id = k.tenant_id,
+    user_id = k.user_id, role = k.role, created_at = native.time() }
+  self.keys[rec.id] = rec
+  self.keys_by_hash[rec.hash] = rec
+  return { id = rec.id, prefix = rec.prefix, tenant_id = rec.tenant_id, user_id = rec.user_id,
+    role = rec.role, created_at = rec.created_at }
+end
+
+function Store:find_key(hash)
+  return self.keys_by_hash and self.keys_by_hash[hash]
+end
+
+function Store:list_keys(filter)
+  local out = {}
+  for _, k in pairs(self.keys or {}) do
+    if not (filter and filter.tenant_id) or k.tenant_id == filter.tenant_id then
+      out[#out + 1] = { id = k.id, prefix = k.prefix, tenant_id = k.tenant_id, user_id = k.user_id,
+        role = k.role, created_at = k.created_at, revoked_at = k.revoked_at }
+    end
+  end
+  table.sort(out, function(a, b) return a.created_at < b.created_at end)
+  return out
+end
+
+function Store:revoke_key(key)
+  for _, k in pairs(self.keys or {}) do
+    if (k.id == key or k.prefix == key) and not k.revoked_at then
+      k.revoked_at = native.time()
+      return true
+    end
+  end
+  return nil, "no such key", "not_found"
+end
+
 return M

@@ -1,0 +1,138 @@
+-- Configs: create, list, get, update, delete, old versions.
+--   POST   /api/v1/orchestrations/configs              201 | 409 | 422
+--   GET    /api/v1/orchestrations/configs              ?strategy&active&limit&offset
+--   GET    /api/v1/orchestrations/configs/{key}        key = id or name
+--   PUT    /api/v1/orchestrations/configs/{key}        version + 1
+--   DELETE /api/v1/orchestrations/configs/{key}        soft delete, 204
+--   GET    /api/v1/orchestrations/configs/{key}/versions/{version}
+-- A tenant sees its configs and the global ones; only admins create or
+-- change global configs ("global": true in the body).
+local api = require "chorus.api"
+local body = require "chorus.api.body"
+local errors = require "chorus.api.errors"
+
+local M = {}
+
+local BASE = "/api/v1/orchestrations/configs"
+
+-- Splits the API-only fields off the config document.
+local function read_config(ctx)
+  local doc, s, h, b = body.object(ctx.req)
+  if not doc then return nil, s, h, b end
+  local global = doc.global
+  doc.global = nil
+  if global ~= nil and type(global) ~= "boolean" then
+    return nil, errors.validation({ { path = "global", message = "must be a boolean" } })
+  end
+  local cfg, errs = ctx.service.engine:validate(doc)
+  if not cfg then return nil, errors.validation(errs, "the config is invalid") end
+  return cfg, global
+end
+
+local function find(ctx)
+  local store, p = ctx.service.store, ctx.principal
+  local c = store:get_config(ctx.params.key, api.scope(p))
+  if not c then
+    return nil, errors.response("not_found", ("no config '%s'"):format(ctx.params.key))
+  end
+  return c
+end
+
+local function may_change(p, c)
+  if p.admin then return true end
+  if c.tenant_id == nil then return false, "only an admin can change a global config" end
+  return c.tenant_id == p.tenant_id, "not your tenant's config"
+end
+
+function M.register(app)
+  app:route("POST", BASE, { auth = "write" }, function(ctx)
+    local cfg, global, h, b = read_config(ctx)
+    if not cfg then return global, h, b end
+    local p = ctx.principal
+    if global and not p.admin then
+      return errors.response("forbidden", "only an admin can create a global config")
+    end
+    local c, err, code = ctx.service.store:create_config(cfg, { tenant_id = p.tenant_id, user_id = p.user_id, global = global })
+    if not c then
+      if code == "conflict" then return errors.response("conflict", err) end
+      return errors.response("unavailable", err)
+    end
+    return api.json(201, c, { location = BASE .. "/" .. c.id })
+  end)
+
+  app:route("GET", BASE, { auth = "read" }, function(ctx)
+    local q, p = ctx.query, ctx.principal
+    local limit, s, h, b = api.int_param(q, "limit", 50, 1, 1000)
+    if not limit then return s, h, b end
+    local offset
+    offset, s, h, b = api.int_param(q, "offset", 0, 0, 1e9)
+    if not offset then return s, h, b end
+    local active
+    if q.active ~= nil then
+      if q.active ~= "true" and q.active ~= "false" then
+        return errors.response("bad_request", "query parameter active must be true or false",
+          { { path = "query.active", message = "must be true or false" } })
+      end
+      active = q.active == "true"
+    end
+    local items, total = ctx.service.store:list_configs({
+      tenant_id = not p.admin and p.tenant_id or q.tenant_id, strategy = q.strategy,
+      owner_id = q.owner, active = active, limit = limit, offset = offset,
+    })
+    if not items then return errors.response("unavailable", total) end
+    return api.json(200, { items = items, total = total, limit = limit, offset = offset })
+  end)
+
+  app:route("GET", BASE .. "/{key}", { auth = "read" }, function(ctx)
+    local c, s, h, b = find(ctx)
+    if not c then return s, h, b end
+    return api.json(200, c)
+  end)
+
+  app:route("PUT", BASE .. "/{key}", { auth = "write" }, function(ctx)
+    local c, s, h, b = find(ctx)
+    if not c then return s, h, b end
+    local allowed, why = may_change(ctx.principal, c)
+    if not allowed then return errors.response("forbidden", why) end
+    local cfg, global
+    cfg, global, h, b = read_config(ctx)
+    if not cfg then return global, h, b end
+    if global ~= nil and global ~= (c.tenant_id == nil) then
+      return errors.validation({ { path = "global", message = "cannot be changed by an update" } })
+    end
+    local u, err, code = ctx.service.store:update_config(c.id, cfg, ctx.principal.user_id)
+    if not u then
+      if code == "conflict" or code == "not_found" then return errors.response(code, err) end
+      return errors.response("unavailable", err)
+    end
+    return api.json(200, u)
+  end)
+
+  app:route("DELETE", BASE .. "/{key}", { auth = "write" }, function(ctx)
+    local c, s, h, b = find(ctx)
+    if not c then return s, h, b end
+    local allowed, why = may_change(ctx.principal, c)
+    if not allowed then return errors.response("forbidden", why) end
+    local ok, err, code = ctx.service.store:delete_config(c.id)
+    if not ok then
+      if code == "not_found" then return errors.response("not_found", err) end
+      return errors.response("unavailable", err)
+    end
+    return 204, {}, ""
+  end)
+
+  app:route("GET", BASE .. "/{key}/versions/{version}", { auth = "read" }, function(ctx)
+    local c, s, h, b = find(ctx)
+    if not c then return s, h, b end
+    local v = tonumber(ctx.params.version)
+    if not v or v ~= math.floor(v) or v < 1 or v > 1e9 then
+      return errors.response("bad_request", "version must be a positive integer",
+        { { path = "version", message = "must be a positive integer" } })
+    end
+    local old = ctx.service.store:config_version(c.id, v)
+    if not old then return errors.response("not_found", ("config '%s' has no version %d"):format(c.name, v)) end
+    return api.json(200, old)
+  end)
+end
+
+return M

@@ -1,0 +1,38 @@
+-- chorus.api.errors: the one error shape of the API,
+-- {"error": {"code", "message", "details"}}, and the status of each code.
+-- Handlers return errors.response(code, message, details); nothing else
+-- builds an error body, so a client never sees a stack trace.
+local json = require "chorus.json"
+
+local M = {}
+
+M.STATUS = {
+  bad_request = 400, invalid_json = 400, unauthorized = 401, forbidden = 403,
+  not_found = 404, method_not_allowed = 405, not_acceptable = 406, conflict = 409,
+  invalid_state = 409, payload_too_large = 413, unsupported_media_type = 415,
+  validation_failed = 422, too_many_requests = 429, internal = 500, unavailable = 503,
+}
+
+local JSON_HEADERS = { ["content-type"] = "application/json" }
+M.JSON_HEADERS = JSON_HEADERS
+
+-- response(code, message, details, headers) -> status, headers, body
+function M.response(code, message, details, headers)
+  local status = M.STATUS[code] or 500
+  local body = json.encode({ error = { code = code, message = message, details = details or json.array() } })
+  local h = JSON_HEADERS
+  if headers then
+    h = { ["content-type"] = "application/json" }
+    for k, v in pairs(headers) do h[k] = v end
+  end
+  return status, h, body
+end
+
+-- from_validation(errors) -> the 422 response listing every {path, message}
+function M.validation(errors, message)
+  local details = json.array()
+  for i, e in ipairs(errors) do details[i] = { path = e.path, message = e.message } end
+  return M.response("validation_failed", message or ("%d validation error%s"):format(#errors, #errors == 1 and "" or "s"), details)
+end
+
+return M

@@ -1,0 +1,184 @@
+-- Executions: start one (answered at once with 202 while it runs in the
+-- background), read its status, list them, and control them.
+--   POST /api/v1/orchestrations/execute/{config}   {"input": {...}} -> 202
+--   POST /api/v1/orchestrations/execute            {"config": {...}, "input": {...}} -> 202 (ad hoc)
+--   GET  /api/v1/orchestrations/status/{trace_id}  the record with every step
+--   GET  /api/v1/orchestrations/executions         ?config&status&limit&offset
+--   POST /api/v1/orchestrations/executions/{trace_id}/pause|resume|cancel
+--   POST /api/v1/orchestrations/executions/{trace_id}/steps/{step_id}/approve|reject
+-- Idempotency-Key (header, up to 200 characters): a retried execute with
+-- the same key in the same tenant returns the first execution (200, not
+-- 202) instead of starting another. Executions are visible to the user
+-- who started them; admins see all.
+local api = require "chorus.api"
+local body = require "chorus.api.body"
+local errors = require "chorus.api.errors"
+local json = require "chorus.json"
+
+local M = {}
+
+local BASE = "/api/v1/orchestrations"
+local STATUSES = { pending = true, running = true, paused = true, compensation = true,
+  completed = true, failed = true, cancelled = true }
+
+-- Normalized configs per (id, version, registry generation): validating
+-- a stored config on every execute would cost more than running it.
+local cache, cached, MAX_CACHE = setmetatable({}, { __mode = "v" }), 0, 1000
+
+local function normalized(ctx, c)
+  local engine = ctx.service.engine
+  local gen = engine.registry:snapshot().generation
+  local key = c.id .. ":" .. c.version .. ":" .. gen
+  local cfg = cache[key]
+  if cfg then return cfg end
+  local errs
+  cfg, errs = engine:validate({ name = c.name, description = c.description, strategy = c.strategy,
+    steps = c.steps, metadata = c.metadata })
+  if not cfg then return nil, errs end
+  if cached >= MAX_CACHE then cache, cached = setmetatable({}, { __mode = "v" }), 0 end
+  cache[key], cached = cfg, cached + 1
+  return cfg
+end
+
+local function read_input(doc)
+  local input = doc.input
+  if input == nil or input == json.null then input = doc.input_data end
+  if input == nil or input == json.null then return {} end
+  if type(input) ~= "table" or (next(input) ~= nil and json.is_array(input)) then
+    return nil, errors.validation({ { path = "input", message = "must be a JSON object" } })
+  end
+  return input
+end
+
+local function idempotency_key(ctx)
+  local k = ctx.req.headers["idempotency-key"]
+  if k == nil then return nil end
+  if #k == 0 or #k > 200 then
+    return nil, errors.response("bad_request", "Idempotency-Key must be 1 to 200 characters")
+  end
+  return k
+end
+
+local function submit(ctx, cfg, input, c)
+  local ikey, s, h, b = idempotency_key(ctx)
+  if s then return s, h, b end
+  local p = ctx.principal
+  local res, err, code = ctx.service.runner:submit(cfg, input, {
+    config_id = c and c.id, config_version = c and c.version,
+    user_id = p.user_id, tenant_id = p.tenant_id, idempotency_key = ikey,
+  })
+  if not res then
+    if code == "conflict" then return errors.response("conflict", err) end
+    return errors.response("unavailable", "cannot start the execution: " .. tostring(err))
+  end
+  res.status_url = BASE .. "/status/" .. res.trace_id
+  return api.json(res.replayed and 200 or 202, res, { location = res.status_url })
+end
+
+local function trace_param(ctx)
+  local t = ctx.params.trace_id
+  if not api.is_uuid(t) then
+    return nil, errors.response("bad_request", "trace_id must be a UUID",
+      { { path = "trace_id", message = "must be a UUID" } })
+  end
+  return t:lower()
+end
+
+local function control(ctx, action, args)
+  local trace, s, h, b = trace_param(ctx)
+  if not trace then return s, h, b end
+  local ok, err, code = ctx.service.runner:control(trace, action, args or {}, api.scope(ctx.principal))
+  if not ok then
+    if code == "not_found" then return errors.response("not_found", ("no execution %s"):format(trace)) end
+    if code == "invalid_state" then return errors.response("invalid_state", err) end
+    return errors.response("unavailable", err)
+  end
+  local rec = ctx.service.store:get_record(trace)
+  return api.json(200, { trace_id = trace, action = action, status = rec and rec.status })
+end
+
+function M.register(app)
+  app:route("POST", BASE .. "/execute/{config}", { auth = "execute" }, function(ctx)
+    local doc, s, h, b = body.object(ctx.req, { optional = true })
+    if not doc then return s, h, b end
+    local input
+    input, s, h, b = read_input(doc)
+    if not input then return s, h, b end
+    local c = ctx.service.store:get_config(ctx.params.config, api.scope(ctx.principal))
+    if not c then return errors.response("not_found", ("no config '%s'"):format(ctx.params.config)) end
+    if not c.is_active then return errors.response("invalid_state", ("config '%s' is not active"):format(c.name)) end
+    local cfg, errs = normalized(ctx, c)
+    if not cfg then
+      return errors.validation(errs, "the stored config is no longer valid against the loaded scripts")
+    end
+    return submit(ctx, cfg, input, c)
+  end)
+
+  app:route("POST", BASE .. "/execute", { auth = "execute" }, function(ctx)
+    local doc, s, h, b = body.object(ctx.req)
+    if not doc then return s, h, b end
+    local input
+    input, s, h, b = read_input(doc)
+    if not input then return s, h, b end
+    if type(doc.config) ~= "table" then
+      return errors.validation({ { path = "config", message = "is required (an orchestration config)" } })
+    end
+    local cfg, errs = ctx.service.engine:validate(doc.config)
+    if not cfg then
+      for _, e in ipairs(errs) do e.path = "config." .. e.path end
+      return errors.validation(errs, "the config is invalid")
+    end
+    return submit(ctx, cfg, input, nil)
+  end)
+
+  app:route("GET", BASE .. "/status/{trace_id}", { auth = "read" }, function(ctx)
+    local trace, s, h, b = trace_param(ctx)
+    if not trace then return s, h, b end
+    local rec, err = ctx.service.store:get_record(trace, api.scope(ctx.principal))
+    if err then return errors.response("unavailable", err) end
+    if not rec then return errors.response("not_found", ("no execution %s"):format(trace)) end
+    return api.json(200, rec)
+  end)
+
+  app:route("GET", BASE .. "/executions", { auth = "read" }, function(ctx)
+    local q, p = ctx.query, ctx.principal
+    local limit, s, h, b = api.int_param(q, "limit", 50, 1, 1000)
+    if not limit then return s, h, b end
+    local offset
+    offset, s, h, b = api.int_param(q, "offset", 0, 0, 1e9)
+    if not offset then return s, h, b end
+    if q.status and not STATUSES[q.status] then
+      return errors.response("bad_request", ("unknown status %q"):format(q.status),
+        { { path = "query.status", message = "must be one of pending, running, paused, compensation, completed, failed, cancelled" } })
+    end
+    local filter = { config = q.config, status = q.status, limit = limit, offset = offset }
+    if p.admin then
+      filter.tenant_id, filter.user_id = q.tenant_id, q.user_id
+    else
+      filter.tenant_id, filter.user_id = p.tenant_id, p.user_id
+    end
+    local items, total = ctx.service.store:list_executions(filter)
+    if not items then return errors.response("unavailable", total) end
+    return api.json(200, { items = items, total = total, limit = limit, offset = offset })
+  end)
+
+  for _, action in ipairs({ "pause", "resume", "cancel" }) do
+    app:route("POST", BASE .. "/executions/{trace_id}/" .. action, { auth = "control" }, function(ctx)
+      return control(ctx, action)
+    end)
+  end
+
+  for _, action in ipairs({ "approve", "reject" }) do
+    app:route("POST", BASE .. "/executions/{trace_id}/steps/{step_id}/" .. action, { auth = "control" }, function(ctx)
+      local doc, s, h, b = body.object(ctx.req, { optional = true })
+      if not doc then return s, h, b end
+      if doc.reason ~= nil and type(doc.reason) ~= "string" then
+        return errors.validation({ { path = "reason", message = "must be a string" } })
+      end
+      return control(ctx, action, { step_id = ctx.params.step_id, reason = doc.reason,
+        by = ctx.principal.user_id or ctx.principal.key_id })
+    end)
+  end
+end
+
+return M

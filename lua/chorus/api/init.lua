@@ -1,0 +1,115 @@
+-- chorus.api: the REST API as one function, handle(req) -> status,
+-- headers, body, independent of the HTTP server that carries it (specs
+-- call it directly; chorus.server wires it to the H2O binding).
+--
+-- req: {method, path, query (raw string), headers (lower-case names),
+-- body}. Every route is registered by one of chorus/api/*_routes.lua;
+-- this file does what all share: authentication, the JSON error shape,
+-- 404/405, and turning a handler's Lua error into a logged 500 that
+-- tells the client nothing internal.
+local router_mod = require "chorus.api.router"
+local errors = require "chorus.api.errors"
+local json = require "chorus.json"
+local log = require "chorus.log"
+
+local M = {}
+
+local App = {}
+App.__index = App
+
+-- new(service) -> app. service: {engine, store, runner, auth, metrics,
+-- ready = function() -> ok, checks}
+function M.new(service)
+  local app = setmetatable({ service = service, router = router_mod.new() }, App)
+  for _, name in ipairs({ "health", "configs", "executions", "registry" }) do
+    require("chorus.api." .. name .. "_routes").register(app)
+  end
+  return app
+end
+
+-- route(method, pattern, opts, fn): opts.auth = action needed ("read",
+-- "write", "execute", "control", "admin") or false for public routes.
+-- fn(ctx) -> status, headers, body; ctx = {req, params, query, principal,
+-- service}.
+function App:route(method, pattern, opts, fn)
+  self.router:add(method, pattern, { auth = opts.auth, fn = fn })
+end
+
+local auth_mod = require "chorus.auth"
+
+function App:handle(req)
+  local route, params, allow = self.router:match(req.method, req.path)
+  if not route then
+    if params == "method_not_allowed" then
+      return errors.response("method_not_allowed", ("%s is not allowed here (allowed: %s)"):format(req.method, allow),
+        nil, { allow = allow })
+    end
+    return errors.response("not_found", ("no route for %s %s"):format(req.method, req.path))
+  end
+  local query, qerr = router_mod.parse_query(req.query)
+  if not query then return errors.response("bad_request", qerr) end
+  local principal
+  if route.auth then
+    local p, code, msg = self.service.auth:authenticate(req.headers["authorization"])
+    if not p then
+      return errors.response(code, msg, nil, code == "unauthorized" and { ["www-authenticate"] = "Bearer" } or nil)
+    end
+    if not auth_mod.can(p, route.auth) then
+      return errors.response("forbidden", ("the %s role cannot %s"):format(p.role, route.auth))
+    end
+    principal = p
+  end
+  local ctx = { req = req, params = params, query = query, principal = principal, service = self.service }
+  local ok, status, headers, body = xpcall(route.fn, debug.traceback, ctx)
+  if not ok then
+    log.error("api: %s %s failed: %s", req.method, req.path, tostring(status))
+    return errors.response("internal", "internal error (logged on the server)")
+  end
+  return status, headers, body
+end
+
+-- Helpers for route files.
+
+local JSON = errors.JSON_HEADERS
+
+-- ok(status, value [, headers]) -> a JSON response
+function M.json(status, value, headers)
+  local body, err = json.encode(value)
+  if not body then
+    log.error("api: cannot encode a response: %s", tostring(err))
+    return errors.response("internal", "cannot encode the response")
+  end
+  if headers then
+    local h = { ["content-type"] = "application/json" }
+    for k, v in pairs(headers) do h[k] = v end
+    return status, h, body
+  end
+  return status, JSON, body
+end
+
+-- int_param(query, name, default, min, max) -> n | nil, error response...
+function M.int_param(query, name, default, min, max)
+  local s = query[name]
+  if s == nil or s == "" then return default end
+  local n = tonumber(s)
+  if not n or n ~= math.floor(n) or not s:match("^%-?%d+$") then
+    return nil, errors.response("bad_request", ("query parameter %s must be an integer, got %q"):format(name, s),
+      { { path = "query." .. name, message = "must be an integer" } })
+  end
+  if n < min or n > max then
+    return nil, errors.response("bad_request", ("query parameter %s must be between %d and %d, got %d"):format(name, min, max, n),
+      { { path = "query." .. name, message = ("must be between %d and %d"):format(min, max) } })
+  end
+  return n
+end
+
+local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
+function M.is_uuid(s) return type(s) == "string" and s:match(UUID) ~= nil end
+
+-- scope(principal) -> what a store read may see
+function M.scope(p)
+  if not p or p.admin then return { admin = true, tenant_id = p and p.tenant_id } end
+  return { tenant_id = p.tenant_id, user_id = p.user_id }
+end
+
+return M

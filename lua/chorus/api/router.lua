@@ -1,0 +1,83 @@
+-- chorus.api.router: maps METHOD + path to a handler. Patterns are paths
+-- with {name} segments ("/configs/{key}"); a segment matches one path
+-- segment, percent-decoded. A path that matches no pattern is 404; a
+-- pattern that matches with another method is 405 with an Allow header.
+local M = {}
+
+local Router = {}
+Router.__index = Router
+
+function M.new()
+  return setmetatable({ routes = {} }, Router)
+end
+
+local function split(path)
+  local parts = {}
+  for seg in path:gmatch("[^/]+") do parts[#parts + 1] = seg end
+  return parts
+end
+
+-- add(method, pattern, handler): handler(req, params) -> status, headers, body
+function Router:add(method, pattern, handler)
+  local segs = split(pattern)
+  local spec = {}
+  for i, s in ipairs(segs) do
+    local name = s:match("^{([%w_]+)}$")
+    spec[i] = name and { param = name } or { literal = s }
+  end
+  self.routes[#self.routes + 1] = { method = method, segs = spec, handler = handler, pattern = pattern }
+end
+
+-- Percent-decoding; returns nil for a malformed escape.
+local function unescape(s)
+  if not s:find("%", 1, true) then return s end
+  if s:find("%%[^%x]") or s:find("%%%x[^%x]") or s:find("%%%x?$") then return nil end
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+M.unescape = unescape
+
+-- match(method, path) -> handler, params, pattern | nil, "not_found" | nil, "method_not_allowed", allow
+function Router:match(method, path)
+  local parts = split(path)
+  local allow
+  for _, r in ipairs(self.routes) do
+    if #r.segs == #parts then
+      local params, ok = {}, true
+      for i, s in ipairs(r.segs) do
+        local p = parts[i]
+        if s.literal then
+          if s.literal ~= p then ok = false break end
+        else
+          local v = unescape(p)
+          if v == nil or v == "" then ok = false break end
+          params[s.param] = v
+        end
+      end
+      if ok then
+        if r.method == method or (method == "HEAD" and r.method == "GET") then
+          return r.handler, params, r.pattern
+        end
+        allow = allow or {}
+        allow[#allow + 1] = r.method
+      end
+    end
+  end
+  if allow then return nil, "method_not_allowed", table.concat(allow, ", ") end
+  return nil, "not_found"
+end
+
+-- parse_query("a=1&b=x%20y") -> {a = "1", b = "x y"} | nil, err
+function M.parse_query(q)
+  local out = {}
+  if q == nil or q == "" then return out end
+  for pair in q:gmatch("[^&]+") do
+    local k, v = pair:match("^([^=]*)=?(.*)$")
+    k = unescape((k:gsub("+", " ")))
+    v = unescape((v:gsub("+", " ")))
+    if k == nil or v == nil then return nil, "malformed percent-escape in the query string" end
+    if k ~= "" then out[k] = v end
+  end
+  return out
+end
+
+return M

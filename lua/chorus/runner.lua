@@ -1,0 +1,83 @@
+-- chorus.runner: starts executions for the API and applies controls to
+-- them. This is the in-process runner used with the memory store: an
+-- execution starts at once in a detached task of this process. (With
+-- PostgreSQL, chorus.node's runner writes the execution durably first and
+-- any node may claim it.)
+--
+--   submit(cfg, input, opts) -> summary | nil, err, code
+--     opts: config_id, config_version, user_id, tenant_id,
+--     idempotency_key (a retried submit with the same key and tenant
+--     returns the first execution, with replayed = true)
+--   control(key, action, args, scope) -> true | nil, err, code
+--     action: pause | resume | cancel | approve | reject
+--     code: "not_found" (or not visible in scope), "invalid_state"
+local M = {}
+
+local Runner = {}
+Runner.__index = Runner
+
+function M.new(opts)
+  return setmetatable({ engine = opts.engine, store = opts.engine.store, idem = {}, idem_n = 0,
+    max_idem = opts.max_idempotency_keys or 100000 }, Runner)
+end
+
+local function summary(exec, replayed)
+  return { execution_id = exec.id, trace_id = exec.trace_id, status = exec.status, replayed = replayed or nil }
+end
+
+function Runner:submit(cfg, input, opts)
+  opts = opts or {}
+  local ikey
+  if opts.idempotency_key then
+    ikey = (opts.tenant_id or "") .. "\0" .. opts.idempotency_key
+    local id = self.idem[ikey]
+    local exec = id and self.store:get_execution(id)
+    if exec then return summary(exec, true) end
+  end
+  local exec = self.engine:execute(cfg, input, {
+    detached = true, config_id = opts.config_id, config_version = opts.config_version,
+    user_id = opts.user_id, tenant_id = opts.tenant_id,
+  })
+  if ikey then
+    -- Bounded: the oldest keys are forgotten first (the memory store
+    -- forgets old executions the same way).
+    if self.idem_n >= self.max_idem then self.idem, self.idem_n = {}, 0 end
+    self.idem[ikey] = exec.id
+    self.idem_n = self.idem_n + 1
+  end
+  return summary(exec)
+end
+
+local function visible(exec, scope)
+  if not scope or scope.admin then return true end
+  return exec.tenant_id == scope.tenant_id and exec.user_id == scope.user_id
+end
+
+function Runner:control(key, action, args, scope)
+  local exec = self.store:get_execution(key)
+  if not exec or not visible(exec, scope) then return nil, "no such execution", "not_found" end
+  local ok, err
+  if action == "pause" then ok, err = exec:pause()
+  elseif action == "resume" then ok, err = exec:resume()
+  elseif action == "cancel" then ok, err = exec:cancel()
+  elseif action == "approve" then ok, err = exec:approve(args.step_id, args.by)
+  elseif action == "reject" then ok, err = exec:reject(args.step_id, args.reason, args.by)
+  else error("unknown control " .. tostring(action)) end
+  if not ok then return nil, err, "invalid_state" end
+  return true
+end
+
+-- close(): cancels what still runs (memory executions cannot outlive the
+-- process anyway) and waits until they ended.
+function Runner:close()
+  local live = {}
+  for _, exec in pairs(self.store.by_id) do
+    if exec.task and not exec.task:done() then
+      exec:cancel()
+      live[#live + 1] = exec.task
+    end
+  end
+  if #live > 0 then require("chorus.sched").wait_all(live) end
+end
+
+return M
