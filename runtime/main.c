@@ -10,6 +10,8 @@
 
 #include "rt_lua_curl.h"
 #include "rt_lua_hooks.h"
+#include "rt_lua_http.h"
+#include "rt_lua_pg.h"
 #include "rt_lua_sched.h"
 #include "rt_lua_stdin.h"
 #include "rt_lua_util.h"
@@ -51,7 +53,9 @@ static rt_lua_sched_t *open_native(lua_State *L, uv_loop_t *loop,
         return NULL;
     rt_lua_util_open(L, t);
     rt_lua_hooks_open(L, ls, t);
+    rt_lua_http_open(L, ls, t);
     rt_lua_curl_open(L, ls, t);
+    rt_lua_pg_open(L, ls, t);
     *in = rt_lua_stdin_open(L, ls, t);
     lua_pushstring(L, home);
     lua_setfield(L, t, "home");
