@@ -118,6 +118,7 @@ CREATE TABLE orchestration_step_runs (
     answered_by    text,
     approval       jsonb,
     compensation   jsonb,
+    seq            bigint NOT NULL DEFAULT 0,  -- last applied write (ordering, fencing)
     started_at     timestamptz,
     finished_at    timestamptz,
     updated_at     timestamptz NOT NULL DEFAULT now(),

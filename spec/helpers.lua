@@ -103,4 +103,70 @@ function M.sh(cmd)
   return code, slurp(out_path), slurp(err_path)
 end
 
+-- Services ------------------------------------------------------------------
+
+-- pg_url() -> the test server's URL (CHORUS_TEST_PG), or nil: specs that
+-- need PostgreSQL are tagged #postgres and skipped without it.
+function M.pg_url()
+  local u = os.getenv("CHORUS_TEST_PG")
+  if u == nil or u == "" then return nil end
+  return u
+end
+
+-- fresh_db(prefix) -> url of a new, migrated database of the test server
+function M.fresh_db(prefix)
+  local base = assert(M.pg_url(), "CHORUS_TEST_PG is not set")
+  local pg = require "chorus.pg"
+  local name = ("%s_%s"):format(prefix or "spec", native.random_hex(4))
+  local admin = assert(pg.connect(base))
+  assert(admin:query("CREATE DATABASE " .. pg.quote_ident(name)))
+  admin:close()
+  local url = base:gsub("/[^/]*$", "/" .. name)
+  local pool = pg.pool(url, { size = 1 })
+  assert(require("chorus.migrate").up(pool))
+  pool:close()
+  return url
+end
+
+-- spawn(cmd, log) -> pid of `cmd` started in the background (its output
+-- appended to log). Specs stop what they spawn with kill().
+function M.spawn(cmd, log)
+  local pidfile = os.tmpname()
+  assert(os.execute(("(exec %s) >>%s 2>&1 </dev/null & echo $! >%s"):format(cmd, log or "/dev/null", pidfile)) == 0)
+  local f = assert(io.open(pidfile))
+  local pid = tonumber(f:read("*l"))
+  f:close()
+  os.remove(pidfile)
+  return pid
+end
+
+-- kill(pid, sig): sig defaults to TERM
+function M.kill(pid, sig)
+  os.execute(("kill -%s %d 2>/dev/null"):format(sig or "TERM", pid))
+end
+
+-- alive(pid) -> boolean (a zombie nobody reaped yet counts as gone)
+function M.alive(pid)
+  local f = io.open(("/proc/%d/stat"):format(pid))
+  if not f then return false end
+  local stat = f:read("*l") or ""
+  f:close()
+  return stat:match("^%d+ %b() (%a)") ~= "Z"
+end
+
+-- wait_exit(pid, ms) -> true once the process is gone (reaps nothing:
+-- our children are reaped by the shell that started them)
+function M.wait_exit(pid, ms)
+  return M.wait_until(function() return not M.alive(pid) end, ms or 10000)
+end
+
+function M.read_lines(path)
+  local out = {}
+  local f = io.open(path)
+  if not f then return out end
+  for line in f:lines() do out[#out + 1] = line end
+  f:close()
+  return out
+end
+
 return M

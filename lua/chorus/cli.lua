@@ -8,8 +8,13 @@ local COMMANDS = {
   test = "run the busted specs inside the runtime",
   version = "print the version",
   lua = "run a Lua file inside the runtime (benchmarks, scripts)",
+  migrate = "apply the database migrations (up, status, down N)",
+  enqueue = "write a pending execution to the database, print its trace id",
+  worker = "run a node that claims and runs executions from the database",
+  status = "print an execution's record from the database",
+  keys = "create, list and revoke API keys",
 }
-local ORDER = { "run", "validate", "test", "lua", "version" }
+local ORDER = { "run", "validate", "migrate", "enqueue", "worker", "status", "keys", "test", "lua", "version" }
 
 local function usage(out)
   out:write("usage: chorus COMMAND [ARGS]\n\ncommands:\n")

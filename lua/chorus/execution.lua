@@ -89,6 +89,22 @@ function M.new(opts)
   return exec
 end
 
+-- persist(ok, err): the outcome of a store write. "fenced" means another
+-- node has claimed this execution (this node's lease had expired): this
+-- copy stops at once and writes nothing more. A write whose waiting task
+-- was cancelled still commits; nothing to do.
+function Execution:persist(ok, err)
+  if ok or err == "cancelled" or err == "timeout" or self.fenced then return end
+  if err == "fenced" then
+    self.fenced = true
+    require("chorus.log").warn("execution %s: taken over by another node; stopping here", self.id)
+    if self.body then self.body:cancel() end
+    if self.task then self.task:cancel() end
+    return
+  end
+  require("chorus.log").error("execution %s: store write failed: %s", self.id, tostring(err))
+end
+
 -- Events are only built when someone listens.
 function Execution:emit(event)
   event.execution_id, event.trace_id, event.at = self.id, self.trace_id, time()
@@ -103,7 +119,7 @@ function Execution:set_status(to)
   end
   self.status = to
   if to == "running" and not self.started_at then self.started_at = time() end
-  self.store:update_execution(self)
+  if not self.fenced then self:persist(self.store:update_execution(self)) end
   if self.bus.n > 0 then
     self:emit({ type = "execution.status", status = to, previous = from, error = self.error })
   end
@@ -123,7 +139,7 @@ function Execution:set_step_status(sr, to)
       co[#co + 1] = sr
     end
   end
-  self.store:save_step(self, sr)
+  if not self.fenced then self:persist(self.store:save_step(self, sr)) end
   if self.bus.n > 0 then
     self:emit({ type = "step.status", step_id = sr.id, status = to, previous = from,
       attempts = sr.attempts, latency_ms = sr.latency_ms, error = sr.error,
@@ -211,13 +227,25 @@ function Execution:cancel()
     -- Its task never ran (cancelled right after it was submitted): the
     -- body will never start, so the execution ends here.
     if self.task then self.task:cancel() end
-    for _, sr in ipairs(self.steps) do
-      if sr.status == "pending" then self:set_step_status(sr, "skipped") end
-    end
-    self.error, self.finished_at, self.latency_ms = "cancelled", time(), 0
-    self:set_status("cancelled")
+    self:end_unstarted("cancelled", "cancelled")
   end
   return true
+end
+
+-- end_unstarted(status, err): ends an execution whose body never ran
+-- (cancelled before it started, or a config that cannot run here).
+function Execution:end_unstarted(status, err)
+  for _, sr in ipairs(self.steps) do
+    if sr.status == "pending" then self:set_step_status(sr, "skipped") end
+  end
+  self.error, self.finished_at, self.latency_ms = err, time(), 0
+  self:set_status(status)
+end
+
+-- fail_unstarted(err): see end_unstarted; the execution fails with err.
+function Execution:fail_unstarted(err)
+  self.task = self.task or sched.spawn_with({ detached = true }, function() end)
+  self:end_unstarted("failed", err)
 end
 
 local function decide(self, step_id, decision)
@@ -263,7 +291,7 @@ function Execution:compensate()
       rec.error = ok and tostring(err or "agent returned no output") or tostring(out)
     end
     sr.compensation = rec
-    self.store:save_step(self, sr)
+    if not self.fenced then self:persist(self.store:save_step(self, sr)) end
     if self.bus.n > 0 then
       self:emit({ type = "step.compensated", step_id = sr.id, status = rec.status, error = rec.error })
     end

@@ -53,9 +53,9 @@ local function visible(exec, scope)
   return exec.tenant_id == scope.tenant_id and exec.user_id == scope.user_id
 end
 
-function Runner:control(key, action, args, scope)
-  local exec = self.store:get_execution(key)
-  if not exec or not visible(exec, scope) then return nil, "no such execution", "not_found" end
+-- apply(exec, action, args) -> true | nil, err, "invalid_state": a control
+-- on a live execution object (shared with chorus.node).
+function M.apply(exec, action, args)
   local ok, err
   if action == "pause" then ok, err = exec:pause()
   elseif action == "resume" then ok, err = exec:resume()
@@ -65,6 +65,12 @@ function Runner:control(key, action, args, scope)
   else error("unknown control " .. tostring(action)) end
   if not ok then return nil, err, "invalid_state" end
   return true
+end
+
+function Runner:control(key, action, args, scope)
+  local exec = self.store:get_execution(key)
+  if not exec or not visible(exec, scope) then return nil, "no such execution", "not_found" end
+  return M.apply(exec, action, args)
 end
 
 -- close(): cancels what still runs (memory executions cannot outlive the

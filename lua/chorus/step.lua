@@ -129,10 +129,13 @@ local function run_own(exec, step, sr)
   exec:set_step_status(sr, "running")
   local retry = step.retry
   local max_attempts = retry.max_attempts
+  -- After a crash the step runs again; attempt numbers go on from the
+  -- record (the retry budget is this run's).
+  local base = sr.attempts or 0
   local out, meta
   for n = 1, max_attempts do
-    sr.attempts = n
-    ok, out, meta = attempt(exec, step, entry.module, input, n)
+    sr.attempts = base + n
+    ok, out, meta = attempt(exec, step, entry.module, input, base + n)
     if ok then break end
     -- Cancellation of the execution is never retried.
     local why_cancel = cancelled()
@@ -165,6 +168,9 @@ function M.run(exec, step, opts)
   local sr = exec.runs_by_id[step.id]
   if sr.status == "completed" then -- replayed after a resume: never re-run
     return true, sr.output
+  end
+  if sr.status == "failed" and sr.answered_by then -- its fallback answered
+    return true, exec.effective[step.id]
   end
   if sr.status ~= "pending" then
     return false, ("step %s already ran (%s)"):format(step.id, sr.status)

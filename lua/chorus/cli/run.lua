@@ -19,9 +19,10 @@ local SPEC = {
   scripts = { type = "list", arg = "DIR", help = "overlay script directory (repeatable)" },
   quiet = { type = "flag", short = "q", help = "no progress output" },
   ["keep-inputs"] = { type = "flag", help = "record each step's input in the record" },
+  db = { type = "string", arg = "URL", help = "persist in PostgreSQL (default: $DATABASE_URL; none: in memory)" },
   help = { type = "flag", short = "h", help = "show this help" },
 }
-local ORDER = { "input", "input-file", "json", "auto-approve", "scripts", "quiet", "keep-inputs", "help" }
+local ORDER = { "input", "input-file", "json", "auto-approve", "scripts", "db", "quiet", "keep-inputs", "help" }
 
 local function usage(out)
   out:write("usage: chorus run CONFIG.json [options]\n\n" .. args.usage(SPEC, ORDER))
@@ -53,7 +54,14 @@ return function(argv)
   local input, ierr = load.input(opts)
   if not input then io.stderr:write("chorus run: " .. ierr .. "\n") return 2 end
 
-  local engine, eerr = engine_mod.new({ scripts = opts.scripts })
+  local dbh
+  local url = require("chorus.cli.db").url(opts)
+  if url then
+    local derr
+    dbh, derr = require("chorus.cli.db").open(url)
+    if not dbh then io.stderr:write("chorus run: " .. derr .. "\n") return 1 end
+  end
+  local engine, eerr = engine_mod.new({ scripts = opts.scripts, store = dbh and dbh.store })
   if not engine then io.stderr:write("chorus run: " .. eerr .. "\n") return 2 end
   local cfg, errors = engine:validate(doc)
   if not cfg then
@@ -70,12 +78,27 @@ return function(argv)
       sched.spawn_with({ detached = true }, prompt_approval, exec, e)
     end
   end)
-  exec = engine:execute(cfg, input, { auto_approve = opts["auto-approve"], keep_inputs = opts["keep-inputs"] })
+  if dbh then
+    -- Durable: written to the database first, then run by this process
+    -- (another node resumes it if this one dies).
+    local node = require("chorus.node").new({ engine = engine, pool = dbh.pool, claim = false })
+    node:run({ url = url })
+    local r, serr = node:submit(cfg, input, { auto_approve = opts["auto-approve"] })
+    if not r then io.stderr:write("chorus run: " .. tostring(serr) .. "\n") return 1 end
+    exec = node.running[r.execution_id]
+    dbh.node = node
+  else
+    exec = engine:execute(cfg, input, { auto_approve = opts["auto-approve"], keep_inputs = opts["keep-inputs"] })
+  end
   -- Ctrl-C cancels the execution (in-flight agents are aborted).
   local sigint = native.on_signal("SIGINT", function() exec:cancel() end)
   exec:wait()
   sigint:close()
   engine:close()
+  if dbh then
+    dbh.node:stop({ grace_ms = 0 })
+    dbh.pool:close()
+  end
 
   local rec = exec:record()
   if view then view.summary(rec) end

@@ -1,0 +1,422 @@
+-- chorus.node: a node of a Chorus cluster over PostgreSQL: it claims
+-- pending (or orphaned) executions, runs them, keeps their leases alive,
+-- applies controls sent by any node, and doubles as the API's runner
+-- (same interface as chorus.runner: submit, control, close).
+--
+-- Claiming: `FOR UPDATE SKIP LOCKED` over active executions whose lease is
+-- free or expired; a claim sets node_id, a new claim_token and a lease,
+-- and bumps `claims`, which fences writes of any earlier owner (see
+-- chorus.store.pg). A heartbeat renews every lease this node holds. A node
+-- that dies stops renewing; its executions are claimed again once their
+-- leases expire.
+--
+-- Recovery (at-least-once): a claimed execution that already ran on
+-- another node is rebuilt from its rows. Completed steps are never run
+-- again: their recorded output is replayed. A step that was in flight
+-- runs again; its attempt numbers continue where the record stopped.
+--
+-- Wake-ups: NOTIFY chorus_work (new pending work) and chorus_control
+-- (pause/resume/cancel/approve/reject for an execution, JSON payload),
+-- with polling as a fallback.
+local sched = require "chorus.sched"
+local native = require "chorus.native"
+local json = require "chorus.json"
+local log = require "chorus.log"
+local execution = require "chorus.execution"
+local pgstore = require "chorus.store.pg"
+local states = require "chorus.states"
+
+local M = {}
+
+local Node = {}
+Node.__index = Node
+
+M.defaults = { concurrency = 1000, lease_ms = 15000, poll_ms = 1000, claim_batch = 200 }
+
+-- new({engine, pool, store, concurrency, lease_ms, poll_ms, claim}) -> node
+-- engine.store must be store (a chorus.store.pg). claim = false: a node
+-- that only submits (runs what it submits itself, claims nothing else).
+function M.new(opts)
+  local d = M.defaults
+  local self = setmetatable({
+    engine = opts.engine, pool = opts.pool, store = opts.store or opts.engine.store,
+    node_id = opts.node_id or ("%s:%d:%s"):format(native.hostname(), native.pid(), native.random_hex(4)),
+    concurrency = opts.concurrency or d.concurrency, lease_ms = opts.lease_ms or d.lease_ms,
+    poll_ms = opts.poll_ms or d.poll_ms, claim_batch = opts.claim_batch or d.claim_batch,
+    claiming = opts.claim ~= false,
+    running = {}, nrunning = 0, cfg_cache = setmetatable({}, { __mode = "v" }),
+    wakeup = sched.cond(), stopping = false, stats = { claimed = 0, recovered = 0, fenced = 0 },
+  }, Node)
+  return self
+end
+
+-- SQL ----------------------------------------------------------------------
+
+local ACTIVE = "('pending', 'running', 'paused', 'compensation')"
+
+local CLAIM = [[
+UPDATE orchestration_executions e
+SET node_id = $1, claim_token = gen_random_uuid(),
+    lease_expires_at = now() + $2::float8 * interval '1 millisecond',
+    claims = e.claims + 1, updated_at = now()
+FROM (SELECT id FROM orchestration_executions
+      WHERE status IN ]] .. ACTIVE .. [[
+        AND (lease_expires_at IS NULL OR lease_expires_at < now())
+      ORDER BY priority DESC, created_at
+      LIMIT $3 FOR UPDATE SKIP LOCKED) c
+WHERE e.id = c.id
+RETURNING ]] .. pgstore.EXEC_COLS:gsub("([%w_]+)::text", "e.%1::text"):gsub("extract%(epoch FROM ([%w_]+)%)", "extract(epoch FROM e.%1)")
+
+local RENEW = [[
+UPDATE orchestration_executions SET lease_expires_at = now() + $2::float8 * interval '1 millisecond'
+WHERE node_id = $1 AND status IN ]] .. ACTIVE
+
+local RELEASE = [[
+UPDATE orchestration_executions SET lease_expires_at = now() - interval '1 second'
+WHERE node_id = $1 AND status IN ]] .. ACTIVE
+
+-- Rebuilding a claimed execution ---------------------------------------
+
+-- The config snapshot is checked against the scripts loaded here (an
+-- agent may be gone); results are cached per config version.
+function Node:config_of(row)
+  local gen = self.engine.registry:snapshot().generation
+  local key = row.config_id and (row.config_id .. ":" .. tostring(row.config_version) .. ":" .. gen)
+  local cfg = key and self.cfg_cache[key]
+  if cfg then return cfg end
+  local errs
+  cfg, errs = self.engine:validate(row.config_snapshot)
+  if not cfg then
+    return nil, "the config snapshot is not valid against the loaded scripts: "
+      .. require("chorus.validate").format_errors(errs):gsub("\n", "; ")
+  end
+  if key then self.cfg_cache[key] = cfg end
+  return cfg
+end
+
+local function restore_steps(exec, rows)
+  for _, r in ipairs(rows) do
+    local sr = exec.runs_by_id[r.step_id]
+    if sr then
+      sr.attempts = r.attempts or 0
+      sr.agent_version = r.agent_version
+      if r.status == "completed" and not r.output_truncated then
+        sr.status = "completed"
+        sr.output = r.output ~= json.null and r.output or nil
+        sr.latency_ms, sr.tokens, sr.cost = r.latency_ms, r.tokens, r.cost
+        sr.started_at, sr.finished_at = r.started_at, r.finished_at
+        sr.replayed = true
+        exec.effective[r.step_id] = sr.output
+        exec.completed_order = exec.completed_order or {}
+        exec.completed_order[#exec.completed_order + 1] = sr
+      elseif r.status == "failed" and r.answered_by then
+        -- Answered by its fallback chain: settled, with the chain's answer.
+        sr.status, sr.answered_by, sr.error = "failed", r.answered_by, r.error
+        local fb = exec.runs_by_id[r.answered_by]
+        sr.replayed = true
+      elseif r.status == "failed" then
+        sr.status, sr.error, sr.latency_ms = "failed", r.error, r.latency_ms
+        sr.replayed = true
+      end
+      -- running / paused / skipped: it runs again (at-least-once).
+    end
+  end
+  -- A fallback-answered step's output is its answering step's output.
+  for _, sr in ipairs(exec.steps) do
+    if sr.answered_by and exec.effective[sr.id] == nil then
+      exec.effective[sr.id] = exec.effective[sr.answered_by]
+    end
+  end
+end
+
+-- Builds the execution object of a claimed row (not started).
+function Node:rebuild(row)
+  local cfg, err = self:config_of(row)
+  local exec = execution.new({
+    config = cfg or { name = row.config_name, strategy = "?", steps = {}, settings = {} },
+    input = row.input ~= json.null and row.input or {}, registry = self.engine.registry:snapshot(),
+    store = self.store, bus = self.engine.bus, id = row.id, trace_id = row.trace_id,
+    config_id = row.config_id, config_version = row.config_version,
+    user_id = row.user_id, tenant_id = row.tenant_id,
+  })
+  exec.persisted, exec.claims, exec.created_at = true, row.claims, row.created_at
+  exec.node = self
+  if row.paused_by_user then exec.paused_by_user = true end
+  if row.status ~= "pending" then
+    -- Resumed after its node died: it goes on running (compensation
+    -- included: the strategy is resumed and decides again).
+    exec.status = row.status == "paused" and "paused" or "running"
+    exec.started_at = row.started_at
+    exec.recovered = true
+  end
+  return exec, cfg and nil or err
+end
+
+-- Running ------------------------------------------------------------------
+
+function Node:track(exec)
+  self.running[exec.id] = exec
+  self.nrunning = self.nrunning + 1
+  sched.spawn_with({ detached = true }, function()
+    exec:wait()
+    self.running[exec.id] = nil
+    self.nrunning = self.nrunning - 1
+    self.wakeup:signal(true)
+  end)
+end
+
+-- Starts a claimed execution; returns the execution.
+function Node:start(exec, cfg_err)
+  self:track(exec)
+  if cfg_err then
+    exec:fail_unstarted(cfg_err)
+    return exec
+  end
+  exec:start({ detached = true })
+  if exec.cancel_requested_at_claim then exec:cancel() end
+  return exec
+end
+
+local function load_steps(self, ids)
+  if #ids == 0 then return {} end
+  local res, err = self.pool:query("SELECT " .. pgstore.STEP_COLS
+    .. " FROM orchestration_step_runs WHERE execution_id = ANY($1::uuid[])", "{" .. table.concat(ids, ",") .. "}")
+  if not res then return nil, err end
+  local by = {}
+  for _, r in ipairs(res.rows) do
+    by[r.execution_id] = by[r.execution_id] or {}
+    table.insert(by[r.execution_id], r)
+  end
+  return by
+end
+
+-- claim_once() -> number claimed | nil, err
+function Node:claim_once()
+  local room = self.concurrency - self.nrunning
+  if room <= 0 or self.stopping then return 0 end
+  local res, err = self.pool:query(CLAIM, self.node_id, self.lease_ms, math.min(room, self.claim_batch))
+  if not res then return nil, err end
+  local resumed = {}
+  for _, row in ipairs(res.rows) do
+    if row.status ~= "pending" then resumed[#resumed + 1] = row.id end
+  end
+  local steps_by, serr = load_steps(self, resumed)
+  if not steps_by then
+    -- Let the leases lapse rather than run them without their history.
+    log.error("node: cannot load step runs of claimed executions: %s", tostring(serr))
+    return nil, serr
+  end
+  for _, row in ipairs(res.rows) do
+    local exec, cerr = self:rebuild(row)
+    if row.status ~= "pending" then
+      restore_steps(exec, steps_by[row.id] or {})
+      self.stats.recovered = self.stats.recovered + 1
+      log.info("node: resuming execution %s (claim %d)", row.id, row.claims)
+    end
+    exec.cancel_requested_at_claim = row.cancel_requested
+    self:start(exec, cerr)
+  end
+  self.stats.claimed = self.stats.claimed + #res.rows
+  return #res.rows
+end
+
+function Node:claim_loop()
+  while not self.stopping do
+    local n, err = self:claim_once()
+    if n == nil then log.warn("node: claim failed: %s", tostring(err)) end
+    if not self.stopping and (n == nil or n == 0 or self.nrunning >= self.concurrency) then
+      -- Sleep until notified, a slot frees up, or the poll interval.
+      local waker = sched.spawn(function() sched.sleep(self.poll_ms) self.wakeup:signal(true) end)
+      self.wakeup:wait()
+      waker:cancel()
+    end
+  end
+end
+
+function Node:heartbeat_loop()
+  local every = math.max(50, math.floor(self.lease_ms / 3))
+  while not self.stopping do
+    local ok, err = self.pool:batch({
+      { RENEW, self.node_id, self.lease_ms },
+      { [[INSERT INTO chorus_nodes (node_id, hostname, pid) VALUES ($1, $2, $3)
+          ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now()]], self.node_id, native.hostname(), native.pid() },
+    })
+    if not ok then log.warn("node: heartbeat failed: %s", tostring(err)) end
+    if not sched.sleep(every) then return end
+  end
+end
+
+-- Applies a control that arrived for an execution running here.
+function Node:apply(msg)
+  local exec = self.running[msg.id]
+  if not exec then return end
+  if msg.action == "pause" then exec:pause()
+  elseif msg.action == "resume" then exec:resume()
+  elseif msg.action == "cancel" then exec:cancel()
+  elseif msg.action == "approve" then exec:approve(msg.step_id, msg.by)
+  elseif msg.action == "reject" then exec:reject(msg.step_id, msg.reason, msg.by) end
+end
+
+-- One connection listens; it is re-opened if lost.
+function Node:listen_loop(url)
+  local pg = require "chorus.pg"
+  while not self.stopping do
+    local conn, err = pg.connect(url)
+    if conn then
+      local ok = conn:listen("chorus_work") and conn:listen("chorus_control")
+      while ok and not self.stopping do
+        local n, why = conn:wait_notification(self.poll_ms)
+        if n then
+          if n.channel == "chorus_work" then
+            self.wakeup:signal(true)
+          else
+            local msg = json.decode(n.payload)
+            if type(msg) == "table" then self:apply(msg) end
+          end
+        elseif why ~= "timeout" then
+          break
+        end
+      end
+      conn:close()
+    else
+      log.warn("node: cannot listen for notifications: %s", tostring(err))
+    end
+    if not self.stopping and not sched.sleep(500) then return end
+  end
+end
+
+-- run({url = ...}): starts the node's loops (detached tasks) and returns.
+function Node:run(opts)
+  self.loops = {
+    sched.spawn_with({ detached = true }, self.heartbeat_loop, self),
+    sched.spawn_with({ detached = true }, self.listen_loop, self, opts.url),
+  }
+  if self.claiming then
+    self.loops[#self.loops + 1] = sched.spawn_with({ detached = true }, self.claim_loop, self)
+  end
+  return self
+end
+
+-- stop({grace_ms}): stops claiming, gives running executions grace_ms to
+-- end, then releases the leases of those still running so another node
+-- resumes them at once (their progress is durable), and stops.
+function Node:stop(opts)
+  self.stopping = true
+  self.wakeup:signal(true)
+  local deadline = sched.now() + (opts and opts.grace_ms or 10000)
+  while self.nrunning > 0 and sched.now() < deadline do sched.sleep(20) end
+  for _, exec in pairs(self.running) do
+    exec.released = true
+    if exec.task then exec.task:cancel() end
+  end
+  self.store.committer:flush()
+  self.pool:query(RELEASE, self.node_id)
+  self.pool:query("UPDATE chorus_nodes SET stopped_at = now() WHERE node_id = $1", self.node_id)
+  for _, t in ipairs(self.loops or {}) do t:cancel() end
+end
+
+-- Runner interface (for the API and `chorus run --db`) ------------------
+
+local function summary(exec, replayed)
+  return { execution_id = exec.id, trace_id = exec.trace_id, status = exec.status, replayed = replayed or nil }
+end
+
+-- submit(cfg, input, opts) -> summary, exec (when started here) | nil,
+-- err, code. Written durably
+-- before it returns; started here at once when this node has room,
+-- otherwise left pending for any node (NOTIFY chorus_work).
+function Node:submit(cfg, input, opts)
+  opts = opts or {}
+  local exec = execution.new({
+    config = cfg, input = input, registry = self.engine.registry:snapshot(), store = self.store,
+    bus = self.engine.bus, config_id = opts.config_id, config_version = opts.config_version,
+    user_id = opts.user_id, tenant_id = opts.tenant_id, auto_approve = opts.auto_approve,
+  })
+  local here = not self.stopping and self.nrunning < self.concurrency
+  local claim = here and { node_id = self.node_id, claim_token = native.uuid(), lease_ms = self.lease_ms } or {}
+  claim.idempotency_key, claim.priority = opts.idempotency_key, opts.priority
+  local st = pgstore.insert_statement(exec, claim)
+  if opts.idempotency_key then
+    -- Direct, to learn whether the key was new.
+    local res, err = self.pool:query(st[1] .. " RETURNING id::text", unpack(st, 2, st.n + 1))
+    if not res then return nil, err end
+    if not res.rows[1] then
+      local prev, perr = self.pool:query([[SELECT id::text, trace_id::text, status FROM orchestration_executions
+        WHERE coalesce(tenant_id, '') = coalesce($1, '') AND idempotency_key = $2]], opts.tenant_id, opts.idempotency_key)
+      if not prev then return nil, perr end
+      local p = prev.rows[1]
+      if not p then return nil, "conflicting execution id", "conflict" end
+      return { execution_id = p.id, trace_id = p.trace_id, status = p.status, replayed = true }
+    end
+  else
+    local ok, err = self.store.committer:write({ st }, true)
+    if not ok then return nil, err end
+  end
+  exec.persisted = true
+  if here then
+    exec.claims = 1
+    self:start(exec)
+  else
+    self.pool:query("SELECT pg_notify('chorus_work', '')")
+  end
+  return summary(exec), here and exec or nil
+end
+
+local CONTROL_STATES = {
+  pause = { pending = true, running = true, paused = true },
+  resume = { paused = true },
+  cancel = { pending = true, running = true, paused = true, compensation = true },
+}
+
+-- control(key, action, args, scope): applied here when the execution runs
+-- here; otherwise checked against its row, recorded (pause/cancel flags)
+-- and sent to its node with NOTIFY chorus_control.
+function Node:control(key, action, args, scope)
+  local exec = self.store:get_execution(key)
+  if exec and self.running[exec.id] then
+    if scope and not scope.admin and (exec.tenant_id ~= scope.tenant_id or exec.user_id ~= scope.user_id) then
+      return nil, "no such execution", "not_found"
+    end
+    return require("chorus.runner").apply(exec, action, args)
+  end
+  local rec, err = self.store:get_record(key, scope)
+  if err then return nil, err end
+  if not rec then return nil, "no such execution", "not_found" end
+  local allowed = CONTROL_STATES[action]
+  if allowed and not allowed[rec.status] then
+    return nil, ("cannot %s an execution that is %s"):format(action, rec.status), "invalid_state"
+  end
+  if action == "resume" and rec.status ~= "paused" then
+    return nil, "execution is not paused", "invalid_state"
+  end
+  if action == "approve" or action == "reject" then
+    local waiting = false
+    for _, s in ipairs(rec.steps) do
+      if s.id == args.step_id and s.status == "paused" then waiting = true end
+    end
+    if not waiting then
+      return nil, ("step %s is not awaiting approval"):format(tostring(args.step_id)), "invalid_state"
+    end
+  end
+  if action == "cancel" then
+    -- Nobody runs it yet: it ends here.
+    local res = self.pool:query([[UPDATE orchestration_executions SET status = 'cancelled', error = 'cancelled',
+        finished_at = now(), updated_at = now(), seq = seq + 1
+      WHERE id = $1::uuid AND status = 'pending' AND (lease_expires_at IS NULL OR lease_expires_at < now())]], rec.id)
+    if res and res.affected == 1 then return true end
+    self.pool:query("UPDATE orchestration_executions SET cancel_requested = true WHERE id = $1::uuid", rec.id)
+  elseif action == "pause" or action == "resume" then
+    self.pool:query("UPDATE orchestration_executions SET paused_by_user = $2 WHERE id = $1::uuid", rec.id, action == "pause")
+  end
+  local payload = json.encode({ id = rec.id, action = action, step_id = args.step_id, reason = args.reason, by = args.by })
+  local ok, nerr = self.pool:query("SELECT pg_notify('chorus_control', $1)", payload)
+  if not ok then return nil, nerr end
+  return true
+end
+
+function Node:close()
+  self:stop({ grace_ms = 0 })
+end
+
+M.ACTIVE_STATES = states
+return M

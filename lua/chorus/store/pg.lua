@@ -1,0 +1,434 @@
+-- chorus.store.pg: the PostgreSQL store (same interface as
+-- chorus.store.memory; see its header). Execution and step writes go
+-- through the group committer (chorus.store.committer); reads are plain
+-- parameterized queries.
+--
+-- Durability: insert_execution and every status change of an execution
+-- return once committed; a step's terminal transitions too (so a
+-- dependent step never starts before its dependency's completion is
+-- durable). A step's "running" transition is queued without waiting:
+-- nothing depends on it, and the single flusher keeps it ahead of the
+-- step's next write.
+--
+-- Ordering and fencing: each write carries a sequence number; the row
+-- only takes a write whose number is >= its own. Numbers are
+-- claims * 1e9 + a counter, so a node that lost its claim on an execution
+-- (its lease expired and another node took it) can never overwrite the
+-- new owner's rows; step writes also require the execution's current
+-- claim to be the writer's. Such a write affects nothing and comes back
+-- "fenced".
+--
+-- Outputs larger than max_output_bytes (default 1 MiB) are stored
+-- truncated (output_truncated = true); a truncated step is run again on
+-- recovery rather than replayed.
+local json = require "chorus.json"
+local committer_mod = require "chorus.store.committer"
+local validate = require "chorus.validate"
+local native = require "chorus.native"
+
+local type, tostring, ipairs, pairs = type, tostring, ipairs, pairs
+local encode, null = json.encode, json.null
+
+local M = {}
+
+local Store = {}
+Store.__index = Store
+
+M.SEQ_PER_CLAIM = 1e9
+
+-- new({pool = pool, max_output_bytes = n, committer = {...}}) -> store
+function M.new(opts)
+  return setmetatable({
+    kind = "pg",
+    pool = opts.pool,
+    committer = committer_mod.new(opts.pool, opts.committer),
+    max_output = opts.max_output_bytes or 1048576,
+    live = {}, -- executions running in this process, by id and trace id
+  }, Store)
+end
+
+local function jsonb(v)
+  if v == nil then return nil end
+  local s, err = encode(v)
+  if not s then return encode({ _unencodable = tostring(err) }) end
+  return s
+end
+
+-- Executions ------------------------------------------------------------
+
+local function next_seq(exec)
+  local n = (exec.wseq or 0) + 1
+  exec.wseq = n
+  return (exec.claims or 0) * M.SEQ_PER_CLAIM + n
+end
+
+local TERMINAL = { completed = true, failed = true, cancelled = true }
+
+local INSERT_EXEC = [[
+INSERT INTO orchestration_executions (id, trace_id, config_id, config_version, config_name,
+  config_snapshot, status, input, user_id, tenant_id, idempotency_key, priority, node_id,
+  claim_token, lease_expires_at, claims, created_at)
+VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8::jsonb, $9, $10, $11, $12, $13, $14,
+  CASE WHEN $13::text IS NULL THEN NULL ELSE now() + $15 * interval '1 millisecond' END,
+  $16, to_timestamp($17))
+ON CONFLICT DO NOTHING]]
+
+-- insert_statement(exec, opts) -> the statement inserting exec (pending).
+-- opts.node_id/claim_token/lease_ms: inserted already claimed by a node.
+function M.insert_statement(exec, opts)
+  opts = opts or {}
+  return { INSERT_EXEC, exec.id, exec.trace_id, exec.config_id, exec.config_version, exec.config.name,
+    jsonb(exec.config), exec.status, jsonb(exec.input), exec.user_id, exec.tenant_id,
+    opts.idempotency_key, opts.priority or 0, opts.node_id, opts.claim_token, opts.lease_ms or 0,
+    opts.node_id and 1 or 0, exec.created_at, n = 17 }
+end
+
+function Store:insert_execution(exec)
+  self.live[exec.id], self.live[exec.trace_id] = exec, exec
+  if exec.persisted then return true end -- claimed from the database
+  exec.persisted = true
+  return self.committer:write({ M.insert_statement(exec) }, true)
+end
+
+local UPDATE_EXEC = [[
+UPDATE orchestration_executions SET status = $2, output = $3::jsonb, error = $4,
+  answered_by = $5, consensus = $6::jsonb, tokens = $7, cost = $8, latency_ms = $9,
+  started_at = to_timestamp($10), finished_at = to_timestamp($11),
+  script_versions = $12::jsonb, paused_by_user = $13, seq = $14, updated_at = now()
+WHERE id = $1 AND seq <= $14]]
+
+local INSERT_CALLBACK = [[
+INSERT INTO orchestration_callbacks (execution_id, url, payload) VALUES ($1, $2, $3::jsonb)
+ON CONFLICT (execution_id, url) DO NOTHING]]
+
+function Store:update_execution(exec)
+  local stmts = { {
+    UPDATE_EXEC, exec.id, exec.status, jsonb(exec.output), exec.error, exec.answered_by,
+    jsonb(exec.consensus), exec.tokens or 0, exec.cost or 0, exec.latency_ms, exec.started_at,
+    exec.finished_at, jsonb({ strategy = exec.strategy_version }), exec.paused_by_user == true,
+    next_seq(exec), n = 14, must_affect = true,
+  } }
+  local terminal = TERMINAL[exec.status]
+  local url = terminal and exec.config.settings.callback_url
+  if url then
+    -- The outbox row commits with the terminal status, or not at all.
+    stmts[2] = { INSERT_CALLBACK, exec.id, url, jsonb(M.callback_payload(exec)), n = 3 }
+  end
+  local ok, err, info = self.committer:write(stmts, true)
+  if terminal then self.live[exec.id], self.live[exec.trace_id] = nil, nil end
+  return ok, err, info
+end
+
+-- The body a webhook receives when an execution ends.
+function M.callback_payload(exec)
+  return { event = "execution." .. exec.status, execution_id = exec.id, trace_id = exec.trace_id,
+    config = exec.config.name, status = exec.status, output = exec.output, error = exec.error,
+    finished_at = exec.finished_at,
+    metrics = { latency_ms = exec.latency_ms, tokens = exec.tokens, cost = exec.cost } }
+end
+
+local UPSERT_STEP = [[
+INSERT INTO orchestration_step_runs (execution_id, step_id, step_index, name, agent, agent_version,
+  status, attempts, input, output, output_truncated, error, latency_ms, tokens, cost, answered_by,
+  approval, compensation, started_at, finished_at, seq)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, $14, $15, $16,
+  $17::jsonb, $18::jsonb, to_timestamp($19), to_timestamp($20), $21
+WHERE EXISTS (SELECT 1 FROM orchestration_executions WHERE id = $1 AND claims = $22)
+ON CONFLICT (execution_id, step_id) DO UPDATE SET agent_version = EXCLUDED.agent_version,
+  status = EXCLUDED.status, attempts = EXCLUDED.attempts, input = EXCLUDED.input,
+  output = EXCLUDED.output, output_truncated = EXCLUDED.output_truncated, error = EXCLUDED.error,
+  latency_ms = EXCLUDED.latency_ms, tokens = EXCLUDED.tokens, cost = EXCLUDED.cost,
+  answered_by = EXCLUDED.answered_by, approval = EXCLUDED.approval,
+  compensation = EXCLUDED.compensation, started_at = EXCLUDED.started_at,
+  finished_at = EXCLUDED.finished_at, seq = EXCLUDED.seq, updated_at = now()
+WHERE orchestration_step_runs.seq <= EXCLUDED.seq]]
+
+-- save_step(exec, sr, wait): wait defaults to true except for "running".
+function Store:save_step(exec, sr, wait)
+  if wait == nil then wait = sr.status ~= "running" end
+  local step = exec.steps_by_id[sr.id]
+  local out, truncated = nil, false
+  if sr.output ~= nil then
+    out = jsonb(sr.output)
+    if #out > self.max_output then
+      truncated = true
+      out = encode({ _truncated = true, bytes = #out, preview = out:sub(1, 1024) })
+    end
+  end
+  return self.committer:write({ {
+    UPSERT_STEP, exec.id, sr.id, sr.index - 1, step.name, step.agent, sr.agent_version, sr.status,
+    sr.attempts, jsonb(sr.input), out, truncated, sr.error, sr.latency_ms, sr.tokens or 0,
+    sr.cost or 0, sr.answered_by, jsonb(sr.approval), jsonb(sr.compensation), sr.started_at,
+    sr.finished_at, next_seq(exec), exec.claims or 0, n = 22, must_affect = true,
+  } }, wait)
+end
+
+-- The live execution object when it runs in this process.
+function Store:get_execution(key)
+  return self.live[key]
+end
+
+local EXEC_COLS = [[
+id::text, trace_id::text, config_id::text, config_version, config_name, config_snapshot,
+script_versions, status, input, output, error, answered_by, consensus, user_id, tenant_id,
+node_id, claims, tokens, cost, latency_ms, paused_by_user, cancel_requested,
+extract(epoch FROM created_at) AS created_at, extract(epoch FROM started_at) AS started_at,
+extract(epoch FROM finished_at) AS finished_at]]
+
+local STEP_COLS = [[
+execution_id::text, step_id, step_index, name, agent, agent_version, status, attempts, input,
+output, output_truncated, error, latency_ms, tokens, cost, answered_by, approval, compensation,
+seq, extract(epoch FROM started_at) AS started_at, extract(epoch FROM finished_at) AS finished_at]]
+M.EXEC_COLS, M.STEP_COLS = EXEC_COLS, STEP_COLS
+
+local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
+
+local function summary_of(r)
+  return {
+    id = r.id, trace_id = r.trace_id, config = r.config_name, config_id = r.config_id,
+    strategy = r.config_snapshot and r.config_snapshot.strategy, status = r.status, error = r.error,
+    user_id = r.user_id, tenant_id = r.tenant_id, created_at = r.created_at,
+    started_at = r.started_at, finished_at = r.finished_at,
+    metrics = { latency_ms = r.latency_ms, tokens = r.tokens, cost = r.cost },
+  }
+end
+
+-- record_of(exec_row, step_rows) -> the same record exec:record() builds
+function M.record_of(r, step_rows)
+  local by = {}
+  for _, s in ipairs(step_rows) do by[s.step_id] = s end
+  local steps = json.array()
+  local cfg = r.config_snapshot or {}
+  for i, step in ipairs(cfg.steps or {}) do
+    local s = by[step.id] or {}
+    steps[i] = {
+      id = step.id, name = step.name, status = s.status or "pending", attempts = s.attempts or 0,
+      latency_ms = s.latency_ms, error = s.error, agent = step.agent, agent_version = s.agent_version,
+      output = s.output, output_truncated = s.output_truncated or nil, tokens = s.tokens or 0,
+      cost = s.cost or 0, answered_by = s.answered_by, compensation = s.compensation,
+      approval = s.approval, started_at = s.started_at, finished_at = s.finished_at, input = s.input,
+    }
+  end
+  local rec = summary_of(r)
+  rec.config, rec.strategy_version = r.config_name, r.script_versions and r.script_versions.strategy
+  rec.input, rec.output, rec.answered_by, rec.consensus = r.input, r.output, r.answered_by, r.consensus
+  rec.node_id, rec.claims = r.node_id, r.claims
+  rec.steps = steps
+  return rec
+end
+
+local function visible_sql(scope, args, where)
+  if scope and not scope.admin then
+    if scope.tenant_id ~= nil then
+      args[#args + 1] = scope.tenant_id
+      where[#where + 1] = "tenant_id = $" .. #args
+    end
+    if scope.user_id ~= nil then
+      args[#args + 1] = scope.user_id
+      where[#where + 1] = "user_id = $" .. #args
+    end
+  end
+end
+
+-- get_record(key, scope) -> record | nil | nil, err
+function Store:get_record(key, scope)
+  if type(key) ~= "string" or not key:lower():match(UUID) then return nil end
+  local args, where = { key:lower() }, { "(id = $1::uuid OR trace_id = $1::uuid)" }
+  visible_sql(scope, args, where)
+  local res, err = self.pool:query("SELECT " .. EXEC_COLS .. " FROM orchestration_executions WHERE "
+    .. table.concat(where, " AND "), unpack(args, 1, #args))
+  if not res then return nil, err end
+  local r = res.rows[1]
+  if not r then return nil end
+  local steps
+  steps, err = self.pool:query("SELECT " .. STEP_COLS .. " FROM orchestration_step_runs WHERE execution_id = $1::uuid", r.id)
+  if not steps then return nil, err end
+  return M.record_of(r, steps.rows)
+end
+
+function Store:list_executions(filter)
+  filter = filter or {}
+  local args, where = {}, {}
+  local function add(col, v)
+    if v == nil then return end
+    args[#args + 1] = v
+    where[#where + 1] = col .. " = $" .. #args
+  end
+  add("status", filter.status)
+  if filter.config ~= nil then
+    args[#args + 1] = filter.config
+    where[#where + 1] = ("(config_name = $%d OR config_id::text = $%d)"):format(#args, #args)
+  end
+  add("user_id", filter.user_id)
+  add("tenant_id", filter.tenant_id)
+  local w = #where > 0 and (" WHERE " .. table.concat(where, " AND ")) or ""
+  local n = #args
+  args[n + 1], args[n + 2] = filter.limit or 50, filter.offset or 0
+  local res, err = self.pool:query(("SELECT %s, count(*) OVER () AS total FROM orchestration_executions%s "
+    .. "ORDER BY created_at DESC, id DESC LIMIT $%d OFFSET $%d"):format(EXEC_COLS, w, n + 1, n + 2),
+    unpack(args, 1, n + 2))
+  if not res then return nil, err end
+  local items, total = json.array(), 0
+  for i, r in ipairs(res.rows) do
+    items[i] = summary_of(r)
+    total = r.total
+  end
+  if #res.rows == 0 and (filter.offset or 0) > 0 then
+    local c = self.pool:query("SELECT count(*) AS n FROM orchestration_executions" .. w, unpack(args, 1, n))
+    total = c and c.rows[1].n or 0
+  end
+  return items, total
+end
+
+-- Configs ---------------------------------------------------------------
+
+local CONFIG_COLS = [[
+id::text, name, description, strategy, steps, metadata, tenant_id, owner_id, is_active, version,
+updated_by, extract(epoch FROM created_at) AS created_at, extract(epoch FROM updated_at) AS updated_at]]
+
+local function config_of(r)
+  if not r then return nil end
+  r.is_global = r.tenant_id == nil
+  r.metadata = r.metadata or {}
+  return r
+end
+
+local function conflict(err, info, name)
+  if info and info.code == "23505" then
+    return nil, ("a config named '%s' already exists"):format(name), "conflict"
+  end
+  return nil, err
+end
+
+function Store:create_config(cfg, owner)
+  owner = owner or {}
+  local tenant_id = not owner.global and owner.tenant_id or nil
+  local doc = validate.document(cfg)
+  local id = native.uuid()
+  local res, err, info = self.pool:batch({
+    { [[INSERT INTO orchestration_configs (id, name, description, strategy, steps, metadata, tenant_id, owner_id)
+        VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8)]],
+      id, cfg.name, cfg.description, cfg.strategy, jsonb(doc.steps), jsonb(cfg.metadata or {}), tenant_id, owner.user_id, n = 8 },
+    { [[INSERT INTO orchestration_config_versions (config_id, version, name, description, strategy, steps, metadata, created_by)
+        SELECT id, version, name, description, strategy, steps, metadata, owner_id FROM orchestration_configs WHERE id = $1]], id },
+    { "SELECT " .. CONFIG_COLS .. " FROM orchestration_configs WHERE id = $1", id },
+  })
+  if not res then return conflict(err, info, cfg.name) end
+  return config_of(res[3].rows[1])
+end
+
+function Store:get_config(key, scope)
+  if type(key) ~= "string" then return nil end
+  local tenant = scope and scope.tenant_id
+  local admin = scope and scope.admin
+  local res, err
+  if key:lower():match(UUID) then
+    res, err = self.pool:query("SELECT " .. CONFIG_COLS .. [[ FROM orchestration_configs
+      WHERE id = $1::uuid AND deleted_at IS NULL AND ($2 OR tenant_id IS NULL OR tenant_id = $3)]],
+      key:lower(), admin == true, tenant)
+    if not res then return nil, err end
+    if res.rows[1] then return config_of(res.rows[1]) end
+  end
+  -- By name: the caller's tenant first, then the global one.
+  res, err = self.pool:query("SELECT " .. CONFIG_COLS .. [[ FROM orchestration_configs
+    WHERE name = $1 AND deleted_at IS NULL AND (tenant_id IS NULL OR tenant_id = $2)
+    ORDER BY tenant_id IS NULL LIMIT 1]], key, tenant)
+  if not res then return nil, err end
+  return config_of(res.rows[1])
+end
+
+function Store:list_configs(filter)
+  filter = filter or {}
+  local args, where = {}, { "deleted_at IS NULL" }
+  if filter.tenant_id ~= nil then
+    args[#args + 1] = filter.tenant_id
+    where[#where + 1] = "(tenant_id IS NULL OR tenant_id = $" .. #args .. ")"
+  end
+  for col, v in pairs({ owner_id = filter.owner_id, strategy = filter.strategy, is_active = filter.active }) do
+    args[#args + 1] = v
+    where[#where + 1] = col .. " = $" .. #args
+  end
+  local w = " WHERE " .. table.concat(where, " AND ")
+  local n = #args
+  args[n + 1], args[n + 2] = filter.limit or 50, filter.offset or 0
+  local res, err = self.pool:batch({
+    { ("SELECT %s FROM orchestration_configs%s ORDER BY name, coalesce(tenant_id, '') LIMIT $%d OFFSET $%d")
+        :format(CONFIG_COLS, w, n + 1, n + 2), unpack(args, 1, n + 2) },
+    { "SELECT count(*) AS n FROM orchestration_configs" .. w, unpack(args, 1, n) },
+  })
+  if not res then return nil, err end
+  local items = json.array()
+  for i, r in ipairs(res[1].rows) do items[i] = config_of(r) end
+  return items, res[2].rows[1].n
+end
+
+function Store:update_config(id, cfg, by)
+  local doc = validate.document(cfg)
+  local res, err, info = self.pool:batch({
+    { [[UPDATE orchestration_configs SET name = $2, description = $3, strategy = $4, steps = $5::jsonb,
+          metadata = coalesce($6::jsonb, metadata), version = version + 1, updated_at = now(), updated_by = $7
+        WHERE id = $1::uuid AND deleted_at IS NULL]],
+      id, cfg.name, cfg.description, cfg.strategy, jsonb(doc.steps), jsonb(cfg.metadata), by, n = 7 },
+    { [[INSERT INTO orchestration_config_versions (config_id, version, name, description, strategy, steps, metadata, created_by)
+        SELECT id, version, name, description, strategy, steps, metadata, $2 FROM orchestration_configs
+        WHERE id = $1::uuid AND deleted_at IS NULL]], id, by, n = 2 },
+    { "SELECT " .. CONFIG_COLS .. " FROM orchestration_configs WHERE id = $1::uuid AND deleted_at IS NULL", id },
+  })
+  if not res then return conflict(err, info, cfg.name) end
+  local r = res[3].rows[1]
+  if not r then return nil, "config not found", "not_found" end
+  return config_of(r)
+end
+
+function Store:config_version(id, version)
+  local res, err = self.pool:query([[SELECT config_id::text AS id, version, name, description, strategy, steps,
+      metadata, created_by, extract(epoch FROM created_at) AS created_at
+    FROM orchestration_config_versions WHERE config_id = $1::uuid AND version = $2]], id, version)
+  if not res then return nil, err end
+  return res.rows[1]
+end
+
+function Store:delete_config(id)
+  local res, err = self.pool:query([[UPDATE orchestration_configs SET deleted_at = now(), is_active = false
+    WHERE id = $1::uuid AND deleted_at IS NULL]], id)
+  if not res then return nil, err end
+  if res.affected == 0 then return nil, "config not found", "not_found" end
+  return true
+end
+
+-- API keys --------------------------------------------------------------
+
+function Store:create_key(k)
+  local res, err = self.pool:query([[INSERT INTO chorus_api_keys (id, prefix, hash, tenant_id, user_id, role)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    RETURNING id::text, prefix, tenant_id, user_id, role, extract(epoch FROM created_at) AS created_at]],
+    native.uuid(), k.prefix, k.hash, k.tenant_id, k.user_id, k.role)
+  if not res then return nil, err end
+  return res.rows[1]
+end
+
+function Store:find_key(hash)
+  local res, err = self.pool:query([[SELECT id::text, prefix, tenant_id, user_id, role,
+      extract(epoch FROM revoked_at) AS revoked_at FROM chorus_api_keys WHERE hash = $1]], hash)
+  if not res then return nil, err end
+  return res.rows[1]
+end
+
+function Store:list_keys(filter)
+  local res, err = self.pool:query([[SELECT id::text, prefix, tenant_id, user_id, role,
+      extract(epoch FROM created_at) AS created_at, extract(epoch FROM revoked_at) AS revoked_at
+    FROM chorus_api_keys WHERE ($1::text IS NULL OR tenant_id = $1) ORDER BY created_at]],
+    filter and filter.tenant_id)
+  if not res then return nil, err end
+  return res.rows
+end
+
+function Store:revoke_key(key)
+  local res, err = self.pool:query([[UPDATE chorus_api_keys SET revoked_at = now()
+    WHERE (id::text = $1 OR prefix = $1) AND revoked_at IS NULL]], key)
+  if not res then return nil, err end
+  if res.affected == 0 then return nil, "no such key", "not_found" end
+  return true
+end
+
+return M

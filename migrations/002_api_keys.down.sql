@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS chorus_api_keys;
