@@ -1,0 +1,895 @@
+/* rt_lua_http.c - the Lua face of the HTTP/WebSocket server (rt_http.h).
+ *
+ *   native.http_listen(opts, runner) -> server | nil, err
+ *
+ * Every request runs runner(req, handle) in a new detached task (the task
+ * may yield; an error in it is logged by the scheduler, and the request is
+ * still answered: see rt_http.h on releasing). With opts.handler_timeout_ms
+ * the task of a plain (not WebSocket) request gets that deadline. req is a
+ * plain table {method, path, query, body, headers, remote, remote_port,
+ * version, is_websocket}; handle is the request's userdata:
+ *
+ *   handle:respond(status, headers|nil, body|nil) -> true | nil, "closed"
+ *       raises on a bad status, header or body type (caller bugs)
+ *   handle:websocket() -> ws | nil, "not a websocket request" | "closed"
+ *   ws:send(data [, binary]) -> true | nil, "backpressure" | "closed"
+ *   ws:receive([timeout_ms]) -> message, "text"|"binary"
+ *                             | nil, "closed" | "timeout" | "cancelled"
+ *                             | "timeout" (task deadline) | "busy"
+ *   ws:close([code]) ; ws:is_open() ; ws:queued()
+ *   server:port() ; server:stats() ; server:close([grace_ms])
+ *   server:wait_closed() -> true | nil, "cancelled" | "timeout"
+ *   server:is_closed()
+ *
+ * Userdata hold pointers to C structs (luv style). A server is anchored in
+ * the registry from listen until it has closed, so dropping the Lua value
+ * never closes it behind the caller's back. */
+#include "rt_lua_http.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rt_http.h"
+
+#define RT_SRV_MT "chorus.http.server"
+#define RT_REQ_MT "chorus.http.request"
+#define RT_WS_MT "chorus.http.websocket"
+
+/* Inbound WebSocket bytes queued for a handler that does not receive
+ * before the socket is closed with 1008; default of ws_max_inbound_bytes. */
+#define RT_LWS_DEF_INBOUND (4 * 1024 * 1024)
+/* Grace of a server still open when the Lua state closes. */
+#define RT_LSRV_GC_GRACE_MS 1000
+
+/* ---- servers ---------------------------------------------------------- */
+
+typedef struct lsrv_wait lsrv_wait_t;
+
+/* The server userdata's block. */
+typedef struct {
+    rt_http_server_t *srv; /* NULL once closed */
+    rt_lua_sched_t *ls;
+    int runner_ref;        /* runner function, until closed */
+    int self_ref;          /* this userdata, anchored until closed */
+    int port;
+    size_t ws_max_inbound;
+    uint64_t handler_timeout_ms; /* deadline of plain request tasks; 0 none */
+    rt_http_stats_t last;  /* counters at close */
+    lsrv_wait_t *waiters;  /* tasks in wait_closed */
+} lsrv_t;
+
+/* A task in server:wait_closed(). */
+struct lsrv_wait {
+    rt_op_t op;
+    rt_lua_task_t *task;
+    lsrv_t *s;
+    lsrv_wait_t *prev, *next;
+};
+
+/* ---- requests and WebSockets ------------------------------------------ */
+
+/* The request userdata: the handle until answered (then NULL). */
+typedef struct {
+    rt_http_req_t *h;
+    size_t ws_max_inbound; /* the server's, for a WebSocket upgrade */
+} lreq_t;
+
+typedef struct lws_msg {
+    struct lws_msg *next;
+    size_t len;
+    int binary;
+    char data[];
+} lws_msg_t;
+
+typedef struct lws_wait lws_wait_t;
+
+/* A WebSocket; the userdata holds a pointer to it. */
+typedef struct {
+    rt_http_ws_t *ws;       /* NULL once released (userdata collected) */
+    rt_lua_sched_t *ls;
+    lws_msg_t *head, *tail; /* messages not yet received */
+    size_t nbytes;          /* their total size */
+    size_t max_inbound;
+    int closed;             /* the engine said RT_HTTP_WS_CLOSED */
+    lws_wait_t *waiter;     /* the task in receive(), if any */
+} lws_t;
+
+/* A task in ws:receive(); malloc'd, freed when its timer is closed (or at
+ * once when it has none). */
+struct lws_wait {
+    rt_op_t op;
+    uv_timer_t timer;
+    int has_timer;
+    rt_lua_task_t *task;
+    lws_t *w;
+};
+
+static rt_lua_sched_t *http_ctx(lua_State *L)
+{
+    return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+/* ---- receive waits ---------------------------------------------------- */
+
+static void lws_wait_closed_cb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* Detaches and frees the wait (its timer closes first if it has one). */
+static void lws_wait_end(lws_wait_t *wt)
+{
+    if (wt->w != NULL && wt->w->waiter == wt)
+        wt->w->waiter = NULL;
+    wt->w = NULL;
+    if (wt->has_timer) {
+        uv_timer_stop(&wt->timer);
+        uv_close((uv_handle_t *)&wt->timer, lws_wait_closed_cb);
+    } else {
+        free(wt);
+    }
+}
+
+static void lws_wait_cancel(rt_op_t *op, rt_task_t *t)
+{
+    (void)t;
+    lws_wait_end((lws_wait_t *)op);
+}
+
+static void lws_wait_timeout(uv_timer_t *timer)
+{
+    lws_wait_t *wt = timer->data;
+    lua_State *co = wt->task->co;
+    lua_pushnil(co);
+    lua_pushliteral(co, "timeout");
+    rt_lua_wake(wt->task, 2);
+    lws_wait_end(wt);
+}
+
+/* Pushes a message onto co: data, "text"|"binary". Returns 2. */
+static int lws_push_msg(lua_State *co, const char *data, size_t len,
+                        int binary)
+{
+    lua_pushlstring(co, data, len);
+    if (binary)
+        lua_pushliteral(co, "binary");
+    else
+        lua_pushliteral(co, "text");
+    return 2;
+}
+
+/* The engine's WebSocket callback. May run inside the engine's send or
+ * close (CLOSED) and inside h2o (messages): it only queues and wakes. */
+static void lws_event(rt_http_ws_t *ws, rt_http_ws_event_t ev,
+                      const char *data, size_t len, void *ud)
+{
+    lws_t *w = ud;
+    lws_wait_t *wt = w->waiter;
+    lws_msg_t *m;
+
+    if (ev == RT_HTTP_WS_CLOSED) {
+        w->closed = 1;
+        if (wt != NULL) {
+            lua_pushnil(wt->task->co);
+            lua_pushliteral(wt->task->co, "closed");
+            rt_lua_wake(wt->task, 2);
+            lws_wait_end(wt);
+        }
+        return;
+    }
+    if (wt != NULL) {
+        if (lua_checkstack(wt->task->co, 2)) {
+            rt_lua_wake(wt->task, lws_push_msg(wt->task->co, data, len,
+                                               ev == RT_HTTP_WS_BINARY));
+            lws_wait_end(wt);
+            return;
+        }
+    }
+    if (w->nbytes + len > w->max_inbound ||
+        (m = malloc(sizeof(*m) + len)) == NULL) {
+        /* The handler does not keep up: close (only queues here). */
+        rt_http_ws_close(ws, 1008);
+        return;
+    }
+    m->next = NULL;
+    m->len = len;
+    m->binary = ev == RT_HTTP_WS_BINARY;
+    memcpy(m->data, data, len);
+    if (w->tail)
+        w->tail->next = m;
+    else
+        w->head = m;
+    w->tail = m;
+    w->nbytes += len;
+}
+
+static lws_t *lws_check(lua_State *L)
+{
+    lws_t **ud = luaL_checkudata(L, 1, RT_WS_MT);
+    if (*ud == NULL)
+        luaL_argerror(L, 1, "websocket already collected");
+    return *ud;
+}
+
+/* ws:send(data [, binary]) -> true | nil, "backpressure" | "closed" */
+static int m_ws_send(lua_State *L)
+{
+    lws_t *w = lws_check(L);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    int binary = lua_toboolean(L, 3), rc;
+
+    if (w->ws == NULL || w->closed)
+        rc = RT_HTTP_ECLOSED;
+    else
+        rc = rt_http_ws_send(w->ws, binary, data, len);
+    if (rc == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushnil(L);
+    if (rc == RT_HTTP_EBACKPRESSURE)
+        lua_pushliteral(L, "backpressure");
+    else if (rc == RT_HTTP_ENOMEM)
+        lua_pushliteral(L, "out of memory");
+    else
+        lua_pushliteral(L, "closed");
+    return 2;
+}
+
+/* ws:receive([timeout_ms]) -> message, kind | nil, reason */
+static int m_ws_receive(lua_State *L)
+{
+    lws_t *w = lws_check(L);
+    rt_lua_sched_t *ls = w->ls;
+    double ms = luaL_optnumber(L, 2, -1);
+    rt_lua_task_t *cur;
+    lws_wait_t *wt;
+    lws_msg_t *m;
+    rt_wake_t why;
+    int n;
+
+    if (!(ms < 1e12))
+        return luaL_argerror(L, 2, "out of range");
+    cur = rt_lua_current(L, ls, "ws:receive");
+    if ((m = w->head) != NULL) {
+        w->head = m->next;
+        if (w->head == NULL)
+            w->tail = NULL;
+        w->nbytes -= m->len;
+        n = lws_push_msg(L, m->data, m->len, m->binary);
+        free(m);
+        return n;
+    }
+    if (w->closed || w->ws == NULL) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "closed");
+        return 2;
+    }
+    if (w->waiter != NULL) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "busy");
+        return 2;
+    }
+    if (ms == 0) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "timeout");
+        return 2;
+    }
+    wt = malloc(sizeof(*wt));
+    if (wt == NULL)
+        return luaL_error(L, "out of memory");
+    wt->op.cancel = lws_wait_cancel;
+    wt->task = cur;
+    wt->w = w;
+    wt->has_timer = 0;
+    if (ms > 0) {
+        if (uv_timer_init(ls->sched.loop, &wt->timer) < 0) {
+            free(wt);
+            return luaL_error(L, "ws:receive: cannot create a timer");
+        }
+        wt->timer.data = wt;
+        wt->has_timer = 1;
+    }
+    why = rt_task_suspend(&cur->task, &wt->op);
+    if (why != RT_WAKE_OK) {
+        lws_wait_end(wt);
+        return rt_lua_push_wake(L, why);
+    }
+    w->waiter = wt;
+    if (wt->has_timer) {
+        uv_update_time(ls->sched.loop);
+        (void)uv_timer_start(&wt->timer, lws_wait_timeout,
+                             (uint64_t)(ms + 0.5), 0);
+    }
+    return lua_yield(L, 0);
+}
+
+/* ws:close([code]) */
+static int m_ws_close(lua_State *L)
+{
+    lws_t *w = lws_check(L);
+    lua_Integer code = luaL_optinteger(L, 2, 1000);
+    if (code < 1000 || code > 4999)
+        return luaL_argerror(L, 2, "close code must be 1000..4999");
+    if (w->ws != NULL && !w->closed)
+        rt_http_ws_close(w->ws, (uint16_t)code);
+    return 0;
+}
+
+static int m_ws_is_open(lua_State *L)
+{
+    lws_t *w = lws_check(L);
+    lua_pushboolean(L, w->ws != NULL && !w->closed &&
+                           rt_http_ws_is_open(w->ws));
+    return 1;
+}
+
+/* ws:queued() -> outbound bytes queued, inbound bytes not received */
+static int m_ws_queued(lua_State *L)
+{
+    lws_t *w = lws_check(L);
+    lua_pushnumber(L, w->ws != NULL ? (lua_Number)rt_http_ws_queued(w->ws)
+                                    : 0);
+    lua_pushnumber(L, (lua_Number)w->nbytes);
+    return 2;
+}
+
+static int m_ws_gc(lua_State *L)
+{
+    lws_t **ud = luaL_checkudata(L, 1, RT_WS_MT);
+    lws_t *w = *ud;
+    lws_msg_t *m, *next;
+    if (w == NULL)
+        return 0;
+    *ud = NULL;
+    /* A waiting task keeps this userdata alive, so none should be; if one
+     * is, its op stays for the scheduler to cancel and free. */
+    if (w->waiter != NULL) {
+        w->waiter->w = NULL;
+        w->waiter = NULL;
+    }
+    if (w->ws != NULL)
+        rt_http_ws_release(w->ws); /* closes it if open; no more events */
+    for (m = w->head; m != NULL; m = next) {
+        next = m->next;
+        free(m);
+    }
+    free(w);
+    return 0;
+}
+
+/* ---- request handles -------------------------------------------------- */
+
+static lreq_t *lreq_check(lua_State *L)
+{
+    return luaL_checkudata(L, 1, RT_REQ_MT);
+}
+
+static int push_fail(lua_State *L, const char *word)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, word);
+    return 2;
+}
+
+/* Pushes a flat array {name1, value1, name2, value2, ...} of the header
+ * table at idx, numbers converted to strings, a value that is an array
+ * giving one entry per element. Returns the number of headers. Raises on
+ * bad types. The array anchors every string the caller points into. */
+static size_t flatten_headers(lua_State *L, int idx)
+{
+    int flat, i = 0;
+    lua_newtable(L);
+    flat = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        /* stack: ..., flat, key, value */
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "respond: header names must be strings");
+        if (lua_type(L, -1) == LUA_TTABLE) {
+            size_t k, len = lua_objlen(L, -1);
+            for (k = 1; k <= len; k++) {
+                lua_rawgeti(L, -1, (int)k);
+                if (!lua_isstring(L, -1))
+                    luaL_error(L, "respond: header %s: values must be "
+                                  "strings or numbers",
+                               lua_tostring(L, -3));
+                lua_tostring(L, -1); /* converts a number in place */
+                lua_pushvalue(L, -3);
+                lua_rawseti(L, flat, ++i);
+                lua_rawseti(L, flat, ++i);
+            }
+        } else if (lua_isstring(L, -1)) {
+            lua_pushvalue(L, -1);
+            lua_tostring(L, -1);
+            lua_pushvalue(L, -3);
+            lua_rawseti(L, flat, ++i);
+            lua_rawseti(L, flat, ++i);
+        } else {
+            luaL_error(L, "respond: header %s: values must be strings or "
+                          "numbers",
+                       lua_tostring(L, -2));
+        }
+        lua_pop(L, 1);
+    }
+    return (size_t)i / 2;
+}
+
+/* Points out[0..n) into the flat array at index flat. */
+static void fill_headers(lua_State *L, int flat, rt_http_header_t *out,
+                         size_t n)
+{
+    size_t k;
+    for (k = 0; k < n; k++) {
+        lua_rawgeti(L, flat, (int)(2 * k + 1));
+        out[k].name = lua_tolstring(L, -1, &out[k].name_len);
+        lua_rawgeti(L, flat, (int)(2 * k + 2));
+        out[k].value = lua_tolstring(L, -1, &out[k].value_len);
+        lua_pop(L, 2); /* the strings stay anchored by flat */
+    }
+}
+
+/* handle:respond(status, headers, body) -> true | nil, "closed" */
+static int m_req_respond(lua_State *L)
+{
+    lreq_t *r = lreq_check(L);
+    lua_Integer status = luaL_checkinteger(L, 2);
+    size_t body_len = 0, n = 0;
+    const char *body = NULL, *err = NULL;
+    rt_http_header_t small[16], *hdrs = small;
+    int rc;
+
+    if (status < 200 || status > 599)
+        return luaL_argerror(L, 2, "status must be 200..599");
+    if (!lua_isnoneornil(L, 3))
+        luaL_checktype(L, 3, LUA_TTABLE);
+    if (!lua_isnoneornil(L, 4))
+        body = luaL_checklstring(L, 4, &body_len);
+    if (r->h == NULL)
+        return push_fail(L, "closed");
+    lua_settop(L, 4);
+    if (lua_istable(L, 3)) {
+        n = flatten_headers(L, 3); /* at index 5 */
+        if (n > 16) {
+            hdrs = malloc(n * sizeof(*hdrs));
+            if (hdrs == NULL)
+                return luaL_error(L, "out of memory");
+        }
+        fill_headers(L, 5, hdrs, n);
+    }
+    rc = rt_http_req_respond(r->h, (int)status, hdrs, n, body, body_len,
+                             &err);
+    if (hdrs != small)
+        free(hdrs);
+    if (rc == RT_HTTP_EINVAL)
+        return luaL_error(L, "respond: %s", err ? err : "invalid response");
+    rt_http_req_release(r->h);
+    r->h = NULL;
+    if (rc != 0)
+        return push_fail(L, "closed");
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* handle:websocket() -> ws | nil, err */
+static int m_req_websocket(lua_State *L)
+{
+    lreq_t *r = lreq_check(L);
+    lws_t *w, **ud;
+    int rc = 0;
+
+    if (r->h == NULL)
+        return push_fail(L, "closed");
+    w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return luaL_error(L, "out of memory");
+    w->ls = http_ctx(L);
+    w->max_inbound = r->ws_max_inbound;
+    ud = lua_newuserdata(L, sizeof(*ud));
+    *ud = NULL;
+    luaL_getmetatable(L, RT_WS_MT);
+    lua_setmetatable(L, -2);
+    w->ws = rt_http_req_websocket(r->h, lws_event, w, &rc);
+    if (w->ws == NULL) {
+        free(w);
+        switch (rc) {
+        case RT_HTTP_EINVAL:
+            return push_fail(L, "not a websocket request");
+        case RT_HTTP_ENOMEM:
+            return push_fail(L, "out of memory");
+        case RT_HTTP_EANSWERED:
+            return push_fail(L, "answered");
+        default:
+            return push_fail(L, "closed");
+        }
+    }
+    *ud = w;
+    rt_http_req_release(r->h);
+    r->h = NULL;
+    return 1;
+}
+
+static int m_req_gc(lua_State *L)
+{
+    lreq_t *r = luaL_checkudata(L, 1, RT_REQ_MT);
+    if (r->h != NULL) {
+        rt_http_req_release(r->h); /* unanswered: the engine sends 503 */
+        r->h = NULL;
+    }
+    return 0;
+}
+
+/* handle:answered() -> true once respond or websocket was called with
+ * success, or respond found the client gone */
+static int m_req_answered(lua_State *L)
+{
+    lua_pushboolean(L, lreq_check(L)->h == NULL);
+    return 1;
+}
+
+/* ---- dispatch --------------------------------------------------------- */
+
+static void set_str(lua_State *L, const char *k, const char *s, size_t n)
+{
+    lua_pushlstring(L, s, n);
+    lua_setfield(L, -2, k);
+}
+
+/* Pushes the request table. Repeated headers are joined with ", ".
+ * Returns 1 for a WebSocket handshake. */
+static int push_request(lua_State *L, rt_http_req_t *h)
+{
+    rt_http_req_info_t info;
+    rt_http_header_t hd;
+    size_t i, n;
+
+    lua_createtable(L, 0, 10);
+    if (rt_http_req_info(h, &info) != 0)
+        return 0; /* cannot happen inside the request callback */
+    set_str(L, "method", info.method, info.method_len);
+    set_str(L, "path", info.path, info.path_len);
+    set_str(L, "query", info.query, info.query_len);
+    set_str(L, "body", info.body, info.body_len);
+    lua_pushstring(L, info.remote);
+    lua_setfield(L, -2, "remote");
+    lua_pushinteger(L, info.remote_port);
+    lua_setfield(L, -2, "remote_port");
+    lua_pushstring(L, info.version == 0x100 ? "1.0" : "1.1");
+    lua_setfield(L, -2, "version");
+    lua_pushboolean(L, info.websocket);
+    lua_setfield(L, -2, "is_websocket");
+    n = rt_http_req_header_count(h);
+    lua_createtable(L, 0, (int)n);
+    for (i = 0; i < n; i++) {
+        if (rt_http_req_header(h, i, &hd) != 0)
+            continue;
+        lua_pushlstring(L, hd.name, hd.name_len);
+        lua_pushvalue(L, -1);
+        lua_rawget(L, -3);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushlstring(L, hd.value, hd.value_len);
+        } else {
+            lua_pushliteral(L, ", ");
+            lua_pushlstring(L, hd.value, hd.value_len);
+            lua_concat(L, 3);
+        }
+        lua_rawset(L, -3);
+    }
+    lua_setfield(L, -2, "headers");
+    return info.websocket;
+}
+
+/* What on_request hands to dispatch (through lua_cpcall). */
+typedef struct {
+    lsrv_t *s;
+    rt_http_req_t *h;
+    int adopted; /* the request userdata owns h (its __gc releases it) */
+} ldispatch_t;
+
+/* Builds runner, request table and handle, and spawns the task. Runs
+ * protected: an error (out of memory) unwinds to lua_cpcall, never
+ * through h2o's frames. */
+static int dispatch(lua_State *L)
+{
+    ldispatch_t *d = lua_touserdata(L, 1);
+    lsrv_t *s = d->s;
+    rt_lua_task_t *t;
+    lreq_t *r;
+    int fn, is_ws;
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->runner_ref);
+    fn = lua_gettop(L);
+    r = lua_newuserdata(L, sizeof(*r));
+    r->h = d->h;
+    r->ws_max_inbound = s->ws_max_inbound;
+    d->adopted = 1;
+    luaL_getmetatable(L, RT_REQ_MT);
+    lua_setmetatable(L, -2);
+    is_ws = push_request(L, d->h);
+    lua_insert(L, -2); /* runner(req, handle) */
+    t = rt_lua_task_spawn(s->ls, L, fn, 2, NULL);
+    if (t == NULL)
+        return luaL_error(L, "out of memory");
+    t->report = 1; /* nobody joins it: errors are logged */
+    /* A WebSocket handler lives as long as its socket: no deadline. */
+    if (s->handler_timeout_ms > 0 && !is_ws)
+        rt_task_set_deadline(&t->task, s->handler_timeout_ms);
+    rt_task_release(&t->task);
+    return 0;
+}
+
+static void on_request(rt_http_server_t *srv, rt_http_req_t *h, void *data)
+{
+    ldispatch_t d;
+    lua_State *L;
+    (void)srv;
+
+    d.s = data;
+    d.h = h;
+    d.adopted = 0;
+    L = d.s->ls->L;
+    if (lua_cpcall(L, dispatch, &d) != 0) {
+        fprintf(stderr, "chorus: http: cannot dispatch a request: %s\n",
+                lua_isstring(L, -1) ? lua_tostring(L, -1) : "(error)");
+        lua_pop(L, 1);
+        /* Once adopted, the garbage userdata's __gc answers 503. */
+        if (!d.adopted)
+            rt_http_req_release(h);
+    }
+}
+
+/* ---- server methods --------------------------------------------------- */
+
+static lsrv_t *lsrv_check(lua_State *L)
+{
+    return luaL_checkudata(L, 1, RT_SRV_MT);
+}
+
+static void on_closed(rt_http_server_t *srv, void *data)
+{
+    lsrv_t *s = data;
+    lua_State *L = s->ls->L;
+    lsrv_wait_t *w;
+    rt_http_server_stats(srv, &s->last);
+    s->srv = NULL;
+    while ((w = s->waiters) != NULL) {
+        s->waiters = w->next;
+        lua_pushboolean(w->task->co, 1);
+        rt_lua_wake(w->task, 1);
+        free(w);
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, s->runner_ref);
+    s->runner_ref = LUA_NOREF;
+    /* Last: this may let the userdata be collected. */
+    luaL_unref(L, LUA_REGISTRYINDEX, s->self_ref);
+    s->self_ref = LUA_NOREF;
+}
+
+static int m_srv_port(lua_State *L)
+{
+    lua_pushinteger(L, lsrv_check(L)->port);
+    return 1;
+}
+
+static void set_num(lua_State *L, const char *k, uint64_t v)
+{
+    lua_pushnumber(L, (lua_Number)v);
+    lua_setfield(L, -2, k);
+}
+
+/* server:stats() -> {requests = n, ...} (the last values once closed) */
+static int m_srv_stats(lua_State *L)
+{
+    lsrv_t *s = lsrv_check(L);
+    rt_http_stats_t st;
+    if (s->srv != NULL)
+        rt_http_server_stats(s->srv, &st);
+    else
+        st = s->last;
+    lua_createtable(L, 0, 9);
+    set_num(L, "requests", st.requests);
+    set_num(L, "requests_active", st.requests_active);
+    set_num(L, "connections_total", st.connections_total);
+    set_num(L, "connections_active", st.connections_active);
+    set_num(L, "connections_rejected", st.connections_rejected);
+    set_num(L, "websockets_total", st.websockets_total);
+    set_num(L, "websockets_active", st.websockets_active);
+    set_num(L, "bytes_in", st.bytes_in);
+    set_num(L, "bytes_out", st.bytes_out);
+    return 1;
+}
+
+/* server:close([grace_ms]) starts a graceful close (see rt_http.h). */
+static int m_srv_close(lua_State *L)
+{
+    lsrv_t *s = lsrv_check(L);
+    double grace = luaL_optnumber(L, 2, 10000);
+    if (!(grace >= 0 && grace < 1e12))
+        return luaL_argerror(L, 2, "grace_ms out of range");
+    if (s->srv != NULL)
+        rt_http_server_close(s->srv, (uint64_t)grace, on_closed, s);
+    return 0;
+}
+
+static void lsrv_wait_cancel(rt_op_t *op, rt_task_t *t)
+{
+    lsrv_wait_t *w = (lsrv_wait_t *)op;
+    (void)t;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        w->s->waiters = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    free(w);
+}
+
+/* server:wait_closed() -> true | nil, reason */
+static int m_srv_wait_closed(lua_State *L)
+{
+    lsrv_t *s = lsrv_check(L);
+    rt_lua_task_t *cur = rt_lua_current(L, s->ls, "server:wait_closed");
+    lsrv_wait_t *w;
+    rt_wake_t why;
+    if (s->srv == NULL) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    w = malloc(sizeof(*w));
+    if (w == NULL)
+        return luaL_error(L, "out of memory");
+    w->op.cancel = lsrv_wait_cancel;
+    w->task = cur;
+    w->s = s;
+    why = rt_task_suspend(&cur->task, &w->op);
+    if (why != RT_WAKE_OK) {
+        free(w);
+        return rt_lua_push_wake(L, why);
+    }
+    w->prev = NULL;
+    w->next = s->waiters;
+    if (w->next)
+        w->next->prev = w;
+    s->waiters = w;
+    return lua_yield(L, 0);
+}
+
+static int m_srv_is_closed(lua_State *L)
+{
+    lua_pushboolean(L, lsrv_check(L)->srv == NULL);
+    return 1;
+}
+
+static int m_srv_gc(lua_State *L)
+{
+    lsrv_t *s = luaL_checkudata(L, 1, RT_SRV_MT);
+    if (s->srv != NULL) {
+        /* Only when the Lua state closes (the server is anchored while
+         * open): finish without calling back into Lua, leaving closing
+         * handshakes a second (the loop runs on after lua_close). */
+        rt_http_server_detach(s->srv);
+        rt_http_server_close(s->srv, RT_LSRV_GC_GRACE_MS, NULL, NULL);
+        s->srv = NULL;
+    }
+    return 0;
+}
+
+/* ---- listen ----------------------------------------------------------- */
+
+/* Reads a non-negative integer option (0 when absent). */
+static uint64_t opt_uint(lua_State *L, const char *k, double max)
+{
+    double v;
+    lua_getfield(L, 1, k);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    if (lua_type(L, -1) != LUA_TNUMBER)
+        luaL_error(L, "http_listen: %s must be a number", k);
+    v = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    if (!(v >= 0 && v <= max) || v != (double)(uint64_t)v)
+        luaL_error(L, "http_listen: %s must be an integer in 0..%.0f", k,
+                   max);
+    return (uint64_t)v;
+}
+
+/* native.http_listen(opts, runner) -> server | nil, err */
+static int l_http_listen(lua_State *L)
+{
+    rt_lua_sched_t *ls = http_ctx(L);
+    rt_http_opts_t o;
+    lsrv_t *s;
+    char err[256];
+    const double big = 9007199254740992.0; /* 2^53 */
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    memset(&o, 0, sizeof(o));
+    lua_getfield(L, 1, "host");
+    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+        return luaL_error(L, "http_listen: host must be a string");
+    o.host = lua_tostring(L, -1); /* stays on the stack until listen */
+    lua_getfield(L, 1, "reuseport");
+    o.reuseport = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    o.port = (int)opt_uint(L, "port", 65535);
+    o.backlog = (int)opt_uint(L, "backlog", 65535);
+    o.max_body_bytes = (size_t)opt_uint(L, "max_body_bytes", big);
+    o.max_header_bytes = (size_t)opt_uint(L, "max_header_bytes", big);
+    o.request_timeout_ms = opt_uint(L, "request_timeout_ms", 1e12);
+    o.max_connections = (size_t)opt_uint(L, "max_connections", big);
+    o.ws_max_queued_bytes = (size_t)opt_uint(L, "ws_max_queued_bytes", big);
+    o.ws_max_message_bytes = (size_t)opt_uint(L, "ws_max_message_bytes",
+                                              big);
+    o.ws_close_timeout_ms = opt_uint(L, "ws_close_timeout_ms", 1e12);
+
+    s = lua_newuserdata(L, sizeof(*s));
+    memset(s, 0, sizeof(*s));
+    s->ls = ls;
+    s->runner_ref = LUA_NOREF;
+    s->self_ref = LUA_NOREF;
+    s->ws_max_inbound = (size_t)opt_uint(L, "ws_max_inbound_bytes", big);
+    if (s->ws_max_inbound == 0)
+        s->ws_max_inbound = RT_LWS_DEF_INBOUND;
+    s->handler_timeout_ms = opt_uint(L, "handler_timeout_ms", 1e12);
+    luaL_getmetatable(L, RT_SRV_MT);
+    lua_setmetatable(L, -2);
+    s->srv = rt_http_server_new(ls->sched.loop, &o, on_request, s, err,
+                                sizeof(err));
+    if (s->srv == NULL) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    s->port = rt_http_server_port(s->srv);
+    lua_pushvalue(L, 2);
+    s->runner_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, -1);
+    s->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 1;
+}
+
+static const luaL_Reg srv_methods[] = {
+    {"port", m_srv_port},          {"stats", m_srv_stats},
+    {"close", m_srv_close},        {"wait_closed", m_srv_wait_closed},
+    {"is_closed", m_srv_is_closed}, {NULL, NULL}};
+
+static const luaL_Reg req_methods[] = {{"respond", m_req_respond},
+                                       {"websocket", m_req_websocket},
+                                       {"answered", m_req_answered},
+                                       {NULL, NULL}};
+
+static const luaL_Reg ws_methods[] = {
+    {"send", m_ws_send},       {"receive", m_ws_receive},
+    {"close", m_ws_close},     {"is_open", m_ws_is_open},
+    {"queued", m_ws_queued},   {NULL, NULL}};
+
+/* Creates metatable name with methods (upvalue: ls) and __gc. */
+static void new_class(lua_State *L, rt_lua_sched_t *ls, const char *name,
+                      const luaL_Reg *methods, lua_CFunction gc)
+{
+    luaL_newmetatable(L, name);
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+    lua_newtable(L);
+    lua_pushlightuserdata(L, ls);
+    luaL_setfuncs(L, methods, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+}
+
+void rt_lua_http_open(lua_State *L, rt_lua_sched_t *ls, int table)
+{
+    new_class(L, ls, RT_SRV_MT, srv_methods, m_srv_gc);
+    new_class(L, ls, RT_REQ_MT, req_methods, m_req_gc);
+    new_class(L, ls, RT_WS_MT, ws_methods, m_ws_gc);
+    lua_pushlightuserdata(L, ls);
+    lua_pushcclosure(L, l_http_listen, 1);
+    lua_setfield(L, table, "http_listen");
+}
