@@ -12,6 +12,7 @@
 #include "rt_lua_hooks.h"
 #include "rt_lua_http.h"
 #include "rt_lua_pg.h"
+#include "rt_lua_redis.h"
 #include "rt_lua_sched.h"
 #include "rt_lua_stdin.h"
 #include "rt_lua_util.h"
@@ -55,6 +56,7 @@ static rt_lua_sched_t *open_native(lua_State *L, uv_loop_t *loop,
     rt_lua_hooks_open(L, ls, t);
     rt_lua_http_open(L, ls, t);
     rt_lua_curl_open(L, ls, t);
+    rt_lua_redis_open(L, ls, t);
     rt_lua_pg_open(L, ls, t);
     *in = rt_lua_stdin_open(L, ls, t);
     lua_pushstring(L, home);

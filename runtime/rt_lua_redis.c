@@ -1,0 +1,1118 @@
+/* rt_lua_redis.c - the Lua face of the Redis engine (rt_redis.h).
+ *
+ *   native.redis_open(opts) -> handle | nil, err
+ *       opts: host, port, path, db, user, password, connect_timeout_ms,
+ *       command_timeout_ms, reconnect, backoff_min_ms, backoff_max_ms,
+ *       subscriber, max_queue (see rt_redis_opts_t). Yields until the first
+ *       attempt ends: a failed first attempt closes the connection and
+ *       returns its error ("Connection refused", "timeout", ...).
+ *   native.redis_command(h, name, arg...) -> reply | nil, err [, "redis"]
+ *   native.redis_pipeline(h, {{name, arg...}, ...}) -> {reply...} | nil, err
+ *   native.redis_subscribe(h, pattern, name...) -> true | nil, err
+ *   native.redis_unsubscribe(h, pattern, name...) -> true | nil, "closed"
+ *   native.redis_next(h, timeout_ms|nil, watch) -> msg | nil, why
+ *       msg = {channel = s, payload = s, pattern = s|nil}; why is "timeout",
+ *       "closed", "busy" (another task waits), a cancel reason, or with
+ *       watch set, "connected"/"disconnected" when the state changed
+ *       (also a change that came since the last watching call).
+ *   native.redis_close(h)        pending waits get nil, "closed"
+ *   native.redis_info(h) -> {state=, connected=, last_error=, counters...}
+ *
+ * Arguments are strings (binary safe) or numbers (integers are sent
+ * without a decimal point). Replies: status and bulk -> string, integer ->
+ * number (a decimal string beyond 2^53), nil -> lightuserdata NULL (the
+ * same value as cjson.null), array -> table. An error reply is
+ * `nil, message, "redis"` for a command, and {err = message} inside an
+ * array or in a pipeline's results. Failures: "closed" (the connection
+ * closed or was lost while waiting, or the handle was closed),
+ * "disconnected" (reconnecting now), "timeout", "cancelled",
+ * "out of memory". Caller bugs (bad argument types, a command refused on
+ * this kind of connection) raise.
+ *
+ * Results are built in two ways. From a loop callback (a reply, a
+ * message) the main state is idle: values are built there under
+ * lua_cpcall, so a memory error never unwinds through hiredis or libuv,
+ * then moved to the waiting coroutine. From inside a task (closing a
+ * handle fails the other tasks' waits) only interned words are pushed,
+ * which allocates nothing. Every yielding function reserves stack room on
+ * its coroutine for the results before it yields. */
+#include "rt_lua_redis.h"
+
+#include <lauxlib.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rt_redis.h"
+
+#define LR_MT "chorus.redis"
+#define LR_CTX_MT "chorus.redis.ctx"
+/* Room for one number argument: "%.17g" needs at most 24 bytes. */
+#define LR_NUMLEN 32
+/* Integers up to 2^53 are exact in a Lua number. */
+#define LR_MAX_EXACT 9007199254740992LL
+
+/* Words pushed without allocating (interned at open). */
+enum {
+    W_CLOSED = 0,
+    W_TIMEOUT,
+    W_DISCONNECTED,
+    W_NOMEM,
+    W_BUSY,
+    W_CONNECTED,
+    W_REDIS,
+    W_COUNT
+};
+static const char *const lr_words[W_COUNT] = {
+    "closed", "timeout", "disconnected", "out of memory",
+    "busy",   "connected", "redis"};
+
+/* Per Lua state context: a full userdata, upvalue of every function. */
+typedef struct {
+    rt_lua_sched_t *ls;
+    int words[W_COUNT]; /* registry refs, released by the context's __gc */
+} lr_ctx_t;
+
+typedef struct lr_open lr_open_t;
+typedef struct lr_next lr_next_t;
+
+/* A handle (the userdata's memory). */
+typedef struct {
+    rt_redis_t *r;      /* the engine connection; NULL once closed */
+    lr_ctx_t *ctx;
+    lr_open_t *opening; /* redis_open waiting for the first attempt */
+    lr_next_t *next_w;  /* the task waiting in redis_next */
+    int subscriber;
+    int up;             /* connected, as last seen */
+    int up_changed;     /* up changed while no watcher waited */
+} lr_conn_t;
+
+/* redis_open's wait. Freed by its end (lr_open_end) or cancel hook. */
+struct lr_open {
+    rt_op_t op; /* first: the scheduler hands it back */
+    lr_conn_t *conn;
+    rt_lua_task_t *task;
+    int ud_ref; /* anchors the handle until the wait ends */
+};
+
+typedef struct lr_cmd_op lr_cmd_op_t;
+
+/* One command of a wait; the engine callback's data. */
+typedef struct {
+    lr_cmd_op_t *op;
+    rt_redis_cmd_t *h; /* pending in the engine, or NULL */
+} lr_slot_t;
+
+/* A command or pipeline wait. Freed by the callback that completes it,
+ * by the first failure, or by the cancel hook. */
+struct lr_cmd_op {
+    rt_op_t op;
+    lr_ctx_t *ctx;
+    rt_lua_task_t *task;
+    size_t n, left; /* slots, and replies still to come */
+    int tbl_ref;    /* pipeline: its results table; LUA_NOREF: one command */
+    lr_slot_t slots[];
+};
+
+/* A subscription's wait for its confirmations. */
+typedef struct {
+    rt_op_t op;
+    lr_ctx_t *ctx;
+    rt_lua_task_t *task;
+    rt_redis_cmd_t *h;
+} lr_sub_op_t;
+
+/* redis_next's wait; freed by its timer's close callback. */
+struct lr_next {
+    rt_op_t op;
+    uv_timer_t timer; /* timeout_ms, when given */
+    lr_conn_t *conn;
+    rt_lua_task_t *task;
+    int watch; /* also end on a change of the connected state */
+};
+
+/* What lr_build makes on the main state. */
+enum { B_VALUE = 0, B_STORE, B_MSG, B_ERROR };
+typedef struct {
+    int mode;
+    lr_ctx_t *ctx;
+    lua_State *co;            /* B_VALUE, B_MSG, B_ERROR: results go here */
+    const redisReply *reply;  /* B_VALUE, B_STORE */
+    const rt_redis_msg_t *msg; /* B_MSG */
+    const char *str;          /* B_ERROR: the message */
+    int tbl_ref;              /* B_STORE: table, and index in it */
+    size_t idx;
+    int nres;                 /* out: values moved to co */
+} lr_build_t;
+
+/* Argument scratch: pointers, lengths and number texts of one command. */
+typedef struct {
+    const char **argv;
+    size_t *lens;
+    char *num;
+} lr_args_t;
+
+static void lr_close(lr_conn_t *conn);
+
+static lr_ctx_t *lr_ctx(lua_State *L)
+{
+    return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+static void lr_push_word(lr_ctx_t *ctx, lua_State *L, int w)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->words[w]);
+}
+
+/* The word for an engine callback's err. */
+static int lr_word_of(const char *err)
+{
+    return strcmp(err, "timeout") == 0 ? W_TIMEOUT : W_CLOSED;
+}
+
+/* ---- replies to values --------------------------------------------------- */
+
+/* Pushes a reply as one value (an error reply as {err = message}). Stack
+ * depth grows with nesting, which hiredis bounds. */
+static void lr_push_value(lua_State *L, const redisReply *r)
+{
+    size_t i;
+    char buf[24];
+    luaL_checkstack(L, 4, "redis reply nested too deep");
+    switch (r->type) {
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+        lua_pushlstring(L, r->str, r->len);
+        break;
+    case REDIS_REPLY_INTEGER:
+        if (r->integer >= -LR_MAX_EXACT && r->integer <= LR_MAX_EXACT) {
+            lua_pushnumber(L, (lua_Number)r->integer);
+        } else {
+            int n = snprintf(buf, sizeof(buf), "%lld", r->integer);
+            lua_pushlstring(L, buf, n > 0 ? (size_t)n : 0);
+        }
+        break;
+    case REDIS_REPLY_ERROR:
+        lua_createtable(L, 0, 1);
+        lua_pushlstring(L, r->str, r->len);
+        lua_setfield(L, -2, "err");
+        break;
+    case REDIS_REPLY_ARRAY:
+        lua_createtable(L, r->elements > INT_MAX ? INT_MAX : (int)r->elements,
+                        0);
+        for (i = 0; i < r->elements; i++) {
+            lr_push_value(L, r->element[i]);
+            lua_rawseti(L, -2, (int)(i + 1));
+        }
+        break;
+    default: /* REDIS_REPLY_NIL */
+        lua_pushlightuserdata(L, NULL);
+        break;
+    }
+}
+
+static void lr_push_msg(lua_State *L, const rt_redis_msg_t *m)
+{
+    lua_createtable(L, 0, 3);
+    lua_pushlstring(L, m->channel, m->channel_len);
+    lua_setfield(L, -2, "channel");
+    lua_pushlstring(L, m->payload, m->payload_len);
+    lua_setfield(L, -2, "payload");
+    if (m->pattern != NULL) {
+        lua_pushlstring(L, m->pattern, m->pattern_len);
+        lua_setfield(L, -2, "pattern");
+    }
+}
+
+/* Run by lua_cpcall on the main state (see the header comment). */
+static int lr_build(lua_State *L)
+{
+    lr_build_t *b = lua_touserdata(L, 1);
+    int n = 1;
+    lua_settop(L, 0);
+    switch (b->mode) {
+    case B_VALUE:
+        if (b->reply->type == REDIS_REPLY_ERROR) {
+            lua_pushnil(L);
+            lua_pushlstring(L, b->reply->str, b->reply->len);
+            lr_push_word(b->ctx, L, W_REDIS);
+            n = 3;
+        } else {
+            lr_push_value(L, b->reply);
+        }
+        break;
+    case B_STORE:
+        lua_rawgeti(L, LUA_REGISTRYINDEX, b->tbl_ref);
+        lr_push_value(L, b->reply);
+        lua_rawseti(L, -2, (int)b->idx);
+        lua_pop(L, 1);
+        n = 0;
+        break;
+    case B_MSG:
+        lr_push_msg(L, b->msg);
+        break;
+    default: /* B_ERROR */
+        lua_pushnil(L);
+        lua_pushstring(L, b->str);
+        n = 2;
+        break;
+    }
+    lua_xmove(L, b->co, n);
+    b->nres = n;
+    return 0;
+}
+
+/* Builds b from a loop callback. Returns 0, or -1 when out of memory. */
+static int lr_run_build(lr_build_t *b)
+{
+    lua_State *L = b->ctx->ls->L;
+    if (lua_cpcall(L, lr_build, b) != 0) {
+        lua_pop(L, 1);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- arguments ----------------------------------------------------------- */
+
+static int lr_arg_ok(lua_State *L, int idx)
+{
+    int t = lua_type(L, idx);
+    return t == LUA_TSTRING || t == LUA_TNUMBER;
+}
+
+/* Pushes scratch for n arguments (a userdata, so a raise leaks nothing). */
+static void lr_args_new(lua_State *L, size_t n, lr_args_t *a)
+{
+    size_t one = sizeof(char *) + sizeof(size_t) + LR_NUMLEN;
+    char *p;
+    if (n == 0 || n > SIZE_MAX / one)
+        luaL_error(L, "redis: too many arguments");
+    p = lua_newuserdata(L, n * one);
+    a->argv = (const char **)(void *)p;
+    a->lens = (size_t *)(void *)(p + n * sizeof(char *));
+    a->num = p + n * (sizeof(char *) + sizeof(size_t));
+}
+
+/* Sets argument i from the value at idx (checked by lr_arg_ok). Never
+ * allocates: a string stays alive where it is held (stack or table), a
+ * number is written into the scratch. */
+static void lr_arg(lua_State *L, int idx, lr_args_t *a, size_t i)
+{
+    if (lua_type(L, idx) == LUA_TNUMBER) {
+        lua_Number x = lua_tonumber(L, idx);
+        char *buf = a->num + i * LR_NUMLEN;
+        int n;
+        if (x > -9.2e18 && x < 9.2e18 && (lua_Number)(long long)x == x)
+            n = snprintf(buf, LR_NUMLEN, "%lld", (long long)x);
+        else
+            n = snprintf(buf, LR_NUMLEN, "%.17g", x);
+        a->argv[i] = buf;
+        a->lens[i] = n < 0 ? 0 : n >= LR_NUMLEN ? LR_NUMLEN - 1 : (size_t)n;
+    } else {
+        a->argv[i] = lua_tolstring(L, idx, &a->lens[i]);
+    }
+}
+
+/* Pushes nil and the word for an engine error code; returns 2. */
+static int lr_push_rc(lua_State *L, lr_ctx_t *ctx, int rc)
+{
+    lua_pushnil(L);
+    lr_push_word(ctx, L, rc == RT_REDIS_EDISCONNECTED ? W_DISCONNECTED
+                         : rc == RT_REDIS_ECLOSED     ? W_CLOSED
+                                                      : W_NOMEM);
+    return 2;
+}
+
+static lr_conn_t *lr_check(lua_State *L, int idx)
+{
+    return luaL_checkudata(L, idx, LR_MT);
+}
+
+/* ---- opening ------------------------------------------------------------- */
+
+/* Ends redis_open's wait: the handle, or nil and the first error. */
+static void lr_open_end(lr_conn_t *conn, int ok)
+{
+    lr_open_t *op = conn->opening;
+    rt_lua_task_t *t = op->task;
+    lua_State *L = conn->ctx->ls->L;
+    lr_build_t b;
+    int n = 1;
+
+    conn->opening = NULL;
+    if (ok) {
+        lua_rawgeti(t->co, LUA_REGISTRYINDEX, op->ud_ref);
+        conn->up = 1;
+    } else {
+        memset(&b, 0, sizeof(b));
+        b.mode = B_ERROR;
+        b.ctx = conn->ctx;
+        b.co = t->co;
+        b.str = rt_redis_last_error(conn->r);
+        if (lr_run_build(&b) == 0) {
+            n = b.nres;
+        } else {
+            lua_pushnil(t->co);
+            lr_push_word(conn->ctx, t->co, W_NOMEM);
+            n = 2;
+        }
+        lr_close(conn); /* a failed first attempt is final */
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, op->ud_ref);
+    free(op);
+    rt_lua_wake(t, n);
+}
+
+static void lr_open_cancel(rt_op_t *o, rt_task_t *task)
+{
+    lr_open_t *op = (lr_open_t *)o;
+    lr_conn_t *conn = op->conn;
+    (void)task;
+    conn->opening = NULL;
+    lr_close(conn);
+    luaL_unref(conn->ctx->ls->L, LUA_REGISTRYINDEX, op->ud_ref);
+    free(op);
+}
+
+/* ---- redis_next ---------------------------------------------------------- */
+
+static void lr_next_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* Detaches w from its handle and closes its timer (which frees it). */
+static void lr_next_release(lr_next_t *w)
+{
+    w->conn->next_w = NULL;
+    uv_timer_stop(&w->timer);
+    uv_close((uv_handle_t *)&w->timer, lr_next_closed);
+}
+
+static void lr_next_end(lr_next_t *w, int word)
+{
+    rt_lua_task_t *t = w->task;
+    lua_pushnil(t->co);
+    lr_push_word(w->conn->ctx, t->co, word);
+    lr_next_release(w);
+    rt_lua_wake(t, 2);
+}
+
+static void lr_next_timeout_cb(uv_timer_t *timer)
+{
+    lr_next_end(timer->data, W_TIMEOUT);
+}
+
+static void lr_next_cancel(rt_op_t *o, rt_task_t *task)
+{
+    (void)task;
+    lr_next_release((lr_next_t *)o);
+}
+
+/* A message arrived: hand the oldest to the waiting task, if any. */
+static void lr_next_deliver(lr_conn_t *conn)
+{
+    lr_next_t *w = conn->next_w;
+    const rt_redis_msg_t *m;
+    rt_lua_task_t *t;
+    lr_build_t b;
+    int n = 1;
+    if (w == NULL || (m = rt_redis_peek(conn->r)) == NULL)
+        return;
+    t = w->task;
+    memset(&b, 0, sizeof(b));
+    b.mode = B_MSG;
+    b.ctx = conn->ctx;
+    b.co = t->co;
+    b.msg = m;
+    if (lr_run_build(&b) == 0) {
+        rt_redis_shift(conn->r);
+    } else {
+        lua_pushnil(t->co);
+        lr_push_word(conn->ctx, t->co, W_NOMEM);
+        n = 2;
+    }
+    lr_next_release(w);
+    rt_lua_wake(t, n);
+}
+
+/* ---- engine events and closing ------------------------------------------- */
+
+static void lr_event(rt_redis_t *r, rt_redis_event_t ev, void *data)
+{
+    lr_conn_t *conn = data;
+    lr_next_t *w = conn->next_w;
+    (void)r;
+    switch (ev) {
+    case RT_REDIS_EV_CONNECTED:
+    case RT_REDIS_EV_DISCONNECTED:
+        if (conn->opening != NULL) {
+            lr_open_end(conn, ev == RT_REDIS_EV_CONNECTED);
+        } else if (conn->up != (ev == RT_REDIS_EV_CONNECTED)) {
+            conn->up = !conn->up;
+            conn->up_changed = 1;
+            if (w != NULL && w->watch) {
+                conn->up_changed = 0;
+                lr_next_end(w, conn->up ? W_CONNECTED : W_DISCONNECTED);
+            }
+        }
+        break;
+    default:
+        lr_next_deliver(conn);
+        break;
+    }
+}
+
+/* Closes the engine connection; every wait on it ends with "closed". */
+static void lr_close(lr_conn_t *conn)
+{
+    rt_redis_t *r = conn->r;
+    if (r == NULL)
+        return;
+    conn->r = NULL;
+    rt_redis_close(r); /* command and subscription waits: "closed" */
+    if (conn->next_w != NULL)
+        lr_next_end(conn->next_w, W_CLOSED);
+    if (conn->opening != NULL) {
+        /* Only reachable from __gc at exit: no task waits then. */
+        lr_open_t *op = conn->opening;
+        conn->opening = NULL;
+        luaL_unref(conn->ctx->ls->L, LUA_REGISTRYINDEX, op->ud_ref);
+        free(op);
+    }
+}
+
+/* ---- command waits ------------------------------------------------------- */
+
+static void lr_cmd_free(lr_cmd_op_t *op)
+{
+    if (op->tbl_ref != LUA_NOREF)
+        luaL_unref(op->ctx->ls->L, LUA_REGISTRYINDEX, op->tbl_ref);
+    free(op);
+}
+
+static void lr_cmd_abort_all(lr_cmd_op_t *op)
+{
+    size_t i;
+    for (i = 0; i < op->n; i++) {
+        if (op->slots[i].h != NULL) {
+            rt_redis_cmd_abort(op->slots[i].h);
+            op->slots[i].h = NULL;
+        }
+    }
+}
+
+static void lr_cmd_cancel(rt_op_t *o, rt_task_t *task)
+{
+    lr_cmd_op_t *op = (lr_cmd_op_t *)o;
+    (void)task;
+    lr_cmd_abort_all(op);
+    lr_cmd_free(op);
+}
+
+/* Ends the wait with nil and a word (the other commands are abandoned). */
+static void lr_cmd_fail(lr_cmd_op_t *op, int word)
+{
+    rt_lua_task_t *t = op->task;
+    lr_cmd_abort_all(op);
+    lua_pushnil(t->co);
+    lr_push_word(op->ctx, t->co, word);
+    lr_cmd_free(op);
+    rt_lua_wake(t, 2);
+}
+
+static void lr_cmd_cb(rt_redis_cmd_t *cmd, const redisReply *reply,
+                      const char *err, void *data)
+{
+    lr_slot_t *s = data;
+    lr_cmd_op_t *op = s->op;
+    rt_lua_task_t *t = op->task;
+    lr_build_t b;
+    (void)cmd;
+    s->h = NULL;
+    if (err != NULL) {
+        lr_cmd_fail(op, lr_word_of(err));
+        return;
+    }
+    memset(&b, 0, sizeof(b));
+    b.ctx = op->ctx;
+    b.co = t->co;
+    b.reply = reply;
+    if (op->tbl_ref == LUA_NOREF) {
+        b.mode = B_VALUE;
+        if (lr_run_build(&b) < 0) {
+            lr_cmd_fail(op, W_NOMEM);
+            return;
+        }
+        lr_cmd_free(op);
+        rt_lua_wake(t, b.nres);
+        return;
+    }
+    b.mode = B_STORE;
+    b.tbl_ref = op->tbl_ref;
+    b.idx = (size_t)(s - op->slots) + 1;
+    if (lr_run_build(&b) < 0) {
+        lr_cmd_fail(op, W_NOMEM);
+        return;
+    }
+    if (--op->left > 0)
+        return;
+    lua_rawgeti(t->co, LUA_REGISTRYINDEX, op->tbl_ref);
+    lr_cmd_free(op);
+    rt_lua_wake(t, 1);
+}
+
+/* A wait for n commands, or NULL when out of memory. */
+static lr_cmd_op_t *lr_cmd_new(lr_ctx_t *ctx, rt_lua_task_t *cur, size_t n)
+{
+    lr_cmd_op_t *op;
+    size_t i;
+    if (n > (SIZE_MAX - sizeof(*op)) / sizeof(lr_slot_t))
+        return NULL;
+    op = malloc(sizeof(*op) + n * sizeof(lr_slot_t));
+    if (op == NULL)
+        return NULL;
+    op->op.cancel = lr_cmd_cancel;
+    op->ctx = ctx;
+    op->task = cur;
+    op->n = op->left = n;
+    op->tbl_ref = LUA_NOREF;
+    for (i = 0; i < n; i++) {
+        op->slots[i].op = op;
+        op->slots[i].h = NULL;
+    }
+    return op;
+}
+
+/* A refused command is a caller bug: says why. */
+static int lr_refused(lua_State *L, lr_conn_t *conn, const char *name)
+{
+    if (conn->subscriber)
+        return luaL_error(L, "redis: a subscriber connection only takes "
+                             "subscribe and unsubscribe");
+    return luaL_error(L, "redis: %s is not allowed on a shared connection "
+                         "(it would change its state for every caller)",
+                      name);
+}
+
+/* Suspends cur on op (already sent). Returns lua_yield's value, or the
+ * wake reason when cur is cancelled (the commands are abandoned). */
+static int lr_cmd_wait(lua_State *L, rt_lua_task_t *cur, lr_cmd_op_t *op)
+{
+    rt_wake_t why = rt_task_suspend(&cur->task, &op->op);
+    if (why != RT_WAKE_OK) {
+        lr_cmd_abort_all(op);
+        lr_cmd_free(op);
+        return rt_lua_push_wake(L, why);
+    }
+    return lua_yield(L, 0);
+}
+
+/* native.redis_command(h, name, arg...) */
+static int l_redis_command(lua_State *L)
+{
+    lr_ctx_t *ctx = lr_ctx(L);
+    lr_conn_t *conn = lr_check(L, 1);
+    int n = lua_gettop(L) - 1, i, rc;
+    rt_lua_task_t *cur;
+    lr_cmd_op_t *op;
+    lr_args_t a;
+
+    if (n < 1)
+        return luaL_argerror(L, 2, "command name expected");
+    for (i = 2; i <= n + 1; i++)
+        if (!lr_arg_ok(L, i))
+            return luaL_argerror(L, i, "string or number expected");
+    cur = rt_lua_current(L, ctx->ls, "redis_command");
+    luaL_checkstack(L, LUA_MINSTACK, "redis_command");
+    if (conn->r == NULL)
+        return lr_push_rc(L, ctx, RT_REDIS_ECLOSED);
+    if (cur->task.cancel_reason != RT_WAKE_OK)
+        return rt_lua_push_wake(L, cur->task.cancel_reason);
+    lr_args_new(L, (size_t)n, &a);
+    for (i = 0; i < n; i++)
+        lr_arg(L, i + 2, &a, (size_t)i);
+    op = lr_cmd_new(ctx, cur, 1);
+    if (op == NULL)
+        return luaL_error(L, "out of memory");
+    rc = rt_redis_command(conn->r, n, a.argv, a.lens, lr_cmd_cb,
+                          &op->slots[0], &op->slots[0].h);
+    if (rc < 0) {
+        free(op);
+        if (rc == RT_REDIS_EINVAL)
+            return lr_refused(L, conn, lua_tostring(L, 2));
+        return lr_push_rc(L, ctx, rc);
+    }
+    return lr_cmd_wait(L, cur, op);
+}
+
+/* native.redis_pipeline(h, cmds): every command is sent before the first
+ * reply is read; the results come in order. */
+static int l_redis_pipeline(lua_State *L)
+{
+    lr_ctx_t *ctx = lr_ctx(L);
+    lr_conn_t *conn = lr_check(L, 1);
+    size_t n, i, j, m, maxargs = 0;
+    rt_lua_task_t *cur;
+    lr_cmd_op_t *op;
+    lr_args_t a;
+    int rc, ref;
+
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    n = lua_objlen(L, 2);
+    for (i = 1; i <= n; i++) {
+        lua_rawgeti(L, 2, (int)i);
+        if (!lua_istable(L, -1) || (m = lua_objlen(L, -1)) == 0)
+            return luaL_error(L, "redis_pipeline: command %d must be a "
+                                 "non-empty array", (int)i);
+        for (j = 1; j <= m; j++) {
+            lua_rawgeti(L, -1, (int)j);
+            if (!lr_arg_ok(L, -1))
+                return luaL_error(L, "redis_pipeline: command %d, argument "
+                                     "%d: string or number expected",
+                                  (int)i, (int)j);
+            lua_pop(L, 1);
+        }
+        if (m > maxargs)
+            maxargs = m;
+        lua_pop(L, 1);
+    }
+    cur = rt_lua_current(L, ctx->ls, "redis_pipeline");
+    luaL_checkstack(L, LUA_MINSTACK, "redis_pipeline");
+    if (n == 0) {
+        lua_newtable(L);
+        return 1;
+    }
+    if (conn->r == NULL)
+        return lr_push_rc(L, ctx, RT_REDIS_ECLOSED);
+    if (cur->task.cancel_reason != RT_WAKE_OK)
+        return rt_lua_push_wake(L, cur->task.cancel_reason);
+    lr_args_new(L, maxargs, &a); /* index 3 */
+    lua_createtable(L, n > INT_MAX ? INT_MAX : (int)n, 0);
+    ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    op = lr_cmd_new(ctx, cur, n);
+    if (op == NULL) {
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        return luaL_error(L, "out of memory");
+    }
+    op->tbl_ref = ref;
+    /* From here on nothing raises: commands are in flight. */
+    for (i = 0; i < n; i++) {
+        lua_rawgeti(L, 2, (int)i + 1);
+        m = lua_objlen(L, -1);
+        for (j = 0; j < m; j++) {
+            lua_rawgeti(L, -1, (int)j + 1);
+            lr_arg(L, -1, &a, j); /* the command table keeps it alive */
+            lua_pop(L, 1);
+        }
+        rc = rt_redis_command(conn->r, (int)m, a.argv, a.lens, lr_cmd_cb,
+                              &op->slots[i], &op->slots[i].h);
+        lua_pop(L, 1);
+        if (rc < 0) {
+            lr_cmd_abort_all(op);
+            lr_cmd_free(op);
+            if (rc == RT_REDIS_EINVAL) {
+                lua_rawgeti(L, 2, (int)i + 1);
+                lua_rawgeti(L, -1, 1);
+                return lr_refused(L, conn, lua_tostring(L, -1));
+            }
+            return lr_push_rc(L, ctx, rc);
+        }
+    }
+    return lr_cmd_wait(L, cur, op);
+}
+
+/* ---- pub/sub ------------------------------------------------------------- */
+
+static void lr_sub_cb(rt_redis_cmd_t *cmd, const redisReply *reply,
+                      const char *err, void *data)
+{
+    lr_sub_op_t *op = data;
+    rt_lua_task_t *t = op->task;
+    int n = 1;
+    (void)cmd;
+    (void)reply;
+    if (err != NULL) {
+        lua_pushnil(t->co);
+        lr_push_word(op->ctx, t->co, lr_word_of(err));
+        n = 2;
+    } else {
+        lua_pushboolean(t->co, 1);
+    }
+    free(op);
+    rt_lua_wake(t, n);
+}
+
+static void lr_sub_cancel(rt_op_t *o, rt_task_t *task)
+{
+    lr_sub_op_t *op = (lr_sub_op_t *)o;
+    (void)task;
+    rt_redis_cmd_abort(op->h); /* the subscription itself stays */
+    free(op);
+}
+
+/* Checks redis_(un)subscribe's arguments; fills a (pushed at the top). */
+static int lr_names(lua_State *L, const char *fname, lr_args_t *a)
+{
+    lr_conn_t *conn = lr_check(L, 1);
+    int n = lua_gettop(L) - 2, i;
+    if (n < 1)
+        return luaL_argerror(L, 3, "channel or pattern expected");
+    for (i = 3; i <= n + 2; i++)
+        if (!lr_arg_ok(L, i))
+            return luaL_argerror(L, i, "string expected");
+    if (!conn->subscriber)
+        return luaL_error(L, "%s: not a subscriber connection", fname);
+    luaL_checkstack(L, LUA_MINSTACK, fname);
+    lr_args_new(L, (size_t)n, a);
+    for (i = 0; i < n; i++)
+        lr_arg(L, i + 3, a, (size_t)i);
+    return n;
+}
+
+/* native.redis_subscribe(h, pattern, name...) */
+static int l_redis_subscribe(lua_State *L)
+{
+    lr_ctx_t *ctx = lr_ctx(L);
+    lr_conn_t *conn = lr_check(L, 1);
+    int pattern = lua_toboolean(L, 2), n, rc;
+    rt_lua_task_t *cur = rt_lua_current(L, ctx->ls, "redis_subscribe");
+    lr_sub_op_t *op;
+    lr_args_t a;
+    rt_wake_t why;
+
+    n = lr_names(L, "redis_subscribe", &a);
+    if (conn->r == NULL)
+        return lr_push_rc(L, ctx, RT_REDIS_ECLOSED);
+    if (cur->task.cancel_reason != RT_WAKE_OK)
+        return rt_lua_push_wake(L, cur->task.cancel_reason);
+    op = malloc(sizeof(*op));
+    if (op == NULL)
+        return luaL_error(L, "out of memory");
+    op->op.cancel = lr_sub_cancel;
+    op->ctx = ctx;
+    op->task = cur;
+    rc = rt_redis_subscribe(conn->r, pattern, n, a.argv, a.lens, lr_sub_cb,
+                            op, &op->h);
+    if (rc < 0) {
+        free(op);
+        return lr_push_rc(L, ctx, rc);
+    }
+    why = rt_task_suspend(&cur->task, &op->op);
+    if (why != RT_WAKE_OK) {
+        rt_redis_cmd_abort(op->h);
+        free(op);
+        return rt_lua_push_wake(L, why);
+    }
+    return lua_yield(L, 0);
+}
+
+/* native.redis_unsubscribe(h, pattern, name...) */
+static int l_redis_unsubscribe(lua_State *L)
+{
+    lr_ctx_t *ctx = lr_ctx(L);
+    lr_conn_t *conn = lr_check(L, 1);
+    int pattern = lua_toboolean(L, 2), n, rc;
+    lr_args_t a;
+    n = lr_names(L, "redis_unsubscribe", &a);
+    if (conn->r == NULL)
+        return lr_push_rc(L, ctx, RT_REDIS_ECLOSED);
+    rc = rt_redis_unsubscribe(conn->r, pattern, n, a.argv, a.lens);
+    if (rc < 0)
+        return lr_push_rc(L, ctx, rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* native.redis_next(h, timeout_ms|nil, watch) */
+static int l_redis_next(lua_State *L)
+{
+    lr_ctx_t *ctx = lr_ctx(L);
+    lr_conn_t *conn = lr_check(L, 1);
+    double ms = luaL_optnumber(L, 2, -1);
+    int watch = lua_toboolean(L, 3);
+    const rt_redis_msg_t *m;
+    rt_lua_task_t *cur;
+    lr_next_t *w;
+    rt_wake_t why;
+
+    if (!conn->subscriber)
+        return luaL_error(L, "redis_next: not a subscriber connection");
+    if (!(ms < 1e12))
+        return luaL_argerror(L, 2, "out of range");
+    cur = rt_lua_current(L, ctx->ls, "redis_next");
+    luaL_checkstack(L, LUA_MINSTACK, "redis_next");
+    if (conn->r == NULL)
+        return lr_push_rc(L, ctx, RT_REDIS_ECLOSED);
+    if ((m = rt_redis_peek(conn->r)) != NULL) {
+        lr_push_msg(L, m); /* may raise: the message is still queued */
+        rt_redis_shift(conn->r);
+        return 1;
+    }
+    if (conn->next_w != NULL) {
+        lua_pushnil(L);
+        lr_push_word(ctx, L, W_BUSY);
+        return 2;
+    }
+    if (watch && conn->up_changed) {
+        /* A change that came while the watcher was busy elsewhere. */
+        conn->up_changed = 0;
+        lua_pushnil(L);
+        lr_push_word(ctx, L, conn->up ? W_CONNECTED : W_DISCONNECTED);
+        return 2;
+    }
+    if (cur->task.cancel_reason != RT_WAKE_OK)
+        return rt_lua_push_wake(L, cur->task.cancel_reason);
+    if (ms == 0) {
+        lua_pushnil(L);
+        lr_push_word(ctx, L, W_TIMEOUT);
+        return 2;
+    }
+    w = malloc(sizeof(*w));
+    if (w == NULL)
+        return luaL_error(L, "out of memory");
+    if (uv_timer_init(ctx->ls->sched.loop, &w->timer) < 0) {
+        free(w);
+        return luaL_error(L, "redis_next: cannot create a timer");
+    }
+    w->timer.data = w;
+    w->op.cancel = lr_next_cancel;
+    w->conn = conn;
+    w->task = cur;
+    w->watch = watch;
+    why = rt_task_suspend(&cur->task, &w->op);
+    if (why != RT_WAKE_OK) {
+        uv_close((uv_handle_t *)&w->timer, lr_next_closed);
+        return rt_lua_push_wake(L, why);
+    }
+    conn->next_w = w;
+    if (ms > 0) {
+        uv_update_time(ctx->ls->sched.loop);
+        if (uv_timer_start(&w->timer, lr_next_timeout_cb,
+                           (uint64_t)(ms + 0.5), 0) < 0)
+            lr_next_end(w, W_NOMEM); /* queued: the yield returns at once */
+    }
+    return lua_yield(L, 0);
+}
+
+/* ---- the rest ------------------------------------------------------------ */
+
+/* Reads opts[key] as a number in [0, max] (nil: 0). */
+static double lr_opt_num(lua_State *L, const char *key, double max)
+{
+    double v;
+    lua_getfield(L, 1, key);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    if (lua_type(L, -1) != LUA_TNUMBER)
+        luaL_error(L, "redis_open: %s must be a number", key);
+    v = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    if (!(v >= 0 && v <= max))
+        luaL_error(L, "redis_open: %s out of range", key);
+    return v;
+}
+
+/* Reads opts[key] as a string without NULs or nil, leaving it on the
+ * stack so the pointer stays valid. */
+static const char *lr_opt_str(lua_State *L, const char *key)
+{
+    size_t len;
+    const char *s;
+    lua_getfield(L, 1, key);
+    if (lua_isnil(L, -1))
+        return NULL;
+    if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "redis_open: %s must be a string", key);
+    s = lua_tolstring(L, -1, &len);
+    if (strlen(s) != len)
+        luaL_error(L, "redis_open: %s contains a NUL byte", key);
+    return s;
+}
+
+/* native.redis_open(opts) */
+static int l_redis_open(lua_State *L)
+{
+    lr_ctx_t *ctx = lr_ctx(L);
+    rt_redis_opts_t o;
+    rt_lua_task_t *cur;
+    lr_conn_t *conn;
+    lr_open_t *op;
+    rt_wake_t why;
+    int err = 0, ref;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    luaL_checkstack(L, LUA_MINSTACK, "redis_open");
+    cur = rt_lua_current(L, ctx->ls, "redis_open");
+    memset(&o, 0, sizeof(o));
+    o.host = lr_opt_str(L, "host");
+    o.path = lr_opt_str(L, "path");
+    o.user = lr_opt_str(L, "user");
+    o.password = lr_opt_str(L, "password");
+    o.port = (int)lr_opt_num(L, "port", 65535);
+    o.db = (int)lr_opt_num(L, "db", INT_MAX);
+    o.connect_timeout_ms = (uint64_t)lr_opt_num(L, "connect_timeout_ms", 1e12);
+    o.command_timeout_ms = (uint64_t)lr_opt_num(L, "command_timeout_ms", 1e12);
+    o.backoff_min_ms = (uint64_t)lr_opt_num(L, "backoff_min_ms", 1e12);
+    o.backoff_max_ms = (uint64_t)lr_opt_num(L, "backoff_max_ms", 1e12);
+    o.max_queue = (size_t)lr_opt_num(L, "max_queue", 1e12);
+    lua_getfield(L, 1, "reconnect");
+    o.reconnect = lua_toboolean(L, -1);
+    lua_getfield(L, 1, "subscriber");
+    o.subscriber = lua_toboolean(L, -1);
+    if (o.host == NULL && o.path == NULL)
+        return luaL_error(L, "redis_open: host or path is required");
+    if (cur->task.cancel_reason != RT_WAKE_OK)
+        return rt_lua_push_wake(L, cur->task.cancel_reason);
+
+    conn = lua_newuserdata(L, sizeof(*conn));
+    memset(conn, 0, sizeof(*conn));
+    conn->ctx = ctx;
+    conn->subscriber = o.subscriber;
+    luaL_getmetatable(L, LR_MT);
+    lua_setmetatable(L, -2);
+    ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    op = malloc(sizeof(*op));
+    if (op == NULL) {
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        return luaL_error(L, "out of memory");
+    }
+    conn->r = rt_redis_new(ctx->ls->sched.loop, &o, lr_event, conn, &err);
+    if (conn->r == NULL) {
+        free(op);
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        lua_pushnil(L);
+        lua_pushstring(L, err == RT_REDIS_EINVAL ? "invalid options"
+                                                 : "out of memory");
+        return 2;
+    }
+    op->op.cancel = lr_open_cancel;
+    op->conn = conn;
+    op->task = cur;
+    op->ud_ref = ref;
+    why = rt_task_suspend(&cur->task, &op->op);
+    if (why != RT_WAKE_OK) {
+        lr_close(conn);
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        free(op);
+        return rt_lua_push_wake(L, why);
+    }
+    conn->opening = op;
+    return lua_yield(L, 0);
+}
+
+/* native.redis_close(h) */
+static int l_redis_close(lua_State *L)
+{
+    lr_close(lr_check(L, 1));
+    return 0;
+}
+
+static void lr_set_count(lua_State *L, const char *key, double v)
+{
+    lua_pushnumber(L, v);
+    lua_setfield(L, -2, key);
+}
+
+/* native.redis_info(h) */
+static int l_redis_info(lua_State *L)
+{
+    static const char *const states[] = {"connecting", "connected",
+                                         "disconnected", "closed"};
+    lr_conn_t *conn = lr_check(L, 1);
+    rt_redis_stats_t st;
+    rt_redis_state_t s = conn->r ? rt_redis_state(conn->r) : RT_REDIS_CLOSED;
+    memset(&st, 0, sizeof(st));
+    if (conn->r != NULL)
+        rt_redis_stats(conn->r, &st);
+    lua_createtable(L, 0, 14);
+    lua_pushstring(L, states[s]);
+    lua_setfield(L, -2, "state");
+    lua_pushboolean(L, s == RT_REDIS_CONNECTED);
+    lua_setfield(L, -2, "connected");
+    lua_pushstring(L, conn->r ? rt_redis_last_error(conn->r) : "");
+    lua_setfield(L, -2, "last_error");
+    lr_set_count(L, "connects", (double)st.connects);
+    lr_set_count(L, "reconnects", (double)st.reconnects);
+    lr_set_count(L, "errors", (double)st.errors);
+    lr_set_count(L, "timeouts", (double)st.timeouts);
+    lr_set_count(L, "messages", (double)st.messages);
+    lr_set_count(L, "drops", (double)st.drops);
+    lr_set_count(L, "pending", (double)st.pending);
+    lr_set_count(L, "queued", (double)st.queued);
+    lr_set_count(L, "channels", (double)st.channels);
+    lr_set_count(L, "patterns", (double)st.patterns);
+    return 1;
+}
+
+static int lr_gc(lua_State *L)
+{
+    lr_close(lr_check(L, 1));
+    return 0;
+}
+
+static int lr_tostring(lua_State *L)
+{
+    lr_conn_t *conn = lr_check(L, 1);
+    lua_pushfstring(L, "chorus.redis%s: %p",
+                    conn->subscriber ? " subscriber" : "", (void *)conn);
+    return 1;
+}
+
+static int lr_ctx_gc(lua_State *L)
+{
+    lr_ctx_t *ctx = luaL_checkudata(L, 1, LR_CTX_MT);
+    int i;
+    for (i = 0; i < W_COUNT; i++) {
+        luaL_unref(L, LUA_REGISTRYINDEX, ctx->words[i]);
+        ctx->words[i] = LUA_NOREF;
+    }
+    return 0;
+}
+
+static const luaL_Reg lr_funcs[] = {
+    {"redis_open", l_redis_open},
+    {"redis_command", l_redis_command},
+    {"redis_pipeline", l_redis_pipeline},
+    {"redis_subscribe", l_redis_subscribe},
+    {"redis_unsubscribe", l_redis_unsubscribe},
+    {"redis_next", l_redis_next},
+    {"redis_close", l_redis_close},
+    {"redis_info", l_redis_info},
+    {NULL, NULL}};
+
+void rt_lua_redis_open(lua_State *L, rt_lua_sched_t *ls, int table)
+{
+    lr_ctx_t *ctx;
+    int i;
+
+    luaL_newmetatable(L, LR_MT);
+    lua_pushcfunction(L, lr_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, lr_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+
+    ctx = lua_newuserdata(L, sizeof(*ctx));
+    ctx->ls = ls;
+    for (i = 0; i < W_COUNT; i++)
+        ctx->words[i] = LUA_NOREF;
+    luaL_newmetatable(L, LR_CTX_MT);
+    lua_pushcfunction(L, lr_ctx_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    for (i = 0; i < W_COUNT; i++) {
+        lua_pushstring(L, lr_words[i]);
+        ctx->words[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_pushvalue(L, table);
+    lua_insert(L, -2);
+    luaL_setfuncs(L, lr_funcs, 1);
+    lua_pop(L, 1);
+}
