@@ -46,13 +46,21 @@ CREATE TABLE orchestration_config_versions (
     PRIMARY KEY (config_id, version)
 );
 
+-- Normalized configs executions ran with, stored once per distinct
+-- content (hash = sha256 of the canonical JSON).
+CREATE TABLE orchestration_config_snapshots (
+    hash        text PRIMARY KEY,
+    snapshot    jsonb NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
 CREATE TABLE orchestration_executions (
     id              uuid PRIMARY KEY,
     trace_id        uuid NOT NULL UNIQUE,
     config_id       uuid REFERENCES orchestration_configs (id),  -- NULL: inline config
     config_version  integer,
     config_name     text NOT NULL,
-    config_snapshot jsonb NOT NULL,     -- the normalized config it runs with
+    config_hash     text NOT NULL REFERENCES orchestration_config_snapshots (hash),
     script_versions jsonb NOT NULL DEFAULT '{}',  -- strategy/agent content hashes
     status          text NOT NULL DEFAULT 'pending' CHECK (status IN
                     ('pending', 'running', 'paused', 'compensation',

@@ -65,7 +65,7 @@ FROM (SELECT id FROM orchestration_executions
       ORDER BY priority DESC, created_at
       LIMIT $3 FOR UPDATE SKIP LOCKED) c
 WHERE e.id = c.id
-RETURNING ]] .. pgstore.EXEC_COLS:gsub("([%w_]+)::text", "e.%1::text"):gsub("extract%(epoch FROM ([%w_]+)%)", "extract(epoch FROM e.%1)")
+RETURNING ]] .. pgstore.exec_cols("e")
 
 local RENEW = [[
 UPDATE orchestration_executions SET lease_expires_at = now() + $2::float8 * interval '1 millisecond'
@@ -335,12 +335,14 @@ function Node:submit(cfg, input, opts)
   local here = not self.stopping and self.nrunning < self.concurrency
   local claim = here and { node_id = self.node_id, claim_token = native.uuid(), lease_ms = self.lease_ms } or {}
   claim.idempotency_key, claim.priority = opts.idempotency_key, opts.priority
-  local st = pgstore.insert_statement(exec, claim)
+  local records = pgstore.insert_records(self.store, exec, claim)
   if opts.idempotency_key then
-    -- Direct, to learn whether the key was new.
-    local res, err = self.pool:query(st[1] .. " RETURNING id::text", unpack(st, 2, st.n + 1))
+    -- Sent directly, to learn whether the key was new.
+    local writes = require "chorus.store.pg_writes"
+    local plan = writes.build(records)
+    local res, err = self.pool:batch(plan.stmts)
     if not res then return nil, err end
-    if not res.rows[1] then
+    if not res[#res].rows[1] then
       local prev, perr = self.pool:query([[SELECT id::text, trace_id::text, status FROM orchestration_executions
         WHERE coalesce(tenant_id, '') = coalesce($1, '') AND idempotency_key = $2]], opts.tenant_id, opts.idempotency_key)
       if not prev then return nil, perr end
@@ -349,7 +351,7 @@ function Node:submit(cfg, input, opts)
       return { execution_id = p.id, trace_id = p.trace_id, status = p.status, replayed = true }
     end
   else
-    local ok, err = self.store.committer:write({ st }, true)
+    local ok, err = self.store:write(records, true)
     if not ok then return nil, err end
   end
   exec.persisted = true

@@ -15,9 +15,10 @@ local SPEC = {
   ["lease-ms"] = { type = "string", arg = "MS", help = "lease length; heartbeat every third (default 15000)" },
   ["poll-ms"] = { type = "string", arg = "MS", help = "claim poll interval besides NOTIFY (default 1000)" },
   ["grace-ms"] = { type = "string", arg = "MS", help = "on SIGTERM, time given to running executions (default 10000)" },
+  ["no-callbacks"] = { type = "flag", help = "do not deliver webhooks from this node" },
   help = { type = "flag", short = "h", help = "show this help" },
 }
-local ORDER = { "db", "scripts", "concurrency", "lease-ms", "poll-ms", "grace-ms", "help" }
+local ORDER = { "db", "scripts", "concurrency", "lease-ms", "poll-ms", "grace-ms", "no-callbacks", "help" }
 
 local function num(opts, name, min)
   local v = opts[name]
@@ -48,6 +49,10 @@ return function(argv)
   local node = require("chorus.node").new({ engine = engine, pool = d.pool, concurrency = n.concurrency,
     lease_ms = n["lease-ms"], poll_ms = n["poll-ms"] })
   node:run({ url = url })
+  -- Webhooks: signed with CHORUS_CALLBACK_SECRET.
+  local deliverer = not opts["no-callbacks"] and require("chorus.callbacks").deliverer(d.pool, {
+    secret = os.getenv("CHORUS_CALLBACK_SECRET") ~= "" and os.getenv("CHORUS_CALLBACK_SECRET") or nil,
+  }):run()
   log.info("worker %s: claiming executions (concurrency %d)", node.node_id, node.concurrency)
   local stop = sched.cond()
   local hooks = {}
@@ -57,6 +62,7 @@ return function(argv)
   local why = stop:wait()
   log.info("worker %s: %s, stopping", node.node_id, tostring(why))
   for _, hk in ipairs(hooks) do hk:close() end
+  if deliverer then deliverer:stop() end
   node:stop({ grace_ms = n["grace-ms"] or 10000 })
   engine:close()
   d.pool:close()

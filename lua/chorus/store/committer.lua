@@ -1,27 +1,29 @@
 -- chorus.store.committer: group commit. Writes of many concurrent
--- executions are queued and sent together as one pipelined batch, which
--- PostgreSQL runs as one transaction with one WAL flush; every writer
--- waiting on the batch is woken when it has committed. Durability is not
--- weakened: a writer that waits returns only after its statements
--- committed.
+-- executions are queued and sent together as one batch of bulk statements
+-- (chorus.store.pg_writes), which PostgreSQL runs as one transaction with
+-- one WAL flush; every writer waiting on the batch is woken once it has
+-- committed. Durability is not weakened: a writer that waits returns only
+-- after its records committed.
 --
 -- One flusher per committer keeps batches in order, so two writes of the
--- same row never overtake each other. A statement that fails rolls its
--- batch back: that write gets the error and the others are sent again.
--- A lost connection is retried (the pool reconnects) until it succeeds:
--- every statement we send is idempotent (inserts ON CONFLICT, updates
--- guarded by a sequence number that re-applies equal values).
+-- same row never overtake each other. When a statement fails, the batch
+-- rolls back and its writes are sent again one by one, so only the write
+-- at fault gets the error. A lost connection is retried (the pool
+-- reconnects) until it succeeds: every write is idempotent (inserts ON
+-- CONFLICT, updates guarded by a sequence number that re-applies equal
+-- values).
 --
---   new(pool, {max_statements = 2000, retry_max_ms = 2000}) -> committer
---   committer:write(stmts, wait) -> true | nil, err, info
---     stmts: {{sql, p1, p2, ..., n = count, must_affect = bool}...}, kept
---     together in one transaction. must_affect: 0 affected rows means this
---     node's claim on the execution was taken over: err "fenced".
+--   new(pool, {max_records = 5000, retry_max_ms = 2000}) -> committer
+--   committer:write(records, wait) -> true | nil, err, info
+--     records: see chorus.store.pg_writes, kept together in one
+--     transaction. A step or update record the database refused (another
+--     node claimed the execution) makes the write return nil, "fenced".
 --     wait = false queues the write and returns at once.
 --   committer:flush() -> waits until everything queued so far committed
---   committer.stats: batches, statements, retries, failures
+--   committer.stats: batches, records, retries, failures, max_batch
 local sched = require "chorus.sched"
 local log = require "chorus.log"
+local writes = require "chorus.store.pg_writes"
 
 local M = {}
 
@@ -32,9 +34,9 @@ function M.new(pool, opts)
   opts = opts or {}
   return setmetatable({
     pool = pool, queue = {}, running = false, closed = false,
-    max_statements = opts.max_statements or 2000,
+    max_records = opts.max_records or 5000,
     retry_max = opts.retry_max_ms or 2000,
-    stats = { batches = 0, statements = 0, retries = 0, failures = 0, max_batch = 0 },
+    stats = { batches = 0, records = 0, retries = 0, failures = 0, max_batch = 0 },
   }, Committer)
 end
 
@@ -43,13 +45,13 @@ local function wake(w, ...)
   w.done, w.result = true, { ... }
 end
 
--- Takes writes from the queue up to max_statements.
+-- Takes writes from the queue up to max_records.
 local function take(self)
   local q, batch, n = self.queue, {}, 0
   local i = 1
-  while i <= #q and (n == 0 or n + #q[i].stmts <= self.max_statements) do
+  while i <= #q and (n == 0 or n + #q[i].records <= self.max_records) do
     batch[#batch + 1] = q[i]
-    n = n + #q[i].stmts
+    n = n + #q[i].records
     i = i + 1
   end
   local rest = {}
@@ -65,52 +67,69 @@ local function requeue_front(self, writes)
   self.queue = q
 end
 
--- One batch: send, then settle every write in it. Returns true when the
--- batch is settled, or false to retry after a backoff (lost connection).
-local function send(self, batch, nstmts)
-  local list, owner = {}, {}
+-- Worth sending again later. "cancelled": the flusher itself is being
+-- stopped (process shutdown); the writes stay queued.
+local TRANSIENT = { closed = true, ["connection refused"] = true, ["connect failed"] = true, timeout = true,
+  cancelled = true }
+
+-- run(batch) -> results, plan | nil, err, info
+local function run(self, batch)
+  local records = {}
   for _, w in ipairs(batch) do
-    for _, st in ipairs(w.stmts) do
-      list[#list + 1] = st
-      owner[#list] = w
-    end
+    for _, r in ipairs(w.records) do records[#records + 1] = r end
   end
-  local res, err, info = self.pool:batch(list)
+  local plan = writes.build(records)
+  if #plan.stmts == 0 then return {}, plan end
+  local res, err, info = self.pool:batch(plan.stmts)
+  if not res then return nil, err, info end
+  return res, plan
+end
+
+local function settle(self, batch, res, plan, n)
+  self.stats.batches = self.stats.batches + 1
+  self.stats.records = self.stats.records + n
+  if n > self.stats.max_batch then self.stats.max_batch = n end
+  local fenced = #plan.stmts > 0 and writes.check(plan, res) or {}
+  for _, w in ipairs(batch) do
+    local refused = false
+    for _, r in ipairs(w.records) do
+      if fenced[r] then refused = true break end
+    end
+    if refused then wake(w, nil, "fenced", { code = "fenced" }) else wake(w, true) end
+  end
+end
+
+-- One batch: send, then settle every write in it. Returns true when the
+-- batch is settled, or false, err to retry after a backoff.
+local function send(self, batch, n)
+  local res, plan, info = run(self, batch)
   if res then
-    self.stats.batches = self.stats.batches + 1
-    self.stats.statements = self.stats.statements + nstmts
-    if nstmts > self.stats.max_batch then self.stats.max_batch = nstmts end
-    local fenced = {}
-    for i, st in ipairs(list) do
-      if st.must_affect and res[i].affected == 0 then fenced[owner[i]] = true end
-    end
-    for _, w in ipairs(batch) do
-      if fenced[w] then
-        wake(w, nil, "fenced", { code = "fenced" })
-      else
-        wake(w, true)
-      end
-    end
+    settle(self, batch, res, plan, n)
     return true
   end
-  local code = info and info.code
-  if code == "closed" or code == "connection refused" or code == "connect failed" or code == "timeout" then
+  local err = plan
+  if info and TRANSIENT[info.code] then
     self.stats.retries = self.stats.retries + 1
     return false, err
   end
-  -- A statement failed: its write gets the error, the rest go again.
+  -- A statement failed and the batch rolled back: find the write at fault
+  -- by sending each alone.
   self.stats.failures = self.stats.failures + 1
-  local bad = info and info.index and owner[info.index]
-  if not bad then
-    -- Unknown culprit: fail them all rather than loop.
-    for _, w in ipairs(batch) do wake(w, nil, err, info) end
+  if #batch == 1 then
+    log.error("store: write failed: %s", tostring(err))
+    wake(batch[1], nil, err, info)
     return true
   end
-  log.error("store: write failed: %s", tostring(err))
-  wake(bad, nil, err, info)
-  local others = {}
-  for _, w in ipairs(batch) do if w ~= bad then others[#others + 1] = w end end
-  requeue_front(self, others)
+  for i, w in ipairs(batch) do
+    local ok, why = send(self, { w }, #w.records)
+    if not ok then
+      -- The connection went away meanwhile: the rest go again later.
+      local rest = {}
+      for j = i, #batch do rest[#rest + 1] = batch[j] end
+      requeue_front(self, rest)
+      return true
+    end
+  end
   return true
 end
 
@@ -142,9 +161,9 @@ local function start(self)
   self.flusher = sched.spawn_with({ detached = true }, flusher, self)
 end
 
-function Committer:write(stmts, wait)
+function Committer:write(records, wait)
   if self.closed then return nil, "closed", { code = "closed" } end
-  local w = { stmts = stmts }
+  local w = { records = records }
   if wait then w.task = sched.current() end
   local q = self.queue
   q[#q + 1] = w

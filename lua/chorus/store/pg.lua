@@ -44,6 +44,7 @@ function M.new(opts)
     committer = committer_mod.new(opts.pool, opts.committer),
     max_output = opts.max_output_bytes or 1048576,
     live = {}, -- executions running in this process, by id and trace id
+    known_snapshots = {}, -- config snapshot hashes known to be stored
   }, Store)
 end
 
@@ -64,57 +65,73 @@ end
 
 local TERMINAL = { completed = true, failed = true, cancelled = true }
 
-local INSERT_EXEC = [[
-INSERT INTO orchestration_executions (id, trace_id, config_id, config_version, config_name,
-  config_snapshot, status, input, user_id, tenant_id, idempotency_key, priority, node_id,
-  claim_token, lease_expires_at, claims, created_at)
-VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8::jsonb, $9, $10, $11, $12, $13, $14,
-  CASE WHEN $13::text IS NULL THEN NULL ELSE now() + $15 * interval '1 millisecond' END,
-  $16, to_timestamp($17))
-ON CONFLICT DO NOTHING]]
+-- Snapshots are stored once per distinct normalized config; the hash of
+-- each config table is computed once (weak: it goes with the config).
+local hashes = setmetatable({}, { __mode = "k" })
 
--- insert_statement(exec, opts) -> the statement inserting exec (pending).
--- opts.node_id/claim_token/lease_ms: inserted already claimed by a node.
-function M.insert_statement(exec, opts)
+local function snapshot_of(cfg)
+  local h = hashes[cfg]
+  if h then return h[1], h[2] end
+  local text = jsonb(cfg)
+  local hash = native.sha256(json.canonical(cfg) or text)
+  hashes[cfg] = { hash, text }
+  return hash, text
+end
+
+-- insert_records(store, exec, opts) -> the records inserting exec (pending).
+-- opts.node_id/claim_token/lease_ms: inserted already claimed by a node;
+-- idempotency_key, priority.
+function M.insert_records(store, exec, opts)
   opts = opts or {}
-  return { INSERT_EXEC, exec.id, exec.trace_id, exec.config_id, exec.config_version, exec.config.name,
-    jsonb(exec.config), exec.status, jsonb(exec.input), exec.user_id, exec.tenant_id,
-    opts.idempotency_key, opts.priority or 0, opts.node_id, opts.claim_token, opts.lease_ms or 0,
-    opts.node_id and 1 or 0, exec.created_at, n = 17 }
+  local hash, text = snapshot_of(exec.config)
+  local recs = {}
+  if not (store and store.known_snapshots[hash]) then
+    recs[1] = { kind = "snapshot", hash = hash, json = text }
+  end
+  recs[#recs + 1] = { kind = "insert", id = exec.id, trace_id = exec.trace_id, config_id = exec.config_id,
+    config_version = exec.config_version, config_name = exec.config.name, config_hash = hash,
+    status = exec.status, input = jsonb(exec.input), user_id = exec.user_id, tenant_id = exec.tenant_id,
+    idempotency_key = opts.idempotency_key, priority = opts.priority or 0, node_id = opts.node_id,
+    claim_token = opts.claim_token, lease_ms = opts.lease_ms or 0, claims = opts.node_id and 1 or 0,
+    created_at = exec.created_at }
+  return recs, hash
+end
+
+-- write(records, wait): through the group committer; remembers snapshots
+-- that are known to be stored.
+function Store:write(records, wait)
+  local ok, err, info = self.committer:write(records, wait)
+  if ok and wait then
+    for _, r in ipairs(records) do
+      if r.kind == "snapshot" then self.known_snapshots[r.hash] = true end
+    end
+  end
+  return ok, err, info
 end
 
 function Store:insert_execution(exec)
   self.live[exec.id], self.live[exec.trace_id] = exec, exec
   if exec.persisted then return true end -- claimed from the database
   exec.persisted = true
-  return self.committer:write({ M.insert_statement(exec) }, true)
+  return self:write((M.insert_records(self, exec)), true)
 end
 
-local UPDATE_EXEC = [[
-UPDATE orchestration_executions SET status = $2, output = $3::jsonb, error = $4,
-  answered_by = $5, consensus = $6::jsonb, tokens = $7, cost = $8, latency_ms = $9,
-  started_at = to_timestamp($10), finished_at = to_timestamp($11),
-  script_versions = $12::jsonb, paused_by_user = $13, seq = $14, updated_at = now()
-WHERE id = $1 AND seq <= $14]]
-
-local INSERT_CALLBACK = [[
-INSERT INTO orchestration_callbacks (execution_id, url, payload) VALUES ($1, $2, $3::jsonb)
-ON CONFLICT (execution_id, url) DO NOTHING]]
-
 function Store:update_execution(exec)
-  local stmts = { {
-    UPDATE_EXEC, exec.id, exec.status, jsonb(exec.output), exec.error, exec.answered_by,
-    jsonb(exec.consensus), exec.tokens or 0, exec.cost or 0, exec.latency_ms, exec.started_at,
-    exec.finished_at, jsonb({ strategy = exec.strategy_version }), exec.paused_by_user == true,
-    next_seq(exec), n = 14, must_affect = true,
+  local seq = next_seq(exec)
+  local recs = { {
+    kind = "update", id = exec.id, status = exec.status, output = jsonb(exec.output), error = exec.error,
+    answered_by = exec.answered_by, consensus = jsonb(exec.consensus), tokens = exec.tokens or 0,
+    cost = exec.cost or 0, latency_ms = exec.latency_ms, started_at = exec.started_at,
+    finished_at = exec.finished_at, script_versions = jsonb({ strategy = exec.strategy_version }),
+    paused = exec.paused_by_user == true, seq = seq,
   } }
   local terminal = TERMINAL[exec.status]
   local url = terminal and exec.config.settings.callback_url
   if url then
     -- The outbox row commits with the terminal status, or not at all.
-    stmts[2] = { INSERT_CALLBACK, exec.id, url, jsonb(M.callback_payload(exec)), n = 3 }
+    recs[2] = { kind = "callback", execution_id = exec.id, url = url, payload = jsonb(M.callback_payload(exec)), seq = seq }
   end
-  local ok, err, info = self.committer:write(stmts, true)
+  local ok, err, info = self:write(recs, true)
   if terminal then self.live[exec.id], self.live[exec.trace_id] = nil, nil end
   return ok, err, info
 end
@@ -126,22 +143,6 @@ function M.callback_payload(exec)
     finished_at = exec.finished_at,
     metrics = { latency_ms = exec.latency_ms, tokens = exec.tokens, cost = exec.cost } }
 end
-
-local UPSERT_STEP = [[
-INSERT INTO orchestration_step_runs (execution_id, step_id, step_index, name, agent, agent_version,
-  status, attempts, input, output, output_truncated, error, latency_ms, tokens, cost, answered_by,
-  approval, compensation, started_at, finished_at, seq)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, $14, $15, $16,
-  $17::jsonb, $18::jsonb, to_timestamp($19), to_timestamp($20), $21
-WHERE EXISTS (SELECT 1 FROM orchestration_executions WHERE id = $1 AND claims = $22)
-ON CONFLICT (execution_id, step_id) DO UPDATE SET agent_version = EXCLUDED.agent_version,
-  status = EXCLUDED.status, attempts = EXCLUDED.attempts, input = EXCLUDED.input,
-  output = EXCLUDED.output, output_truncated = EXCLUDED.output_truncated, error = EXCLUDED.error,
-  latency_ms = EXCLUDED.latency_ms, tokens = EXCLUDED.tokens, cost = EXCLUDED.cost,
-  answered_by = EXCLUDED.answered_by, approval = EXCLUDED.approval,
-  compensation = EXCLUDED.compensation, started_at = EXCLUDED.started_at,
-  finished_at = EXCLUDED.finished_at, seq = EXCLUDED.seq, updated_at = now()
-WHERE orchestration_step_runs.seq <= EXCLUDED.seq]]
 
 -- save_step(exec, sr, wait): wait defaults to true except for "running".
 function Store:save_step(exec, sr, wait)
@@ -155,11 +156,13 @@ function Store:save_step(exec, sr, wait)
       out = encode({ _truncated = true, bytes = #out, preview = out:sub(1, 1024) })
     end
   end
-  return self.committer:write({ {
-    UPSERT_STEP, exec.id, sr.id, sr.index - 1, step.name, step.agent, sr.agent_version, sr.status,
-    sr.attempts, jsonb(sr.input), out, truncated, sr.error, sr.latency_ms, sr.tokens or 0,
-    sr.cost or 0, sr.answered_by, jsonb(sr.approval), jsonb(sr.compensation), sr.started_at,
-    sr.finished_at, next_seq(exec), exec.claims or 0, n = 22, must_affect = true,
+  return self:write({ {
+    kind = "step", execution_id = exec.id, step_id = sr.id, step_index = sr.index - 1, name = step.name,
+    agent = step.agent, agent_version = sr.agent_version, status = sr.status, attempts = sr.attempts,
+    input = jsonb(sr.input), output = out, output_truncated = truncated, error = sr.error,
+    latency_ms = sr.latency_ms, tokens = sr.tokens or 0, cost = sr.cost or 0, answered_by = sr.answered_by,
+    approval = jsonb(sr.approval), compensation = jsonb(sr.compensation), started_at = sr.started_at,
+    finished_at = sr.finished_at, seq = next_seq(exec), claims = exec.claims or 0,
   } }, wait)
 end
 
@@ -168,18 +171,26 @@ function Store:get_execution(key)
   return self.live[key]
 end
 
-local EXEC_COLS = [[
-id::text, trace_id::text, config_id::text, config_version, config_name, config_snapshot,
-script_versions, status, input, output, error, answered_by, consensus, user_id, tenant_id,
-node_id, claims, tokens, cost, latency_ms, paused_by_user, cancel_requested,
-extract(epoch FROM created_at) AS created_at, extract(epoch FROM started_at) AS started_at,
-extract(epoch FROM finished_at) AS finished_at]]
+-- exec_cols(alias) -> the select list of an execution row (the config
+-- snapshot joined in).
+local function exec_cols(a)
+  return (([[
+A.id::text AS id, A.trace_id::text AS trace_id, A.config_id::text AS config_id, A.config_version,
+A.config_name, (SELECT snapshot FROM orchestration_config_snapshots s WHERE s.hash = A.config_hash)
+AS config_snapshot, A.script_versions, A.status, A.input, A.output, A.error, A.answered_by,
+A.consensus, A.user_id, A.tenant_id, A.node_id, A.claims, A.tokens, A.cost, A.latency_ms,
+A.paused_by_user, A.cancel_requested, extract(epoch FROM A.created_at) AS created_at,
+extract(epoch FROM A.started_at) AS started_at, extract(epoch FROM A.finished_at) AS finished_at]])
+    :gsub("A%.", a .. "."))
+end
+M.exec_cols = exec_cols
+local EXEC_COLS = exec_cols("orchestration_executions")
 
 local STEP_COLS = [[
 execution_id::text, step_id, step_index, name, agent, agent_version, status, attempts, input,
 output, output_truncated, error, latency_ms, tokens, cost, answered_by, approval, compensation,
 seq, extract(epoch FROM started_at) AS started_at, extract(epoch FROM finished_at) AS finished_at]]
-M.EXEC_COLS, M.STEP_COLS = EXEC_COLS, STEP_COLS
+M.STEP_COLS = STEP_COLS
 
 local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
 

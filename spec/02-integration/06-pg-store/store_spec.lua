@@ -86,14 +86,11 @@ describe("pg store #postgres", function()
     assert.is_nil(c)
     assert.equal("conflict", code)
     assert.equal("a config named 'spec' already exists", err)
-    -- A bad status never reaches the table.
-    local ok, _, info = store.pool:query("UPDATE orchestration_executions SET status = 'exploded'")
-    assert.is_table(ok) -- no rows: nothing to violate
-    local id = require("chorus.native").uuid()
-    ok, _, info = store.pool:query([[INSERT INTO orchestration_executions (id, trace_id, config_name, config_snapshot, status)
-      VALUES ($1, $1, 'x', '{}', 'exploded')]], id)
+    -- CHECK constraints hold: the SQLSTATE comes back with the constraint.
+    local ok, _, info = store.pool:query("UPDATE orchestration_configs SET version = 0")
     assert.is_nil(ok)
     assert.equal("23514", info.code)
+    assert.equal("orchestration_configs_version_check", info.constraint)
   end)
 
   it("group commit: concurrent executions share transactions, every write durable", function()
@@ -109,7 +106,7 @@ describe("pg store #postgres", function()
     end
     for _, e in ipairs(execs) do e:wait() end
     local st = store.committer.stats
-    assert.is_true(st.batches < st.statements / 4, ("%d batches for %d statements"):format(st.batches, st.statements))
+    assert.is_true(st.batches < st.records / 4, ("%d batches for %d records"):format(st.batches, st.records))
     local r = assert(pool:query([[SELECT count(*) AS n FROM orchestration_executions WHERE status = 'completed']]))
     assert.equal(200, r.rows[1].n)
     r = assert(pool:query([[SELECT count(*) AS n FROM orchestration_step_runs WHERE status = 'completed']]))
