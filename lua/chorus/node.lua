@@ -350,15 +350,30 @@ function Node:submit(cfg, input, opts)
       if not p then return nil, "conflicting execution id", "conflict" end
       return { execution_id = p.id, trace_id = p.trace_id, status = p.status, replayed = true }
     end
-  else
-    local ok, err = self.store:write(records, true)
-    if not ok then return nil, err end
-  end
-  exec.persisted = true
-  if here then
-    exec.claims = 1
+    exec.persisted = true
+    if here then
+      exec.claims = 1
+      self:start(exec)
+    else
+      self.pool:query("SELECT pg_notify('chorus_work', '')")
+    end
+  elseif here then
+    -- Started at once: its first writes queue behind the insert on the
+    -- execution's lane (often sharing its batch); we answer only once the
+    -- insert has committed. If it fails, the execution's writes are
+    -- refused too and it stops.
+    exec.persisted, exec.claims = true, 1
+    local t = sched.spawn(self.store.write, self.store, records, true, exec.id)
     self:start(exec)
+    local _, ok, err = t:join()
+    if not ok then
+      exec:cancel()
+      return nil, err
+    end
   else
+    local ok, err = self.store:write(records, true, exec.id)
+    if not ok then return nil, err end
+    exec.persisted = true
     self.pool:query("SELECT pg_notify('chorus_work', '')")
   end
   return summary(exec), here and exec or nil

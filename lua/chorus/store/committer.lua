@@ -5,16 +5,19 @@
 -- committed. Durability is not weakened: a writer that waits returns only
 -- after its records committed.
 --
--- One flusher per committer keeps batches in order, so two writes of the
--- same row never overtake each other. When a statement fails, the batch
+-- Writes are spread over `lanes` (default 2) by a key (the execution id):
+-- each lane has one flusher and its own connection, so PostgreSQL works
+-- on several batches at once, while all writes of one execution go
+-- through one lane, in order, and batches of different lanes never touch
+-- the same rows. When a statement fails, the batch
 -- rolls back and its writes are sent again one by one, so only the write
 -- at fault gets the error. A lost connection is retried (the pool
 -- reconnects) until it succeeds: every write is idempotent (inserts ON
 -- CONFLICT, updates guarded by a sequence number that re-applies equal
 -- values).
 --
---   new(pool, {max_records = 5000, retry_max_ms = 2000}) -> committer
---   committer:write(records, wait) -> true | nil, err, info
+--   new(pool, {lanes = 2, max_records = 5000, retry_max_ms = 2000})
+--   committer:write(records, wait, key) -> true | nil, err, info
 --     records: see chorus.store.pg_writes, kept together in one
 --     transaction. A step or update record the database refused (another
 --     node claimed the execution) makes the write return nil, "fenced".
@@ -27,17 +30,16 @@ local writes = require "chorus.store.pg_writes"
 
 local M = {}
 
-local Committer = {}
-Committer.__index = Committer
+local Lane = {}
+Lane.__index = Lane
 
-function M.new(pool, opts)
-  opts = opts or {}
+local function new_lane(pool, opts)
   return setmetatable({
     pool = pool, queue = {}, running = false, closed = false,
     max_records = opts.max_records or 5000,
     retry_max = opts.retry_max_ms or 2000,
     stats = { batches = 0, records = 0, retries = 0, failures = 0, max_batch = 0 },
-  }, Committer)
+  }, Lane)
 end
 
 local function wake(w, ...)
@@ -161,7 +163,7 @@ local function start(self)
   self.flusher = sched.spawn_with({ detached = true }, flusher, self)
 end
 
-function Committer:write(records, wait)
+function Lane:write(records, wait)
   if self.closed then return nil, "closed", { code = "closed" } end
   local w = { records = records }
   if wait then w.task = sched.current() end
@@ -177,16 +179,51 @@ function Committer:write(records, wait)
   return nil, r[2] or "cancelled", { code = r[2] or "cancelled" }
 end
 
--- flush(): a write that waits for everything before it.
-function Committer:flush()
-  return self:write({}, true)
+-- The committer: lanes chosen by key.
+
+local Committer = {}
+Committer.__index = Committer
+
+function M.new(pool, opts)
+  opts = opts or {}
+  local self = setmetatable({ lanes = {} }, Committer)
+  for i = 1, opts.lanes or 2 do self.lanes[i] = new_lane(pool, opts) end
+  -- stats: the sum over lanes, read live
+  self.stats = setmetatable({}, { __index = function(_, k)
+    local sum = 0
+    for _, l in ipairs(self.lanes) do
+      local v = l.stats[k] or 0
+      if k == "max_batch" then sum = math.max(sum, v) else sum = sum + v end
+    end
+    return sum
+  end })
+  return self
 end
 
--- close(): drains what is queued (bounded by the caller's patience), then
--- refuses new writes.
+-- A key (an execution id, a uuid) always maps to the same lane.
+local function lane_of(self, key)
+  local n = #self.lanes
+  if n == 1 or key == nil then return self.lanes[1] end
+  local h = tonumber(key:sub(1, 6), 16) or #key
+  return self.lanes[h % n + 1]
+end
+
+function Committer:write(records, wait, key)
+  return lane_of(self, key):write(records, wait)
+end
+
+-- flush(): waits until everything queued before, on every lane, committed.
+function Committer:flush()
+  local tasks = {}
+  for i, l in ipairs(self.lanes) do tasks[i] = sched.spawn(function() return l:write({}, true) end) end
+  sched.wait_all(tasks)
+  return true
+end
+
+-- close(): drains what is queued, then refuses new writes.
 function Committer:close()
-  if #self.queue > 0 or self.running then self:flush() end
-  self.closed = true
+  self:flush()
+  for _, l in ipairs(self.lanes) do l.closed = true end
 end
 
 return M

@@ -3,12 +3,12 @@
 -- through the group committer (chorus.store.committer); reads are plain
 -- parameterized queries.
 --
--- Durability: insert_execution and every status change of an execution
--- return once committed; a step's terminal transitions too (so a
--- dependent step never starts before its dependency's completion is
--- durable). A step's "running" transition is queued without waiting:
--- nothing depends on it, and the single flusher keeps it ahead of the
--- step's next write.
+-- Durability: insert_execution returns once committed, and so do an
+-- execution's terminal status (with its webhook outbox row), compensation,
+-- and every terminal transition of a step (so a dependent step never
+-- starts before its dependency's completion is durable). "running" and
+-- "paused" are queued without waiting: nothing depends on them, and the
+-- execution's lane keeps them ahead of its next write.
 --
 -- Ordering and fencing: each write carries a sequence number; the row
 -- only takes a write whose number is >= its own. Numbers are
@@ -99,8 +99,8 @@ end
 
 -- write(records, wait): through the group committer; remembers snapshots
 -- that are known to be stored.
-function Store:write(records, wait)
-  local ok, err, info = self.committer:write(records, wait)
+function Store:write(records, wait, key)
+  local ok, err, info = self.committer:write(records, wait, key)
   if ok and wait then
     for _, r in ipairs(records) do
       if r.kind == "snapshot" then self.known_snapshots[r.hash] = true end
@@ -113,7 +113,7 @@ function Store:insert_execution(exec)
   self.live[exec.id], self.live[exec.trace_id] = exec, exec
   if exec.persisted then return true end -- claimed from the database
   exec.persisted = true
-  return self:write((M.insert_records(self, exec)), true)
+  return self:write((M.insert_records(self, exec)), true, exec.id)
 end
 
 function Store:update_execution(exec)
@@ -131,7 +131,9 @@ function Store:update_execution(exec)
     -- The outbox row commits with the terminal status, or not at all.
     recs[2] = { kind = "callback", execution_id = exec.id, url = url, payload = jsonb(M.callback_payload(exec)), seq = seq }
   end
-  local ok, err, info = self:write(recs, true)
+  -- Nothing waits on "running" or "paused": only an end (and the
+  -- compensation that precedes it) must be durable before we go on.
+  local ok, err, info = self:write(recs, terminal or exec.status == "compensation", exec.id)
   if terminal then self.live[exec.id], self.live[exec.trace_id] = nil, nil end
   return ok, err, info
 end
@@ -163,7 +165,7 @@ function Store:save_step(exec, sr, wait)
     latency_ms = sr.latency_ms, tokens = sr.tokens or 0, cost = sr.cost or 0, answered_by = sr.answered_by,
     approval = jsonb(sr.approval), compensation = jsonb(sr.compensation), started_at = sr.started_at,
     finished_at = sr.finished_at, seq = next_seq(exec), claims = exec.claims or 0,
-  } }, wait)
+  } }, wait, exec.id)
 end
 
 -- The live execution object when it runs in this process.

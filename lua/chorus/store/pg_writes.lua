@@ -66,24 +66,37 @@ INSERT INTO orchestration_config_snapshots (hash, snapshot)
 SELECT * FROM unnest($1::text[], $2::jsonb[]) ON CONFLICT (hash) DO NOTHING]]
 local SNAPSHOT_FIELDS = { "hash", "json" }
 
+-- An execution inserted and updated in the same batch is written once:
+-- the update's fields ride on the insert (see build).
 local INSERTS = [[
 INSERT INTO orchestration_executions (id, trace_id, config_id, config_version, config_name, config_hash,
   status, input, user_id, tenant_id, idempotency_key, priority, node_id, claim_token, lease_expires_at,
-  claims, created_at)
+  claims, created_at, output, error, answered_by, consensus, tokens, cost, latency_ms, started_at,
+  finished_at, script_versions, paused_by_user, seq)
 SELECT t.id, t.trace_id, t.config_id, t.config_version, t.config_name, t.config_hash, t.status, t.input,
   t.user_id, t.tenant_id, t.idempotency_key, t.priority, t.node_id, t.claim_token,
   CASE WHEN t.node_id IS NULL THEN NULL ELSE now() + t.lease_ms * interval '1 millisecond' END,
-  t.claims, to_timestamp(t.created_at)
+  t.claims, to_timestamp(t.created_at), t.output, t.error, t.answered_by, t.consensus,
+  coalesce(t.tokens, 0), coalesce(t.cost, 0), t.latency_ms, to_timestamp(t.started_at),
+  to_timestamp(t.finished_at), coalesce(t.script_versions, '{}'), coalesce(t.paused, false),
+  coalesce(t.seq, 0)
 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::text[], $7::text[],
   $8::jsonb[], $9::text[], $10::text[], $11::text[], $12::int[], $13::text[], $14::uuid[],
-  $15::float8[], $16::int[], $17::float8[])
+  $15::float8[], $16::int[], $17::float8[], $18::jsonb[], $19::text[], $20::text[], $21::jsonb[],
+  $22::bigint[], $23::float8[], $24::float8[], $25::float8[], $26::float8[], $27::jsonb[],
+  $28::bool[], $29::bigint[])
   AS t(id, trace_id, config_id, config_version, config_name, config_hash, status, input, user_id,
-       tenant_id, idempotency_key, priority, node_id, claim_token, lease_ms, claims, created_at)
+       tenant_id, idempotency_key, priority, node_id, claim_token, lease_ms, claims, created_at,
+       output, error, answered_by, consensus, tokens, cost, latency_ms, started_at, finished_at,
+       script_versions, paused, seq)
 ON CONFLICT DO NOTHING
 RETURNING id::text]]
 local INSERT_FIELDS = { "id", "trace_id", "config_id", "config_version", "config_name", "config_hash",
   "status", "input", "user_id", "tenant_id", "idempotency_key", "priority", "node_id", "claim_token",
-  "lease_ms", "claims", "created_at" }
+  "lease_ms", "claims", "created_at", "output", "error", "answered_by", "consensus", "tokens", "cost",
+  "latency_ms", "started_at", "finished_at", "script_versions", "paused", "seq" }
+local MERGED = { "status", "output", "error", "answered_by", "consensus", "tokens", "cost", "latency_ms",
+  "started_at", "finished_at", "script_versions", "paused", "seq" }
 
 local STEPS = [[
 INSERT INTO orchestration_step_runs (execution_id, step_id, step_index, name, agent, agent_version,
@@ -177,9 +190,27 @@ function M.build(records)
     plan.kinds[#plan.stmts] = kind
   end
   add("snapshot", SNAPSHOTS, newest(by.snapshot, function(r) return r.hash end), SNAPSHOT_FIELDS)
-  add("insert", INSERTS, newest(by.insert, id_key), INSERT_FIELDS)
+  -- Updates of executions inserted in this batch ride on the insert.
+  local inserts = newest(by.insert, id_key)
+  local inserted = {}
+  for i, r in ipairs(inserts) do
+    local copy = {}
+    for k, v in pairs(r) do copy[k] = v end
+    inserts[i], inserted[r.id] = copy, copy
+  end
+  local updates = {}
+  for _, u in ipairs(newest(by.update, id_key)) do
+    local ins = inserted[u.id]
+    if ins then
+      for _, f in ipairs(MERGED) do ins[f] = u[f] end
+    else
+      updates[#updates + 1] = u
+    end
+  end
+  plan.merged = inserted
+  add("insert", INSERTS, inserts, INSERT_FIELDS)
   add("step", STEPS, newest(by.step, step_key), STEP_FIELDS)
-  add("update", UPDATES, newest(by.update, id_key), UPDATE_FIELDS)
+  add("update", UPDATES, updates, UPDATE_FIELDS)
   add("callback", CALLBACKS, by.callback, CALLBACK_FIELDS)
   plan.records = by
   return plan
@@ -200,7 +231,8 @@ function M.check(plan, results)
     if not applied.step[step_key(r)] then fenced[r] = true end
   end
   for _, r in ipairs(plan.records.update) do
-    if not applied.update[r.id] then fenced[r] = true end
+    local ok = applied.update[r.id] or (plan.merged[r.id] and applied.insert[r.id])
+    if not ok then fenced[r] = true end
   end
   return fenced, applied.insert
 end
