@@ -76,6 +76,7 @@ struct rt_http_server {
     h2o_context_t ctx;             /* owns h2o's timers and async handle */
     h2o_accept_ctx_t accept_ctx;
     h2o_timeout_t ws_close_timeout; /* peers that never answer a close */
+    h2o_timeout_t ws_flush_timeout; /* re-checks a close waiting on sends */
     uv_tcp_t listener;
     uv_timer_t ticker;             /* sweeps while closing, then finishes */
     int h2o_ready;                 /* config and context initialised */
@@ -113,8 +114,10 @@ struct rt_http_ws {
     void *ud;
     int refs;                    /* the caller's and the engine's (open) */
     int in_cb;                   /* inside wslay's message callback */
-    int closing;                 /* a close frame is queued or sent */
+    int closing;                 /* close asked for: no more sends */
+    uint16_t close_code;         /* close frame not queued yet (0: queued) */
     h2o_timeout_entry_t close_entry; /* linked while closing */
+    h2o_timeout_entry_t flush_entry; /* linked while messages go out first */
     struct rt_http_ws *prev, *next;  /* in srv->wss while conn != NULL */
 };
 
@@ -576,6 +579,8 @@ static void rt__ws_closed(rt_http_ws_t *ws)
     ws->closing = 1;
     if (h2o_timeout_is_linked(&ws->close_entry))
         h2o_timeout_unlink(&ws->close_entry);
+    if (h2o_timeout_is_linked(&ws->flush_entry))
+        h2o_timeout_unlink(&ws->flush_entry);
     RT_LIST_DEL(srv->wss, ws);
     srv->stats.websockets_active--;
     h2o_websocket_close(conn);
@@ -672,19 +677,48 @@ int rt_http_ws_send(rt_http_ws_t *ws, int binary, const char *data,
     return ws->conn == NULL ? RT_HTTP_ECLOSED : 0;
 }
 
+/* Queues the close frame now. Fails only when a close frame was already
+ * queued or received; the handshake is then under way anyway. */
+static void rt__ws_queue_close(rt_http_ws_t *ws)
+{
+    (void)wslay_event_queue_close(ws->conn->ws_ctx, ws->close_code, NULL, 0);
+    ws->close_code = 0;
+    rt__ws_proceed(ws);
+}
+
+/* wslay sends control frames ahead of queued messages, so a close frame
+ * queued behind messages would overtake them and they would be lost: it
+ * waits until they are written (or the close timeout ends it all). */
+static void rt__ws_flush_check(h2o_timeout_entry_t *entry)
+{
+    rt_http_ws_t *ws = H2O_STRUCT_FROM_MEMBER(rt_http_ws_t, flush_entry,
+                                              entry);
+    if (ws->conn == NULL || ws->close_code == 0)
+        return;
+    if (wslay_event_get_queued_msg_count(ws->conn->ws_ctx) > 0) {
+        h2o_timeout_link(ws->srv->loop, &ws->srv->ws_flush_timeout,
+                         &ws->flush_entry);
+        return;
+    }
+    rt__ws_queue_close(ws);
+}
+
 void rt_http_ws_close(rt_http_ws_t *ws, uint16_t code)
 {
     if (ws->conn == NULL || ws->closing)
         return;
     ws->closing = 1;
-    if (code == 0)
-        code = WSLAY_CODE_NORMAL_CLOSURE;
-    /* Fails only when a close frame was already queued or received; the
-     * handshake is then under way anyway. */
-    (void)wslay_event_queue_close(ws->conn->ws_ctx, code, NULL, 0);
+    ws->close_code = code == 0 ? WSLAY_CODE_NORMAL_CLOSURE : code;
     h2o_timeout_link(ws->srv->loop, &ws->srv->ws_close_timeout,
                      &ws->close_entry);
-    rt__ws_proceed(ws);
+    if (wslay_event_get_queued_msg_count(ws->conn->ws_ctx) > 0) {
+        ws->flush_entry.cb = rt__ws_flush_check;
+        h2o_timeout_link(ws->srv->loop, &ws->srv->ws_flush_timeout,
+                         &ws->flush_entry);
+        rt__ws_proceed(ws);
+        return;
+    }
+    rt__ws_queue_close(ws);
 }
 
 int rt_http_ws_is_open(const rt_http_ws_t *ws)
@@ -952,6 +986,7 @@ rt_http_server_t *rt_http_server_new(uv_loop_t *loop, const rt_http_opts_t *o,
     srv->accept_ctx.hosts = srv->config.hosts;
     h2o_timeout_init(loop, &srv->ws_close_timeout,
                      srv->opts.ws_close_timeout_ms);
+    h2o_timeout_init(loop, &srv->ws_flush_timeout, 1);
     srv->h2o_ready = 1;
     return srv;
 
@@ -1049,6 +1084,7 @@ static void on_finish(uv_timer_t *t)
     uv_timer_stop(&srv->ticker);
     srv->state = RT_SRV_FINISHED;
     h2o_timeout_dispose(srv->loop, &srv->ws_close_timeout);
+    h2o_timeout_dispose(srv->loop, &srv->ws_flush_timeout);
     /* Runs the loop once (see the top of the file). */
     h2o_context_dispose(&srv->ctx);
     h2o_config_dispose(&srv->config);

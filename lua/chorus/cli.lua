@@ -4,6 +4,7 @@ local M = {}
 
 local COMMANDS = {
   run = "run an orchestration config (in memory by default)",
+  serve = "the HTTP/WebSocket server: REST API, live events, metrics",
   validate = "check configs and report every error",
   test = "run the busted specs inside the runtime",
   version = "print the version",
@@ -14,7 +15,7 @@ local COMMANDS = {
   status = "print an execution's record from the database",
   keys = "create, list and revoke API keys",
 }
-local ORDER = { "run", "validate", "migrate", "enqueue", "worker", "status", "keys", "test", "lua", "version" }
+local ORDER = { "run", "serve", "validate", "migrate", "enqueue", "worker", "status", "keys", "test", "lua", "version" }
 
 local function usage(out)
   out:write("usage: chorus COMMAND [ARGS]\n\ncommands:\n")

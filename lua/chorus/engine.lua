@@ -2,7 +2,7 @@
 -- the registry (with optional hot reload), the store, the event bus. The
 -- CLI uses it for `chorus run`; the server will embed the same object.
 local registry = require "chorus.registry"
-local events = require "chorus.events"
+local events = require "chorus.events.bus"
 local validate = require "chorus.validate"
 local execution = require "chorus.execution"
 

@@ -106,8 +106,15 @@ function Execution:persist(ok, err)
 end
 
 -- Events are only built when someone listens.
+-- Each event carries seq, increasing within the execution (claims * 1e6 +
+-- a counter, so a node resuming it after a crash goes on increasing):
+-- subscribers replaying history then streaming live events drop
+-- duplicates by it.
 function Execution:emit(event)
+  local n = (self.event_n or 0) + 1
+  self.event_n = n
   event.execution_id, event.trace_id, event.at = self.id, self.trace_id, time()
+  event.seq = (self.claims or 0) * 1e6 + n
   self.bus:emit(event)
 end
 
@@ -149,7 +156,8 @@ end
 
 function Execution:emit_step_event(sr, type_, err)
   if self.bus.n > 0 then
-    self:emit({ type = type_, step_id = sr.id, attempts = sr.attempts, error = err })
+    self:emit({ type = type_, step_id = sr.id, attempts = sr.attempts, error = err,
+      agent = self.steps_by_id[sr.id].agent })
   end
 end
 

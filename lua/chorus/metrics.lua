@@ -141,7 +141,7 @@ function M.engine(reg, engine)
     "Execution status transitions, by the status entered.", { "status" })
   local step_tr = reg:counter("chorus_step_transitions_total",
     "Step run status transitions, by agent and status entered.", { "agent", "status" })
-  local retries = reg:counter("chorus_step_retries_total", "Step attempts that failed and were retried.", { "step_agent" })
+  local retries = reg:counter("chorus_step_retries_total", "Step attempts that failed and were retried.", { "agent" })
   local latency = reg:histogram("chorus_step_latency_ms", "Latency of finished step runs in ms.", { "agent", "status" })
   local exec_latency = reg:histogram("chorus_execution_latency_ms", "Latency of finished executions in ms.", { "status" })
   reg:gauge("chorus_tasks_live", "Tasks (coroutines) not yet done.", {}, require("chorus.sched").live_tasks)

@@ -331,6 +331,7 @@ function Node:submit(cfg, input, opts)
     config = cfg, input = input, registry = self.engine.registry:snapshot(), store = self.store,
     bus = self.engine.bus, config_id = opts.config_id, config_version = opts.config_version,
     user_id = opts.user_id, tenant_id = opts.tenant_id, auto_approve = opts.auto_approve,
+    trace_id = opts.trace_id,
   })
   local here = not self.stopping and self.nrunning < self.concurrency
   local claim = here and { node_id = self.node_id, claim_token = native.uuid(), lease_ms = self.lease_ms } or {}

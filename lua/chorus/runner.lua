@@ -5,7 +5,7 @@
 -- any node may claim it.)
 --
 --   submit(cfg, input, opts) -> summary | nil, err, code
---     opts: config_id, config_version, user_id, tenant_id,
+--     opts: config_id, config_version, user_id, tenant_id, trace_id,
 --     idempotency_key (a retried submit with the same key and tenant
 --     returns the first execution, with replayed = true)
 --   control(key, action, args, scope) -> true | nil, err, code
@@ -36,7 +36,7 @@ function Runner:submit(cfg, input, opts)
   end
   local exec = self.engine:execute(cfg, input, {
     detached = true, config_id = opts.config_id, config_version = opts.config_version,
-    user_id = opts.user_id, tenant_id = opts.tenant_id,
+    user_id = opts.user_id, tenant_id = opts.tenant_id, trace_id = opts.trace_id,
   })
   if ikey then
     -- Bounded: the oldest keys are forgotten first (the memory store

@@ -6,8 +6,8 @@ local api = require "chorus.api"
 local M = {}
 
 function M.register(app)
-  app:route("GET", "/healthz", { auth = false }, function()
-    return api.json(200, { status = "ok" })
+  app:route("GET", "/healthz", { auth = false }, function(ctx)
+    return api.json(200, { status = "ok", node = ctx.service.node_id })
   end)
 
   app:route("GET", "/readyz", { auth = false }, function(ctx)

@@ -18,152 +18,11 @@ local log = require "chorus.log"
 
 -- ---- background jobs ------------------------------------------------------
 
-local tmp = os.tmpname()
-os.remove(tmp)
-assert(os.execute("mkdir -p " .. tmp) == 0)
-local seq = 0
-
-local function q(s) return "'" .. tostring(s):gsub("'", [['\'']]) .. "'" end
-
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
--- bg(cmd) -> job: cmd runs in the background; job:wait(ms) -> rc, out, err
-local Job = {}
-Job.__index = Job
-
-local function bg(cmd)
-  seq = seq + 1
-  local base = ("%s/job%d"):format(tmp, seq)
-  local script = ("(%s) >%s.out 2>%s.err </dev/null; echo $? >%s.tmp; mv %s.tmp %s.rc")
-    :format(cmd, base, base, base, base, base)
-  assert(os.execute("(" .. script .. ") >/dev/null 2>&1 </dev/null &") == 0)
-  return setmetatable({ base = base }, Job)
-end
-
-function Job:done()
-  return slurp(self.base .. ".rc") ~= nil
-end
-
-function Job:wait(ms)
-  local deadline = sched.now() + (ms or 15000)
-  while true do
-    local rc = slurp(self.base .. ".rc")
-    if rc then
-      return tonumber(rc:match("%d+")), slurp(self.base .. ".out"), slurp(self.base .. ".err")
-    end
-    if sched.now() > deadline then error("client job timed out: " .. self.base, 2) end
-    sched.sleep(5)
-  end
-end
-
-local function run(cmd, ms) return bg(cmd):wait(ms) end
-
--- Parses `curl -i` output: status, headers (lower-case names), body.
-local function parse_response(out)
-  local head, body = out:match("^(.-)\r\n\r\n(.*)$")
-  if not head then return nil end
-  local status = tonumber(head:match("^HTTP/1%.%d (%d+)"))
-  local headers = {}
-  for name, value in head:gmatch("\r\n([^:\r\n]+):%s*([^\r\n]*)") do
-    headers[name:lower()] = value
-  end
-  return { status = status, headers = headers, body = body }
-end
-
--- curl(srv, path, args) -> response table | nil, rc, stderr
-local function curl_job(srv, path, args)
-  return bg(("curl -sS -i --max-time 20 %s %s"):format(args or "",
-    q(("http://127.0.0.1:%d%s"):format(srv.port, path))))
-end
-
-local function finish_curl(job, ms)
-  local rc, out, err = job:wait(ms)
-  if rc ~= 0 then return nil, rc, err end
-  return parse_response(out)
-end
-
-local function curl(srv, path, args, ms)
-  return finish_curl(curl_job(srv, path, args), ms)
-end
-
--- raw(srv, bytes) -> what the server sent back before closing
-local function raw(srv, bytes)
-  local file = ("%s/raw%d"):format(tmp, seq + 1)
-  write(file, bytes)
-  local rc, out = run(("bash -c %s"):format(q(
-    ("exec 3<>/dev/tcp/127.0.0.1/%d && cat %s >&3 && timeout 10 cat <&3")
-      :format(srv.port, file))))
-  return out, rc
-end
-
--- ---- node WebSocket client ---------------------------------------------
-
-local NODE_CLIENT = [[
-// ws client: node client.js URL SEND_JSON EXPECT_N [PAUSE_MS]
-// Sends each string of SEND_JSON once open, collects messages until
-// EXPECT_N arrived (then closes with 1000) or the server closes; prints
-// {"got": [...], "code": n}.
-const [url, sendJson, expectN] = process.argv.slice(2);
-const toSend = JSON.parse(sendJson), want = Number(expectN);
-const got = [];
-const ws = new WebSocket(url);
-let closing = false;
-ws.onopen = () => { for (const m of toSend) ws.send(m); };
-ws.onmessage = (e) => {
-  got.push(typeof e.data === "string" ? e.data : "<binary>");
-  if (want > 0 && got.length >= want && !closing) { closing = true; ws.close(1000); }
-};
-ws.onclose = (e) => { console.log(JSON.stringify({ got, code: e.code })); process.exit(0); };
-ws.onerror = () => {};
-setTimeout(() => { console.log(JSON.stringify({ got, timeout: true })); process.exit(3); }, 15000);
-]]
-
-local node_cmd
-
-local function node_ws(srv, path, send, expect_n)
-  return bg(("%s %s %s %s %d"):format(node_cmd, q(tmp .. "/client.js"),
-    q(("ws://127.0.0.1:%d%s"):format(srv.port, path)), q(json.encode(send or json.array())),
-    expect_n or 0))
-end
-
-local function node_result(job)
-  local rc, out, err = job:wait(20000)
-  assert(rc == 0, ("node client failed (rc %s): %s %s"):format(tostring(rc), out, err))
-  return assert(json.decode(out))
-end
-
--- A client that completes the handshake and then never reads a byte.
-local WS_HANDSHAKE = "GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-  .. "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-  .. "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-
--- job:stop() ends it (its sleep's pid is in a file).
-local function stuck_ws_client(srv, path, seconds)
-  local file = ("%s/hs%d"):format(tmp, seq + 1)
-  local pidfile = file .. ".pid"
-  write(file, WS_HANDSHAKE:format(path))
-  local job = bg(("bash -c %s"):format(q(
-    ("exec 3<>/dev/tcp/127.0.0.1/%d && cat %s >&3 && { sleep %d & echo $! >%s; wait; }")
-      :format(srv.port, file, seconds, pidfile))))
-  function job.stop()
-    local pid = slurp(pidfile)
-    if pid and pid:match("^%d+") then os.execute("kill " .. pid:match("^%d+") .. " 2>/dev/null") end
-    return job:wait()
-  end
-  return job
-end
+local c = require "spec.support.clients"
+local tmp, q, slurp, write, bg, run = c.tmp, c.q, c.slurp, c.write, c.bg, c.run
+local parse_response, curl_job, finish_curl, curl, raw = c.parse_response, c.curl_job, c.finish_curl, c.curl, c.raw
+local node_ws, node_result, stuck_ws_client = c.node_ws, c.node_result, c.stuck_ws_client
+local has_node
 
 -- ---- log capture -----------------------------------------------------------
 
@@ -289,13 +148,7 @@ end
 
 describe("chorus.http.server", function()
   setup(function()
-    write(tmp .. "/client.js", NODE_CLIENT)
-    local rc = run("node -e \"process.exit(typeof WebSocket === 'function' ? 0 : 1)\"")
-    if rc == 0 then
-      node_cmd = "node"
-    elseif run("node --experimental-websocket -e \"process.exit(typeof WebSocket === 'function' ? 0 : 1)\"") == 0 then
-      node_cmd = "node --experimental-websocket"
-    end
+    has_node = c.setup()
     local err
     srv, err = server.listen({ port = 0, max_body_bytes = 1024, max_header_bytes = 8192,
       ws_max_queued_bytes = 256 * 1024, ws_close_timeout_ms = 300 }, handler)
@@ -304,7 +157,7 @@ describe("chorus.http.server", function()
 
   teardown(function()
     if srv then srv:close({ grace_ms = 1000 }) end
-    os.execute("rm -rf " .. q(tmp))
+    c.cleanup()
   end)
 
   it("listens on the port it reports (port 0 picks one)", function()
@@ -460,7 +313,7 @@ describe("chorus.http.server", function()
   end)
 
   it("echoes WebSocket messages and pushes from the server", function()
-    assert(node_cmd, "node >= 20.10 (global WebSocket) is required for the WebSocket specs")
+    assert(has_node, "node >= 20.10 (global WebSocket) is required for the WebSocket specs")
     local before = srv:stats()
     local res = node_result(node_ws(srv, "/ws", { "hello", "world" }, 3))
     assert.same({ "welcome", "echo:hello", "echo:world" }, res.got)
@@ -484,7 +337,7 @@ describe("chorus.http.server", function()
   end)
 
   it("lets a handler drop a slow WebSocket consumer (backpressure)", function()
-    assert(node_cmd, "node >= 20.10 (global WebSocket) is required for the WebSocket specs")
+    assert(has_node, "node >= 20.10 (global WebSocket) is required for the WebSocket specs")
     -- A reading client gets everything: 200 x 16 KiB, no backpressure.
     probe.flood = nil
     local res = node_result(node_ws(srv, "/flood?n=200", nil, 201))
@@ -506,7 +359,7 @@ describe("chorus.http.server", function()
   end)
 
   it("times out and cancels ws:receive, and refuses a second receiver", function()
-    assert(node_cmd, "node >= 20.10 (global WebSocket) is required for the WebSocket specs")
+    assert(has_node, "node >= 20.10 (global WebSocket) is required for the WebSocket specs")
     probe.ws_task = nil
     local job = node_ws(srv, "/ws-wait", nil, 3)
     assert.is_true(wait_until(function() return probe.ws_task ~= nil end, 10000))
@@ -525,13 +378,13 @@ describe("chorus.http.server", function()
     teardown(function() tight:close() end)
 
     it("closes a WebSocket whose message is too big (1009)", function()
-      assert(node_cmd, "node >= 20.10 (global WebSocket) is required for the WebSocket specs")
+      assert(has_node, "node >= 20.10 (global WebSocket) is required for the WebSocket specs")
       local res = node_result(node_ws(tight, "/ws-lazy?big", { string.rep("m", 2000) }, 0))
       assert.equal(1009, res.code)
     end)
 
     it("closes a WebSocket whose handler does not read (1008)", function()
-      assert(node_cmd, "node >= 20.10 (global WebSocket) is required for the WebSocket specs")
+      assert(has_node, "node >= 20.10 (global WebSocket) is required for the WebSocket specs")
       local msgs = {}
       for i = 1, 10 do msgs[i] = string.rep(tostring(i % 10), 1000) end
       local res = node_result(node_ws(tight, "/ws-lazy?many", msgs, 0))
@@ -588,7 +441,7 @@ describe("chorus.http.server", function()
   end)
 
   it("closes gracefully: in-flight requests finish, WebSockets get 1001, then nothing is open", function()
-    assert(node_cmd, "node >= 20.10 (global WebSocket) is required for the WebSocket specs")
+    assert(has_node, "node >= 20.10 (global WebSocket) is required for the WebSocket specs")
     local s = assert(server.listen({}, handler))
     probe.sleeping, probe.slept, probe.ws_end = 0, 0, nil
     local idle = bg(("curl -sS -o /dev/null %s"):format(q(("http://127.0.0.1:%d/hello"):format(s.port))))
@@ -621,7 +474,7 @@ describe("chorus.http.server", function()
   end)
 
   it("lets a process end with a server still open: clients are answered, nothing leaks", function()
-    assert(node_cmd, "node >= 20.10 (global WebSocket) is required for the WebSocket specs")
+    assert(has_node, "node >= 20.10 (global WebSocket) is required for the WebSocket specs")
     -- The same binary as this one (normal or sanitizer build).
     local p = io.popen("readlink /proc/" .. require("chorus.native").pid() .. "/exe")
     local exe = p:read("*l")

@@ -1,4 +1,4 @@
--- chorus.events: the local event bus. Every state transition of an
+-- chorus.events.bus: the local event bus. Every state transition of an
 -- execution or a step is emitted here; the terminal progress view, the
 -- WebSocket server and the Redis bridge subscribe.
 --

@@ -1,0 +1,232 @@
+-- chorus.api.ws: the WebSocket endpoints.
+--
+--   /ws/execute/{config}       send {"input": {...}} as the first message;
+--                              receive every event, then the final result
+--   /ws/executions/{trace_id}  replay the execution's past events, then the
+--                              live ones, then the final result
+--   /ws/events                 every event of every execution (admins)
+--
+-- Authentication as for REST (Authorization: Bearer KEY), or ?api_key=KEY
+-- for browsers, which cannot set headers on a WebSocket. Messages from the
+-- server are JSON: events {"type": "execution.status" | "step.status" |
+-- ..., "seq": n, ...}, then {"type": "result", "execution": record}, or
+-- {"type": "error", "error": {"code", "message"}} before a close.
+--
+-- A slow consumer never makes the server buffer without bound: events
+-- wait in a queue of at most max_queue per client; when it overflows (or
+-- the socket's own send buffer is full) the client gets an error notice
+-- {"code": "slow_consumer"} and is disconnected (close code 1008).
+local json = require "chorus.json"
+local sched = require "chorus.sched"
+local native = require "chorus.native"
+local router = require "chorus.api.router"
+local api = require "chorus.api"
+local auth_mod = require "chorus.auth"
+
+local M = {}
+
+M.defaults = { max_queue = 1000, first_message_timeout_ms = 30000 }
+
+local TERMINAL = { completed = true, failed = true, cancelled = true }
+
+local function send_json(ws, v)
+  local s, err = json.encode(v)
+  if not s then
+    require("chorus.log").error("ws: cannot encode a %s message: %s", tostring(v.type), tostring(err))
+    return nil, "unencodable"
+  end
+  return ws:send(s)
+end
+
+local function fail(ws, code, message, close_code)
+  send_json(ws, { type = "error", error = { code = code, message = message } })
+  ws:close(close_code or 1008)
+end
+
+-- A client: a bounded queue drained by the handler's task.
+local function client(ws, max_queue)
+  return { ws = ws, queue = {}, head = 1, cond = sched.cond(), overflow = false, max = max_queue, closed = false }
+end
+
+local function push(c, e)
+  if c.overflow or c.closed then return end
+  if #c.queue - c.head + 1 >= c.max then
+    c.overflow = true
+  else
+    c.queue[#c.queue + 1] = e
+  end
+  if c.cond:has_waiters() then c.cond:signal(true) end
+end
+
+-- stream(service, c, trace, scope): replay then live events until the
+-- execution ends (result sent) or the client goes away.
+local function stream(svc, c, trace, scope)
+  local hub = svc.hub
+  local token = hub:subscribe(trace, function(e) push(c, e) end)
+  local last = -1
+  local function emit(e)
+    if e.seq and e.seq <= last then return true end
+    last = e.seq or last
+    local ok, why = send_json(c.ws, e)
+    if not ok then
+      if why == "backpressure" then c.overflow = true end
+      return nil
+    end
+    return true
+  end
+  local finished = false
+  local function done_if_terminal(e)
+    if e.type == "execution.status" and TERMINAL[e.status] then finished = true end
+  end
+  -- Replay: this node's history, else the cluster's (Redis stream).
+  local past = hub:history(trace)
+  if not past and svc.bridge then past = svc.bridge:history(trace) end
+  if past then
+    local sorted = {}
+    for i, e in ipairs(past) do sorted[i] = e end
+    table.sort(sorted, function(a, b) return (a.seq or 0) < (b.seq or 0) end)
+    for _, e in ipairs(sorted) do
+      if not emit(e) then break end
+      done_if_terminal(e)
+    end
+  end
+  local rec = svc.store:get_record(trace, scope)
+  if rec and TERMINAL[rec.status] then finished = true end
+  -- A reader notices the client going away.
+  local reader = sched.spawn(function()
+    while true do
+      local msg, why = c.ws:receive()
+      if not msg and why ~= "timeout" then
+        c.closed = true
+        c.cond:signal(true)
+        return
+      end
+    end
+  end)
+  while not finished and not c.closed and not c.overflow do
+    if c.head > #c.queue then
+      c.queue, c.head = {}, 1
+      local ok = c.cond:wait()
+      if not ok then break end
+    else
+      local e = c.queue[c.head]
+      c.queue[c.head] = nil
+      c.head = c.head + 1
+      if not emit(e) then break end
+      done_if_terminal(e)
+    end
+  end
+  hub:unsubscribe(token)
+  if c.overflow then
+    fail(c.ws, "slow_consumer", "the client does not read fast enough; events were dropped", 1008)
+  elseif finished and not c.closed then
+    local final = svc.store:get_record(trace, scope)
+    send_json(c.ws, { type = "result", execution = final })
+    c.ws:close(1000)
+  end
+  reader:cancel()
+end
+
+local function principal(svc, req)
+  local header = req.headers["authorization"]
+  if not header then
+    local q = router.parse_query(req.query) or {}
+    if q.api_key then header = "Bearer " .. q.api_key end
+  end
+  return svc.auth:authenticate(header)
+end
+
+-- handle(service, req) -> status, headers, body (when it refuses before
+-- the upgrade) or nothing (the socket was served).
+function M.handle(svc, req)
+  local kind, arg = req.path:match("^/ws/(execute)/([^/]+)$")
+  if not kind then kind, arg = req.path:match("^/ws/(executions)/([^/]+)$") end
+  if not kind and req.path == "/ws/events" then kind = "events" end
+  if not kind then return require("chorus.api.errors").response("not_found", "no WebSocket endpoint " .. req.path) end
+  local errors = require "chorus.api.errors"
+  local p, code, msg = principal(svc, req)
+  if not p then return errors.response(code, msg) end
+  local need = kind == "execute" and "execute" or kind == "events" and "admin" or "read"
+  if not auth_mod.can(p, need) then return errors.response("forbidden", ("the %s role cannot %s"):format(p.role, need)) end
+  arg = arg and router.unescape(arg)
+  local scope = api.scope(p)
+  if kind == "executions" then
+    if not api.is_uuid(arg) then return errors.response("bad_request", "trace_id must be a UUID") end
+    arg = arg:lower()
+    local rec = svc.store:get_record(arg, scope)
+    if not rec then return errors.response("not_found", ("no execution %s"):format(arg)) end
+  end
+  local ws, werr = req:websocket()
+  if not ws then return 400, {}, werr end
+  local c = client(ws, svc.ws_max_queue or M.defaults.max_queue)
+
+  if kind == "executions" then
+    return stream(svc, c, arg, scope)
+  end
+
+  if kind == "events" then
+    local token = svc.hub:subscribe("*", function(e) push(c, e) end)
+    local reader = sched.spawn(function()
+      while ws:receive() do end
+      c.closed = true
+      c.cond:signal(true)
+    end)
+    while not c.closed and not c.overflow do
+      if c.head > #c.queue then
+        c.queue, c.head = {}, 1
+        if not c.cond:wait() then break end
+      else
+        local e = c.queue[c.head]
+        c.queue[c.head] = nil
+        c.head = c.head + 1
+        local ok, why = send_json(ws, e)
+        if not ok then
+          if why == "backpressure" then c.overflow = true end
+          break
+        end
+      end
+    end
+    svc.hub:unsubscribe(token)
+    reader:cancel()
+    if c.overflow then fail(ws, "slow_consumer", "the client does not read fast enough; events were dropped", 1008) end
+    return
+  end
+
+  -- execute: the first message carries the input.
+  local first, why = ws:receive(M.defaults.first_message_timeout_ms)
+  if not first then
+    if why == "timeout" then fail(ws, "bad_request", "send {\"input\": {...}} first") end
+    return
+  end
+  local doc = native.utf8_valid(first) and json.decode(first)
+  if type(doc) ~= "table" then
+    return fail(ws, "invalid_json", "the first message must be a JSON object like {\"input\": {...}}")
+  end
+  local input = doc.input
+  if input == nil or input == json.null then input = {} end
+  if type(input) ~= "table" or (next(input) ~= nil and json.is_array(input)) then
+    return fail(ws, "validation_failed", "input must be a JSON object")
+  end
+  local cfg_rec = svc.store:get_config(arg, scope)
+  if not cfg_rec then return fail(ws, "not_found", ("no config '%s'"):format(arg)) end
+  local cfg, errs = svc.engine:validate({ name = cfg_rec.name, description = cfg_rec.description,
+    strategy = cfg_rec.strategy, steps = cfg_rec.steps, metadata = cfg_rec.metadata })
+  if not cfg then
+    return fail(ws, "validation_failed", "the stored config is no longer valid: " .. errs[1].path .. ": " .. errs[1].message)
+  end
+  local trace = native.uuid()
+  -- Subscribe before it starts: no event can be missed.
+  local early = svc.hub:subscribe(trace, function(e) push(c, e) end)
+  local res, serr = svc.runner:submit(cfg, input, { trace_id = trace, config_id = cfg_rec.id,
+    config_version = cfg_rec.version, user_id = p.user_id, tenant_id = p.tenant_id })
+  if not res then
+    svc.hub:unsubscribe(early)
+    return fail(ws, "unavailable", "cannot start the execution: " .. tostring(serr), 1011)
+  end
+  send_json(ws, { type = "execution.accepted", trace_id = res.trace_id, execution_id = res.execution_id })
+  local r = stream(svc, c, trace, scope)
+  svc.hub:unsubscribe(early)
+  return r
+end
+
+return M

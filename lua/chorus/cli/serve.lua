@@ -1,0 +1,160 @@
+-- chorus serve [--listen HOST:PORT] [--db URL] [--redis URL] [--scripts DIR]
+-- [--workers N]: the HTTP/WebSocket server (REST API, live events,
+-- /metrics, /healthz, /readyz). Without a database it runs in memory;
+-- with one (--db or DATABASE_URL) it is also a node that claims and runs
+-- executions. SIGTERM/SIGINT stop it gracefully; SIGHUP reloads scripts.
+--
+-- --workers N starts N processes sharing the port (SO_REUSEPORT); this
+-- one supervises: it restarts a worker that dies and passes SIGTERM on.
+-- In memory mode each worker keeps its own executions, so with N > 1 use
+-- a database for status reads to be consistent.
+local args = require "chorus.cli.args"
+local db = require "chorus.cli.db"
+local log = require "chorus.log"
+local sched = require "chorus.sched"
+local native = require "chorus.native"
+
+local SPEC = {
+  listen = { type = "string", arg = "HOST:PORT", help = "address to listen on (default 127.0.0.1:8080)" },
+  db = db.SPEC,
+  redis = { type = "string", arg = "URL", help = "Redis for the event bus (default: $REDIS_URL; none: local only)" },
+  scripts = { type = "list", arg = "DIR", help = "overlay script directory (repeatable)" },
+  workers = { type = "string", arg = "N", help = "processes sharing the port (default 1)" },
+  concurrency = { type = "string", arg = "N", help = "executions in flight per process, with a database (default 1000)" },
+  ["lease-ms"] = { type = "string", arg = "MS", help = "execution lease, with a database (default 15000)" },
+  ["grace-ms"] = { type = "string", arg = "MS", help = "on SIGTERM, time given to running executions (default 10000)" },
+  ["max-body"] = { type = "string", arg = "BYTES", help = "largest request body (default 1048576)" },
+  ["no-auth"] = { type = "flag", help = "no API keys: every request acts as an admin (development only)" },
+  reuseport = { type = "flag", help = "share the port with other processes (set by --workers)" },
+  help = { type = "flag", short = "h", help = "show this help" },
+}
+local ORDER = { "listen", "db", "redis", "scripts", "workers", "concurrency", "lease-ms", "grace-ms", "max-body",
+  "no-auth", "help" }
+
+local function int(opts, name, min, default)
+  local v = opts[name]
+  if v == nil then return default end
+  local n = tonumber(v)
+  if not n or n ~= math.floor(n) or n < min then return nil, ("--%s must be an integer >= %d"):format(name, min) end
+  return n
+end
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function alive(pid)
+  local f = io.open(("/proc/%d/stat"):format(pid))
+  if not f then return false end
+  local st = f:read("*l") or ""
+  f:close()
+  return st:match("^%d+ %b() (%a)") ~= "Z"
+end
+
+-- Starts one worker process (this binary, same arguments, --reuseport).
+local function spawn_worker(argv)
+  local parts = { shell_quote(arg and arg[0] or "chorus"), "serve" }
+  for _, a in ipairs(argv) do parts[#parts + 1] = shell_quote(a) end
+  parts[#parts + 1] = "--reuseport"
+  local pidfile = os.tmpname()
+  os.execute(("(exec %s) </dev/null & echo $! >%s"):format(table.concat(parts, " "), pidfile))
+  local f = io.open(pidfile)
+  local pid = f and tonumber(f:read("*l"))
+  if f then f:close() end
+  os.remove(pidfile)
+  return pid
+end
+
+-- The supervisor of --workers N.
+local function supervise(n, argv)
+  local child_argv = {}
+  local skip = false
+  for _, a in ipairs(argv) do
+    if skip then
+      skip = false
+    elseif a == "--workers" then
+      skip = true
+    elseif not a:match("^%-%-workers=") then
+      child_argv[#child_argv + 1] = a
+    end
+  end
+  local pids = {}
+  for i = 1, n do pids[i] = spawn_worker(child_argv) end
+  log.info("serve: %d workers started (%s)", n, table.concat(pids, ", "))
+  local stop = false
+  local hooks = {}
+  for _, sig in ipairs({ "SIGTERM", "SIGINT" }) do
+    hooks[#hooks + 1] = native.on_signal(sig, function()
+      stop = true
+      for _, pid in ipairs(pids) do os.execute(("kill -TERM %d 2>/dev/null"):format(pid)) end
+    end)
+  end
+  hooks[#hooks + 1] = native.on_signal("SIGHUP", function()
+    for _, pid in ipairs(pids) do os.execute(("kill -HUP %d 2>/dev/null"):format(pid)) end
+  end)
+  while true do
+    sched.sleep(200)
+    local any = false
+    for i, pid in ipairs(pids) do
+      if alive(pid) then
+        any = true
+      elseif not stop then
+        log.warn("serve: worker %d exited; starting another", pid)
+        pids[i] = spawn_worker(child_argv)
+        any = true
+      end
+    end
+    if stop and not any then break end
+  end
+  for _, h in ipairs(hooks) do h:close() end
+  return 0
+end
+
+return function(argv)
+  local opts, pos = args.parse(argv, SPEC)
+  if not opts then io.stderr:write("chorus serve: " .. pos .. "\n") return 2 end
+  if opts.help then io.stdout:write("usage: chorus serve [options]\n\n" .. args.usage(SPEC, ORDER)) return 0 end
+  if #pos > 0 then io.stderr:write("chorus serve: unexpected argument " .. pos[1] .. "\n") return 2 end
+  local host, port = "127.0.0.1", 8080
+  if opts.listen then
+    host, port = opts.listen:match("^%[?([^%]]*)%]?:(%d+)$")
+    port = tonumber(port)
+    if not host or not port or port > 65535 then
+      io.stderr:write("chorus serve: --listen must be HOST:PORT, got " .. opts.listen .. "\n")
+      return 2
+    end
+  end
+  local n = {}
+  for name, spec in pairs({ workers = { 1, 1 }, concurrency = { 1 }, ["lease-ms"] = { 300 }, ["grace-ms"] = { 0, 10000 },
+    ["max-body"] = { 1024, 1048576 } }) do
+    local v, err = int(opts, name, spec[1], spec[2])
+    if err then io.stderr:write("chorus serve: " .. err .. "\n") return 2 end
+    n[name] = v
+  end
+  if n.workers > 1 then
+    if not db.url(opts) then
+      log.warn("serve: --workers %d in memory: each worker keeps its own executions", n.workers)
+    end
+    return supervise(n.workers, argv)
+  end
+  local redis_url = opts.redis or os.getenv("REDIS_URL")
+  if redis_url == "" then redis_url = nil end
+  local secret = os.getenv("CHORUS_CALLBACK_SECRET")
+  local srv, err = require("chorus.server").start({
+    host = host, port = port, reuseport = opts.reuseport, db = db.url(opts), redis = redis_url,
+    scripts = opts.scripts, no_auth = opts["no-auth"], concurrency = n.concurrency, lease_ms = n["lease-ms"],
+    max_body_bytes = n["max-body"], admin_key = os.getenv("CHORUS_ADMIN_KEY"),
+    callback_secret = secret ~= "" and secret or nil,
+  })
+  if not srv then io.stderr:write("chorus serve: " .. tostring(err) .. "\n") return 1 end
+  local stop = sched.cond()
+  local hooks = {}
+  for _, sig in ipairs({ "SIGTERM", "SIGINT" }) do
+    hooks[#hooks + 1] = native.on_signal(sig, function(name) stop:signal(name) end)
+  end
+  local why = stop:wait()
+  log.info("serve: %s, shutting down", tostring(why))
+  for _, h in ipairs(hooks) do h:close() end
+  srv:stop({ grace_ms = n["grace-ms"] })
+  return 0
+end

@@ -1,0 +1,107 @@
+-- chorus.events.hub: hands execution events to subscribers on this node
+-- (WebSocket clients), whether the execution runs here (from the engine's
+-- bus) or on another node (through the Redis bridge), and keeps a bounded
+-- history per execution so a late subscriber can replay what it missed.
+--
+--   hub.new({bus, node_id, bridge, max_events = 1000, keep_finished = 1000})
+--   hub:subscribe(trace_id | "*", fn) -> token   fn(event) must not block
+--   hub:unsubscribe(token)
+--   hub:history(trace_id) -> events (oldest first) of an execution that
+--     ran here, or nil
+-- Events carry node = the node that ran the execution; a remote copy of
+-- an event this node emitted itself is ignored.
+local log = require "chorus.log"
+
+local M = {}
+
+local Hub = {}
+Hub.__index = Hub
+
+local TERMINAL = { completed = true, failed = true, cancelled = true }
+
+function M.new(opts)
+  local self = setmetatable({
+    node_id = opts.node_id, bridge = opts.bridge,
+    max_events = opts.max_events or 1000, keep_finished = opts.keep_finished or 1000,
+    subs = {}, nsubs = 0, logs = {}, finished = {}, fhead = 1, ftail = 0,
+    stats = { delivered = 0, remote = 0 },
+  }, Hub)
+  if opts.bus then
+    opts.bus:subscribe(function(e) self:local_event(e) end)
+  end
+  return self
+end
+
+local function deliver(self, e)
+  local list = self.subs[e.trace_id]
+  if list then
+    for _, fn in pairs(list) do fn(e) end
+  end
+  local all = self.subs["*"]
+  if all then
+    for _, fn in pairs(all) do fn(e) end
+  end
+  self.stats.delivered = self.stats.delivered + 1
+end
+
+-- An event of an execution running here.
+function Hub:local_event(e)
+  e.node = self.node_id
+  local trace = e.trace_id
+  local log_ = self.logs[trace]
+  if not log_ then
+    log_ = {}
+    self.logs[trace] = log_
+  end
+  if #log_ < self.max_events then log_[#log_ + 1] = e end
+  if e.type == "execution.status" and TERMINAL[e.status] then
+    -- Keep the history of the last keep_finished finished executions.
+    self.ftail = self.ftail + 1
+    self.finished[self.ftail] = trace
+    while self.ftail - self.fhead + 1 > self.keep_finished do
+      self.logs[self.finished[self.fhead]] = nil
+      self.finished[self.fhead] = nil
+      self.fhead = self.fhead + 1
+    end
+  end
+  if self.nsubs > 0 then deliver(self, e) end
+  if self.bridge then self.bridge:publish(e) end
+end
+
+-- An event that came from another node.
+function Hub:remote_event(e)
+  if type(e) ~= "table" or type(e.trace_id) ~= "string" or e.node == self.node_id then return end
+  self.stats.remote = self.stats.remote + 1
+  if self.nsubs > 0 then deliver(self, e) end
+end
+
+function Hub:subscribe(trace, fn)
+  local list = self.subs[trace]
+  if not list then
+    list = {}
+    self.subs[trace] = list
+    if self.bridge then self.bridge:watch(trace) end
+  end
+  local token = { trace = trace }
+  list[token] = fn
+  self.nsubs = self.nsubs + 1
+  return token
+end
+
+function Hub:unsubscribe(token)
+  local list = self.subs[token.trace]
+  if not list or not list[token] then return end
+  list[token] = nil
+  self.nsubs = self.nsubs - 1
+  if next(list) == nil then
+    self.subs[token.trace] = nil
+    if self.bridge then self.bridge:unwatch(token.trace) end
+  end
+end
+
+function Hub:history(trace)
+  return self.logs[trace]
+end
+
+M.log = log
+return M

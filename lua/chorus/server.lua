@@ -1,0 +1,161 @@
+-- chorus.server: one `chorus serve` process: the REST API, the WebSocket
+-- endpoints, /metrics, health, over either the in-memory store or
+-- PostgreSQL (then also a node that claims and runs executions), with the
+-- Redis event bus when a Redis URL is given.
+--
+--   server.start(opts) -> srv | nil, err
+--     opts: host, port, reuseport, db (URL), redis (URL), scripts (dirs),
+--     no_auth, admin_key (memory mode: a key accepted as admin of tenant
+--     "default"), concurrency, lease_ms, max_body_bytes, callback_secret
+--   srv.port; srv:stop({grace_ms}) (graceful: stop accepting, let
+--   executions reach a durable point, hand the rest to other nodes)
+local api = require "chorus.api"
+local ws = require "chorus.api.ws"
+local auth_mod = require "chorus.auth"
+local engine_mod = require "chorus.engine"
+local metrics_mod = require "chorus.metrics"
+local hub_mod = require "chorus.events.hub"
+local http = require "chorus.http.server"
+local native = require "chorus.native"
+local sched = require "chorus.sched"
+local log = require "chorus.log"
+
+local M = {}
+
+local Server = {}
+Server.__index = Server
+
+local function open_store(opts)
+  if not opts.db then
+    return { store = require("chorus.store.memory").new() }
+  end
+  local d, err = require("chorus.cli.db").open(opts.db, { pool_size = opts.pool_size or 16 })
+  if not d then return nil, err end
+  return d
+end
+
+function M.start(opts)
+  local d, err = open_store(opts)
+  if not d then return nil, err end
+  local engine, eerr = engine_mod.new({ scripts = opts.scripts, store = d.store, watch = opts.watch ~= false })
+  if not engine then return nil, eerr end
+  local node_id = ("%s:%d:%s"):format(native.hostname(), native.pid(), native.random_hex(4))
+  local svc = { engine = engine, store = d.store, pool = d.pool, node_id = node_id }
+
+  if d.pool then
+    svc.runner = require("chorus.node").new({ engine = engine, pool = d.pool, node_id = node_id,
+      concurrency = opts.concurrency, lease_ms = opts.lease_ms }):run({ url = opts.db })
+    svc.deliverer = require("chorus.callbacks").deliverer(d.pool, { secret = opts.callback_secret }):run()
+  else
+    svc.runner = require("chorus.runner").new({ engine = engine })
+  end
+
+  if opts.redis then
+    svc.bridge = require("chorus.events.redis_bridge").new({ url = opts.redis })
+  end
+  svc.hub = hub_mod.new({ bus = engine.bus, node_id = node_id, bridge = svc.bridge })
+  if svc.bridge then svc.bridge:start(svc.hub) end
+
+  -- Auth: keys from the store; --no-auth serves everyone as an admin.
+  local anonymous = opts.no_auth and { tenant_id = "default", user_id = "anonymous", role = "admin", admin = true } or nil
+  svc.auth = auth_mod.new({ store = d.store, anonymous = anonymous })
+  if opts.admin_key and not d.pool then
+    d.store:create_key({ prefix = opts.admin_key:sub(1, 12), hash = auth_mod.hash(opts.admin_key),
+      tenant_id = "default", user_id = "admin", role = "admin" })
+  end
+
+  local reg = metrics_mod.engine(metrics_mod.new(), engine)
+  svc.metrics = reg
+  local requests = reg:counter("chorus_http_requests_total", "HTTP requests answered, by method and status.",
+    { "method", "status" })
+  local self = setmetatable({ svc = svc, opts = opts }, Server)
+  reg:gauge("chorus_http_connections", "Open HTTP connections.", {}, function()
+    return self.http and self.http:stats().connections_active or 0
+  end)
+  reg:gauge("chorus_websockets", "Open WebSocket connections.", {}, function()
+    return self.http and self.http:stats().websockets_active or 0
+  end)
+  if svc.bridge then
+    reg:gauge("chorus_events_published_total", "Events published to Redis.", {}, function() return svc.bridge.stats.published end)
+    reg:gauge("chorus_events_lost_total", "Events that could not be published to Redis.", {}, function() return svc.bridge.stats.lost end)
+    reg:gauge("chorus_redis_connected", "1 when the event bus is connected to Redis.", {},
+      function() return svc.bridge:connected() and 1 or 0 end)
+  end
+  if d.pool then
+    reg:gauge("chorus_store_commits_total", "Group commits (batches) written.", {}, function() return d.store.committer.stats.batches end)
+    reg:gauge("chorus_store_records_total", "Rows written through group commit.", {}, function() return d.store.committer.stats.records end)
+    reg:gauge("chorus_node_running", "Executions running on this node.", {}, function() return svc.runner.nrunning end)
+  end
+
+  svc.ready = function()
+    local checks, ok = {}, true
+    if d.pool then
+      local r, perr = d.pool:query("SELECT 1")
+      checks.database = r and "ok" or tostring(perr)
+      ok = ok and r ~= nil
+    end
+    if svc.bridge then
+      local c = svc.bridge:connected()
+      checks.redis = c and "ok" or "disconnected"
+      ok = ok and c
+    end
+    if self.stopping then checks.shutdown = "in progress" ok = false end
+    return ok, checks
+  end
+
+  local app = api.new(svc)
+  self.app = app
+  local srv, lerr = http.listen({ host = opts.host or "127.0.0.1", port = opts.port or 8080,
+    reuseport = opts.reuseport, max_body_bytes = opts.max_body_bytes }, function(req)
+    if req.is_websocket or req.path:sub(1, 4) == "/ws/" then
+      local s, h, b = ws.handle(svc, req)
+      if s then requests:inc(1, req.method, s) end
+      return s, h, b
+    end
+    local s, h, b = app:handle(req)
+    requests:inc(1, req.method, s)
+    return s, h, b
+  end)
+  if not srv then
+    self:stop({ grace_ms = 0 })
+    return nil, lerr
+  end
+  self.http, self.port = srv, srv.port
+  log.info("serve: listening on %s:%d (%s store%s%s)", opts.host or "127.0.0.1", srv.port,
+    d.pool and "postgres" or "memory", svc.bridge and ", redis events" or "", opts.no_auth and ", NO AUTH" or "")
+  return self
+end
+
+-- stop({grace_ms}): graceful shutdown.
+function Server:stop(opts)
+  if self.stopped then return end
+  self.stopping = true
+  local grace = opts and opts.grace_ms or 10000
+  local svc = self.svc
+  if self.http then self.http:close({ grace_ms = math.min(grace, 5000) }) end
+  if svc.deliverer then svc.deliverer:stop() end
+  if svc.runner then
+    if svc.runner.stop then
+      svc.runner:stop({ grace_ms = grace })
+    else
+      -- Memory executions cannot outlive the process: give them the grace.
+      local deadline = sched.now() + grace
+      local live = function()
+        for _, e in pairs(svc.store.by_id) do
+          if e.task and not e.task:done() then return true end
+        end
+      end
+      while live() and sched.now() < deadline do sched.sleep(20) end
+      svc.runner:close()
+    end
+  end
+  if svc.bridge then
+    sched.sleep(20) -- let the last events go out
+    svc.bridge:stop()
+  end
+  svc.engine:close()
+  if svc.pool then svc.pool:close() end
+  self.stopped = true
+end
+
+return M
