@@ -8,14 +8,7 @@
 #include <string.h>
 #include <uv.h>
 
-#include "rt_lua_curl.h"
-#include "rt_lua_hooks.h"
-#include "rt_lua_http.h"
-#include "rt_lua_pg.h"
-#include "rt_lua_redis.h"
-#include "rt_lua_sched.h"
-#include "rt_lua_stdin.h"
-#include "rt_lua_util.h"
+#include "rt_lua_boot.h"
 
 #ifndef CHORUS_DEFAULT_HOME
 #define CHORUS_DEFAULT_HOME "."
@@ -28,48 +21,6 @@
  * runner is called from a file chunk (lua/chorus/cli/test.lua). */
 static const char boot_chunk[] =
     "return require('chorus.cli').main(...)";
-
-/* Puts CHORUS_HOME/lua first on package.path, so our modules win. */
-static void set_paths(lua_State *L, const char *home)
-{
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "path");
-    lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;%s", home, home,
-                    lua_tostring(L, -1));
-    lua_setfield(L, -3, "path");
-    lua_pop(L, 2);
-}
-
-/* Creates the chorus.native module table and registers it in
- * package.loaded. Returns the scheduler context or NULL. */
-static rt_lua_sched_t *open_native(lua_State *L, uv_loop_t *loop,
-                                   const char *home, rt_lua_stdin_t **in)
-{
-    rt_lua_sched_t *ls;
-    int t;
-    lua_newtable(L);
-    t = lua_gettop(L);
-    ls = rt_lua_sched_open(L, loop, t);
-    if (ls == NULL)
-        return NULL;
-    rt_lua_util_open(L, t);
-    rt_lua_hooks_open(L, ls, t);
-    rt_lua_http_open(L, ls, t);
-    rt_lua_curl_open(L, ls, t);
-    rt_lua_redis_open(L, ls, t);
-    rt_lua_pg_open(L, ls, t);
-    *in = rt_lua_stdin_open(L, ls, t);
-    lua_pushstring(L, home);
-    lua_setfield(L, t, "home");
-    lua_pushliteral(L, CHORUS_VERSION);
-    lua_setfield(L, t, "version");
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "loaded");
-    lua_pushvalue(L, t);
-    lua_setfield(L, -2, "chorus.native");
-    lua_pop(L, 3);
-    return ls;
-}
 
 /* Maps the main task's outcome to the process exit code. */
 static int exit_code(lua_State *L, rt_lua_task_t *main_task)
@@ -115,8 +66,8 @@ int main(int argc, char **argv)
         return 1;
     }
     luaL_openlibs(L);
-    set_paths(L, home);
-    ls = open_native(L, &loop, home, &in);
+    rt_lua_boot_paths(L, home);
+    ls = rt_lua_boot_native(L, &loop, home, CHORUS_VERSION, &in);
     if (ls == NULL || in == NULL) {
         fprintf(stderr, "chorus: out of memory\n");
         return 1;

@@ -300,7 +300,7 @@ static int l_wait(lua_State *L)
     case RT_WAIT_SUSPENDED:
         return lua_yield(L, 0);
     case RT_WAIT_CANCELLED:
-        return rt_lua_push_wake(L, cur->task.cancel_reason);
+        return rt_lua_push_wake(L, rt_task_stop_reason(&cur->task));
     default:
         lua_pushnil(L);
         lua_pushliteral(L, "out of memory");
@@ -398,9 +398,37 @@ static int l_cancelled(lua_State *L)
 {
     rt_lua_sched_t *ls = lt_ctx(L);
     rt_task_t *t = ls->sched.current;
-    if (t == NULL || t->cancel_reason == RT_WAKE_OK)
+    rt_wake_t why = t ? rt_task_stop_reason(t) : RT_WAKE_OK;
+    if (why == RT_WAKE_OK)
         return 0;
-    lua_pushstring(L, rt__wake_names[t->cancel_reason]);
+    lua_pushstring(L, rt__wake_names[why]);
+    return 1;
+}
+
+/* native.scope_open(ms) -> true | nil, "nested": a deadline scope on the
+ * current task (see rt_task_scope_open). */
+static int l_scope_open(lua_State *L)
+{
+    rt_lua_sched_t *ls = lt_ctx(L);
+    double ms = luaL_checknumber(L, 1);
+    rt_lua_task_t *cur = rt_lua_current(L, ls, "scope_open");
+    if (!(ms >= 0 && ms < 1e12))
+        return luaL_argerror(L, 1, "out of range");
+    if (rt_task_scope_open(&cur->task, (uint64_t)(ms + 0.5)) != 0) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "nested");
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* native.scope_close() -> true if the scope's deadline had passed */
+static int l_scope_close(lua_State *L)
+{
+    rt_lua_sched_t *ls = lt_ctx(L);
+    rt_lua_task_t *cur = rt_lua_current(L, ls, "scope_close");
+    lua_pushboolean(L, rt_task_scope_close(&cur->task));
     return 1;
 }
 
@@ -531,7 +559,8 @@ static const luaL_Reg lt_funcs[] = {
     {"spawn", l_spawn},         {"wait", l_wait},
     {"sleep", l_sleep},         {"suspend", l_suspend},
     {"current", l_current},     {"cancelled", l_cancelled},
-    {"live_tasks", l_live_tasks}, {NULL, NULL}};
+    {"live_tasks", l_live_tasks}, {"scope_open", l_scope_open},
+    {"scope_close", l_scope_close}, {NULL, NULL}};
 
 rt_lua_sched_t *rt_lua_sched_open(lua_State *L, uv_loop_t *loop, int table)
 {

@@ -8,7 +8,6 @@ static void rt__enqueue(rt_sched_t *s, rt_task_t *t, rt_wake_t wake);
 static void rt__done(rt_task_t *t);
 static void rt__drain_cb(uv_idle_t *h);
 static void rt__check_cb(uv_check_t *h);
-static void rt__deadline_cb(uv_timer_t *timer);
 static void rt__waiter_cancel(rt_op_t *op, rt_task_t *task);
 static void rt__waiter_free(rt_waiter_t *w);
 
@@ -155,6 +154,12 @@ void rt_task_start(rt_sched_t *s, rt_task_t *t, const rt_task_vtable_t *vt,
     t->op = NULL;
     t->deadline_timer = NULL;
     t->deadline = 0;
+    t->timer_due = 0;
+    t->scope_deadline = 0;
+    t->scope = 0;
+    t->scopes = 0;
+    t->in_scope = parent ? parent->scope : 0;
+    t->scope_fired = 0;
     t->refs = 2; /* the caller's and the scheduler's (until done) */
     t->nchildren = 0;
     t->state = RT_TASK_NEW;
@@ -190,54 +195,151 @@ int rt_task_set_deadline(rt_task_t *t, uint64_t ms)
     return 0;
 }
 
-static void rt__deadline_cb(uv_timer_t *timer)
-{
-    rt_task_t *t = timer->data;
-    rt_task_cancel(t, RT_WAKE_TIMEOUT);
-}
-
 static void rt__free_handle(uv_handle_t *h)
 {
     free(h);
 }
 
-/* Arms the deadline timer. Returns 0, or RT_WAKE_TIMEOUT when the deadline
- * has already passed (the task is then cancelled with a timeout). */
-static rt_wake_t rt__arm_deadline(rt_task_t *t)
+/* The next time the timer must fire: the task's deadline or the open
+ * scope's, whichever comes first; 0 when neither applies. */
+static uint64_t rt__due(const rt_task_t *t)
+{
+    uint64_t due = t->deadline;
+    if (t->scope && !t->scope_fired &&
+        (due == 0 || t->scope_deadline < due))
+        due = t->scope_deadline;
+    return due;
+}
+
+/* Cancels t's children started in scope id (all children when id is 0
+ * is never asked: only a real scope's). */
+static void rt__cancel_scope_children(rt_task_t *t, uint32_t id,
+                                      rt_wake_t reason)
+{
+    rt_task_t *c, *next;
+    for (c = t->first_child; c != NULL; c = next) {
+        next = c->next_sibling;
+        if (c->in_scope == id)
+            rt_task_cancel(c, reason);
+    }
+}
+
+/* The open scope's deadline passed: its waits end with a timeout. */
+static void rt__scope_fire(rt_task_t *t)
+{
+    t->scope_fired = 1;
+    rt__cancel_scope_children(t, t->scope, RT_WAKE_TIMEOUT);
+    if (t->state == RT_TASK_SUSPENDED) {
+        rt_op_t *op = t->op;
+        t->op = NULL;
+        op->cancel(op, t);
+        rt__enqueue(t->sched, t, RT_WAKE_TIMEOUT);
+    }
+}
+
+static void rt__deadline_cb(uv_timer_t *timer);
+
+/* Starts (or moves) the timer to rt__due(t). Best effort: without memory
+ * for a timer the task runs without its deadline. */
+static void rt__arm(rt_task_t *t, uint64_t now)
+{
+    uint64_t due = rt__due(t);
+    if (due == 0 || due == t->timer_due)
+        return;
+    if (t->deadline_timer == NULL) {
+        t->deadline_timer = malloc(sizeof(*t->deadline_timer));
+        if (t->deadline_timer == NULL)
+            return;
+        if (uv_timer_init(t->sched->loop, t->deadline_timer) < 0) {
+            free(t->deadline_timer);
+            t->deadline_timer = NULL;
+            return;
+        }
+        t->deadline_timer->data = t;
+    }
+    if (uv_timer_start(t->deadline_timer, rt__deadline_cb,
+                       due > now ? due - now : 0, 0) == 0)
+        t->timer_due = due;
+}
+
+static void rt__deadline_cb(uv_timer_t *timer)
+{
+    rt_task_t *t = timer->data;
+    uint64_t now = uv_now(t->sched->loop);
+    t->timer_due = 0;
+    if (t->deadline && now >= t->deadline) {
+        rt_task_cancel(t, RT_WAKE_TIMEOUT);
+        return;
+    }
+    if (t->scope && !t->scope_fired && now >= t->scope_deadline)
+        rt__scope_fire(t);
+    rt__arm(t, now);
+}
+
+int rt_task_scope_open(rt_task_t *t, uint64_t ms)
 {
     uv_loop_t *loop = t->sched->loop;
-    uint64_t now;
+    if (t->scope)
+        return -1;
     uv_update_time(loop);
-    now = uv_now(loop);
-    if (now >= t->deadline) {
-        rt_task_cancel(t, RT_WAKE_TIMEOUT);
-        return RT_WAKE_TIMEOUT;
+    t->scope = ++t->scopes;
+    if (t->scope == 0) /* wrapped: 0 means "none" */
+        t->scope = ++t->scopes;
+    t->scope_deadline = uv_now(loop) + ms;
+    t->scope_fired = 0;
+    return 0;
+}
+
+int rt_task_scope_close(rt_task_t *t)
+{
+    int fired = t->scope_fired;
+    uint32_t id = t->scope;
+    if (id == 0)
+        return 0;
+    t->scope = 0;
+    t->scope_deadline = 0;
+    t->scope_fired = 0;
+    rt__cancel_scope_children(t, id, RT_WAKE_CANCELLED);
+    /* A timer left for the scope would only keep the loop busy. */
+    if (t->timer_due && t->timer_due != t->deadline) {
+        (void)uv_timer_stop(t->deadline_timer);
+        t->timer_due = 0;
+        if (t->deadline)
+            rt__arm(t, uv_now(t->sched->loop));
     }
-    t->deadline_timer = malloc(sizeof(*t->deadline_timer));
-    if (t->deadline_timer == NULL)
-        return RT_WAKE_OK; /* best effort: run without a deadline */
-    if (uv_timer_init(loop, t->deadline_timer) < 0) {
-        free(t->deadline_timer);
-        t->deadline_timer = NULL;
-        return RT_WAKE_OK;
-    }
-    t->deadline_timer->data = t;
-    if (uv_timer_start(t->deadline_timer, rt__deadline_cb, t->deadline - now,
-                       0) < 0) {
-        uv_close((uv_handle_t *)t->deadline_timer, rt__free_handle);
-        t->deadline_timer = NULL;
-    }
-    return RT_WAKE_OK;
+    return fired;
+}
+
+rt_wake_t rt_task_stop_reason(const rt_task_t *t)
+{
+    if (t->cancel_reason != RT_WAKE_OK)
+        return t->cancel_reason;
+    return t->scope_fired ? RT_WAKE_TIMEOUT : RT_WAKE_OK;
 }
 
 rt_wake_t rt_task_suspend(rt_task_t *t, rt_op_t *op)
 {
+    uint64_t due;
     assert(t->state == RT_TASK_RUNNING);
     if (t->cancel_reason != RT_WAKE_OK)
         return t->cancel_reason;
-    if (t->deadline && t->deadline_timer == NULL &&
-        rt__arm_deadline(t) != RT_WAKE_OK)
-        return t->cancel_reason;
+    if (t->scope_fired)
+        return RT_WAKE_TIMEOUT;
+    due = rt__due(t);
+    if (due) {
+        uint64_t now;
+        uv_update_time(t->sched->loop);
+        now = uv_now(t->sched->loop);
+        if (t->deadline && now >= t->deadline) {
+            rt_task_cancel(t, RT_WAKE_TIMEOUT);
+            return RT_WAKE_TIMEOUT;
+        }
+        if (t->scope && now >= t->scope_deadline) {
+            rt__scope_fire(t); /* not suspended: wakes nothing */
+            return RT_WAKE_TIMEOUT;
+        }
+        rt__arm(t, now);
+    }
     t->op = op;
     t->state = RT_TASK_SUSPENDED;
     return RT_WAKE_OK;
@@ -369,7 +471,7 @@ int rt_task_wait(rt_task_t *waiter, rt_task_t **targets, uint32_t n,
         else
             pending++;
     }
-    if (waiter->cancel_reason != RT_WAKE_OK)
+    if (rt_task_stop_reason(waiter) != RT_WAKE_OK)
         return RT_WAIT_CANCELLED;
     if (done >= need)
         return RT_WAIT_READY;

@@ -94,6 +94,12 @@ struct rt_task {
     rt_op_t *op;                  /* pending operation while SUSPENDED */
     uv_timer_t *deadline_timer;   /* armed lazily at first suspend */
     uint64_t deadline;            /* absolute uv_now() ms, 0 = none */
+    uint64_t timer_due;           /* when deadline_timer fires, 0 = idle */
+    uint64_t scope_deadline;      /* of the open deadline scope */
+    uint32_t scope;               /* id of the open scope, 0 = none */
+    uint32_t scopes;              /* scopes opened so far (next id) */
+    uint32_t in_scope;            /* parent's scope this task started in */
+    int scope_fired;              /* the open scope's deadline passed */
     uint32_t refs;                /* binding refs + 1 while not done */
     uint32_t nchildren;
     rt_task_state_t state;
@@ -135,6 +141,21 @@ void rt_task_retain(rt_task_t *t);
  * cancelled with RT_WAKE_TIMEOUT. The timer is only armed when the task
  * first suspends (a task that never suspends cannot be interrupted). */
 int rt_task_set_deadline(rt_task_t *t, uint64_t ms);
+
+/* Deadline scopes: part of a task's body runs under a deadline of its own
+ * without a task of its own (a step attempt's timeout). Once the scope's
+ * deadline passes, the task's pending operation is aborted and every wait
+ * inside the scope ends with RT_WAKE_TIMEOUT at once; children started in
+ * the scope are cancelled with RT_WAKE_TIMEOUT. Closing the scope cancels
+ * its children still running (nothing outlives the scope) and clears the
+ * timeout. The task itself is not cancelled. Scopes do not nest.
+ * rt_task_scope_open returns 0, or -1 when a scope is already open. */
+int rt_task_scope_open(rt_task_t *t, uint64_t ms);
+/* Closes the open scope; returns 1 if its deadline had passed, else 0. */
+int rt_task_scope_close(rt_task_t *t);
+/* Why t must not wait now: its cancel reason, RT_WAKE_TIMEOUT inside a
+ * scope whose deadline passed, or RT_WAKE_OK. */
+rt_wake_t rt_task_stop_reason(const rt_task_t *t);
 
 /* Suspends the running task t on op. Returns RT_WAKE_OK when suspended, or
  * the cancel reason when t is already cancelled: then it is not suspended

@@ -31,6 +31,7 @@ local cfg = assert(engine:validate(doc))
 local steps_per_exec = #cfg.steps
 local completed, failed, step_runs = 0, 0, 0
 local peak_rss = native.rss()
+local peak_heap = collectgarbage("count") -- KB of the Lua heap
 
 local function one(i)
   local exec = engine:execute(cfg, { job_name = "JOB_" .. (i % 3) }):wait()
@@ -60,6 +61,8 @@ else
         if next_i % 1000 == 0 then
           local rss = native.rss()
           if rss > peak_rss then peak_rss = rss end
+          local heap = collectgarbage("count")
+          if heap > peak_heap then peak_heap = heap end
         end
       end
     end)
@@ -73,7 +76,7 @@ if rss > peak_rss then peak_rss = rss end
 io.stdout:write(json.encode({
   mode = mode, n = n, inflight = inflight, seconds = secs,
   exec_per_s = completed / secs, steps_per_s = step_runs / secs,
-  peak_rss_mb = peak_rss / 1048576,
+  peak_rss_mb = peak_rss / 1048576, peak_lua_heap_mb = peak_heap / 1024,
   ok = (completed == n and failed == 0 and step_runs == n * steps_per_exec),
   completed = completed, failed = failed,
 }), "\n")

@@ -10,7 +10,7 @@
 local cjson = require "cjson.safe"
 
 local type, pairs, ipairs, tostring, next = type, pairs, ipairs, tostring, next
-local concat, sort, format = table.concat, table.sort, string.format
+local concat, sort, format, find = table.concat, table.sort, string.format, string.find
 local getmetatable, setmetatable = getmetatable, setmetatable
 local huge, floor = math.huge, math.floor
 
@@ -23,6 +23,9 @@ cjson.encode_max_depth(MAX_DEPTH)
 cjson.encode_sparse_array(true)
 -- 14 significant digits: the most lua-cjson 2.1.0 allows (default 14).
 cjson.encode_number_precision(14)
+-- JSON has no NaN, Infinity or hex numbers (cjson accepts them by default):
+-- a decoded value must encode again.
+cjson.decode_invalid_numbers(false)
 
 local M = { null = cjson.null, MAX_DEPTH = MAX_DEPTH }
 
@@ -34,10 +37,26 @@ end
 
 local decode_raw, encode_raw = cjson.decode, cjson.encode
 
+-- has_huge(v): does v hold a number that overflowed to +-inf?
+local function has_huge(v, depth)
+  if type(v) == "number" then return v == huge or v == -huge end
+  if type(v) ~= "table" or depth > MAX_DEPTH then return false end
+  for _, x in pairs(v) do
+    if has_huge(x, depth + 1) then return true end
+  end
+  return false
+end
+
 function M.decode(s)
   if type(s) ~= "string" then return nil, "invalid JSON: expected a string, got " .. type(s) end
   local v, err = decode_raw(s)
   if v == nil and err then return nil, "invalid JSON: " .. tostring(err) end
+  -- A number beyond the double range decodes as inf. Only an exponent of
+  -- 3 digits or a run of 20 digits can be one: walk the value only then.
+  if (find(s, "[eE]%+?0*[1-9]%d%d") or find(s, "%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d"))
+    and has_huge(v, 1) then
+    return nil, "invalid JSON: a number is out of range"
+  end
   return v
 end
 

@@ -31,6 +31,28 @@ function M.spawn_with(opts, fn, ...)
   return spawn_native(opts, fn, ...)
 end
 
+local scope_open, scope_close = native.scope_open, native.scope_close
+local traceback, unpack_ = debug.traceback, unpack
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+-- with_deadline(ms, fn, ...) -> true, results... | nil, err
+-- Runs fn(...) in the running task, under a deadline of its own: once ms
+-- have passed, fn's waits return nil, "timeout" at once (its pending I/O
+-- is aborted) and tasks it started are cancelled; then with_deadline
+-- returns nil, "timeout". A Lua error in fn returns nil, message with a
+-- traceback. Cheaper than a task per call: no coroutine is made. Inside
+-- another with_deadline it falls back to a child task with a deadline.
+function M.with_deadline(ms, fn, ...)
+  if not scope_open(ms) then
+    return spawn_native({ timeout_ms = ms }, fn, ...):join()
+  end
+  local r = pack(xpcall(fn, traceback, ...))
+  if scope_close() then return nil, "timeout" end
+  if not r[1] then return nil, r[2] end
+  return true, unpack_(r, 2, r.n)
+end
+
 local methods = native.task_methods
 
 -- task:join() -> true, results... | nil, err

@@ -7,7 +7,7 @@
 -- agent version) with an event and a store write on every transition.
 local sched = require "chorus.sched"
 
-local spawn_with, sleep, now, cancelled = sched.spawn_with, sched.sleep, sched.now, sched.cancelled
+local with_deadline, sleep, now, cancelled = sched.with_deadline, sched.sleep, sched.now, sched.cancelled
 local pairs, ipairs, type, tostring, random = pairs, ipairs, type, tostring, math.random
 local min = math.min
 
@@ -51,16 +51,15 @@ local function call_agent(agent, input, actx, step)
   return agent.call(input, actx, step)
 end
 
--- One attempt: the agent runs in a child task whose deadline is the step's
--- timeout, so a slow agent's pending I/O is aborted at the deadline.
--- Returns ok, output_or_err, meta.
+-- One attempt: the agent runs under the step's timeout as a deadline of
+-- its own (sched.with_deadline), so a slow agent's pending I/O is aborted
+-- at the deadline. Returns ok, output_or_err, meta.
 local function attempt(exec, step, agent, input, n)
   local actx = {
     execution_id = exec.id, trace_id = exec.trace_id, step_id = step.id,
     attempt = n, params = step.params, config = exec.config_name,
   }
-  local t = spawn_with({ timeout_ms = step.timeout_ms }, call_agent, agent, input, actx, step)
-  local ok, out, meta = t:join()
+  local ok, out, meta = with_deadline(step.timeout_ms, call_agent, agent, input, actx, step)
   if ok == nil then
     if out == "timeout" then
       return false, ("timeout after %d ms"):format(step.timeout_ms)

@@ -161,7 +161,8 @@ local function check_steps(raw, base, snap, errors)
       steps[i] = false
     else
       local s = schema.check(rs, M.STEP, p, errors)
-      s.dependencies = s.dependencies or json.array({})
+      -- not a list: its error is reported; the graph checks see none
+      if type(s.dependencies) ~= "table" then s.dependencies = json.array({}) end
       s.retry = s.retry or { max_attempts = 1, backoff_ms = 0 }
       s.params = s.params or {}
       s.name = s.name or s.id
@@ -246,7 +247,8 @@ local function check_steps(raw, base, snap, errors)
   end
   -- fallback chains must not loop (a falls back to b falls back to a)
   for i, s in ipairs(steps) do
-    if s and s.fallback_for then
+    -- (a step without a valid id already has its error)
+    if s and s.fallback_for and type(s.id) == "string" then
       local seen, cur = { [s.id] = true }, s
       while cur and cur.fallback_for and index_of[cur.fallback_for] do
         local nxt = steps[index_of[cur.fallback_for]]

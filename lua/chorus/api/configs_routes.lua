@@ -10,6 +10,7 @@
 local api = require "chorus.api"
 local body = require "chorus.api.body"
 local errors = require "chorus.api.errors"
+local json = require "chorus.json"
 
 local M = {}
 
@@ -80,7 +81,7 @@ function M.register(app)
       owner_id = q.owner, active = active, limit = limit, offset = offset,
     })
     if not items then return errors.response("unavailable", total) end
-    return api.json(200, { items = items, total = total, limit = limit, offset = offset })
+    return api.json(200, { items = json.array(items), total = total, limit = limit, offset = offset })
   end)
 
   app:route("GET", BASE .. "/{key}", { auth = "read" }, function(ctx)

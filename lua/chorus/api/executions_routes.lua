@@ -159,7 +159,7 @@ function M.register(app)
     end
     local items, total = ctx.service.store:list_executions(filter)
     if not items then return errors.response("unavailable", total) end
-    return api.json(200, { items = items, total = total, limit = limit, offset = offset })
+    return api.json(200, { items = json.array(items), total = total, limit = limit, offset = offset })
   end)
 
   for _, action in ipairs({ "pause", "resume", "cancel" }) do

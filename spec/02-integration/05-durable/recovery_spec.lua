@@ -32,6 +32,18 @@ local function completed_steps(pool)
   return set
 end
 
+-- The tail of the workers' logs, for failure messages.
+local function logs(dir)
+  local out = {}
+  for _, name in ipairs({ "w1", "w2", "n1", "n2", "n3" }) do
+    local lines = h.read_lines(dir .. "/" .. name .. ".log")
+    if #lines > 0 then
+      out[#out + 1] = ("-- %s.log:\n%s"):format(name, table.concat(lines, "\n", math.max(1, #lines - 15)))
+    end
+  end
+  return table.concat(out, "\n")
+end
+
 local function worker(url, scripts, log, extra)
   return h.spawn(("%s worker --db %s --scripts %s --lease-ms 1500 --poll-ms 100 %s"):format(
     h.binary, url, scripts, extra or ""), log)
@@ -57,7 +69,7 @@ describe("durable execution #postgres", function()
 
     local pool = pg.pool(url, { size = 2 })
     local w1 = worker(url, scripts, dir .. "/w1.log", "--concurrency 100")
-    assert.is_true(h.wait_until(function() return (counts(pool).completed or 0) >= 150 end, 30000))
+    assert.is_true(h.wait_until(function() return (counts(pool).completed or 0) >= 150 end, 60000), logs(dir))
     h.kill(w1, "KILL")
     assert.is_true(h.wait_exit(w1, 5000))
     local done_at_kill = completed_steps(pool)
@@ -70,8 +82,8 @@ describe("durable execution #postgres", function()
     for _, row in ipairs(r.rows) do in_flight[row.e .. " " .. row.s] = row.attempts end
 
     local w2 = worker(url, scripts, dir .. "/w2.log", "--concurrency 200")
-    assert.is_true(h.wait_until(function() return (counts(pool).completed or 0) == 1000 end, 60000),
-      "not all executions completed: " .. json.encode(counts(pool)))
+    assert.is_true(h.wait_until(function() return (counts(pool).completed or 0) == 1000 end, 120000),
+      "not all executions completed: " .. json.encode(counts(pool)) .. "\n" .. logs(dir))
     h.kill(w2, "TERM")
     assert.is_true(h.wait_exit(w2, 15000))
 
@@ -111,13 +123,13 @@ describe("durable execution #postgres", function()
     sched.sleep(300)
     local code, _, err = h.sh(("%s enqueue %s/c.json --db %s --scripts %s --count 600"):format(h.binary, dir, url, scripts))
     assert.equal(0, code, err)
-    assert.is_true(h.wait_until(function() return (counts(pool).completed or 0) >= 100 end, 30000))
+    assert.is_true(h.wait_until(function() return (counts(pool).completed or 0) >= 100 end, 60000), logs(dir))
     h.kill(nodes[2], "KILL")
     assert.is_true(h.wait_exit(nodes[2], 5000))
     local done_at_kill = completed_steps(pool)
     local lines_at_kill = #h.read_lines(journal)
-    assert.is_true(h.wait_until(function() return (counts(pool).completed or 0) == 600 end, 60000),
-      "not all completed: " .. json.encode(counts(pool)))
+    assert.is_true(h.wait_until(function() return (counts(pool).completed or 0) == 600 end, 120000),
+      "not all completed: " .. json.encode(counts(pool)) .. "\n" .. logs(dir))
     for _, i in ipairs({ 1, 3 }) do h.kill(nodes[i], "TERM") end
     for _, i in ipairs({ 1, 3 }) do assert.is_true(h.wait_exit(nodes[i], 15000)) end
     -- Each node did part of the work; nobody re-ran a completed step.
