@@ -166,6 +166,51 @@ describe("chorus.sched", function()
     for i = 1, 10 do assert.same({ true, i }, { tasks[i]:join() }) end
   end)
 
+  it("with_deadline: fn's waits time out, its children are cancelled, the task goes on", function()
+    local child
+    local t0 = sched.now()
+    local ok, why = sched.with_deadline(30, function()
+      child = sched.spawn(function() return sched.sleep(5000) end)
+      local slept, err = sched.sleep(5000)
+      assert.is_nil(slept)
+      assert.equal("timeout", err)
+      assert.equal("timeout", sched.cancelled())
+      assert.same({ nil, "timeout" }, { sched.sleep(1) }) -- fails fast after the deadline
+      return "ignored"
+    end)
+    assert.is_nil(ok)
+    assert.equal("timeout", why)
+    local took = sched.now() - t0
+    assert.is_true(took >= 29 and took < 45, "took " .. took)
+    assert.same({ nil, "timeout" }, { child:join() })
+    assert.is_nil(sched.cancelled())
+    assert.is_true(sched.sleep(1)) -- the task itself goes on
+  end)
+
+  it("with_deadline returns results, errors with a traceback, and nests through a task", function()
+    assert.same({ true, 1, 2 }, { sched.with_deadline(100, function(a, b) sched.sleep(1) return a, b end, 1, 2) })
+    local ok, err = sched.with_deadline(100, function() error("boom") end)
+    assert.is_nil(ok)
+    assert.matches("boom", err)
+    assert.matches("stack traceback", err)
+    local r = { sched.with_deadline(100, function()
+      return sched.with_deadline(10, function() return sched.sleep(1000) end)
+    end) }
+    assert.same({ true, nil, "timeout" }, r)
+  end)
+
+  it("with_deadline inside a cancelled task reports cancelled", function()
+    local t = sched.spawn(function()
+      return sched.with_deadline(1000, function() return sched.sleep(1000) end)
+    end)
+    sched.sleep(5)
+    t:cancel()
+    local ok, a, b = t:join()
+    assert.is_nil(ok)
+    assert.equal("cancelled", a)
+    assert.is_nil(b)
+  end)
+
   it("leaves no task running", function()
     local before = sched.live_tasks()
     local ts = {}

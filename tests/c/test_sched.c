@@ -398,6 +398,88 @@ static void test_many(void)
     teardown("20000 concurrent sleeping tasks all finish and are freed");
 }
 
+static ctask_t *scope_kid;
+static int scope_fired_flag;
+
+/* Body: open a 30 ms scope, start a child (5 s), wait 5 s on a timer
+ * (the scope aborts it), check that a second wait inside the fired scope
+ * fails at once, close the scope, then wait 10 ms normally and finish. */
+static void body_scope(ctask_t *t, rt_wake_t wake)
+{
+    switch (t->step++) {
+    case 0:
+        CHECK(rt_task_scope_open(&t->task, 30) == 0);
+        CHECK(rt_task_scope_open(&t->task, 30) == -1); /* no nesting */
+        scope_kid = spawn(body_sleep, t, 5000);
+        CHECK(wait_timer(t, 5000) == RT_WAKE_OK);
+        return;
+    case 1:
+        CHECK(wake == RT_WAKE_TIMEOUT);
+        CHECK(rt_task_stop_reason(&t->task) == RT_WAKE_TIMEOUT);
+        CHECK(wait_timer(t, 10) == RT_WAKE_TIMEOUT); /* fails fast */
+        scope_fired_flag = rt_task_scope_close(&t->task);
+        CHECK(rt_task_stop_reason(&t->task) == RT_WAKE_OK);
+        CHECK(wait_timer(t, 10) == RT_WAKE_OK);
+        return;
+    default:
+        CHECK(wake == RT_WAKE_OK);
+        rt_task_finish(&t->task, RT_OUTCOME_OK);
+    }
+}
+
+static void test_scope(void)
+{
+    ctask_t *t;
+    uint64_t start;
+    setup();
+    uv_update_time(&loop);
+    start = uv_now(&loop);
+    t = spawn(body_scope, NULL, 0);
+    run_loop();
+    CHECK(scope_fired_flag == 1);
+    CHECK(t->woke_at[1] - start >= 30 && t->woke_at[1] - start < 45);
+    CHECK(t->task.outcome == RT_OUTCOME_OK); /* the task was not cancelled */
+    CHECK(scope_kid->wakes[1] == RT_WAKE_TIMEOUT);
+    CHECK(scope_kid->task.outcome == RT_OUTCOME_TIMEOUT);
+    rt_task_release(&scope_kid->task);
+    rt_task_release(&t->task);
+    teardown("a deadline scope aborts its waits and children, not its task");
+}
+
+/* Body: a scope closed before its deadline leaves no timer behind and
+ * cancels its children still running. */
+static void body_scope_early(ctask_t *t, rt_wake_t wake)
+{
+    (void)wake;
+    switch (t->step++) {
+    case 0:
+        CHECK(rt_task_scope_open(&t->task, 10000) == 0);
+        scope_kid = spawn(body_sleep, t, 5000);
+        CHECK(wait_timer(t, 5) == RT_WAKE_OK);
+        return;
+    default:
+        CHECK(rt_task_scope_close(&t->task) == 0);
+        rt_task_finish(&t->task, RT_OUTCOME_OK);
+    }
+}
+
+static void test_scope_early(void)
+{
+    ctask_t *t;
+    uint64_t start;
+    setup();
+    uv_update_time(&loop);
+    start = uv_now(&loop);
+    t = spawn(body_scope_early, NULL, 0);
+    run_loop(); /* would wait 10 s if the scope's timer stayed armed */
+    uv_update_time(&loop);
+    CHECK(uv_now(&loop) - start < 1000);
+    CHECK(scope_kid->task.outcome == RT_OUTCOME_CANCELLED);
+    rt_task_release(&scope_kid->task);
+    rt_task_release(&t->task);
+    teardown("a scope closed early cancels its children and disarms its timer");
+}
+
 int main(void)
 {
     test_timer_wake();
@@ -412,6 +494,8 @@ int main(void)
     test_wait(2, 2, "wait for two of three");
     test_wait_cancelled();
     test_many();
+    test_scope();
+    test_scope_early();
     if (failures) {
         printf("scheduler tests: %d checks failed\n", failures);
         return 1;
