@@ -69,6 +69,10 @@ describe("durable execution #postgres", function()
 
     local pool = pg.pool(url, { size = 2 })
     local w1 = worker(url, scripts, dir .. "/w1.log", "--concurrency 100")
+    local w2
+    finally(function()
+      for _, p in ipairs({ w1, w2 }) do if p then h.kill(p, "KILL") end end
+    end)
     assert.is_true(h.wait_until(function() return (counts(pool).completed or 0) >= 150 end, 60000), logs(dir))
     h.kill(w1, "KILL")
     assert.is_true(h.wait_exit(w1, 5000))
@@ -81,7 +85,7 @@ describe("durable execution #postgres", function()
     local in_flight = {}
     for _, row in ipairs(r.rows) do in_flight[row.e .. " " .. row.s] = row.attempts end
 
-    local w2 = worker(url, scripts, dir .. "/w2.log", "--concurrency 200")
+    w2 = worker(url, scripts, dir .. "/w2.log", "--concurrency 200")
     assert.is_true(h.wait_until(function() return (counts(pool).completed or 0) == 1000 end, 120000),
       "not all executions completed: " .. json.encode(counts(pool)) .. "\n" .. logs(dir))
     h.kill(w2, "TERM")
@@ -120,6 +124,9 @@ describe("durable execution #postgres", function()
     local pool = pg.pool(url, { size = 2 })
     local nodes = {}
     for i = 1, 3 do nodes[i] = worker(url, scripts, dir .. "/n" .. i .. ".log", "--concurrency 50") end
+    finally(function()
+      for _, p in ipairs(nodes) do h.kill(p, "KILL") end
+    end)
     sched.sleep(300)
     local code, _, err = h.sh(("%s enqueue %s/c.json --db %s --scripts %s --count 600"):format(h.binary, dir, url, scripts))
     assert.equal(0, code, err)

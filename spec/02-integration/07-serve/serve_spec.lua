@@ -144,6 +144,7 @@ describe("chorus serve", function()
 
     it("shuts down gracefully on SIGTERM: the request in flight is answered", function()
       local s2 = serve("--grace-ms 3000", "CHORUS_ADMIN_KEY=" .. KEY)
+      finally(function() if h.alive(s2.pid) then h.kill(s2.pid, "KILL") end end)
       assert.equal(201, (req(s2, "POST", "/api/v1/orchestrations/configs", SLOW, KEY)))
       local _, r = req(s2, "POST", "/api/v1/orchestrations/execute/slow", nil, KEY)
       h.kill(s2.pid, "TERM")
@@ -154,6 +155,7 @@ describe("chorus serve", function()
 
     it("--workers 2 runs two processes on one port", function()
       local s3 = serve("--workers 2", "CHORUS_ADMIN_KEY=" .. KEY, 20000 + math.random(0, 20000))
+      finally(function() if h.alive(s3.pid) then stop(s3) end end)
       local nodes, n = {}, 0
       for _ = 1, 60 do
         local _, b = req(s3, "GET", "/healthz", nil, nil, { connection = "close" }) -- a new connection each time
