@@ -4,7 +4,7 @@
 -- (in step order). Failed members count in the total but cast no vote.
 -- Info: agreed = members behind the winner, total = all members,
 -- score = agreed / total.
-local json = require "chorus.json"
+local votes = require "chorus.votes"
 
 return {
   name = "majority",
@@ -14,25 +14,8 @@ return {
     key = { type = "string", description = "compare only this field of each answer" },
   } },
   aggregate = function(results, opts)
-    local votes, first, order = {}, {}, {}
-    for _, r in ipairs(results) do
-      if r.ok then
-        local v = r.output
-        if opts.key and type(v) == "table" then v = v[opts.key] end
-        local k = json.canonical(v) or tostring(v)
-        if not votes[k] then
-          votes[k], first[k] = 0, r.output
-          order[#order + 1] = k
-        end
-        votes[k] = votes[k] + 1
-      end
-    end
-    if #order == 0 then return nil, "no member answered" end
-    local best = order[1]
-    for _, k in ipairs(order) do
-      if votes[k] > votes[best] then best = k end
-    end
-    local total = #results
-    return first[best], { agreed = votes[best], total = total, score = votes[best] / total }
+    local t, err = votes.tally(results, opts, "count")
+    if not t then return nil, err end
+    return t.winner, { agreed = t.count, total = t.total, score = t.count / t.total }
   end,
 }

@@ -3,7 +3,7 @@
 -- Info: agreed = members behind the winner, total = all members,
 -- score = the winner's weight / the weight of all members (failed ones
 -- included).
-local json = require "chorus.json"
+local votes = require "chorus.votes"
 
 return {
   name = "weighted",
@@ -13,28 +13,9 @@ return {
     key = { type = "string", description = "compare only this field of each answer" },
   } },
   aggregate = function(results, opts)
-    local weight, count, first, order, total_w = {}, {}, {}, {}, 0
-    for _, r in ipairs(results) do
-      local w = r.weight or 1
-      total_w = total_w + w
-      if r.ok then
-        local v = r.output
-        if opts.key and type(v) == "table" then v = v[opts.key] end
-        local k = json.canonical(v) or tostring(v)
-        if not weight[k] then
-          weight[k], count[k], first[k] = 0, 0, r.output
-          order[#order + 1] = k
-        end
-        weight[k] = weight[k] + w
-        count[k] = count[k] + 1
-      end
-    end
-    if #order == 0 then return nil, "no member answered" end
-    local best = order[1]
-    for _, k in ipairs(order) do
-      if weight[k] > weight[best] then best = k end
-    end
-    local score = total_w > 0 and weight[best] / total_w or 0
-    return first[best], { agreed = count[best], total = #results, score = score }
+    local t, err = votes.tally(results, opts, "weight")
+    if not t then return nil, err end
+    local score = t.total_weight > 0 and t.weight / t.total_weight or 0
+    return t.winner, { agreed = t.count, total = t.total, score = score }
   end,
 }

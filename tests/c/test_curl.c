@@ -9,15 +9,7 @@
 
 #include "rt_curl.h"
 
-static int failures;
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                  \
-            failures++;                                                      \
-        }                                                                    \
-    } while (0)
+#include "test_check.h"
 
 static uv_loop_t loop;
 static rt_curl_t *eng;
@@ -886,8 +878,8 @@ int main(void)
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK(uv_loop_close(&loop) == 0);
 
-    if (failures) {
-        fprintf(stderr, "test_curl: %d failure(s)\n", failures);
+    if (test_failures) {
+        fprintf(stderr, "test_curl: %d failure(s)\n", test_failures);
         return 1;
     }
     printf("test_curl: ok\n");

@@ -23,15 +23,7 @@
 
 #include "rt_http.h"
 
-static atomic_int failures;
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                  \
-            atomic_fetch_add(&failures, 1);                                  \
-        }                                                                    \
-    } while (0)
+#include "test_check.h"
 
 static uv_loop_t loop;
 static uv_async_t client_done;
@@ -987,7 +979,7 @@ int main(void)
     CHECK(st.connections_total >= 15);
     CHECK(st.bytes_in >= 11 + 7 * 3);
     CHECK(st.bytes_out > 256 * 1024);
-    if (atomic_load(&failures) == 0)
+    if (atomic_load(&test_failures) == 0)
         printf("test_http: all checks passed\n");
-    return atomic_load(&failures) == 0 ? 0 : 1;
+    return atomic_load(&test_failures) == 0 ? 0 : 1;
 }

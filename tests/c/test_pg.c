@@ -13,15 +13,7 @@
 
 #include "rt_pg.h"
 
-static int failures;
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                  \
-            failures++;                                                      \
-        }                                                                    \
-    } while (0)
+#include "test_check.h"
 
 static uv_loop_t loop;
 static const char *url;
@@ -631,10 +623,10 @@ int main(void)
     uv_run(&loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&loop) != 0) {
         uv_walk(&loop, walk_cb, NULL);
-        failures++;
+        test_failures++;
     }
-    if (failures) {
-        fprintf(stderr, "test_pg: %d check(s) failed\n", failures);
+    if (test_failures) {
+        fprintf(stderr, "test_pg: %d check(s) failed\n", test_failures);
         return 1;
     }
     printf("test_pg: all checks passed\n");

@@ -13,15 +13,7 @@
 
 #include "rt_redis.h"
 
-static int failures;
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                  \
-            failures++;                                                      \
-        }                                                                    \
-    } while (0)
+#include "test_check.h"
 
 static uv_loop_t loop;
 static uv_timer_t guard;
@@ -838,8 +830,8 @@ int main(void)
     uv_close((uv_handle_t *)&guard, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK(uv_loop_close(&loop) == 0);
-    if (failures) {
-        fprintf(stderr, "test_redis: %d failure(s)\n", failures);
+    if (test_failures) {
+        fprintf(stderr, "test_redis: %d failure(s)\n", test_failures);
         return 1;
     }
     printf("test_redis: ok\n");

@@ -7,15 +7,7 @@
 
 #include "rt_sched.h"
 
-static int failures;
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                  \
-            failures++;                                                      \
-        }                                                                    \
-    } while (0)
+#include "test_check.h"
 
 static uv_loop_t loop;
 static rt_sched_t sched;
@@ -496,8 +488,8 @@ int main(void)
     test_many();
     test_scope();
     test_scope_early();
-    if (failures) {
-        printf("scheduler tests: %d checks failed\n", failures);
+    if (test_failures) {
+        printf("scheduler tests: %d checks failed\n", test_failures);
         return 1;
     }
     printf("all scheduler tests passed\n");

@@ -4,7 +4,6 @@
 local args = require "chorus.cli.args"
 local db = require "chorus.cli.db"
 local load = require "chorus.cli.load"
-local validate = require "chorus.validate"
 
 local SPEC = {
   db = db.SPEC,
@@ -36,8 +35,7 @@ return function(argv)
   local engine = require("chorus.engine").new({ scripts = opts.scripts, store = d.store })
   local cfg, errors = engine:validate(doc)
   if not cfg then
-    io.stderr:write(("%s: %d error%s\n"):format(pos[1], #errors, #errors == 1 and "" or "s"))
-    for line in validate.format_errors(errors):gmatch("[^\n]+") do io.stderr:write("  " .. line .. "\n") end
+    load.report_invalid(pos[1], errors)
     return 2
   end
   local node = require("chorus.node").new({ engine = engine, pool = d.pool, claim = false, concurrency = 0 })

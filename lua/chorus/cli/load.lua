@@ -36,4 +36,11 @@ function M.input(opts)
   return v
 end
 
+-- report_invalid(path, errors): "PATH: N errors" then one indented
+-- "path: message" line per error, on stderr.
+function M.report_invalid(path, errors)
+  io.stderr:write(("%s: %d error%s\n"):format(path, #errors, #errors == 1 and "" or "s"))
+  for _, e in ipairs(errors) do io.stderr:write("  " .. e.path .. ": " .. e.message .. "\n") end
+end
+
 return M

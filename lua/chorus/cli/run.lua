@@ -5,7 +5,6 @@
 local args = require "chorus.cli.args"
 local engine_mod = require "chorus.engine"
 local load = require "chorus.cli.load"
-local validate = require "chorus.validate"
 local progress = require "chorus.progress"
 local json = require "chorus.json"
 local native = require "chorus.native"
@@ -65,8 +64,7 @@ return function(argv)
   if not engine then io.stderr:write("chorus run: " .. eerr .. "\n") return 2 end
   local cfg, errors = engine:validate(doc)
   if not cfg then
-    io.stderr:write(("%s: %d error%s\n"):format(pos[1], #errors, #errors == 1 and "" or "s"))
-    for line in validate.format_errors(errors):gmatch("[^\n]+") do io.stderr:write("  " .. line .. "\n") end
+    load.report_invalid(pos[1], errors)
     return 2
   end
 

@@ -3,7 +3,6 @@
 local args = require "chorus.cli.args"
 local engine_mod = require "chorus.engine"
 local load = require "chorus.cli.load"
-local validate = require "chorus.validate"
 
 local SPEC = {
   scripts = { type = "list", arg = "DIR", help = "overlay script directory (repeatable)" },
@@ -34,10 +33,7 @@ return function(argv)
         io.stdout:write(("%s: valid (%s, %d steps)\n"):format(path, cfg.strategy, #cfg.steps))
       else
         bad = bad + 1
-        io.stderr:write(("%s: %d error%s\n"):format(path, #errors, #errors == 1 and "" or "s"))
-        for line in validate.format_errors(errors):gmatch("[^\n]+") do
-          io.stderr:write("  " .. line .. "\n")
-        end
+        load.report_invalid(path, errors)
       end
     end
   end
