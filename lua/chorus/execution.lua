@@ -98,7 +98,6 @@ function Execution:persist(ok, err)
   if err == "fenced" then
     self.fenced = true
     require("chorus.log").warn("execution %s: taken over by another node; stopping here", self.id)
-    if self.body then self.body:cancel() end
     if self.task then self.task:cancel() end
     return
   end
@@ -154,6 +153,12 @@ function Execution:set_step_status(sr, to)
   end
 end
 
+-- save_progress(sr): stores a running step's row (its attempt number)
+-- without a transition and without waiting for it.
+function Execution:save_progress(sr)
+  if not self.fenced then self:persist(self.store:save_step(self, sr, false)) end
+end
+
 function Execution:emit_step_event(sr, type_, err)
   if self.bus.n > 0 then
     self:emit({ type = type_, step_id = sr.id, attempts = sr.attempts, error = err,
@@ -177,7 +182,7 @@ end
 function Execution:abort(step_id, err)
   if self.aborted then return end
   self.aborted = { step = step_id, error = err }
-  if self.body then self.body:cancel() end
+  if self.task then self.task:cancel() end
 end
 
 -- request_approval(sr) -> {approved, by, reason} | nil when cancelled.
@@ -227,15 +232,16 @@ function Execution:cancel()
     return nil, ("cannot cancel an execution that is %s"):format(self.status)
   end
   self.cancel_requested = true
-  if self.body then
-    self.body:cancel()
-  elseif self.started_mono then
+  if self.started_mono then
     self.task:cancel()
-  else
+  elseif not self.finalized then
     -- Its task never ran (cancelled right after it was submitted): the
-    -- body will never start, so the execution ends here.
+    -- execution ends here, at once.
+    self.finalized = true
     if self.task then self.task:cancel() end
     self:end_unstarted("cancelled", "cancelled")
+    if self.done_cond then self.done_cond:signal(true) end
+    if self.on_end then self.on_end(self) end
   end
   return true
 end
@@ -252,8 +258,9 @@ end
 
 -- fail_unstarted(err): see end_unstarted; the execution fails with err.
 function Execution:fail_unstarted(err)
-  self.task = self.task or sched.spawn_with({ detached = true }, function() end)
+  self.finalized = true
   self:end_unstarted("failed", err)
+  if self.on_end then self.on_end(self) end
 end
 
 local function decide(self, step_id, decision)
@@ -319,8 +326,11 @@ local function failure_message(self, ok, out, err)
   return tostring(err)
 end
 
--- The execution's body, run in its own task by start().
-function Execution:_main()
+-- The execution's task: it runs the strategy, under settings.timeout_ms.
+-- Cancel and abort cancel this task; what happens next (compensation, the
+-- terminal status) runs in a task of its own, _finish, started when this
+-- one is done: one coroutine per execution while it runs, not two.
+local function body(self)
   local settings = self.config.settings
   self.started_mono = now()
   self:set_status("running")
@@ -328,8 +338,29 @@ function Execution:_main()
   local entry = self.registry.strategies[self.strategy]
   self.strategy_version = entry.version
   local ctx = context.new(self)
-  self.body = sched.spawn_with({ timeout_ms = settings.timeout_ms }, entry.module.run, ctx, ctx.steps, settings)
-  local ok, out, err = self.body:join()
+  return entry.module.run(ctx, ctx.steps, settings)
+end
+
+local function finished(self)
+  self.finalized = true
+  if self.done_cond then self.done_cond:signal(true) end
+  if self.on_end then self.on_end(self) end
+end
+
+local function finish(self)
+  if self.finalized then return end
+  if self.fenced then
+    -- Another node owns it now (or this node handed it over on its way
+    -- out): this copy ends without writing anything.
+    return finished(self)
+  end
+  if not self.started_mono then
+    -- Cancelled before its task ever ran.
+    self:end_unstarted("cancelled", "cancelled")
+    return finished(self)
+  end
+  local settings = self.config.settings
+  local ok, out, err = self.task:result()
   local status
   if self.cancel_requested or (ok == nil and out == "cancelled" and not self.aborted) then
     status, self.error = "cancelled", "cancelled"
@@ -349,29 +380,39 @@ function Execution:_main()
   self.latency_ms = now() - self.started_mono
   self.finished_at = time()
   self:set_status(status)
-  return self
+  return finished(self)
+end
+
+-- _finish runs in its own task; a bug in it must not leave the execution
+-- hanging: it ends failed with the error.
+function Execution:_finish()
+  local ok, err = xpcall(finish, debug.traceback, self)
+  if not ok and not self.finalized then
+    require("chorus.log").error("execution %s: internal error: %s", self.id, tostring(err))
+    self.error = "internal error: " .. tostring(err)
+    if not states.terminal[self.status] then self.status = "failed" end
+    finished(self)
+  end
 end
 
 -- start() runs the execution in a new task (a child of the caller's task
 -- unless opts.detached) and returns the execution.
 function Execution:start(opts)
   self.store:insert_execution(self)
-  self.task = sched.spawn_with({ detached = opts and opts.detached }, self._main, self)
+  self.task = sched.spawn_with({ detached = opts and opts.detached, timeout_ms = self.config.settings.timeout_ms },
+    body, self)
+  self.task:on_done(self._finish, self)
   return self
 end
 
--- wait() -> the execution once it reached a terminal status (or nil, why
--- if the waiting task is cancelled).
+-- wait() -> the execution once it has ended (or nil, why if the waiting
+-- task is cancelled).
 function Execution:wait()
-  local ok, why = self.task:join()
-  if states.terminal[self.status] then return self end
-  if ok == nil and why ~= "cancelled" and why ~= "timeout" then
-    -- A bug in the framework itself: keep the process up, report it.
-    self.error = "internal error: " .. tostring(why)
-    self.status = "failed"
-    return self
+  while not self.finalized do
+    self.done_cond = self.done_cond or sched.cond()
+    local ok, why = self.done_cond:wait()
+    if not ok then return nil, why end
   end
-  if ok == nil then return nil, why end
   return self
 end
 

@@ -154,15 +154,17 @@ end
 
 -- Running ------------------------------------------------------------------
 
+local function untrack(exec)
+  local self = exec.node
+  self.running[exec.id] = nil
+  self.nrunning = self.nrunning - 1
+  self.wakeup:signal(true)
+end
+
 function Node:track(exec)
   self.running[exec.id] = exec
   self.nrunning = self.nrunning + 1
-  sched.spawn_with({ detached = true }, function()
-    exec:wait()
-    self.running[exec.id] = nil
-    self.nrunning = self.nrunning - 1
-    self.wakeup:signal(true)
-  end)
+  exec.node, exec.on_end = self, untrack
 end
 
 -- Starts a claimed execution; returns the execution.
@@ -306,7 +308,10 @@ function Node:stop(opts)
   local deadline = sched.now() + (opts and opts.grace_ms or 10000)
   while self.nrunning > 0 and sched.now() < deadline do sched.sleep(20) end
   for _, exec in pairs(self.running) do
-    exec.released = true
+    -- Handed over: its progress so far is durable; this copy stops and
+    -- writes nothing more (a step cancelled here must not be recorded as
+    -- failed), and another node resumes it once the lease is released.
+    exec.fenced = true
     if exec.task then exec.task:cancel() end
   end
   self.store.committer:flush()

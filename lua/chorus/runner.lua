@@ -78,12 +78,12 @@ end
 function Runner:close()
   local live = {}
   for _, exec in pairs(self.store.by_id) do
-    if exec.task and not exec.task:done() then
+    if not exec.finalized then
       exec:cancel()
-      live[#live + 1] = exec.task
+      live[#live + 1] = exec
     end
   end
-  if #live > 0 then require("chorus.sched").wait_all(live) end
+  for _, exec in ipairs(live) do exec:wait() end
 end
 
 return M

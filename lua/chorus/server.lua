@@ -142,7 +142,7 @@ function Server:stop(opts)
       local deadline = sched.now() + grace
       local live = function()
         for _, e in pairs(svc.store.by_id) do
-          if e.task and not e.task:done() then return true end
+          if not e.finalized then return true end
         end
       end
       while live() and sched.now() < deadline do sched.sleep(20) end

@@ -125,15 +125,20 @@ local function run_own(exec, step, sr)
   local input = sr.input or M.build_input(exec, step)
   local t0 = now()
   sr.started_at = sched.time()
+  -- After a crash the step runs again; attempt numbers go on from the
+  -- record (the retry budget is this run's). Each attempt's number is
+  -- stored as it starts, so a crash mid-attempt leaves it recorded.
+  local base = sr.attempts or 0
+  sr.attempts = base + 1
   exec:set_step_status(sr, "running")
   local retry = step.retry
   local max_attempts = retry.max_attempts
-  -- After a crash the step runs again; attempt numbers go on from the
-  -- record (the retry budget is this run's).
-  local base = sr.attempts or 0
   local out, meta
   for n = 1, max_attempts do
-    sr.attempts = base + n
+    if n > 1 then
+      sr.attempts = base + n
+      exec:save_progress(sr)
+    end
     ok, out, meta = attempt(exec, step, entry.module, input, base + n)
     if ok then break end
     -- Cancellation of the execution is never retried.

@@ -190,7 +190,7 @@ describe("chorus serve", function()
       keys.view1 = key("t1", "victor", "viewer")
       keys.op2 = key("t2", "mallory", "operator")
       local args = ("--db %s --redis %s --lease-ms 1500"):format(url, redis)
-      a = serve(args)
+      a = serve(args .. " --grace-ms 0")
       b = serve(args)
     end)
     teardown(function()
@@ -284,7 +284,7 @@ describe("chorus serve", function()
         traces[i] = r.trace_id
       end
       sched.sleep(500)
-      h.kill(a.pid, "TERM")
+      h.kill(a.pid, "TERM") -- node a has --grace-ms 0: it hands them over at once
       assert.is_true(h.wait_exit(a.pid, 15000))
       for _, t in ipairs(traces) do
         assert.is_true(h.wait_until(function()
@@ -294,6 +294,8 @@ describe("chorus serve", function()
         local _, rec = req(b, "GET", "/api/v1/orchestrations/status/" .. t, nil, keys.op1)
         assert.equal("done", rec.output)
         assert.equal(1, rec.steps[1].attempts) -- a completed step is never run again
+        assert.equal(2, rec.steps[2].attempts) -- b was in flight: it ran again on the other node
+        assert.equal(2, rec.claims)
       end
     end)
   end)
