@@ -11,7 +11,8 @@ CHORUS_PACKAGES=(
   lua-cjson lua-cjson-dev lua-busted
 )
 if [ "${1:-}" = "--services" ]; then
-  CHORUS_PACKAGES+=(postgresql redis-server curl procps)
+  # clang + libclang-rt: the libFuzzer targets (scripts/fuzz.sh)
+  CHORUS_PACKAGES+=(postgresql redis-server curl procps clang libclang-rt-14-dev)
 fi
 
 missing=()

@@ -318,6 +318,7 @@ function M.config(doc, snap)
   end
   if raw_settings == nil or raw_settings == null then raw_settings = {} end
   local settings = schema.check(raw_settings, settings_schema, settings_path, errors)
+  if type(settings) ~= "table" then settings = {} end -- its type error is reported
   if type(settings.aggregator) == "string" and not snap.aggregators[settings.aggregator] then
     err(errors, settings_path .. ".aggregator", "unknown aggregator '%s'", settings.aggregator)
   end

@@ -97,7 +97,7 @@ function M.int_param(query, name, default, min, max)
       { { path = "query." .. name, message = "must be an integer" } })
   end
   if n < min or n > max then
-    return nil, errors.response("bad_request", ("query parameter %s must be between %d and %d, got %d"):format(name, min, max, n),
+    return nil, errors.response("bad_request", ("query parameter %s must be between %d and %d, got %s"):format(name, min, max, s),
       { { path = "query." .. name, message = ("must be between %d and %d"):format(min, max) } })
   end
   return n
