@@ -24,33 +24,63 @@ end
 
 local function add(self, kind, name, help, labels, extra)
   assert(not self.by_name[name], "metric registered twice: " .. name)
-  local m = { kind = kind, name = name, help = help, labels = labels or {}, series = {}, order = {} }
+  local m = { kind = kind, name = name, help = help, labels = labels or {}, series = {}, order = {}, index = {} }
+  assert(#m.labels <= 3, "at most 3 labels")
   for k, v in pairs(extra or {}) do m[k] = v end
   self.by_name[name] = m
   self.list[#self.list + 1] = m
   return m
 end
 
-local function series(m, values)
-  local key = label_key(m.labels, values)
-  local s = m.series[key]
-  if not s then
-    s = { key = key, value = 0 }
-    if m.kind == "histogram" then
-      s.counts, s.sum = {}, 0
-      for i = 1, #m.buckets do s.counts[i] = 0 end
+-- series(m, a, b, c) -> the series of those label values. Looked up
+-- through nested tables by value (metrics are updated on every event and
+-- request: no string is built once a series exists); up to 3 labels.
+local NIL = {}
+local function series(m, a, b, c)
+  local node = m.index
+  local n = #m.labels
+  local v1 = a == nil and NIL or a
+  if n == 0 then v1 = NIL end
+  local s
+  if n <= 1 then
+    s = node[v1]
+  else
+    local l2 = node[v1]
+    if l2 then
+      local v2 = b == nil and NIL or b
+      if n == 2 then
+        s = l2[v2]
+      else
+        local l3 = l2[v2]
+        s = l3 and l3[c == nil and NIL or c]
+      end
     end
-    m.series[key] = s
-    m.order[#m.order + 1] = key
   end
+  if s then return s end
+  local key = label_key(m.labels, { a, b, c })
+  s = { key = key, value = 0 }
+  if m.kind == "histogram" then
+    s.counts, s.sum = {}, 0
+    for i = 1, #m.buckets do s.counts[i] = 0 end
+  end
+  m.series[key] = s
+  m.order[#m.order + 1] = key
+  -- file it under its label values
+  local vals = { v1, b == nil and NIL or b, c == nil and NIL or c }
+  for i = 1, math.max(n, 1) - 1 do
+    local nxt = node[vals[i]]
+    if not nxt then nxt = {} node[vals[i]] = nxt end
+    node = nxt
+  end
+  node[vals[math.max(n, 1)]] = s
   return s
 end
 
 -- counter(name, help, labels) -> c; c:inc(n, label values...)
 function Registry:counter(name, help, labels)
   local m = add(self, "counter", name, help, labels)
-  function m:inc(n, ...)
-    local s = series(self, { ... })
+  function m:inc(n, a, b, c)
+    local s = series(self, a, b, c)
     s.value = s.value + (n or 1)
   end
   return m
@@ -60,11 +90,11 @@ end
 -- fn() -> value (or {label values..., value} rows) is read at scrape time.
 function Registry:gauge(name, help, labels, fn)
   local m = add(self, "gauge", name, help, labels, { fn = fn })
-  function m:set(v, ...)
-    series(self, { ... }).value = v
+  function m:set(v, a, b, c)
+    series(self, a, b, c).value = v
   end
-  function m:add(v, ...)
-    local s = series(self, { ... })
+  function m:add(v, a, b, c)
+    local s = series(self, a, b, c)
     s.value = s.value + v
   end
   return m
@@ -75,8 +105,8 @@ M.DEFAULT_BUCKETS = { 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 
 -- histogram(name, help, labels, buckets) -> h; h:observe(v, label values...)
 function Registry:histogram(name, help, labels, buckets)
   local m = add(self, "histogram", name, help, labels, { buckets = buckets or M.DEFAULT_BUCKETS })
-  function m:observe(v, ...)
-    local s = series(self, { ... })
+  function m:observe(v, a, b, c)
+    local s = series(self, a, b, c)
     local b = self.buckets
     for i = 1, #b do
       if v <= b[i] then s.counts[i] = s.counts[i] + 1 end

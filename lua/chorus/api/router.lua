@@ -11,9 +11,21 @@ function M.new()
   return setmetatable({ routes = {} }, Router)
 end
 
+-- A find loop rather than gmatch: LuaJIT compiles it (every request).
+local find, sub = string.find, string.sub
 local function split(path)
-  local parts = {}
-  for seg in path:gmatch("[^/]+") do parts[#parts + 1] = seg end
+  local parts, pos, n = {}, 1, 0
+  local len = #path
+  while pos <= len do
+    local slash = find(path, "/", pos, true)
+    local stop = slash and slash - 1 or len
+    if stop >= pos then
+      n = n + 1
+      parts[n] = sub(path, pos, stop)
+    end
+    if not slash then break end
+    pos = slash + 1
+  end
   return parts
 end
 

@@ -29,13 +29,37 @@ M.defaults = { max_queue = 1000, first_message_timeout_ms = 30000 }
 
 local TERMINAL = { completed = true, failed = true, cancelled = true }
 
+-- An event goes to many subscribers: it is encoded once (the cache is
+-- keyed by the event table, weakly, so it goes with the event).
+local encoded = setmetatable({}, { __mode = "k" })
+
 local function send_json(ws, v)
-  local s, err = json.encode(v)
+  local s = encoded[v]
   if not s then
-    require("chorus.log").error("ws: cannot encode a %s message: %s", tostring(v.type), tostring(err))
-    return nil, "unencodable"
+    local err
+    s, err = json.encode(v)
+    if not s then
+      require("chorus.log").error("ws: cannot encode a %s message: %s", tostring(v.type), tostring(err))
+      return nil, "unencodable"
+    end
+    encoded[v] = s
   end
   return ws:send(s)
+end
+
+-- The final result of an execution, built and encoded once for all its
+-- subscribers (the last few executions are remembered).
+local results, result_order = {}, {}
+local function result_message(svc, trace, scope)
+  local msg = results[trace]
+  if msg then return msg end
+  msg = { type = "result", execution = svc.store:get_record(trace, scope) }
+  if msg.execution and TERMINAL[msg.execution.status] then
+    results[trace] = msg
+    result_order[#result_order + 1] = trace
+    if #result_order > 200 then results[table.remove(result_order, 1)] = nil end
+  end
+  return msg
 end
 
 local function fail(ws, code, message, close_code)
@@ -43,41 +67,74 @@ local function fail(ws, code, message, close_code)
   ws:close(close_code or 1008)
 end
 
--- A client: a bounded queue drained by the handler's task.
+-- A client. Live events are sent straight from the hub's callback (the
+-- emitting task): ws:send only queues and never yields, and waking one
+-- task per subscriber per event cost more than the sends themselves.
+-- Events that arrive while the history is being replayed wait in a
+-- bounded queue. The handler's task only waits for the end: the
+-- execution finished, the client left, or it fell behind.
 local function client(ws, max_queue)
-  return { ws = ws, queue = {}, head = 1, cond = sched.cond(), overflow = false, max = max_queue, closed = false }
+  return { ws = ws, queue = {}, cond = sched.cond(), max = max_queue, last = -1, live = false }
 end
 
-local function push(c, e)
-  if c.overflow or c.closed then return end
-  if #c.queue - c.head + 1 >= c.max then
-    c.overflow = true
-  else
-    c.queue[#c.queue + 1] = e
-  end
+local function wake(c)
   if c.cond:has_waiters() then c.cond:signal(true) end
+end
+
+-- send_event(c, e): sends e unless it is a duplicate (by seq).
+local function send_event(c, e)
+  if e.seq then
+    if e.seq <= c.last then return end
+    c.last = e.seq
+  end
+  local ok, why = send_json(c.ws, e)
+  if not ok then
+    if why == "backpressure" then c.overflow = true else c.closed = true end
+    return wake(c)
+  end
+  if c.terminal_ends and e.type == "execution.status" and TERMINAL[e.status] then
+    c.finished = true
+    wake(c)
+  end
+end
+
+local function deliver(c, e)
+  if c.closed or c.overflow or c.finished then return end
+  if c.live then return send_event(c, e) end
+  if #c.queue >= c.max then
+    c.overflow = true
+    return wake(c)
+  end
+  c.queue[#c.queue + 1] = e
+end
+
+-- serve(c): waits until the client is done with; a reader notices it
+-- going away. Returns when finished, closed or overflowing.
+local function serve(c)
+  local reader = sched.spawn(function()
+    while true do
+      local msg, why = c.ws:receive()
+      if not msg and why ~= "timeout" then
+        c.closed = true
+        return wake(c)
+      end
+    end
+  end)
+  while not (c.finished or c.closed or c.overflow) do
+    if not c.cond:wait() then break end
+  end
+  reader:cancel()
+  if c.overflow then
+    fail(c.ws, "slow_consumer", "the client does not read fast enough; events were dropped", 1008)
+  end
 end
 
 -- stream(service, c, trace, scope): replay then live events until the
 -- execution ends (result sent) or the client goes away.
 local function stream(svc, c, trace, scope)
   local hub = svc.hub
-  local token = hub:subscribe(trace, function(e) push(c, e) end)
-  local last = -1
-  local function emit(e)
-    if e.seq and e.seq <= last then return true end
-    last = e.seq or last
-    local ok, why = send_json(c.ws, e)
-    if not ok then
-      if why == "backpressure" then c.overflow = true end
-      return nil
-    end
-    return true
-  end
-  local finished = false
-  local function done_if_terminal(e)
-    if e.type == "execution.status" and TERMINAL[e.status] then finished = true end
-  end
+  c.terminal_ends = true
+  local token = hub:subscribe(trace, function(e) deliver(c, e) end)
   -- Replay: this node's history, else the cluster's (Redis stream).
   local past = hub:history(trace)
   if not past and svc.bridge then past = svc.bridge:history(trace) end
@@ -85,46 +142,22 @@ local function stream(svc, c, trace, scope)
     local sorted = {}
     for i, e in ipairs(past) do sorted[i] = e end
     table.sort(sorted, function(a, b) return (a.seq or 0) < (b.seq or 0) end)
-    for _, e in ipairs(sorted) do
-      if not emit(e) then break end
-      done_if_terminal(e)
-    end
+    for _, e in ipairs(sorted) do send_event(c, e) end
   end
-  local rec = svc.store:get_record(trace, scope)
-  if rec and TERMINAL[rec.status] then finished = true end
-  -- A reader notices the client going away.
-  local reader = sched.spawn(function()
-    while true do
-      local msg, why = c.ws:receive()
-      if not msg and why ~= "timeout" then
-        c.closed = true
-        c.cond:signal(true)
-        return
-      end
-    end
-  end)
-  while not finished and not c.closed and not c.overflow do
-    if c.head > #c.queue then
-      c.queue, c.head = {}, 1
-      local ok = c.cond:wait()
-      if not ok then break end
-    else
-      local e = c.queue[c.head]
-      c.queue[c.head] = nil
-      c.head = c.head + 1
-      if not emit(e) then break end
-      done_if_terminal(e)
-    end
+  -- What came during the replay, then live.
+  c.live = true
+  for _, e in ipairs(c.queue) do send_event(c, e) end
+  c.queue = {}
+  if not c.finished then
+    local rec = svc.store:get_record(trace, scope)
+    if rec and TERMINAL[rec.status] then c.finished = true end
   end
+  serve(c)
   hub:unsubscribe(token)
-  if c.overflow then
-    fail(c.ws, "slow_consumer", "the client does not read fast enough; events were dropped", 1008)
-  elseif finished and not c.closed then
-    local final = svc.store:get_record(trace, scope)
-    send_json(c.ws, { type = "result", execution = final })
+  if c.finished and not c.closed and not c.overflow then
+    send_json(c.ws, result_message(svc, trace, scope))
     c.ws:close(1000)
   end
-  reader:cancel()
 end
 
 local function principal(svc, req)
@@ -165,30 +198,10 @@ function M.handle(svc, req)
   end
 
   if kind == "events" then
-    local token = svc.hub:subscribe("*", function(e) push(c, e) end)
-    local reader = sched.spawn(function()
-      while ws:receive() do end
-      c.closed = true
-      c.cond:signal(true)
-    end)
-    while not c.closed and not c.overflow do
-      if c.head > #c.queue then
-        c.queue, c.head = {}, 1
-        if not c.cond:wait() then break end
-      else
-        local e = c.queue[c.head]
-        c.queue[c.head] = nil
-        c.head = c.head + 1
-        local ok, why = send_json(ws, e)
-        if not ok then
-          if why == "backpressure" then c.overflow = true end
-          break
-        end
-      end
-    end
+    c.live = true
+    local token = svc.hub:subscribe("*", function(e) deliver(c, e) end)
+    serve(c)
     svc.hub:unsubscribe(token)
-    reader:cancel()
-    if c.overflow then fail(ws, "slow_consumer", "the client does not read fast enough; events were dropped", 1008) end
     return
   end
 
@@ -216,7 +229,7 @@ function M.handle(svc, req)
   end
   local trace = native.uuid()
   -- Subscribe before it starts: no event can be missed.
-  local early = svc.hub:subscribe(trace, function(e) push(c, e) end)
+  local early = svc.hub:subscribe(trace, function(e) deliver(c, e) end)
   local res, serr = svc.runner:submit(cfg, input, { trace_id = trace, config_id = cfg_rec.id,
     config_version = cfg_rec.version, user_id = p.user_id, tenant_id = p.tenant_id })
   if not res then

@@ -143,9 +143,12 @@ local function find_by_name(self, name, tenant_id)
   end
 end
 
+-- What callers get: a copy of the record's fields (not of the nested
+-- steps document, which is replaced, never changed in place, on update).
 local function public(c)
   if not c then return nil end
-  local out = schema.copy(c)
+  local out = {}
+  for k, v in pairs(c) do out[k] = v end
   out.deleted = nil
   return out
 end
