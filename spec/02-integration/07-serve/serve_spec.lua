@@ -156,6 +156,11 @@ describe("chorus serve", function()
     it("--workers 2 runs two processes on one port", function()
       local s3 = serve("--workers 2", "CHORUS_ADMIN_KEY=" .. KEY, 20000 + math.random(0, 20000))
       finally(function() if h.alive(s3.pid) then stop(s3) end end)
+      -- Both workers listen (they log to the supervisor's log).
+      assert.is_true(h.wait_until(function()
+        local _, n = (c.slurp(s3.log) or ""):gsub("listening on", "")
+        return n >= 2
+      end, 10000))
       local nodes, n = {}, 0
       for _ = 1, 60 do
         local _, b = req(s3, "GET", "/healthz", nil, nil, { connection = "close" }) -- a new connection each time
