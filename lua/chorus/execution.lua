@@ -29,9 +29,10 @@ local plans = setmetatable({}, { __mode = "k" })
 local function plan_of(cfg)
   local plan = plans[cfg]
   if plan then return plan end
-  plan = { by_id = {}, fallbacks = {} }
-  for _, step in ipairs(cfg.steps) do
+  plan = { by_id = {}, fallbacks = {}, index_of = {} }
+  for i, step in ipairs(cfg.steps) do
     plan.by_id[step.id] = step
+    plan.index_of[step.id] = i
     if step.fallback_for then
       local chain = plan.fallbacks[step.fallback_for]
       if not chain then chain = {}; plan.fallbacks[step.fallback_for] = chain end
@@ -82,7 +83,9 @@ function M.new(opts)
   for i, step in ipairs(cfg.steps) do
     -- A step run holds what happens to the step; what the step is (name,
     -- agent, output_key) stays in the config: exec.steps_by_id[sr.id].
-    local sr = { id = step.id, index = i, status = "pending", attempts = 0 }
+    -- Eight fields at most, with the ones set later: a ninth doubles the
+    -- table (its position in the config is plan.index_of[id]).
+    local sr = { id = step.id, status = "pending", attempts = 0 }
     steps[i] = sr
     runs[step.id] = sr
   end

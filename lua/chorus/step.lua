@@ -47,10 +47,6 @@ function M.backoff_ms(retry, n)
   return ms
 end
 
-local function call_agent(agent, input, actx, step)
-  return agent.call(input, actx, step)
-end
-
 -- One attempt: the agent runs under the step's timeout as a deadline of
 -- its own (sched.with_deadline), so a slow agent's pending I/O is aborted
 -- at the deadline. Returns ok, output_or_err, meta.
@@ -59,7 +55,7 @@ local function attempt(exec, step, agent, input, n)
     execution_id = exec.id, trace_id = exec.trace_id, step_id = step.id,
     attempt = n, params = step.params, config = exec.config_name,
   }
-  local ok, out, meta = with_deadline(step.timeout_ms, call_agent, agent, input, actx, step)
+  local ok, out, meta = with_deadline(step.timeout_ms, agent.call, input, actx, step)
   if ok == nil then
     if out == "timeout" then
       return false, ("timeout after %d ms"):format(step.timeout_ms)
@@ -101,6 +97,8 @@ local function fail(exec, sr, err, t0)
 end
 
 -- Runs the step itself (no fallback chain). Returns ok, output_or_err.
+local run_attempts
+
 local function run_own(exec, step, sr)
   local ok, why = await_running(exec)
   if not ok then
@@ -119,6 +117,14 @@ local function run_own(exec, step, sr)
       return false, why
     end
   end
+  -- A tail call: this frame is gone while the agent runs. Every slot of a
+  -- step task's stack is paid for by each execution in flight.
+  return run_attempts(exec, step, sr)
+end
+
+-- The attempts of a step that may run now. Returns ok, output_or_err.
+function run_attempts(exec, step, sr)
+  local ok
   local entry = exec.registry.agents[step.agent]
   sr.agent_version = entry.version
   sr.input = exec.keep_inputs and M.build_input(exec, step) or nil
