@@ -124,9 +124,9 @@ describe("pg store #postgres", function()
     local url = h.fresh_db("fencing")
     local store, engine, node, pool = open(url)
     local cfg = assert(engine:validate(h.flat("sequential", {
-      { id = "a", agent = "delay", params = { ms = 100 } }, { id = "b", agent = "echo" } })))
+      { id = "a", agent = "delay", params = { ms = 400 } }, { id = "b", agent = "echo" } })))
     local _, exec = node:submit(cfg, {}, {})
-    sched.sleep(30)
+    assert.is_true(h.wait_until(function() return exec.runs_by_id.a.status == "running" end, 2000))
     -- Another node claims it (as if our lease had expired).
     assert(pool:query("UPDATE orchestration_executions SET claims = claims + 1, seq = 2 * 1e9 WHERE id = $1", exec.id))
     exec:wait()
