@@ -127,7 +127,7 @@ describe("API", function()
       assert.equal(201, (call(svc, "POST", "/api/v1/orchestrations/configs", SLOW, op)))
       local t0 = sched.now()
       local s, r, hd = call(svc, "POST", "/api/v1/orchestrations/execute/slow", { input = { job = "J" } }, op)
-      assert.is_true(sched.now() - t0 < 50)
+      assert.is_true(sched.now() - t0 < 100) -- the execution itself takes 150 ms
       assert.equal(202, s)
       assert.is_string(r.trace_id)
       assert.equal(hd.location, r.status_url)
