@@ -348,7 +348,7 @@ function Node:submit(cfg, input, opts)
     local plan = writes.build(records)
     local res, err = self.pool:batch(plan.stmts)
     if not res then return nil, err end
-    if not res[#res].rows[1] then
+    if writes.insert_refused(plan, res, exec.id) then
       local prev, perr = self.pool:query([[SELECT id::text, trace_id::text, status FROM orchestration_executions
         WHERE coalesce(tenant_id, '') = coalesce($1, '') AND idempotency_key = $2]], opts.tenant_id, opts.idempotency_key)
       if not prev then return nil, perr end
@@ -369,7 +369,7 @@ function Node:submit(cfg, input, opts)
     -- insert has committed. If it fails, the execution's writes are
     -- refused too and it stops.
     exec.persisted, exec.claims = true, 1
-    local t = sched.spawn(self.store.write, self.store, records, true, exec.id)
+    local t = sched.spawn(self.store.write, self.store, records, true, exec)
     self:start(exec)
     local _, ok, err = t:join()
     if not ok then
@@ -377,7 +377,7 @@ function Node:submit(cfg, input, opts)
       return nil, err
     end
   else
-    local ok, err = self.store:write(records, true, exec.id)
+    local ok, err = self.store:write(records, true, exec)
     if not ok then return nil, err end
     exec.persisted = true
     self.pool:query("SELECT pg_notify('chorus_work', '')")

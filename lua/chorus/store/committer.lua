@@ -18,6 +18,7 @@
 --
 --   new(pool, {lanes = 2, max_records = 5000, retry_max_ms = 2000})
 --   committer:write(records, wait, key) -> true | nil, err, info
+--     key: M.lane_key(execution id), so one execution keeps one lane
 --     records: see chorus.store.pg_writes, kept together in one
 --     transaction. A step or update record the database refused (another
 --     node claimed the execution) makes the write return nil, "fenced".
@@ -200,16 +201,18 @@ function M.new(pool, opts)
   return self
 end
 
--- A key (an execution id, a uuid) always maps to the same lane.
-local function lane_of(self, key)
-  local n = #self.lanes
-  if n == 1 or key == nil then return self.lanes[1] end
-  local h = tonumber(key:sub(1, 6), 16) or #key
-  return self.lanes[h % n + 1]
+-- lane_key(id) -> a number for write(): the same id, the same lane.
+-- Computed once per execution by the store (hashing it per write showed in
+-- profiles).
+function M.lane_key(id)
+  return tonumber(id:sub(1, 6), 16) or #id
 end
 
 function Committer:write(records, wait, key)
-  return lane_of(self, key):write(records, wait)
+  local lanes = self.lanes
+  local n = #lanes
+  if n == 1 or key == nil then return lanes[1]:write(records, wait) end
+  return lanes[key % n + 1]:write(records, wait)
 end
 
 -- flush(): waits until everything queued before, on every lane, committed.

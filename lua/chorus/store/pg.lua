@@ -100,8 +100,20 @@ end
 
 -- write(records, wait): through the group committer; remembers snapshots
 -- that are known to be stored.
-function Store:write(records, wait, key)
-  local ok, err, info = self.committer:write(records, wait, key)
+-- key: the execution whose writes these are (kept in order on one lane).
+local lane_key = committer_mod.lane_key
+local function lane(exec)
+  local k = exec.lane
+  if not k then
+    k = lane_key(exec.id)
+    exec.lane = k
+  end
+  return k
+end
+M.lane = lane
+
+function Store:write(records, wait, exec)
+  local ok, err, info = self.committer:write(records, wait, exec and lane(exec))
   if ok and wait then
     for _, r in ipairs(records) do
       if r.kind == "snapshot" then self.known_snapshots[r.hash] = true end
@@ -114,7 +126,7 @@ function Store:insert_execution(exec)
   self.live[exec.id], self.live[exec.trace_id] = exec, exec
   if exec.persisted then return true end -- claimed from the database
   exec.persisted = true
-  return self:write((M.insert_records(self, exec)), true, exec.id)
+  return self:write((M.insert_records(self, exec)), true, exec)
 end
 
 function Store:update_execution(exec)
@@ -134,7 +146,7 @@ function Store:update_execution(exec)
   end
   -- Nothing waits on "running" or "paused": only an end (and the
   -- compensation that precedes it) must be durable before we go on.
-  local ok, err, info = self:write(recs, terminal or exec.status == "compensation", exec.id)
+  local ok, err, info = self:write(recs, terminal or exec.status == "compensation", exec)
   if terminal then self.live[exec.id], self.live[exec.trace_id] = nil, nil end
   return ok, err, info
 end
@@ -167,7 +179,7 @@ function Store:save_step(exec, sr, wait)
     latency_ms = sr.latency_ms, tokens = sr.tokens or 0, cost = sr.cost or 0, answered_by = sr.answered_by,
     approval = jsonb(sr.approval), compensation = jsonb(sr.compensation), started_at = sr.started_at,
     finished_at = sr.finished_at, seq = next_seq(exec), claims = exec.claims or 0,
-  } }, wait, exec.id)
+  } }, wait, exec)
 end
 
 -- The live execution object when it runs in this process.

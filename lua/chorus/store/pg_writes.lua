@@ -29,6 +29,7 @@
 -- execution was claimed by another node, see chorus.store.pg) is fenced.
 local type, tostring, ipairs, pairs = type, tostring, ipairs, pairs
 local concat, format, floor = table.concat, string.format, math.floor
+local find, gsub = string.find, string.gsub
 
 local M = {}
 
@@ -42,9 +43,12 @@ local function elem(v)
     return format("%.17g", v)
   end
   if t == "boolean" then return v and "t" or "f" end
+  -- Ids and names need no escaping: the fast path (every row of every
+  -- batch passes here).
+  if not find(v, '[%z\\"]') then return '"' .. v .. '"' end
   -- Text never holds NUL (PostgreSQL refuses it): drop such bytes.
-  local s = tostring(v):gsub("%z", "")
-  return '"' .. s:gsub('[\\"]', "\\%0") .. '"'
+  if find(v, "%z") then v = gsub(v, "%z", "") end
+  return '"' .. gsub(v, '[\\"]', "\\%0") .. '"'
 end
 
 -- array(records, field) -> "{e1,e2,...}"
@@ -69,6 +73,16 @@ local SNAPSHOT_FIELDS = { "hash", "json" }
 -- An execution inserted and updated in the same batch is written once:
 -- the update's fields ride on the insert (see build).
 local INSERTS = [[
+WITH t AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::text[], $7::text[],
+  $8::jsonb[], $9::text[], $10::text[], $11::text[], $12::int[], $13::text[], $14::uuid[],
+  $15::float8[], $16::int[], $17::float8[], $18::jsonb[], $19::text[], $20::text[], $21::jsonb[],
+  $22::bigint[], $23::float8[], $24::float8[], $25::float8[], $26::float8[], $27::jsonb[],
+  $28::bool[], $29::bigint[])
+  AS t(id, trace_id, config_id, config_version, config_name, config_hash, status, input, user_id,
+       tenant_id, idempotency_key, priority, node_id, claim_token, lease_ms, claims, created_at,
+       output, error, answered_by, consensus, tokens, cost, latency_ms, started_at, finished_at,
+       script_versions, paused, seq)),
+ins AS (
 INSERT INTO orchestration_executions (id, trace_id, config_id, config_version, config_name, config_hash,
   status, input, user_id, tenant_id, idempotency_key, priority, node_id, claim_token, lease_expires_at,
   claims, created_at, output, error, answered_by, consensus, tokens, cost, latency_ms, started_at,
@@ -80,17 +94,10 @@ SELECT t.id, t.trace_id, t.config_id, t.config_version, t.config_name, t.config_
   coalesce(t.tokens, 0), coalesce(t.cost, 0), t.latency_ms, to_timestamp(t.started_at),
   to_timestamp(t.finished_at), coalesce(t.script_versions, '{}'), coalesce(t.paused, false),
   coalesce(t.seq, 0)
-FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::text[], $7::text[],
-  $8::jsonb[], $9::text[], $10::text[], $11::text[], $12::int[], $13::text[], $14::uuid[],
-  $15::float8[], $16::int[], $17::float8[], $18::jsonb[], $19::text[], $20::text[], $21::jsonb[],
-  $22::bigint[], $23::float8[], $24::float8[], $25::float8[], $26::float8[], $27::jsonb[],
-  $28::bool[], $29::bigint[])
-  AS t(id, trace_id, config_id, config_version, config_name, config_hash, status, input, user_id,
-       tenant_id, idempotency_key, priority, node_id, claim_token, lease_ms, claims, created_at,
-       output, error, answered_by, consensus, tokens, cost, latency_ms, started_at, finished_at,
-       script_versions, paused, seq)
+FROM t
 ON CONFLICT DO NOTHING
-RETURNING id::text]]
+RETURNING id)
+SELECT t.id::text AS id FROM t WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.id = t.id)]]
 local INSERT_FIELDS = { "id", "trace_id", "config_id", "config_version", "config_name", "config_hash",
   "status", "input", "user_id", "tenant_id", "idempotency_key", "priority", "node_id", "claim_token",
   "lease_ms", "claims", "created_at", "output", "error", "answered_by", "consensus", "tokens", "cost",
@@ -99,19 +106,21 @@ local MERGED = { "status", "output", "error", "answered_by", "consensus", "token
   "started_at", "finished_at", "script_versions", "paused", "seq" }
 
 local STEPS = [[
+WITH t AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[],
+  $8::int[], $9::jsonb[], $10::jsonb[], $11::bool[], $12::text[], $13::float8[], $14::bigint[],
+  $15::float8[], $16::text[], $17::jsonb[], $18::jsonb[], $19::float8[], $20::float8[],
+  $21::bigint[], $22::int[])
+  AS t(execution_id, step_id, step_index, name, agent, agent_version, status, attempts, input, output,
+       output_truncated, error, latency_ms, tokens, cost, answered_by, approval, compensation,
+       started_at, finished_at, seq, claims)),
+ins AS (
 INSERT INTO orchestration_step_runs (execution_id, step_id, step_index, name, agent, agent_version,
   status, attempts, input, output, output_truncated, error, latency_ms, tokens, cost, answered_by,
   approval, compensation, started_at, finished_at, seq)
 SELECT t.execution_id, t.step_id, t.step_index, t.name, t.agent, t.agent_version, t.status, t.attempts,
   t.input, t.output, t.output_truncated, t.error, t.latency_ms, t.tokens, t.cost, t.answered_by,
   t.approval, t.compensation, to_timestamp(t.started_at), to_timestamp(t.finished_at), t.seq
-FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[],
-  $8::int[], $9::jsonb[], $10::jsonb[], $11::bool[], $12::text[], $13::float8[], $14::bigint[],
-  $15::float8[], $16::text[], $17::jsonb[], $18::jsonb[], $19::float8[], $20::float8[],
-  $21::bigint[], $22::int[])
-  AS t(execution_id, step_id, step_index, name, agent, agent_version, status, attempts, input, output,
-       output_truncated, error, latency_ms, tokens, cost, answered_by, approval, compensation,
-       started_at, finished_at, seq, claims)
+FROM t
 JOIN orchestration_executions e ON e.id = t.execution_id AND e.claims = t.claims
 ON CONFLICT (execution_id, step_id) DO UPDATE SET agent_version = EXCLUDED.agent_version,
   status = EXCLUDED.status, attempts = EXCLUDED.attempts, input = EXCLUDED.input,
@@ -121,23 +130,28 @@ ON CONFLICT (execution_id, step_id) DO UPDATE SET agent_version = EXCLUDED.agent
   compensation = EXCLUDED.compensation, started_at = EXCLUDED.started_at,
   finished_at = EXCLUDED.finished_at, seq = EXCLUDED.seq, updated_at = now()
 WHERE orchestration_step_runs.seq <= EXCLUDED.seq
-RETURNING execution_id::text, step_id]]
+RETURNING execution_id, step_id)
+SELECT t.execution_id::text AS execution_id, t.step_id FROM t
+WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.execution_id = t.execution_id AND ins.step_id = t.step_id)]]
 local STEP_FIELDS = { "execution_id", "step_id", "step_index", "name", "agent", "agent_version",
   "status", "attempts", "input", "output", "output_truncated", "error", "latency_ms", "tokens", "cost",
   "answered_by", "approval", "compensation", "started_at", "finished_at", "seq", "claims" }
 
 local UPDATES = [[
+WITH t AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $5::text[], $6::jsonb[], $7::bigint[],
+  $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::jsonb[], $13::bool[], $14::bigint[])
+  AS t(id, status, output, error, answered_by, consensus, tokens, cost, latency_ms, started_at,
+       finished_at, script_versions, paused, seq)),
+upd AS (
 UPDATE orchestration_executions e SET status = t.status, output = t.output, error = t.error,
   answered_by = t.answered_by, consensus = t.consensus, tokens = t.tokens, cost = t.cost,
   latency_ms = t.latency_ms, started_at = to_timestamp(t.started_at),
   finished_at = to_timestamp(t.finished_at), script_versions = t.script_versions,
   paused_by_user = t.paused, seq = t.seq, updated_at = now()
-FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $5::text[], $6::jsonb[], $7::bigint[],
-  $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::jsonb[], $13::bool[], $14::bigint[])
-  AS t(id, status, output, error, answered_by, consensus, tokens, cost, latency_ms, started_at,
-       finished_at, script_versions, paused, seq)
+FROM t
 WHERE e.id = t.id AND e.seq <= t.seq
-RETURNING e.id::text]]
+RETURNING e.id)
+SELECT t.id::text AS id FROM t WHERE NOT EXISTS (SELECT 1 FROM upd WHERE upd.id = t.id)]]
 local UPDATE_FIELDS = { "id", "status", "output", "error", "answered_by", "consensus", "tokens", "cost",
   "latency_ms", "started_at", "finished_at", "script_versions", "paused", "seq" }
 
@@ -216,10 +230,12 @@ function M.build(records)
   return plan
 end
 
+-- The step, update and insert statements return the keys of the rows
+-- they did NOT write (normally none: a small result to read).
 function M.check(plan, results)
-  local applied = { step = {}, update = {}, insert = {} }
+  local refused = { step = {}, update = {}, insert = {} }
   for i, kind in ipairs(plan.kinds) do
-    local set = applied[kind]
+    local set = refused[kind]
     if set then
       for _, row in ipairs(results[i].rows) do
         set[kind == "step" and (row.execution_id .. " " .. row.step_id) or row.id] = true
@@ -228,13 +244,26 @@ function M.check(plan, results)
   end
   local fenced = {}
   for _, r in ipairs(plan.records.step) do
-    if not applied.step[step_key(r)] then fenced[r] = true end
+    if refused.step[step_key(r)] then fenced[r] = true end
   end
   for _, r in ipairs(plan.records.update) do
-    local ok = applied.update[r.id] or (plan.merged[r.id] and applied.insert[r.id])
-    if not ok then fenced[r] = true end
+    local no = refused.update[r.id] or (plan.merged[r.id] and refused.insert[r.id])
+    if no then fenced[r] = true end
   end
-  return fenced, applied.insert
+  return fenced, refused.insert
+end
+
+-- insert_refused(plan, results, id) -> true when the insert of id did not
+-- happen (the row, or its idempotency key, existed already)
+function M.insert_refused(plan, results, id)
+  for i, kind in ipairs(plan.kinds) do
+    if kind == "insert" then
+      for _, row in ipairs(results[i].rows) do
+        if row.id == id then return true end
+      end
+    end
+  end
+  return false
 end
 
 return M
