@@ -6,7 +6,8 @@
 --   chorus lua bench/persisted/bench.lua URL WORKLOAD MODE N [INFLIGHT]
 --   MODE seq    N executions back to back (echo agents)
 --   MODE conc   N executions, INFLIGHT at a time (echo agents)
---   MODE raw    the rows of N executions, pipelined in batches of INFLIGHT
+--   MODE raw    the same rows for N executions by a plain script, in
+--               chunks of INFLIGHT executions (see raw_chunk)
 -- Prints one JSON line.
 local engine_mod = require "chorus.engine"
 local json = require "chorus.json"
@@ -37,36 +38,67 @@ local function one(i)
   return exec.status == "completed"
 end
 
--- The raw ceiling: the rows one execution ends with (the execution, its
--- four step runs, its final update), written as bulk statements by
--- chorus.store.pg_writes in batches, without the engine.
+-- The raw ceiling: the same rows written in the same order of
+-- dependence as the engine writes them (a step's completion durable
+-- before its dependents start), by a plain script with the store's bulk
+-- statements (chorus.store.pg_writes), without the engine: for a chunk of
+-- executions, five rounds, each one batch:
+--   1 insert; 2 running, step_1 and step_3 running;
+--   3 step_1 and step_3 completed, step_2 running;
+--   4 step_2 completed, step_4 running; 5 step_4 completed, completed.
 local writes = require "chorus.store.pg_writes"
-local function raw_batch(first, count)
-  local recs = {}
+local OUT = '{"job_name":"J"}'
+local PHASES = {
+  { steps = {} },
+  { update = "running", steps = { { 1, "running" }, { 3, "running" } } },
+  { steps = { { 1, "completed" }, { 3, "completed" }, { 2, "running" } } },
+  { steps = { { 2, "completed" }, { 4, "running" } } },
+  { update = "completed", steps = { { 4, "completed" } } },
+}
+local function raw_chunk(count)
+  local execs = {}
   local now = native.time()
-  for i = first, first + count - 1 do
-    local exec = { id = native.uuid(), trace_id = native.uuid(), config = cfg, status = "running",
-      input = { job_name = "J" }, created_at = now }
-    local ins = pgstore.insert_records(store, exec, { node_id = "bench", claim_token = native.uuid(), lease_ms = 15000 })
-    for _, r in ipairs(ins) do recs[#recs + 1] = r end
-    for s, step in ipairs(cfg.steps) do
-      recs[#recs + 1] = { kind = "step", execution_id = exec.id, step_id = step.id, step_index = s - 1,
-        name = step.name, agent = step.agent, agent_version = "v", status = "completed", attempts = 1,
-        output = '{"job_name":"J"}', output_truncated = false, latency_ms = 0.1, tokens = 0, cost = 0,
-        started_at = now, finished_at = now, seq = 1e9 + s, claims = 1 }
-    end
-    recs[#recs + 1] = { kind = "update", id = exec.id, status = "completed", output = '{"job_name":"J"}',
-      tokens = 0, cost = 0, latency_ms = 1, started_at = now, finished_at = now, script_versions = "{}",
-      paused = false, seq = 1e9 + 10 }
+  for i = 1, count do
+    execs[i] = { id = native.uuid(), trace_id = native.uuid(), config = cfg, status = "pending",
+      input = { job_name = "J" }, created_at = now, n = 0 }
   end
-  return recs
+  local rows = 0
+  for p, phase in ipairs(PHASES) do
+    local recs = {}
+    for _, exec in ipairs(execs) do
+      if p == 1 then
+        local ins = pgstore.insert_records(store, exec, { node_id = "bench", claim_token = native.uuid(), lease_ms = 15000 })
+        for _, r in ipairs(ins) do recs[#recs + 1] = r end
+      end
+      for _, st in ipairs(phase.steps) do
+        local step = cfg.steps[st[1]]
+        exec.n = exec.n + 1
+        recs[#recs + 1] = { kind = "step", execution_id = exec.id, step_id = step.id, step_index = st[1] - 1,
+          name = step.name, agent = step.agent, agent_version = "v", status = st[2], attempts = 1,
+          output = st[2] == "completed" and OUT or nil, output_truncated = false, latency_ms = 0.1,
+          started_at = now, finished_at = st[2] == "completed" and now or nil, seq = 1e9 + exec.n, claims = 1 }
+      end
+      if phase.update then
+        exec.n = exec.n + 1
+        recs[#recs + 1] = { kind = "update", id = exec.id, status = phase.update,
+          output = phase.update == "completed" and OUT or nil, latency_ms = 1, started_at = now,
+          finished_at = phase.update == "completed" and now or nil, script_versions = "{}", paused = false,
+          seq = 1e9 + exec.n }
+      end
+    end
+    local plan = writes.build(recs)
+    assert(pool:batch(plan.stmts))
+    for _, r in ipairs(recs) do if r.kind == "snapshot" then store.known_snapshots[r.hash] = true end end
+    rows = rows + #recs
+  end
+  return rows
 end
 
 local completed, statements = 0, 0
 local t0 = native.now()
 if mode == "raw" then
-  -- Batches of `inflight` executions' rows, several batches in flight on
-  -- the pool's connections, like the committer under load.
+  -- Chunks of `inflight` executions, four chunks in flight on the pool's
+  -- connections.
   local next_i = 1
   local workers = {}
   for w = 1, 4 do
@@ -75,11 +107,8 @@ if mode == "raw" then
         local first = next_i
         local count = math.min(inflight, n - first + 1)
         next_i = next_i + count
-        local recs = raw_batch(first, count)
-        local plan = writes.build(recs)
-        assert(pool:batch(plan.stmts))
-        for _, r in ipairs(recs) do if r.kind == "snapshot" then store.known_snapshots[r.hash] = true end end
-        statements = statements + #recs
+        local rows = raw_chunk(count) -- yields: add after it returns
+        statements = statements + rows
         completed = completed + count
       end
     end)

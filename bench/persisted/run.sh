@@ -4,7 +4,7 @@
 # and the raw ceiling (the same rows by a pipelined script).
 #
 #   bash bench/persisted/run.sh
-#   N_SEQ=500 N_CONC=20000 INFLIGHT=1000 bash bench/persisted/run.sh
+#   N_SEQ=500 N_CONC=20000 INFLIGHT=3000 bash bench/persisted/run.sh
 #
 # Results: bench/results/persisted-<timestamp>.jsonl. Run
 # ../shared/bench/peers/run.sh in the same sitting for the ratios.
@@ -22,7 +22,8 @@ mkdir -p bench/results
 out=bench/results/persisted-$(date +%Y%m%d-%H%M%S).jsonl
 run() { ./build/chorus lua bench/persisted/bench.lua "$url" "$workload" "$@" | tee -a "$out"; }
 run seq "${N_SEQ:-500}"
-run conc "${N_CONC:-30000}" "${INFLIGHT:-1000}"
 run conc "${N_CONC:-30000}" 100
-run raw "${N_CONC:-30000}" "${RAW_BATCH:-200}"
+run conc "${N_CONC:-30000}" 1000
+run conc "${N_CONC:-30000}" "${INFLIGHT:-3000}"
+run raw "${N_CONC:-30000}" "${RAW_BATCH:-750}"
 echo "results: $out" >&2

@@ -99,6 +99,14 @@ function M.encode(v)
   return s
 end
 
+-- encode_flat(v) -> string | nil, err: cjson alone, for values known to
+-- hold no marked empty array (flat records): no extra Lua pass.
+function M.encode_flat(v)
+  local s, err = encode_raw(v)
+  if s == nil then return nil, tostring(err) end
+  return s
+end
+
 local function num(x)
   if x ~= x or x == huge or x == -huge then error("cannot encode a non-finite number", 0) end
   if floor(x) == x and x >= -2^53 and x <= 2^53 then return format("%d", x) end

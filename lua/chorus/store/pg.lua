@@ -49,10 +49,21 @@ function M.new(opts)
   }, Store)
 end
 
+-- Outputs, inputs and results are not changed once stored, and the same
+-- table is often written more than once (a step's output is also the
+-- execution's): each table is encoded once (weak: it goes with the table).
+local encoded = setmetatable({}, { __mode = "k" })
+
 local function jsonb(v)
   if v == nil then return nil end
+  local tv = type(v) == "table"
+  if tv then
+    local s = encoded[v]
+    if s then return s end
+  end
   local s, err = encode(v)
-  if not s then return encode({ _unencodable = tostring(err) }) end
+  if not s then s = encode({ _unencodable = tostring(err) }) end
+  if tv then encoded[v] = s end
   return s
 end
 
@@ -135,7 +146,8 @@ function Store:update_execution(exec)
     kind = "update", id = exec.id, status = exec.status, output = jsonb(exec.output), error = exec.error,
     answered_by = exec.answered_by, consensus = jsonb(exec.consensus), tokens = exec.tokens or 0,
     cost = exec.cost or 0, latency_ms = exec.latency_ms, started_at = exec.started_at,
-    finished_at = exec.finished_at, script_versions = jsonb({ strategy = exec.strategy_version }),
+    finished_at = exec.finished_at, script_versions = exec.strategy_version
+      and ('{"strategy":' .. encode(exec.strategy_version) .. "}") or "{}",
     paused = exec.paused_by_user == true, seq = seq,
   } }
   local terminal = TERMINAL[exec.status]
