@@ -43,8 +43,21 @@ static int exit_code(lua_State *L, rt_lua_task_t *main_task)
     return code;
 }
 
+/* How long the end may take: tasks cancelled, handles closed. */
+#define RT_SHUTDOWN_MS 5000
+
+static int shutdown_expired;
+
+static void shutdown_watchdog(uv_timer_t *t)
+{
+    shutdown_expired = 1;
+    uv_stop(t->loop);
+}
+
 int main(int argc, char **argv)
 {
+    uv_timer_t watchdog;
+    int watchdog_ok = 0;
     uv_loop_t loop;
     lua_State *L;
     rt_lua_sched_t *ls;
@@ -112,13 +125,32 @@ int main(int argc, char **argv)
         code = exit_code(L, main_task);
 
     /* Shutdown: every task ends, then every handle closes. */
+    /* A task that ignores its cancellation, or a handle nobody closes,
+     * must not keep the process from exiting: the watchdog ends the wait
+     * (it does not keep the loop alive itself). */
+    if (uv_timer_init(&loop, &watchdog) == 0) {
+        watchdog_ok = 1;
+        (void)uv_timer_start(&watchdog, shutdown_watchdog, RT_SHUTDOWN_MS, 0);
+        uv_unref((uv_handle_t *)&watchdog);
+    }
     rt_lua_sched_shutdown(ls);
-    while (ls->sched.live > 0 && uv_run(&loop, UV_RUN_ONCE) != 0)
+    while (!shutdown_expired && ls->sched.live > 0 &&
+           uv_run(&loop, UV_RUN_ONCE) != 0)
         rt_sched_drain(&ls->sched);
+    if (ls->sched.live > 0) {
+        fprintf(stderr, "chorus: warning: %llu tasks still running %d ms "
+                        "after the end; exiting anyway\n",
+                (unsigned long long)ls->sched.live, RT_SHUTDOWN_MS);
+        fflush(stdout);
+        return code;
+    }
     rt_lua_stdin_close(in);
     lua_close(L);
     rt_lua_sched_free(ls);
     uv_run(&loop, UV_RUN_DEFAULT);
+    if (watchdog_ok)
+        uv_close((uv_handle_t *)&watchdog, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
     if (uv_loop_close(&loop) != 0)
         fprintf(stderr, "chorus: warning: handles left open at exit\n");
     fflush(stdout);

@@ -306,7 +306,13 @@ function Node:stop(opts)
   self.stopping = true
   self.wakeup:signal(true)
   local deadline = sched.now() + (opts and opts.grace_ms or 10000)
+  if self.nrunning > 0 then
+    log.info("node %s: stopping; %d executions running", self.node_id, self.nrunning)
+  end
   while self.nrunning > 0 and sched.now() < deadline do sched.sleep(20) end
+  if self.nrunning > 0 then
+    log.info("node %s: handing %d executions over to other nodes", self.node_id, self.nrunning)
+  end
   for _, exec in pairs(self.running) do
     -- Handed over: its progress so far is durable; this copy stops and
     -- writes nothing more (a step cancelled here must not be recorded as
@@ -318,6 +324,7 @@ function Node:stop(opts)
   self.pool:query(RELEASE, self.node_id)
   self.pool:query("UPDATE chorus_nodes SET stopped_at = now() WHERE node_id = $1", self.node_id)
   for _, t in ipairs(self.loops or {}) do t:cancel() end
+  log.info("node %s: stopped", self.node_id)
 end
 
 -- Runner interface (for the API and `chorus run --db`) ------------------

@@ -89,7 +89,7 @@ describe("durable execution #postgres", function()
     assert.is_true(h.wait_until(function() return (counts(pool).completed or 0) == 1000 end, 120000),
       "not all executions completed: " .. json.encode(counts(pool)) .. "\n" .. logs(dir))
     h.kill(w2, "TERM")
-    assert.is_true(h.wait_exit(w2, 15000))
+    assert.is_true(h.wait_exit(w2, 30000), "worker did not stop\n" .. logs(dir))
 
     -- No step that was completed at the kill ran again.
     local lines = h.read_lines(journal)
@@ -138,7 +138,7 @@ describe("durable execution #postgres", function()
     assert.is_true(h.wait_until(function() return (counts(pool).completed or 0) == 600 end, 120000),
       "not all completed: " .. json.encode(counts(pool)) .. "\n" .. logs(dir))
     for _, i in ipairs({ 1, 3 }) do h.kill(nodes[i], "TERM") end
-    for _, i in ipairs({ 1, 3 }) do assert.is_true(h.wait_exit(nodes[i], 15000)) end
+    for _, i in ipairs({ 1, 3 }) do assert.is_true(h.wait_exit(nodes[i], 30000), "node did not stop\n" .. logs(dir)) end
     -- Each node did part of the work; nobody re-ran a completed step.
     local lines, per_pid = h.read_lines(journal), {}
     for i, l in ipairs(lines) do
