@@ -22,11 +22,7 @@ run() {
   local label=$1; shift
   local tv
   tv=$(mktemp)
-  /usr/bin/time -v -o "$tv" ./build/chorus lua bench/engine/bench.lua "$workload" "$@" |
-    while read -r line; do
-      rss=$(awk -F: '/Maximum resident/ {gsub(/ /,"",$2); print $2}' "$tv" 2>/dev/null || true)
-      echo "$line"
-    done >"$tv.out"
+  /usr/bin/time -v -o "$tv" ./build/chorus lua bench/engine/bench.lua "$workload" "$@" >"$tv.out"
   local rss_kb
   rss_kb=$(awk -F: '/Maximum resident/ {gsub(/ /,"",$2); print $2}' "$tv")
   local line
