@@ -160,6 +160,32 @@ function M.wait_exit(pid, ms)
   return M.wait_until(function() return not M.alive(pid) end, ms or 10000)
 end
 
+-- redis_restart_command(port) -> the command that starts the test Redis
+-- again as it is configured now (dir, pidfile, logfile, bind, unix
+-- socket), read from the running server, for specs that stop it.
+function M.redis_restart_command(port)
+  local redis = require "chorus.redis"
+  local c = assert(redis.connect(("redis://127.0.0.1:%d/0"):format(port)))
+  local function config(name)
+    local r = c:call("CONFIG", "GET", name)
+    return type(r) == "table" and r[2] or nil
+  end
+  local start = ("redis-server --port %d --daemonize yes --save '' --appendonly no --bind"):format(port)
+  local bind = config("bind")
+  if not bind or bind == "" then bind = "127.0.0.1" end
+  for addr in bind:gmatch("%S+") do start = start .. " '" .. addr .. "'" end
+  for _, name in ipairs({ "dir", "pidfile", "logfile" }) do
+    local v = config(name)
+    if v and v ~= "" then start = start .. (" --%s '%s'"):format(name, v) end
+  end
+  local unixsocket = config("unixsocket")
+  if unixsocket and unixsocket ~= "" then
+    start = start .. " --unixsocket '" .. unixsocket .. "' --unixsocketperm " .. (config("unixsocketperm") or "700")
+  end
+  c:close()
+  return start
+end
+
 function M.read_lines(path)
   local out = {}
   local f = io.open(path)

@@ -89,17 +89,27 @@ local function await_approval(exec, sr)
   return false, "rejected" .. (decision.reason and (": " .. decision.reason) or "")
 end
 
-local function fail(exec, sr, err, t0)
+-- failed(exec, step, sr, err, abort): the step failed (already recorded);
+-- with abort (its on_failure), the execution aborts unless the failure is
+-- its cancellation. Returns false, err.
+local function failed(exec, step, err, abort)
+  if abort and err ~= "cancelled" and not cancelled() then exec:abort(step.id, err) end
+  return false, err
+end
+
+local function fail(exec, step, sr, err, t0, abort)
   sr.error = err
   sr.latency_ms = now() - t0
   exec:set_step_status(sr, "failed")
-  return false, err
+  return failed(exec, step, err, abort)
 end
 
 -- Runs the step itself (no fallback chain). Returns ok, output_or_err.
 local run_attempts
 
-local function run_own(exec, step, sr)
+-- run_own(exec, step, sr, abort): the step itself (no fallback chain);
+-- abort: a failure aborts the execution. Returns ok, output_or_err.
+local function run_own(exec, step, sr, abort)
   local ok, why = await_running(exec)
   if not ok then
     exec:set_step_status(sr, "skipped")
@@ -114,16 +124,17 @@ local function run_own(exec, step, sr)
       end
       sr.error = why
       exec:set_step_status(sr, "failed")
-      return false, why
+      return failed(exec, step, why, abort)
     end
   end
-  -- A tail call: this frame is gone while the agent runs. Every slot of a
-  -- step task's stack is paid for by each execution in flight.
-  return run_attempts(exec, step, sr)
+  -- Tail calls from ctx:run_step down to here: these frames are gone while
+  -- the agent runs. Every slot of a step task's stack is paid for by each
+  -- execution in flight (a stack that needs over ~90 slots doubles).
+  return run_attempts(exec, step, sr, abort)
 end
 
 -- The attempts of a step that may run now. Returns ok, output_or_err.
-function run_attempts(exec, step, sr)
+function run_attempts(exec, step, sr, abort)
   local ok
   local entry = exec.registry.agents[step.agent]
   sr.agent_version = entry.version
@@ -149,17 +160,19 @@ function run_attempts(exec, step, sr)
     if ok then break end
     -- Cancellation of the execution is never retried.
     local why_cancel = cancelled()
-    if why_cancel then return fail(exec, sr, why_cancel == "timeout" and "execution timed out" or "cancelled", t0) end
+    if why_cancel then
+      return fail(exec, step, sr, why_cancel == "timeout" and "execution timed out" or "cancelled", t0)
+    end
     if n < max_attempts then
       exec:emit_step_event(sr, "step.retry", out)
       local wait = M.backoff_ms(retry, n)
       if wait > 0 then
         local slept, why2 = sleep(wait)
-        if not slept then return fail(exec, sr, why2, t0) end
+        if not slept then return fail(exec, step, sr, why2, t0) end
       end
     end
   end
-  if not ok then return fail(exec, sr, out, t0) end
+  if not ok then return fail(exec, step, sr, out, t0, abort) end
   sr.latency_ms = now() - t0
   sr.output = out
   if type(meta) == "table" then
@@ -189,26 +202,28 @@ function M.run(exec, step, opts)
   -- the step stays pending and is marked skipped when the execution ends.
   local why = cancelled()
   if why then return false, why end
-  local ok, out = run_own(exec, step, sr)
-  if ok then return true, out end
-  if out == "cancelled" or cancelled() then return false, out end
-
   local on_failure = opts and opts.on_failure or step.on_failure
   local chain = exec.fallbacks[step.id]
-  if chain and (on_failure == "fallback" or (opts and opts.try_fallbacks)) then
-    for _, fb in ipairs(chain) do
-      local fok, fout = M.run(exec, fb, { on_failure = "continue", try_fallbacks = true })
-      if fok then
-        sr.answered_by = exec.runs_by_id[fb.id].answered_by or fb.id
-        exec.effective[step.id] = fout
-        return true, fout
-      end
-      if cancelled() then return false, "cancelled" end
-    end
-    out = ("%s (and all %d fallbacks failed)"):format(tostring(out), #chain)
-    on_failure = "abort"
+  if not (chain and (on_failure == "fallback" or (opts and opts.try_fallbacks))) then
+    return run_own(exec, step, sr, on_failure == "abort") -- a tail call (see run_own)
   end
-  if on_failure == "abort" then exec:abort(step.id, out) end
+  local ok, out = run_own(exec, step, sr, false)
+  if ok then return true, out end
+  if out == "cancelled" or cancelled() then return false, out end
+  for _, fb in ipairs(chain) do
+    local fok, fout = M.run(exec, fb, { on_failure = "continue", try_fallbacks = true })
+    if fok then
+      sr.answered_by = exec.runs_by_id[fb.id].answered_by or fb.id
+      exec.effective[step.id] = fout
+      return true, fout
+    end
+    if cancelled() then return false, "cancelled" end
+  end
+  out = ("%s (and all %d fallbacks failed)"):format(tostring(out), #chain)
+  -- A step whose own on_failure is "fallback" aborts once its chain is
+  -- exhausted; a caller that said "continue" (the fallback strategy moving
+  -- on to its next alternative) goes on.
+  if on_failure ~= "continue" then exec:abort(step.id, out) end
   return false, out
 end
 

@@ -6,6 +6,7 @@
 -- __gc, and Redis going away and coming back (commands fail fast, client
 -- and subscriber reconnect, messages flow again). The server is left
 -- running as it was found.
+local h = require "spec.helpers"
 local redis = require "chorus.redis"
 local sched = require "chorus.sched"
 local json = require "chorus.json"
@@ -397,26 +398,9 @@ describe("chorus.redis #redis", function()
   end)
 
   describe("when Redis goes away and comes back", function()
-    -- The server's own settings, so it restarts as it was.
-    local function config(name)
-      local r = c:call("CONFIG", "GET", name)
-      return type(r) == "table" and r[2] or nil
-    end
-
     it("fails fast, then the client and the subscriber reconnect", function()
-      local dir, pidfile, logfile = config("dir"), config("pidfile"), config("logfile")
-      local bind, unixsocket = config("bind"), config("unixsocket")
-      local start = ("redis-server --port %d --daemonize yes --save '' --appendonly no --bind")
-        :format(PORT)
-      if not bind or bind == "" then bind = "127.0.0.1" end
-      for addr in bind:gmatch("%S+") do start = start .. " '" .. addr .. "'" end
-      if dir and dir ~= "" then start = start .. " --dir '" .. dir .. "'" end
-      if pidfile and pidfile ~= "" then start = start .. " --pidfile '" .. pidfile .. "'" end
-      if logfile and logfile ~= "" then start = start .. " --logfile '" .. logfile .. "'" end
-      if unixsocket and unixsocket ~= "" then
-        start = start .. " --unixsocket '" .. unixsocket .. "' --unixsocketperm "
-          .. (config("unixsocketperm") or "700")
-      end
+      -- The server's own settings, so it restarts as it was.
+      local start = h.redis_restart_command(PORT)
       -- Whatever happens below, the server is running again at the end.
       finally(function()
         if not ping_ok() then
