@@ -118,6 +118,18 @@ describe("strategies", function()
     assert.equal("primary_fb", exec.answered_by)
   end)
 
+  it("fallback moves on to the next alternative when a step's whole chain fails", function()
+    local exec = h.run(h.flat("fallback", {
+      { id = "primary", agent = "fail" },
+      { id = "primary_fb", agent = "fail", is_fallback = true, fallback_for = "primary" },
+      { id = "other", agent = "echo", params = { output = "other" } },
+    }))
+    assert.equal("completed", exec.status)
+    assert.equal("other", exec.output)
+    assert.equal("other", exec.answered_by)
+    assert.equal("failed", exec.runs_by_id.primary_fb.status)
+  end)
+
   it("fallback fails when nothing answers, naming each failure", function()
     local exec = h.run(h.flat("fallback", {
       { id = "a", agent = "fail", params = { message = "down" } },
