@@ -65,6 +65,10 @@ CREATE TABLE orchestration_executions (
     status          text NOT NULL DEFAULT 'pending' CHECK (status IN
                     ('pending', 'running', 'paused', 'compensation',
                      'completed', 'failed', 'cancelled')),
+    -- not yet ended. Indexes use this, not status, so the updates between
+    -- pending and the end change no indexed column and stay HOT (no index
+    -- writes): an execution's row is written at every transition.
+    active          boolean NOT NULL DEFAULT true,
     input           jsonb NOT NULL DEFAULT '{}',
     output          jsonb,
     error           text,
@@ -97,14 +101,13 @@ CREATE UNIQUE INDEX orchestration_executions_idempotency
     WHERE idempotency_key IS NOT NULL;
 -- The claim query: active executions whose lease is free or expired.
 CREATE INDEX orchestration_executions_claimable
-    ON orchestration_executions (priority DESC, created_at)
-    WHERE status IN ('pending', 'running', 'paused', 'compensation');
+    ON orchestration_executions (priority DESC, created_at) WHERE active;
 CREATE INDEX orchestration_executions_config ON orchestration_executions (config_name, created_at DESC);
 CREATE INDEX orchestration_executions_user ON orchestration_executions (user_id, created_at DESC);
 CREATE INDEX orchestration_executions_tenant ON orchestration_executions (tenant_id, created_at DESC);
-CREATE INDEX orchestration_executions_status ON orchestration_executions (status, created_at DESC);
-CREATE INDEX orchestration_executions_node ON orchestration_executions (node_id)
-    WHERE status IN ('pending', 'running', 'paused', 'compensation');
+CREATE INDEX orchestration_executions_node ON orchestration_executions (node_id) WHERE active;
+-- Room on each page for HOT updates.
+ALTER TABLE orchestration_executions SET (fillfactor = 80);
 
 CREATE TABLE orchestration_step_runs (
     execution_id   uuid NOT NULL REFERENCES orchestration_executions (id) ON DELETE CASCADE,
@@ -133,6 +136,9 @@ CREATE TABLE orchestration_step_runs (
     PRIMARY KEY (execution_id, step_id),
     UNIQUE (execution_id, step_index)
 );
+-- A step's row is written two or three times (status is not indexed):
+-- room on each page keeps those updates HOT.
+ALTER TABLE orchestration_step_runs SET (fillfactor = 70);
 
 -- Webhook outbox: written in the same transaction as the terminal status.
 CREATE TABLE orchestration_callbacks (

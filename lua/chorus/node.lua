@@ -52,7 +52,6 @@ end
 
 -- SQL ----------------------------------------------------------------------
 
-local ACTIVE = "('pending', 'running', 'paused', 'compensation')"
 
 local CLAIM = [[
 UPDATE orchestration_executions e
@@ -60,7 +59,7 @@ SET node_id = $1, claim_token = gen_random_uuid(),
     lease_expires_at = now() + $2::float8 * interval '1 millisecond',
     claims = e.claims + 1, updated_at = now()
 FROM (SELECT id FROM orchestration_executions
-      WHERE status IN ]] .. ACTIVE .. [[
+      WHERE active
         AND (lease_expires_at IS NULL OR lease_expires_at < now())
       ORDER BY priority DESC, created_at
       LIMIT $3 FOR UPDATE SKIP LOCKED) c
@@ -69,11 +68,11 @@ RETURNING ]] .. pgstore.exec_cols("e")
 
 local RENEW = [[
 UPDATE orchestration_executions SET lease_expires_at = now() + $2::float8 * interval '1 millisecond'
-WHERE node_id = $1 AND status IN ]] .. ACTIVE
+WHERE node_id = $1 AND active]]
 
 local RELEASE = [[
 UPDATE orchestration_executions SET lease_expires_at = now() - interval '1 second'
-WHERE node_id = $1 AND status IN ]] .. ACTIVE
+WHERE node_id = $1 AND active]]
 
 -- Rebuilding a claimed execution ---------------------------------------
 
@@ -430,8 +429,8 @@ function Node:control(key, action, args, scope)
   end
   if action == "cancel" then
     -- Nobody runs it yet: it ends here.
-    local res = self.pool:query([[UPDATE orchestration_executions SET status = 'cancelled', error = 'cancelled',
-        finished_at = now(), updated_at = now(), seq = seq + 1
+    local res = self.pool:query([[UPDATE orchestration_executions SET status = 'cancelled', active = false,
+        error = 'cancelled', finished_at = now(), updated_at = now(), seq = seq + 1
       WHERE id = $1::uuid AND status = 'pending' AND (lease_expires_at IS NULL OR lease_expires_at < now())]], rec.id)
     if res and res.affected == 1 then return true end
     self.pool:query("UPDATE orchestration_executions SET cancel_requested = true WHERE id = $1::uuid", rec.id)

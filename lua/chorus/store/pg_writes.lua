@@ -57,10 +57,11 @@ WITH t AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(id uuid, trace_id uu
   script_versions text, paused bool, seq bigint)),
 ins AS (
 INSERT INTO orchestration_executions (id, trace_id, config_id, config_version, config_name, config_hash,
-  status, input, user_id, tenant_id, idempotency_key, priority, node_id, claim_token, lease_expires_at,
-  claims, created_at, output, error, answered_by, consensus, tokens, cost, latency_ms, started_at,
-  finished_at, script_versions, paused_by_user, seq)
+  status, active, input, user_id, tenant_id, idempotency_key, priority, node_id, claim_token,
+  lease_expires_at, claims, created_at, output, error, answered_by, consensus, tokens, cost,
+  latency_ms, started_at, finished_at, script_versions, paused_by_user, seq)
 SELECT t.id, t.trace_id, t.config_id, t.config_version, t.config_name, t.config_hash, t.status,
+  t.status NOT IN ('completed', 'failed', 'cancelled'),
   coalesce(t.input, '{}')::jsonb, t.user_id, t.tenant_id, t.idempotency_key, coalesce(t.priority, 0),
   t.node_id, t.claim_token,
   CASE WHEN t.node_id IS NULL THEN NULL ELSE now() + t.lease_ms * interval '1 millisecond' END,
@@ -108,7 +109,8 @@ WITH t AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(id uuid, status text
   error text, answered_by text, consensus text, tokens bigint, cost float8, latency_ms float8,
   started_at float8, finished_at float8, script_versions text, paused bool, seq bigint)),
 upd AS (
-UPDATE orchestration_executions e SET status = t.status, output = t.output::jsonb, error = t.error,
+UPDATE orchestration_executions e SET status = t.status,
+  active = t.status NOT IN ('completed', 'failed', 'cancelled'), output = t.output::jsonb, error = t.error,
   answered_by = t.answered_by, consensus = t.consensus::jsonb, tokens = coalesce(t.tokens, 0),
   cost = coalesce(t.cost, 0), latency_ms = t.latency_ms, started_at = to_timestamp(t.started_at),
   finished_at = to_timestamp(t.finished_at), script_versions = coalesce(t.script_versions, '{}')::jsonb,
