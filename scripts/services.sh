@@ -19,10 +19,16 @@ as_pg() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# stop uses the ports start wrote down, whatever the environment says now.
+if [ "$cmd" = stop ] && [ -f "$base/ports" ]; then
+  read -r pgport redisport <"$base/ports"
+fi
+
 case "$cmd" in
 start)
   mkdir -p "$base/pgsock" "$base/redis"
   chmod 755 "$base"
+  echo "$pgport $redisport" >"$base/ports"
   touch "$base/pg.log"
   if [ "$(id -u)" -eq 0 ]; then
     chown postgres:postgres "$base/pgsock" "$base/pg.log"
