@@ -48,6 +48,7 @@ function M.new(opts)
     finished = {}, finished_head = 1, finished_tail = 0, -- a FIFO of finished ones
     max_finished = opts.max_finished or 10000,
     configs = {}, config_history = {}, -- id -> config; id -> {version -> config}
+    config_names = {}, -- "tenant\0name" -> live config
   }, Store)
 end
 
@@ -135,12 +136,11 @@ end
 
 local function tenant_key(t) return t == nil and "" or t end
 
+-- Live configs by tenant and name (every execute looks one up).
+local function name_key(name, tenant_id) return tenant_key(tenant_id) .. "\0" .. tostring(name) end
+
 local function find_by_name(self, name, tenant_id)
-  for _, c in pairs(self.configs) do
-    if not c.deleted and c.name == name and tenant_key(c.tenant_id) == tenant_key(tenant_id) then
-      return c
-    end
-  end
+  return self.config_names[name_key(name, tenant_id)]
 end
 
 -- What callers get: a copy of the record's fields (not of the nested
@@ -168,6 +168,7 @@ function Store:create_config(cfg, owner)
     created_at = now, updated_at = now,
   }
   self.configs[c.id] = c
+  self.config_names[name_key(c.name, c.tenant_id)] = c
   self.config_history[c.id] = { [1] = schema.copy(c) }
   return public(c)
 end
@@ -218,6 +219,8 @@ function Store:update_config(id, cfg, by)
     if other then return nil, ("a config named '%s' already exists"):format(cfg.name), "conflict" end
   end
   local doc = validate.document(cfg)
+  self.config_names[name_key(c.name, c.tenant_id)] = nil
+  self.config_names[name_key(cfg.name, c.tenant_id)] = c
   c.name, c.description, c.strategy, c.steps = cfg.name, cfg.description, cfg.strategy, doc.steps
   c.metadata = cfg.metadata or c.metadata
   if cfg.is_active ~= nil then c.is_active = cfg.is_active end
@@ -239,6 +242,7 @@ function Store:delete_config(id)
   c.deleted = true
   c.is_active = false
   c.deleted_at = native.time()
+  self.config_names[name_key(c.name, c.tenant_id)] = nil
   return true
 end
 
