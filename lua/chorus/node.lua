@@ -24,7 +24,6 @@ local json = require "chorus.json"
 local log = require "chorus.log"
 local execution = require "chorus.execution"
 local pgstore = require "chorus.store.pg"
-local states = require "chorus.states"
 
 local M = {}
 
@@ -447,5 +446,4 @@ function Node:close()
   self:stop({ grace_ms = 0 })
 end
 
-M.ACTIVE_STATES = states
 return M

@@ -10,7 +10,6 @@
 --     ran here, or nil
 -- Events carry node = the node that ran the execution; a remote copy of
 -- an event this node emitted itself is ignored.
-local log = require "chorus.log"
 
 local M = {}
 
@@ -103,5 +102,4 @@ function Hub:history(trace)
   return self.logs[trace]
 end
 
-M.log = log
 return M
