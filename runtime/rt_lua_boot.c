@@ -7,6 +7,7 @@
 #include "rt_lua_hooks.h"
 #include "rt_lua_http.h"
 #include "rt_lua_pg.h"
+#include "rt_lua_port.h"
 #include "rt_lua_redis.h"
 #include "rt_lua_util.h"
 
@@ -36,6 +37,7 @@ rt_lua_sched_t *rt_lua_boot_native(lua_State *L, uv_loop_t *loop,
     }
     /* One line per binding: the natives it adds go into table t. */
     rt_lua_util_open(L, t);
+    rt_lua_port_open(L, t);
     rt_lua_hooks_open(L, ls, t);
     rt_lua_http_open(L, ls, t);
     rt_lua_curl_open(L, ls, t);

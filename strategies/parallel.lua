@@ -16,15 +16,9 @@ return {
   description = "Run a dependency graph with bounded parallelism.",
   run = function(ctx, steps, settings)
     local limit = settings.parallel_limit or #steps
-    local waiting, dependents, ready = {}, {}, {}
-    for _, step in ipairs(steps) do
-      waiting[step] = #step.dependencies
-      for _, dep in ipairs(step.dependencies) do
-        dependents[dep] = dependents[dep] or {}
-        table.insert(dependents[dep], step)
-      end
-      if #step.dependencies == 0 then ready[#ready + 1] = step end
-    end
+    local graph = ctx:graph(steps) -- roots, indegree, dependents (shared)
+    local waiting, ready = {}, {}
+    for i, step in ipairs(graph.roots) do ready[i] = step end
 
     local running, next_ready = {}, 1
     while next_ready <= #ready or #running > 0 do
@@ -38,8 +32,8 @@ return {
       table.remove(running, i)
       local ok, done_step = task:join()
       if not ok then error(done_step, 0) end -- a framework bug: report it
-      for _, d in ipairs(dependents[done_step.id] or {}) do
-        waiting[d] = waiting[d] - 1
+      for _, d in ipairs(graph.dependents[done_step.id] or {}) do
+        waiting[d] = (waiting[d] or graph.indegree[d]) - 1
         if waiting[d] == 0 then ready[#ready + 1] = d end
       end
     end

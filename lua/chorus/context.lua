@@ -7,6 +7,7 @@
 --   ctx:wait(tasks, {any = true}) -> i, task   first one done
 --   ctx:wait(fns, {limit = n}) -> tasks run functions, at most n at a time
 --   ctx:ordered(steps) -> steps         dependency order, stable
+--   ctx:graph(steps) -> {roots, indegree, dependents}  (shared: read only)
 --   ctx:output(step_id)                 a step's (effective) output
 --   ctx:aggregate(results [, name, opts]) -> output, info | nil, err
 --   ctx:record_consensus(group, output, info), ctx:answered_by(step_id)
@@ -47,6 +48,30 @@ end
 
 function Ctx:output(step_id)
   return self.exec.effective[step_id]
+end
+
+-- graph(steps) -> {roots = {step...}, indegree = {[step] = n},
+-- dependents = {[id] = {step...}}} of the dependencies among these steps,
+-- computed once per steps list (weak: it goes with the config) — per
+-- execution a strategy only copies what it changes.
+local graphs = setmetatable({}, { __mode = "k" })
+
+function Ctx:graph(steps)
+  local g = graphs[steps]
+  if g then return g end
+  g = { roots = {}, indegree = {}, dependents = {} }
+  for _, step in ipairs(steps) do
+    local deps = step.dependencies
+    g.indegree[step] = #deps
+    for i = 1, #deps do
+      local list = g.dependents[deps[i]]
+      if not list then list = {} g.dependents[deps[i]] = list end
+      list[#list + 1] = step
+    end
+    if #deps == 0 then g.roots[#g.roots + 1] = step end
+  end
+  graphs[steps] = g
+  return g
 end
 
 -- Steps in dependency order; among ready steps, declaration order wins.

@@ -6,6 +6,7 @@
 --
 -- --workers N starts N processes sharing the port (SO_REUSEPORT); this
 -- one supervises: it restarts a worker that dies and passes SIGTERM on.
+-- With --workers, --listen HOST:0 picks one free port for all of them.
 -- In memory mode each worker keeps its own executions, so with N > 1 use
 -- a database for status reads to be consistent.
 local args = require "chorus.cli.args"
@@ -65,29 +66,45 @@ local function spawn_worker(argv)
   return pid
 end
 
--- The supervisor of --workers N.
-local function supervise(n, argv)
+-- A worker that exits this soon after its start counts as failing to start;
+-- after START_FAILURES of those in a row the supervisor gives up instead of
+-- restarting it forever (a bad --db URL, a broken script directory).
+local START_MS, START_FAILURES = 2000, 5
+
+-- The supervisor of --workers N. It binds the port first (without
+-- listening), so a port in use is one error at start and port 0 means one
+-- free port shared by all workers; the workers get it as --listen.
+local function supervise(n, argv, host, port)
+  local reservation, actual = native.reserve_port(host, port)
+  if not reservation then io.stderr:write("chorus serve: " .. actual .. "\n") return 1 end
+  local listen = (host:find(":", 1, true) and "[%s]:%d" or "%s:%d"):format(host, actual)
   local child_argv = {}
   local skip = false
   for _, a in ipairs(argv) do
     if skip then
       skip = false
-    elseif a == "--workers" then
+    elseif a == "--workers" or a == "--listen" then
       skip = true
-    elseif not a:match("^%-%-workers=") then
+    elseif not a:match("^%-%-workers=") and not a:match("^%-%-listen=") then
       child_argv[#child_argv + 1] = a
     end
   end
-  local pids = {}
-  for i = 1, n do pids[i] = spawn_worker(child_argv) end
-  log.info("serve: %d workers started (%s)", n, table.concat(pids, ", "))
-  local stop = false
+  child_argv[#child_argv + 1] = "--listen"
+  child_argv[#child_argv + 1] = listen
+  local pids, started, failures = {}, {}, {}
+  local function start(i)
+    pids[i], started[i] = spawn_worker(child_argv), native.now()
+  end
+  for i = 1, n do start(i); failures[i] = 0 end
+  log.info("serve: %d workers started on %s (%s)", n, listen, table.concat(pids, ", "))
+  local stop, code = false, 0
+  local function stop_all()
+    stop = true
+    for _, pid in ipairs(pids) do os.execute(("kill -TERM %d 2>/dev/null"):format(pid)) end
+  end
   local hooks = {}
   for _, sig in ipairs({ "SIGTERM", "SIGINT" }) do
-    hooks[#hooks + 1] = native.on_signal(sig, function()
-      stop = true
-      for _, pid in ipairs(pids) do os.execute(("kill -TERM %d 2>/dev/null"):format(pid)) end
-    end)
+    hooks[#hooks + 1] = native.on_signal(sig, stop_all)
   end
   hooks[#hooks + 1] = native.on_signal("SIGHUP", function()
     for _, pid in ipairs(pids) do os.execute(("kill -HUP %d 2>/dev/null"):format(pid)) end
@@ -99,15 +116,23 @@ local function supervise(n, argv)
       if alive(pid) then
         any = true
       elseif not stop then
-        log.warn("serve: worker %d exited; starting another", pid)
-        pids[i] = spawn_worker(child_argv)
-        any = true
+        failures[i] = native.now() - started[i] < START_MS and failures[i] + 1 or 0
+        if failures[i] >= START_FAILURES then
+          log.error("serve: worker %d exited at start %d times in a row; giving up", pid, failures[i])
+          code = 1
+          stop_all()
+        else
+          log.warn("serve: worker %d exited; starting another", pid)
+          start(i)
+          any = true
+        end
       end
     end
     if stop and not any then break end
   end
   for _, h in ipairs(hooks) do h:close() end
-  return 0
+  reservation:close()
+  return code
 end
 
 return function(argv)
@@ -135,7 +160,7 @@ return function(argv)
     if not db.url(opts) then
       log.warn("serve: --workers %d in memory: each worker keeps its own executions", n.workers)
     end
-    return supervise(n.workers, argv)
+    return supervise(n.workers, argv, host, port)
   end
   local redis_url = opts.redis or os.getenv("REDIS_URL")
   if redis_url == "" then redis_url = nil end

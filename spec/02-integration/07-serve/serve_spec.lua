@@ -154,7 +154,7 @@ describe("chorus serve", function()
     end)
 
     it("--workers 2 runs two processes on one port", function()
-      local s3 = serve("--workers 2", "CHORUS_ADMIN_KEY=" .. KEY, 20000 + math.random(0, 20000))
+      local s3 = serve("--workers 2", "CHORUS_ADMIN_KEY=" .. KEY) -- port 0: the supervisor picks one for both
       finally(function() if h.alive(s3.pid) then stop(s3) end end)
       -- Both workers listen (they log to the supervisor's log).
       assert.is_true(h.wait_until(function()
@@ -169,6 +169,21 @@ describe("chorus serve", function()
       end
       assert.equal(2, n)
       stop(s3)
+    end)
+
+    it("--workers on a port in use fails at once with the address, not a restart loop", function()
+      local s4 = serve("", "CHORUS_ADMIN_KEY=" .. KEY) -- holds its port without SO_REUSEPORT
+      finally(function() if h.alive(s4.pid) then stop(s4) end end)
+      local code, _, err = h.sh(("%s serve --workers 2 --listen 127.0.0.1:%d"):format(h.binary, s4.port))
+      assert.equal(1, code)
+      assert.matches("cannot listen on 127%.0%.0%.1:" .. s4.port .. ": address already in use", err)
+    end)
+
+    it("--workers gives up on workers that keep failing at start", function()
+      local code, _, err = h.sh(("%s serve --workers 2 --listen 127.0.0.1:0 --db postgresql://nobody@127.0.0.1:1/x"):format(h.binary))
+      assert.equal(1, code)
+      assert.matches("cannot connect to the database", err)
+      assert.matches("exited at start 5 times in a row; giving up", err)
     end)
   end)
 
