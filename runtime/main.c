@@ -2,6 +2,7 @@
  * Lua CLI (lua/chorus/cli.lua) running as the root task. */
 #include <lauxlib.h>
 #include <lualib.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include <uv.h>
 
 #include "rt_lua_boot.h"
+#include "rt_lua_gc.h"
 
 #ifndef CHORUS_DEFAULT_HOME
 #define CHORUS_DEFAULT_HOME "."
@@ -45,6 +47,28 @@ static int exit_code(lua_State *L, rt_lua_task_t *main_task)
 
 /* How long the end may take: tasks cancelled, handles closed. */
 #define RT_SHUTDOWN_MS 5000
+/* Default of CHORUS_GC_SOFT_MB: far above a 1k-in-flight heap, so only big
+ * processes pay for the extra collector work. */
+#define RT_GC_SOFT_MB_DEFAULT 256
+
+/* CHORUS_GC_SOFT_MB: the Lua heap size past which the collector runs
+ * sooner (rt_lua_gc.c); 0 turns that off. Returns 0, or -1 when the value
+ * is not a whole number of megabytes. */
+static int gc_soft_bytes(size_t *out)
+{
+    const char *v = getenv("CHORUS_GC_SOFT_MB");
+    char *end;
+    unsigned long long mb;
+    *out = (size_t)RT_GC_SOFT_MB_DEFAULT << 20;
+    if (v == NULL || *v == '\0')
+        return 0;
+    errno = 0;
+    mb = strtoull(v, &end, 10);
+    if (errno != 0 || *end != '\0' || *v == '-' || mb > (1ull << 24))
+        return -1;
+    *out = (size_t)mb << 20;
+    return 0;
+}
 
 static int shutdown_expired;
 
@@ -57,7 +81,9 @@ static void shutdown_watchdog(uv_timer_t *t)
 int main(int argc, char **argv)
 {
     uv_timer_t watchdog;
-    int watchdog_ok = 0;
+    int watchdog_ok = 0, gc_ok = 0;
+    rt_lua_gc_t gc;
+    size_t gc_soft;
     uv_loop_t loop;
     lua_State *L;
     rt_lua_sched_t *ls;
@@ -78,6 +104,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "chorus: cannot create the Lua state\n");
         return 1;
     }
+    if (gc_soft_bytes(&gc_soft) != 0) {
+        fprintf(stderr, "chorus: CHORUS_GC_SOFT_MB must be a whole number "
+                        "of megabytes (0 = off), got '%s'\n",
+                getenv("CHORUS_GC_SOFT_MB"));
+        return 2;
+    }
     luaL_openlibs(L);
     rt_lua_boot_paths(L, home);
     ls = rt_lua_boot_native(L, &loop, home, CHORUS_VERSION, &in);
@@ -85,6 +117,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "chorus: out of memory\n");
         return 1;
     }
+
+    gc_ok = rt_lua_gc_start(&gc, &loop, L, gc_soft) == 0;
 
     /* Stack: [userdata of main task] once spawned. */
     if (luaL_loadbuffer(L, boot_chunk, sizeof(boot_chunk) - 1, "=boot")) {
@@ -145,6 +179,8 @@ int main(int argc, char **argv)
         return code;
     }
     rt_lua_stdin_close(in);
+    if (gc_ok)
+        rt_lua_gc_stop(&gc);
     lua_close(L);
     rt_lua_sched_free(ls);
     uv_run(&loop, UV_RUN_DEFAULT);

@@ -33,16 +33,51 @@ local completed, failed, step_runs = 0, 0, 0
 local peak_rss = native.rss()
 local peak_heap = collectgarbage("count") -- KB of the Lua heap
 
-local function one(i)
-  local exec = engine:execute(cfg, { job_name = "JOB_" .. (i % 3) }):wait()
+local function tally(exec)
   if exec.status == "completed" then completed = completed + 1 else failed = failed + 1 end
   for _, sr in ipairs(exec.steps) do
     if sr.status == "completed" then step_runs = step_runs + 1 end
   end
 end
 
+local function one(i)
+  tally(engine:execute(cfg, { job_name = "JOB_" .. (i % 3) }):wait())
+end
+
+-- A sliding window as a node runs executions: `width` detached
+-- executions, each one's end starting the next (no waiting task each).
+local function window(count, width)
+  local started, ended, all_done = 0, 0, sched.cond()
+  local function start_next()
+    started = started + 1
+    local exec = engine:execute(cfg, { job_name = "JOB_" .. (started % 3) }, { detached = true })
+    exec.on_end = function(e)
+      tally(e)
+      ended = ended + 1
+      if ended % 1000 == 0 then
+        local rss = native.rss()
+        if rss > peak_rss then peak_rss = rss end
+        local heap = collectgarbage("count")
+        if heap > peak_heap then peak_heap = heap end
+      end
+      if started < count then start_next() elseif ended == count then all_done:signal(true) end
+    end
+  end
+  -- Filled a thousand at a time, as a node claims them in batches.
+  for i = 1, math.min(width, count) do
+    start_next()
+    if i % 1000 == 0 then sched.sleep(0) end
+  end
+  all_done:wait()
+end
+
 -- Warm-up (not timed): lets the JIT compile the hot paths.
-for i = 1, math.min(math.floor(n / 10) + 1, 2000) do one(i) end
+local warm = math.min(math.floor(n / 10) + 1, 2000)
+if inflight <= 1 then
+  for i = 1, warm do one(i) end
+else
+  window(warm, math.min(inflight, warm))
+end
 completed, failed, step_runs = 0, 0, 0
 collectgarbage()
 
@@ -50,24 +85,7 @@ local t0 = native.now()
 if inflight <= 1 then
   for i = 1, n do one(i) end
 else
-  -- A sliding window: `inflight` workers each run executions back to back.
-  local next_i = 0
-  local workers = {}
-  for w = 1, inflight do
-    workers[w] = sched.spawn(function()
-      while next_i < n do
-        next_i = next_i + 1
-        one(next_i)
-        if next_i % 1000 == 0 then
-          local rss = native.rss()
-          if rss > peak_rss then peak_rss = rss end
-          local heap = collectgarbage("count")
-          if heap > peak_heap then peak_heap = heap end
-        end
-      end
-    end)
-  end
-  sched.wait_all(workers)
+  window(n, inflight)
 end
 local secs = (native.now() - t0) / 1000
 local rss = native.rss()

@@ -21,15 +21,20 @@ Ctx.__index = Ctx
 
 local M = {}
 
+-- A ctx's shared fields (steps, settings, log) live in a class per config
+-- (weak: it goes with the config); its own table holds what is per
+-- execution.
+local classes = setmetatable({}, { __mode = "k" })
+
 function M.new(exec)
-  local primary = {}
-  for _, step in ipairs(exec.config.steps) do
-    if not step.is_fallback then primary[#primary + 1] = step end
+  local cfg = exec.config
+  local class = classes[cfg]
+  if not class then
+    class = setmetatable({ steps = exec.primary_steps, settings = cfg.settings, log = log }, Ctx)
+    class.__index = class
+    classes[cfg] = class
   end
-  return setmetatable({
-    exec = exec, steps = primary, settings = exec.config.settings,
-    execution_id = exec.id, trace_id = exec.trace_id, log = log,
-  }, Ctx)
+  return setmetatable({ exec = exec, execution_id = exec.id, trace_id = exec.trace_id }, class)
 end
 
 function Ctx:run_step(step, opts)

@@ -24,12 +24,16 @@ local M = {}
 
 -- What an execution needs to know about its config's shape, computed once
 -- per config and shared by its executions (weak: it goes with the config).
+-- plan.class is the executions' metatable: the fields every execution of
+-- the config shares (config, name, strategy, lookups, zero totals) are read
+-- through it, so an execution's own table holds at most 16 fields while it
+-- runs (a 17th doubles it: with 100k executions in flight every slot counts).
 local plans = setmetatable({}, { __mode = "k" })
 
 local function plan_of(cfg)
   local plan = plans[cfg]
   if plan then return plan end
-  plan = { by_id = {}, fallbacks = {}, index_of = {} }
+  plan = { by_id = {}, fallbacks = {}, index_of = {}, primary = {}, compensates = false }
   for i, step in ipairs(cfg.steps) do
     plan.by_id[step.id] = step
     plan.index_of[step.id] = i
@@ -38,7 +42,19 @@ local function plan_of(cfg)
       if not chain then chain = {}; plan.fallbacks[step.fallback_for] = chain end
       chain[#chain + 1] = step
     end
+    if not step.is_fallback then plan.primary[#plan.primary + 1] = step end
+    if step.compensate then plan.compensates = true end
   end
+  local class = {
+    config = cfg, config_name = cfg.name, strategy = cfg.strategy,
+    steps_by_id = plan.by_id,      -- step config by id
+    fallbacks = plan.fallbacks,    -- step id -> its fallback steps
+    primary_steps = plan.primary,  -- the steps that are not is_fallback
+    compensates = plan.compensates, -- some step has `compensate`
+    pending_approvals = 0, tokens = 0, cost = 0,
+  }
+  class.__index = class
+  plan.class = setmetatable(class, Execution)
   plans[cfg] = plan
   return plan
 end
@@ -50,17 +66,12 @@ local OPTIONAL = { "auto_approve", "keep_inputs", "config_id", "config_version",
 -- opts: config (validated, normalized), input, registry (pinned snapshot),
 -- store, bus, auto_approve, keep_inputs (record each step's input), id,
 -- trace_id, config_id, config_version, user_id, tenant_id.
--- Fields that most executions never use are set only when given: with 100k
--- executions in flight every table slot counts.
+-- Fields that most executions never use are set only when given.
 function M.new(opts)
   local cfg = opts.config
-  local plan = plan_of(cfg)
   local exec = setmetatable({
     id = opts.id or native.uuid(),
     trace_id = opts.trace_id or native.uuid(),
-    config = cfg,
-    config_name = cfg.name,
-    strategy = cfg.strategy,
     status = "pending",
     input = opts.input or {},
     registry = opts.registry,
@@ -69,12 +80,8 @@ function M.new(opts)
     created_at = time(),
     steps = {},               -- step runs, declaration order
     runs_by_id = {},          -- step run by id
-    steps_by_id = plan.by_id, -- step config by id (shared)
-    fallbacks = plan.fallbacks, -- step id -> its fallback steps (shared)
     effective = {},           -- step id -> output dependents see
-    pending_approvals = 0,
-    tokens = 0, cost = 0,
-  }, Execution)
+  }, plan_of(cfg).class)
   for i = 1, #OPTIONAL do
     local k = OPTIONAL[i]
     if opts[k] ~= nil then exec[k] = opts[k] end
@@ -83,13 +90,21 @@ function M.new(opts)
   for i, step in ipairs(cfg.steps) do
     -- A step run holds what happens to the step; what the step is (name,
     -- agent, output_key) stays in the config: exec.steps_by_id[sr.id].
-    -- Eight fields at most, with the ones set later: a ninth doubles the
-    -- table (its position in the config is plan.index_of[id]).
+    -- Three fields until it runs (a pending step costs least); a completed
+    -- one has eight (+ agent_version, started_at, latency_ms, output,
+    -- finished_at): a ninth would double it.
     local sr = { id = step.id, status = "pending", attempts = 0 }
     steps[i] = sr
     runs[step.id] = sr
   end
   return exec
+end
+
+-- The version of the strategy this execution runs (from its pinned
+-- registry snapshot), or nil.
+function Execution:strategy_version()
+  local entry = self.registry and self.registry.strategies[self.strategy]
+  return entry and entry.version
 end
 
 -- persist(ok, err): the outcome of a store write. "fenced" means another
@@ -142,7 +157,7 @@ function Execution:set_step_status(sr, to)
   sr.status = to
   if states.terminal[to] then
     sr.finished_at = time()
-    if to == "completed" then
+    if to == "completed" and self.compensates then
       local co = self.completed_order
       if not co then co = {}; self.completed_order = co end
       co[#co + 1] = sr
@@ -339,7 +354,6 @@ local function body(self)
   self:set_status("running")
   self:refresh_status() -- paused before it started: it starts paused
   local entry = self.registry.strategies[self.strategy]
-  self.strategy_version = entry.version
   local ctx = context.new(self)
   return entry.module.run(ctx, ctx.steps, settings)
 end
@@ -435,7 +449,7 @@ function Execution:record()
   end
   return {
     id = self.id, trace_id = self.trace_id, config = self.config_name,
-    strategy = self.strategy, strategy_version = self.strategy_version,
+    strategy = self.strategy, strategy_version = self:strategy_version(),
     status = self.status, input = self.input, output = self.output, error = self.error,
     created_at = self.created_at, started_at = self.started_at, finished_at = self.finished_at,
     answered_by = self.answered_by, consensus = self.consensus,

@@ -2,8 +2,8 @@
 local h = require "spec.helpers"
 local json = require "chorus.json"
 
-local function chorus(args)
-  return h.sh(("cd %s && %s %s"):format(h.root, h.binary, args))
+local function chorus(args, env)
+  return h.sh(("cd %s && %s%s %s"):format(h.root, env and ("env " .. env .. " ") or "", h.binary, args))
 end
 
 describe("chorus CLI", function()
@@ -22,6 +22,47 @@ describe("chorus CLI", function()
     assert.is_number(rec.metrics.latency_ms)
     assert.matches("step_4", err) -- live progress on stderr
     assert.matches("completed", err)
+  end)
+
+  describe("GC pacing (CHORUS_GC_SOFT_MB)", function()
+    -- The script holds ~40 MB, lets the pacer tick, and prints the pause
+    -- in force (setpause returns the previous value; it is put back).
+    local script
+    setup(function()
+      script = h.tmpdir() .. "/pause.lua"
+      h.write(script, [[
+        local sched = require "chorus.sched"
+        local keep = {}
+        for i = 1, 400000 do keep[i] = { i, tostring(i) } end
+        sched.sleep(350)
+        local p = collectgarbage("setpause", 200)
+        collectgarbage("setpause", p)
+        print(p, #keep)
+      ]])
+    end)
+
+    it("lowers the pause once the heap passes the soft limit", function()
+      local code, out, err = chorus("lua " .. script, "CHORUS_GC_SOFT_MB=1")
+      assert.equal(0, code, err)
+      local p = tonumber(out:match("^(%d+)"))
+      assert.is_true(p >= 110 and p < 200, out)
+    end)
+
+    it("keeps LuaJIT's pause under the limit, and when turned off", function()
+      for _, v in ipairs({ "CHORUS_GC_SOFT_MB=4096", "CHORUS_GC_SOFT_MB=0" }) do
+        local code, out, err = chorus("lua " .. script, v)
+        assert.equal(0, code, err)
+        assert.equal(200, tonumber(out:match("^(%d+)")), v)
+      end
+    end)
+
+    it("refuses a value that is not whole megabytes, saying which", function()
+      for _, v in ipairs({ "abc", "-5", "1.5", "99999999999999999999" }) do
+        local code, _, err = chorus("version", "CHORUS_GC_SOFT_MB=" .. v)
+        assert.equal(2, code)
+        assert.matches("CHORUS_GC_SOFT_MB must be a whole number of megabytes %(0 = off%), got '" .. v:gsub("%p", "%%%0") .. "'", err)
+      end
+    end)
   end)
 
   it("exits 1 when the execution fails", function()

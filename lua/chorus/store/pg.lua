@@ -146,8 +146,8 @@ function Store:update_execution(exec)
     kind = "update", id = exec.id, status = exec.status, output = jsonb(exec.output), error = exec.error,
     answered_by = exec.answered_by, consensus = jsonb(exec.consensus), tokens = exec.tokens or 0,
     cost = exec.cost or 0, latency_ms = exec.latency_ms, started_at = exec.started_at,
-    finished_at = exec.finished_at, script_versions = exec.strategy_version
-      and ('{"strategy":' .. encode(exec.strategy_version) .. "}") or "{}",
+    finished_at = exec.finished_at, script_versions = exec.started_at
+      and ('{"strategy":' .. encode(exec:strategy_version()) .. "}") or "{}",
     paused = exec.paused_by_user == true, seq = seq,
   } }
   local terminal = TERMINAL[exec.status]
