@@ -92,6 +92,13 @@ int main(int argc, char **argv)
     const char *home = getenv("CHORUS_HOME");
     int i, code = 1;
 
+    /* Checked before anything is allocated: nothing to release on exit. */
+    if (gc_soft_bytes(&gc_soft) != 0) {
+        fprintf(stderr, "chorus: CHORUS_GC_SOFT_MB must be a whole number "
+                        "of megabytes (0 = off), got '%s'\n",
+                getenv("CHORUS_GC_SOFT_MB"));
+        return 2;
+    }
     signal(SIGPIPE, SIG_IGN);
     if (home == NULL || *home == '\0')
         home = CHORUS_DEFAULT_HOME;
@@ -103,12 +110,6 @@ int main(int argc, char **argv)
     if (L == NULL) {
         fprintf(stderr, "chorus: cannot create the Lua state\n");
         return 1;
-    }
-    if (gc_soft_bytes(&gc_soft) != 0) {
-        fprintf(stderr, "chorus: CHORUS_GC_SOFT_MB must be a whole number "
-                        "of megabytes (0 = off), got '%s'\n",
-                getenv("CHORUS_GC_SOFT_MB"));
-        return 2;
     }
     luaL_openlibs(L);
     rt_lua_boot_paths(L, home);
