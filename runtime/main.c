@@ -12,13 +12,6 @@
 #include "rt_lua_boot.h"
 #include "rt_lua_gc.h"
 
-#ifndef CHORUS_DEFAULT_HOME
-#define CHORUS_DEFAULT_HOME "."
-#endif
-#ifndef CHORUS_VERSION
-#define CHORUS_VERSION "0.0.0"
-#endif
-
 /* The Lua side of start-up: a string chunk is fine here because busted's
  * runner is called from a file chunk (lua/chorus/cli/test.lua). */
 static const char boot_chunk[] =

@@ -10,6 +10,15 @@
 #include "rt_lua_sched.h"
 #include "rt_lua_stdin.h"
 
+/* Set by CMake for the binary and the fuzz targets (the source tree and
+ * the project version); these fallbacks only serve other builds. */
+#ifndef CHORUS_DEFAULT_HOME
+#define CHORUS_DEFAULT_HOME "."
+#endif
+#ifndef CHORUS_VERSION
+#define CHORUS_VERSION "0.0.0"
+#endif
+
 /* Puts home/lua first on package.path, so our modules win. */
 void rt_lua_boot_paths(lua_State *L, const char *home);
 

@@ -7,10 +7,7 @@
 -- agent version) with an event and a store write on every transition.
 local sched = require "chorus.sched"
 
-local native = require "chorus.native"
-
-local sleep, now, cancelled, spawn_with = sched.sleep, sched.now, sched.cancelled, sched.spawn_with
-local scope_open, scope_close, traceback = native.scope_open, native.scope_close, debug.traceback
+local with_deadline, sleep, now, cancelled = sched.with_deadline, sched.sleep, sched.now, sched.cancelled
 local pairs, ipairs, type, tostring, random = pairs, ipairs, type, tostring, math.random
 local min = math.min
 
@@ -50,13 +47,6 @@ function M.backoff_ms(retry, n)
   return ms
 end
 
--- One attempt: the agent runs under the step's timeout as a deadline scope
--- of the step's task, so a slow agent's pending I/O is aborted at the
--- deadline. This is sched.with_deadline written out for three arguments
--- and two results: no vararg frame, no packed results. The agent's stack
--- sits on top of this one, and every slot of a step task's stack is paid
--- for by each step in flight (a stack that needs over ~94 slots doubles,
--- at ~0.9 KB). Returns ok, output_or_err, meta.
 -- The agent's ctx: step_id, params and config (the config's name) are the
 -- step's, shared through a class per step (weak: it goes with the config);
 -- execution_id, trace_id and attempt are the attempt's own.
@@ -72,16 +62,12 @@ local function agent_ctx(exec, step, n)
   return setmetatable({ execution_id = exec.id, trace_id = exec.trace_id, attempt = n }, class)
 end
 
+-- One attempt: the agent runs under the step's timeout as a deadline of
+-- its own (sched.with_deadline), so a slow agent's pending I/O is aborted
+-- at the deadline. Returns ok, output_or_err, meta.
 local function attempt(exec, step, agent, input, n)
-  local actx = agent_ctx(exec, step, n)
-  local ok, out, meta
-  if scope_open(step.timeout_ms) then
-    ok, out, meta = xpcall(agent.call, traceback, input, actx, step)
-    if scope_close() then ok, out = nil, "timeout" end
-  else -- already inside a deadline scope: a task of its own
-    ok, out, meta = spawn_with({ timeout_ms = step.timeout_ms }, agent.call, input, actx, step):join()
-  end
-  if not ok then
+  local ok, out, meta = with_deadline(step.timeout_ms, agent.call, input, agent_ctx(exec, step, n), step)
+  if ok == nil then
     if out == "timeout" then
       return false, ("timeout after %d ms"):format(step.timeout_ms)
     end

@@ -13,13 +13,6 @@
 
 #include "rt_lua_boot.h"
 
-#ifndef CHORUS_DEFAULT_HOME
-#define CHORUS_DEFAULT_HOME "."
-#endif
-#ifndef CHORUS_VERSION
-#define CHORUS_VERSION "0.0.0"
-#endif
-
 /* A harness's task runs the API or the validator in memory: it should be
  * done in a few turns. These bounds only turn a hang into a crash. */
 #define FZ_MAX_TURNS 100000UL
