@@ -105,8 +105,10 @@ local function restore_steps(exec, rows)
         sr.started_at, sr.finished_at = r.started_at, r.finished_at
         sr.replayed = true
         exec.effective[r.step_id] = sr.output
-        exec.completed_order = exec.completed_order or {}
-        exec.completed_order[#exec.completed_order + 1] = sr
+        if exec.compensates then -- the order compensation runs in
+          exec.completed_order = exec.completed_order or {}
+          exec.completed_order[#exec.completed_order + 1] = sr
+        end
       elseif r.status == "failed" and r.answered_by then
         -- Answered by its fallback chain: settled, with the chain's answer.
         sr.status, sr.answered_by, sr.error = "failed", r.answered_by, r.error
