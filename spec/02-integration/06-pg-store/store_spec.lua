@@ -132,6 +132,35 @@ describe("pg store #postgres", function()
     assert.is_nil(rec.steps[1].finished_at)
   end)
 
+  it("a resumed execution that fails compensates the steps completed before the takeover", function()
+    local url = h.fresh_db("resume_compensate")
+    local _, engine, node, pool = open(url)
+    local cfg = assert(engine:validate(h.flat("sequential", {
+      { id = "a", agent = "echo", params = { output = "booked" }, compensate = "echo" },
+      { id = "b", agent = "delay", params = { ms = 400 } },
+      { id = "c", agent = "fail", params = { message = "no seat" } } })))
+    local _, exec = node:submit(cfg, {}, {})
+    assert.is_true(h.wait_until(function() return exec.runs_by_id.b.status == "running" end, 2000))
+    -- This node loses the execution (fenced) and its lease lapses: another
+    -- node resumes it with step a replayed from the database.
+    assert(pool:query("UPDATE orchestration_executions SET claims = claims + 1, seq = 2 * 1e9 WHERE id = $1", exec.id))
+    exec:wait()
+    assert.is_true(exec.fenced)
+    assert(pool:query("UPDATE orchestration_executions SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
+      exec.id))
+    local store2, _, node2 = open(url)
+    assert.equal(1, node2:claim_once())
+    local rec
+    assert.is_true(h.wait_until(function()
+      rec = store2:get_record(exec.id)
+      return rec and rec.status == "failed"
+    end, 5000))
+    assert.matches("no seat", rec.error)
+    assert.equal(1, rec.steps[1].attempts) -- a was not run again
+    assert.equal("completed", rec.steps[1].compensation.status)
+    assert.is_nil(rec.steps[2].compensation) -- b has no compensate
+  end)
+
   it("an idempotency key given twice in a tenant starts one execution", function()
     local url = h.fresh_db("idem")
     local _, engine, node, pool = open(url)
