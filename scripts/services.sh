@@ -24,8 +24,18 @@ if [ "$cmd" = stop ] && [ -f "$base/ports" ]; then
   read -r pgport redisport <"$base/ports"
 fi
 
+# in_use PORT: something already answers on 127.0.0.1:PORT.
+in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 case "$cmd" in
 start)
+  # Refuse rather than run the specs against someone else's servers.
+  for p in "$pgport" "$redisport"; do
+    if in_use "$p"; then
+      echo "services.sh: port $p on 127.0.0.1 is in use; set CHORUS_PG_PORT / CHORUS_REDIS_PORT" >&2
+      exit 1
+    fi
+  done
   mkdir -p "$base/pgsock" "$base/redis"
   chmod 755 "$base"
   echo "$pgport $redisport" >"$base/ports"
