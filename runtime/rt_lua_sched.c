@@ -52,7 +52,8 @@ int rt_lua_push_wake(lua_State *L, rt_wake_t why)
 typedef struct {
     rt_lua_task_t base;
     int err_ref;     /* error value until done (then in the userdata's env) */
-    int on_done_ref; /* {fn, arg} to run in a new task once done */
+    int on_done_fn;  /* fn and arg of task:on_done, to run in a new task */
+    int on_done_arg; /* once done (two refs: no table per task) */
 } lt_task_t;
 
 static void lt_free(rt_task_t *t)
@@ -61,20 +62,19 @@ static void lt_free(rt_task_t *t)
     rt_lua_sched_t *ls = (rt_lua_sched_t *)t->sched;
     luaL_unref(ls->L, LUA_REGISTRYINDEX, lt->base.co_ref);
     luaL_unref(ls->L, LUA_REGISTRYINDEX, lt->err_ref);
-    luaL_unref(ls->L, LUA_REGISTRYINDEX, lt->on_done_ref);
+    luaL_unref(ls->L, LUA_REGISTRYINDEX, lt->on_done_fn);
+    luaL_unref(ls->L, LUA_REGISTRYINDEX, lt->on_done_arg);
     free(lt);
 }
 
-/* Runs the {fn, arg} pair at the top of L as a new detached task, popping
- * it. Its errors are logged (nobody joins it). */
+/* Runs fn(arg), the two values at the top of L, as a new detached task,
+ * popping them. Its errors are logged (nobody joins it). */
 static void lt_spawn_pair(rt_lua_sched_t *ls, lua_State *L)
 {
     rt_lua_task_t *t;
-    int base = lua_gettop(L);
-    lua_rawgeti(L, base, 1);
-    lua_rawgeti(L, base, 2);
+    int base = lua_gettop(L) - 2;
     t = rt_lua_task_spawn(ls, L, base + 1, 1, NULL);
-    lua_settop(L, base - 1);
+    lua_settop(L, base);
     if (t == NULL)
         return;
     t->report = 1;
@@ -88,26 +88,30 @@ static void lt_done(rt_task_t *t)
     lt_task_t *lt = (lt_task_t *)t;
     rt_lua_sched_t *ls = (rt_lua_sched_t *)t->sched;
     lua_State *L = ls->L;
-    if (lt->err_ref != LUA_NOREF) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, ls->tasks_ref);
-        lua_pushlightuserdata(L, lt);
-        lua_rawget(L, -2);
-        if (!lua_isnil(L, -1)) {
-            lua_getfenv(L, -1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ls->tasks_ref);
+    lua_pushlightuserdata(L, lt);
+    lua_rawget(L, -2);
+    if (!lua_isnil(L, -1)) { /* the userdata's env = {co, error} */
+        lua_createtable(L, 2, 0);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lt->base.co_ref);
+        lua_rawseti(L, -2, 1);
+        if (lt->err_ref != LUA_NOREF) {
             lua_rawgeti(L, LUA_REGISTRYINDEX, lt->err_ref);
             lua_rawseti(L, -2, 2);
-            lua_pop(L, 1);
         }
-        lua_pop(L, 2);
-        luaL_unref(L, LUA_REGISTRYINDEX, lt->err_ref);
-        lt->err_ref = LUA_NOREF;
+        lua_setfenv(L, -2);
     }
+    lua_pop(L, 2);
+    luaL_unref(L, LUA_REGISTRYINDEX, lt->err_ref);
+    lt->err_ref = LUA_NOREF;
     luaL_unref(L, LUA_REGISTRYINDEX, lt->base.co_ref);
     lt->base.co_ref = LUA_NOREF;
-    if (lt->on_done_ref != LUA_NOREF) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, lt->on_done_ref);
-        luaL_unref(L, LUA_REGISTRYINDEX, lt->on_done_ref);
-        lt->on_done_ref = LUA_NOREF;
+    if (lt->on_done_fn != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lt->on_done_fn);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lt->on_done_arg);
+        luaL_unref(L, LUA_REGISTRYINDEX, lt->on_done_fn);
+        luaL_unref(L, LUA_REGISTRYINDEX, lt->on_done_arg);
+        lt->on_done_fn = lt->on_done_arg = LUA_NOREF;
         lt_spawn_pair(ls, L);
     }
 }
@@ -174,11 +178,9 @@ static void lt_push_userdata(lua_State *L, rt_lua_sched_t *ls,
         rt_task_retain(&t->task);
     luaL_getmetatable(L, RT_TASK_MT);
     lua_setmetatable(L, -2);
-    /* env = {co}: keeps the results readable once the task is done. */
-    lua_createtable(L, 2, 0);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->co_ref);
-    lua_rawseti(L, -2, 1);
-    lua_setfenv(L, -2);
+    /* No environment yet: the registry anchors the coroutine until the
+     * task is done, and lt_done moves it into one then (an env table per
+     * task in flight would cost ~90 bytes each). */
     lua_pushlightuserdata(L, t);
     lua_pushvalue(L, -2);
     lua_rawset(L, -4);
@@ -211,7 +213,7 @@ rt_lua_task_t *rt_lua_task_spawn(rt_lua_sched_t *ls, lua_State *L, int fn_idx,
     lt->base.report = 0;
     lt->base.joined = 0;
     lt->err_ref = LUA_NOREF;
-    lt->on_done_ref = LUA_NOREF;
+    lt->on_done_fn = lt->on_done_arg = LUA_NOREF;
     lua_pushvalue(L, fn_idx);
     lua_xmove(L, co, 1);
     lua_xmove(L, co, nargs);
@@ -531,17 +533,14 @@ static int m_on_done(lua_State *L)
     rt_lua_sched_t *ls = lt_ctx(L);
     luaL_checktype(L, 2, LUA_TFUNCTION);
     lua_settop(L, 3);
-    lua_createtable(L, 2, 0);
-    lua_pushvalue(L, 2);
-    lua_rawseti(L, -2, 1);
-    lua_pushvalue(L, 3);
-    lua_rawseti(L, -2, 2);
     if (rt_task_is_done(&lt->base.task)) {
         lt_spawn_pair(ls, L);
         return 0;
     }
-    luaL_unref(L, LUA_REGISTRYINDEX, lt->on_done_ref);
-    lt->on_done_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    luaL_unref(L, LUA_REGISTRYINDEX, lt->on_done_fn);
+    luaL_unref(L, LUA_REGISTRYINDEX, lt->on_done_arg);
+    lt->on_done_arg = luaL_ref(L, LUA_REGISTRYINDEX); /* pops arg, then fn */
+    lt->on_done_fn = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
 }
 

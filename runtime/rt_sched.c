@@ -58,13 +58,21 @@ static void rt__check_cb(uv_check_t *h)
     rt_sched_drain(h->data);
 }
 
+/* Tasks resumed per drain. What is left waits for the next loop iteration
+ * (the idle handle keeps poll from blocking), so a long ready queue never
+ * starves timers, sockets or the GC pacer: with 100k executions queued a
+ * full drain took seconds, and every sleep, deadline and request waited
+ * for it. */
+#define RT_DRAIN_BUDGET 1024
+
 void rt_sched_drain(rt_sched_t *s)
 {
     rt_task_t *t;
+    unsigned budget = RT_DRAIN_BUDGET;
     if (s->draining)
         return;
     s->draining = 1;
-    while ((t = s->ready_head) != NULL) {
+    while (budget-- > 0 && (t = s->ready_head) != NULL) {
         s->ready_head = t->next_ready;
         if (s->ready_head == NULL)
             s->ready_tail = NULL;
@@ -86,7 +94,10 @@ void rt_sched_drain(rt_sched_t *s)
         assert(t->state != RT_TASK_RUNNING);
         rt_task_release(t);
     }
-    uv_idle_stop(&s->idle);
+    if (s->ready_head == NULL)
+        uv_idle_stop(&s->idle);
+    else if (!uv_is_active((uv_handle_t *)&s->idle))
+        (void)uv_idle_start(&s->idle, rt__drain_cb); /* cannot fail */
     s->draining = 0;
 }
 
@@ -97,7 +108,8 @@ void rt_sched_cancel_all(rt_sched_t *s)
         next = t->next_sibling;
         rt_task_cancel(t, RT_WAKE_CANCELLED);
     }
-    rt_sched_drain(s);
+    while (s->ready_head != NULL && !s->draining)
+        rt_sched_drain(s);
 }
 
 static void rt__enqueue(rt_sched_t *s, rt_task_t *t, rt_wake_t wake)

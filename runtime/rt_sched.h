@@ -123,7 +123,8 @@ struct rt_sched {
 int rt_sched_init(rt_sched_t *s, uv_loop_t *loop);
 /* Closes the scheduler's handles. Every task must be done. */
 void rt_sched_close(rt_sched_t *s);
-/* Runs queued tasks until the queue is empty. */
+/* Runs queued tasks, at most a budget of them (RT_DRAIN_BUDGET); the idle
+ * handle stays active while any are left. */
 void rt_sched_drain(rt_sched_t *s);
 /* Cancels every live root task (and so every task), then drains. */
 void rt_sched_cancel_all(rt_sched_t *s);

@@ -60,15 +60,15 @@ local function window(count, width)
         local heap = collectgarbage("count")
         if heap > peak_heap then peak_heap = heap end
       end
-      if started < count then start_next() elseif ended == count then all_done:signal(true) end
+      if started < count and started - ended < width then start_next()
+      elseif ended == count then all_done:signal(true) end
     end
   end
-  -- Filled a thousand at a time, as a node claims them in batches.
-  for i = 1, math.min(width, count) do
-    start_next()
-    if i % 1000 == 0 then sched.sleep(0) end
-  end
-  all_done:wait()
+  -- Filled at once, as a burst of submissions would: the scheduler runs
+  -- tasks in fair batches, so a filler that yielded would compete with
+  -- the executions it started and never reach the width.
+  while started < count and started - ended < width do start_next() end
+  if ended < count then all_done:wait() end
 end
 
 -- Warm-up (not timed): lets the JIT compile the hot paths.

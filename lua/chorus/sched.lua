@@ -19,6 +19,11 @@ local M = {
   current = current,          -- the running task
   cancelled = native.cancelled, -- reason the running task was cancelled
   live_tasks = native.live_tasks,
+  -- scope_open(ms) -> true (false inside an open scope); scope_close() ->
+  -- true if the deadline passed. The parts of with_deadline, for a caller
+  -- that must not add a frame between itself and fn (chorus.step).
+  scope_open = native.scope_open,
+  scope_close = native.scope_close,
 }
 
 -- spawn(fn, ...) -> task: a child of the running task.
@@ -69,14 +74,21 @@ function M.wait_all(tasks)
   return wait_native(tasks, #tasks)
 end
 
--- wait_any(tasks) -> index, task of a done task | nil, reason
-function M.wait_any(tasks)
-  local ok, why = wait_native(tasks, 1)
-  if not ok then return nil, why end
+local function first_done(tasks)
   for i, t in ipairs(tasks) do
     if t:done() then return i, t end
   end
   return nil, "no task" -- unreachable when tasks is non-empty
+end
+
+-- wait_any(tasks) -> index, task of a done task | nil, reason
+-- Kept to a few stack slots: a waiting strategy's coroutine whose frames
+-- need under a quarter of its stack gets that stack halved by the GC, and
+-- an execution in flight waits here.
+function M.wait_any(tasks)
+  local ok, why = wait_native(tasks, 1)
+  if not ok then return nil, why end
+  return first_done(tasks)
 end
 
 -- A condition: tasks wait until another task signals. Used for pause,

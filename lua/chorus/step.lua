@@ -8,6 +8,8 @@
 local sched = require "chorus.sched"
 
 local with_deadline, sleep, now, cancelled = sched.with_deadline, sched.sleep, sched.now, sched.cancelled
+local scope_open, scope_close = sched.scope_open, sched.scope_close
+local xpcall, traceback = xpcall, debug.traceback
 local pairs, ipairs, type, tostring, random = pairs, ipairs, type, tostring, math.random
 local min = math.min
 
@@ -62,17 +64,14 @@ local function agent_ctx(exec, step, n)
   return setmetatable({ execution_id = exec.id, trace_id = exec.trace_id, attempt = n }, class)
 end
 
--- One attempt: the agent runs under the step's timeout as a deadline of
--- its own (sched.with_deadline), so a slow agent's pending I/O is aborted
--- at the deadline. Returns ok, output_or_err, meta.
-local function attempt(exec, step, agent, input, n)
-  local ok, out, meta = with_deadline(step.timeout_ms, agent.call, input, agent_ctx(exec, step, n), step)
-  if ok == nil then
-    if out == "timeout" then
-      return false, ("timeout after %d ms"):format(step.timeout_ms)
-    end
-    return false, tostring(out)
+-- An attempt's outcome as ok, output_or_err, meta. ok is true (the agent
+-- answered), false (xpcall caught an error) or nil (with_deadline's
+-- failure); timed_out: its deadline passed.
+local function settle(step, ok, out, meta, timed_out)
+  if timed_out or (ok == nil and out == "timeout") then
+    return false, ("timeout after %d ms"):format(step.timeout_ms)
   end
+  if not ok then return false, tostring(out) end
   if out == nil then
     return false, meta ~= nil and tostring(meta) or "agent returned no output"
   end
@@ -144,46 +143,21 @@ local function run_own(exec, step, sr, abort)
   return run_attempts(exec, step, sr, abort)
 end
 
--- The attempts of a step that may run now. Returns ok, output_or_err.
-function run_attempts(exec, step, sr, abort)
-  local ok
-  local entry = exec.registry.agents[step.agent]
-  sr.agent_version = entry.version
+-- Records that the step runs now; returns its input.
+local function begin_attempts(exec, step, sr)
+  sr.agent_version = exec.registry.agents[step.agent].version
   sr.input = exec.keep_inputs and M.build_input(exec, step) or nil
   local input = sr.input or M.build_input(exec, step)
-  local t0 = now()
   sr.started_at = sched.time()
   -- After a crash the step runs again; attempt numbers go on from the
   -- record (the retry budget is this run's). Each attempt's number is
   -- stored as it starts, so a crash mid-attempt leaves it recorded.
-  local base = sr.attempts or 0
-  sr.attempts = base + 1
+  sr.attempts = (sr.attempts or 0) + 1
   exec:set_step_status(sr, "running")
-  local retry = step.retry
-  local max_attempts = retry.max_attempts
-  local out, meta
-  for n = 1, max_attempts do
-    if n > 1 then
-      sr.attempts = base + n
-      exec:save_progress(sr)
-    end
-    ok, out, meta = attempt(exec, step, entry.module, input, base + n)
-    if ok then break end
-    -- Cancellation of the execution is never retried.
-    local why_cancel = cancelled()
-    if why_cancel then
-      return fail(exec, step, sr, why_cancel == "timeout" and "execution timed out" or "cancelled", t0)
-    end
-    if n < max_attempts then
-      exec:emit_step_event(sr, "step.retry", out)
-      local wait = M.backoff_ms(retry, n)
-      if wait > 0 then
-        local slept, why2 = sleep(wait)
-        if not slept then return fail(exec, step, sr, why2, t0) end
-      end
-    end
-  end
-  if not ok then return fail(exec, step, sr, out, t0, abort) end
+  return input
+end
+
+local function succeed(exec, step, sr, out, meta, t0)
   sr.latency_ms = now() - t0
   sr.output = out
   if type(meta) == "table" then
@@ -193,6 +167,57 @@ function run_attempts(exec, step, sr, abort)
   exec.effective[step.id] = out
   exec:set_step_status(sr, "completed")
   return true, out
+end
+
+-- After failed attempt n: false, err when the step is done failing (the
+-- execution was cancelled, or no attempt is left); nil once the backoff
+-- has passed and the next attempt is recorded.
+local function retry_or_stop(exec, step, sr, n, err, t0, abort)
+  -- Cancellation of the execution is never retried.
+  local why_cancel = cancelled()
+  if why_cancel then
+    return fail(exec, step, sr, why_cancel == "timeout" and "execution timed out" or "cancelled", t0)
+  end
+  local retry = step.retry
+  if n >= retry.max_attempts then return fail(exec, step, sr, err, t0, abort) end
+  exec:emit_step_event(sr, "step.retry", err)
+  local wait = M.backoff_ms(retry, n)
+  if wait > 0 then
+    local slept, why = sleep(wait)
+    if not slept then return fail(exec, step, sr, why, t0) end
+  end
+  sr.attempts = sr.attempts + 1
+  exec:save_progress(sr)
+  return nil
+end
+
+-- The attempts of a step that may run now. Returns ok, output_or_err.
+-- Each attempt's agent runs under the step's timeout as a deadline scope
+-- of its own (a slow agent's pending I/O is aborted at the deadline), and
+-- is called from here directly, with few locals below it: while the agent
+-- waits, the step task's frames then need under a quarter of its stack
+-- and the GC halves that stack — every execution in flight has one or
+-- more such tasks waiting. Keep helpers out of this path.
+function run_attempts(exec, step, sr, abort)
+  local input, t0 = begin_attempts(exec, step, sr), now()
+  local n = 1
+  while true do
+    if scope_open(step.timeout_ms) then
+      local ok, out, meta = xpcall(exec.registry.agents[step.agent].module.call, traceback,
+        input, agent_ctx(exec, step, sr.attempts), step)
+      ok, out, meta = settle(step, ok, out, meta, scope_close())
+      if ok then return succeed(exec, step, sr, out, meta, t0) end
+      local stop, err = retry_or_stop(exec, step, sr, n, out, t0, abort)
+      if stop ~= nil then return stop, err end
+    else -- already inside a deadline scope: with_deadline uses a child task
+      local ok, out, meta = settle(step, with_deadline(step.timeout_ms,
+        exec.registry.agents[step.agent].module.call, input, agent_ctx(exec, step, sr.attempts), step))
+      if ok then return succeed(exec, step, sr, out, meta, t0) end
+      local stop, err = retry_or_stop(exec, step, sr, n, out, t0, abort)
+      if stop ~= nil then return stop, err end
+    end
+    n = n + 1
+  end
 end
 
 -- run(exec, step, opts) -> ok, output_or_err

@@ -119,6 +119,23 @@ describe("chorus.sched", function()
     assert.same({ "a1", "b", "a2" }, order)
   end)
 
+  it("a long ready queue does not starve timers (tasks run in fair batches)", function()
+    -- 5,000 tasks that yield 40 times each keep the queue full for a long
+    -- time; a 5 ms sleep must end long before they do.
+    local busy, left = {}, 5000
+    for i = 1, 5000 do
+      busy[i] = sched.spawn(function()
+        for _ = 1, 40 do sched.sleep(0) end
+        left = left - 1
+      end)
+    end
+    local left_at_wake
+    local sleeper = sched.spawn(function() sched.sleep(5) left_at_wake = left end)
+    sched.wait_all(busy)
+    sleeper:join()
+    assert.is_true(left_at_wake > 2500, "the timer fired only once " .. (5000 - left_at_wake) .. " tasks were done")
+  end)
+
   it("a condition wakes every waiter with the signalled values", function()
     local c = sched.cond()
     local got = {}

@@ -128,6 +128,20 @@ describe("step executor", function()
     assert.matches("stack traceback", sr.error)
   end)
 
+  it("runs attempts inside an outer deadline scope too: timeout, retries and errors hold", function()
+    local exec = h.run({ name = "s", strategy = "scoped_strategy", steps = {
+      { id = "a", agent = "echo", params = { output = "first" } },
+      { id = "f", agent = "flaky", params = { fail_times = 1 }, retry = { max_attempts = 2 } },
+      { id = "slow", agent = "delay", params = { ms = 5000 }, timeout_ms = 40, on_failure = "continue" },
+      { id = "x", agent = "boom", on_failure = "continue" },
+    } })
+    assert.equal("first", exec.runs_by_id.a.output)
+    assert.same({ attempt = 2 }, exec.runs_by_id.f.output)
+    assert.equal("timeout after 40 ms", exec.runs_by_id.slow.error)
+    assert.is_true(exec.runs_by_id.slow.latency_ms < 60, "latency " .. exec.runs_by_id.slow.latency_ms)
+    assert.matches("boom.lua:%d+", exec.runs_by_id.x.error)
+  end)
+
   it("a Lua error in a strategy fails the execution with the message", function()
     local exec = h.run({ name = "s", strategy = "broken_strategy", steps = { { id = "a", agent = "echo" } } })
     assert.equal("failed", exec.status)
