@@ -7,6 +7,7 @@
 #include "rt_lua_sched.h"
 
 #include <lauxlib.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,32 +336,26 @@ static int l_wait(lua_State *L)
     }
 }
 
-/* Sleep: one malloc'd op holding its own timer. */
+/* Sleep: one malloc'd op holding its timer (in the scheduler's heap). */
 typedef struct {
     rt_op_t op;
-    uv_timer_t timer;
+    rt_timer_t timer;
     rt_lua_task_t *task;
 } lt_sleep_t;
 
-static void lt_sleep_close_cb(uv_handle_t *h)
+static void lt_sleep_fire(rt_timer_t *tm)
 {
-    free(h->data);
-}
-
-static void lt_sleep_cb(uv_timer_t *timer)
-{
-    lt_sleep_t *s = timer->data;
+    lt_sleep_t *s = (lt_sleep_t *)((char *)tm - offsetof(lt_sleep_t, timer));
     lua_pushboolean(s->task->co, 1);
     rt_lua_wake(s->task, 1);
-    uv_close((uv_handle_t *)&s->timer, lt_sleep_close_cb);
+    free(s);
 }
 
 static void lt_sleep_cancel(rt_op_t *op, rt_task_t *t)
 {
     lt_sleep_t *s = (lt_sleep_t *)op;
-    (void)t;
-    uv_timer_stop(&s->timer);
-    uv_close((uv_handle_t *)&s->timer, lt_sleep_close_cb);
+    rt_timer_stop(&t->sched->timers, &s->timer);
+    free(s);
 }
 
 /* native.sleep(ms) -> true | nil, reason. sleep(0) lets others run. */
@@ -369,6 +364,7 @@ static int l_sleep(lua_State *L)
     rt_lua_sched_t *ls = lt_ctx(L);
     double ms = luaL_checknumber(L, 1);
     rt_lua_task_t *cur = rt_lua_current(L, ls, "sleep");
+    uv_loop_t *loop = ls->sched.loop;
     lt_sleep_t *s;
     rt_wake_t why;
 
@@ -386,19 +382,21 @@ static int l_sleep(lua_State *L)
         return luaL_error(L, "out of memory");
     s->op.cancel = lt_sleep_cancel;
     s->task = cur;
-    if (uv_timer_init(ls->sched.loop, &s->timer) < 0) {
+    rt_timer_init(&s->timer, lt_sleep_fire);
+    /* From a fresh clock: the loop time is stale after CPU work. Armed
+     * before suspending, so a full timer heap is an error, not a hang. */
+    uv_update_time(loop);
+    if (rt_timer_start(&ls->sched.timers, &s->timer,
+                       uv_now(loop) + (uint64_t)(ms + 0.5)) != 0) {
         free(s);
-        return luaL_error(L, "sleep: cannot create a timer");
+        return luaL_error(L, "out of memory");
     }
-    s->timer.data = s;
     why = rt_task_suspend(&cur->task, &s->op);
     if (why != RT_WAKE_OK) {
-        uv_close((uv_handle_t *)&s->timer, lt_sleep_close_cb);
+        rt_timer_stop(&ls->sched.timers, &s->timer);
+        free(s);
         return rt_lua_push_wake(L, why);
     }
-    /* Start from a fresh clock: the loop time is stale after CPU work. */
-    uv_update_time(ls->sched.loop);
-    (void)uv_timer_start(&s->timer, lt_sleep_cb, (uint64_t)(ms + 0.5), 0);
     return lua_yield(L, 0);
 }
 
@@ -658,8 +656,14 @@ void rt_lua_sched_shutdown(rt_lua_sched_t *ls)
     rt_sched_cancel_all(&ls->sched);
 }
 
+static void lt_sched_closed(rt_sched_t *s)
+{
+    free((rt_lua_sched_t *)s); /* sched is the first member */
+}
+
 void rt_lua_sched_free(rt_lua_sched_t *ls)
 {
-    rt_sched_close(&ls->sched);
-    free(ls);
+    /* Freed once the loop has run the handles' closes, not before: libuv
+     * still reads them then. */
+    rt_sched_close(&ls->sched, lt_sched_closed);
 }

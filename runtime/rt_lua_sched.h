@@ -32,7 +32,8 @@ typedef struct rt_lua_sched {
  * functions in the table at the top of the stack. Returns NULL on failure. */
 rt_lua_sched_t *rt_lua_sched_open(lua_State *L, uv_loop_t *loop, int table);
 /* Cancels every task, drains, and frees the context (after lua_close the
- * caller runs the loop once more so handles finish closing). */
+ * caller runs the loop once more: the handles finish closing, then the
+ * context is freed). */
 void rt_lua_sched_shutdown(rt_lua_sched_t *ls);
 void rt_lua_sched_free(rt_lua_sched_t *ls);
 

@@ -2,12 +2,14 @@
 #include "rt_sched.h"
 
 #include <assert.h>
+#include <stddef.h>
 #include <stdlib.h>
 
 static void rt__enqueue(rt_sched_t *s, rt_task_t *t, rt_wake_t wake);
 static void rt__done(rt_task_t *t);
 static void rt__drain_cb(uv_idle_t *h);
 static void rt__check_cb(uv_check_t *h);
+static void rt__deadline_fire(rt_timer_t *tm);
 static void rt__waiter_cancel(rt_op_t *op, rt_task_t *task);
 static void rt__waiter_free(rt_waiter_t *w);
 
@@ -20,9 +22,14 @@ int rt_sched_init(rt_sched_t *s, uv_loop_t *loop)
     s->roots = NULL;
     s->live = 0;
     s->draining = 0;
-    rc = uv_idle_init(loop, &s->idle);
+    rc = rt_timers_init(&s->timers, loop);
     if (rc < 0)
         return rc;
+    rc = uv_idle_init(loop, &s->idle);
+    if (rc < 0) {
+        rt_timers_close(&s->timers, NULL);
+        return rc;
+    }
     s->idle.data = s;
     rc = uv_check_init(loop, &s->check);
     if (rc < 0)
@@ -38,14 +45,36 @@ fail_start:
     uv_close((uv_handle_t *)&s->check, NULL);
 fail_check:
     uv_close((uv_handle_t *)&s->idle, NULL);
+    rt_timers_close(&s->timers, NULL);
     return rc;
 }
 
-void rt_sched_close(rt_sched_t *s)
+/* One of the scheduler's three handles finished closing. */
+static void rt__closed(rt_sched_t *s)
+{
+    if (--s->closing == 0 && s->on_closed)
+        s->on_closed(s);
+}
+
+static void rt__handle_closed(uv_handle_t *h)
+{
+    rt__closed(h->data);
+}
+
+static void rt__timers_closed(uv_handle_t *h)
+{
+    rt_timers_t *ts = h->data;
+    rt__closed((rt_sched_t *)((char *)ts - offsetof(rt_sched_t, timers)));
+}
+
+void rt_sched_close(rt_sched_t *s, void (*on_closed)(rt_sched_t *s))
 {
     assert(s->live == 0);
-    uv_close((uv_handle_t *)&s->idle, NULL);
-    uv_close((uv_handle_t *)&s->check, NULL);
+    s->on_closed = on_closed;
+    s->closing = 3;
+    uv_close((uv_handle_t *)&s->idle, rt__handle_closed);
+    uv_close((uv_handle_t *)&s->check, rt__handle_closed);
+    rt_timers_close(&s->timers, rt__timers_closed);
 }
 
 static void rt__drain_cb(uv_idle_t *h)
@@ -164,9 +193,8 @@ void rt_task_start(rt_sched_t *s, rt_task_t *t, const rt_task_vtable_t *vt,
     t->first_child = NULL;
     t->waiters = NULL;
     t->op = NULL;
-    t->deadline_timer = NULL;
+    rt_timer_init(&t->deadline_tm, rt__deadline_fire);
     t->deadline = 0;
-    t->timer_due = 0;
     t->scope_deadline = 0;
     t->scope = 0;
     t->scopes = 0;
@@ -207,11 +235,6 @@ int rt_task_set_deadline(rt_task_t *t, uint64_t ms)
     return 0;
 }
 
-static void rt__free_handle(uv_handle_t *h)
-{
-    free(h);
-}
-
 /* The next time the timer must fire: the task's deadline or the open
  * scope's, whichever comes first; 0 when neither applies. */
 static uint64_t rt__due(const rt_task_t *t)
@@ -249,43 +272,27 @@ static void rt__scope_fire(rt_task_t *t)
     }
 }
 
-static void rt__deadline_cb(uv_timer_t *timer);
-
-/* Starts (or moves) the timer to rt__due(t). Best effort: without memory
- * for a timer the task runs without its deadline. */
-static void rt__arm(rt_task_t *t, uint64_t now)
+/* Arms (or moves) the task's timer to rt__due(t). Best effort: without
+ * memory for the timer heap the task runs without its deadline. */
+static void rt__arm(rt_task_t *t)
 {
     uint64_t due = rt__due(t);
-    if (due == 0 || due == t->timer_due)
+    if (due == 0 || (rt_timer_armed(&t->deadline_tm) && t->deadline_tm.due == due))
         return;
-    if (t->deadline_timer == NULL) {
-        t->deadline_timer = malloc(sizeof(*t->deadline_timer));
-        if (t->deadline_timer == NULL)
-            return;
-        if (uv_timer_init(t->sched->loop, t->deadline_timer) < 0) {
-            free(t->deadline_timer);
-            t->deadline_timer = NULL;
-            return;
-        }
-        t->deadline_timer->data = t;
-    }
-    if (uv_timer_start(t->deadline_timer, rt__deadline_cb,
-                       due > now ? due - now : 0, 0) == 0)
-        t->timer_due = due;
+    (void)rt_timer_start(&t->sched->timers, &t->deadline_tm, due);
 }
 
-static void rt__deadline_cb(uv_timer_t *timer)
+static void rt__deadline_fire(rt_timer_t *tm)
 {
-    rt_task_t *t = timer->data;
+    rt_task_t *t = (rt_task_t *)((char *)tm - offsetof(rt_task_t, deadline_tm));
     uint64_t now = uv_now(t->sched->loop);
-    t->timer_due = 0;
     if (t->deadline && now >= t->deadline) {
         rt_task_cancel(t, RT_WAKE_TIMEOUT);
         return;
     }
     if (t->scope && !t->scope_fired && now >= t->scope_deadline)
         rt__scope_fire(t);
-    rt__arm(t, now);
+    rt__arm(t);
 }
 
 int rt_task_scope_open(rt_task_t *t, uint64_t ms)
@@ -313,11 +320,10 @@ int rt_task_scope_close(rt_task_t *t)
     t->scope_fired = 0;
     rt__cancel_scope_children(t, id, RT_WAKE_CANCELLED);
     /* A timer left for the scope would only keep the loop busy. */
-    if (t->timer_due && t->timer_due != t->deadline) {
-        (void)uv_timer_stop(t->deadline_timer);
-        t->timer_due = 0;
+    if (rt_timer_armed(&t->deadline_tm) && t->deadline_tm.due != t->deadline) {
+        rt_timer_stop(&t->sched->timers, &t->deadline_tm);
         if (t->deadline)
-            rt__arm(t, uv_now(t->sched->loop));
+            rt__arm(t);
     }
     return fired;
 }
@@ -350,7 +356,7 @@ rt_wake_t rt_task_suspend(rt_task_t *t, rt_op_t *op)
             rt__scope_fire(t); /* not suspended: wakes nothing */
             return RT_WAKE_TIMEOUT;
         }
-        rt__arm(t, now);
+        rt__arm(t);
     }
     t->op = op;
     t->state = RT_TASK_SUSPENDED;
@@ -422,10 +428,7 @@ static void rt__done(rt_task_t *t)
 
     t->state = RT_TASK_DONE;
     s->live--;
-    if (t->deadline_timer) {
-        uv_close((uv_handle_t *)t->deadline_timer, rt__free_handle);
-        t->deadline_timer = NULL;
-    }
+    rt_timer_stop(&s->timers, &t->deadline_tm);
     if (t->vt->done)
         t->vt->done(t);
     /* Notify waiters. rt__waiter_notify may free other links of this list

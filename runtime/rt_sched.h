@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "rt_timer.h"
+
 /* Why a task was resumed or how it ended. */
 typedef enum {
     RT_WAKE_OK = 0,        /* the operation completed; results are ready */
@@ -92,9 +94,8 @@ struct rt_task {
     rt_task_t *next_ready;        /* ready queue link */
     struct rt_wait_link *waiters; /* who waits for this task to be done */
     rt_op_t *op;                  /* pending operation while SUSPENDED */
-    uv_timer_t *deadline_timer;   /* armed lazily at first suspend */
+    rt_timer_t deadline_tm;       /* armed at first suspend, for rt__due */
     uint64_t deadline;            /* absolute uv_now() ms, 0 = none */
-    uint64_t timer_due;           /* when deadline_timer fires, 0 = idle */
     uint64_t scope_deadline;      /* of the open deadline scope */
     uint32_t scope;               /* id of the open scope, 0 = none */
     uint32_t scopes;              /* scopes opened so far (next id) */
@@ -115,14 +116,19 @@ struct rt_sched {
     rt_task_t *ready_head, *ready_tail;
     rt_task_t *current; /* task whose code is running, or NULL */
     rt_task_t *roots;   /* live root tasks, linked through siblings */
+    rt_timers_t timers; /* deadlines (and the Lua binding's sleeps) */
     uint64_t live;      /* tasks not yet done */
     int draining;
+    int closing;                        /* handles still closing */
+    void (*on_closed)(rt_sched_t *s);   /* see rt_sched_close */
 };
 
 /* Prepares the scheduler on loop. Returns 0 or a negative uv error. */
 int rt_sched_init(rt_sched_t *s, uv_loop_t *loop);
-/* Closes the scheduler's handles. Every task must be done. */
-void rt_sched_close(rt_sched_t *s);
+/* Closes the scheduler's handles. Every task must be done. s must live
+ * until the loop has run the closes: on_closed(s) (may be NULL) is called
+ * once they are all done, and may free it. */
+void rt_sched_close(rt_sched_t *s, void (*on_closed)(rt_sched_t *s));
 /* Runs queued tasks, at most a budget of them (RT_DRAIN_BUDGET); the idle
  * handle stays active while any are left. */
 void rt_sched_drain(rt_sched_t *s);

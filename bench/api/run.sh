@@ -111,8 +111,12 @@ start_server() {
   [ -n "$up" ] || { cat "$srv_log" >&2; die "server $name did not start"; }
   srv_workers=$srv_pid
   if [[ " $* " == *" --workers "* ]]; then
-    local list
-    list=$(sed -n 's/.*workers started (\([0-9, ]*\)).*/\1/p' "$srv_log" | head -1)
+    local list=
+    for _ in $(seq 50); do # the supervisor logs them once all are started
+      list=$(sed -n 's/.*workers started on [^ ]* (\([0-9, ]*\)).*/\1/p' "$srv_log" | head -1)
+      [ -n "$list" ] && break
+      sleep 0.1
+    done
     [ -n "$list" ] || die "server $name: no worker pids in its log"
     srv_workers=${list//,/}
     local w

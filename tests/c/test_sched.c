@@ -144,7 +144,7 @@ static void setup(void)
 static void teardown(const char *name)
 {
     CHECK(sched.live == 0);
-    rt_sched_close(&sched);
+    rt_sched_close(&sched, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK(created == freed);
     CHECK(uv_loop_close(&loop) == 0);
