@@ -4,7 +4,7 @@
  * was live after the previous one: with the default 200 the heap peaks at
  * twice the live data. That is cheap in CPU and harmless for small heaps,
  * but with 100k executions in flight it doubles a gigabyte. Past a soft
- * limit the pacer lowers the pause as the heap grows (and doubles the step
+ * limit the pacer lowers the pause as the heap grows (and raises the step
  * multiplier so a cycle ends before the heap overshoots): more collector
  * work per allocated byte, paid only by processes that hold much. */
 #include "rt_lua_gc.h"
@@ -13,7 +13,7 @@
 #define RT_GC_MIN_PAUSE 110
 #define RT_GC_DEFAULT_PAUSE 200
 #define RT_GC_DEFAULT_STEPMUL 200
-#define RT_GC_PRESSED_STEPMUL 400
+#define RT_GC_PRESSED_STEPMUL 1000
 
 int rt_lua_gc_pause_for(size_t heap, size_t soft)
 {
