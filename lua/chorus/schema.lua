@@ -90,6 +90,10 @@ end
 
 local check
 
+-- Unknown keys are reported in a stable order (module-level comparator:
+-- a closure per call would keep LuaJIT from compiling check_object).
+local function by_string(a, b) return tostring(a) < tostring(b) end
+
 local function check_object(v, s, path, errors)
   local out = {}
   local fields = s.fields or {}
@@ -112,7 +116,7 @@ local function check_object(v, s, path, errors)
   for name, x in pairs(v) do
     if fields[name] == nil then extra[#extra + 1] = name end
   end
-  sort(extra, function(a, b) return tostring(a) < tostring(b) end)
+  sort(extra, by_string)
   for _, name in ipairs(extra) do
     local x = v[name]
     if type(name) ~= "string" then

@@ -40,11 +40,15 @@ function Router:add(method, pattern, handler)
   self.routes[#self.routes + 1] = { method = method, segs = spec, handler = handler, pattern = pattern }
 end
 
+-- Module-level, not a closure per call: LuaJIT does not compile a
+-- function that creates a closure, and this runs on every request.
+local function hex_char(h) return string.char(tonumber(h, 16)) end
+
 -- Percent-decoding; returns nil for a malformed escape.
 local function unescape(s)
   if not s:find("%", 1, true) then return s end
   if s:find("%%[^%x]") or s:find("%%%x[^%x]") or s:find("%%%x?$") then return nil end
-  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+  return (s:gsub("%%(%x%x)", hex_char))
 end
 M.unescape = unescape
 
