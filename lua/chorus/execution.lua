@@ -48,6 +48,7 @@ local function plan_of(cfg)
   local class = {
     config = cfg, config_name = cfg.name, strategy = cfg.strategy,
     steps_by_id = plan.by_id,      -- step config by id
+    index_of = plan.index_of,      -- step id -> its position in steps
     fallbacks = plan.fallbacks,    -- step id -> its fallback steps
     primary_steps = plan.primary,  -- the steps that are not is_fallback
     compensates = plan.compensates, -- some step has `compensate`
@@ -78,26 +79,31 @@ function M.new(opts)
     store = opts.store,
     bus = opts.bus,
     created_at = time(),
-    steps = {},               -- step runs, declaration order
-    runs_by_id = {},          -- step run by id
+    steps = {},               -- step runs, declaration order (run_of(id))
     effective = {},           -- step id -> output dependents see
   }, plan_of(cfg).class)
   for i = 1, #OPTIONAL do
     local k = OPTIONAL[i]
     if opts[k] ~= nil then exec[k] = opts[k] end
   end
-  local steps, runs = exec.steps, exec.runs_by_id
+  local steps = exec.steps
   for i, step in ipairs(cfg.steps) do
     -- A step run holds what happens to the step; what the step is (name,
     -- agent, output_key) stays in the config: exec.steps_by_id[sr.id].
     -- Three fields until it runs (a pending step costs least); a completed
     -- one has eight (+ agent_version, started_at, latency_ms, output,
     -- finished_at): a ninth would double it.
-    local sr = { id = step.id, status = "pending", attempts = 0 }
-    steps[i] = sr
-    runs[step.id] = sr
+    steps[i] = { id = step.id, status = "pending", attempts = 0 }
   end
   return exec
+end
+
+-- run_of(step_id) -> the step run of that step (nil for an unknown id).
+-- Looked up through the config's shared index: a table per execution
+-- for it cost ~160 bytes for each one in flight.
+function Execution:run_of(step_id)
+  local i = self.index_of[step_id]
+  return i and self.steps[i]
 end
 
 -- The version of the strategy this execution runs (from its pinned

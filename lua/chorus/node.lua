@@ -94,7 +94,7 @@ end
 
 local function restore_steps(exec, rows)
   for _, r in ipairs(rows) do
-    local sr = exec.runs_by_id[r.step_id]
+    local sr = exec:run_of(r.step_id)
     if sr then
       sr.attempts = r.attempts or 0
       sr.agent_version = r.agent_version
@@ -112,7 +112,7 @@ local function restore_steps(exec, rows)
       elseif r.status == "failed" and r.answered_by then
         -- Answered by its fallback chain: settled, with the chain's answer.
         sr.status, sr.answered_by, sr.error = "failed", r.answered_by, r.error
-        local fb = exec.runs_by_id[r.answered_by]
+        local fb = exec:run_of(r.answered_by)
         sr.replayed = true
       elseif r.status == "failed" then
         sr.status, sr.error, sr.latency_ms = "failed", r.error, r.latency_ms

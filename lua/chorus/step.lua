@@ -224,7 +224,7 @@ end
 -- opts.on_failure overrides the step's on_failure (the fallback strategy
 -- treats every alternative as "continue").
 function M.run(exec, step, opts)
-  local sr = exec.runs_by_id[step.id]
+  local sr = exec:run_of(step.id)
   if sr.status == "completed" then -- replayed after a resume: never re-run
     return true, sr.output
   end
@@ -249,7 +249,7 @@ function M.run(exec, step, opts)
   for _, fb in ipairs(chain) do
     local fok, fout = M.run(exec, fb, { on_failure = "continue", try_fallbacks = true })
     if fok then
-      sr.answered_by = exec.runs_by_id[fb.id].answered_by or fb.id
+      sr.answered_by = exec:run_of(fb.id).answered_by or fb.id
       exec.effective[step.id] = fout
       return true, fout
     end

@@ -11,19 +11,19 @@ describe("step executor", function()
       { id = "b", agent = "echo", dependencies = { "a" } },
     }), { job = "J1" })
     assert.equal("completed", exec.status)
-    assert.same({ job = "J1", dep_a = { v = 1 }, first = { v = 1 } }, exec.runs_by_id.b.output)
+    assert.same({ job = "J1", dep_a = { v = 1 }, first = { v = 1 } }, exec:run_of("b").output)
   end)
 
   it("passes static params to the agent", function()
     local exec = h.run(h.flat("sequential", { { id = "a", agent = "echo", params = { output = "fixed" } } }))
-    assert.equal("fixed", exec.runs_by_id.a.output)
+    assert.equal("fixed", exec:run_of("a").output)
   end)
 
   it("cancels an agent that outlives timeout_ms, within 10 ms", function()
     local exec = h.run(h.flat("sequential", {
       { id = "slow", agent = "delay", params = { ms = 5000 }, timeout_ms = 50 },
     }))
-    local sr = exec.runs_by_id.slow
+    local sr = exec:run_of("slow")
     assert.equal("failed", exec.status)
     assert.equal("failed", sr.status)
     assert.equal("timeout after 50 ms", sr.error)
@@ -35,7 +35,7 @@ describe("step executor", function()
     local exec = h.run(h.flat("sequential", {
       { id = "f", agent = "flaky", params = { fail_times = 2 }, retry = { max_attempts = 3 } },
     }))
-    local sr = exec.runs_by_id.f
+    local sr = exec:run_of("f")
     assert.equal("completed", sr.status)
     assert.equal(3, sr.attempts)
     assert.same({ attempt = 3 }, sr.output)
@@ -45,9 +45,9 @@ describe("step executor", function()
     local exec = h.run(h.flat("sequential", {
       { id = "f", agent = "flaky", params = { fail_times = 5 }, retry = { max_attempts = 2 } },
     }))
-    assert.equal("failed", exec.runs_by_id.f.status)
-    assert.equal(2, exec.runs_by_id.f.attempts)
-    assert.matches("attempt 2", exec.runs_by_id.f.error)
+    assert.equal("failed", exec:run_of("f").status)
+    assert.equal(2, exec:run_of("f").attempts)
+    assert.matches("attempt 2", exec:run_of("f").error)
   end)
 
   it("backs off exponentially between attempts", function()
@@ -83,7 +83,7 @@ describe("step executor", function()
     }))
     assert.equal("failed", exec.status)
     assert.equal("step a failed: nope", exec.error)
-    assert.equal("skipped", exec.runs_by_id.b.status)
+    assert.equal("skipped", exec:run_of("b").status)
   end)
 
   it("on_failure = continue lets the execution go on", function()
@@ -92,7 +92,7 @@ describe("step executor", function()
       { id = "b", agent = "echo", params = { output = "B" } },
     }))
     assert.equal("completed", exec.status)
-    assert.equal("failed", exec.runs_by_id.a.status)
+    assert.equal("failed", exec:run_of("a").status)
     assert.equal("B", exec.output)
   end)
 
@@ -104,10 +104,10 @@ describe("step executor", function()
       { id = "b", agent = "echo", dependencies = { "a" } },
     }))
     assert.equal("completed", exec.status)
-    assert.equal("a_fb2", exec.runs_by_id.a.answered_by)
-    assert.equal("from fb2", exec.runs_by_id.b.output.res)
-    assert.equal("from fb2", exec.runs_by_id.b.output.dep_a)
-    assert.equal("failed", exec.runs_by_id.a_fb1.status)
+    assert.equal("a_fb2", exec:run_of("a").answered_by)
+    assert.equal("from fb2", exec:run_of("b").output.res)
+    assert.equal("from fb2", exec:run_of("b").output.dep_a)
+    assert.equal("failed", exec:run_of("a_fb1").status)
   end)
 
   it("aborts when the whole fallback chain fails", function()
@@ -121,7 +121,7 @@ describe("step executor", function()
 
   it("a Lua error in an agent fails the step with message and traceback, not the process", function()
     local exec = h.run(h.flat("sequential", { { id = "x", agent = "boom" } }))
-    local sr = exec.runs_by_id.x
+    local sr = exec:run_of("x")
     assert.equal("failed", sr.status)
     assert.matches("attempt to index", sr.error)
     assert.matches("boom.lua:%d+", sr.error)
@@ -135,18 +135,18 @@ describe("step executor", function()
       { id = "slow", agent = "delay", params = { ms = 5000 }, timeout_ms = 40, on_failure = "continue" },
       { id = "x", agent = "boom", on_failure = "continue" },
     } })
-    assert.equal("first", exec.runs_by_id.a.output)
-    assert.same({ attempt = 2 }, exec.runs_by_id.f.output)
-    assert.equal("timeout after 40 ms", exec.runs_by_id.slow.error)
-    assert.is_true(exec.runs_by_id.slow.latency_ms < 60, "latency " .. exec.runs_by_id.slow.latency_ms)
-    assert.matches("boom.lua:%d+", exec.runs_by_id.x.error)
+    assert.equal("first", exec:run_of("a").output)
+    assert.same({ attempt = 2 }, exec:run_of("f").output)
+    assert.equal("timeout after 40 ms", exec:run_of("slow").error)
+    assert.is_true(exec:run_of("slow").latency_ms < 60, "latency " .. exec:run_of("slow").latency_ms)
+    assert.matches("boom.lua:%d+", exec:run_of("x").error)
   end)
 
   it("a Lua error in a strategy fails the execution with the message", function()
     local exec = h.run({ name = "s", strategy = "broken_strategy", steps = { { id = "a", agent = "echo" } } })
     assert.equal("failed", exec.status)
     assert.matches("strategy failed: .*strategy exploded", exec.error)
-    assert.equal("completed", exec.runs_by_id.a.status)
+    assert.equal("completed", exec:run_of("a").status)
   end)
 
   it("records tokens, cost, agent and version per step and totals per execution", function()
@@ -155,7 +155,7 @@ describe("step executor", function()
       { id = "a", agent = "metered", params = { tokens = 7, cost = 0.25 } },
       { id = "b", agent = "metered", params = { tokens = 5, cost = 0.5 } },
     }), {}, { engine = engine })
-    local a = exec.runs_by_id.a
+    local a = exec:run_of("a")
     assert.equal(7, a.tokens)
     assert.equal(0.25, a.cost)
     assert.equal("metered", exec:record().steps[1].agent)

@@ -71,7 +71,7 @@ describe("registry", function()
     engine:close()
     assert.equal("v1", first.output)
     assert.equal("v2", second.output)
-    assert.are_not.equal(first.runs_by_id.a.agent_version, second.runs_by_id.a.agent_version)
+    assert.are_not.equal(first:run_of("a").agent_version, second:run_of("a").agent_version)
   end)
 
   it("hot reload: a syntax error keeps the working version and reports the error", function()

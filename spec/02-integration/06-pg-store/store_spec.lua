@@ -122,7 +122,7 @@ describe("pg store #postgres", function()
     local cfg = assert(engine:validate(h.flat("sequential", {
       { id = "a", agent = "delay", params = { ms = 400 } }, { id = "b", agent = "echo" } })))
     local _, exec = node:submit(cfg, {}, {})
-    assert.is_true(h.wait_until(function() return exec.runs_by_id.a.status == "running" end, 2000))
+    assert.is_true(h.wait_until(function() return exec:run_of("a").status == "running" end, 2000))
     -- Another node claims it (as if our lease had expired).
     assert(pool:query("UPDATE orchestration_executions SET claims = claims + 1, seq = 2 * 1e9 WHERE id = $1", exec.id))
     exec:wait()
@@ -140,7 +140,7 @@ describe("pg store #postgres", function()
       { id = "b", agent = "delay", params = { ms = 400 } },
       { id = "c", agent = "fail", params = { message = "no seat" } } })))
     local _, exec = node:submit(cfg, {}, {})
-    assert.is_true(h.wait_until(function() return exec.runs_by_id.b.status == "running" end, 2000))
+    assert.is_true(h.wait_until(function() return exec:run_of("b").status == "running" end, 2000))
     -- This node loses the execution (fenced) and its lease lapses: another
     -- node resumes it with step a replayed from the database.
     assert(pool:query("UPDATE orchestration_executions SET claims = claims + 1, seq = 2 * 1e9 WHERE id = $1", exec.id))
