@@ -90,6 +90,8 @@ end
 local secs = (native.now() - t0) / 1000
 local rss = native.rss()
 if rss > peak_rss then peak_rss = rss end
+local heap = collectgarbage("count") -- back to back, only sampled here
+if heap > peak_heap then peak_heap = heap end
 
 io.stdout:write(json.encode({
   mode = mode, n = n, inflight = inflight, seconds = secs,
