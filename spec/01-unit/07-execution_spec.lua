@@ -18,6 +18,16 @@ describe("execution", function()
     end
   end)
 
+  it("run_of finds a step run by step id, and nil for an unknown id", function()
+    local exec = h.run(h.flat("sequential", {
+      { id = "a", agent = "echo", params = { output = 1 } }, { id = "b", agent = "echo", params = { output = 2 } },
+    }))
+    assert.equal(exec.steps[2], exec:run_of("b"))
+    assert.equal(1, exec:run_of("a").output)
+    assert.is_nil(exec:run_of("nope"))
+    assert.is_nil(rawget(exec, "runs_by_id")) -- no table per execution
+  end)
+
   it("pauses between steps and resumes", function()
     local engine = h.engine()
     local cfg = assert(engine:validate(h.flat("sequential", {
