@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rt_lua_util.h"
+
 #define RT_HOOK_MT "chorus.hook"
 
 typedef struct {
@@ -210,14 +212,8 @@ static int m_gc(lua_State *L)
 
 void rt_lua_hooks_open(lua_State *L, rt_lua_sched_t *ls, int table)
 {
-    luaL_newmetatable(L, RT_HOOK_MT);
-    lua_pushcfunction(L, m_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_newtable(L);
-    lua_pushcfunction(L, m_close);
-    lua_setfield(L, -2, "close");
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    static const luaL_Reg methods[] = {{"close", m_close}, {NULL, NULL}};
+    rt_lua_new_class(L, RT_HOOK_MT, methods, NULL, m_gc);
 
     lua_pushlightuserdata(L, ls);
     lua_pushcclosure(L, l_watch, 1);

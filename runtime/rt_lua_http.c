@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "rt_http.h"
+#include "rt_lua_util.h"
 
 #define RT_SRV_MT "chorus.http.server"
 #define RT_REQ_MT "chorus.http.request"
@@ -870,25 +871,11 @@ static const luaL_Reg ws_methods[] = {
     {"close", m_ws_close},     {"is_open", m_ws_is_open},
     {"queued", m_ws_queued},   {NULL, NULL}};
 
-/* Creates metatable name with methods (upvalue: ls) and __gc. */
-static void new_class(lua_State *L, rt_lua_sched_t *ls, const char *name,
-                      const luaL_Reg *methods, lua_CFunction gc)
-{
-    luaL_newmetatable(L, name);
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__gc");
-    lua_newtable(L);
-    lua_pushlightuserdata(L, ls);
-    luaL_setfuncs(L, methods, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-}
-
 void rt_lua_http_open(lua_State *L, rt_lua_sched_t *ls, int table)
 {
-    new_class(L, ls, RT_SRV_MT, srv_methods, m_srv_gc);
-    new_class(L, ls, RT_REQ_MT, req_methods, m_req_gc);
-    new_class(L, ls, RT_WS_MT, ws_methods, m_ws_gc);
+    rt_lua_new_class(L, RT_SRV_MT, srv_methods, ls, m_srv_gc);
+    rt_lua_new_class(L, RT_REQ_MT, req_methods, ls, m_req_gc);
+    rt_lua_new_class(L, RT_WS_MT, ws_methods, ls, m_ws_gc);
     lua_pushlightuserdata(L, ls);
     lua_pushcclosure(L, l_http_listen, 1);
     lua_setfield(L, table, "http_listen");

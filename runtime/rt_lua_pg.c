@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rt_lua_util.h"
 #include "rt_pg.h"
 
 #define LP_CONN_MT "chorus.pg.conn"
@@ -900,13 +901,7 @@ static const luaL_Reg lp_methods[] = {
 
 void rt_lua_pg_open(lua_State *L, rt_lua_sched_t *ls, int table)
 {
-    luaL_newmetatable(L, LP_CONN_MT);
-    lua_pushcfunction(L, m_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_newtable(L);
-    luaL_setfuncs(L, lp_methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    rt_lua_new_class(L, LP_CONN_MT, lp_methods, NULL, m_gc);
 
     lua_pushlightuserdata(L, ls);
     lua_pushcclosure(L, l_pg_new, 1);

@@ -18,6 +18,8 @@
 
 #include <lauxlib.h>
 
+#include "rt_lua_util.h"
+
 #define RESERVATION "chorus.port_reservation"
 
 typedef struct {
@@ -104,15 +106,8 @@ static int l_reserve_port(lua_State *L)
 
 void rt_lua_port_open(lua_State *L, int table)
 {
-    if (luaL_newmetatable(L, RESERVATION)) {
-        lua_pushcfunction(L, l_close);
-        lua_setfield(L, -2, "__gc");
-        lua_newtable(L);
-        lua_pushcfunction(L, l_close);
-        lua_setfield(L, -2, "close");
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
+    static const luaL_Reg methods[] = {{"close", l_close}, {NULL, NULL}};
+    rt_lua_new_class(L, RESERVATION, methods, NULL, l_close);
     lua_pushcfunction(L, l_reserve_port);
     lua_setfield(L, table, "reserve_port");
 }

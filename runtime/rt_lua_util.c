@@ -282,3 +282,17 @@ void rt_lua_util_open(lua_State *L, int table)
     luaL_setfuncs(L, funcs, 0);
     lua_pop(L, 1);
 }
+
+void rt_lua_new_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                      void *up, lua_CFunction gc)
+{
+    luaL_newmetatable(L, name);
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+    lua_newtable(L);
+    if (up != NULL)
+        lua_pushlightuserdata(L, up);
+    luaL_setfuncs(L, methods, up != NULL ? 1 : 0);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+}

@@ -22,44 +22,40 @@ Execution.__index = Execution
 
 local M = {}
 
--- What an execution needs to know about its config's shape, computed once
--- per config and shared by its executions (weak: it goes with the config).
--- plan.class is the executions' metatable: the fields every execution of
--- the config shares (config, name, strategy, lookups, zero totals) are read
--- through it, so an execution's own table holds at most 16 fields while it
--- runs (a 17th doubles it: with 100k executions in flight every slot counts).
-local plans = setmetatable({}, { __mode = "k" })
+-- The executions' metatable per config, computed once and shared (weak:
+-- it goes with the config): the fields every execution of the config
+-- shares (config, name, strategy, lookups, zero totals) are read through
+-- it, so an execution's own table holds at most 16 fields while it runs
+-- (a 17th doubles it: with 100k executions in flight every slot counts).
+local classes = setmetatable({}, { __mode = "k" })
 
-local function plan_of(cfg)
-  local plan = plans[cfg]
-  if plan then return plan end
-  plan = { by_id = {}, fallbacks = {}, index_of = {}, primary = {}, compensates = false }
-  for i, step in ipairs(cfg.steps) do
-    plan.by_id[step.id] = step
-    plan.index_of[step.id] = i
-    if step.fallback_for then
-      local chain = plan.fallbacks[step.fallback_for]
-      if not chain then chain = {}; plan.fallbacks[step.fallback_for] = chain end
-      chain[#chain + 1] = step
-    end
-    if not step.is_fallback then plan.primary[#plan.primary + 1] = step end
-    if step.compensate then plan.compensates = true end
-  end
-  local class = {
+local function class_of(cfg)
+  local class = classes[cfg]
+  if class then return class end
+  class = {
     config = cfg, config_name = cfg.name, strategy = cfg.strategy,
-    steps_by_id = plan.by_id,      -- step config by id
-    index_of = plan.index_of,      -- step id -> its position in steps
-    fallbacks = plan.fallbacks,    -- step id -> its fallback steps
-    primary_steps = plan.primary,  -- the steps that are not is_fallback
-    compensates = plan.compensates, -- some step has `compensate`
+    steps_by_id = {},      -- step config by id
+    index_of = {},         -- step id -> its position in steps (run_of)
+    fallbacks = {},        -- step id -> its fallback steps
+    primary_steps = {},    -- the steps that are not is_fallback
+    compensates = false,   -- some step has `compensate`
     pending_approvals = 0, tokens = 0, cost = 0,
   }
+  for i, step in ipairs(cfg.steps) do
+    class.steps_by_id[step.id] = step
+    class.index_of[step.id] = i
+    if step.fallback_for then
+      local chain = class.fallbacks[step.fallback_for]
+      if not chain then chain = {}; class.fallbacks[step.fallback_for] = chain end
+      chain[#chain + 1] = step
+    end
+    if not step.is_fallback then class.primary_steps[#class.primary_steps + 1] = step end
+    if step.compensate then class.compensates = true end
+  end
   class.__index = class
-  plan.class = setmetatable(class, Execution)
-  plans[cfg] = plan
-  return plan
+  classes[cfg] = setmetatable(class, Execution)
+  return class
 end
-M.plan_of = plan_of
 
 local OPTIONAL = { "auto_approve", "keep_inputs", "config_id", "config_version", "user_id", "tenant_id" }
 
@@ -81,7 +77,7 @@ function M.new(opts)
     created_at = time(),
     steps = {},               -- step runs, declaration order (run_of(id))
     effective = {},           -- step id -> output dependents see
-  }, plan_of(cfg).class)
+  }, class_of(cfg))
   for i = 1, #OPTIONAL do
     local k = OPTIONAL[i]
     if opts[k] ~= nil then exec[k] = opts[k] end

@@ -23,7 +23,6 @@
 -- recovery rather than replayed.
 local json = require "chorus.json"
 local committer_mod = require "chorus.store.committer"
-local execution = require "chorus.execution"
 local validate = require "chorus.validate"
 local native = require "chorus.native"
 
@@ -185,7 +184,7 @@ function Store:save_step(exec, sr, wait)
   end
   return self:write({ {
     kind = "step", execution_id = exec.id, step_id = sr.id,
-    step_index = execution.plan_of(exec.config).index_of[sr.id] - 1, name = step.name,
+    step_index = exec.index_of[sr.id] - 1, name = step.name,
     agent = step.agent, agent_version = sr.agent_version, status = sr.status, attempts = sr.attempts,
     input = jsonb(sr.input), output = out, output_truncated = truncated, error = sr.error,
     latency_ms = sr.latency_ms, tokens = sr.tokens or 0, cost = sr.cost or 0, answered_by = sr.answered_by,
