@@ -27,6 +27,7 @@
 #include <h2o.h>
 #include <h2o/websocket.h>
 
+#include <errno.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +80,9 @@ struct rt_http_server {
     h2o_timeout_t ws_flush_timeout; /* re-checks a close waiting on sends */
     uv_tcp_t listener;
     uv_timer_t ticker;             /* sweeps while closing, then finishes */
+    uv_prepare_t flusher;          /* writes dirty WebSockets before poll */
+    struct rt_http_ws **dirty;     /* WebSockets with output to write (a */
+    size_t ndirty, dirty_cap;      /* reference each), see rt__ws_defer */
     int h2o_ready;                 /* config and context initialised */
     int listening;                 /* the listener is not closed yet */
     int open_handles;              /* uv handles not yet closed; the struct
@@ -115,6 +119,8 @@ struct rt_http_ws {
     int refs;                    /* the caller's and the engine's (open) */
     int in_cb;                   /* inside wslay's message callback */
     int closing;                 /* close asked for: no more sends */
+    int batching;                /* in our wslay_event_send: hold output */
+    int dirty;                   /* in srv->dirty */
     uint16_t close_code;         /* close frame not queued yet (0: queued) */
     h2o_timeout_entry_t close_entry; /* linked while closing */
     h2o_timeout_entry_t flush_entry; /* linked while messages go out first */
@@ -607,22 +613,45 @@ static void rt__ws_close_timeout(h2o_timeout_entry_t *entry)
 
 static void rt__ws_write_done(h2o_socket_t *sock, const char *err);
 
-/* Starts writing what is buffered, in one write. */
+/* Bytes of ws->out the socket takes at once (0 on EAGAIN or an error,
+ * which h2o's write then reports). A write h2o makes costs libuv a
+ * completion callback on the next loop turn and an epoll_ctl to re-arm
+ * the socket; a plain send() on the non-blocking socket costs neither. */
+static size_t rt__ws_send_now(rt_http_ws_t *ws)
+{
+    h2o_socket_t *sock = ws->conn->sock;
+    ssize_t n;
+    int fd;
+    if (sock->ssl != NULL || (fd = h2o_socket_get_fd(sock)) < 0)
+        return 0;
+    do
+        n = send(fd, ws->out, ws->out_len, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n > 0 ? (size_t)n : 0;
+}
+
+/* Writes what is buffered: straight to the socket, and what it does not
+ * take as one h2o write. */
 static void rt__ws_flush(rt_http_ws_t *ws)
 {
     h2o_iovec_t buf;
     char *swap;
-    size_t cap;
+    size_t cap, done;
     if (ws->conn == NULL || ws->conn->sock == NULL || ws->out_len == 0 ||
         h2o_socket_is_writing(ws->conn->sock))
         return;
+    done = rt__ws_send_now(ws);
+    if (done == ws->out_len) {
+        ws->out_len = 0;
+        return;
+    }
     /* out becomes the write in flight; the old in-flight buffer, done
      * with, is reused for what comes next. */
     swap = ws->inflight;
     cap = ws->inflight_len;
     ws->inflight = ws->out;
     ws->inflight_len = ws->out_cap;
-    buf = h2o_iovec_init(ws->inflight, ws->out_len);
+    buf = h2o_iovec_init(ws->inflight + done, ws->out_len - done);
     ws->out = swap;
     ws->out_cap = cap;
     ws->out_len = 0;
@@ -630,15 +659,71 @@ static void rt__ws_flush(rt_http_ws_t *ws)
     h2o_socket_write(ws->conn->sock, &buf, 1, rt__ws_write_done);
 }
 
+void rt_http_server_flush(rt_http_server_t *srv)
+{
+    size_t i, n = srv->ndirty;
+    if (n == 0)
+        return;
+    /* Neither flushing nor unref adds to the list: no copy needed. */
+    for (i = 0; i < n; i++) {
+        rt_http_ws_t *ws = srv->dirty[i];
+        ws->dirty = 0;
+        rt__ws_flush(ws);
+        rt__ws_unref(ws);
+    }
+    srv->ndirty = 0;
+    uv_prepare_stop(&srv->flusher);
+}
+
+/* Dirty WebSockets nobody flushed are written before the loop polls. */
+static void rt__ws_flush_dirty(uv_prepare_t *h)
+{
+    rt_http_server_flush(h->data);
+}
+
+/* Output up to this size waits for a flush; more goes out at once, so a
+ * burst never counts against ws_max_queued_bytes while the socket could
+ * take it (a replay of 1,000 events is ~300 KB). */
+#define RT_WS_DEFER_BYTES (16 * 1024)
+
+/* Output for ws waits for rt_http_server_flush, at the latest just
+ * before the loop polls (ws is kept alive until then), or goes out now if
+ * the list cannot grow. */
+static void rt__ws_defer(rt_http_ws_t *ws)
+{
+    rt_http_server_t *srv = ws->srv;
+    if (ws->dirty)
+        return;
+    if (srv->ndirty == srv->dirty_cap) {
+        size_t cap = srv->dirty_cap ? srv->dirty_cap * 2 : 64;
+        rt_http_ws_t **nd = realloc(srv->dirty, cap * sizeof(*nd));
+        if (nd == NULL) {
+            rt__ws_flush(ws);
+            return;
+        }
+        srv->dirty = nd;
+        srv->dirty_cap = cap;
+    }
+    if (srv->ndirty == 0)
+        (void)uv_prepare_start(&srv->flusher, rt__ws_flush_dirty);
+    ws->refs++;
+    ws->dirty = 1;
+    srv->dirty[srv->ndirty++] = ws;
+}
+
 /* wslay's send callback, instead of h2o's. h2o 2.2.5 writes each chunk
  * wslay gives it (a frame's header, then its payload) as a write of its
  * own and refuses more until the next loop turn, so a message cost two
  * turns and two system calls per socket: fanning an event out to 1,000
- * subscribers took 60-250 ms. Here a chunk goes out at once when the
- * socket is idle, and what comes while a write is in flight is appended
- * to a buffer sent as one write when it completes. The socket is busy
- * while anything is buffered, so h2o never closes it before a queued close
- * frame is written. */
+ * subscribers took 60-250 ms. Here chunks are appended to a buffer. When
+ * we drive wslay (rt__ws_proceed: our sends and closes) the buffer is
+ * written when the caller flushes (rt_http_server_flush, after each task
+ * resume: every message a task sent leaves in one write per socket) or
+ * just before the loop polls (rt__ws_defer). When h2o drives it
+ * (a pong or a close reply while reading) it is written at once, since
+ * h2o closes a socket that is done reading as soon as it is not writing.
+ * What comes while an h2o write is in flight is written when it
+ * completes. */
 static ssize_t rt__ws_send_cb(wslay_event_context_ptr ctx,
                               const uint8_t *data, size_t len, int flags,
                               void *user)
@@ -661,9 +746,12 @@ static ssize_t rt__ws_send_cb(wslay_event_context_ptr ctx,
     }
     memcpy(ws->out + ws->out_len, data, len);
     ws->out_len += len;
-    rt__ws_flush(ws);
+    if (!ws->batching)
+        rt__ws_flush(ws);
     return (ssize_t)len;
 }
+
+static void rt__ws_proceed(rt_http_ws_t *ws);
 
 /* A write finished: send what piled up meanwhile, then let wslay go on
  * (h2o_websocket_proceed also closes the connection once the close
@@ -677,15 +765,37 @@ static void rt__ws_write_done(h2o_socket_t *sock, const char *err)
         return;
     }
     rt__ws_flush(ws);
-    h2o_websocket_proceed(conn);
+    rt__ws_proceed(ws);
 }
 
-/* Lets h2o write what wslay queued, unless that is not allowed now (no
- * socket before the 101 is written; never inside wslay's callback). */
+/* Lets wslay frame what is queued and h2o go on, unless that is not
+ * allowed now (no socket before the 101 is written; never inside wslay's
+ * callback). What wslay frames waits for the next flush: one system call
+ * per subscriber per burst of events, not two per message.
+ * May close the connection (and call back CLOSED): touch ws only if the
+ * caller holds its reference. */
 static void rt__ws_proceed(rt_http_ws_t *ws)
 {
-    if (ws->conn != NULL && ws->conn->sock != NULL && ws->in_cb == 0)
-        h2o_websocket_proceed(ws->conn);
+    h2o_websocket_conn_t *conn = ws->conn;
+    if (conn == NULL || conn->sock == NULL || ws->in_cb != 0)
+        return;
+    if (!h2o_socket_is_writing(conn->sock) &&
+        wslay_event_want_write(conn->ws_ctx)) {
+        int rc;
+        ws->batching = 1;
+        rc = wslay_event_send(conn->ws_ctx);
+        ws->batching = 0;
+        if (rc != 0) { /* as h2o does: out of memory in rt__ws_send_cb */
+            rt__ws_closed(ws);
+            return;
+        }
+        if (ws->out_len < RT_WS_DEFER_BYTES &&
+            wslay_event_want_read(conn->ws_ctx))
+            rt__ws_defer(ws);
+        else
+            rt__ws_flush(ws); /* see rt__ws_send_cb */
+    }
+    h2o_websocket_proceed(conn);
 }
 
 rt_http_ws_t *rt_http_req_websocket(rt_http_req_t *h, rt_http_ws_cb cb,
@@ -900,6 +1010,7 @@ static void on_accept(uv_stream_t *listener, int status)
 
 static void rt__srv_free(rt_http_server_t *srv)
 {
+    free(srv->dirty);
     free(srv->host);
     free(srv);
 }
@@ -1053,6 +1164,12 @@ rt_http_server_t *rt_http_server_new(uv_loop_t *loop, const rt_http_opts_t *o,
     }
     srv->ticker.data = srv;
     srv->open_handles = 1;
+    if (uv_prepare_init(loop, &srv->flusher) < 0) {
+        snprintf(errbuf, errlen, "cannot create a prepare handle");
+        goto fail_listen;
+    }
+    srv->flusher.data = srv;
+    srv->open_handles++;
     if (rt__listen(srv, &inited, errbuf, errlen) < 0)
         goto fail_listen;
     srv->open_handles++;
@@ -1085,6 +1202,8 @@ fail_listen:
         srv->open_handles++;
         uv_close((uv_handle_t *)&srv->listener, on_listener_close);
     }
+    if (srv->flusher.data == srv)
+        uv_close((uv_handle_t *)&srv->flusher, on_srv_handle_close);
     uv_close((uv_handle_t *)&srv->ticker, on_srv_handle_close);
     return NULL;
 fail_timer:
@@ -1178,8 +1297,11 @@ static void on_finish(uv_timer_t *t)
     h2o_context_dispose(&srv->ctx);
     h2o_config_dispose(&srv->config);
     srv->h2o_ready = 0;
+    /* Every socket is closed: what is still listed has nothing to write. */
+    rt_http_server_flush(srv);
     if (cb != NULL)
         cb(srv, data);
+    uv_close((uv_handle_t *)&srv->flusher, on_srv_handle_close);
     uv_close((uv_handle_t *)&srv->ticker, on_srv_handle_close);
 }
 

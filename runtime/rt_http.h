@@ -198,6 +198,12 @@ rt_http_ws_t *rt_http_req_websocket(rt_http_req_t *req, rt_http_ws_cb cb,
 int rt_http_ws_send(rt_http_ws_t *ws, int binary, const char *data,
                     size_t len);
 
+/* Writes the messages and closes queued on every WebSocket since the last
+ * flush, one write per socket. Without it they go out just before the
+ * loop polls; the Lua binding flushes after every task resume, so a burst
+ * of events a task sends leaves at once, and together. */
+void rt_http_server_flush(rt_http_server_t *srv);
+
 /* Starts the closing handshake with code (1000 when 0). The socket is
  * shut down if the peer does not answer within ws_close_timeout_ms. */
 void rt_http_ws_close(rt_http_ws_t *ws, uint16_t code);

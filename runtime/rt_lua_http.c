@@ -58,6 +58,7 @@ typedef struct {
     size_t ws_max_inbound;
     uint64_t handler_timeout_ms; /* deadline of plain request tasks; 0 none */
     rt_http_stats_t last;  /* counters at close */
+    rt_sched_hook_t flush; /* rt_http_server_flush after each resume */
     lsrv_wait_t *waiters;  /* tasks in wait_closed */
 } lsrv_t;
 
@@ -650,12 +651,21 @@ static lsrv_t *lsrv_check(lua_State *L)
     return luaL_checkudata(L, 1, RT_SRV_MT);
 }
 
+/* After each task resume: what the task sent on WebSockets goes out. */
+static void lsrv_flush(void *arg)
+{
+    lsrv_t *s = arg;
+    if (s->srv != NULL)
+        rt_http_server_flush(s->srv);
+}
+
 static void on_closed(rt_http_server_t *srv, void *data)
 {
     lsrv_t *s = data;
     lua_State *L = s->ls->L;
     lsrv_wait_t *w;
     rt_http_server_stats(srv, &s->last);
+    rt_sched_hook_remove(&s->ls->sched, &s->flush);
     s->srv = NULL;
     while ((w = s->waiters) != NULL) {
         s->waiters = w->next;
@@ -772,6 +782,7 @@ static int m_srv_gc(lua_State *L)
         /* Only when the Lua state closes (the server is anchored while
          * open): finish without calling back into Lua, leaving closing
          * handshakes a second (the loop runs on after lua_close). */
+        rt_sched_hook_remove(&s->ls->sched, &s->flush);
         rt_http_server_detach(s->srv);
         rt_http_server_close(s->srv, RT_LSRV_GC_GRACE_MS, NULL, NULL);
         s->srv = NULL;
@@ -849,6 +860,9 @@ static int l_http_listen(lua_State *L)
         return 2;
     }
     s->port = rt_http_server_port(s->srv);
+    s->flush.fn = lsrv_flush;
+    s->flush.arg = s;
+    rt_sched_hook_add(&ls->sched, &s->flush);
     lua_pushvalue(L, 2);
     s->runner_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushvalue(L, -1);

@@ -19,6 +19,7 @@ int rt_sched_init(rt_sched_t *s, uv_loop_t *loop)
     s->loop = loop;
     s->ready_head = s->ready_tail = NULL;
     s->current = NULL;
+    s->after_resume = NULL;
     s->roots = NULL;
     s->live = 0;
     s->draining = 0;
@@ -94,8 +95,29 @@ static void rt__check_cb(uv_check_t *h)
  * for it. */
 #define RT_DRAIN_BUDGET 1024
 
+void rt_sched_hook_add(rt_sched_t *s, rt_sched_hook_t *h)
+{
+    h->prev = NULL;
+    h->next = s->after_resume;
+    if (h->next != NULL)
+        h->next->prev = h;
+    s->after_resume = h;
+}
+
+void rt_sched_hook_remove(rt_sched_t *s, rt_sched_hook_t *h)
+{
+    if (h->prev != NULL)
+        h->prev->next = h->next;
+    else if (s->after_resume == h)
+        s->after_resume = h->next;
+    if (h->next != NULL)
+        h->next->prev = h->prev;
+    h->prev = h->next = NULL;
+}
+
 void rt_sched_drain(rt_sched_t *s)
 {
+    rt_sched_hook_t *h;
     rt_task_t *t;
     unsigned budget = RT_DRAIN_BUDGET;
     if (s->draining)
@@ -122,6 +144,8 @@ void rt_sched_drain(rt_sched_t *s)
         /* The resume hook must have suspended or finished the task. */
         assert(t->state != RT_TASK_RUNNING);
         rt_task_release(t);
+        for (h = s->after_resume; h != NULL; h = h->next)
+            h->fn(h->arg);
     }
     if (s->ready_head == NULL)
         uv_idle_stop(&s->idle);

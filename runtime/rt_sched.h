@@ -109,6 +109,14 @@ struct rt_task {
     rt_outcome_t outcome;
 };
 
+/* Runs after every task resume, when the task has yielded or finished
+ * (see rt_sched_hook_add). */
+typedef struct rt_sched_hook {
+    void (*fn)(void *arg);
+    void *arg;
+    struct rt_sched_hook *prev, *next;
+} rt_sched_hook_t;
+
 struct rt_sched {
     uv_loop_t *loop;
     uv_idle_t idle;   /* keeps poll from blocking while work is queued */
@@ -118,6 +126,7 @@ struct rt_sched {
     rt_task_t *roots;   /* live root tasks, linked through siblings */
     rt_timers_t timers; /* deadlines (and the Lua binding's sleeps) */
     uint64_t live;      /* tasks not yet done */
+    rt_sched_hook_t *after_resume;      /* see rt_sched_hook_add */
     int draining;
     int closing;                        /* handles still closing */
     void (*on_closed)(rt_sched_t *s);   /* see rt_sched_close */
@@ -132,6 +141,11 @@ void rt_sched_close(rt_sched_t *s, void (*on_closed)(rt_sched_t *s));
 /* Runs queued tasks, at most a budget of them (RT_DRAIN_BUDGET); the idle
  * handle stays active while any are left. */
 void rt_sched_drain(rt_sched_t *s);
+/* h->fn(h->arg) runs after every task resume from now on, until removed:
+ * what a task buffered while it ran (WebSocket output) goes out when it
+ * yields, once for all it did. A hook must not add or remove hooks. */
+void rt_sched_hook_add(rt_sched_t *s, rt_sched_hook_t *h);
+void rt_sched_hook_remove(rt_sched_t *s, rt_sched_hook_t *h);
 /* Cancels every live root task (and so every task), then drains. */
 void rt_sched_cancel_all(rt_sched_t *s);
 

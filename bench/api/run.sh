@@ -273,8 +273,9 @@ ws_config=$(jq -cn --argjson ms "$delay_ms" '{name: "bench-ws", strategy: "seque
   {id: "d2", agent: "delay", params: {ms: $ms}, dependencies: ["d1"]},
   {id: "d3", agent: "delay", params: {ms: $ms}, dependencies: ["d2"]}]}')
 api POST /api/v1/orchestrations/configs "$ws_config" >/dev/null
-# node's WebSocket first (the figure the target is about), then a minimal
-# raw client: the difference is the client's own cost.
+# node's WebSocket (undici), then a minimal raw client (net's onread, one
+# timestamp per read): both run on the server's two cores, and the raw
+# one's lower per-message cost shows how much of the delay is the client.
 for client in ${WS_CLIENTS:-builtin raw}; do
   ws_rc=0
   WS_CLIENT=$client SERVER_PID=$srv_pid "${node_ws[@]}" bench/api/ws_fanout.mjs "$srv_url" "$key" bench-ws \

@@ -86,6 +86,36 @@ static void answer_later(rt_http_req_t *req, uint64_t ms, const char *body,
 
 /* ---- loop side: WebSockets ---------------------------------------------- */
 
+/* "burst": three small messages sent from outside the callback wait for
+ * a flush (rt_http_server_flush, or the loop's next poll), then go out
+ * together; a large one goes out at once. */
+typedef struct {
+    uv_timer_t timer;
+    rt_http_ws_t *ws;
+} burst_t;
+
+static void burst_closed_cb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void burst_cb(uv_timer_t *t)
+{
+    burst_t *b = t->data;
+    static char big[20 * 1024];
+    int i;
+    for (i = 0; i < 3; i++) {
+        CHECK(rt_http_ws_send(b->ws, 0, "part", 4) == 0);
+        CHECK(rt_http_ws_queued(b->ws) == (size_t)(i + 1) * 6);
+    }
+    rt_http_server_flush(srv_main);
+    CHECK(rt_http_ws_queued(b->ws) == 0);
+    memset(big, 'b', sizeof(big));
+    CHECK(rt_http_ws_send(b->ws, 1, big, sizeof(big)) == 0);
+    CHECK(rt_http_ws_queued(b->ws) == 0);
+    uv_close((uv_handle_t *)&b->timer, burst_closed_cb);
+}
+
 static void echo_ws_cb(rt_http_ws_t *ws, rt_http_ws_event_t ev,
                        const char *data, size_t len, void *ud)
 {
@@ -96,6 +126,15 @@ static void echo_ws_cb(rt_http_ws_t *ws, rt_http_ws_event_t ev,
         return;
     }
     atomic_fetch_add(&ws_messages, 1);
+    if (len == 5 && memcmp(data, "burst", 5) == 0) {
+        burst_t *b = calloc(1, sizeof(*b));
+        CHECK(b != NULL);
+        b->ws = ws;
+        CHECK(uv_timer_init(&loop, &b->timer) == 0);
+        b->timer.data = b;
+        CHECK(uv_timer_start(&b->timer, burst_cb, 0, 0) == 0);
+        return;
+    }
     /* Sending from inside the callback only queues. */
     CHECK(rt_http_ws_send(ws, ev == RT_HTTP_WS_BINARY, data, len) == 0);
 }
@@ -763,6 +802,18 @@ static void t_websocket(void)
     CHECK(ws_send_frame(&c, 2, "\x01\x02", 2) == 0);
     CHECK(ws_read_frame(&c, buf, sizeof(buf), &len) == 2);
     CHECK(len == 2);
+    CHECK(ws_send_frame(&c, 1, "burst", 5) == 0);
+    for (i = 0; i < 3; i++) {
+        CHECK(ws_read_frame(&c, buf, sizeof(buf), &len) == 1);
+        CHECK(strcmp(buf, "part") == 0);
+    }
+    {
+        char *big = malloc(32 * 1024);
+        CHECK(big != NULL);
+        CHECK(ws_read_frame(&c, big, 32 * 1024, &len) == 2);
+        CHECK(len == 20 * 1024 && big[0] == 'b' && big[len - 1] == 'b');
+        free(big);
+    }
     /* Close handshake started by the client: 1000 comes back, then EOF. */
     CHECK(ws_send_frame(&c, 8, "\x03\xe8", 2) == 0);
     CHECK(ws_read_frame(&c, buf, sizeof(buf), &len) == 8);
@@ -771,7 +822,7 @@ static void t_websocket(void)
     CHECK(c_sees_eof(&c));
     c_close(&c);
     sleep_ms(20);
-    CHECK(atomic_load(&ws_messages) == 4);
+    CHECK(atomic_load(&ws_messages) == 5);
     CHECK(atomic_load(&ws_closed_events) == 1);
     /* A client that just disappears. */
     CHECK(ws_handshake(&c, port_main, "/ws") == 0);

@@ -136,7 +136,9 @@ static void run_loop(void)
 static void setup(void)
 {
     uv_loop_init(&loop);
-    rt_sched_init(&sched, &loop);
+    /* Garbage, as in malloc'd memory: init must set every field it uses. */
+    memset(&sched, 0xbe, sizeof(sched));
+    CHECK(rt_sched_init(&sched, &loop) == 0);
     created = freed = op_cancels = 0;
 }
 
@@ -472,6 +474,46 @@ static void test_scope_early(void)
     teardown("a scope closed early cancels its children and disarms its timer");
 }
 
+/* After-resume hooks: each runs once per resume, after the task has
+ * yielded or finished; a removed hook runs no more. */
+static int hook_calls[2], hook_resumes_seen;
+static ctask_t *hooked;
+
+static void count_hook(void *arg)
+{
+    int *n = arg;
+    (*n)++;
+    /* The task has suspended or finished: nothing is running. */
+    CHECK(sched.current == NULL);
+    if (n == &hook_calls[0] && hooked != NULL)
+        hook_resumes_seen = hooked->resumes;
+}
+
+static void test_hooks(void)
+{
+    rt_sched_hook_t a = {count_hook, &hook_calls[0], NULL, NULL};
+    rt_sched_hook_t b = {count_hook, &hook_calls[1], NULL, NULL};
+    ctask_t *t1, *t2;
+    setup();
+    rt_sched_hook_add(&sched, &a);
+    rt_sched_hook_add(&sched, &b);
+    hooked = t1 = spawn(body_sleep, NULL, 1); /* two resumes */
+    run_loop();
+    CHECK(hook_calls[0] == 2 && hook_calls[1] == 2);
+    CHECK(hook_resumes_seen == 2);
+    rt_sched_hook_remove(&sched, &a);
+    hooked = NULL;
+    t2 = spawn(body_sleep, NULL, 1);
+    run_loop();
+    CHECK(hook_calls[0] == 2 && hook_calls[1] == 4);
+    rt_sched_hook_remove(&sched, &b);
+    rt_sched_hook_remove(&sched, &b); /* removing twice is harmless */
+    CHECK(sched.after_resume == NULL);
+    rt_task_release(&t1->task);
+    rt_task_release(&t2->task);
+    teardown("after-resume hooks run once per resume until removed");
+}
+
 int main(void)
 {
     test_timer_wake();
@@ -488,6 +530,7 @@ int main(void)
     test_many();
     test_scope();
     test_scope_early();
+    test_hooks();
     if (test_failures) {
         printf("scheduler tests: %d checks failed\n", test_failures);
         return 1;
