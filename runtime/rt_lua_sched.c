@@ -2,8 +2,16 @@
  *
  * A task userdata holds a pointer to an rt_lua_task_t (luv style): __gc only
  * drops a reference; the struct is freed when the task is done and no
- * userdata points to it. A finished task keeps its results on its own
- * coroutine stack, so joining copies them without building a table. */
+ * userdata points to it.
+ *
+ * Coroutines are reused. Each runs a trampoline, run(fn, ...), that calls
+ * the task's body and yields a marker with its results, then runs the
+ * next body it is resumed with: a finished task's coroutine goes back to
+ * a pool (up to RT_LUA_POOL_MAX idle ones) instead of being garbage. A
+ * coroutine is ~525 bytes, and a REST request started four tasks; bodies
+ * also return into a Lua frame instead of the coroutine's base, which
+ * LuaJIT cannot record ("NYI: return to lower frame"). A body that fails
+ * kills its coroutine: that one is not reused. */
 #include "rt_lua_sched.h"
 
 #include <lauxlib.h>
@@ -13,6 +21,17 @@
 #include <string.h>
 
 #define RT_TASK_MT "chorus.task"
+#define RT_LUA_POOL_MAX 1024
+
+/* Its address is the marker the trampoline yields when a body returned. */
+static char lt_body_done;
+
+/* run(fn, ...): the body of every task coroutine. The park body's call
+ * drops the last task's fn and arguments from the frame while pooled. */
+static const char lt_trampoline[] =
+    "local done, yield = ...\n"
+    "local function run(fn, ...) return run(yield(done, fn(...))) end\n"
+    "return run, function() end\n";
 
 static const char *const rt__wake_names[] = {"ok", "cancelled", "timeout"};
 
@@ -46,15 +65,18 @@ int rt_lua_push_wake(lua_State *L, rt_wake_t why)
 
 /* Anchoring. While a task is not done, the registry anchors its coroutine
  * (co_ref) and, once it failed, its error value (err_ref). When it is done
- * both move to the environment table of the task's userdata, if one exists
- * ({[1] = co, [2] = error}), and the registry lets go: a finished task's
- * results (often the very object that holds the task handle) must not be
- * reachable from the registry, or that cycle could never be collected. */
+ * its results (or error) move to the environment table of the task's
+ * userdata, if one exists ({results...} or {[2] = error}), and the
+ * registry lets go: a finished task's results (often the very object that
+ * holds the task handle) must not be reachable from the registry, or that
+ * cycle could never be collected. */
 typedef struct {
     rt_lua_task_t base;
     int err_ref;     /* error value until done (then in the userdata's env) */
     int on_done_fn;  /* fn and arg of task:on_done, to run in a new task */
     int on_done_arg; /* once done (two refs: no table per task) */
+    int reusable;    /* co waits in the trampoline (body returned) */
+    int nres;        /* results in the userdata's env once done */
 } lt_task_t;
 
 static void lt_free(rt_task_t *t)
@@ -82,31 +104,65 @@ static void lt_spawn_pair(rt_lua_sched_t *ls, lua_State *L)
     rt_task_release(&t->task);
 }
 
-/* The task is done: hand its error to the userdata (if any) and drop the
- * registry anchors. Runs from the drain loop on the main state. */
+/* Puts co, whose body returned, back in the pool (or lets it go). A run
+ * of the park body first drops the last task's values from its frame. */
+static void lt_pool_put(rt_lua_sched_t *ls, lua_State *co, int ref)
+{
+    int nres;
+    lua_settop(co, 0);
+    if (ls->npool < RT_LUA_POOL_MAX && ls->pool != NULL) {
+        lua_rawgeti(ls->L, LUA_REGISTRYINDEX, ls->park_ref);
+        lua_xmove(ls->L, co, 1);
+        if (lua_resume(co, 1) == LUA_YIELD) {
+            nres = lua_gettop(co);
+            lua_settop(co, 0);
+            if (nres == 1) {
+                ls->pool[ls->npool] = co;
+                ls->pool_refs[ls->npool++] = ref;
+                return;
+            }
+        }
+    }
+    luaL_unref(ls->L, LUA_REGISTRYINDEX, ref);
+}
+
+/* The task is done: hand its results or error to the userdata (if any),
+ * drop the registry anchors, and pool the coroutine if it can be reused.
+ * Runs from the drain loop on the main state. */
 static void lt_done(rt_task_t *t)
 {
     lt_task_t *lt = (lt_task_t *)t;
     rt_lua_sched_t *ls = (rt_lua_sched_t *)t->sched;
-    lua_State *L = ls->L;
+    lua_State *L = ls->L, *co = lt->base.co;
+    int i, n;
     lua_rawgeti(L, LUA_REGISTRYINDEX, ls->tasks_ref);
     lua_pushlightuserdata(L, lt);
     lua_rawget(L, -2);
-    if (!lua_isnil(L, -1)) { /* the userdata's env = {co, error} */
-        lua_createtable(L, 2, 0);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, lt->base.co_ref);
-        lua_rawseti(L, -2, 1);
-        if (lt->err_ref != LUA_NOREF) {
+    if (!lua_isnil(L, -1)) {
+        n = t->outcome == RT_OUTCOME_OK ? lua_gettop(co) : 0;
+        if (n > 0 && lua_checkstack(L, n + 1)) { /* env = {results...} */
+            lua_createtable(L, n, 0);
+            lua_xmove(co, L, n);
+            for (i = n; i >= 1; i--)
+                lua_rawseti(L, -(i + 1), i);
+            lua_setfenv(L, -2);
+            lt->nres = n;
+        } else if (lt->err_ref != LUA_NOREF) { /* env = {[2] = error} */
+            lua_createtable(L, 2, 0);
             lua_rawgeti(L, LUA_REGISTRYINDEX, lt->err_ref);
             lua_rawseti(L, -2, 2);
+            lua_setfenv(L, -2);
         }
-        lua_setfenv(L, -2);
     }
     lua_pop(L, 2);
     luaL_unref(L, LUA_REGISTRYINDEX, lt->err_ref);
     lt->err_ref = LUA_NOREF;
-    luaL_unref(L, LUA_REGISTRYINDEX, lt->base.co_ref);
+    if (lt->reusable)
+        lt_pool_put(ls, co, lt->base.co_ref);
+    else
+        luaL_unref(L, LUA_REGISTRYINDEX, lt->base.co_ref);
     lt->base.co_ref = LUA_NOREF;
+    lt->base.co = NULL;
     if (lt->on_done_fn != LUA_NOREF) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, lt->on_done_fn);
         lua_rawgeti(L, LUA_REGISTRYINDEX, lt->on_done_arg);
@@ -136,10 +192,18 @@ static void lt_resume(rt_task_t *t, rt_wake_t wake)
         nargs = lt->base.nargs;
     }
     lt->base.nargs = 0;
+    lt->reusable = 0;
     rc = lua_resume(co, nargs);
     if (rc == LUA_YIELD) {
         if (t->state != RT_TASK_RUNNING)
             return; /* suspended on an op (or already re-queued) */
+        if (lua_touserdata(co, 1) == &lt_body_done) {
+            /* The body returned: its results are above the marker. */
+            lua_remove(co, 1);
+            lt->reusable = 1;
+            rt_task_finish(t, RT_OUTCOME_OK);
+            return;
+        }
         /* A bare coroutine.yield() in a task body has nobody to resume it. */
         lua_pushliteral(L, "coroutine.yield() outside a chorus wait in a "
                            "task (use chorus.sched functions)");
@@ -206,15 +270,27 @@ rt_lua_task_t *rt_lua_task_spawn(rt_lua_sched_t *ls, lua_State *L, int fn_idx,
     lua_State *co;
     if (lt == NULL)
         return NULL;
-    co = lua_newthread(L);
+    if (ls->npool > 0) {
+        /* Waits in the trampoline's yield: resumed with (fn, args...). */
+        ls->npool--;
+        co = ls->pool[ls->npool];
+        lt->base.co_ref = ls->pool_refs[ls->npool];
+        lt->reusable = 1; /* until it runs: a cancelled new task gives it back */
+    } else {
+        co = lua_newthread(L);
+        lt->base.co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ls->run_ref);
+        lua_xmove(L, co, 1);
+        lt->reusable = 0;
+    }
     lt->base.co = co;
-    lt->base.co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lt->base.nargs = nargs;
+    lt->base.nargs = nargs + 1;
     lt->base.started = 0;
     lt->base.report = 0;
     lt->base.joined = 0;
     lt->err_ref = LUA_NOREF;
     lt->on_done_fn = lt->on_done_arg = LUA_NOREF;
+    lt->nres = 0;
     lua_pushvalue(L, fn_idx);
     lua_xmove(L, co, 1);
     lua_xmove(L, co, nargs);
@@ -491,7 +567,6 @@ static int m_result(lua_State *L)
 {
     lt_task_t *lt = (lt_task_t *)lt_check(L, 1);
     rt_task_t *t = &lt->base.task;
-    lua_State *co = lt->base.co;
     int i, n;
 
     if (!rt_task_is_done(t))
@@ -499,14 +574,15 @@ static int m_result(lua_State *L)
     lt->base.joined = 1;
     switch (t->outcome) {
     case RT_OUTCOME_OK:
-        n = lua_gettop(co);
-        luaL_checkstack(L, n + 1, "too many results");
+        n = lt->nres;
+        luaL_checkstack(L, n + 2, "too many results");
         lua_pushboolean(L, 1);
-        if (!lua_checkstack(co, n))
-            return luaL_error(L, "too many results");
+        if (n == 0)
+            return 1;
+        lua_getfenv(L, 1);
         for (i = 1; i <= n; i++)
-            lua_pushvalue(co, i);
-        lua_xmove(co, L, n);
+            lua_rawgeti(L, -i, i);
+        lua_remove(L, -(n + 1));
         return n + 1;
     case RT_OUTCOME_ERROR:
         lua_pushnil(L);
@@ -621,6 +697,25 @@ rt_lua_sched_t *rt_lua_sched_open(lua_State *L, uv_loop_t *loop, int table)
     ls->L = L;
     if (table < 0)
         table = lua_gettop(L) + table + 1;
+    ls->npool = 0;
+    ls->pool = malloc(RT_LUA_POOL_MAX * sizeof(*ls->pool));
+    ls->pool_refs = malloc(RT_LUA_POOL_MAX * sizeof(*ls->pool_refs));
+    if (ls->pool == NULL || ls->pool_refs == NULL) { /* run without a pool */
+        free(ls->pool);
+        free(ls->pool_refs);
+        ls->pool = NULL;
+        ls->pool_refs = NULL;
+    }
+    if (luaL_loadbuffer(L, lt_trampoline, sizeof(lt_trampoline) - 1,
+                        "=chorus task") != 0)
+        lua_error(L); /* a constant chunk: cannot fail but out of memory */
+    lua_pushlightuserdata(L, &lt_body_done);
+    lua_getglobal(L, "coroutine");
+    lua_getfield(L, -1, "yield");
+    lua_remove(L, -2);
+    lua_call(L, 2, 2);
+    ls->park_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    ls->run_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
     lua_newtable(L); /* weak-valued map of live task userdata */
     lua_newtable(L);
@@ -658,7 +753,10 @@ void rt_lua_sched_shutdown(rt_lua_sched_t *ls)
 
 static void lt_sched_closed(rt_sched_t *s)
 {
-    free((rt_lua_sched_t *)s); /* sched is the first member */
+    rt_lua_sched_t *ls = (rt_lua_sched_t *)s; /* sched is the first member */
+    free(ls->pool);
+    free(ls->pool_refs);
+    free(ls);
 }
 
 void rt_lua_sched_free(rt_lua_sched_t *ls)

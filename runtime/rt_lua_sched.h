@@ -26,6 +26,11 @@ typedef struct rt_lua_sched {
     rt_sched_t sched;
     lua_State *L;    /* the main state */
     int tasks_ref;   /* weak table: lightuserdata(task) -> userdata */
+    int run_ref;     /* the trampoline every task coroutine runs */
+    int park_ref;    /* a no-op body that parks a pooled coroutine */
+    lua_State **pool;  /* idle coroutines, waiting in the trampoline */
+    int *pool_refs;    /* their registry anchors */
+    int npool;
 } rt_lua_sched_t;
 
 /* Creates the scheduler for L on loop and leaves the `chorus.native` task

@@ -228,6 +228,36 @@ describe("chorus.sched", function()
     assert.is_nil(b)
   end)
 
+  it("reuses the coroutine of a task whose body returned, keeping its results and nothing else", function()
+    local running = coroutine.running
+    local t1 = sched.spawn(function(a) return running(), a, "one" end, 1)
+    local _, co1 = t1:join()
+    local t2 = sched.spawn(function() return running() end)
+    local _, co2 = t2:join()
+    assert.equal(co1, co2)
+    -- t1's results were taken off the coroutine before it ran t2.
+    assert.same({ true, co1, 1, "one" }, { t1:result() })
+    -- Nothing of a finished task stays reachable from its pooled coroutine.
+    local seen = setmetatable({}, { __mode = "k" })
+    local arg = {}
+    seen[arg] = true
+    sched.spawn(function(a) return #a end, arg):join()
+    arg = nil
+    collectgarbage()
+    collectgarbage()
+    assert.is_nil(next(seen), "the last task's argument is still reachable")
+  end)
+
+  it("does not reuse the coroutine of a task that failed", function()
+    local running = coroutine.running
+    local co_failed
+    local t = sched.spawn(function() co_failed = running(); error("boom") end)
+    assert.is_nil((t:join()))
+    local _, co = sched.spawn(function() return running() end):join()
+    assert.not_equal(co_failed, co)
+    assert.equal("dead", coroutine.status(co_failed))
+  end)
+
   it("leaves no task running", function()
     local before = sched.live_tasks()
     local ts = {}
