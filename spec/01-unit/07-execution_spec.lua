@@ -28,6 +28,16 @@ describe("execution", function()
     assert.is_nil(rawget(exec, "runs_by_id")) -- no table per execution
   end)
 
+  it("an ended execution lets go of its task, and controls still answer", function()
+    local exec = h.run(h.flat("sequential", { { id = "a", agent = "echo" } }))
+    assert.equal("completed", exec.status)
+    -- The store keeps ended executions: their coroutines must not stay.
+    assert.is_nil(exec.task)
+    local ok, err = exec:cancel()
+    assert.is_nil(ok)
+    assert.matches("cannot cancel an execution that is completed", err)
+  end)
+
   it("pauses between steps and resumes", function()
     local engine = h.engine()
     local cfg = assert(engine:validate(h.flat("sequential", {
