@@ -54,9 +54,9 @@ fi
 bin=$root/$build/chorus
 
 # node's global WebSocket: a flag before node 22.
-node_ws=(node)
+node_ws=(node --expose-gc)
 if ! node -e 'process.exit(typeof WebSocket === "function" ? 0 : 1)' 2>/dev/null; then
-  node_ws=(node --experimental-websocket)
+  node_ws=(node --expose-gc --experimental-websocket)
   "${node_ws[@]}" -e 'process.exit(typeof WebSocket === "function" ? 0 : 1)' 2>/dev/null ||
     die "node >= 20.10 with a global WebSocket is required"
 fi
