@@ -2,6 +2,7 @@
 local native = require "chorus.native"
 
 return function()
-  io.stdout:write(("chorus %s (%s)\n"):format(native.version, jit and jit.version or _VERSION))
+  io.stdout:write(("chorus %s (%s, Lua heap on %s)\n"):format(native.version, jit and jit.version or _VERSION,
+    native.lua_heap or "?"))
   return 0
 end
