@@ -3,9 +3,6 @@
 #include <lauxlib.h>
 #include <lualib.h>
 #include <errno.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,43 +42,9 @@ static int exit_code(lua_State *L, rt_lua_task_t *main_task)
 #define RT_SHUTDOWN_MS 5000
 /* Default of CHORUS_GC_SOFT_MB: far above a 1k-in-flight heap (~16 MB) or
  * an API server's (~30-70 MB), so only big processes pay for the extra
- * collector work. At 100k executions in flight (glibc malloc, tuned as
- * below) 128 keeps VmHWM at ~890-910 MiB (6-7k executions/s); 160 let it
- * reach ~1,010 MiB. */
-#define RT_GC_SOFT_MB_DEFAULT 128
-
-/* The Lua heap lives on the C library's malloc, not on LuaJIT's own
- * allocator: the collector's sweep frees every dead object, and glibc's
- * free (tcache, no coalescing of small chunks) costs less there. Measured
- * on this project's benchmarks: REST execute p99 ~12 -> ~8.5 ms and +10 %
- * req/s in one process, +25 % executions/s back to back. A LuaJIT built
- * without GC64 refuses another allocator; it then keeps its own. */
-static void *rt_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-    (void)ud;
-    (void)osize;
-    if (nsize == 0) {
-        free(ptr);
-        return NULL;
-    }
-    return realloc(ptr, nsize);
-}
-
-/* glibc raises its mmap threshold up to 32 MB each time a big block is
- * freed, so big blocks (table parts, buffers) end up in the heap between
- * small objects and keep it from shrinking; a fixed threshold and a low
- * trim threshold give memory back. At 100k executions in flight: VmHWM
- * ~1,000 -> ~890 MiB, for ~15 % fewer executions/s. */
-static void tune_malloc(void)
-{
-#ifdef __GLIBC__
-    /* Under a sanitizer mallopt is refused (its allocator has no such
-     * knobs): the defaults then stay, which costs memory, not function. */
-    if (mallopt(M_MMAP_THRESHOLD, 128 * 1024) == 1 &&
-        mallopt(M_TRIM_THRESHOLD, 256 * 1024) == 1)
-        (void)mallopt(M_TOP_PAD, 0); /* cannot fail once the others took */
-#endif
-}
+ * collector work. At 100k executions in flight 160 keeps RSS at ~970 MiB
+ * (6-7k executions/s); 256 let it reach ~1,070 MiB (8.4k/s). */
+#define RT_GC_SOFT_MB_DEFAULT 160
 
 /* CHORUS_GC_SOFT_MB: the Lua heap size past which the collector runs
  * sooner (rt_lua_gc.c); 0 turns that off. Returns 0, or -1 when the value
@@ -138,10 +101,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "chorus: cannot initialise the event loop\n");
         return 1;
     }
-    tune_malloc();
-    L = lua_newstate(rt_lua_alloc, NULL);
-    if (L == NULL)
-        L = luaL_newstate();
+    L = luaL_newstate();
     if (L == NULL) {
         fprintf(stderr, "chorus: cannot create the Lua state\n");
         return 1;
@@ -153,14 +113,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "chorus: out of memory\n");
         return 1;
     }
-    /* Which allocator holds the Lua heap (`chorus version` shows it). */
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "loaded");
-    lua_getfield(L, -1, "chorus.native");
-    lua_pushstring(L, lua_getallocf(L, NULL) == rt_lua_alloc ? "malloc"
-                                                             : "luajit");
-    lua_setfield(L, -2, "lua_heap");
-    lua_pop(L, 3);
 
     gc_ok = rt_lua_gc_start(&gc, &loop, L, gc_soft) == 0;
 

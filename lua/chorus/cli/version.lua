@@ -2,7 +2,6 @@
 local native = require "chorus.native"
 
 return function()
-  io.stdout:write(("chorus %s (%s, Lua heap on %s)\n"):format(native.version, jit and jit.version or _VERSION,
-    native.lua_heap or "?"))
+  io.stdout:write(("chorus %s (%s)\n"):format(native.version, jit and jit.version or _VERSION))
   return 0
 end
