@@ -42,9 +42,9 @@ static int exit_code(lua_State *L, rt_lua_task_t *main_task)
 #define RT_SHUTDOWN_MS 5000
 /* Default of CHORUS_GC_SOFT_MB: far above a 1k-in-flight heap (~16 MB) or
  * an API server's (~30-70 MB), so only big processes pay for the extra
- * collector work. At 100k executions in flight 160 keeps RSS at ~970 MiB
- * (6-7k executions/s); 256 let it reach ~1,070 MiB (8.4k/s). */
-#define RT_GC_SOFT_MB_DEFAULT 160
+ * collector work. At 100k executions in flight 128 keeps VmHWM at ~905-920
+ * MiB; 160 let it reach ~970 MiB, 256 ~1,070 MiB (bench/RESULTS.md). */
+#define RT_GC_SOFT_MB_DEFAULT 128
 
 /* CHORUS_GC_SOFT_MB: the Lua heap size past which the collector runs
  * sooner (rt_lua_gc.c); 0 turns that off. Returns 0, or -1 when the value
