@@ -26,6 +26,10 @@ return function(make)
       assert.equal(2, c.steps.settings.parallel_limit)
       assert.same(c, store:get_config(c.id, { tenant_id = "t1" }))
       assert.same(c, store:get_config("triage", { tenant_id = "t1" }))
+      -- A read-only caller may get the store's own record: same content,
+      -- same scoping.
+      assert.same(c, store:get_config("triage", { tenant_id = "t1" }, true))
+      assert.is_nil(store:get_config("triage", { tenant_id = "t9" }, true))
     end)
 
     it("refuses a duplicate name in the same tenant, allows it in another", function()

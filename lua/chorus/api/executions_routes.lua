@@ -104,7 +104,8 @@ function M.register(app)
     local input
     input, s, h, b = read_input(doc)
     if not input then return s, h, b end
-    local c = ctx.service.store:get_config(ctx.params.config, api.scope(ctx.principal))
+    -- Read only here: the store may hand out its own record (no copy).
+    local c = ctx.service.store:get_config(ctx.params.config, api.scope(ctx.principal), true)
     if not c then return errors.response("not_found", ("no config '%s'"):format(ctx.params.config)) end
     if not c.is_active then return errors.response("invalid_state", ("config '%s' is not active"):format(c.name)) end
     local cfg, errs = normalized(ctx, c)

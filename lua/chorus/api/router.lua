@@ -58,7 +58,9 @@ function Router:match(method, path)
   local allow
   for _, r in ipairs(self.routes) do
     if #r.segs == #parts then
-      local params, ok = {}, true
+      -- params is made only for a route that gets as far as a parameter
+      -- (most candidates fail on a literal segment first).
+      local params, ok = nil, true
       for i, s in ipairs(r.segs) do
         local p = parts[i]
         if s.literal then
@@ -66,10 +68,12 @@ function Router:match(method, path)
         else
           local v = unescape(p)
           if v == nil or v == "" then ok = false break end
+          params = params or {}
           params[s.param] = v
         end
       end
       if ok then
+        params = params or {}
         if r.method == method or (method == "HEAD" and r.method == "GET") then
           return r.handler, params, r.pattern
         end

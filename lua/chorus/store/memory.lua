@@ -18,9 +18,11 @@
 --   create_config(cfg, owner)       -> config | nil, err, code
 --      owner: {tenant_id, user_id, global = bool}; code "conflict" when the
 --      name is taken in that tenant (or globally)
---   get_config(id_or_name, scope)   -> config | nil
+--   get_config(id_or_name, scope, shared) -> config | nil
 --      scope: {tenant_id}; a tenant sees its own configs and global ones;
---      a name is looked up in the tenant first, then globally
+--      a name is looked up in the tenant first, then globally. shared =
+--      true: the caller only reads the config, so the store may hand out
+--      its own record instead of a copy (every execute reads one)
 --   list_configs(filter)            -> configs, total
 --      filter: tenant_id, owner_id, strategy, active, limit, offset
 --   update_config(id, cfg, by)      -> config | nil, err, code ("not_found")
@@ -179,15 +181,18 @@ local function scoped(c, scope)
   return c
 end
 
-function Store:get_config(key, scope)
+local function shared_record(c) return c end
+
+function Store:get_config(key, scope, shared)
+  local out = shared and shared_record or public
   local c = scoped(self.configs[key], scope)
-  if c then return public(c) end
+  if c then return out(c) end
   local tenant = scope and scope.tenant_id
   if tenant ~= nil then
     c = find_by_name(self, key, tenant)
-    if c then return public(c) end
+    if c then return out(c) end
   end
-  return public(scoped(find_by_name(self, key, nil), scope))
+  return out(scoped(find_by_name(self, key, nil), scope))
 end
 
 function Store:list_configs(filter)

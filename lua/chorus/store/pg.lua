@@ -355,6 +355,7 @@ function Store:create_config(cfg, owner)
   return config_of(res[3].rows[1])
 end
 
+-- shared (see chorus.store.memory) changes nothing here: rows are fresh.
 function Store:get_config(key, scope)
   if type(key) ~= "string" then return nil end
   local tenant = scope and scope.tenant_id
