@@ -202,20 +202,18 @@ function run_attempts(exec, step, sr, abort)
   local input, t0 = begin_attempts(exec, step, sr), now()
   local n = 1
   while true do
+    local ok, out, meta
     if scope_open(step.timeout_ms) then
-      local ok, out, meta = xpcall(exec.registry.agents[step.agent].module.call, traceback,
+      ok, out, meta = xpcall(exec.registry.agents[step.agent].module.call, traceback,
         input, agent_ctx(exec, step, sr.attempts), step)
       ok, out, meta = settle(step, ok, out, meta, scope_close())
-      if ok then return succeed(exec, step, sr, out, meta, t0) end
-      local stop, err = retry_or_stop(exec, step, sr, n, out, t0, abort)
-      if stop ~= nil then return stop, err end
     else -- already inside a deadline scope: with_deadline uses a child task
-      local ok, out, meta = settle(step, with_deadline(step.timeout_ms,
+      ok, out, meta = settle(step, with_deadline(step.timeout_ms,
         exec.registry.agents[step.agent].module.call, input, agent_ctx(exec, step, sr.attempts), step))
-      if ok then return succeed(exec, step, sr, out, meta, t0) end
-      local stop, err = retry_or_stop(exec, step, sr, n, out, t0, abort)
-      if stop ~= nil then return stop, err end
     end
+    if ok then return succeed(exec, step, sr, out, meta, t0) end
+    local stop, err = retry_or_stop(exec, step, sr, n, out, t0, abort)
+    if stop ~= nil then return stop, err end
     n = n + 1
   end
 end

@@ -51,7 +51,8 @@ typedef struct {
     atomic_int *rc_out;
 } later_t;
 
-static void later_closed(uv_handle_t *h)
+/* Close callback of a timer whose data is the struct embedding it. */
+static void free_handle_data(uv_handle_t *h)
 {
     free(h->data);
 }
@@ -68,7 +69,7 @@ static void later_cb(uv_timer_t *t)
     else
         CHECK(rc == 0);
     rt_http_req_release(l->req);
-    uv_close((uv_handle_t *)&l->timer, later_closed);
+    uv_close((uv_handle_t *)&l->timer, free_handle_data);
 }
 
 static void answer_later(rt_http_req_t *req, uint64_t ms, const char *body,
@@ -94,11 +95,6 @@ typedef struct {
     rt_http_ws_t *ws;
 } burst_t;
 
-static void burst_closed_cb(uv_handle_t *h)
-{
-    free(h->data);
-}
-
 static void burst_cb(uv_timer_t *t)
 {
     burst_t *b = t->data;
@@ -113,7 +109,7 @@ static void burst_cb(uv_timer_t *t)
     memset(big, 'b', sizeof(big));
     CHECK(rt_http_ws_send(b->ws, 1, big, sizeof(big)) == 0);
     CHECK(rt_http_ws_queued(b->ws) == 0);
-    uv_close((uv_handle_t *)&b->timer, burst_closed_cb);
+    uv_close((uv_handle_t *)&b->timer, free_handle_data);
 }
 
 static void echo_ws_cb(rt_http_ws_t *ws, rt_http_ws_event_t ev,
