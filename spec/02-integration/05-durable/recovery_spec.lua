@@ -76,6 +76,14 @@ describe("durable execution #postgres", function()
     assert.is_true(h.wait_until(function() return (counts(pool).completed or 0) >= 150 end, 60000), logs(dir))
     h.kill(w1, "KILL")
     assert.is_true(h.wait_exit(w1, 5000))
+    -- A commit the worker sent just before it died may still be running in
+    -- its backend: the snapshot below is taken once none is busy.
+    assert.is_true(h.wait_until(function()
+      local busy = assert(pool:query([[SELECT count(*) AS n FROM pg_stat_activity
+        WHERE datname = current_database() AND backend_type = 'client backend'
+          AND pid <> pg_backend_pid() AND state <> 'idle']]))
+      return tonumber(busy.rows[1].n) == 0
+    end, 10000), "the killed worker's backends stayed busy")
     local done_at_kill = completed_steps(pool)
     local lines_at_kill = #h.read_lines(journal)
     local c = counts(pool)
