@@ -3,6 +3,7 @@
 
 #include <lauxlib.h>
 
+#include "rt_lua_archive.h"
 #include "rt_lua_curl.h"
 #include "rt_lua_hooks.h"
 #include "rt_lua_http.h"
@@ -38,6 +39,7 @@ rt_lua_sched_t *rt_lua_boot_native(lua_State *L, uv_loop_t *loop,
     /* One line per binding: the natives it adds go into table t. */
     rt_lua_util_open(L, t);
     rt_lua_port_open(L, t);
+    rt_lua_archive_open(L, t);
     rt_lua_hooks_open(L, ls, t);
     rt_lua_http_open(L, ls, t);
     rt_lua_curl_open(L, ls, t);
