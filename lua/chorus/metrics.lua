@@ -176,6 +176,15 @@ function M.engine(reg, engine)
   local exec_latency = reg:histogram("chorus_execution_latency_ms", "Latency of finished executions in ms.", { "status" })
   reg:gauge("chorus_tasks_live", "Tasks (coroutines) not yet done.", {}, require("chorus.sched").live_tasks)
   reg:gauge("chorus_process_resident_bytes", "Resident set size.", {}, require("chorus.native").rss)
+  reg:gauge("chorus_lua_heap_bytes", "Bytes in use in the Lua heap.", {},
+    function() return collectgarbage("count") * 1024 end)
+  if engine.store.archive then -- the memory store's ended executions outside the Lua heap
+    local archive = engine.store.archive
+    reg:gauge("chorus_store_archived_executions", "Ended executions the memory store keeps as JSON text.", {},
+      function() return archive:count() end)
+    reg:gauge("chorus_store_archive_bytes", "Bytes of the ended executions the memory store keeps as JSON text.", {},
+      function() return archive:bytes() end)
+  end
   reg:gauge("chorus_registry_generation", "Registry reloads so far (generation).", {},
     function() return engine.registry.generation end)
   reg:gauge("chorus_registry_load_errors", "Scripts that failed to load in the current generation.", {},

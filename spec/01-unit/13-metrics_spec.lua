@@ -37,4 +37,18 @@ describe("metrics", function()
     assert.matches('chorus_step_transitions_total{agent="fail",status="failed"} 1', text, 1, true)
     assert.matches('chorus_step_latency_ms_count{agent="echo",status="completed"} 1', text, 1, true)
   end)
+
+  it("shows the Lua heap and what the memory store archived", function()
+    local memory = require "chorus.store.memory"
+    local engine = h.engine({ store = memory.new({ max_finished = 10, recent = 1 }) })
+    local reg = metrics.engine(metrics.new(), engine)
+    local cfg = assert(engine:validate(h.flat("sequential", { { id = "a", agent = "echo" } })))
+    for _ = 1, 4 do engine:execute(cfg, {}):wait() end
+    local text = reg:render()
+    assert.matches("chorus_store_archived_executions 3\n", text, 1, true)
+    local bytes = tonumber(text:match("chorus_store_archive_bytes (%d+)"))
+    assert.is_true(bytes > 3 * 200, tostring(bytes)) -- three records of a few hundred bytes
+    local heap = tonumber(text:match("chorus_lua_heap_bytes (%d+)"))
+    assert.is_true(heap > 100000, tostring(heap))
+  end)
 end)
