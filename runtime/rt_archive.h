@@ -4,7 +4,8 @@
  * lists). Kept in the Lua heap, even as JSON text, they made every
  * collection cycle of an API server walk a heap several times larger than
  * its working set (one process: ~25 % fewer requests per second, twice the
- * p99). Here each record is one malloc'd block: its JSON text and the few
+ * p99). Here each record is one malloc'd block: its bytes (the store
+ * serializes it) and the few
  * fields lists filter and sort on. A FIFO of `capacity` records, oldest
  * dropped first, found by execution id or trace id through an open
  * addressing index. */
@@ -34,7 +35,7 @@ typedef struct {
 typedef struct {
     rt_str_t field[RT_AR_NFIELDS]; /* NUL-terminated copies; s NULL: absent */
     double created_at;
-    rt_str_t record; /* the JSON text, NUL-terminated */
+    rt_str_t record; /* the record's bytes (any, NUL-terminated) */
     size_t bytes;    /* the size of the block */
 } rt_archive_entry_t;
 

@@ -1,16 +1,17 @@
 /* rt_lua_archive.c - native.archive(capacity) -> archive | nil, err.
  *
  *   ar:put(id, trace_id, status, config, config_id, user_id, tenant_id,
- *          created_at, record_json) -> true | nil, "out of memory"
+ *          created_at, record) -> true | nil, "out of memory"
  *          (the oldest record goes when capacity are held)
- *   ar:get(id_or_trace) -> record_json, status, id, trace_id, config,
+ *   ar:get(id_or_trace) -> record, status, id, trace_id, config,
  *          config_id, user_id, tenant_id, created_at | nil
  *   ar:select(status, config, user_id, tenant_id, max) -> total, ids,
  *          created: the records matching every non-nil filter (config: name
  *          or id), newest first; ids and created_at of the first max
  *   ar:count(), ar:bytes()
- * Strings other than id and trace_id may be nil; a wrong type raises (a
- * bug of the caller). */
+ * record is any string (the memory store's serialized record). Strings
+ * other than id and trace_id may be nil; a wrong type raises (a bug of
+ * the caller). */
 #include "rt_lua_archive.h"
 
 #include <lauxlib.h>

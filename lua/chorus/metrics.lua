@@ -180,9 +180,9 @@ function M.engine(reg, engine)
     function() return collectgarbage("count") * 1024 end)
   if engine.store.archive then -- the memory store's ended executions outside the Lua heap
     local archive = engine.store.archive
-    reg:gauge("chorus_store_archived_executions", "Ended executions the memory store keeps as JSON text.", {},
+    reg:gauge("chorus_store_archived_executions", "Ended executions the memory store keeps serialized, outside the Lua heap.", {},
       function() return archive:count() end)
-    reg:gauge("chorus_store_archive_bytes", "Bytes of the ended executions the memory store keeps as JSON text.", {},
+    reg:gauge("chorus_store_archive_bytes", "Bytes of the ended executions the memory store keeps serialized.", {},
       function() return archive:bytes() end)
   end
   reg:gauge("chorus_registry_generation", "Registry reloads so far (generation).", {},

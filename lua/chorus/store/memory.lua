@@ -1,7 +1,7 @@
 -- chorus.store.memory: the embedded default store. Everything lives in
 -- this process; finished executions are kept up to a bound (oldest dropped
 -- first) so a long-running process does not grow without limit, most of
--- them as JSON text outside the Lua heap (see RECENT below).
+-- them serialized outside the Lua heap (see RECENT below).
 --
 -- The store interface (chorus.store.pg implements the same; the contract
 -- spec spec/shared/store_contract.lua runs against both). Writes return
@@ -37,6 +37,7 @@ local native = require "chorus.native"
 local validate = require "chorus.validate"
 local schema = require "chorus.schema"
 local json = require "chorus.json"
+local buffer = require "string.buffer"
 local log = require "chorus.log"
 local Execution = require("chorus.execution").Execution
 
@@ -53,7 +54,7 @@ local M = {}
 -- 100; the same 10,000 as JSON strings in the Lua heap were no better. So
 -- the last RECENT ended executions stay objects (the hooks that run as
 -- one ends, metrics and waiters, still find it), and older ones go to a
--- native archive (rt_archive.c): their record as JSON text and the fields
+-- native archive (rt_archive.c): their record serialized and the fields
 -- lists filter on, in malloc'd memory the collector never sees.
 local RECENT = 32
 
@@ -88,21 +89,29 @@ end
 
 local TERMINAL = { completed = true, failed = true, cancelled = true }
 
--- archive(e): an ended execution object leaves the Lua heap. Its record
--- encodes unless an agent returned a value JSON cannot hold; then the
--- archive keeps what does (the API could not have sent more).
+-- Records are archived with LuaJIT's serializer (string.buffer): 0.3 us
+-- a record against 4.3 for JSON, and they read back exactly (numbers,
+-- json.null, arrays marked to stay arrays when empty).
+local codec = buffer.new({ metatable = { getmetatable(json.array()) } })
+
+-- archive(e): an ended execution object leaves the Lua heap. A record that
+-- holds what cannot be serialized (a function an agent returned) is kept
+-- as its summary with a note; the API could not have sent more of it.
 local function archive(self, e)
-  local text, err = json.encode(e:record())
-  if not text then
-    log.warn("memory store: execution %s: its record does not encode (%s); keeping its summary", e.id, err)
+  codec:reset()
+  local ok, err = pcall(codec.encode, codec, e:record())
+  if not ok then
+    log.warn("memory store: execution %s: its record cannot be kept (%s); keeping its summary", e.id, err)
     local r = e:summary()
-    r.error = ("%s (record not kept: %s)"):format(tostring(r.error or "no error"), err)
+    r.error = ("%s (record not kept: %s)"):format(tostring(r.error or "no error"), tostring(err))
     r.steps = json.array()
-    text = assert(json.encode(r))
+    codec:reset()
+    codec:encode(r)
   end
-  local ok, perr = self.archive:put(e.id, e.trace_id, e.status, e.config_name, e.config_id,
-    e.user_id, e.tenant_id, e.created_at, text)
-  if not ok then log.error("memory store: execution %s: not archived: %s", e.id, perr) end
+  local stored, perr = self.archive:put(e.id, e.trace_id, e.status, e.config_name, e.config_id,
+    e.user_id, e.tenant_id, e.created_at, codec:tostring())
+  codec:reset()
+  if not stored then log.error("memory store: execution %s: not archived: %s", e.id, perr) end
 end
 
 function Store:update_execution(exec)
@@ -147,7 +156,7 @@ for _, name in ipairs({ "pause", "resume", "cancel", "approve", "reject" }) do
 end
 function Ended:wait() return self end
 
--- archived(key) -> record_json, fields as a table | nil
+-- archived(key) -> serialized record, fields as a table | nil
 local function archived(self, key)
   if not self.archive or type(key) ~= "string" then return nil end
   local text, status, id, trace, config, config_id, user, tenant, created = self.archive:get(key)
@@ -156,11 +165,9 @@ local function archived(self, key)
     user_id = user, tenant_id = tenant, created_at = created, finalized = true }
 end
 
--- decode(text) -> the archived record (a fresh table each time).
-local function decode(text)
-  local rec, err = json.decode(text)
-  if not rec then error("memory store: an archived record does not decode: " .. tostring(err)) end
-  return rec
+-- decode(blob) -> the archived record (a fresh table each time).
+local function decode(blob)
+  return codec:set(blob):decode()
 end
 
 -- The execution object, for controls (pause, cancel ...): the live one,
