@@ -159,9 +159,9 @@ function Ended:wait() return self end
 -- archived(key) -> serialized record, fields as a table | nil
 local function archived(self, key)
   if not self.archive or type(key) ~= "string" then return nil end
-  local text, status, id, trace, config, config_id, user, tenant, created = self.archive:get(key)
-  if not text then return nil end
-  return text, { id = id, trace_id = trace, status = status, config_name = config, config_id = config_id,
+  local blob, status, id, trace, config, config_id, user, tenant, created = self.archive:get(key)
+  if not blob then return nil end
+  return blob, { id = id, trace_id = trace, status = status, config_name = config, config_id = config_id,
     user_id = user, tenant_id = tenant, created_at = created, finalized = true }
 end
 
@@ -175,8 +175,8 @@ end
 function Store:get_execution(key)
   local e = self.by_id[key] or self.by_trace[key]
   if e then return e end
-  local text, view = archived(self, key)
-  if text then return setmetatable(view, Ended) end
+  local blob, view = archived(self, key)
+  if blob then return setmetatable(view, Ended) end
   return nil
 end
 
@@ -186,15 +186,15 @@ function Store:get_record(key, scope)
     if not visible(e, scope) then return nil end
     return e:record()
   end
-  local text, fields = archived(self, key)
-  if not text or not visible(fields, scope) then return nil end
-  return decode(text)
+  local blob, fields = archived(self, key)
+  if not blob or not visible(fields, scope) then return nil end
+  return decode(blob)
 end
 
 -- summary of an archived execution (what Execution:summary gives).
 local function archived_summary(self, id)
-  local text, f = archived(self, id)
-  local r = decode(text)
+  local blob, f = archived(self, id)
+  local r = decode(blob)
   return {
     id = r.id, trace_id = r.trace_id, config = r.config, config_id = f.config_id,
     strategy = r.strategy, status = r.status, error = r.error,
