@@ -186,4 +186,21 @@ describe("memory store", function()
     assert.equal(2, ar:count())
     assert.is_true(ar:bytes() > 0)
   end)
+
+  it("survives an archive that cannot take a record or select: logged, lists say why", function()
+    local store = memory.new({ max_finished = 5, recent = 0 })
+    local engine = h.engine({ store = store })
+    local cfg = assert(engine:validate(h.flat("sequential", { { id = "a", agent = "echo" } })))
+    local real = store.archive
+    store.archive = setmetatable({
+      put = function() return nil, "out of memory" end,
+      select = function() return nil, "out of memory" end,
+    }, { __index = function(_, k) return function(_, ...) return real[k](real, ...) end end })
+    local e = engine:execute(cfg, {}):wait()
+    assert.equal("completed", e.status) -- the execution is not hurt
+    assert.is_nil(store:get_record(e.id)) -- not kept, and not half-kept
+    local items, err = store:list_executions({})
+    assert.is_nil(items)
+    assert.equal("out of memory", err)
+  end)
 end)

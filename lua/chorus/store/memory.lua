@@ -110,7 +110,6 @@ local function archive(self, e)
   end
   local stored, perr = self.archive:put(e.id, e.trace_id, e.status, e.config_name, e.config_id,
     e.user_id, e.tenant_id, e.created_at, codec:tostring())
-  codec:reset()
   if not stored then log.error("memory store: execution %s: not archived: %s", e.id, perr) end
 end
 
@@ -154,7 +153,6 @@ Ended.__index = Ended
 for _, name in ipairs({ "pause", "resume", "cancel", "approve", "reject" }) do
   Ended[name] = Execution[name]
 end
-function Ended:wait() return self end
 
 -- archived(key) -> serialized record, fields as a table | nil
 local function archived(self, key)
