@@ -2,6 +2,7 @@
 #include "rt_lua_boot.h"
 
 #include <lauxlib.h>
+#include <luajit.h>
 
 #include "rt_lua_archive.h"
 #include "rt_lua_curl.h"
@@ -50,6 +51,15 @@ rt_lua_sched_t *rt_lua_boot_native(lua_State *L, uv_loop_t *loop,
     lua_setfield(L, t, "home");
     lua_pushstring(L, version);
     lua_setfield(L, t, "version");
+    /* The LuaJIT branch the binary was built against (CMakeLists.txt
+     * refuses any other): Debian's older upstream snapshot miscompiles
+     * pairs() loops (LuaJIT #827). */
+#ifdef OPENRESTY_LUAJIT
+    lua_pushstring(L, "OpenResty luajit2");
+#else
+    lua_pushstring(L, "upstream LuaJIT");
+#endif
+    lua_setfield(L, t, "luajit_branch");
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "loaded");
     lua_pushvalue(L, t);

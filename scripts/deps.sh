@@ -6,7 +6,7 @@ set -euo pipefail
 
 CHORUS_PACKAGES=(
   build-essential cmake pkg-config
-  libluajit-5.1-dev luajit libuv1-dev libssl-dev
+  libluajit2-5.1-dev luajit2 libuv1-dev libssl-dev
   libpq-dev libhiredis-dev libcurl4-openssl-dev libh2o-dev libwslay-dev
   lua-cjson lua-cjson-dev lua-busted
 )
