@@ -6,6 +6,7 @@
 -- bookkeeping of the step run (status, attempts, latency, tokens, cost,
 -- agent version) with an event and a store write on every transition.
 local sched = require "chorus.sched"
+local native = require "chorus.native"
 
 local with_deadline, sleep, now, cancelled = sched.with_deadline, sched.sleep, sched.now, sched.cancelled
 local scope_open, scope_close = sched.scope_open, sched.scope_close
@@ -51,31 +52,109 @@ end
 
 -- The agent's ctx: step_id, params and config (the config's name) are the
 -- step's, shared through a class per step (weak: it goes with the config);
--- execution_id, trace_id and attempt are the attempt's own.
+-- execution_id, trace_id, attempt and the execution are the attempt's own.
+-- Its methods (M.agent_methods) are the agent's side of the scripting API:
+--   ctx:delta(text)        a piece of a streamed answer: subscribers get a
+--                          step.delta event (pieces of one loop turn are
+--                          sent as one)
+--   ctx:usage({tokens, cost}) what the attempt has used so far (budgets)
+--   ctx:traceparent()      the W3C traceparent header for an outbound
+--                          request of this attempt
 local actx_classes = setmetatable({}, { __mode = "k" })
+local Actx = {}
+M.agent_methods = Actx
+-- The execution is kept under a key of its own, not a name: agents see
+-- the methods above, not the execution's internals.
+local EXEC = {}
+
+-- Deltas wait until the end of the loop turn: an SSE read that carries
+-- several tokens becomes one event per step.
+local function flush_deltas(exec)
+  local pending = exec._deltas
+  exec._deltas = nil
+  if not pending or exec.bus.n == 0 then return end
+  for i = 1, #pending, 3 do
+    local sr = exec:run_of(pending[i])
+    exec:emit({ type = "step.delta", step_id = pending[i], attempt = pending[i + 1],
+      delta = table.concat(pending[i + 2]), agent = exec.steps_by_id[pending[i]].agent,
+      status = sr and sr.status })
+  end
+end
+
+function Actx:delta(text)
+  if type(text) ~= "string" or text == "" then return end
+  local exec = self[EXEC]
+  if exec.bus.n == 0 then return end
+  local pending = exec._deltas
+  if not pending then
+    pending = {}
+    exec._deltas = pending
+    sched.spawn_with({ detached = true }, flush_deltas, exec)
+  end
+  for i = 1, #pending, 3 do
+    if pending[i] == self.step_id and pending[i + 1] == self.attempt then
+      local parts = pending[i + 2]
+      parts[#parts + 1] = text
+      return
+    end
+  end
+  pending[#pending + 1] = self.step_id
+  pending[#pending + 1] = self.attempt
+  pending[#pending + 1] = { text }
+end
+
+function Actx:usage(u)
+  if type(u) ~= "table" then return end
+  local sr = self[EXEC]:run_of(self.step_id)
+  if sr then sr.live_usage = { tokens = tonumber(u.tokens) or 0, cost = tonumber(u.cost) or 0 } end
+end
+
+-- 00-<trace id>-<parent id>-01: the trace id is the execution's (a UUID
+-- without dashes), the parent id 16 hex digits derived from the
+-- execution, step and attempt, so log lines and the receiver agree.
+function Actx:traceparent()
+  local trace = self.trace_id:gsub("-", "")
+  local parent = native.sha256(self.execution_id .. "/" .. self.step_id .. "/" .. self.attempt):sub(1, 16)
+  return ("00-%s-%s-01"):format(trace, parent)
+end
 
 local function agent_ctx(exec, step, n)
   local class = actx_classes[step]
   if not class then
-    class = { step_id = step.id, params = step.params, config = exec.config_name }
+    class = setmetatable({ step_id = step.id, params = step.params, config = exec.config_name }, { __index = Actx })
     class.__index = class
     actx_classes[step] = class
   end
-  return setmetatable({ execution_id = exec.id, trace_id = exec.trace_id, attempt = n }, class)
+  return setmetatable({ execution_id = exec.id, trace_id = exec.trace_id, attempt = n, [EXEC] = exec }, class)
 end
 
 -- An attempt's outcome as ok, output_or_err, meta. ok is true (the agent
 -- answered), false (xpcall caught an error) or nil (with_deadline's
--- failure); timed_out: its deadline passed.
-local function settle(step, ok, out, meta, timed_out)
+-- failure); timed_out: its deadline passed. An agent fails by returning
+-- nil, message [, meta]; meta may say {retry = false} (retrying cannot
+-- help: a 400 from a provider), {retry_after_ms = n} (the service asked
+-- to wait), and {tokens, cost} the failed attempt used.
+local function settle(step, timed_out, ok, out, meta, info)
   if timed_out or (ok == nil and out == "timeout") then
     return false, ("timeout after %d ms"):format(step.timeout_ms)
   end
   if not ok then return false, tostring(out) end
   if out == nil then
-    return false, meta ~= nil and tostring(meta) or "agent returned no output"
+    if meta == nil then return false, "agent returned no output" end
+    -- nil, {tokens = ...}: no message, only what it used
+    if type(meta) == "table" then return false, "agent returned no output", meta end
+    return false, tostring(meta), type(info) == "table" and info or nil
   end
   return true, out, meta
+end
+
+-- add_usage(sr, meta): tokens and cost of an attempt, added to the step's
+-- (a failed attempt's usage counts too).
+local function add_usage(sr, meta)
+  if type(meta) ~= "table" then return end
+  local tokens, cost = tonumber(meta.tokens), tonumber(meta.cost)
+  if tokens and tokens > 0 then sr.tokens = (sr.tokens or 0) + tokens end
+  if cost and cost > 0 then sr.cost = (sr.cost or 0) + cost end
 end
 
 -- Waits while the execution is paused. Returns true, or nil, reason when
@@ -160,10 +239,7 @@ end
 local function succeed(exec, step, sr, out, meta, t0)
   sr.latency_ms = now() - t0
   sr.output = out
-  if type(meta) == "table" then
-    sr.tokens = tonumber(meta.tokens) or 0
-    sr.cost = tonumber(meta.cost) or 0
-  end
+  add_usage(sr, meta)
   exec.effective[step.id] = out
   exec:set_step_status(sr, "completed")
   return true, out
@@ -172,16 +248,24 @@ end
 -- After failed attempt n: false, err when the step is done failing (the
 -- execution was cancelled, or no attempt is left); nil once the backoff
 -- has passed and the next attempt is recorded.
-local function retry_or_stop(exec, step, sr, n, err, t0, abort)
+-- info: what the agent said of its failure (settle): retry = false ends
+-- the step now; retry_after_ms (a service's Retry-After) is the least
+-- wait before the next attempt, within max_backoff_ms (or 5 minutes).
+local MAX_RETRY_AFTER_MS = 300000
+
+local function retry_or_stop(exec, step, sr, n, err, t0, abort, info)
+  add_usage(sr, info)
   -- Cancellation of the execution is never retried.
   local why_cancel = cancelled()
   if why_cancel then
     return fail(exec, step, sr, why_cancel == "timeout" and "execution timed out" or "cancelled", t0)
   end
   local retry = step.retry
-  if n >= retry.max_attempts then return fail(exec, step, sr, err, t0, abort) end
+  if n >= retry.max_attempts or (info and info.retry == false) then return fail(exec, step, sr, err, t0, abort) end
   exec:emit_step_event(sr, "step.retry", err)
   local wait = M.backoff_ms(retry, n)
+  local after = info and tonumber(info.retry_after_ms)
+  if after and after > wait then wait = math.min(after, retry.max_backoff_ms or MAX_RETRY_AFTER_MS) end
   if wait > 0 then
     local slept, why = sleep(wait)
     if not slept then return fail(exec, step, sr, why, t0) end
@@ -202,17 +286,18 @@ function run_attempts(exec, step, sr, abort)
   local input, t0 = begin_attempts(exec, step, sr), now()
   local n = 1
   while true do
-    local ok, out, meta
+    local ok, out, meta, info
     if scope_open(step.timeout_ms) then
-      ok, out, meta = xpcall(exec.registry.agents[step.agent].module.call, traceback,
+      ok, out, meta, info = xpcall(exec.registry.agents[step.agent].module.call, traceback,
         input, agent_ctx(exec, step, sr.attempts), step)
-      ok, out, meta = settle(step, ok, out, meta, scope_close())
+      ok, out, meta = settle(step, scope_close(), ok, out, meta, info)
     else -- already inside a deadline scope: with_deadline uses a child task
-      ok, out, meta = settle(step, with_deadline(step.timeout_ms,
-        exec.registry.agents[step.agent].module.call, input, agent_ctx(exec, step, sr.attempts), step))
+      ok, out, meta, info = with_deadline(step.timeout_ms,
+        exec.registry.agents[step.agent].module.call, input, agent_ctx(exec, step, sr.attempts), step)
+      ok, out, meta = settle(step, false, ok, out, meta, info)
     end
     if ok then return succeed(exec, step, sr, out, meta, t0) end
-    local stop, err = retry_or_stop(exec, step, sr, n, out, t0, abort)
+    local stop, err = retry_or_stop(exec, step, sr, n, out, t0, abort, meta)
     if stop ~= nil then return stop, err end
     n = n + 1
   end

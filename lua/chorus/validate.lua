@@ -91,6 +91,8 @@ M.SETTINGS = {
     enable_monitoring = { type = "boolean" },
     callback_url = { type = "string", max_len = 2048, pattern = "^https?://[^%s]+$",
       pattern_help = "an http:// or https:// URL" },
+    allow_unapproved_actions = { type = "boolean", default = false,
+      description = "let agents that act on other systems (tws actions) run without approval" },
   },
 }
 
@@ -324,6 +326,31 @@ function M.config(doc, snap)
   end
   if type(settings.output_step) == "string" and not index_of[settings.output_step] then
     err(errors, settings_path .. ".output_step", "names no step ('%s')", settings.output_step)
+  end
+
+  -- Agents' own checks of a step (a template naming a step that is not a
+  -- dependency, an action without approval), once the whole config is
+  -- known: check_step(step, {steps_by_id, settings}) -> {{path, message}}
+  -- with paths relative to the step.
+  if #errors == 0 then
+    local by_id = {}
+    for id, i in pairs(index_of) do by_id[id] = steps[i] end
+    local view = { steps_by_id = by_id, settings = settings }
+    for i, s in ipairs(steps) do
+      local entry = s and snap.agents[s.agent]
+      local hook = entry and entry.module.check_step
+      if type(hook) == "function" then
+        local p = schema.join_path(steps_path, i)
+        local ok, errs = pcall(hook, s, view)
+        if not ok then
+          err(errors, p .. ".agent", "agent '%s' could not check this step: %s", s.agent, tostring(errs))
+        elseif type(errs) == "table" then
+          for _, e in ipairs(errs) do
+            errors[#errors + 1] = { path = e.path and (p .. "." .. e.path) or p, message = tostring(e.message) }
+          end
+        end
+      end
+    end
   end
 
   -- cycles, once the graph's own references are known to be sound
