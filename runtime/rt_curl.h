@@ -49,6 +49,10 @@ typedef struct {
     uint64_t max_body;                /* response body limit; 0: none */
     int follow_redirects;             /* 0 (default): a 3xx is the answer */
     long max_redirects;               /* with follow_redirects; <0: 5 */
+    const char *ca_file;              /* PEM bundle of CAs trusted for
+                                       * https instead of the system's
+                                       * (self-signed engines); NULL:
+                                       * the system's */
 } rt_curl_opts_t;
 
 /* What came back. Pointers are valid only during the callback. */

@@ -156,7 +156,7 @@ static const char *lc_opt_str(lua_State *L, const char *key, size_t *len)
 
 /* native.curl_request({url=, method=, headers={n1, v1, ...}, body=,
  *   timeout_ms=, connect_timeout_ms=, max_body_bytes=, follow_redirects=,
- *   max_redirects=}) -> status, headers, body | nil, word, message
+ *   max_redirects=, ca_file=}) -> status, headers, body | nil, word, message
  * Bad option types raise (caller bugs); bad values give
  * nil, "invalid request", why. */
 static int l_curl_request(lua_State *L)
@@ -190,6 +190,7 @@ static int l_curl_request(lua_State *L)
     o.follow_redirects = lua_toboolean(L, -1);
     lua_getfield(L, 1, "max_redirects");
     o.max_redirects = lua_isnil(L, -1) ? -1 : (long)lua_tointeger(L, -1);
+    o.ca_file = lc_opt_str(L, "ca_file", NULL);
 
     lua_getfield(L, 1, "headers");
     if (!lua_isnil(L, -1)) {

@@ -50,7 +50,8 @@ function M.backoff_ms(retry, n)
   return ms
 end
 
--- The agent's ctx: step_id, params and config (the config's name) are the
+-- The agent's ctx: step_id, params, config (the config's name) and
+-- settings (the config's, read only: e.g. allow_unapproved_actions) are the
 -- step's, shared through a class per step (weak: it goes with the config);
 -- execution_id, trace_id, attempt and the execution are the attempt's own.
 -- Its methods (M.agent_methods) are the agent's side of the scripting API:
@@ -121,7 +122,8 @@ end
 local function agent_ctx(exec, step, n)
   local class = actx_classes[step]
   if not class then
-    class = setmetatable({ step_id = step.id, params = step.params, config = exec.config_name }, { __index = Actx })
+    class = setmetatable({ step_id = step.id, params = step.params, config = exec.config_name,
+      settings = exec.config.settings }, { __index = Actx })
     class.__index = class
     actx_classes[step] = class
   end
