@@ -11,8 +11,10 @@ CHORUS_PACKAGES=(
   lua-cjson lua-cjson-dev lua-busted
 )
 if [ "${1:-}" = "--services" ]; then
-  # clang + libclang-rt: the libFuzzer targets (scripts/fuzz.sh)
-  CHORUS_PACKAGES+=(postgresql redis-server curl procps clang libclang-rt-14-dev)
+  # clang + libclang-rt: the libFuzzer targets (scripts/fuzz.sh);
+  # nginx + openssl: TLS in front of the fake Workload Scheduler (the tws
+  # agent's CA-file path, spec/02-integration/09-tws/tls_spec.lua)
+  CHORUS_PACKAGES+=(postgresql redis-server curl procps clang libclang-rt-14-dev nginx openssl)
 fi
 
 missing=()
