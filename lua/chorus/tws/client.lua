@@ -25,6 +25,7 @@ local http = require "chorus.http.client"
 local json = require "chorus.json"
 local base64 = require "chorus.base64"
 local log = require "chorus.log"
+local retry_after = require "chorus.http.retry_after"
 
 local type, tostring, tonumber, pairs, ipairs, next = type, tostring, tonumber, pairs, ipairs, next
 local format, concat = string.format, table.concat
@@ -45,29 +46,6 @@ local function escape(s)
   return (tostring(s):gsub("[^%w%-%._~]", function(c) return format("%%%02X", c:byte()) end))
 end
 M.escape = escape
-
--- Seconds from a Retry-After value: delta-seconds or an HTTP-date.
-local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
-
-local function days_from_civil(y, m, d)
-  y = m <= 2 and y - 1 or y
-  local era = math.floor(y / 400)
-  local yoe = y - era * 400
-  local doy = math.floor((153 * (m + (m > 2 and -3 or 9)) + 2) / 5) + d - 1
-  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
-  return era * 146097 + doe - 719468
-end
-
-function M.retry_after_ms(value, now)
-  if type(value) ~= "string" then return nil end
-  local secs = tonumber(value:match("^%s*(%d+)%s*$"))
-  if secs then return secs * 1000 end
-  local d, mon, y, hh, mm, ss = value:match("(%d%d?) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT")
-  if not d or not MONTHS[mon] then return nil end
-  local t = days_from_civil(tonumber(y), MONTHS[mon], tonumber(d)) * 86400 + hh * 3600 + mm * 60 + ss
-  local wait = (t - (now or os.time())) * 1000
-  return wait > 0 and wait or 0
-end
 
 local Conn = {}
 Conn.__index = Conn
@@ -199,7 +177,7 @@ function Conn:status_error(method, what, res, subject)
     return nil, format("%s %s: HTTP 404: %s not found on %s: %s", method, what, subject or "resource",
       self.engine, says), NO_RETRY
   elseif s == 429 or s >= 500 then
-    local after = M.retry_after_ms(res.headers["retry-after"])
+    local after = retry_after.ms(res.headers["retry-after"])
     return nil, format("%s %s: HTTP %d from the engine at %s: %s", method, what, s, self.engine, says),
       { retry_after_ms = after }
   end
