@@ -14,6 +14,7 @@ local jobmod = require "chorus.tws.job"
 local template = require "chorus.template"
 local text = require "chorus.text"
 local json = require "chorus.json"
+local sched = require "chorus.sched"
 
 local format = string.format
 
@@ -101,21 +102,34 @@ local function log_output(p, conn, job, ctx)
   }
 end
 
--- After a rerun the job's new run is the last in its rerun chain.
-local function rerun_result(conn, before, ctx)
-  local jobs, err, info = conn:query_jobs({ job = before.job_name, job_stream = before.job_stream,
-    workstation = before.workstation ~= json.null and before.workstation or nil }, 50)
-  if not jobs then return fail(ctx, "the rerun was accepted, but reading the new run failed: " .. err, info) end
-  local same = {}
-  for _, j in ipairs(jobs) do
-    local v = jobmod.view(j)
-    if before.job_stream_id == json.null or v.job_stream_id == before.job_stream_id then same[#same + 1] = j end
+-- After a rerun the job's new run is the last in its rerun chain. An
+-- engine may add it a moment after answering: the chain is read again
+-- every 250 ms for up to params.rerun_wait_ms; if the new run has not
+-- appeared by then, the old one is reported (new_job_id null).
+local function rerun_result(p, conn, before, ctx)
+  local deadline = sched.now() + (p.rerun_wait_ms or 3000)
+  while true do
+    local jobs, err, info = conn:query_jobs({ job = before.job_name, job_stream = before.job_stream,
+      workstation = before.workstation ~= json.null and before.workstation or nil }, 50)
+    if not jobs then return fail(ctx, "the rerun was accepted, but reading the new run failed: " .. err, info) end
+    local same = {}
+    for _, j in ipairs(jobs) do
+      local v = jobmod.view(j)
+      if before.job_stream_id == json.null or v.job_stream_id == before.job_stream_id then same[#same + 1] = j end
+    end
+    if #same > 1 then
+      return fail(ctx, format("the rerun was accepted, but %d runs of %s are last in their rerun chain",
+        #same, jobmod.label(before)), NO_RETRY)
+    end
+    local newest = same[1]
+    if newest and jobmod.view(newest).job_id ~= before.job_id then return newest end
+    if sched.now() >= deadline then
+      if newest then return newest end
+      return fail(ctx, format("the rerun was accepted, but %s is no longer in the plan", jobmod.label(before)), NO_RETRY)
+    end
+    local ok, why = sched.sleep(250)
+    if not ok then return nil, why end
   end
-  if #same ~= 1 then
-    return fail(ctx, format("the rerun was accepted, but %d runs of %s are last in their rerun chain",
-      #same, jobmod.label(before)), NO_RETRY)
-  end
-  return same[1]
 end
 
 local function action_output(p, step, conn, job, ctx)
@@ -126,7 +140,7 @@ local function action_output(p, step, conn, job, ctx)
   if not ok then return fail(ctx, err, info) end
   local after_json
   if p.action == "rerun" then
-    after_json, err, info = rerun_result(conn, before, ctx)
+    after_json, err, info = rerun_result(p, conn, before, ctx)
     if not after_json then return nil, err, info end
   else
     after_json, err, info = conn:get_job(id, label)
@@ -144,8 +158,11 @@ local function action_output(p, step, conn, job, ctx)
     before = { status = before.status, internal_status = before.internal_status, return_code = before.return_code },
     after = after,
     new_job_id = after.job_id ~= id and after.job_id or json.null,
-    message = format("%s of %s accepted by the engine: now %s (%s)", p.action, label,
-      tostring(after.status), tostring(after.internal_status)),
+    message = (p.action == "rerun" and after.job_id == id)
+      and format("rerun of %s accepted by the engine; its new run was not in the plan after %d ms", label,
+        p.rerun_wait_ms or 3000)
+      or format("%s of %s accepted by the engine: now %s (%s)", p.action, label,
+        tostring(after.status), tostring(after.internal_status)),
   }
 end
 
@@ -176,6 +193,8 @@ return {
     timeout_ms = { type = "integer", default = 30000, min = 1, max = 600000, description = "per request" },
     max_response_bytes = { type = "integer", default = 4194304, min = 1024, max = 268435456,
       description = "an answer larger than this fails the step" },
+    rerun_wait_ms = { type = "integer", default = 3000, min = 0, max = 60000,
+      description = "how long a rerun waits for the new run to appear in the plan" },
     max_log_bytes = { type = "integer", default = 65536, min = 256, max = 16777216,
       description = "the job log's tail kept in the output (truncated = true when cut)" },
     password = { type = "any", description = "refused: the password is read from the environment only" },

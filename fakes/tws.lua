@@ -14,7 +14,9 @@
 -- As a module (no arguments: the file returns it):
 --   local fake = dofile(native.home .. "/fakes/tws.lua")
 --   local srv = assert(fake.start({port = 0, user = "u", password = "p",
---                                  run_ms = 0}))
+--                                  run_ms = 0, rerun_delay_ms = 0}))
+--     run_ms: how long a rerun runs before it ends SUCC (default 1500);
+--     rerun_delay_ms: how long after the PUT the new run appears (0)
 --   srv.url             "http://127.0.0.1:PORT" (give it as TWS_URL)
 --   srv.requests        the last 1000 requests: {method, path, headers}
 --   srv:inject(fn)      fn(req) runs first on every request; when it
@@ -242,7 +244,6 @@ function Fake:_rerun(run)
   end
   local plan = self.plan
   plan.number = plan.number + 1
-  run.last = false
   local n = run.reruns + 1
   local new = {}
   for k, v in pairs(run) do new[k] = v end
@@ -254,8 +255,22 @@ function Fake:_rerun(run)
   new.ends_at = sched.now() + self.run_ms
   new.log = stdlist_header(new, run.user, run.command, new.number, new.start)
     .. run.command:match("[^/]+$") .. ": rerun requested by " .. self.user .. "\n"
-  plan.runs[#plan.runs + 1] = new
-  self:_settle(new)
+  local function commit()
+    run.last = false
+    plan.runs[#plan.runs + 1] = new
+    new.start = sched.time()
+    new.ends_at = sched.now() + self.run_ms
+    self:_settle(new)
+  end
+  if self.rerun_delay_ms > 0 then
+    -- Engines queue the command: the new run shows up a moment later.
+    sched.spawn_with({ detached = true }, function()
+      sched.sleep(self.rerun_delay_ms)
+      commit()
+    end)
+  else
+    commit()
+  end
   return 200, JSON, ""
 end
 
@@ -397,7 +412,7 @@ function M.start(opts)
   opts = opts or {}
   local self = setmetatable({
     user = opts.user or "twsuser", password = opts.password or "twspass",
-    run_ms = opts.run_ms or 1500, requests = {},
+    run_ms = opts.run_ms or 1500, rerun_delay_ms = opts.rerun_delay_ms or 0, requests = {},
     plan = new_plan(sched.time()),
   }, Fake)
   local srv, err = server.listen({ host = opts.host or "127.0.0.1", port = opts.port or 0,

@@ -221,6 +221,24 @@ describe("tws agent", function()
       for _, r in ipairs(reqs) do assert.matches("^00%-%x+%-%x+%-01$", r.headers["traceparent"]) end
     end)
 
+    it("rerun: waits for a new run the engine adds a moment later, and says when it did not come", function()
+      fake.rerun_delay_ms = 400
+      local exec, sr = run(step_cfg({ operation = "action", action = "rerun", job = "BACKUP_NIGHTLY" }, { approval = true }))
+      assert.equal("completed", exec.status, sr.error)
+      assert.equal(1, sr.output.after.rerun_number)
+      assert.not_equal(sr.output.job_id, sr.output.new_job_id)
+      fake.rerun_delay_ms = 1500
+      exec, sr = run(step_cfg({ operation = "action", action = "rerun", job = "BACKUP_NIGHTLY", rerun_wait_ms = 300 },
+        { approval = true }))
+      fake.rerun_delay_ms = 0
+      assert.equal("completed", exec.status, sr.error)
+      assert.equal(json.null, sr.output.new_job_id)
+      assert.equal(sr.output.job_id, sr.output.after.job_id)
+      assert.equal("rerun of DB_SERVER#BACKUP_JS.BACKUP_NIGHTLY accepted by the engine; its new run was not in the plan after 300 ms",
+        sr.output.message)
+      assert.is_true(h.wait_until(function() return fake:run("BACKUP_NIGHTLY").reruns == 2 end, 3000))
+    end)
+
     it("hold, then release", function()
       local exec, sr = run(step_cfg({ operation = "action", action = "hold", job = "INVOICE_PRINT" }, { approval = true }))
       assert.equal("completed", exec.status, sr.error)
@@ -253,11 +271,11 @@ describe("tws agent", function()
     end)
 
     it("an action the job's state forbids fails with the engine's message, not retried", function()
-      local exec, sr = run(step_cfg({ operation = "action", action = "release", job = "BACKUP_NIGHTLY" },
+      local exec, sr = run(step_cfg({ operation = "action", action = "kill", job = "INVOICE_PRINT" },
         { approval = true, retry = { max_attempts = 3 } }))
       assert.equal("failed", exec.status)
-      assert.equal("tws (step t1): PUT plan/job/DB_SERVER;0AAAAAAAAAAAAB1D;BACKUP_NIGHTLY/action/release: HTTP 400: "
-        .. "The job DB_SERVER#BACKUP_JS.BACKUP_NIGHTLY is not held: its status is SUCC.", sr.error)
+      assert.equal("tws (step t1): PUT plan/job/MASTER_CPU;0AAAAAAAAAAAAB20;INVOICE_PRINT/action/kill: HTTP 400: "
+        .. "The job MASTER_CPU#BILLING_JS.INVOICE_PRINT is not running: its status is READY.", sr.error)
       assert.equal(1, sr.attempts)
     end)
   end)
