@@ -41,7 +41,7 @@ function Engine:execute(cfg, input, opts)
     store = self.store, bus = self.bus, auto_approve = opts.auto_approve,
     keep_inputs = opts.keep_inputs, id = opts.id, trace_id = opts.trace_id,
     config_id = opts.config_id, config_version = opts.config_version,
-    user_id = opts.user_id, tenant_id = opts.tenant_id,
+    user_id = opts.user_id, tenant_id = opts.tenant_id, input_bytes = opts.input_bytes,
   })
   return exec:start({ detached = opts.detached })
 end

@@ -58,6 +58,8 @@ local function class_of(cfg)
 end
 
 local OPTIONAL = { "auto_approve", "keep_inputs", "config_id", "config_version", "user_id", "tenant_id" }
+-- opts.input_bytes: the input's size as chorus.limits measured it at the
+-- door (exec.bytes: what the execution holds, outputs added as they come).
 
 -- new(opts) -> execution (not started)
 -- opts: config (validated, normalized), input, registry (pinned snapshot),
@@ -82,6 +84,7 @@ function M.new(opts)
     local k = OPTIONAL[i]
     if opts[k] ~= nil then exec[k] = opts[k] end
   end
+  if opts.input_bytes then exec.bytes = opts.input_bytes end
   local steps = exec.steps
   for i, step in ipairs(cfg.steps) do
     -- A step run holds what happens to the step; what the step is (name,

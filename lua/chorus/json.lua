@@ -144,6 +144,32 @@ function canonical(v, depth)
   return "{" .. concat(parts, ",") .. "}"
 end
 
+-- encode_lenient(v) -> string: v encoded; when v as a whole cannot be
+-- (a record stored before the limits, nested too deep), each field or
+-- item is encoded on its own, within the nesting left at its depth, and
+-- one that still cannot be becomes {"_unencodable": why}: one bad part
+-- never hides the rest of an answer.
+function M.encode_lenient(v, depth)
+  depth = depth or 0
+  local room = MAX_DEPTH - depth
+  local ok, _, why = require("chorus.native").value_check(v, huge, room)
+  if ok then
+    local s, err = M.encode(v)
+    if s then return s end
+    why = err
+  end
+  if type(v) ~= "table" or depth >= 3 then return encode_raw({ _unencodable = tostring(why) }) end
+  local parts = {}
+  if M.is_array(v) then
+    for i, x in ipairs(v) do parts[i] = M.encode_lenient(x, depth + 1) end
+    return "[" .. concat(parts, ",") .. "]"
+  end
+  for k, x in pairs(v) do
+    parts[#parts + 1] = str(tostring(k)) .. ":" .. M.encode_lenient(x, depth + 1)
+  end
+  return "{" .. concat(parts, ",") .. "}"
+end
+
 -- canonical(v) -> string | nil, err
 function M.canonical(v)
   local ok, s = pcall(canonical, v, 1)

@@ -24,6 +24,7 @@ local json = require "chorus.json"
 local log = require "chorus.log"
 local execution = require "chorus.execution"
 local pgstore = require "chorus.store.pg"
+local limits = require "chorus.limits"
 
 local M = {}
 
@@ -339,11 +340,14 @@ end
 -- otherwise left pending for any node (NOTIFY chorus_work).
 function Node:submit(cfg, input, opts)
   opts = opts or {}
+  local bytes
+  input, bytes = limits.check_input(input, cfg.settings)
+  if not input then return nil, bytes, "invalid_input" end
   local exec = execution.new({
     config = cfg, input = input, registry = self.engine.registry:snapshot(), store = self.store,
     bus = self.engine.bus, config_id = opts.config_id, config_version = opts.config_version,
     user_id = opts.user_id, tenant_id = opts.tenant_id, auto_approve = opts.auto_approve,
-    trace_id = opts.trace_id,
+    trace_id = opts.trace_id, input_bytes = bytes,
   })
   local here = not self.stopping and self.nrunning < self.concurrency
   local claim = here and { node_id = self.node_id, claim_token = native.uuid(), lease_ms = self.lease_ms } or {}

@@ -4,13 +4,16 @@
 -- PostgreSQL, chorus.node's runner writes the execution durably first and
 -- any node may claim it.)
 --
---   submit(cfg, input, opts) -> summary | nil, err, code
+--   submit(cfg, input, opts) -> summary | nil, err, code ("invalid_input":
+--     the input breaks the config's limits, err says how)
 --     opts: config_id, config_version, user_id, tenant_id, trace_id,
 --     idempotency_key (a retried submit with the same key and tenant
 --     returns the first execution, with replayed = true)
 --   control(key, action, args, scope) -> true | nil, err, code
 --     action: pause | resume | cancel | approve | reject
 --     code: "not_found" (or not visible in scope), "invalid_state"
+local limits = require "chorus.limits"
+
 local M = {}
 
 local Runner = {}
@@ -27,6 +30,9 @@ end
 
 function Runner:submit(cfg, input, opts)
   opts = opts or {}
+  local bytes
+  input, bytes = limits.check_input(input, cfg.settings)
+  if not input then return nil, bytes, "invalid_input" end
   local ikey
   if opts.idempotency_key then
     ikey = (opts.tenant_id or "") .. "\0" .. opts.idempotency_key
@@ -36,7 +42,7 @@ function Runner:submit(cfg, input, opts)
   end
   local exec = self.engine:execute(cfg, input, {
     detached = true, config_id = opts.config_id, config_version = opts.config_version,
-    user_id = opts.user_id, tenant_id = opts.tenant_id, trace_id = opts.trace_id,
+    user_id = opts.user_id, tenant_id = opts.tenant_id, trace_id = opts.trace_id, input_bytes = bytes,
   })
   if ikey then
     -- Bounded: the oldest keys are forgotten first (the memory store

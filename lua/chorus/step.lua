@@ -7,6 +7,7 @@
 -- agent version) with an event and a store write on every transition.
 local sched = require "chorus.sched"
 local native = require "chorus.native"
+local limits = require "chorus.limits"
 
 local with_deadline, sleep, now, cancelled = sched.with_deadline, sched.sleep, sched.now, sched.cancelled
 local scope_open, scope_close = sched.scope_open, sched.scope_close
@@ -17,8 +18,30 @@ local min = math.min
 local M = {}
 
 -- The input of a step: the execution input, plus each dependency's
--- (effective) output under dep_<id> and under its output_key, plus the
--- decided consensus groups under consensus.<group>.
+-- (effective) output under its output_key, or dep_<id> when it has none,
+-- plus the decided consensus groups under consensus.<group>. A dependency
+-- with an output_key is also readable as dep_<id> (input.dep_x, a
+-- template's {{dep_x.status}}), through the step's metatable, but is
+-- carried once: a pass-through agent returning its input must not
+-- double it at every step.
+local alias_mts = setmetatable({}, { __mode = "k" })
+
+local function alias_mt(exec, step)
+  local mt = alias_mts[step]
+  if mt ~= nil then return mt end
+  local names, any = {}, false
+  for _, dep_id in ipairs(step.dependencies) do
+    local key = exec.steps_by_id[dep_id].output_key
+    if key then names["dep_" .. dep_id], any = key, true end
+  end
+  mt = any and { __index = function(t, k)
+    local real = names[k]
+    if real then return rawget(t, real) end
+  end } or false
+  alias_mts[step] = mt
+  return mt
+end
+
 function M.build_input(exec, step)
   local input = {}
   for k, v in pairs(exec.input) do input[k] = v end
@@ -27,12 +50,12 @@ function M.build_input(exec, step)
     local dep_id = deps[i]
     local out = exec.effective[dep_id]
     if out ~= nil then
-      input["dep_" .. dep_id] = out
-      local key = exec.steps_by_id[dep_id].output_key
-      if key then input[key] = out end
+      input[exec.steps_by_id[dep_id].output_key or ("dep_" .. dep_id)] = out
     end
   end
   if exec.consensus_outputs then input.consensus = exec.consensus_outputs end
+  local mt = alias_mt(exec, step)
+  if mt then setmetatable(input, mt) end
   return input
 end
 
@@ -236,10 +259,45 @@ local function begin_attempts(exec, step, sr)
   return input
 end
 
-local function succeed(exec, step, sr, out, meta, t0)
+-- held(exec) -> bytes the execution holds (its input, then its outputs)
+local function held(exec)
+  local n = exec.bytes
+  if n then return n end
+  local _, bytes = limits.check(exec.input, math.huge)
+  n = bytes or 0
+  exec.bytes = n
+  return n
+end
+
+-- The output goes through the execution's limits before anything sees
+-- it: its size, its nesting, JSON-ness, and text the stores would refuse
+-- (repaired). Over a limit, the step fails with why (not retried: the
+-- same agent would answer the same).
+local function succeed(exec, step, sr, out, meta, t0, abort)
+  add_usage(sr, meta)
+  local settings = exec.config.settings
+  local max_out = limits.setting(settings, "max_output_bytes")
+  local v, bytes, why = limits.check(out, max_out)
+  if not v then
+    if bytes == "too_large" then
+      return fail(exec, step, sr, ("output is larger than %s (settings.max_output_bytes)")
+        :format(limits.human(max_out)), t0, abort)
+    end
+    return fail(exec, step, sr, "output " .. why, t0, abort)
+  end
+  local total, max_exec = held(exec) + bytes, limits.setting(settings, "max_execution_bytes")
+  if total > max_exec then
+    return fail(exec, step, sr, ("output of %d bytes would take the execution over %s (settings.max_execution_bytes)")
+      :format(bytes, limits.human(max_exec)), t0, abort)
+  end
+  exec.bytes = total
+  if why then
+    require("chorus.log").warn("execution %s: step %s: output text had NUL or malformed UTF-8 bytes; replaced by U+FFFD",
+      exec.id, step.id)
+  end
+  out = v
   sr.latency_ms = now() - t0
   sr.output = out
-  add_usage(sr, meta)
   exec.effective[step.id] = out
   exec:set_step_status(sr, "completed")
   return true, out
@@ -296,7 +354,7 @@ function run_attempts(exec, step, sr, abort)
         exec.registry.agents[step.agent].module.call, input, agent_ctx(exec, step, sr.attempts), step)
       ok, out, meta = settle(step, false, ok, out, meta, info)
     end
-    if ok then return succeed(exec, step, sr, out, meta, t0) end
+    if ok then return succeed(exec, step, sr, out, meta, t0, abort) end
     local stop, err = retry_or_stop(exec, step, sr, n, out, t0, abort, meta)
     if stop ~= nil then return stop, err end
     n = n + 1

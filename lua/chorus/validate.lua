@@ -12,6 +12,8 @@
 -- config(doc, snapshot) -> cfg | nil, errors   (errors: {path, message}...)
 local schema = require "chorus.schema"
 local json = require "chorus.json"
+local limits = require "chorus.limits"
+local native = require "chorus.native"
 
 local ipairs, pairs, type, tostring = ipairs, pairs, type, tostring
 local concat, sort, format = table.concat, table.sort, string.format
@@ -91,6 +93,12 @@ M.SETTINGS = {
     enable_monitoring = { type = "boolean" },
     callback_url = { type = "string", max_len = 2048, pattern = "^https?://[^%s]+$",
       pattern_help = "an http:// or https:// URL" },
+    max_input_bytes = { type = "integer", min = 1024, max = limits.CEILINGS.max_input_bytes,
+      description = "largest execution input, as JSON (default 1 MiB)" },
+    max_output_bytes = { type = "integer", min = 1024, max = limits.CEILINGS.max_output_bytes,
+      description = "largest output of one step, as JSON (default 1 MiB)" },
+    max_execution_bytes = { type = "integer", min = 1024, max = limits.CEILINGS.max_execution_bytes,
+      description = "the most one execution may hold: input and outputs (default 16 MiB)" },
     allow_unapproved_actions = { type = "boolean", default = false,
       description = "let agents that act on other systems (tws actions) run without approval" },
   },
@@ -274,6 +282,10 @@ function M.config(doc, snap)
   if type(doc) ~= "table" or doc == null or (next(doc) ~= nil and json.is_array(doc)) then
     return nil, { { path = "(root)", message = "a config must be a JSON object, got " .. schema.describe(doc) } }
   end
+  -- Free-form parts (params, metadata) nest a little deeper in records
+  -- and lists: what is accepted here must encode again when read.
+  local ok, _, why = native.value_check(doc, math.huge, limits.MAX_DEPTH + 4)
+  if not ok then return nil, { { path = "(root)", message = "the config " .. why } } end
   local top = schema.check(doc, M.CONFIG, "", errors)
 
   -- The two forms.

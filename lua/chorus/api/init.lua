@@ -76,8 +76,10 @@ local JSON = errors.JSON_HEADERS
 function M.json(status, value, headers)
   local body, err = json.encode(value)
   if not body then
-    log.error("api: cannot encode a response: %s", tostring(err))
-    return errors.response("internal", "cannot encode the response")
+    -- A record stored before today's limits: answer what can be, and say
+    -- which part could not (json.encode_lenient), never a 500.
+    log.warn("api: a response had a part that cannot be encoded: %s", tostring(err))
+    body = json.encode_lenient(value)
   end
   if headers then
     local h = { ["content-type"] = "application/json" }

@@ -38,9 +38,9 @@ local function send_json(ws, v)
   if not s then
     local err
     s, err = json.encode(v)
-    if not s then
-      require("chorus.log").error("ws: cannot encode a %s message: %s", tostring(v.type), tostring(err))
-      return nil, "unencodable"
+    if not s then -- a record stored before the limits: its good parts go
+      require("chorus.log").warn("ws: a %s message has a part that cannot be encoded: %s", tostring(v.type), tostring(err))
+      s = json.encode_lenient(v)
     end
     encoded[v] = s
   end
@@ -230,10 +230,11 @@ function M.handle(svc, req)
   local trace = native.uuid()
   -- Subscribe before it starts: no event can be missed.
   local early = svc.hub:subscribe(trace, function(e) deliver(c, e) end)
-  local res, serr = svc.runner:submit(cfg, input, { trace_id = trace, config_id = cfg_rec.id,
+  local res, serr, scode = svc.runner:submit(cfg, input, { trace_id = trace, config_id = cfg_rec.id,
     config_version = cfg_rec.version, user_id = p.user_id, tenant_id = p.tenant_id })
   if not res then
     svc.hub:unsubscribe(early)
+    if scode == "invalid_input" then return fail(ws, "validation_failed", serr) end
     return fail(ws, "unavailable", "cannot start the execution: " .. tostring(serr), 1011)
   end
   send_json(ws, { type = "execution.accepted", trace_id = res.trace_id, execution_id = res.execution_id })

@@ -40,8 +40,11 @@ return function(argv)
   end
   local node = require("chorus.node").new({ engine = engine, pool = d.pool, claim = false, concurrency = 0 })
   for _ = 1, count do
-    local r, serr = node:submit(cfg, input, {})
-    if not r then io.stderr:write("chorus enqueue: " .. tostring(serr) .. "\n") return 1 end
+    local r, serr, code = node:submit(cfg, input, {})
+    if not r then
+      io.stderr:write("chorus enqueue: " .. tostring(serr) .. "\n")
+      return code == "invalid_input" and 2 or 1
+    end
     io.stdout:write(r.trace_id, "\n")
   end
   d.store.committer:flush()

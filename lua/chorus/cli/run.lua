@@ -68,6 +68,10 @@ return function(argv)
     return 2
   end
 
+  local input_bytes
+  input, input_bytes = require("chorus.limits").check_input(input, cfg.settings)
+  if not input then io.stderr:write("chorus run: " .. input_bytes .. "\n") return 2 end
+
   local view = not opts.quiet and progress.new(io.stderr) or nil
   local exec
   engine.bus:subscribe(function(e)
@@ -86,7 +90,8 @@ return function(argv)
     exec = node.running[r.execution_id]
     dbh.node = node
   else
-    exec = engine:execute(cfg, input, { auto_approve = opts["auto-approve"], keep_inputs = opts["keep-inputs"] })
+    exec = engine:execute(cfg, input, { auto_approve = opts["auto-approve"], keep_inputs = opts["keep-inputs"],
+      input_bytes = input_bytes })
   end
   -- Ctrl-C cancels the execution (in-flight agents are aborted).
   local sigint = native.on_signal("SIGINT", function() exec:cancel() end)

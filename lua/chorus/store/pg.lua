@@ -18,9 +18,10 @@
 -- claim to be the writer's. Such a write affects nothing and comes back
 -- "fenced".
 --
--- Outputs larger than max_output_bytes (default 1 MiB) are stored
--- truncated (output_truncated = true); a truncated step is run again on
--- recovery rather than replayed.
+-- Outputs are bounded by the execution's limits (chorus.limits) before
+-- they get here; as a safety net, one larger than max_output_bytes
+-- (default 128 MiB) is stored truncated (output_truncated = true), and a
+-- truncated step is run again on recovery rather than replayed.
 local json = require "chorus.json"
 local committer_mod = require "chorus.store.committer"
 local validate = require "chorus.validate"
@@ -42,7 +43,7 @@ function M.new(opts)
     kind = "pg",
     pool = opts.pool,
     committer = committer_mod.new(opts.pool, opts.committer),
-    max_output = opts.max_output_bytes or 1048576,
+    max_output = opts.max_output_bytes or 128 * 1048576,
     live = {}, -- executions running in this process, by id and trace id
     known_snapshots = {}, -- config snapshot hashes known to be stored
   }, Store)
