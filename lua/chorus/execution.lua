@@ -112,19 +112,24 @@ function Execution:strategy_version()
   return entry and entry.version
 end
 
--- persist(ok, err): the outcome of a store write. "fenced" means another
--- node has claimed this execution (this node's lease had expired): this
--- copy stops at once and writes nothing more. A write whose waiting task
--- was cancelled still commits; nothing to do.
+-- persist(ok, err) -> true | nil, err: the outcome of a store write.
+-- "fenced" means another node has claimed this execution (this node's
+-- lease had expired): this copy stops at once and writes nothing more. A
+-- write whose waiting task was cancelled still commits; nothing to do.
+-- Anything else is a write the store refused: returned, so the caller
+-- undoes what it recorded (nothing may go on from a write that did not
+-- commit).
 function Execution:persist(ok, err)
-  if ok or err == "cancelled" or err == "timeout" or self.fenced then return end
-  if err == "fenced" then
+  if ok or err == "cancelled" or err == "timeout" or self.fenced then return true end
+  if err == "fenced" or err == "closed" then
     self.fenced = true
-    require("chorus.log").warn("execution %s: taken over by another node; stopping here", self.id)
+    require("chorus.log").warn("execution %s: %s; stopping here", self.id,
+      err == "fenced" and "taken over by another node" or "the store is closing")
     if self.task then self.task:cancel() end
-    return
+    return true
   end
-  require("chorus.log").error("execution %s: store write failed: %s", self.id, tostring(err))
+  require("chorus.log").error("execution %s: store write refused: %s", self.id, tostring(err))
+  return nil, tostring(err)
 end
 
 -- Events are only built when someone listens.
@@ -140,40 +145,58 @@ function Execution:emit(event)
   self.bus:emit(event)
 end
 
+-- set_status(to) -> true | nil, err: the transition is undone when the
+-- store refused to record it.
 function Execution:set_status(to)
   local from = self.status
-  if from == to then return end
+  if from == to then return true end
   if not allowed("execution", from, to) then
     error(("illegal execution transition %s -> %s"):format(from, to), 2)
   end
   self.status = to
   if to == "running" and not self.started_at then self.started_at = time() end
-  if not self.fenced then self:persist(self.store:update_execution(self)) end
+  if not self.fenced then
+    local ok, err = self:persist(self.store:update_execution(self))
+    if not ok then
+      self.status = from
+      return nil, err
+    end
+  end
   if self.bus.n > 0 then
     self:emit({ type = "execution.status", status = to, previous = from, error = self.error })
   end
+  return true
 end
 
+-- set_step_status(sr, to) -> true | nil, err: as set_status; a refused
+-- write leaves the step as it was (the caller fails it instead).
 function Execution:set_step_status(sr, to)
   local from = sr.status
   if not allowed("step", from, to) then
     error(("illegal step transition %s: %s -> %s"):format(sr.id, from, to), 2)
   end
   sr.status = to
-  if states.terminal[to] then
-    sr.finished_at = time()
-    if to == "completed" and self.compensates then
-      local co = self.completed_order
-      if not co then co = {}; self.completed_order = co end
-      co[#co + 1] = sr
+  local terminal = states.terminal[to]
+  if terminal then sr.finished_at = time() end
+  if not self.fenced then
+    local ok, err = self:persist(self.store:save_step(self, sr))
+    if not ok then
+      sr.status = from
+      if terminal then sr.finished_at = nil end
+      return nil, err
     end
   end
-  if not self.fenced then self:persist(self.store:save_step(self, sr)) end
+  if terminal and to == "completed" and self.compensates then
+    local co = self.completed_order
+    if not co then co = {}; self.completed_order = co end
+    co[#co + 1] = sr
+  end
   if self.bus.n > 0 then
     self:emit({ type = "step.status", step_id = sr.id, status = to, previous = from,
       attempts = sr.attempts, latency_ms = sr.latency_ms, error = sr.error,
       agent = self.steps_by_id[sr.id].agent, agent_version = sr.agent_version })
   end
+  return true
 end
 
 -- save_progress(sr): stores a running step's row (its attempt number)
@@ -374,6 +397,22 @@ local function finished(self)
   if self.on_end then self.on_end(self) end
 end
 
+-- The store refused the execution's terminal record: it ends failed,
+-- recorded without what it produced (its output, consensus). Refused
+-- again, this node lets go of it (its lease lapses: a node that claims
+-- it later finds its steps as recorded) and writes nothing more.
+local function end_refused(self, why)
+  self.error = "the database refused the execution's result (" .. why .. ")"
+    .. (self.error and ("; it had failed with: " .. self.error) or "")
+  self.output, self.consensus = nil, nil
+  local ok, again = self:set_status("failed")
+  if ok then return end
+  require("chorus.log").error("execution %s: the store refused its end twice (%s); leaving it to recovery",
+    self.id, tostring(again))
+  self.fenced = true
+  if self.store.release then self.store:release(self) end
+end
+
 local function finish(self)
   if self.finalized then return end
   if self.fenced then
@@ -406,7 +445,8 @@ local function finish(self)
   if status == "failed" then self:compensate() end
   self.latency_ms = now() - self.started_mono
   self.finished_at = time()
-  self:set_status(status)
+  local ok, refused = self:set_status(status)
+  if not ok then end_refused(self, refused) end
   return finished(self)
 end
 

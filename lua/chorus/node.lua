@@ -66,9 +66,11 @@ FROM (SELECT id FROM orchestration_executions
 WHERE e.id = c.id
 RETURNING ]] .. pgstore.exec_cols("e")
 
+-- Only what this node still runs: an execution it let go of (its end
+-- could not be recorded) must lapse, so another claim recovers it.
 local RENEW = [[
 UPDATE orchestration_executions SET lease_expires_at = now() + $2::float8 * interval '1 millisecond'
-WHERE node_id = $1 AND active]]
+WHERE node_id = $1 AND active AND id = ANY($3::uuid[])]]
 
 local RELEASE = [[
 UPDATE orchestration_executions SET lease_expires_at = now() - interval '1 second'
@@ -239,8 +241,10 @@ end
 function Node:heartbeat_loop()
   local every = math.max(50, math.floor(self.lease_ms / 3))
   while not self.stopping do
+    local ids = {}
+    for id in pairs(self.running) do ids[#ids + 1] = id end
     local ok, err = self.pool:batch({
-      { RENEW, self.node_id, self.lease_ms },
+      { RENEW, self.node_id, self.lease_ms, "{" .. table.concat(ids, ",") .. "}" },
       { [[INSERT INTO chorus_nodes (node_id, hostname, pid) VALUES ($1, $2, $3)
           ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now()]], self.node_id, native.hostname(), native.pid() },
     })

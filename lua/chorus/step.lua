@@ -209,10 +209,27 @@ local function failed(exec, step, err, abort)
   return false, err
 end
 
-local function fail(exec, step, sr, err, t0, abort)
+-- record_failure(exec, sr, err) -> true | nil, err: the step run becomes
+-- failed. When the store refuses that record, it is tried once more
+-- without what the step produced (its input and output); refused again,
+-- the execution is aborted: it cannot go on from a record it cannot
+-- write.
+local function record_failure(exec, step, sr, err)
   sr.error = err
+  local ok, why = exec:set_step_status(sr, "failed")
+  if ok then return true end
+  sr.input, sr.output = nil, nil
+  sr.error = "the database refused this step's record (" .. why .. "); it failed with: " .. err
+  ok, why = exec:set_step_status(sr, "failed")
+  if ok then return true end
+  exec:abort(step.id, "the database refused this step's record: " .. why)
+  return nil, why
+end
+
+local function fail(exec, step, sr, err, t0, abort)
+  err = native.utf8_repair(err)
   sr.latency_ms = now() - t0
-  exec:set_step_status(sr, "failed")
+  record_failure(exec, step, sr, err)
   return failed(exec, step, err, abort)
 end
 
@@ -299,7 +316,12 @@ local function succeed(exec, step, sr, out, meta, t0, abort)
   sr.latency_ms = now() - t0
   sr.output = out
   exec.effective[step.id] = out
-  exec:set_step_status(sr, "completed")
+  local ok, refused = exec:set_step_status(sr, "completed")
+  if not ok then
+    -- Not durable, so not done: nothing may run on this output.
+    exec.effective[step.id], sr.output, exec.bytes = nil, nil, total - bytes
+    return fail(exec, step, sr, "the database refused the step's result: " .. refused, t0, abort)
+  end
   return true, out
 end
 

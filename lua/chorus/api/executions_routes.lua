@@ -56,6 +56,9 @@ local function idempotency_key(ctx)
   if #k == 0 or #k > 200 then
     return nil, errors.response("bad_request", "Idempotency-Key must be 1 to 200 characters")
   end
+  if not require("chorus.api.router").text(k) then
+    return nil, errors.response("bad_request", "Idempotency-Key must be UTF-8 text without NUL")
+  end
   return k
 end
 

@@ -48,6 +48,12 @@ function App:handle(req)
   end
   local query, qerr = router_mod.parse_query(req.query)
   if not query then return errors.response("bad_request", qerr) end
+  for name, v in pairs(params) do
+    if not router_mod.text(v) then
+      return errors.response("bad_request", ("path parameter %s is not UTF-8 text (a NUL or a malformed byte)"):format(name),
+        { { path = name, message = "must be UTF-8 text without NUL" } })
+    end
+  end
   local principal
   if route.auth then
     local p, code, msg = self.service.auth:authenticate(req.headers["authorization"])

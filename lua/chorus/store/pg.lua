@@ -194,6 +194,14 @@ function Store:save_step(exec, sr, wait)
   } }, wait, exec)
 end
 
+-- release(exec): this node lets go of exec at once (its lease lapses);
+-- a node that claims it later resumes it from its rows.
+function Store:release(exec)
+  self.live[exec.id], self.live[exec.trace_id] = nil, nil
+  return self.pool:query([[UPDATE orchestration_executions SET lease_expires_at = now() - interval '1 second'
+    WHERE id = $1::uuid AND claims = $2]], exec.id, exec.claims or 0)
+end
+
 -- The live execution object when it runs in this process.
 function Store:get_execution(key)
   return self.live[key]
