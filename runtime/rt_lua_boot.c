@@ -13,6 +13,7 @@
 #include "rt_lua_redis.h"
 #include "rt_lua_util.h"
 #include "rt_lua_value.h"
+#include "rt_lua_watchdog.h"
 
 void rt_lua_boot_paths(lua_State *L, const char *home)
 {
@@ -41,6 +42,7 @@ rt_lua_sched_t *rt_lua_boot_native(lua_State *L, uv_loop_t *loop,
     /* One line per binding: the natives it adds go into table t. */
     rt_lua_util_open(L, t);
     rt_lua_value_open(L, t);
+    rt_lua_watchdog_open(L, ls, t);
     rt_lua_port_open(L, t);
     rt_lua_archive_open(L, t);
     rt_lua_hooks_open(L, ls, t);

@@ -41,13 +41,18 @@ function Ctx:run_step(step, opts)
   return step_exec.run(self.exec, step, opts)
 end
 
+-- A strategy's own functions run as script code in their tasks (the
+-- watchdog may interrupt them); ctx.run_step is the framework's.
+local SCRIPT = { script = true }
+
 function Ctx:spawn(fn, ...)
-  return sched.spawn(fn, ...)
+  if fn == Ctx.run_step then return sched.spawn(fn, ...) end
+  return sched.spawn_with(SCRIPT, fn, ...)
 end
 
 function Ctx:wait(tasks, opts)
   if opts and opts.any then return sched.wait_any(tasks) end
-  if opts and opts.limit then return sched.run_limited(tasks, opts.limit) end
+  if opts and opts.limit then return sched.run_limited(tasks, opts.limit, SCRIPT) end
   return sched.wait_all(tasks)
 end
 

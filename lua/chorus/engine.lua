@@ -11,11 +11,12 @@ Engine.__index = Engine
 
 local M = {}
 
--- new({scripts = {dir...}, store = store, watch = bool}) -> engine
+-- new({scripts = {dir...}, store = store, watch = bool, sandbox = bool})
+-- -> engine (sandbox: see chorus.script_env)
 function M.new(opts)
   opts = opts or {}
   local self = setmetatable({
-    registry = registry.new({ dirs = registry.default_dirs(opts.scripts) }),
+    registry = registry.new({ dirs = registry.default_dirs(opts.scripts), sandbox = opts.sandbox }),
     bus = opts.bus or events.new(),
     store = opts.store or require("chorus.store.memory").new(opts.store_opts),
   }, Engine)

@@ -342,7 +342,7 @@ function Execution:compensate()
     local actx = { execution_id = self.id, trace_id = self.trace_id, step_id = sr.id,
       attempt = 1, params = comp.params, compensating = true }
     local t0 = now()
-    local t = sched.spawn_with({ timeout_ms = comp.timeout_ms }, entry.module.call, input, actx, comp)
+    local t = sched.spawn_with({ timeout_ms = comp.timeout_ms, script = true }, entry.module.call, input, actx, comp)
     local ok, out, err = t:join()
     local rec = { agent = comp.agent, agent_version = entry.version, latency_ms = now() - t0 }
     if ok and out ~= nil then
@@ -383,7 +383,8 @@ local function body(self)
   self:refresh_status() -- paused before it started: it starts paused
   local entry = self.registry.strategies[self.strategy]
   local ctx = context.new(self)
-  return entry.module.run(ctx, ctx.steps, settings)
+  native.script_enter() -- the strategy is script code: the watchdog times it
+  return native.script_leave(entry.module.run(ctx, ctx.steps, settings))
 end
 
 -- The task goes: a finished execution stays in the store for a while,

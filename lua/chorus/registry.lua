@@ -23,6 +23,7 @@ local native = require "chorus.native"
 local schema = require "chorus.schema"
 local sched = require "chorus.sched"
 local log = require "chorus.log"
+local script_env = require "chorus.script_env"
 
 local M = {}
 
@@ -35,12 +36,14 @@ M.KINDS = {
 local Registry = {}
 Registry.__index = Registry
 
--- new({dirs = {...}}) -> registry (call :load() next)
+-- new({dirs = {...}, sandbox = bool}) -> registry (call :load() next).
+-- sandbox: scripts of every directory but the first (the built-ins) are
+-- loaded without os, io, ffi, debug (chorus.script_env).
 function M.new(opts)
   assert(type(opts) == "table" and type(opts.dirs) == "table", "registry.new: dirs required")
   return setmetatable({
     dirs = opts.dirs, generation = 0, reloads = 0, reload_errors = 0,
-    current = nil, watches = {},
+    current = nil, watches = {}, sandbox = opts.sandbox or false,
   }, Registry)
 end
 
@@ -52,18 +55,21 @@ local function read_file(path)
   return s
 end
 
--- Loads and checks one file. Returns entry or nil, err.
-function M.load_file(kind, path, name)
+-- Loads and checks one file. Returns entry or nil, err. sandbox: load it
+-- without os, io, ffi, debug (chorus.script_env). Each script gets its own
+-- environment (a stray global stays in it) and runs with the JIT off, so
+-- the watchdog can interrupt it.
+function M.load_file(kind, path, name, sandbox)
   local spec
   for _, k in ipairs(M.KINDS) do if k.kind == kind then spec = k end end
   assert(spec, "unknown kind " .. tostring(kind))
   local src, rerr = read_file(path)
   if not src then return nil, rerr end
-  local chunk, cerr = loadstring(src, "@" .. path)
+  local chunk, cerr = script_env.load(path, src, sandbox)
   if not chunk then return nil, cerr end
-  -- Each script gets its own environment: a stray global stays in it.
-  setfenv(chunk, setmetatable({}, { __index = _G }))
+  native.script_enter() -- a file that loops at load time is interrupted
   local ok, mod = xpcall(chunk, debug.traceback)
+  native.script_leave()
   if not ok then return nil, tostring(mod) end
   if type(mod) ~= "table" then
     return nil, ("%s: must return a table, got %s"):format(path, type(mod))
@@ -90,15 +96,16 @@ function M.load_file(kind, path, name)
   }
 end
 
--- Lists name -> path of the *.lua files of one kind across the layers.
+-- Lists name -> {path, layer} of the *.lua files of one kind across the
+-- layers (layer 1: the built-ins).
 local function scan(dirs, spec)
   local files = {}
-  for _, d in ipairs(dirs) do
+  for layer, d in ipairs(dirs) do
     local dir = d .. "/" .. spec.dir
     local list = native.list_dir(dir)
     for _, ent in ipairs(list or {}) do
       local name = ent.name:match("^([%w_%-%.]+)%.lua$")
-      if name and ent.type ~= "dir" then files[name] = dir .. "/" .. ent.name end
+      if name and ent.type ~= "dir" then files[name] = { dir .. "/" .. ent.name, layer } end
     end
   end
   return files
@@ -113,9 +120,10 @@ function Registry:load()
   for _, spec in ipairs(M.KINDS) do
     local entries = {}
     snap[spec.kind] = entries
-    for name, path in pairs(scan(self.dirs, spec)) do
+    for name, found in pairs(scan(self.dirs, spec)) do
+      local path = found[1]
       local prev = old and old[spec.kind][name]
-      local entry, err = M.load_file(spec.kind, path, name)
+      local entry, err = M.load_file(spec.kind, path, name, self.sandbox and found[2] > 1)
       if entry and prev and prev.version == entry.version and prev.file == path then
         entry = prev -- unchanged: keep the same closures
       end

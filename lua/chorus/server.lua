@@ -37,7 +37,8 @@ end
 function M.start(opts)
   local d, err = open_store(opts)
   if not d then return nil, err end
-  local engine, eerr = engine_mod.new({ scripts = opts.scripts, store = d.store, watch = opts.watch ~= false })
+  local engine, eerr = engine_mod.new({ scripts = opts.scripts, store = d.store, watch = opts.watch ~= false,
+    sandbox = opts.sandbox })
   if not engine then return nil, eerr end
   local node_id = ("%s:%d:%s"):format(native.hostname(), native.pid(), native.random_hex(4))
   local svc = { engine = engine, store = d.store, pool = d.pool, node_id = node_id }

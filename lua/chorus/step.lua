@@ -11,6 +11,13 @@ local limits = require "chorus.limits"
 
 local with_deadline, sleep, now, cancelled = sched.with_deadline, sched.sleep, sched.now, sched.cancelled
 local scope_open, scope_close = sched.scope_open, sched.scope_close
+local script_enter, script_leave = native.script_enter, native.script_leave
+
+-- as_script(fn, ...): fn's call is script code (for the watchdog).
+local function as_script(fn, ...)
+  script_enter()
+  return script_leave(fn(...))
+end
 local xpcall, traceback = xpcall, debug.traceback
 local pairs, ipairs, type, tostring, random = pairs, ipairs, type, tostring, math.random
 local min = math.min
@@ -368,11 +375,13 @@ function run_attempts(exec, step, sr, abort)
   while true do
     local ok, out, meta, info
     if scope_open(step.timeout_ms) then
+      script_enter() -- the agent is script code: the watchdog times it
       ok, out, meta, info = xpcall(exec.registry.agents[step.agent].module.call, traceback,
         input, agent_ctx(exec, step, sr.attempts), step)
+      script_leave()
       ok, out, meta = settle(step, scope_close(), ok, out, meta, info)
     else -- already inside a deadline scope: with_deadline uses a child task
-      ok, out, meta, info = with_deadline(step.timeout_ms,
+      ok, out, meta, info = with_deadline(step.timeout_ms, as_script,
         exec.registry.agents[step.agent].module.call, input, agent_ctx(exec, step, sr.attempts), step)
       ok, out, meta = settle(step, false, ok, out, meta, info)
     end

@@ -16,12 +16,13 @@ local SPEC = {
   json = { type = "flag", help = "print the final execution record as JSON on stdout" },
   ["auto-approve"] = { type = "flag", help = "approve every approval step" },
   scripts = { type = "list", arg = "DIR", help = "overlay script directory (repeatable)" },
+  sandbox = { type = "flag", help = "load --scripts without os, io, ffi, debug (scripts are trusted code otherwise)" },
   quiet = { type = "flag", short = "q", help = "no progress output" },
   ["keep-inputs"] = { type = "flag", help = "record each step's input in the record" },
   db = { type = "string", arg = "URL", help = "persist in PostgreSQL (default: $DATABASE_URL; none: in memory)" },
   help = { type = "flag", short = "h", help = "show this help" },
 }
-local ORDER = { "input", "input-file", "json", "auto-approve", "scripts", "db", "quiet", "keep-inputs", "help" }
+local ORDER = { "input", "input-file", "json", "auto-approve", "scripts", "sandbox", "db", "quiet", "keep-inputs", "help" }
 
 local function usage(out)
   out:write("usage: chorus run CONFIG.json [options]\n\n" .. args.usage(SPEC, ORDER))
@@ -60,7 +61,7 @@ return function(argv)
     dbh, derr = require("chorus.cli.db").open(url)
     if not dbh then io.stderr:write("chorus run: " .. derr .. "\n") return 1 end
   end
-  local engine, eerr = engine_mod.new({ scripts = opts.scripts, store = dbh and dbh.store })
+  local engine, eerr = engine_mod.new({ scripts = opts.scripts, store = dbh and dbh.store, sandbox = opts.sandbox })
   if not engine then io.stderr:write("chorus run: " .. eerr .. "\n") return 2 end
   local cfg, errors = engine:validate(doc)
   if not cfg then

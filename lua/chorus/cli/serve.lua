@@ -20,6 +20,7 @@ local SPEC = {
   db = db.SPEC,
   redis = { type = "string", arg = "URL", help = "Redis for the event bus (default: $REDIS_URL; none: local only)" },
   scripts = { type = "list", arg = "DIR", help = "overlay script directory (repeatable)" },
+  sandbox = { type = "flag", help = "load --scripts without os, io, ffi, debug (scripts are trusted code otherwise)" },
   workers = { type = "string", arg = "N", help = "processes sharing the port (default 1)" },
   concurrency = { type = "string", arg = "N", help = "executions in flight per process, with a database (default 1000)" },
   ["lease-ms"] = { type = "string", arg = "MS", help = "execution lease, with a database (default 15000)" },
@@ -29,7 +30,7 @@ local SPEC = {
   reuseport = { type = "flag", help = "share the port with other processes (set by --workers)" },
   help = { type = "flag", short = "h", help = "show this help" },
 }
-local ORDER = { "listen", "db", "redis", "scripts", "workers", "concurrency", "lease-ms", "grace-ms", "max-body",
+local ORDER = { "listen", "db", "redis", "scripts", "sandbox", "workers", "concurrency", "lease-ms", "grace-ms", "max-body",
   "no-auth", "help" }
 
 local function int(opts, name, min, default)
@@ -167,7 +168,7 @@ return function(argv)
   local secret = os.getenv("CHORUS_CALLBACK_SECRET")
   local srv, err = require("chorus.server").start({
     host = host, port = port, reuseport = opts.reuseport, db = db.url(opts), redis = redis_url,
-    scripts = opts.scripts, no_auth = opts["no-auth"], concurrency = n.concurrency, lease_ms = n["lease-ms"],
+    scripts = opts.scripts, sandbox = opts.sandbox, no_auth = opts["no-auth"], concurrency = n.concurrency, lease_ms = n["lease-ms"],
     max_body_bytes = n["max-body"], admin_key = os.getenv("CHORUS_ADMIN_KEY"),
     callback_secret = secret ~= "" and secret or nil,
   })

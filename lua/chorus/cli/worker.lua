@@ -11,6 +11,7 @@ local native = require "chorus.native"
 local SPEC = {
   db = db.SPEC,
   scripts = { type = "list", arg = "DIR", help = "overlay script directory (repeatable)" },
+  sandbox = { type = "flag", help = "load --scripts without os, io, ffi, debug (scripts are trusted code otherwise)" },
   concurrency = { type = "string", arg = "N", help = "executions in flight at most (default 1000)" },
   ["lease-ms"] = { type = "string", arg = "MS", help = "lease length; heartbeat every third (default 15000)" },
   ["poll-ms"] = { type = "string", arg = "MS", help = "claim poll interval besides NOTIFY (default 1000)" },
@@ -18,7 +19,7 @@ local SPEC = {
   ["no-callbacks"] = { type = "flag", help = "do not deliver webhooks from this node" },
   help = { type = "flag", short = "h", help = "show this help" },
 }
-local ORDER = { "db", "scripts", "concurrency", "lease-ms", "poll-ms", "grace-ms", "no-callbacks", "help" }
+local ORDER = { "db", "scripts", "sandbox", "concurrency", "lease-ms", "poll-ms", "grace-ms", "no-callbacks", "help" }
 
 local function num(opts, name, min)
   local v = opts[name]
@@ -44,7 +45,8 @@ return function(argv)
   if not url then return 2 end
   local d, err = db.open(url, { pool_size = 8 })
   if not d then io.stderr:write("chorus worker: " .. err .. "\n") return 1 end
-  local engine, eerr = require("chorus.engine").new({ scripts = opts.scripts, store = d.store, watch = true })
+  local engine, eerr = require("chorus.engine").new({ scripts = opts.scripts, store = d.store, watch = true,
+    sandbox = opts.sandbox })
   if not engine then io.stderr:write("chorus worker: " .. eerr .. "\n") return 1 end
   local node = require("chorus.node").new({ engine = engine, pool = d.pool, concurrency = n.concurrency,
     lease_ms = n["lease-ms"], poll_ms = n["poll-ms"] })
