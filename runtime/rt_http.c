@@ -24,6 +24,8 @@
  *   h2o sees end of file and closes them itself. */
 #include "rt_http.h"
 
+#include "rt_addrcount.h"
+
 #include <h2o.h>
 #include <h2o/websocket.h>
 
@@ -41,6 +43,7 @@
 #define RT_HTTP_DEF_MAX_HEADER (64 * 1024)
 #define RT_HTTP_DEF_REQ_TIMEOUT 10000
 #define RT_HTTP_DEF_MAX_CONNS 10000
+#define RT_HTTP_DEF_MAX_CLIENT_CONNS 2048
 #define RT_HTTP_DEF_WS_QUEUE (1024 * 1024)
 #define RT_HTTP_DEF_WS_MSG (1024 * 1024)
 #define RT_HTTP_DEF_WS_CLOSE 5000
@@ -63,6 +66,8 @@ typedef struct rt_http_conn {
     uv_tcp_t tcp; /* first: the close callback receives this pointer */
     rt_http_server_t *srv;
     struct rt_http_conn *prev, *next; /* in srv->conns */
+    uint8_t peer[16];                 /* counted in srv->per_client */
+    int counted;
 } rt_http_conn_t;
 
 /* The h2o handler; keeps a pointer back to its server. */
@@ -79,6 +84,7 @@ struct rt_http_server {
     h2o_timeout_t ws_close_timeout; /* peers that never answer a close */
     h2o_timeout_t ws_flush_timeout; /* re-checks a close waiting on sends */
     uv_tcp_t listener;
+    rt_addrcount_t per_client;     /* open connections by peer address */
     uv_timer_t ticker;             /* sweeps while closing, then finishes */
     uv_prepare_t flusher;          /* writes dirty WebSockets before poll */
     struct rt_http_ws **dirty;     /* WebSockets with output to write (a */
@@ -947,6 +953,8 @@ static void on_conn_close(uv_handle_t *handle)
 {
     rt_http_conn_t *c = (rt_http_conn_t *)handle;
     rt_http_server_t *srv = c->srv;
+    if (c->counted)
+        rt_addrcount_dec(&srv->per_client, c->peer);
     RT_LIST_DEL(srv->conns, c);
     srv->stats.connections_active--;
     free(c);
@@ -967,6 +975,43 @@ static const char rt__busy_response[] = "HTTP/1.1 503 Service Unavailable\r\n"
                                         "Connection: close\r\n"
                                         "Content-Length: 65\r\n"
                                         "\r\n" RT_HTTP_BUSY_BODY;
+#define RT_HTTP_CLIENT_BODY                                                    \
+    "{\"error\":{\"code\":\"too_many_requests\","                             \
+    "\"message\":\"too many connections from this address\"}}"
+_Static_assert(sizeof(RT_HTTP_CLIENT_BODY) - 1 == 89, "fix Content-Length");
+static const char rt__client_response[] = "HTTP/1.1 429 Too Many Requests\r\n"
+                                          "Content-Type: application/json\r\n"
+                                          "Retry-After: 1\r\n"
+                                          "Connection: close\r\n"
+                                          "Content-Length: 89\r\n"
+                                          "\r\n" RT_HTTP_CLIENT_BODY;
+
+/* Refuses a fresh connection with a canned answer (best effort: a fresh
+ * socket always has room for it) and closes it. */
+static void rt__refuse(rt_http_conn_t *c, const char *answer, size_t len)
+{
+    uv_buf_t b = uv_buf_init((char *)answer, (unsigned)len);
+    (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    uv_close((uv_handle_t *)&c->tcp, on_rejected_close);
+}
+
+/* Counts c against its address's share; 0, or -1 when over it. */
+static int rt__count_client(rt_http_server_t *srv, rt_http_conn_t *c)
+{
+    struct sockaddr_storage ss;
+    int len = (int)sizeof ss;
+    long n;
+    c->counted = 0;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0 ||
+        rt_addrcount_key((struct sockaddr *)&ss, c->peer) != 0)
+        return 0; /* not an IP peer: not counted */
+    if (rt_addrcount_get(&srv->per_client, c->peer) >=
+        srv->opts.max_client_connections)
+        return -1;
+    n = rt_addrcount_inc(&srv->per_client, c->peer);
+    c->counted = n > 0;
+    return 0;
+}
 
 static void on_accept(uv_stream_t *listener, int status)
 {
@@ -990,12 +1035,13 @@ static void on_accept(uv_stream_t *listener, int status)
     }
     if (srv->state != RT_SRV_OPEN ||
         srv->stats.connections_active >= srv->opts.max_connections) {
-        /* Best effort: a fresh socket always has room for this. */
-        uv_buf_t b = uv_buf_init((char *)rt__busy_response,
-                                 sizeof(rt__busy_response) - 1);
-        (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
         srv->stats.connections_rejected++;
-        uv_close((uv_handle_t *)&c->tcp, on_rejected_close);
+        rt__refuse(c, rt__busy_response, sizeof(rt__busy_response) - 1);
+        return;
+    }
+    if (rt__count_client(srv, c) != 0) {
+        srv->stats.client_rejected++;
+        rt__refuse(c, rt__client_response, sizeof(rt__client_response) - 1);
         return;
     }
     (void)uv_tcp_nodelay(&c->tcp, 1);
@@ -1010,6 +1056,7 @@ static void on_accept(uv_stream_t *listener, int status)
 
 static void rt__srv_free(rt_http_server_t *srv)
 {
+    rt_addrcount_free(&srv->per_client);
     free(srv->dirty);
     free(srv->host);
     free(srv);
@@ -1047,6 +1094,8 @@ static void rt__fill_defaults(rt_http_opts_t *o)
         o->request_timeout_ms = RT_HTTP_DEF_REQ_TIMEOUT;
     if (o->max_connections == 0)
         o->max_connections = RT_HTTP_DEF_MAX_CONNS;
+    if (o->max_client_connections == 0)
+        o->max_client_connections = RT_HTTP_DEF_MAX_CLIENT_CONNS;
     if (o->ws_max_queued_bytes == 0)
         o->ws_max_queued_bytes = RT_HTTP_DEF_WS_QUEUE;
     if (o->ws_max_message_bytes == 0)

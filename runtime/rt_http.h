@@ -63,6 +63,9 @@ typedef struct {
                                     * 10000 */
     size_t max_connections;     /* open connections (WebSockets too);
                                  * 10000 */
+    size_t max_client_connections; /* of them, from one address: one
+                                    * client must not lock the others
+                                    * out; 2048 */
     size_t ws_max_queued_bytes; /* outbound bytes queued per WebSocket
                                  * before send fails; 1 MiB */
     size_t ws_max_message_bytes;   /* inbound message limit (close 1009);
@@ -79,6 +82,7 @@ typedef struct {
     uint64_t connections_total;    /* accepted and served */
     uint64_t connections_active;   /* open now (WebSockets included) */
     uint64_t connections_rejected; /* over max_connections or closing */
+    uint64_t client_rejected;      /* over max_client_connections */
     uint64_t websockets_total;
     uint64_t websockets_active;
     uint64_t bytes_in;             /* request bodies + WebSocket messages */

@@ -701,12 +701,13 @@ static int m_srv_stats(lua_State *L)
         rt_http_server_stats(s->srv, &st);
     else
         st = s->last;
-    lua_createtable(L, 0, 9);
+    lua_createtable(L, 0, 10);
     set_num(L, "requests", st.requests);
     set_num(L, "requests_active", st.requests_active);
     set_num(L, "connections_total", st.connections_total);
     set_num(L, "connections_active", st.connections_active);
     set_num(L, "connections_rejected", st.connections_rejected);
+    set_num(L, "client_rejected", st.client_rejected);
     set_num(L, "websockets_total", st.websockets_total);
     set_num(L, "websockets_active", st.websockets_active);
     set_num(L, "bytes_in", st.bytes_in);
@@ -836,6 +837,8 @@ static int l_http_listen(lua_State *L)
     o.max_header_bytes = (size_t)opt_uint(L, "max_header_bytes", big);
     o.request_timeout_ms = opt_uint(L, "request_timeout_ms", 1e12);
     o.max_connections = (size_t)opt_uint(L, "max_connections", big);
+    o.max_client_connections =
+        (size_t)opt_uint(L, "max_client_connections", big);
     o.ws_max_queued_bytes = (size_t)opt_uint(L, "ws_max_queued_bytes", big);
     o.ws_max_message_bytes = (size_t)opt_uint(L, "ws_max_message_bytes",
                                               big);

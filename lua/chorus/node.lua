@@ -31,7 +31,7 @@ local M = {}
 local Node = {}
 Node.__index = Node
 
-M.defaults = { concurrency = 1000, lease_ms = 15000, poll_ms = 1000, claim_batch = 200 }
+M.defaults = { concurrency = 1000, lease_ms = 15000, poll_ms = 1000, claim_batch = 200, max_pending = 100000 }
 
 -- new({engine, pool, store, concurrency, lease_ms, poll_ms, claim}) -> node
 -- engine.store must be store (a chorus.store.pg). claim = false: a node
@@ -43,7 +43,7 @@ function M.new(opts)
     node_id = opts.node_id or ("%s:%d:%s"):format(native.hostname(), native.pid(), native.random_hex(4)),
     concurrency = opts.concurrency or d.concurrency, lease_ms = opts.lease_ms or d.lease_ms,
     poll_ms = opts.poll_ms or d.poll_ms, claim_batch = opts.claim_batch or d.claim_batch,
-    claiming = opts.claim ~= false,
+    claiming = opts.claim ~= false, max_pending = opts.max_pending or d.max_pending,
     running = {}, nrunning = 0, cfg_cache = setmetatable({}, { __mode = "v" }),
     wakeup = sched.cond(), stopping = false, stats = { claimed = 0, recovered = 0, fenced = 0 },
   }, Node)
@@ -338,6 +338,26 @@ local function summary(exec, replayed)
   return { execution_id = exec.id, trace_id = exec.trace_id, status = exec.status, replayed = replayed or nil }
 end
 
+-- admit() -> true | nil, err, "busy": a submit is taken while this node
+-- has room to run it, or while the cluster's backlog of pending
+-- executions is under max_pending (counted at most once a second, the
+-- count itself bounded): past it, clients are told to come back (429)
+-- rather than fill the database faster than the nodes drain it.
+function Node:admit()
+  if self.nrunning < self.concurrency and not self.stopping then return true end
+  local now = sched.now()
+  if not self.pending_at or now - self.pending_at >= 1000 then
+    local r = self.pool:query([[SELECT count(*) AS n FROM (SELECT 1 FROM orchestration_executions
+      WHERE active AND status = 'pending' LIMIT $1) q]], self.max_pending + 1)
+    if r then self.pending_n, self.pending_at = r.rows[1].n, now end
+  end
+  if (self.pending_n or 0) >= self.max_pending then
+    return nil, ("%d executions are waiting for a node, the most allowed; retry later"):format(self.pending_n), "busy"
+  end
+  self.pending_n = (self.pending_n or 0) + 1
+  return true
+end
+
 -- submit(cfg, input, opts) -> summary, exec (when started here) | nil,
 -- err, code. Written durably
 -- before it returns; started here at once when this node has room,
@@ -347,6 +367,8 @@ function Node:submit(cfg, input, opts)
   local bytes
   input, bytes = limits.check_input(input, cfg.settings)
   if not input then return nil, bytes, "invalid_input" end
+  local admitted, why, code = self:admit()
+  if not admitted then return nil, why, code end
   local exec = execution.new({
     config = cfg, input = input, registry = self.engine.registry:snapshot(), store = self.store,
     bus = self.engine.bus, config_id = opts.config_id, config_version = opts.config_version,

@@ -5,7 +5,8 @@
 -- any node may claim it.)
 --
 --   submit(cfg, input, opts) -> summary | nil, err, code ("invalid_input":
---     the input breaks the config's limits, err says how)
+--     the input breaks the config's limits, err says how; "busy": the
+--     node runs max_inflight executions already)
 --     opts: config_id, config_version, user_id, tenant_id, trace_id,
 --     idempotency_key (a retried submit with the same key and tenant
 --     returns the first execution, with replayed = true)
@@ -19,9 +20,17 @@ local M = {}
 local Runner = {}
 Runner.__index = Runner
 
+-- max_inflight: executions running in this process at most; a submit
+-- past it is refused (code "busy": the API answers 429 with Retry-After)
+-- rather than let one client fill the memory.
+M.DEFAULT_MAX_INFLIGHT = 10000
+
 function M.new(opts)
-  return setmetatable({ engine = opts.engine, store = opts.engine.store, idem = {}, idem_n = 0,
-    max_idem = opts.max_idempotency_keys or 100000 }, Runner)
+  local self = setmetatable({ engine = opts.engine, store = opts.engine.store, idem = {}, idem_n = 0,
+    max_idem = opts.max_idempotency_keys or 100000, inflight = 0,
+    max_inflight = opts.max_inflight or M.DEFAULT_MAX_INFLIGHT }, Runner)
+  self.untrack = function() self.inflight = self.inflight - 1 end
+  return self
 end
 
 local function summary(exec, replayed)
@@ -33,6 +42,9 @@ function Runner:submit(cfg, input, opts)
   local bytes
   input, bytes = limits.check_input(input, cfg.settings)
   if not input then return nil, bytes, "invalid_input" end
+  if self.inflight >= self.max_inflight then
+    return nil, ("%d executions in flight on this node, its maximum; retry later"):format(self.inflight), "busy"
+  end
   local ikey
   if opts.idempotency_key then
     ikey = (opts.tenant_id or "") .. "\0" .. opts.idempotency_key
@@ -44,6 +56,10 @@ function Runner:submit(cfg, input, opts)
     detached = true, config_id = opts.config_id, config_version = opts.config_version,
     user_id = opts.user_id, tenant_id = opts.tenant_id, trace_id = opts.trace_id, input_bytes = bytes,
   })
+  if not exec.finalized then
+    self.inflight = self.inflight + 1
+    exec.on_end = self.untrack
+  end
   if ikey then
     -- Bounded: the oldest keys are forgotten first (the memory store
     -- forgets old executions the same way).

@@ -6,7 +6,10 @@
 --   server.start(opts) -> srv | nil, err
 --     opts: host, port, reuseport, db (URL), redis (URL), scripts (dirs),
 --     no_auth, admin_key (memory mode: a key accepted as admin of tenant
---     "default"), concurrency, lease_ms, max_body_bytes, callback_secret
+--     "default"), concurrency, lease_ms, max_body_bytes, callback_secret,
+--     max_inflight (memory: executions running at most), max_pending
+--     (PostgreSQL: the backlog past which submits get 429),
+--     max_client_connections (per client address), sandbox
 --   srv.port; srv:stop({grace_ms}) (graceful: stop accepting, let
 --   executions reach a durable point, hand the rest to other nodes)
 local api = require "chorus.api"
@@ -45,10 +48,10 @@ function M.start(opts)
 
   if d.pool then
     svc.runner = require("chorus.node").new({ engine = engine, pool = d.pool, node_id = node_id,
-      concurrency = opts.concurrency, lease_ms = opts.lease_ms }):run({ url = opts.db })
+      concurrency = opts.concurrency, lease_ms = opts.lease_ms, max_pending = opts.max_pending }):run({ url = opts.db })
     svc.deliverer = require("chorus.callbacks").deliverer(d.pool, { secret = opts.callback_secret }):run()
   else
-    svc.runner = require("chorus.runner").new({ engine = engine })
+    svc.runner = require("chorus.runner").new({ engine = engine, max_inflight = opts.max_inflight })
   end
 
   if opts.redis then
@@ -107,7 +110,8 @@ function M.start(opts)
   local app = api.new(svc)
   self.app = app
   local srv, lerr = http.listen({ host = opts.host or "127.0.0.1", port = opts.port or 8080,
-    reuseport = opts.reuseport, max_body_bytes = opts.max_body_bytes }, function(req)
+    reuseport = opts.reuseport, max_body_bytes = opts.max_body_bytes,
+    max_client_connections = opts.max_client_connections }, function(req)
     if req.is_websocket or req.path:sub(1, 4) == "/ws/" then
       local s, h, b = ws.handle(svc, req)
       if s then requests:inc(1, req.method, s) end

@@ -73,6 +73,7 @@ local function submit(ctx, cfg, input, c)
   if not res then
     if code == "conflict" then return errors.response("conflict", err) end
     if code == "invalid_input" then return errors.validation({ { path = "input", message = err } }, err) end
+    if code == "busy" then return errors.response("too_many_requests", err, nil, { ["retry-after"] = "1" }) end
     return errors.response("unavailable", "cannot start the execution: " .. tostring(err))
   end
   res.status_url = BASE .. "/status/" .. res.trace_id

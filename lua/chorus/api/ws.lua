@@ -235,6 +235,7 @@ function M.handle(svc, req)
   if not res then
     svc.hub:unsubscribe(early)
     if scode == "invalid_input" then return fail(ws, "validation_failed", serr) end
+    if scode == "busy" then return fail(ws, "too_many_requests", serr, 1013) end
     return fail(ws, "unavailable", "cannot start the execution: " .. tostring(serr), 1011)
   end
   send_json(ws, { type = "execution.accepted", trace_id = res.trace_id, execution_id = res.execution_id })

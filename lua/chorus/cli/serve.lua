@@ -26,11 +26,14 @@ local SPEC = {
   ["lease-ms"] = { type = "string", arg = "MS", help = "execution lease, with a database (default 15000)" },
   ["grace-ms"] = { type = "string", arg = "MS", help = "on SIGTERM, time given to running executions (default 10000)" },
   ["max-body"] = { type = "string", arg = "BYTES", help = "largest request body (default 1048576)" },
+  ["max-inflight"] = { type = "string", arg = "N", help = "in memory: executions running at most; more get 429 (default 10000)" },
+  ["max-pending"] = { type = "string", arg = "N", help = "with a database: pending backlog past which submits get 429 (default 100000)" },
+  ["max-client-conns"] = { type = "string", arg = "N", help = "open connections from one client address (default 2048)" },
   ["no-auth"] = { type = "flag", help = "no API keys: every request acts as an admin (development only)" },
   reuseport = { type = "flag", help = "share the port with other processes (set by --workers)" },
   help = { type = "flag", short = "h", help = "show this help" },
 }
-local ORDER = { "listen", "db", "redis", "scripts", "sandbox", "workers", "concurrency", "lease-ms", "grace-ms", "max-body",
+local ORDER = { "listen", "db", "redis", "scripts", "sandbox", "workers", "concurrency", "lease-ms", "grace-ms", "max-body", "max-inflight", "max-pending", "max-client-conns",
   "no-auth", "help" }
 
 local function int(opts, name, min, default)
@@ -152,7 +155,8 @@ return function(argv)
   end
   local n = {}
   for name, spec in pairs({ workers = { 1, 1 }, concurrency = { 1 }, ["lease-ms"] = { 300 }, ["grace-ms"] = { 0, 10000 },
-    ["max-body"] = { 1024, 1048576 } }) do
+    ["max-body"] = { 1024, 1048576 }, ["max-inflight"] = { 1, 10000 }, ["max-pending"] = { 1, 100000 },
+    ["max-client-conns"] = { 1, 2048 } }) do
     local v, err = int(opts, name, spec[1], spec[2])
     if err then io.stderr:write("chorus serve: " .. err .. "\n") return 2 end
     n[name] = v
@@ -170,6 +174,7 @@ return function(argv)
     host = host, port = port, reuseport = opts.reuseport, db = db.url(opts), redis = redis_url,
     scripts = opts.scripts, sandbox = opts.sandbox, no_auth = opts["no-auth"], concurrency = n.concurrency, lease_ms = n["lease-ms"],
     max_body_bytes = n["max-body"], admin_key = os.getenv("CHORUS_ADMIN_KEY"),
+    max_inflight = n["max-inflight"], max_pending = n["max-pending"], max_client_connections = n["max-client-conns"],
     callback_secret = secret ~= "" and secret or nil,
   })
   if not srv then io.stderr:write("chorus serve: " .. tostring(err) .. "\n") return 1 end

@@ -45,7 +45,8 @@
 -- Limits (options of listen; defaults in brackets): max_body_bytes [1 MiB]
 -- (413 before the body is read), max_header_bytes [64 KiB] (431),
 -- request_timeout_ms [10000] (receiving one request / keep-alive idle),
--- max_connections [10000] (503 beyond), ws_max_queued_bytes [1 MiB],
+-- max_connections [10000] (503 beyond), max_client_connections [2048]
+-- (from one client address; 429 beyond), ws_max_queued_bytes [1 MiB],
 -- ws_max_message_bytes [1 MiB] (inbound; close 1009), ws_max_inbound_bytes
 -- [4 MiB] (received and not yet read by the handler; close 1008),
 -- ws_close_timeout_ms [5000], backlog [511], reuseport [false]

@@ -39,6 +39,7 @@ local schema = require "chorus.schema"
 local json = require "chorus.json"
 local buffer = require "string.buffer"
 local log = require "chorus.log"
+local sched = require "chorus.sched"
 local Execution = require("chorus.execution").Execution
 
 local Store = {}
@@ -231,6 +232,8 @@ function Store:list_executions(filter)
   local items = {}
   local i, j = 1, 1 -- next in live, next in the archive's list
   for pos = 1, math.min(total, offset + limit) do
+    -- A long answer is built in slices: other requests run between them.
+    if pos % 200 == 0 and native.current() then sched.sleep(0) end
     local e, take_live = live[i], nil
     if e and ids[j] then take_live = newer(e.created_at, e.id, created[j], ids[j])
     else take_live = e ~= nil end
