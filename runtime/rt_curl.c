@@ -9,6 +9,7 @@
 #include "rt_curl.h"
 
 #include <curl/curl.h>
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -68,6 +69,10 @@ struct rt_curl_req {
     int too_large;             /* 1: body over max_body, 2: headers */
     int oom;                   /* a response buffer could not grow */
     int sock_failed;           /* a socket could not be polled */
+    int deny_internal;         /* see rt_curl_opts_t */
+    rt_cidr_t *allow;
+    size_t nallow;
+    char blocked[INET6_ADDRSTRLEN]; /* an address refused, or "" */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -357,13 +362,41 @@ static void req_free(rt_curl_req_t *r)
     free(r->body);
     free(r->hbuf);
     free(r->hoff);
+    free(r->allow);
     free(r);
+}
+
+/* CURLOPT_OPENSOCKETFUNCTION with deny_internal: the address curl is
+ * about to connect to (after DNS, after each redirect) is checked here,
+ * so no name resolving to an internal address gets through. */
+static curl_socket_t open_socket_cb(void *data, curlsocktype purpose,
+                                    struct curl_sockaddr *a)
+{
+    rt_curl_req_t *r = data;
+    size_t i;
+    (void)purpose;
+    if (rt_netaddr_is_internal(&a->addr)) {
+        for (i = 0; i < r->nallow; i++)
+            if (rt_cidr_contains(&r->allow[i], &a->addr))
+                break;
+        if (i == r->nallow) {
+            const void *ip = a->family == AF_INET6
+                ? (const void *)&((struct sockaddr_in6 *)&a->addr)->sin6_addr
+                : (const void *)&((struct sockaddr_in *)&a->addr)->sin_addr;
+            if (inet_ntop(a->family, ip, r->blocked, sizeof r->blocked) == NULL)
+                snprintf(r->blocked, sizeof r->blocked, "?");
+            return CURL_SOCKET_BAD;
+        }
+    }
+    return socket(a->family, a->socktype, a->protocol);
 }
 
 /* The short word for a failed transfer (see rt_curl_result_t). */
 static const char *error_word(rt_curl_req_t *r, CURLcode rc)
 {
     long os_errno = 0;
+    if (r->blocked[0] != '\0')
+        return "blocked address";
     if (r->too_large || rc == CURLE_FILESIZE_EXCEEDED)
         return "too large";
     if (r->oom)
@@ -444,7 +477,11 @@ static void req_finish(rt_curl_req_t *r, CURLcode rc)
         rc = CURLE_COULDNT_CONNECT;
     if (rc != CURLE_OK || r->sock_failed) {
         res.error = error_word(r, rc);
-        if (r->sock_failed)
+        if (r->blocked[0] != '\0')
+            snprintf(r->errbuf, sizeof(r->errbuf),
+                     "refused to connect to %s, an internal address",
+                     r->blocked);
+        else if (r->sock_failed)
             snprintf(r->errbuf, sizeof(r->errbuf),
                      "cannot watch the connection's socket");
         else if (r->too_large == 1 || rc == CURLE_FILESIZE_EXCEEDED)
@@ -461,7 +498,8 @@ static void req_finish(rt_curl_req_t *r, CURLcode rc)
         i = strlen(r->errbuf); /* curl's messages may end in a newline */
         while (i > 0 && (r->errbuf[i - 1] == '\n' || r->errbuf[i - 1] == ' '))
             r->errbuf[--i] = '\0';
-        if (rc == CURLE_COULDNT_CONNECT && !r->sock_failed)
+        if (rc == CURLE_COULDNT_CONNECT && !r->sock_failed &&
+            r->blocked[0] == '\0')
             append_errno(r);
         res.message = r->errbuf;
         res.body = "";
@@ -723,6 +761,21 @@ int rt_curl_start(rt_curl_t *c, const rt_curl_opts_t *o, rt_curl_done_cb cb,
     SETOPT(CURLOPT_MAXREDIRS, o->max_redirects < 0
                                   ? (long)RT_CURL_DEFAULT_REDIRECTS
                                   : o->max_redirects);
+    if (o->deny_internal) {
+        r->deny_internal = 1;
+        if (o->nallow > 0) {
+            r->allow = malloc(o->nallow * sizeof(*r->allow));
+            if (r->allow == NULL)
+                goto fail_setopt;
+            memcpy(r->allow, o->allow, o->nallow * sizeof(*r->allow));
+            r->nallow = o->nallow;
+        }
+        SETOPT(CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
+        SETOPT(CURLOPT_OPENSOCKETDATA, (void *)r);
+        /* a pooled connection was opened for another request's checks */
+        SETOPT(CURLOPT_FRESH_CONNECT, 1L);
+        SETOPT(CURLOPT_FORBID_REUSE, 1L);
+    }
 #undef SETOPT
     if (set_method(e, method, o) != CURLE_OK)
         goto fail_setopt;
@@ -742,6 +795,7 @@ fail_setopt:
     curl_easy_cleanup(e);
 fail_easy:
     curl_slist_free_all(r->hdrs);
+    free(r->allow);
     free(r);
 fail_alloc:
     *err = "out of memory";

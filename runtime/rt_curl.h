@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "rt_netaddr.h"
+
 typedef struct rt_curl rt_curl_t;
 typedef struct rt_curl_req rt_curl_req_t;
 
@@ -49,6 +51,11 @@ typedef struct {
     uint64_t max_body;                /* response body limit; 0: none */
     int follow_redirects;             /* 0 (default): a 3xx is the answer */
     long max_redirects;               /* with follow_redirects; <0: 5 */
+    int deny_internal;                /* refuse to connect to internal
+                                       * addresses (rt_netaddr.h), after
+                                       * DNS, but those in allow */
+    const rt_cidr_t *allow;           /* nallow ranges (copied) */
+    size_t nallow;
 } rt_curl_opts_t;
 
 /* What came back. Pointers are valid only during the callback. */
@@ -57,7 +64,8 @@ typedef struct {
      * "timeout", "connection refused", "connect failed", "cannot resolve",
      * "too large", "tls error", "unsupported protocol", "bad url",
      * "too many redirects", "empty reply", "connection error",
-     * "out of memory", "request failed". */
+     * "blocked address" (deny_internal), "out of memory",
+     * "request failed". */
     const char *error;
     const char *message;              /* curl's detail; "" on success */
     long status;                      /* HTTP status of the last response */

@@ -156,7 +156,8 @@ static const char *lc_opt_str(lua_State *L, const char *key, size_t *len)
 
 /* native.curl_request({url=, method=, headers={n1, v1, ...}, body=,
  *   timeout_ms=, connect_timeout_ms=, max_body_bytes=, follow_redirects=,
- *   max_redirects=}) -> status, headers, body | nil, word, message
+ *   max_redirects=, deny_internal=, allow={"10.0.0.0/8", ...}})
+ *   -> status, headers, body | nil, word, message
  * Bad option types raise (caller bugs); bad values give
  * nil, "invalid request", why. */
 static int l_curl_request(lua_State *L)
@@ -190,6 +191,31 @@ static int l_curl_request(lua_State *L)
     o.follow_redirects = lua_toboolean(L, -1);
     lua_getfield(L, 1, "max_redirects");
     o.max_redirects = lua_isnil(L, -1) ? -1 : (long)lua_tointeger(L, -1);
+    lua_getfield(L, 1, "deny_internal");
+    o.deny_internal = lua_toboolean(L, -1);
+    lua_getfield(L, 1, "allow");
+    if (!lua_isnil(L, -1)) {
+        int at = lua_gettop(L);
+        rt_cidr_t *cidrs;
+        size_t na = lua_objlen(L, at);
+        luaL_argcheck(L, lua_istable(L, at), 1, "allow must be a list");
+        /* Garbage-collected, so a raise below leaks nothing. */
+        cidrs = lua_newuserdata(L, (na ? na : 1) * sizeof(*cidrs));
+        for (i = 0; i < na; i++) {
+            lua_rawgeti(L, at, (int)i + 1);
+            if (lua_type(L, -1) != LUA_TSTRING ||
+                rt_cidr_parse(lua_tostring(L, -1), &cidrs[i]) != 0) {
+                lua_pushnil(L);
+                lua_pushliteral(L, "invalid request");
+                lua_pushfstring(L, "allow[%d] is not an address or a "
+                                   "CIDR range", (int)i + 1);
+                return 3;
+            }
+            lua_pop(L, 1);
+        }
+        o.allow = cidrs;
+        o.nallow = na;
+    }
 
     lua_getfield(L, 1, "headers");
     if (!lua_isnil(L, -1)) {

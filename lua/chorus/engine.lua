@@ -43,6 +43,7 @@ function Engine:execute(cfg, input, opts)
     keep_inputs = opts.keep_inputs, id = opts.id, trace_id = opts.trace_id,
     config_id = opts.config_id, config_version = opts.config_version,
     user_id = opts.user_id, tenant_id = opts.tenant_id, input_bytes = opts.input_bytes,
+    callback_url = opts.callback_url, session_id = opts.session_id, metadata = opts.metadata,
   })
   return exec:start({ detached = opts.detached })
 end

@@ -57,14 +57,16 @@ local function class_of(cfg)
   return class
 end
 
-local OPTIONAL = { "auto_approve", "keep_inputs", "config_id", "config_version", "user_id", "tenant_id" }
+local OPTIONAL = { "auto_approve", "keep_inputs", "config_id", "config_version", "user_id", "tenant_id",
+  "callback_url", "session_id", "metadata" }
 -- opts.input_bytes: the input's size as chorus.limits measured it at the
 -- door (exec.bytes: what the execution holds, outputs added as they come).
 
 -- new(opts) -> execution (not started)
 -- opts: config (validated, normalized), input, registry (pinned snapshot),
 -- store, bus, auto_approve, keep_inputs (record each step's input), id,
--- trace_id, config_id, config_version, user_id, tenant_id.
+-- trace_id, config_id, config_version, user_id, tenant_id, callback_url
+-- (a webhook of its own, see chorus.callbacks), session_id, metadata.
 -- Fields that most executions never use are set only when given.
 function M.new(opts)
   local cfg = opts.config

@@ -140,7 +140,8 @@ function Node:rebuild(row)
     input = row.input ~= json.null and row.input or {}, registry = self.engine.registry:snapshot(),
     store = self.store, bus = self.engine.bus, id = row.id, trace_id = row.trace_id,
     config_id = row.config_id, config_version = row.config_version,
-    user_id = row.user_id, tenant_id = row.tenant_id,
+    user_id = row.user_id, tenant_id = row.tenant_id, callback_url = row.callback_url,
+    session_id = row.session_id, metadata = row.metadata ~= json.null and next(row.metadata or {}) and row.metadata or nil,
   })
   exec.persisted, exec.claims, exec.created_at = true, row.claims, row.created_at
   exec.node = self
@@ -373,7 +374,8 @@ function Node:submit(cfg, input, opts)
     config = cfg, input = input, registry = self.engine.registry:snapshot(), store = self.store,
     bus = self.engine.bus, config_id = opts.config_id, config_version = opts.config_version,
     user_id = opts.user_id, tenant_id = opts.tenant_id, auto_approve = opts.auto_approve,
-    trace_id = opts.trace_id, input_bytes = bytes,
+    trace_id = opts.trace_id, input_bytes = bytes, callback_url = opts.callback_url,
+    session_id = opts.session_id, metadata = opts.metadata,
   })
   local here = not self.stopping and self.nrunning < self.concurrency
   local claim = here and { node_id = self.node_id, claim_token = native.uuid(), lease_ms = self.lease_ms } or {}
@@ -387,7 +389,8 @@ function Node:submit(cfg, input, opts)
     if not res then return nil, err end
     if writes.insert_refused(plan, res, exec.id) then
       local prev, perr = self.pool:query([[SELECT id::text, trace_id::text, status FROM orchestration_executions
-        WHERE coalesce(tenant_id, '') = coalesce($1, '') AND idempotency_key = $2]], opts.tenant_id, opts.idempotency_key)
+        WHERE coalesce(tenant_id, '') = coalesce($1, '') AND coalesce(user_id, '') = coalesce($3, '')
+          AND idempotency_key = $2]], opts.tenant_id, opts.idempotency_key, opts.user_id)
       if not prev then return nil, perr end
       local p = prev.rows[1]
       if not p then return nil, "conflicting execution id", "conflict" end

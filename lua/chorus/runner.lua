@@ -29,7 +29,13 @@ function M.new(opts)
   local self = setmetatable({ engine = opts.engine, store = opts.engine.store, idem = {}, idem_n = 0,
     max_idem = opts.max_idempotency_keys or 100000, inflight = 0,
     max_inflight = opts.max_inflight or M.DEFAULT_MAX_INFLIGHT }, Runner)
-  self.untrack = function() self.inflight = self.inflight - 1 end
+  -- An execution that ends: its webhooks go out (opts.on_end, the
+  -- server's local deliverer), and it leaves the count.
+  local on_end = opts.on_end
+  self.untrack = function(exec)
+    self.inflight = self.inflight - 1
+    if on_end then on_end(exec) end
+  end
   return self
 end
 
@@ -47,7 +53,9 @@ function Runner:submit(cfg, input, opts)
   end
   local ikey
   if opts.idempotency_key then
-    ikey = (opts.tenant_id or "") .. "\0" .. opts.idempotency_key
+    -- A key is the user's own: another user of the tenant reusing it
+    -- starts an execution of their own.
+    ikey = (opts.tenant_id or "") .. "\0" .. (opts.user_id or "") .. "\0" .. opts.idempotency_key
     local id = self.idem[ikey]
     local exec = id and self.store:get_execution(id)
     if exec then return summary(exec, true) end
@@ -55,6 +63,7 @@ function Runner:submit(cfg, input, opts)
   local exec = self.engine:execute(cfg, input, {
     detached = true, config_id = opts.config_id, config_version = opts.config_version,
     user_id = opts.user_id, tenant_id = opts.tenant_id, trace_id = opts.trace_id, input_bytes = bytes,
+    callback_url = opts.callback_url, session_id = opts.session_id, metadata = opts.metadata,
   })
   if not exec.finalized then
     self.inflight = self.inflight + 1

@@ -51,7 +51,10 @@ function M.start(opts)
       concurrency = opts.concurrency, lease_ms = opts.lease_ms, max_pending = opts.max_pending }):run({ url = opts.db })
     svc.deliverer = require("chorus.callbacks").deliverer(d.pool, { secret = opts.callback_secret }):run()
   else
-    svc.runner = require("chorus.runner").new({ engine = engine, max_inflight = opts.max_inflight })
+    -- In memory the process delivers webhooks itself (there is no outbox).
+    svc.deliverer = require("chorus.callbacks").local_deliverer({ secret = opts.callback_secret })
+    svc.runner = require("chorus.runner").new({ engine = engine, max_inflight = opts.max_inflight,
+      on_end = function(exec) svc.deliverer:enqueue(exec) end })
   end
 
   if opts.redis then
@@ -138,7 +141,7 @@ function Server:stop(opts)
   local grace = opts and opts.grace_ms or 10000
   local svc = self.svc
   if self.http then self.http:close({ grace_ms = math.min(grace, 5000) }) end
-  if svc.deliverer then svc.deliverer:stop() end
+  if svc.deliverer and svc.pool then svc.deliverer:stop() end -- the outbox keeps the rest
   if svc.runner then
     if svc.runner.stop then
       svc.runner:stop({ grace_ms = grace })
@@ -152,6 +155,10 @@ function Server:stop(opts)
       end
       while live() and sched.now() < deadline do sched.sleep(20) end
       svc.runner:close()
+      -- Webhooks of what ended: the time left of the grace, then dropped
+      -- (and logged as such).
+      svc.deliverer:wait(math.max(0, deadline - sched.now()))
+      svc.deliverer:stop()
     end
   end
   if svc.bridge then

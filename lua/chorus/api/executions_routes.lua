@@ -14,6 +14,7 @@ local api = require "chorus.api"
 local body = require "chorus.api.body"
 local errors = require "chorus.api.errors"
 local json = require "chorus.json"
+local callbacks = require "chorus.callbacks"
 
 local M = {}
 
@@ -50,6 +51,39 @@ local function read_input(doc)
   return input
 end
 
+-- What an execute request may carry besides its input (the plan's API):
+-- callback_url (a webhook of this execution's own, see chorus.callbacks),
+-- session_id (the client's conversation), metadata (free, stored).
+local function read_extras(doc)
+  local x, errs = {}, {}
+  local url = doc.callback_url
+  if url ~= nil and url ~= json.null then
+    local ok, why = callbacks.check_url(url)
+    if not ok then errs[#errs + 1] = { path = "callback_url", message = why } end
+    if type(url) == "string" and #url > 2048 then
+      errs[#errs + 1] = { path = "callback_url", message = "must be at most 2048 characters" }
+    end
+    x.callback_url = url
+  end
+  local sid = doc.session_id
+  if sid ~= nil and sid ~= json.null then
+    if type(sid) ~= "string" or #sid == 0 or #sid > 200 then
+      errs[#errs + 1] = { path = "session_id", message = "must be a string of 1 to 200 characters" }
+    end
+    x.session_id = sid
+  end
+  local md = doc.metadata
+  if md ~= nil and md ~= json.null then
+    if type(md) ~= "table" or (next(md) ~= nil and json.is_array(md)) then
+      errs[#errs + 1] = { path = "metadata", message = "must be a JSON object" }
+    elseif next(md) ~= nil then
+      x.metadata = md
+    end
+  end
+  if #errs > 0 then return nil, errors.validation(errs) end
+  return x
+end
+
 local function idempotency_key(ctx)
   local k = ctx.req.headers["idempotency-key"]
   if k == nil then return nil end
@@ -62,13 +96,17 @@ local function idempotency_key(ctx)
   return k
 end
 
-local function submit(ctx, cfg, input, c)
+local function submit(ctx, cfg, input, c, doc)
   local ikey, s, h, b = idempotency_key(ctx)
   if s then return s, h, b end
+  local x
+  x, s, h, b = read_extras(doc)
+  if not x then return s, h, b end
   local p = ctx.principal
   local res, err, code = ctx.service.runner:submit(cfg, input, {
     config_id = c and c.id, config_version = c and c.version,
     user_id = p.user_id, tenant_id = p.tenant_id, idempotency_key = ikey,
+    callback_url = x.callback_url, session_id = x.session_id, metadata = x.metadata,
   })
   if not res then
     if code == "conflict" then return errors.response("conflict", err) end
@@ -117,7 +155,7 @@ function M.register(app)
     if not cfg then
       return errors.validation(errs, "the stored config is no longer valid against the loaded scripts")
     end
-    return submit(ctx, cfg, input, c)
+    return submit(ctx, cfg, input, c, doc)
   end)
 
   app:route("POST", BASE .. "/execute", { auth = "execute" }, function(ctx)
@@ -134,7 +172,7 @@ function M.register(app)
       for _, e in ipairs(errs) do e.path = "config." .. e.path end
       return errors.validation(errs, "the config is invalid")
     end
-    return submit(ctx, cfg, input, nil)
+    return submit(ctx, cfg, input, nil, doc)
   end)
 
   app:route("GET", BASE .. "/status/{trace_id}", { auth = "read" }, function(ctx)

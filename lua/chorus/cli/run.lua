@@ -104,6 +104,14 @@ return function(argv)
     dbh.pool:close()
   end
 
+  if not dbh and require("chorus.callbacks").urls(exec) then
+    -- In memory nobody else will send the webhooks: this process does,
+    -- with its retries, for up to 30 s. (With --db they are in the outbox.)
+    local secret = os.getenv("CHORUS_CALLBACK_SECRET")
+    local d = require("chorus.callbacks").local_deliverer({ secret = secret ~= "" and secret or nil })
+    d:enqueue(exec)
+    if not d:wait(30000) then d:stop() end
+  end
   local rec = exec:record()
   if view then view.summary(rec) end
   if opts.json then

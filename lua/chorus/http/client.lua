@@ -2,7 +2,7 @@
 --
 --   request({method=, url=, headers={name=value}, body=, timeout_ms=,
 --            connect_timeout_ms=, max_body_bytes=, follow_redirects=,
---            max_redirects=}) -> res | nil, err, kind
+--            max_redirects=, deny_internal=, allow=}) -> res | nil, err, kind
 --   get(url, opts)              -> res | nil, err, kind
 --   post_json(url, value, opts) -> res (+ res.json) | nil, err, kind
 --
@@ -17,6 +17,9 @@
 --   "connection refused", "connect failed", "cannot resolve", "tls error",
 --   "empty reply", "connection error", "too many redirects",
 --   "too large"      the body exceeded max_body_bytes (or headers 256 KiB)
+--   "blocked address" with deny_internal = true, the host resolved to an
+--                    internal address (loopback, private, link-local...)
+--                    that allow = {"10.0.0.0/8", "127.0.0.1"} does not list
 --   "bad url"        not an http(s) URL; "invalid request" bad options;
 --   "unsupported protocol", "out of memory", "request failed"
 -- e.g. nil, "connection refused: Failed to connect to 127.0.0.1 port 1 ...",
@@ -117,6 +120,11 @@ local function native_opts(opts)
   end
   n.max_body_bytes, err = check_number(opts, "max_body_bytes", 1)
   if not n.max_body_bytes then return invalid(err) end
+  if opts.deny_internal then
+    n.deny_internal = true
+    if opts.allow ~= nil and type(opts.allow) ~= "table" then return invalid("allow must be a list") end
+    n.allow = opts.allow
+  end
   return n
 end
 

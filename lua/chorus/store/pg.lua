@@ -24,6 +24,7 @@
 -- truncated step is run again on recovery rather than replayed.
 local json = require "chorus.json"
 local committer_mod = require "chorus.store.committer"
+local callbacks = require "chorus.callbacks"
 local validate = require "chorus.validate"
 local native = require "chorus.native"
 
@@ -105,7 +106,8 @@ function M.insert_records(store, exec, opts)
     status = exec.status, input = jsonb(exec.input), user_id = exec.user_id, tenant_id = exec.tenant_id,
     idempotency_key = opts.idempotency_key, priority = opts.priority or 0, node_id = opts.node_id,
     claim_token = opts.claim_token, lease_ms = opts.lease_ms or 0, claims = opts.node_id and 1 or 0,
-    created_at = exec.created_at }
+    created_at = exec.created_at, callback_url = exec.callback_url, session_id = exec.session_id,
+    metadata = exec.metadata and jsonb(exec.metadata) or nil }
   return recs, hash
 end
 
@@ -151,24 +153,19 @@ function Store:update_execution(exec)
     paused = exec.paused_by_user == true, seq = seq,
   } }
   local terminal = TERMINAL[exec.status]
-  local url = terminal and exec.config.settings.callback_url
-  if url then
-    -- The outbox row commits with the terminal status, or not at all.
-    recs[2] = { kind = "callback", execution_id = exec.id, url = url, payload = jsonb(M.callback_payload(exec)), seq = seq }
+  local urls = terminal and callbacks.urls(exec)
+  if urls then
+    -- The outbox rows commit with the terminal status, or not at all.
+    local payload = jsonb(callbacks.payload(exec))
+    for _, url in ipairs(urls) do
+      recs[#recs + 1] = { kind = "callback", execution_id = exec.id, url = url, payload = payload, seq = seq }
+    end
   end
   -- Nothing waits on "running" or "paused": only an end (and the
   -- compensation that precedes it) must be durable before we go on.
   local ok, err, info = self:write(recs, terminal or exec.status == "compensation", exec)
   if terminal then self.live[exec.id], self.live[exec.trace_id] = nil, nil end
   return ok, err, info
-end
-
--- The body a webhook receives when an execution ends.
-function M.callback_payload(exec)
-  return { event = "execution." .. exec.status, execution_id = exec.id, trace_id = exec.trace_id,
-    config = exec.config.name, status = exec.status, output = exec.output, error = exec.error,
-    finished_at = exec.finished_at,
-    metrics = { latency_ms = exec.latency_ms, tokens = exec.tokens, cost = exec.cost } }
 end
 
 -- save_step(exec, sr, wait): wait defaults to true except for "running".
@@ -215,7 +212,8 @@ A.id::text AS id, A.trace_id::text AS trace_id, A.config_id::text AS config_id, 
 A.config_name, (SELECT snapshot FROM orchestration_config_snapshots s WHERE s.hash = A.config_hash)
 AS config_snapshot, A.script_versions, A.status, A.input, A.output, A.error, A.answered_by,
 A.consensus, A.user_id, A.tenant_id, A.node_id, A.claims, A.tokens, A.cost, A.latency_ms,
-A.paused_by_user, A.cancel_requested, extract(epoch FROM A.created_at) AS created_at,
+A.paused_by_user, A.cancel_requested, A.callback_url, A.session_id, A.metadata,
+extract(epoch FROM A.created_at) AS created_at,
 extract(epoch FROM A.started_at) AS started_at, extract(epoch FROM A.finished_at) AS finished_at]])
     :gsub("A%.", a .. "."))
 end
