@@ -12,3 +12,8 @@ DROP INDEX orchestration_executions_idempotency;
 CREATE UNIQUE INDEX orchestration_executions_idempotency
     ON orchestration_executions (coalesce(tenant_id, ''), coalesce(user_id, ''), idempotency_key)
     WHERE idempotency_key IS NOT NULL;
+-- A step stopped by its execution (cancel, a sibling's abort, the
+-- execution's deadline) is recorded "cancelled", not "failed".
+ALTER TABLE orchestration_step_runs DROP CONSTRAINT orchestration_step_runs_status_check;
+ALTER TABLE orchestration_step_runs ADD CONSTRAINT orchestration_step_runs_status_check CHECK (status IN
+    ('pending', 'running', 'completed', 'failed', 'skipped', 'paused', 'cancelled'));

@@ -30,11 +30,17 @@
 #include <h2o/websocket.h>
 
 #include <errno.h>
+#include <stddef.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
+#include <unistd.h>
+#include <sys/resource.h>
+#include <sys/ioctl.h>
+#include <fcntl.h>
 
 /* Defaults for zero options. */
 #define RT_HTTP_DEF_HOST "127.0.0.1"
@@ -68,6 +74,8 @@ typedef struct rt_http_conn {
     struct rt_http_conn *prev, *next; /* in srv->conns */
     uint8_t peer[16];                 /* counted in srv->per_client */
     int counted;
+    int linger_fd;                    /* a duplicate of the socket, or -1:
+                                       * see rt__linger */
 } rt_http_conn_t;
 
 /* The h2o handler; keeps a pointer back to its server. */
@@ -85,6 +93,8 @@ struct rt_http_server {
     h2o_timeout_t ws_flush_timeout; /* re-checks a close waiting on sends */
     uv_tcp_t listener;
     rt_addrcount_t per_client;     /* open connections by peer address */
+    size_t nofile;                 /* RLIMIT_NOFILE: lingering needs a
+                                    * second descriptor per connection */
     uv_timer_t ticker;             /* sweeps while closing, then finishes */
     uv_prepare_t flusher;          /* writes dirty WebSockets before poll */
     struct rt_http_ws **dirty;     /* WebSockets with output to write (a */
@@ -284,6 +294,68 @@ static size_t rt__head_bytes(h2o_req_t *req)
     return n;
 }
 
+/* h2o 2.2.5 keeps its HTTP/1 connection struct private; the field after
+ * its public h2o_conn_t is the socket (lib/http1.c), whose input buffer
+ * starts with the request being handled. The pointer is trusted only when
+ * the socket points back at the connection. */
+#if H2O_VERSION_MAJOR != 2 || H2O_VERSION_MINOR != 2
+#error "rt__http1_input reads h2o 2.2's private HTTP/1 connection layout"
+#endif
+struct rt__h2o_http1_conn_head {
+    h2o_conn_t super;
+    h2o_socket_t *sock;
+};
+
+static h2o_buffer_t *rt__http1_input(h2o_req_t *req)
+{
+    h2o_socket_t *sock;
+    if (req->version >= 0x200)
+        return NULL;
+    memcpy(&sock,
+           (char *)req->conn + offsetof(struct rt__h2o_http1_conn_head, sock),
+           sizeof sock);
+    if (sock == NULL || sock->data != (void *)req->conn || sock->input == NULL)
+        return NULL;
+    return sock->input;
+}
+
+/* Two Content-Length headers that differ make the body's end ambiguous
+ * (request smuggling); h2o takes the first and drops the rest, so the
+ * raw head is read again here. Returns 1 when they differ. */
+static int rt__conflicting_lengths(h2o_req_t *req)
+{
+    h2o_buffer_t *in = rt__http1_input(req);
+    const char *p, *end, *eol, *first = NULL, *v, *ve;
+    size_t first_len = 0;
+    if (in == NULL)
+        return 0;
+    p = in->bytes;
+    end = p + (in->size < H2O_MAX_REQLEN ? in->size : H2O_MAX_REQLEN);
+    eol = memchr(p, '\n', (size_t)(end - p)); /* skip the request line */
+    while (eol != NULL && eol + 1 < end) {
+        p = eol + 1;
+        eol = memchr(p, '\n', (size_t)(end - p));
+        if (eol == NULL || eol - p <= 1)
+            break; /* the empty line: the head ends */
+        if (eol - p < 15 || strncasecmp(p, "content-length:", 15) != 0)
+            continue;
+        for (v = p + 15; v < eol && (*v == ' ' || *v == '\t'); v++)
+            ;
+        for (ve = eol; ve > v && (ve[-1] == '\r' || ve[-1] == ' ' ||
+                                  ve[-1] == '\t');
+             ve--)
+            ;
+        if (first == NULL) {
+            first = v;
+            first_len = (size_t)(ve - v);
+        } else if ((size_t)(ve - v) != first_len ||
+                   memcmp(v, first, first_len) != 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     rt_http_server_t *srv = ((rt_http_handler_t *)self)->srv;
@@ -293,6 +365,11 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     if (rt__head_bytes(req) > srv->opts.max_header_bytes) {
         rt__send_error(req, 431, "header_too_large",
                        "request headers are too large");
+        return 0;
+    }
+    if (req->entity.base != NULL && rt__conflicting_lengths(req)) {
+        rt__send_error(req, 400, "bad_request",
+                       "conflicting Content-Length headers");
         return 0;
     }
     if (srv->on_request == NULL || srv->state >= RT_SRV_HARD) {
@@ -947,12 +1024,129 @@ void rt_http_ws_release(rt_http_ws_t *ws)
     rt__ws_unref(ws);
 }
 
+/* ---- lingering close -------------------------------------------------- */
+
+/* h2o closes a connection right after an answer that ends it (a 413 for
+ * a body over max_body_bytes, sent from the Content-Length before the
+ * body is read); closing a socket with unread input makes the kernel
+ * send a reset, and a client still uploading never reads the answer. So
+ * each connection keeps a duplicate of its descriptor (while descriptors
+ * allow); when h2o has closed its own and input is still unread, the
+ * duplicate finishes the job: shut the write side (after the answer),
+ * read and discard for up to RT_LINGER_MS or RT_LINGER_MAX_BYTES, then
+ * close. */
+#define RT_LINGER_MS 2000
+#define RT_LINGER_MAX_BYTES (64u << 20)
+
+typedef struct rt_linger {
+    uv_poll_t poll;
+    uv_timer_t timer;
+    int fd, open_handles;
+    size_t drained;
+    struct rt_linger *prev, *next;
+} rt_linger_t;
+
+static rt_linger_t *rt__lingering; /* one loop per process */
+
+static void rt__linger_closed(uv_handle_t *h)
+{
+    rt_linger_t *l = h->data;
+    if (--l->open_handles > 0)
+        return;
+    close(l->fd);
+    free(l);
+}
+
+static void rt__linger_end(rt_linger_t *l)
+{
+    if (l->open_handles < 2 || uv_is_closing((uv_handle_t *)&l->poll))
+        return;
+    RT_LIST_DEL(rt__lingering, l);
+    uv_close((uv_handle_t *)&l->poll, rt__linger_closed);
+    uv_close((uv_handle_t *)&l->timer, rt__linger_closed);
+}
+
+static void rt__linger_read(uv_poll_t *p, int status, int events)
+{
+    static char sink[65536];
+    rt_linger_t *l = p->data;
+    ssize_t n;
+    (void)events;
+    if (status < 0) {
+        rt__linger_end(l);
+        return;
+    }
+    while ((n = read(l->fd, sink, sizeof sink)) > 0) {
+        l->drained += (size_t)n;
+        if (l->drained > RT_LINGER_MAX_BYTES) {
+            rt__linger_end(l);
+            return;
+        }
+    }
+    if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        rt__linger_end(l);
+}
+
+static void rt__linger_timeout(uv_timer_t *t)
+{
+    rt__linger_end(t->data);
+}
+
+/* Takes fd over: closes it now when nothing is left to read, else
+ * lingers. */
+static void rt__linger(uv_loop_t *loop, int fd)
+{
+    rt_linger_t *l;
+    int unread = 0;
+    if (ioctl(fd, FIONREAD, &unread) != 0 || unread <= 0 ||
+        (l = calloc(1, sizeof *l)) == NULL) {
+        close(fd);
+        return;
+    }
+    l->fd = fd;
+    if (uv_poll_init(loop, &l->poll, fd) != 0) {
+        free(l);
+        close(fd);
+        return;
+    }
+    l->poll.data = l;
+    l->open_handles = 1;
+    if (uv_timer_init(loop, &l->timer) != 0) {
+        uv_close((uv_handle_t *)&l->poll, rt__linger_closed);
+        return;
+    }
+    l->timer.data = l;
+    l->open_handles = 2;
+    RT_LIST_ADD(rt__lingering, l);
+    (void)shutdown(fd, SHUT_WR);
+    if (uv_poll_start(&l->poll, UV_READABLE, rt__linger_read) != 0 ||
+        uv_timer_start(&l->timer, rt__linger_timeout, RT_LINGER_MS, 0) != 0) {
+        rt__linger_end(l);
+        return;
+    }
+    uv_unref((uv_handle_t *)&l->poll);
+    uv_unref((uv_handle_t *)&l->timer);
+}
+
+/* Ends every lingering close now (the server is closing). */
+static void rt__linger_stop_all(void)
+{
+    while (rt__lingering != NULL)
+        rt__linger_end(rt__lingering);
+}
+
 /* ---- connections ------------------------------------------------------ */
 
 static void on_conn_close(uv_handle_t *handle)
 {
     rt_http_conn_t *c = (rt_http_conn_t *)handle;
     rt_http_server_t *srv = c->srv;
+    if (c->linger_fd >= 0) {
+        if (srv->state == RT_SRV_OPEN)
+            rt__linger(srv->loop, c->linger_fd);
+        else
+            close(c->linger_fd);
+    }
     if (c->counted)
         rt_addrcount_dec(&srv->per_client, c->peer);
     RT_LIST_DEL(srv->conns, c);
@@ -1029,6 +1223,7 @@ static void on_accept(uv_stream_t *listener, int status)
         return;
     }
     c->srv = srv;
+    c->linger_fd = -1;
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
         uv_close((uv_handle_t *)&c->tcp, on_rejected_close);
         return;
@@ -1045,6 +1240,11 @@ static void on_accept(uv_stream_t *listener, int status)
         return;
     }
     (void)uv_tcp_nodelay(&c->tcp, 1);
+    if ((srv->stats.connections_active + 1) * 2 + 512 < srv->nofile) {
+        uv_os_fd_t fd;
+        if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+            c->linger_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    }
     RT_LIST_ADD(srv->conns, c);
     srv->stats.connections_active++;
     srv->stats.connections_total++;
@@ -1199,6 +1399,21 @@ rt_http_server_t *rt_http_server_new(uv_loop_t *loop, const rt_http_opts_t *o,
     srv->loop = loop;
     srv->opts = *o;
     rt__fill_defaults(&srv->opts);
+    {
+        /* Raise the soft limit of descriptors to the hard one: lingering
+         * closes need two per connection. */
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+            if (rl.rlim_cur < rl.rlim_max) {
+                rlim_t want = rl.rlim_max;
+                rl.rlim_cur = want;
+                if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+                    (void)getrlimit(RLIMIT_NOFILE, &rl);
+            }
+            srv->nofile = rl.rlim_cur == RLIM_INFINITY ? (size_t)-1
+                                                        : (size_t)rl.rlim_cur;
+        }
+    }
     srv->host = strdup(srv->opts.host);
     if (srv->host == NULL) {
         snprintf(errbuf, errlen, "out of memory");
@@ -1398,6 +1613,7 @@ void rt_http_server_close(rt_http_server_t *srv, uint64_t grace_ms,
     }
     srv->state = RT_SRV_CLOSING;
     srv->hard_at = now + grace_ms;
+    rt__linger_stop_all();
     uv_close((uv_handle_t *)&srv->listener, on_listener_close);
     /* Requests parsed from now on get "Connection: close" (what
      * h2o_context_request_shutdown does for HTTP/1, without arming

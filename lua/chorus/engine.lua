@@ -12,9 +12,12 @@ Engine.__index = Engine
 local M = {}
 
 -- new({scripts = {dir...}, store = store, watch = bool, sandbox = bool})
--- -> engine (sandbox: see chorus.script_env)
+-- -> engine | nil, err, code (code "bad_scripts": a --scripts directory
+-- does not exist) (sandbox: see chorus.script_env)
 function M.new(opts)
   opts = opts or {}
+  local dirs_ok, derr = registry.check_dirs(opts.scripts)
+  if not dirs_ok then return nil, derr, "bad_scripts" end
   local self = setmetatable({
     registry = registry.new({ dirs = registry.default_dirs(opts.scripts), sandbox = opts.sandbox }),
     bus = opts.bus or events.new(),

@@ -111,6 +111,17 @@ local function scan(dirs, spec)
   return files
 end
 
+-- A load error as the registry shows it: the file relative to its script
+-- directory (dir), the line when the message names one, and the message
+-- with the directory's prefix taken out of it.
+local function load_error(dir, kind, name, path, msg)
+  local rel = path:sub(#dir + 2)
+  msg = tostring(msg)
+  local prefix = (dir .. "/"):gsub("%p", "%%%0")
+  local line = tonumber(msg:match(rel:gsub("%p", "%%%0") .. ":(%d+):"))
+  return { kind = kind, name = name, dir = dir, file = rel, line = line, message = (msg:gsub(prefix, "")) }
+end
+
 -- load() / reload(): builds a new snapshot. A file whose content did not
 -- change keeps its entry; a broken file keeps the previous entry (if any).
 -- Returns the snapshot and the list of errors of this load.
@@ -130,7 +141,7 @@ function Registry:load()
       if entry then
         entries[name] = entry
       else
-        snap.errors[#snap.errors + 1] = { kind = spec.kind, name = name, file = path, message = err }
+        snap.errors[#snap.errors + 1] = load_error(self.dirs[found[2]], spec.kind, name, path, err)
         if prev then entries[name] = prev end
       end
     end
@@ -140,7 +151,7 @@ function Registry:load()
   if old then self.reloads = self.reloads + 1 end
   self.reload_errors = self.reload_errors + #snap.errors
   for _, e in ipairs(snap.errors) do
-    log.warn("registry: %s %s not loaded: %s", e.kind, e.name, e.message)
+    log.warn("registry: %s %s not loaded (%s/%s): %s", e.kind, e.name, e.dir, e.file, e.message)
   end
   return snap, snap.errors
 end
@@ -158,8 +169,9 @@ function Registry:list()
   for _, spec in ipairs(M.KINDS) do
     local items = {}
     for name, e in pairs(snap[spec.kind]) do
+      local dir = e.file:match("^(.*)/" .. spec.dir:gsub("%p", "%%%0") .. "/[^/]+$")
       items[#items + 1] = { name = name, version = e.version, declared_version = e.declared_version,
-        file = e.file, description = e.description }
+        file = dir and e.file:sub(#dir + 2) or e.file, dir = dir, description = e.description }
     end
     table.sort(items, function(a, b) return a.name < b.name end)
     out[spec.kind] = items
@@ -168,44 +180,77 @@ function Registry:list()
 end
 
 -- watch({debounce_ms = 50}): reload when a file in a script directory
--- changes (editors save in bursts: events are coalesced). Also reloads on
--- SIGHUP. Returns true or nil, err for the first directory that failed.
+-- changes (editors save in bursts: events are coalesced). Each script
+-- directory is watched itself too, so an agents/ or strategies/ (and its
+-- aggregators/) made after the start is watched as soon as it appears.
+-- Also reloads on SIGHUP. Returns true or nil, err for the first
+-- directory that failed.
 function Registry:watch(opts)
   local debounce = opts and opts.debounce_ms or 50
   local pending = false
+  self.watched = self.watched or {}
   local function schedule()
     if pending then return end
     pending = true
     sched.spawn_with({ detached = true }, function()
       sched.sleep(debounce)
       pending = false
+      self:watch_dirs() -- a kind directory may have appeared
       self:reload()
       if self.on_reload then self.on_reload(self.current) end
     end)
   end
-  local first_err
-  for _, d in ipairs(self.dirs) do
-    for _, spec in ipairs(M.KINDS) do
-      local dir = d .. "/" .. spec.dir
-      if native.list_dir(dir) then
-        local h, err = native.watch(dir, function(file)
-          if file == nil or file:match("%.lua$") then schedule() end
-        end)
-        if h then self.watches[#self.watches + 1] = h else first_err = first_err or err end
-      end
-    end
-  end
+  self.schedule_reload = schedule
+  local ok, err = self:watch_dirs()
   self.watches[#self.watches + 1] = native.on_signal("SIGHUP", function()
     log.info("registry: SIGHUP, reloading")
     schedule()
   end)
+  if not ok then return nil, err end
+  return true
+end
+
+-- watch_dirs(): watches every script directory and each kind directory
+-- in it that exists and is not watched yet. true | nil, first error.
+function Registry:watch_dirs()
+  local first_err
+  local function add(dir, filter)
+    if self.watched[dir] or not native.list_dir(dir) then return end
+    local h, err = native.watch(dir, function(file)
+      if file == nil or filter(file) then self.schedule_reload() end
+    end)
+    if h then
+      self.watched[dir] = true
+      self.watches[#self.watches + 1] = h
+    else
+      first_err = first_err or err
+    end
+  end
+  local function lua_file(file) return file:match("%.lua$") ~= nil end
+  local function any() return true end
+  for _, d in ipairs(self.dirs) do
+    add(d, any)
+    add(d .. "/strategies", any) -- aggregators/ appears in here
+    for _, spec in ipairs(M.KINDS) do add(d .. "/" .. spec.dir, lua_file) end
+  end
   if first_err then return nil, first_err end
   return true
 end
 
 function Registry:unwatch()
   for _, h in ipairs(self.watches) do h:close() end
-  self.watches = {}
+  self.watches, self.watched = {}, {}
+end
+
+-- check_dirs(extra) -> true | nil, err: every overlay directory exists
+-- (a typo in --scripts must not silently run the built-ins alone).
+function M.check_dirs(extra)
+  for _, d in ipairs(extra or {}) do
+    if type(d) ~= "string" or not native.list_dir(d) then
+      return nil, ("--scripts %s: no such directory"):format(tostring(d))
+    end
+  end
+  return true
 end
 
 -- default_dirs(extra) -> the built-in directory followed by the overlays.

@@ -40,9 +40,12 @@ end
 function M.start(opts)
   local d, err = open_store(opts)
   if not d then return nil, err end
-  local engine, eerr = engine_mod.new({ scripts = opts.scripts, store = d.store, watch = opts.watch ~= false,
+  local engine, eerr, ecode = engine_mod.new({ scripts = opts.scripts, store = d.store, watch = opts.watch ~= false,
     sandbox = opts.sandbox })
-  if not engine then return nil, eerr end
+  if not engine then
+    if d.pool then d.pool:close() end
+    return nil, eerr, ecode
+  end
   local node_id = ("%s:%d:%s"):format(native.hostname(), native.pid(), native.random_hex(4))
   local svc = { engine = engine, store = d.store, pool = d.pool, node_id = node_id }
 

@@ -233,6 +233,18 @@ local function record_failure(exec, step, sr, err)
   return nil, why
 end
 
+-- cancel_step: the step was stopped by its execution (cancel, abort by a
+-- sibling, the execution's deadline): it is "cancelled", not failed —
+-- nothing went wrong with the step itself — whatever its agent did with
+-- the cancel. why: the cancel reason ("cancelled" | "timeout").
+local function cancel_step(exec, sr, why, t0)
+  sr.error = why == "timeout" and "execution timed out" or "cancelled"
+  if t0 then sr.latency_ms = now() - t0 end
+  sr.output = nil
+  exec:set_step_status(sr, "cancelled")
+  return false, "cancelled"
+end
+
 local function fail(exec, step, sr, err, t0, abort)
   err = native.utf8_repair(err)
   sr.latency_ms = now() - t0
@@ -254,10 +266,7 @@ local function run_own(exec, step, sr, abort)
   if step.approval then
     ok, why = await_approval(exec, sr)
     if not ok then
-      if why == "cancelled" then
-        exec:set_step_status(sr, "skipped")
-        return false, why
-      end
+      if why == "cancelled" then return cancel_step(exec, sr, cancelled() or "cancelled") end
       sr.error = why
       exec:set_step_status(sr, "failed")
       return failed(exec, step, why, abort)
@@ -299,6 +308,10 @@ end
 -- same agent would answer the same).
 local function succeed(exec, step, sr, out, meta, t0, abort)
   add_usage(sr, meta)
+  -- An agent that ignored the cancel and answered anyway: its answer
+  -- comes too late to count.
+  local why_cancel = cancelled()
+  if why_cancel then return cancel_step(exec, sr, why_cancel, t0) end
   local settings = exec.config.settings
   local max_out = limits.setting(settings, "max_output_bytes")
   local v, bytes, why = limits.check(out, max_out)
@@ -344,9 +357,7 @@ local function retry_or_stop(exec, step, sr, n, err, t0, abort, info)
   add_usage(sr, info)
   -- Cancellation of the execution is never retried.
   local why_cancel = cancelled()
-  if why_cancel then
-    return fail(exec, step, sr, why_cancel == "timeout" and "execution timed out" or "cancelled", t0)
-  end
+  if why_cancel then return cancel_step(exec, sr, why_cancel, t0) end
   local retry = step.retry
   if n >= retry.max_attempts or (info and info.retry == false) then return fail(exec, step, sr, err, t0, abort) end
   exec:emit_step_event(sr, "step.retry", err)
@@ -355,7 +366,7 @@ local function retry_or_stop(exec, step, sr, n, err, t0, abort, info)
   if after and after > wait then wait = math.min(after, retry.max_backoff_ms or MAX_RETRY_AFTER_MS) end
   if wait > 0 then
     local slept, why = sleep(wait)
-    if not slept then return fail(exec, step, sr, why, t0) end
+    if not slept then return cancel_step(exec, sr, why, t0) end
   end
   sr.attempts = sr.attempts + 1
   exec:save_progress(sr)

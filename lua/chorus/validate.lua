@@ -120,6 +120,18 @@ local function err(errors, path, msg, ...)
   errors[#errors + 1] = { path = path, message = format(msg, ...) }
 end
 
+-- unknown(snap, kind, name, what) -> the message for a name the registry
+-- does not have: its load error when the file exists but failed to load
+-- (a syntax error is told where the script is used), else "unknown".
+local function unknown(snap, kind, name, what)
+  for _, e in ipairs(snap.errors or {}) do
+    if e.kind == kind and e.name == name then
+      return format("%s '%s' failed to load (%s): %s", what, name, e.file or "?", e.message)
+    end
+  end
+  return format("unknown %s '%s'", what, name)
+end
+
 -- Finds one cycle in the dependency graph; returns the ids on it, first
 -- id repeated at the end, or nil.
 local function find_cycle(steps, index_of)
@@ -195,14 +207,14 @@ local function check_steps(raw, base, snap, errors)
       -- agent and its params
       local entry = type(s.agent) == "string" and snap.agents[s.agent]
       if type(s.agent) == "string" and not entry then
-        err(errors, p .. ".agent", "unknown agent '%s'", s.agent)
+        err(errors, p .. ".agent", "%s", unknown(snap, "agents", s.agent, "agent"))
       elseif entry then
         s.params = check_params(s, entry, p .. ".params", errors)
       end
       if type(s.compensate) == "table" and type(s.compensate.agent) == "string" then
         local centry = snap.agents[s.compensate.agent]
         if not centry then
-          err(errors, p .. ".compensate.agent", "unknown agent '%s'", s.compensate.agent)
+          err(errors, p .. ".compensate.agent", "%s", unknown(snap, "agents", s.compensate.agent, "agent"))
         else
           s.compensate.params = check_params(s.compensate, centry, p .. ".compensate.params", errors)
         end
@@ -322,7 +334,9 @@ function M.config(doc, snap)
     local names = {}
     for n in pairs(snap.strategies) do names[#names + 1] = n end
     sort(names)
-    err(errors, "strategy", "unknown strategy '%s' (known: %s)", top.strategy, concat(names, ", "))
+    local msg = unknown(snap, "strategies", top.strategy, "strategy")
+    if msg:match("^unknown") then msg = format("%s (known: %s)", msg, concat(names, ", ")) end
+    err(errors, "strategy", "%s", msg)
   end
   local settings_schema = M.SETTINGS
   if strat and strat.module.schema and strat.module.schema.fields then
@@ -334,7 +348,22 @@ function M.config(doc, snap)
   local settings = schema.check(raw_settings, settings_schema, settings_path, errors)
   if type(settings) ~= "table" then settings = {} end -- its type error is reported
   if type(settings.aggregator) == "string" and not snap.aggregators[settings.aggregator] then
-    err(errors, settings_path .. ".aggregator", "unknown aggregator '%s'", settings.aggregator)
+    err(errors, settings_path .. ".aggregator", "%s", unknown(snap, "aggregators", settings.aggregator, "aggregator"))
+  elseif type(settings.aggregator_options) == "table" then
+    -- The options go to the rule in force (ctx:aggregate's default is
+    -- majority): checked against its schema, like an agent's params.
+    local name = type(settings.aggregator) == "string" and settings.aggregator or "majority"
+    local rule = snap.aggregators[name]
+    local rs = rule and rule.module.schema
+    local p = settings_path .. ".aggregator_options"
+    if rule and not rs then
+      if next(settings.aggregator_options) ~= nil then
+        err(errors, p, "aggregator '%s' takes no options", name)
+      end
+    elseif rs then
+      settings.aggregator_options = schema.check(settings.aggregator_options,
+        { type = "object", fields = rs.fields, additional = rs.additional }, p, errors)
+    end
   end
   if type(settings.output_step) == "string" and not index_of[settings.output_step] then
     err(errors, settings_path .. ".output_step", "names no step ('%s')", settings.output_step)

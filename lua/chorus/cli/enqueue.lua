@@ -32,7 +32,12 @@ return function(argv)
   if not input then io.stderr:write("chorus enqueue: " .. ierr .. "\n") return 2 end
   local d, derr = db.open(url)
   if not d then io.stderr:write("chorus enqueue: " .. derr .. "\n") return 1 end
-  local engine = require("chorus.engine").new({ scripts = opts.scripts, store = d.store })
+  local engine, eerr = require("chorus.engine").new({ scripts = opts.scripts, store = d.store })
+  if not engine then
+    io.stderr:write("chorus enqueue: " .. eerr .. "\n")
+    d.pool:close()
+    return 2
+  end
   local cfg, errors = engine:validate(doc)
   if not cfg then
     load.report_invalid(pos[1], errors)

@@ -170,14 +170,17 @@ return function(argv)
   local redis_url = opts.redis or os.getenv("REDIS_URL")
   if redis_url == "" then redis_url = nil end
   local secret = os.getenv("CHORUS_CALLBACK_SECRET")
-  local srv, err = require("chorus.server").start({
+  local srv, err, code = require("chorus.server").start({
     host = host, port = port, reuseport = opts.reuseport, db = db.url(opts), redis = redis_url,
     scripts = opts.scripts, sandbox = opts.sandbox, no_auth = opts["no-auth"], concurrency = n.concurrency, lease_ms = n["lease-ms"],
     max_body_bytes = n["max-body"], admin_key = os.getenv("CHORUS_ADMIN_KEY"),
     max_inflight = n["max-inflight"], max_pending = n["max-pending"], max_client_connections = n["max-client-conns"],
     callback_secret = secret ~= "" and secret or nil,
   })
-  if not srv then io.stderr:write("chorus serve: " .. tostring(err) .. "\n") return 1 end
+  if not srv then
+    io.stderr:write("chorus serve: " .. tostring(err) .. "\n")
+    return code == "bad_scripts" and 2 or 1
+  end
   local stop = sched.cond()
   local hooks = {}
   for _, sig in ipairs({ "SIGTERM", "SIGINT" }) do

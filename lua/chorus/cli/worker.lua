@@ -45,9 +45,13 @@ return function(argv)
   if not url then return 2 end
   local d, err = db.open(url, { pool_size = 8 })
   if not d then io.stderr:write("chorus worker: " .. err .. "\n") return 1 end
-  local engine, eerr = require("chorus.engine").new({ scripts = opts.scripts, store = d.store, watch = true,
+  local engine, eerr, ecode = require("chorus.engine").new({ scripts = opts.scripts, store = d.store, watch = true,
     sandbox = opts.sandbox })
-  if not engine then io.stderr:write("chorus worker: " .. eerr .. "\n") return 1 end
+  if not engine then
+    io.stderr:write("chorus worker: " .. eerr .. "\n")
+    d.pool:close()
+    return ecode == "bad_scripts" and 2 or 1
+  end
   local node = require("chorus.node").new({ engine = engine, pool = d.pool, concurrency = n.concurrency,
     lease_ms = n["lease-ms"], poll_ms = n["poll-ms"] })
   node:run({ url = url })
