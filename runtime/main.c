@@ -9,6 +9,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "rt_home.h"
 #include "rt_lua_boot.h"
 #include "rt_lua_gc.h"
 
@@ -65,6 +66,21 @@ static int gc_soft_bytes(size_t *out)
     return 0;
 }
 
+/* The directory of the Lua tree and built-in scripts (rt_home.h): NULL
+ * after saying on stderr where it looked. */
+static char *find_home(void)
+{
+    char *exe = rt_home_exe(), *err, *home;
+    rt_home_search_t s = {getenv("CHORUS_HOME"), exe, CHORUS_EXE_REL_HOME,
+                          CHORUS_DEFAULT_HOME};
+    home = rt_home_find(&s, &err);
+    if (home == NULL)
+        fprintf(stderr, "chorus: %s\n", err ? err : "out of memory");
+    free(err);
+    free(exe);
+    return home;
+}
+
 static int shutdown_expired;
 
 static void shutdown_watchdog(uv_timer_t *t)
@@ -84,7 +100,7 @@ int main(int argc, char **argv)
     rt_lua_sched_t *ls;
     rt_lua_stdin_t *in = NULL;
     rt_lua_task_t *main_task;
-    const char *home = getenv("CHORUS_HOME");
+    char *home;
     int i, code = 1;
 
     /* Checked before anything is allocated: nothing to release on exit. */
@@ -94,9 +110,10 @@ int main(int argc, char **argv)
                 getenv("CHORUS_GC_SOFT_MB"));
         return 2;
     }
+    home = find_home();
+    if (home == NULL)
+        return 2;
     signal(SIGPIPE, SIG_IGN);
-    if (home == NULL || *home == '\0')
-        home = CHORUS_DEFAULT_HOME;
     if (uv_loop_init(&loop) != 0) {
         fprintf(stderr, "chorus: cannot initialise the event loop\n");
         return 1;
@@ -178,6 +195,7 @@ int main(int argc, char **argv)
     if (gc_ok)
         rt_lua_gc_stop(&gc);
     lua_close(L);
+    free(home);
     rt_lua_sched_free(ls);
     uv_run(&loop, UV_RUN_DEFAULT);
     if (watchdog_ok)
