@@ -91,14 +91,15 @@ set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 # Named, not derived by dpkg-shlibdeps: LuaJIT must be OpenResty's luajit2
 # (the other libluajit-5.1-2 has the same soname and miscompiles pairs()
 # loops, LuaJIT #827), and cjson is loaded at run time, which no linker
-# sees. Minimum versions: Debian 12's, which the package is tested with.
+# sees; adduser makes the chorus user (postinst); procps has the kill the
+# units' ExecReload runs. Minimum versions: Debian 12's, which the package is tested with.
 # scripts/package-test checks that every library the binary links comes
 # from a package named here.
 set(CPACK_DEBIAN_PACKAGE_DEPENDS
   "libc6 (>= 2.36), libluajit2-5.1-2 (>= 2.1-20230119), libuv1 (>= 1.44.2), \
 libpq5 (>= 15), libhiredis0.14 (>= 0.14.1), libcurl4 (>= 7.88.1), \
 libh2o0.13 (>= 2.2.5+dfsg2), libwslay1 (>= 1.1.1), libssl3 (>= 3.0.0), \
-lua-cjson (>= 2.1.0), adduser")
+lua-cjson (>= 2.1.0), adduser, procps")
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS "postgresql, redis-server")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
   ${pkg}/debian/postinst ${pkg}/debian/prerm ${pkg}/debian/postrm
