@@ -10,6 +10,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "rt_home.h"
 #include "rt_lua_boot.h"
 #include "rt_lua_gc.h"
 #include "rt_lua_watchdog.h"
@@ -108,6 +109,21 @@ static unsigned long long default_heap_limit_mb(void)
     return mb;
 }
 
+/* The directory of the Lua tree and built-in scripts (rt_home.h): NULL
+ * after saying on stderr where it looked. */
+static char *find_home(void)
+{
+    char *exe = rt_home_exe(), *err, *home;
+    rt_home_search_t s = {getenv("CHORUS_HOME"), exe, CHORUS_EXE_REL_HOME,
+                          CHORUS_DEFAULT_HOME};
+    home = rt_home_find(&s, &err);
+    if (home == NULL)
+        fprintf(stderr, "chorus: %s\n", err ? err : "out of memory");
+    free(err);
+    free(exe);
+    return home;
+}
+
 static int shutdown_expired;
 
 static void shutdown_watchdog(uv_timer_t *t)
@@ -127,7 +143,7 @@ int main(int argc, char **argv)
     rt_lua_sched_t *ls;
     rt_lua_stdin_t *in = NULL;
     rt_lua_task_t *main_task;
-    const char *home = getenv("CHORUS_HOME");
+    char *home;
     unsigned long long cpu_budget_ms, heap_limit_mb;
     int i, code = 1;
 
@@ -152,9 +168,10 @@ int main(int argc, char **argv)
                 getenv("CHORUS_HEAP_LIMIT_MB"));
         return 2;
     }
+    home = find_home();
+    if (home == NULL)
+        return 2;
     signal(SIGPIPE, SIG_IGN);
-    if (home == NULL || *home == '\0')
-        home = CHORUS_DEFAULT_HOME;
     if (uv_loop_init(&loop) != 0) {
         fprintf(stderr, "chorus: cannot initialise the event loop\n");
         return 1;
@@ -241,6 +258,7 @@ int main(int argc, char **argv)
         rt_lua_gc_stop(&gc);
     rt_lua_watchdog_stop(L);
     lua_close(L);
+    free(home);
     rt_lua_sched_free(ls);
     uv_run(&loop, UV_RUN_DEFAULT);
     if (watchdog_ok)

@@ -11,6 +11,7 @@
 #include "rt_lua_netaddr.h"
 #include "rt_lua_pg.h"
 #include "rt_lua_port.h"
+#include "rt_lua_proc.h"
 #include "rt_lua_redis.h"
 #include "rt_lua_util.h"
 #include "rt_lua_value.h"
@@ -52,6 +53,7 @@ rt_lua_sched_t *rt_lua_boot_native(lua_State *L, uv_loop_t *loop,
     rt_lua_curl_open(L, ls, t);
     rt_lua_redis_open(L, ls, t);
     rt_lua_pg_open(L, ls, t);
+    rt_lua_proc_open(L, ls, t);
     *in = rt_lua_stdin_open(L, ls, t);
     lua_pushstring(L, home);
     lua_setfield(L, t, "home");
