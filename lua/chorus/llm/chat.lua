@@ -108,12 +108,12 @@ local function price_of(answered, requested)
   return (answered and prices.lookup(answered)) or prices.lookup(requested)
 end
 
-local function meta_of(ep, st_model, usage, prompt_est, text, finish)
+local function meta_of(ep, st_model, usage, msgs, text, finish)
   local pt, ct, estimated
   if type(usage) == "table" and tonumber(usage.prompt_tokens) then
     pt, ct = tonumber(usage.prompt_tokens), tonumber(usage.completion_tokens) or 0
   else
-    pt, ct, estimated = prompt_est, ceil(#text / 4), true
+    pt, ct, estimated = estimate_prompt(msgs), ceil(#text / 4), true
   end
   local model = type(st_model) == "string" and st_model or ep.model
   local entry = price_of(model, ep.model)
@@ -153,22 +153,28 @@ local function failed(ctx, tp, msg, info)
   return nil, msg, info
 end
 
+-- The start of messages about a request to url (credentials and query
+-- left out); only built when something failed.
+local function where(url)
+  return "llm: POST " .. failure.safe_url(url)
+end
+
 -- A whole (not streamed) answer: {choices[1].message.content, usage}.
-local function whole(res, where)
+local function whole(res, url)
   local doc = decode(res.body)
   if type(doc) ~= "table" then
-    return nil, ("%s: the server's answer is not JSON (HTTP %d, %s): %s"):format(where, res.status,
+    return nil, ("%s: the server's answer is not JSON (HTTP %d, %s): %s"):format(where(url), res.status,
       tostring(res.headers["content-type"] or "no content-type"), failure.snippet(res.body, 200))
   end
   local c = type(doc.choices) == "table" and doc.choices[1]
   local m = type(c) == "table" and c.message
   if type(m) ~= "table" then
-    return nil, where .. ": the answer has no choices[0].message: " .. failure.snippet(res.body, 200)
+    return nil, where(url) .. ": the answer has no choices[0].message: " .. failure.snippet(res.body, 200)
   end
   local text = m.content
   if type(text) ~= "string" then
     if type(m.refusal) == "string" then
-      return nil, where .. ": the model refused: " .. failure.snippet(m.refusal, 500), NO_RETRY
+      return nil, where(url) .. ": the model refused: " .. failure.snippet(m.refusal, 500), NO_RETRY
     end
     text = ""
   end
@@ -182,11 +188,12 @@ function M.call(input, ctx, params)
   local msgs
   msgs, err = M.messages(params, input)
   if not msgs then return nil, "llm: " .. err, NO_RETRY end
-  local url = ep.base_url .. "/chat/completions"
-  local where = "llm: POST " .. failure.safe_url(url)
+  local url = ep.chat_url
   local headers
+  local secrets = ep.secrets
   if params.headers then
-    headers, err = http_call.render_headers(params.headers, input, ep.secrets)
+    secrets = { ep.key }
+    headers, err = http_call.render_headers(params.headers, input, secrets)
     if not headers then return nil, "llm: " .. err, NO_RETRY end
   else
     headers = {}
@@ -200,15 +207,14 @@ function M.call(input, ctx, params)
   local opts = { method = "POST", url = url, headers = headers, body = encode(M.body(ep, params, msgs)),
     timeout_ms = params.request_timeout_ms or 0, connect_timeout_ms = M.CONNECT_TIMEOUT_MS,
     max_body_bytes = limit }
-  local prompt_est = estimate_prompt(msgs)
   local st, info
   if params.stream then
     local s, kind
     s, err, kind = client.open(opts)
     if not s then
       local msg
-      msg, info = failure.transport(where, err, kind)
-      return failed(ctx, tp, failure.redact(msg, ep.secrets), info)
+      msg, info = failure.transport(where(url), err, kind)
+      return failed(ctx, tp, failure.redact(msg, secrets), info)
     end
     if s.status < 200 or s.status > 299 or not find(s.headers["content-type"] or "", "text/event-stream", 1, true) then
       -- An error status, or a server that answered whole: read it all.
@@ -218,8 +224,8 @@ function M.call(input, ctx, params)
         if not chunk then
           if rerr then
             local msg
-            msg, info = failure.transport(where, rerr, rkind)
-            return failed(ctx, tp, failure.redact(msg, ep.secrets), info)
+            msg, info = failure.transport(where(url), rerr, rkind)
+            return failed(ctx, tp, failure.redact(msg, secrets), info)
           end
           break
         end
@@ -228,12 +234,12 @@ function M.call(input, ctx, params)
       local res = { status = s.status, headers = s.headers, body = table.concat(parts) }
       if res.status < 200 or res.status > 299 then
         local msg
-        msg, info = failure.status(where, res)
-        return failed(ctx, tp, failure.redact(msg, ep.secrets), info)
+        msg, info = failure.status(where(url), res)
+        return failed(ctx, tp, failure.redact(msg, secrets), info)
       end
-      st, err, info = whole(res, where)
+      st, err, info = whole(res, url)
     else
-      st, err, info = stream.read(s, ctx, { where = where, prompt_tokens = prompt_est,
+      st, err, info = stream.read(s, ctx, { where = where(url), prompt_tokens = estimate_prompt(msgs),
         price = price_of(nil, ep.model), limit = limit })
     end
   else
@@ -241,26 +247,26 @@ function M.call(input, ctx, params)
     res, err, kind = client.request(opts)
     if not res then
       local msg
-      msg, info = failure.transport(where, err, kind)
+      msg, info = failure.transport(where(url), err, kind)
       if kind == "too large" then
-        msg = ("%s: the answer is larger than max_response_bytes (%d): %s"):format(where, limit, err)
+        msg = ("%s: the answer is larger than max_response_bytes (%d): %s"):format(where(url), limit, err)
       end
-      return failed(ctx, tp, failure.redact(msg, ep.secrets), info)
+      return failed(ctx, tp, failure.redact(msg, secrets), info)
     end
     if res.status < 200 or res.status > 299 then
       local msg
-      msg, info = failure.status(where, res)
-      return failed(ctx, tp, failure.redact(msg, ep.secrets), info)
+      msg, info = failure.status(where(url), res)
+      return failed(ctx, tp, failure.redact(msg, secrets), info)
     end
-    st, err, info = whole(res, where)
+    st, err, info = whole(res, url)
   end
-  if not st then return failed(ctx, tp, failure.redact(err, ep.secrets), info) end
-  local meta = meta_of(ep, st.model, st.usage, prompt_est, st.text, st.finish)
+  if not st then return failed(ctx, tp, failure.redact(err, secrets), info) end
+  local meta = meta_of(ep, st.model, st.usage, msgs, st.text, st.finish)
   if params.stream then ctx:usage({ tokens = meta.tokens, cost = meta.cost }) end
   local out
   out, err = output_of(params, st.text, st.finish)
   if out == nil then
-    return failed(ctx, tp, failure.redact(where .. ": " .. err, ep.secrets),
+    return failed(ctx, tp, failure.redact(where(url) .. ": " .. err, secrets),
       { tokens = meta.tokens, cost = meta.cost })
   end
   if log.level <= 1 then

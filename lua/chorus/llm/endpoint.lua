@@ -11,12 +11,13 @@
 --   api_key_header  "authorization" (Bearer, the default) or the name of a
 --                header that carries the key as it is (Azure's "api-key")
 --
---   resolve(params) -> ep | nil, message
---     ep = {base_url, model, key, secrets = {key}} ; ep.key may be nil
+--   resolve(params) -> ep | nil, message   (once per params table)
+--     ep = {base_url, model, key, secrets = {key}, chat_url}; ep.key may
+--     be nil. Treat it as read-only: it is shared by every call.
 --   set_auth(ep, params, headers) -> headers with the key's header
 -- Shared by the llm agent and anything else that calls the same endpoint
 -- (embeddings).
-local getenv, type = os.getenv, type
+local getenv, setmetatable = os.getenv, setmetatable
 
 local M = {}
 
@@ -28,8 +29,22 @@ local function env(name)
   return v
 end
 
+-- A step's params and the process environment do not change while it
+-- runs: each params table is resolved once (weak keys: it goes with its
+-- config).
+local resolved = setmetatable({}, { __mode = "k" })
+
 function M.resolve(params)
   params = params or {}
+  local ep = resolved[params]
+  if ep then return ep end
+  local err
+  ep, err = M.resolve_now(params)
+  if ep then resolved[params] = ep end
+  return ep, err
+end
+
+function M.resolve_now(params)
   local base = params.base_url or env("OPENAI_BASE_URL") or M.DEFAULT_BASE_URL
   base = base:gsub("/+$", "")
   local model = params.model or env("CHORUS_LLM_MODEL")
@@ -45,7 +60,8 @@ function M.resolve(params)
   else
     key = env("OPENAI_API_KEY")
   end
-  return { base_url = base, model = model, key = key, secrets = { key } }
+  return { base_url = base, model = model, key = key, secrets = { key },
+    chat_url = base .. "/chat/completions" }
 end
 
 function M.set_auth(ep, params, headers)
