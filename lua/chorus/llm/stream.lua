@@ -16,6 +16,7 @@
 local sse = require "chorus.http.sse"
 local json = require "chorus.json"
 local failure = require "chorus.http.failure"
+local sched = require "chorus.sched"
 
 local type, tonumber, concat, ceil = type, tonumber, table.concat, math.ceil
 local decode = json.decode
@@ -122,6 +123,12 @@ function M.read(s, ctx, run)
   end
   s:close()
   p:finish()
+  if st.n > 0 then
+    -- ctx:delta's events leave from a task queued at the turn's first
+    -- delta; yielding once lets it run before the step records its end,
+    -- so subscribers get the whole answer before the step's status.
+    sched.sleep(0)
+  end
   if not st.done and not st.finish then
     return nil, ("%s: the stream ended before the answer was complete (after %d bytes of answer, "
       .. "no finish_reason and no [DONE])"):format(run.where, st.bytes), spent(st, run)

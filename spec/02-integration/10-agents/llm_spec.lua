@@ -115,9 +115,11 @@ describe("llm agent", function()
   it("streams: every delta goes out as step.delta, usage comes from the final chunk", function()
     local rec, events, exec = one(p({ prompt = "{{log}}", stream = true, model = "fake-slow" }), nil, { log = LOG })
     assert.equal("completed", rec.status)
-    local deltas, text = 0, {}
+    local deltas, text, ended = 0, {}, false
     for _, e in ipairs(events) do
+      if e.type == "step.status" and e.step_id == "ask" and e.status == "completed" then ended = true end
       if e.type == "step.delta" then
+        assert.is_false(ended, "a delta after the step's completed event")
         deltas = deltas + 1
         assert.equal("ask", e.step_id)
         assert.equal(1, e.attempt)
