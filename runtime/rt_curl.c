@@ -5,7 +5,17 @@
  * it back (timer_cb: one uv_timer). Poll and timer events are handed to
  * curl_multi_socket_action, and every call is followed by reading the
  * finished transfers (check_info). curl is never re-entered from its own
- * callbacks: a 0 ms timeout only arms the uv_timer. */
+ * callbacks: a 0 ms timeout only arms the uv_timer.
+ *
+ * Streamed responses (rt_curl_open): curl's header and write callbacks
+ * only record what came (the final head, body bytes, the end) and put the
+ * request on a notify list; check_info delivers those events after
+ * socket_action has returned, one per call, so the caller may consume,
+ * unpause (curl_easy_pause is not allowed inside curl's callbacks) or
+ * release from them. A reader that lags makes write_cb return
+ * CURL_WRITEFUNC_PAUSE; curl keeps those bytes and offers them again when
+ * rt_curl_consume unpauses, possibly inside curl_easy_pause itself, which
+ * is why the kick timer delivers what that queued. */
 #include "rt_curl.h"
 
 #include <curl/curl.h>

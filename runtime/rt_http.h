@@ -4,8 +4,9 @@
  * rt_http_server_t listens on one address with its own h2o configuration
  * and context, accepts connections and hands every request to one callback
  * as an rt_http_req_t. The callback answers now or later (from any later
- * loop callback) with rt_http_req_respond, or upgrades the request to a
- * WebSocket with rt_http_req_websocket.
+ * loop callback) with rt_http_req_respond, streams the answer with
+ * rt_http_req_stream, or upgrades the request to a WebSocket with
+ * rt_http_req_websocket.
  *
  * HTTP/1.1 only (no TLS, no HTTP/2: those belong to a reverse proxy). The
  * process must ignore SIGPIPE (libuv writes with write(2)).
