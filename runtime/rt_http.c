@@ -125,6 +125,19 @@ struct rt_http_req {
     int refs;              /* the caller's and h2o's (until disposed) */
     int answered;
     struct rt_http_req *prev, *next; /* in srv->reqs while req != NULL */
+    /* A streamed response (rt_http_req_stream). h2o keeps pointers into
+     * `sending` until gen.proceed says the write is done (or until the
+     * request is disposed), so both buffers live as long as this. */
+    h2o_generator_t gen;   /* gen.proceed: a socket write completed */
+    rt_http_stream_cb scb; /* NULL once ended, released or closed */
+    void *sud;
+    int streaming;
+    int no_body;           /* HEAD, 204, 304: complete with the head */
+    h2o_send_state_t ending; /* IN_PROGRESS until ended: FINAL or ERROR */
+    int inflight;          /* an h2o_send is being written */
+    int final_sent;        /* the last h2o_send went out */
+    char *out, *sending;   /* queued bytes; the bytes of the write */
+    size_t out_len, out_cap, sending_len, sending_cap;
 };
 
 struct rt_http_ws {
@@ -263,15 +276,21 @@ static void rt__send_error(h2o_req_t *req, int status, const char *code,
 
 static void rt__req_unref(rt_http_req_t *h)
 {
-    if (--h->refs == 0)
+    if (--h->refs == 0) {
+        free(h->out);
+        free(h->sending);
         free(h);
+    }
 }
 
-/* h2o cleared the request's pool: the h2o_req_t is gone. */
+/* h2o cleared the request's pool: the h2o_req_t is gone. A stream the
+ * caller has not ended is told (its client went away, or the server cut
+ * it at the end of a close). */
 static void rt__req_dispose(void *p)
 {
     rt_http_req_t *h = *(rt_http_req_t **)p;
     rt_http_server_t *srv = h->srv;
+    rt_http_stream_cb cb = h->scb;
     if (!h->answered) {
         h->answered = 1; /* only over HTTP/2, which is not served */
         srv->stats.requests_active--;
@@ -279,6 +298,9 @@ static void rt__req_dispose(void *p)
     RT_LIST_DEL(srv->reqs, h);
     h->req = NULL;
     h->srv = NULL;
+    h->scb = NULL;
+    if (cb != NULL)
+        cb(h, RT_HTTP_STREAM_CLOSED, h->sud); /* the caller holds h */
     rt__req_unref(h);
 }
 
@@ -376,7 +398,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         rt__send_error(req, 503, "unavailable", "server is shutting down");
         return 0;
     }
-    h = malloc(sizeof(*h));
+    h = calloc(1, sizeof(*h));
     if (h == NULL) {
         rt__send_error(req, 503, "unavailable", "out of memory");
         return 0;
@@ -384,7 +406,6 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     h->srv = srv;
     h->req = req;
     h->refs = 2;
-    h->answered = 0;
     /* The pool calls rt__req_dispose when h2o disposes the request. */
     hook = h2o_mem_alloc_shared(&req->pool, sizeof(*hook), rt__req_dispose);
     *hook = h;
@@ -551,17 +572,14 @@ static int rt__skip_header(const char *lc, size_t n)
            (n == 10 && memcmp(lc, "connection", 10) == 0);
 }
 
-int rt_http_req_respond(rt_http_req_t *h, int status,
-                        const rt_http_header_t *headers, size_t nheaders,
-                        const char *body, size_t body_len, const char **err)
+/* Checks what rt__set_head will set. Returns 0, RT_HTTP_EGONE,
+ * RT_HTTP_EANSWERED or RT_HTTP_EINVAL (with *err when err is not NULL). */
+static int rt__check_head(const rt_http_req_t *h, int status,
+                          const rt_http_header_t *headers, size_t nheaders,
+                          const char **err)
 {
-    static h2o_generator_t gen = {NULL, NULL};
-    h2o_req_t *req = h->req;
-    rt_http_server_t *srv = h->srv;
-    size_t i, j;
-    int no_body;
-
-    if (req == NULL)
+    size_t i;
+    if (h->req == NULL)
         return RT_HTTP_EGONE;
     if (h->answered)
         return RT_HTTP_EANSWERED;
@@ -582,6 +600,19 @@ int rt_http_req_respond(rt_http_req_t *h, int status,
             return RT_HTTP_EINVAL;
         }
     }
+    return 0;
+}
+
+/* Marks h answered and sets the response's status and headers (names in
+ * lower case, h2o's own skipped). Returns 1 when the response has no body
+ * (HEAD, 204, 304). */
+static int rt__set_head(rt_http_req_t *h, int status,
+                        const rt_http_header_t *headers, size_t nheaders)
+{
+    h2o_req_t *req = h->req;
+    rt_http_server_t *srv = h->srv;
+    size_t i, j;
+
     h->answered = 1;
     srv->stats.requests_active--;
     req->res.status = status;
@@ -602,11 +633,26 @@ int rt_http_req_respond(rt_http_req_t *h, int status,
     }
     if (srv->state != RT_SRV_OPEN)
         req->http1_is_persistent = 0;
-    no_body = status == 204 || status == 304;
-    req->res.content_length = no_body ? SIZE_MAX : body_len;
-    if (h2o_memis(req->input.method.base, req->input.method.len,
-                  H2O_STRLIT("HEAD")))
-        no_body = 1;
+    return status == 204 || status == 304 ||
+           h2o_memis(req->input.method.base, req->input.method.len,
+                     H2O_STRLIT("HEAD"));
+}
+
+int rt_http_req_respond(rt_http_req_t *h, int status,
+                        const rt_http_header_t *headers, size_t nheaders,
+                        const char *body, size_t body_len, const char **err)
+{
+    static h2o_generator_t gen = {NULL, NULL};
+    h2o_req_t *req = h->req;
+    rt_http_server_t *srv = h->srv;
+    int no_body, rc;
+
+    rc = rt__check_head(h, status, headers, nheaders, err);
+    if (rc != 0)
+        return rc;
+    no_body = rt__set_head(h, status, headers, nheaders);
+    req->res.content_length =
+        (status == 204 || status == 304) ? SIZE_MAX : body_len;
     h2o_start_response(req, &gen);
     if (no_body || body_len == 0) {
         h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
@@ -620,13 +666,147 @@ int rt_http_req_respond(rt_http_req_t *h, int status,
 
 void rt_http_req_release(rt_http_req_t *h)
 {
-    if (h->req != NULL && !h->answered) {
+    if (h->streaming) {
+        (void)rt_http_stream_end(h, 0); /* cut, unless already ended */
+    } else if (h->req != NULL && !h->answered) {
         rt_http_server_t *srv = h->srv;
         h->answered = 1;
         srv->stats.requests_active--;
         rt__send_error(h->req, 503, "unavailable",
                        "the request was not answered");
     }
+    rt__req_unref(h);
+}
+
+/* ---- streamed responses ----------------------------------------------- */
+
+/* Sends what is queued (or the end) when no write is in flight. The
+ * queue becomes the write in flight and the buffer of the last write,
+ * done with, takes what comes next. An ending with no chunked encoding
+ * and nothing to write may dispose the request inside h2o_send. */
+static void rt__stream_pump(rt_http_req_t *h)
+{
+    h2o_iovec_t buf;
+    h2o_send_state_t state = h->ending;
+    char *swap;
+    size_t cap;
+
+    if (h->inflight || h->final_sent || h->req == NULL)
+        return;
+    if (h->out_len == 0 && state == H2O_SEND_STATE_IN_PROGRESS)
+        return;
+    swap = h->sending;
+    cap = h->sending_cap;
+    h->sending = h->out;
+    h->sending_cap = h->out_cap;
+    h->sending_len = h->out_len;
+    h->out = swap;
+    h->out_cap = cap;
+    h->out_len = 0;
+    h->inflight = 1;
+    if (state != H2O_SEND_STATE_IN_PROGRESS)
+        h->final_sent = 1;
+    buf = h2o_iovec_init(h->sending, h->sending_len);
+    h2o_send(h->req, &buf, buf.len > 0 ? 1 : 0, state);
+}
+
+/* h2o finished writing what we sent: send what was queued meanwhile and
+ * tell the caller. */
+static void rt__stream_proceed(h2o_generator_t *gen, h2o_req_t *req)
+{
+    rt_http_req_t *h = H2O_STRUCT_FROM_MEMBER(rt_http_req_t, gen, gen);
+    (void)req;
+    h->inflight = 0;
+    h->sending_len = 0;
+    h->refs++; /* the pump may dispose the request, the caller release */
+    rt__stream_pump(h);
+    if (h->scb != NULL)
+        h->scb(h, RT_HTTP_STREAM_WRITABLE, h->sud);
+    rt__req_unref(h);
+}
+
+int rt_http_req_stream(rt_http_req_t *h, int status,
+                       const rt_http_header_t *headers, size_t nheaders,
+                       rt_http_stream_cb cb, void *ud, const char **err)
+{
+    h2o_req_t *req = h->req;
+    int rc = rt__check_head(h, status, headers, nheaders, err);
+    if (rc != 0)
+        return rc;
+    h->no_body = rt__set_head(h, status, headers, nheaders);
+    h->streaming = 1;
+    req->res.content_length = SIZE_MAX; /* chunked, or until close */
+    h->gen.proceed = rt__stream_proceed;
+    h->gen.stop = NULL; /* the dispose hook tells the caller */
+    h2o_start_response(req, &h->gen);
+    h->inflight = 1; /* the head, now */
+    if (h->no_body) {
+        h->ending = H2O_SEND_STATE_FINAL;
+        h->final_sent = 1;
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+        return 0;
+    }
+    h->scb = cb;
+    h->sud = ud;
+    h2o_send(req, NULL, 0, H2O_SEND_STATE_IN_PROGRESS);
+    return 0;
+}
+
+int rt_http_stream_write(rt_http_req_t *h, const char *data, size_t len)
+{
+    if (!h->streaming)
+        return RT_HTTP_EINVAL;
+    if (h->req == NULL || h->ending != H2O_SEND_STATE_IN_PROGRESS)
+        return RT_HTTP_ECLOSED;
+    if (len == 0)
+        return 0;
+    if (len > h->out_cap - h->out_len) {
+        size_t cap = h->out_cap ? h->out_cap : 4096;
+        char *nb;
+        if (len > SIZE_MAX / 4 - h->out_len)
+            return RT_HTTP_ENOMEM;
+        while (cap < h->out_len + len)
+            cap *= 2;
+        nb = realloc(h->out, cap);
+        if (nb == NULL)
+            return RT_HTTP_ENOMEM;
+        h->out = nb;
+        h->out_cap = cap;
+    }
+    memcpy(h->out + h->out_len, data, len);
+    h->out_len += len;
+    h->srv->stats.bytes_out += len;
+    rt__stream_pump(h);
+    return 0;
+}
+
+size_t rt_http_stream_queued(const rt_http_req_t *h)
+{
+    if (h->req == NULL)
+        return 0;
+    return h->out_len + h->sending_len;
+}
+
+int rt_http_stream_end(rt_http_req_t *h, int ok)
+{
+    if (!h->streaming)
+        return RT_HTTP_EINVAL;
+    h->scb = NULL;
+    if (h->req == NULL || h->ending != H2O_SEND_STATE_IN_PROGRESS)
+        return RT_HTTP_ECLOSED;
+    h->ending = ok ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_ERROR;
+    rt__stream_pump(h);
+    return 0;
+}
+
+/* Grace is over: a stream still open is cut and its caller told. */
+static void rt__stream_cut(rt_http_req_t *h)
+{
+    rt_http_stream_cb cb = h->scb;
+    void *ud = h->sud;
+    h->refs++;
+    if (rt_http_stream_end(h, 0) == 0 && cb != NULL)
+        cb(h, RT_HTTP_STREAM_CLOSED, ud);
     rt__req_unref(h);
 }
 
@@ -1523,8 +1703,12 @@ static void rt__go_hard(rt_http_server_t *srv)
     uv_update_time(srv->loop);
     srv->kill_at = uv_now(srv->loop) + RT_HTTP_KILL_MS;
     for (h = srv->reqs; h != NULL; h = next) {
-        next = h->next; /* answering never disposes synchronously */
-        if (!h->answered) {
+        /* Answering never disposes synchronously; cutting a stream may
+         * dispose h (only h). */
+        next = h->next;
+        if (h->streaming) {
+            rt__stream_cut(h);
+        } else if (!h->answered) {
             h->answered = 1;
             srv->stats.requests_active--;
             rt__send_error(h->req, 503, "unavailable",

@@ -1,6 +1,7 @@
 /* rt_lua_netaddr.c - address checks for Lua (rt_netaddr.h):
  *   native.is_internal_address(s) -> true | false | nil (not an address)
- *   native.address_in(s, cidr) -> boolean (false when either is bad) */
+ *   native.address_in(s, cidr) -> boolean (false when either is bad)
+ *   native.is_cidr(s) -> boolean: an address or a CIDR range */
 #include "rt_lua_netaddr.h"
 
 #include <arpa/inet.h>
@@ -47,8 +48,16 @@ static int l_address_in(lua_State *L)
     return 1;
 }
 
+static int l_is_cidr(lua_State *L)
+{
+    rt_cidr_t c;
+    lua_pushboolean(L, rt_cidr_parse(luaL_checkstring(L, 1), &c) == 0);
+    return 1;
+}
+
 static const luaL_Reg funcs[] = {{"is_internal_address", l_is_internal_address},
                                  {"address_in", l_address_in},
+                                 {"is_cidr", l_is_cidr},
                                  {NULL, NULL}};
 
 void rt_lua_netaddr_open(lua_State *L, int table)

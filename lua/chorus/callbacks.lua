@@ -47,7 +47,7 @@ function M.policy(allow)
   for item in (allow or ""):gmatch("[^,%s]+") do
     if item == "*" then
       p.any = true
-    elseif item:match("^[%x:%.]+/?%d*$") and (item:find("%.%d") or item:find(":")) then
+    elseif native.is_cidr(item) then
       p.cidrs[#p.cidrs + 1] = item
     else
       p.hosts[item:lower()] = true

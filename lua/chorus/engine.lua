@@ -1,10 +1,12 @@
 -- chorus.engine: the pieces an execution needs, wired once per process:
--- the registry (with optional hot reload), the store, the event bus. The
+-- the registry (with optional hot reload), the price table (layered over
+-- the same directories, reloaded with them), the store, the event bus. The
 -- CLI uses it for `chorus run`; the server will embed the same object.
 local registry = require "chorus.registry"
 local events = require "chorus.events.bus"
 local validate = require "chorus.validate"
 local execution = require "chorus.execution"
+local prices = require "chorus.prices"
 
 local Engine = {}
 Engine.__index = Engine
@@ -24,6 +26,7 @@ function M.new(opts)
     store = opts.store or require("chorus.store.memory").new(opts.store_opts),
   }, Engine)
   self.registry:load()
+  prices.use(self.registry.dirs, { watch = opts.watch })
   if opts.watch then
     local ok, err = self.registry:watch()
     if not ok then return nil, err end
@@ -53,6 +56,7 @@ end
 
 function Engine:close()
   self.registry:unwatch()
+  prices.unwatch()
 end
 
 return M

@@ -99,7 +99,7 @@ local EXEC = {}
 
 -- Deltas wait until the end of the loop turn: an SSE read that carries
 -- several tokens becomes one event per step.
-local function flush_deltas(exec)
+function M.flush_deltas(exec)
   local pending = exec._deltas
   exec._deltas = nil
   if not pending or exec.bus.n == 0 then return end
@@ -119,7 +119,7 @@ function Actx:delta(text)
   if not pending then
     pending = {}
     exec._deltas = pending
-    sched.spawn_with({ detached = true }, flush_deltas, exec)
+    sched.spawn_with({ detached = true }, M.flush_deltas, exec)
   end
   for i = 1, #pending, 3 do
     if pending[i] == self.step_id and pending[i + 1] == self.attempt then
@@ -222,6 +222,7 @@ end
 -- the execution is aborted: it cannot go on from a record it cannot
 -- write.
 local function record_failure(exec, step, sr, err)
+  if exec._deltas then M.flush_deltas(exec) end -- the answer so far first
   sr.error = err
   local ok, why = exec:set_step_status(sr, "failed")
   if ok then return true end
@@ -238,6 +239,7 @@ end
 -- nothing went wrong with the step itself — whatever its agent did with
 -- the cancel. why: the cancel reason ("cancelled" | "timeout").
 local function cancel_step(exec, sr, why, t0)
+  if exec._deltas then M.flush_deltas(exec) end
   sr.error = why == "timeout" and "execution timed out" or "cancelled"
   if t0 then sr.latency_ms = now() - t0 end
   sr.output = nil
@@ -328,6 +330,8 @@ local function succeed(exec, step, sr, out, meta, t0, abort)
       :format(bytes, limits.human(max_exec)), t0, abort)
   end
   exec.bytes = total
+  -- What the agent streamed goes out before the step's end.
+  if exec._deltas then M.flush_deltas(exec) end
   if why then
     require("chorus.log").warn("execution %s: step %s: output text had NUL or malformed UTF-8 bytes; replaced by U+FFFD",
       exec.id, step.id)

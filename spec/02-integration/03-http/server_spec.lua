@@ -500,7 +500,8 @@ describe("chorus.http.server", function()
       return 0 -- the server is never closed
     ]]):format(tmp .. "/exit_port"))
     local proc = bg(q(exe) .. " lua " .. q(script))
-    assert.is_true(wait_until(function() return slurp(tmp .. "/exit_port") ~= nil end, 10000))
+    -- The file exists (empty) before the port is written into it.
+    assert.is_true(wait_until(function() return tonumber(slurp(tmp .. "/exit_port") or "") ~= nil end, 10000))
     local port = tonumber(slurp(tmp .. "/exit_port"))
     local fake = { port = port }
     local ws_job = node_ws(fake, "/ws", nil, 0)
