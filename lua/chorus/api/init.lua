@@ -21,7 +21,7 @@ App.__index = App
 -- ready = function() -> ok, checks}
 function M.new(service)
   local app = setmetatable({ service = service, router = router_mod.new() }, App)
-  for _, name in ipairs({ "health", "configs", "executions", "registry", "stats", "session", "openapi", "admin" }) do
+  for _, name in ipairs({ "health", "configs", "executions", "registry", "stats", "session", "graph", "openapi", "admin" }) do
     require("chorus.api." .. name .. "_routes").register(app)
   end
   return app

@@ -170,6 +170,13 @@ local function schemas()
       limit = { type = "integer" }, offset = { type = "integer" },
       totals = { allOf = { usage }, description = "tokens and cost of every execution that matches, not just this page" },
     }, { "items", "total", "limit", "offset", "totals" }),
+    Graph = obj({ config = { type = "string" }, config_id = nullable("string"),
+      version = { type = "integer", description = "when as_run is false: the version drawn" },
+      as_run = { type = "boolean", description = "false: the config as it ran is no longer kept; its current version is given" },
+      steps = arr(obj({ id = { type = "string" }, name = nullable("string"), agent = { type = "string" },
+        dependencies = arr({ type = "string" }), is_fallback = { type = "boolean" }, fallback_for = nullable("string"),
+        consensus_group = nullable("string"), approval = { type = "boolean" }, on_failure = { type = "string" } },
+        { "id", "agent", "dependencies" })) }, { "config", "as_run", "steps" }),
     ControlResult = obj({ trace_id = { type = "string" }, action = { type = "string" },
       status = { type = "string", enum = STATUSES } }, { "trace_id", "action" }),
     ScriptInfo = obj({ name = { type = "string" }, version = { type = "string", description = "content hash" },
@@ -349,6 +356,9 @@ local function paths()
       query("until", "created before: RFC 3339 date-time or epoch seconds"),
       query("user_id", "admins: only this user's"), query("tenant_id", "admins: only this tenant's"), P.limit, P.offset },
     responses = with_errors({ ["200"] = ok("a page", ref("ExecutionList")) }, { 400, 503 }) })
+  op("get", EX .. "/executions/{trace_id}/graph", { tags = { "executions" },
+    summary = "The steps of the config an execution ran (to draw it)", parameters = { P.trace },
+    responses = with_errors({ ["200"] = ok("the steps and their links", ref("Graph")) }, { 400, 404, 503 }) })
   for _, action in ipairs({ "pause", "resume", "cancel" }) do
     op("post", EX .. "/executions/{trace_id}/" .. action, { tags = { "executions" },
       summary = action:sub(1, 1):upper() .. action:sub(2) .. " an execution", parameters = { P.trace },

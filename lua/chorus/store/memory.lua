@@ -17,6 +17,8 @@
 --      filter: config, status, user_id, tenant_id, since, before (created_at
 --      in [since, before), epoch seconds), limit, offset; totals =
 --      {tokens, cost} of every execution that matches, not just the page
+--   execution_config(id_or_trace, scope) -> the normalized config it ran | nil
+--      (nil too when the store no longer has it: here, archived executions)
 --   stats(filter)                   -> the overview numbers (chorus.stats)
 --      filter: window_s, tenant_id, user_id
 -- Configs (called by the API and the CLI):
@@ -205,6 +207,12 @@ function Store:get_record(key, scope)
   local blob, fields = archived(self, key)
   if not blob or not visible(fields, scope) then return nil end
   return decode(blob)
+end
+
+function Store:execution_config(key, scope)
+  local e = self.by_id[key] or self.by_trace[key]
+  if not e or not visible(e, scope) then return nil end
+  return e.config
 end
 
 -- summary of an archived execution (what Execution:summary gives).

@@ -285,6 +285,17 @@ function Store:get_record(key, scope)
   return M.record_of(r, steps.rows)
 end
 
+function Store:execution_config(key, scope)
+  if type(key) ~= "string" or not key:lower():match(UUID) then return nil end
+  local args, where = { key:lower() }, { "(id = $1::uuid OR trace_id = $1::uuid)" }
+  visible_sql(scope, args, where)
+  local res, err = self.pool:query("SELECT (SELECT snapshot FROM orchestration_config_snapshots s "
+    .. "WHERE s.hash = e.config_hash) AS snapshot FROM orchestration_executions e WHERE "
+    .. table.concat(where, " AND "), unpack(args, 1, #args))
+  if not res then return nil, err end
+  return res.rows[1] and res.rows[1].snapshot
+end
+
 function Store:list_executions(filter)
   filter = filter or {}
   local args, where = {}, {}
