@@ -70,6 +70,12 @@ export async function busy(btn, fn) {
   }
 }
 
+// navigate(hash): to a view, and again to the same one (to show new data).
+export function navigate(hash) {
+  if (location.hash === hash) window.dispatchEvent(new HashChangeEvent("hashchange"));
+  else location.hash = hash;
+}
+
 export function loading() {
   return h("p", { class: "muted loading" }, "Loading…");
 }

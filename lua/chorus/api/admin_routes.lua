@@ -41,6 +41,7 @@ end
 
 local NOT_FOUND = [[<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Not found · Chorus</title>
+<link rel="icon" href="/admin/favicon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="/admin/css/app.css"></head>
 <body class="notfound"><main><h1>Page not found</h1>
 <p>There is no page at this address.</p>

@@ -11,7 +11,7 @@ function label(epoch) {
 
 // stacked(points) -> executions per minute, stacked by status
 export function stacked(points) {
-  const W = 720, H = 180, L = 34, B = 22, T = 8;
+  const W = 1040, H = 200, L = 34, B = 22, T = 8;
   const max = Math.max(1, ...points.map((p) => Object.values(p.by_status).reduce((a, n) => a + n, 0)));
   const bw = (W - L) / Math.max(1, points.length);
   const svg = s("svg", { class: "chart stacked", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "executions per minute by status" });
@@ -29,7 +29,7 @@ export function stacked(points) {
       svg.appendChild(s("rect", { x: x + 0.5, y, width: Math.max(1, bw - 1), height: hh, class: `bar st-${st}` },
         s("title", {}, `${label(p.at)} · ${st}: ${n}`)));
     }
-    if (i % 15 === 0) svg.appendChild(s("text", { x, y: H - 6, class: "tick" }, label(p.at)));
+    if (i % 15 === 0 && i < points.length - 4) svg.appendChild(s("text", { x, y: H - 6, class: "tick" }, label(p.at)));
   });
   return svg;
 }
@@ -43,7 +43,7 @@ export { STATUS_ORDER };
 
 // latency(rows) -> per agent: a bar to p99, a mark at p50 (log scale)
 export function latency(rows) {
-  const W = 720, rowH = 26, L = 150, R = 150;
+  const W = 1040, rowH = 26, L = 150, R = 250;
   const H = Math.max(1, rows.length) * rowH + 20;
   const max = Math.max(1, ...rows.map((r) => r.p99_ms));
   const min = Math.max(0.01, Math.min(...rows.map((r) => r.p50_ms), max / 10));
@@ -63,12 +63,13 @@ export function latency(rows) {
 }
 
 function fmt(ms) {
+  if (ms < 1) return `${ms.toFixed(2)} ms`;
   return ms < 1000 ? `${ms < 10 ? ms.toFixed(1) : Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
 }
 
 // bars(rows, value, text) -> horizontal bars of rows' value
 export function bars(rows, value, text, cls) {
-  const W = 720, rowH = 24, L = 180, R = 170;
+  const W = 1040, rowH = 24, L = 180, R = 250;
   const H = Math.max(1, rows.length) * rowH + 12;
   const max = Math.max(1e-9, ...rows.map(value));
   const svg = s("svg", { class: `chart bars ${cls || ""}`, viewBox: `0 0 ${W} ${H}`, role: "img" });

@@ -5,6 +5,10 @@
 // the same picture is coloured by step status: graph.update({id: status}).
 import { s } from "./dom.js";
 
+// A list field as stored: PostgreSQL's JSON comes back with an empty
+// list as {} (the server's JSON library cannot tell them apart).
+const list = (x) => (Array.isArray(x) ? x : []);
+
 const W = 168, H = 50, GX = 64, GY = 22, PAD = 24;
 
 function layout(steps) {
@@ -16,7 +20,7 @@ function layout(steps) {
     seen.add(id);
     const n = byId.get(id);
     let d = 0;
-    for (const dep of (n && n.st.dependencies) || []) {
+    for (const dep of list(n && n.st.dependencies)) {
       if (byId.has(dep)) d = Math.max(d, depth(dep, seen) + 1);
     }
     layer.set(id, d);
@@ -42,7 +46,7 @@ function layout(steps) {
   const pos = [];
   columns.forEach((col, l) => {
     const bary = (st) => {
-      const ds = (st.dependencies || []).filter((d) => row.has(d));
+      const ds = list(st.dependencies).filter((d) => row.has(d));
       return ds.length ? ds.reduce((a, d) => a + row.get(d), 0) / ds.length : byId.get(st.id).i;
     };
     const key = (st) => (st.consensus_group ? Math.min(...col.filter((x) => x.consensus_group === st.consensus_group).map(bary)) : bary(st));
@@ -101,7 +105,7 @@ export function draw(steps, opts = {}) {
   const edges = s("g", { class: "edges" });
   for (const st of steps) {
     const to = at.get(st.id);
-    for (const d of st.dependencies || []) {
+    for (const d of list(st.dependencies)) {
       const from = at.get(d);
       if (!from || !to) continue;
       const x1 = from.x + W, y1 = from.y + H / 2, x2 = to.x, y2 = to.y + H / 2;
@@ -129,7 +133,7 @@ export function draw(steps, opts = {}) {
       s("title", {}, `${title}\nagent: ${st.agent}${marks.length ? "\n" + marks.join("\n") : ""}`),
       s("rect", { width: W, height: H, rx: 8 }),
       s("text", { x: 10, y: 20, class: "node-title" }, label),
-      s("text", { x: 10, y: 38, class: "node-agent" }, `${st.agent}${st.approval ? " · ✋ approval" : ""}`));
+      s("text", { x: 10, y: 38, class: "node-agent" }, `${st.agent}${st.approval ? " · needs approval" : ""}`));
     if (opts.onSelect) {
       g.addEventListener("click", () => opts.onSelect(st.id));
       g.addEventListener("keydown", (ev) => { if (ev.key === "Enter") opts.onSelect(st.id); });

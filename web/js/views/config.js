@@ -8,7 +8,7 @@ import * as fmt from "../lib/format.js";
 import { draw } from "../lib/dag.js";
 import { diff, canonical } from "../lib/diff.js";
 import { createEditor, errorList } from "../lib/editor.js";
-import { errorBox, notify, writeButton, busy, loading, section, badge } from "../ui.js";
+import { errorBox, notify, writeButton, busy, loading, section, badge, navigate } from "../ui.js";
 
 const TEMPLATE = {
   name: "my-config",
@@ -25,8 +25,13 @@ const TEMPLATE = {
 
 const CFG = "/api/v1/orchestrations/configs";
 
+// The editable document of a stored config (an empty list stored by
+// PostgreSQL comes back as {}: shown as []).
 function documentOf(c) {
-  const doc = { name: c.name, description: c.description, strategy: c.strategy, steps: c.steps, metadata: c.metadata };
+  const steps = c.steps && Array.isArray(c.steps.steps)
+    ? { ...c.steps, steps: c.steps.steps.map((st) => (st.dependencies && !Array.isArray(st.dependencies) && Object.keys(st.dependencies).length === 0 ? { ...st, dependencies: [] } : st)) }
+    : c.steps;
+  const doc = { name: c.name, description: c.description, strategy: c.strategy, steps, metadata: c.metadata };
   if (doc.description === undefined || doc.description === null) delete doc.description;
   if (!doc.metadata || Object.keys(doc.metadata).length === 0) delete doc.metadata;
   return doc;
@@ -43,7 +48,7 @@ function editorSection(c) {
       try {
         const saved = c ? await api.put(`${CFG}/${api.enc(c.id)}`, doc) : await api.post(CFG, doc);
         notify(c ? `Saved ${saved.name} v${saved.version}` : `Created ${saved.name}`, "ok");
-        location.hash = `#/configs/${api.enc(saved.name)}?tab=${c ? "edit" : "graph"}`;
+        navigate(`#/configs/${api.enc(saved.name)}?tab=${c ? "edit" : "graph"}`);
       } catch (err) {
         const list = err.details && err.details.length ? editor.showErrors(err.details) : [];
         mount(result, errorBox(err), errorList(list));
@@ -127,7 +132,7 @@ function graphSection(c) {
   const steps = (c.steps && c.steps.steps) || [];
   const g = draw(steps, { onSelect: (id) => { g.select(id); detail.textContent = fmt.json(steps.find((x) => x.id === id)); } });
   return h("div", {}, h("div", { class: "dag-wrap" }, g.el),
-    h("p", { class: "muted small" }, "Arrows: dependencies. Dashed: fallback chains. Frames: consensus groups. ✋: waits for approval."), detail);
+    h("p", { class: "muted small" }, "Arrows: dependencies. Dashed: fallback chains. Frames: consensus groups. “needs approval”: waits for a person."), detail);
 }
 
 export async function render(el, params, query) {

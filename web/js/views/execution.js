@@ -109,7 +109,7 @@ export async function render(el, params) {
     const t1 = Math.max(r.finished_at || 0, ...ends, t0 + 0.001, ...(TERMINAL.has(r.status) ? [] : [now()]));
     const span = Math.max(0.001, t1 - Math.min(t0, ...starts));
     const base = Math.min(t0, ...starts);
-    const W = 720, L = 140, R = 120, rowH = 24;
+    const W = 1040, L = 140, R = 230, rowH = 24;
     const H = steps.length * rowH + 26;
     const x = (t) => L + ((t - base) / span) * (W - L - R);
     const svg = s("svg", { class: "chart timeline-chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "timeline" });

@@ -39,7 +39,7 @@ export async function render(el, _params, query) {
         st.step_latency.length ? charts.latency(st.step_latency) : h("p", { class: "muted" }, "No step finished in this window.")),
       section("Tokens and cost by config",
         st.usage_by_config.length
-          ? charts.bars(st.usage_by_config, (r) => r.tokens, (r) => `${fmt.num(r.tokens)} tok · ${fmt.cost(r.cost)} · ${r.executions} runs`, "usage")
+          ? charts.bars(st.usage_by_config, (r) => r.tokens, (r) => `${fmt.num(r.tokens)} tokens · ${fmt.cost(r.cost)} · ${r.executions} run${r.executions === 1 ? "" : "s"}`, "usage")
           : h("p", { class: "muted" }, "No execution in this window.")),
       h("p", { class: "muted small" }, `From ${fmt.time(st.since)} to ${fmt.time(st.until)}; numbers from the server's store.`));
   }
