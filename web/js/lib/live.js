@@ -65,6 +65,11 @@ export function follow(trace, handlers) {
   return () => {
     stopped = true;
     clearTimeout(retry);
-    if (ws && ws.readyState <= 1) ws.close(1000);
+    if (!ws) return;
+    ws.onmessage = null;
+    // Closing a socket still connecting is logged by browsers as a failed
+    // connection: let it open, then close it.
+    if (ws.readyState === WebSocket.CONNECTING) ws.onopen = () => ws.close(1000);
+    else if (ws.readyState === WebSocket.OPEN) ws.close(1000);
   };
 }
