@@ -283,15 +283,19 @@ return function(make)
       assert.equal(0, #st.usage_by_config)
     end)
 
-    it("counts an execution still running under its current status", function()
+    it("counts an execution still running under its current status, and its finished steps", function()
       local store, engine = make()
       local cfg = assert(engine:validate({ name = "slow-cfg", strategy = "sequential",
-        steps = { { id = "d", agent = "delay", params = { ms = 5000 } } } }))
+        steps = { { id = "first", agent = "echo" }, { id = "d", agent = "delay", params = { ms = 5000 }, dependencies = { "first" } } } }))
       local e = engine:execute(cfg, {}, { user_id = "u1", tenant_id = "t1" })
       assert.is_true(h.wait_until(function()
         local st = store:stats({ window_s = 60 })
-        return st.executions.by_status.running == 1
+        return st.executions.by_status.running == 1 and #st.step_latency == 1
       end, 3000))
+      local st = store:stats({ window_s = 60, tenant_id = "t1", user_id = "u1" })
+      assert.equal("echo", st.step_latency[1].agent)
+      assert.equal(1, st.step_latency[1].count)
+      assert.equal(0, #store:stats({ window_s = 60, tenant_id = "t2" }).step_latency)
       e:cancel()
       e:wait()
       assert.is_true(h.wait_until(function()

@@ -147,10 +147,7 @@ function Store:update_execution(exec)
   return true
 end
 
--- Only the overview's numbers: the execution object is the record.
-function Store:save_step(exec, sr)
-  local st = sr.status
-  if (st == "completed" or st == "failed") and sr.latency_ms then self.stats_agg:step_ended(exec, sr) end
+function Store:save_step()
   return true
 end
 
