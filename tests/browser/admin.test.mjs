@@ -443,6 +443,7 @@ describe("with PostgreSQL: operator, viewer, admin keys", { skip: !PG && "CHORUS
     assert.match(diffText, /- +"description": "collect, analyze \(streamed\), notify",\+ +"description": "second version"/);
     assert.equal(await page.locator("#version-diff .diff .del").count(), 1);
     assert.equal(await page.locator("#version-diff .diff .add").count(), 1);
+    assert.ok(await page.locator("#version-diff .diff .skip").count() >= 1, "unchanged lines are folded");
     await shot(page, "config-versions-diff");
   });
 

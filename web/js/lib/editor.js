@@ -49,6 +49,18 @@ export function createEditor(text, opts = {}) {
     sync();
   }
   area.addEventListener("scroll", sync);
+  // Tab indents (two spaces) instead of leaving the editor; Esc then Tab
+  // still moves on, for keyboard users.
+  let escaped = false;
+  area.addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape") { escaped = true; return; }
+    if (ev.key === "Tab" && !ev.shiftKey && !escaped && !area.readOnly) {
+      ev.preventDefault();
+      area.setRangeText("  ", area.selectionStart, area.selectionEnd, "end");
+      area.dispatchEvent(new Event("input"));
+    }
+    escaped = false;
+  });
   area.addEventListener("input", () => { if (marks.size) { marks = new Map(); } renderGutter(); });
   renderGutter();
 

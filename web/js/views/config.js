@@ -61,6 +61,27 @@ function editorSection(c) {
     editor.el, h("div", { class: "actions" }, save), result);
 }
 
+// context(lines, n): the changed lines with n unchanged ones around each
+// change; longer unchanged runs become {skip: count}.
+function context(lines, n) {
+  const keep = lines.map(() => false);
+  lines.forEach((l, i) => {
+    if (l.op === " ") return;
+    for (let k = Math.max(0, i - n); k <= Math.min(lines.length - 1, i + n); k++) keep[k] = true;
+  });
+  const out = [];
+  let skipped = 0;
+  lines.forEach((l, i) => {
+    if (keep[i]) {
+      if (skipped) out.push({ skip: skipped });
+      skipped = 0;
+      out.push(l);
+    } else skipped++;
+  });
+  if (skipped) out.push({ skip: skipped });
+  return out;
+}
+
 async function versionsSection(c) {
   const body = h("div", {});
   const sel = (name, v) => h("select", { id: `version-${name}`, "aria-label": `version ${name}` },
@@ -80,7 +101,9 @@ async function versionsSection(c) {
       const changed = lines.filter((l) => l.op !== " ").length;
       mount(out,
         h("p", { class: "muted" }, `v${x.version} (${fmt.time(x.created_at)}${x.created_by ? `, ${x.created_by}` : ""}) → v${y.version} (${fmt.time(y.created_at)}${y.created_by ? `, ${y.created_by}` : ""}): ${changed} line${changed === 1 ? "" : "s"} changed`),
-        h("pre", { class: "diff" }, lines.map((l) => h("div", { class: l.op === "+" ? "add" : l.op === "-" ? "del" : "same" }, `${l.op} ${l.text}`))));
+        h("pre", { class: "diff" }, context(lines, 3).map((l) => l.skip
+          ? h("div", { class: "skip" }, `… ${l.skip} unchanged line${l.skip === 1 ? "" : "s"}`)
+          : h("div", { class: l.op === "+" ? "add" : l.op === "-" ? "del" : "same" }, `${l.op} ${l.text}`))));
     } catch (err) {
       mount(out, errorBox(err));
     }
