@@ -94,7 +94,10 @@ export async function render(el, params) {
     if (!api.can("control")) return;
     const status = st.rec.status;
     if (status === "running" || status === "pending") controls.appendChild(control("pause", "Pause"));
-    if (status === "paused") controls.appendChild(control("resume", "Resume"));
+    // Paused by a step waiting for approval: approving resumes it, Resume
+    // would not (it lifts only a pause asked for with Pause).
+    const awaiting = [...st.steps.values()].some((x) => x.status === "paused");
+    if (status === "paused" && !awaiting) controls.appendChild(control("resume", "Resume"));
     if (!TERMINAL.has(status)) controls.appendChild(control("cancel", "Cancel", "danger"));
   }
 
