@@ -1,11 +1,12 @@
 // charts.js: the overview's small SVG charts, drawn from the server's
 // numbers (GET /api/v1/stats). Colours come from CSS classes (st-<status>).
 import { s, h } from "./dom.js";
+import { epoch } from "./format.js";
 
 const STATUS_ORDER = ["completed", "failed", "cancelled", "running", "paused", "pending", "compensation"];
 
-function label(epoch) {
-  const d = new Date(epoch * 1000);
+function label(at) {
+  const d = new Date(epoch(at) * 1000);
   return `${String(d.getHours()).padStart(2, "0")}:${String(d.getMinutes()).padStart(2, "0")}`;
 }
 

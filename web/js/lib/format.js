@@ -1,7 +1,18 @@
 // format.js: how numbers and times read on the page.
-export function time(epoch) {
-  if (epoch === undefined || epoch === null) return "—";
-  const d = new Date(epoch * 1000);
+
+// epoch(v) -> seconds since the epoch, from the API's times: numbers
+// today, RFC 3339 strings accepted too (the API may move to them).
+export function epoch(v) {
+  if (v === undefined || v === null || v === "") return null;
+  if (typeof v === "number") return v;
+  const t = Date.parse(v);
+  return Number.isNaN(t) ? null : t / 1000;
+}
+
+export function time(v) {
+  const e = epoch(v);
+  if (e === null) return "—";
+  const d = new Date(e * 1000);
   const pad = (n, w = 2) => String(n).padStart(w, "0");
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
@@ -30,8 +41,10 @@ export function json(v) {
   return JSON.stringify(v === undefined ? null : v, null, 2);
 }
 
-export function ago(epoch) {
-  const s = Date.now() / 1000 - epoch;
+export function ago(v) {
+  const e = epoch(v);
+  if (e === null) return "—";
+  const s = Date.now() / 1000 - e;
   if (s < 60) return `${Math.max(0, Math.round(s))} s ago`;
   if (s < 3600) return `${Math.round(s / 60)} min ago`;
   if (s < 86400) return `${Math.round(s / 3600)} h ago`;

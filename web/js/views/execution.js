@@ -16,6 +16,12 @@ const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const STEP_TERMINAL = new Set(["completed", "failed", "skipped"]);
 const EX = "/api/v1/orchestrations";
 
+// times(o): o's times as epoch seconds (the arithmetic below needs numbers).
+function times(o) {
+  for (const k of ["created_at", "started_at", "finished_at"]) if (k in o) o[k] = fmt.epoch(o[k]);
+  return o;
+}
+
 export async function render(el, params) {
   const trace = params.trace;
   mount(el, loading());
@@ -32,8 +38,8 @@ export async function render(el, params) {
 
   // The view's state: the record (REST) with what events told since.
   const st = {
-    rec,
-    steps: new Map(rec.steps.map((x) => [x.id, { ...x }])),
+    rec: times(rec),
+    steps: new Map(rec.steps.map((x) => [x.id, times({ ...x })])),
     retries: new Map(), // step id -> [{at, attempts, error}]
     streams: new Map(), // step id -> {attempt, text}
     selected: null,
@@ -237,16 +243,17 @@ export async function render(el, params) {
     // The record may be older than events already shown: keep an event's
     // status unless the record's is further along.
     const exStatus = TERMINAL.has(st.rec.status) && !TERMINAL.has(r.status) ? st.rec.status : r.status;
-    st.rec = { ...r, status: exStatus };
+    st.rec = times({ ...r, status: exStatus });
     for (const x of r.steps) {
       const cur = st.steps.get(x.id);
       const keep = cur && (RANK[cur.status] ?? 0) > (RANK[x.status] ?? 0) ? cur.status : x.status;
-      st.steps.set(x.id, { ...x, status: keep, attempts: Math.max(x.attempts || 0, (cur && cur.attempts) || 0) });
+      st.steps.set(x.id, times({ ...x, status: keep, attempts: Math.max(x.attempts || 0, (cur && cur.attempts) || 0) }));
     }
     later();
   }
 
   function onEvent(e) {
+    e.at = fmt.epoch(e.at);
     const step = e.step_id ? st.steps.get(e.step_id) : null;
     switch (e.type) {
       case "execution.status":
