@@ -281,6 +281,40 @@ function Execution:refresh_status()
   self:set_status(paused and "paused" or "running")
 end
 
+-- Budgets (settings.max_tokens, max_cost): every step's usage is charged
+-- as it is known; a streaming step's running usage is checked too.
+local function commas(n)
+  local s = ("%d"):format(n)
+  return (s:reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", ""))
+end
+
+-- charge(tokens, cost): usage an attempt has finished with.
+function Execution:charge(tokens, cost)
+  self.spent_tokens = (self.spent_tokens or 0) + tokens
+  self.spent_cost = (self.spent_cost or 0) + cost
+  return self:check_budget(0, 0)
+end
+
+-- check_budget(live_tokens, live_cost) -> true | nil: over it, no new step
+-- starts, what is in flight is cancelled, and the execution fails saying
+-- which budget and by how much.
+function Execution:check_budget(live_tokens, live_cost)
+  local s = self.config.settings
+  if not (s.max_tokens or s.max_cost) or self.budget_error then return not self.budget_error end
+  local t = (self.spent_tokens or 0) + live_tokens
+  local c = (self.spent_cost or 0) + live_cost
+  local msg
+  if s.max_tokens and t > s.max_tokens then
+    msg = ("budget exceeded: tokens %s > %s"):format(commas(t), commas(s.max_tokens))
+  elseif s.max_cost and c > s.max_cost then
+    msg = ("budget exceeded: cost %.6g > %.6g"):format(c, s.max_cost)
+  end
+  if not msg then return true end
+  self.budget_error = msg
+  if self.task then self.task:cancel() end
+  return nil
+end
+
 -- A step with on_failure = abort failed: stop every step in flight.
 function Execution:abort(step_id, err)
   if self.aborted then return end
@@ -417,6 +451,7 @@ function Execution:compensate()
 end
 
 local function failure_message(self, ok, out, err)
+  if self.budget_error then return self.budget_error end
   if self.aborted then
     return ("step %s failed: %s"):format(self.aborted.step, tostring(self.aborted.error))
   end
@@ -486,7 +521,9 @@ local function finish(self)
   local settings = self.config.settings
   local ok, out, err = self.task:result()
   local status
-  if self.cancel_requested or (ok == nil and out == "cancelled" and not self.aborted) then
+  if self.budget_error then
+    status, self.error = "failed", self.budget_error
+  elseif self.cancel_requested or (ok == nil and out == "cancelled" and not self.aborted) then
     status, self.error = "cancelled", "cancelled"
   elseif self.aborted or ok == nil or (out == nil and err ~= nil) then
     status, self.error = "failed", failure_message(self, ok, out, err)
@@ -554,6 +591,7 @@ function Execution:record()
       cost = sr.cost or 0, answered_by = sr.answered_by, compensation = sr.compensation,
       approval = sr.approval, started_at = sr.started_at, finished_at = sr.finished_at,
       input = sr.input, reason = sr.reason, dynamic = self:is_dynamic(sr.id) or nil,
+      cached = sr.cached, cached_from = sr.cached_from, rate_wait_ms = sr.rate_wait_ms,
       parent = step.parent, item_index = step.item_index,
     }
   end

@@ -10,16 +10,60 @@ local native = require "chorus.native"
 local limits = require "chorus.limits"
 local condition = require "chorus.condition"
 local template = require "chorus.template"
+local step_cache = require "chorus.step_cache"
+local rate_limit = require "chorus.rate_limit"
 local json = require "chorus.json"
 
 local with_deadline, sleep, now, cancelled = sched.with_deadline, sched.sleep, sched.now, sched.cancelled
 local scope_open, scope_close = sched.scope_open, sched.scope_close
 local script_enter, script_leave = native.script_enter, native.script_leave
 
--- as_script(fn, ...): fn's call is script code (for the watchdog).
-local function as_script(fn, ...)
+-- gate(exec, step, sr) -> true | nil, why: waits for the agent's rate
+-- limit (settings.rate_limits[agent], else the agent file's rate_limit)
+-- and records the wait on the step.
+local function gate(exec, step, sr)
+  local limits_of = exec.config.settings.rate_limits
+  local limit = limits_of and limits_of[step.agent] or exec.registry.agents[step.agent].module.rate_limit
+  if not limit then return true end
+  local waited, why = rate_limit.acquire(step.agent, limit)
+  if not waited then return nil, why end
+  if waited > 0 then
+    sr.rate_wait_ms = (sr.rate_wait_ms or 0) + waited
+    if exec.bus.n > 0 then
+      exec:emit({ type = "step.rate_limited", step_id = sr.id, agent = step.agent, wait_ms = waited })
+    end
+  end
+  return true
+end
+
+-- gated_call: gate, then the agent as script code (the nested-deadline
+-- path runs it in a task of its own).
+local function gated_call(exec, step, sr, input, actx)
+  local ok, why = gate(exec, step, sr)
+  if not ok then return nil, why end
   script_enter()
-  return script_leave(fn(...))
+  return script_leave(exec.registry.agents[step.agent].module.call(input, actx, step))
+end
+
+-- cache_lookup -> true (a hit: sr.output, sr.cached set) | the key (a
+-- miss: the result goes in once the step succeeds) | nil (not cacheable:
+-- the input is not JSON). Both are told to subscribers (step.cache).
+local function cache_lookup(exec, step, sr, input)
+  local entry = exec.registry.agents[step.agent]
+  local key = step_cache.key(step.agent, entry.version, step.params, input)
+  if not key then return nil end
+  local hit = step_cache.get(key)
+  if exec.bus.n > 0 then
+    exec:emit({ type = "step.cache", step_id = sr.id, agent = step.agent, hit = hit ~= nil })
+  end
+  if not hit then return key end
+  sr.output, sr.cached, sr.cached_from = hit.output, true, hit.execution_id
+  return true
+end
+
+local function cache_store(exec, step, key, out, meta)
+  step_cache.put(key, { output = out, execution_id = exec.id,
+    meta = type(meta) == "table" and { tokens = meta.tokens, cost = meta.cost } or nil }, step.cache.ttl_s)
 end
 local xpcall, traceback = xpcall, debug.traceback
 local pairs, ipairs, type, tostring, random = pairs, ipairs, type, tostring, math.random
@@ -140,10 +184,17 @@ function Actx:delta(text)
   pending[#pending + 1] = { text }
 end
 
+-- usage(u): what the attempt has used so far, while it streams; the
+-- execution's budget is checked against it (a stream that takes it over
+-- is stopped with everything else in flight).
 function Actx:usage(u)
   if type(u) ~= "table" then return end
-  local sr = self[EXEC]:run_of(self.step_id)
-  if sr then sr.live_usage = { tokens = tonumber(u.tokens) or 0, cost = tonumber(u.cost) or 0 } end
+  local exec = self[EXEC]
+  local sr = exec:run_of(self.step_id)
+  if not sr then return end
+  local t, c = tonumber(u.tokens) or 0, tonumber(u.cost) or 0
+  sr.live_usage = { tokens = t, cost = c }
+  exec:check_budget(t, c)
 end
 
 -- 00-<trace id>-<parent id>-01: the trace id is the execution's (a UUID
@@ -185,13 +236,17 @@ local function settle(step, timed_out, ok, out, meta, info)
   return true, out, meta
 end
 
--- add_usage(sr, meta): tokens and cost of an attempt, added to the step's
+-- add_usage(exec, sr, meta): tokens and cost of an attempt, added to the step's
 -- (a failed attempt's usage counts too).
-local function add_usage(sr, meta)
+-- add_usage(exec, sr, meta): the execution's budget is charged too
+-- (settings.max_tokens / max_cost: past it, the execution fails).
+local function add_usage(exec, sr, meta)
+  sr.live_usage = nil
   if type(meta) ~= "table" then return end
   local tokens, cost = tonumber(meta.tokens), tonumber(meta.cost)
-  if tokens and tokens > 0 then sr.tokens = (sr.tokens or 0) + tokens end
-  if cost and cost > 0 then sr.cost = (sr.cost or 0) + cost end
+  if tokens and tokens > 0 then sr.tokens = (sr.tokens or 0) + tokens else tokens = 0 end
+  if cost and cost > 0 then sr.cost = (sr.cost or 0) + cost else cost = 0 end
+  if tokens > 0 or cost > 0 then exec:charge(tokens, cost) end
 end
 
 -- Waits while the execution is paused. Returns true, or nil, reason when
@@ -341,7 +396,7 @@ end
 -- (repaired). Over a limit, the step fails with why (not retried: the
 -- same agent would answer the same).
 local function succeed(exec, step, sr, out, meta, t0, abort)
-  add_usage(sr, meta)
+  add_usage(exec, sr, meta)
   -- An agent that ignored the cancel and answered anyway: its answer
   -- comes too late to count.
   local why_cancel = cancelled()
@@ -390,7 +445,7 @@ end
 local MAX_RETRY_AFTER_MS = 300000
 
 local function retry_or_stop(exec, step, sr, n, err, t0, abort, info)
-  add_usage(sr, info)
+  add_usage(exec, sr, info)
   -- Cancellation of the execution is never retried.
   local why_cancel = cancelled()
   if why_cancel then return cancel_step(exec, sr, why_cancel, t0) end
@@ -418,21 +473,29 @@ end
 -- more such tasks waiting. Keep helpers out of this path.
 function run_attempts(exec, step, sr, abort, extra, built)
   local input, t0 = begin_attempts(exec, step, sr, extra, built), now()
+  local cache_key = step.cache and cache_lookup(exec, step, sr, input)
+  if cache_key == true then return succeed(exec, step, sr, sr.output, nil, t0, abort) end
   local n = 1
   while true do
     local ok, out, meta, info
     if scope_open(step.timeout_ms) then
-      script_enter() -- the agent is script code: the watchdog times it
-      ok, out, meta, info = xpcall(exec.registry.agents[step.agent].module.call, traceback,
-        input, agent_ctx(exec, step, sr.attempts), step)
-      script_leave()
+      ok, out = gate(exec, step, sr) -- a rate limit's wait counts against the timeout
+      if ok then
+        script_enter() -- the agent is script code: the watchdog times it
+        ok, out, meta, info = xpcall(exec.registry.agents[step.agent].module.call, traceback,
+          input, agent_ctx(exec, step, sr.attempts), step)
+        script_leave()
+      end
       ok, out, meta = settle(step, scope_close(), ok, out, meta, info)
     else -- already inside a deadline scope: with_deadline uses a child task
-      ok, out, meta, info = with_deadline(step.timeout_ms, as_script,
-        exec.registry.agents[step.agent].module.call, input, agent_ctx(exec, step, sr.attempts), step)
+      ok, out, meta, info = with_deadline(step.timeout_ms, gated_call, exec, step, sr, input,
+        agent_ctx(exec, step, sr.attempts))
       ok, out, meta = settle(step, false, ok, out, meta, info)
     end
-    if ok then return succeed(exec, step, sr, out, meta, t0, abort) end
+    if ok then
+      if cache_key then cache_store(exec, step, cache_key, out, meta) end
+      return succeed(exec, step, sr, out, meta, t0, abort)
+    end
     local stop, err = retry_or_stop(exec, step, sr, n, out, t0, abort, meta)
     if stop ~= nil then return stop, err end
     n = n + 1

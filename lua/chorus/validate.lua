@@ -46,6 +46,14 @@ local COMPENSATE = {
   },
 }
 
+local RATE_LIMIT = {
+  type = "object",
+  fields = {
+    per_second = { type = "number", min = 0.001, max = 1e6, required = true },
+    burst = { type = "integer", min = 1, max = 1e6, default = 1 },
+  },
+}
+
 local RETRY = {
   type = "object",
   fields = {
@@ -79,6 +87,10 @@ M.STEP = {
     weight = { type = "number", min = 0, max = 1e6, default = 1 },
     approval = { type = "boolean", default = false },
     compensate = COMPENSATE,
+    cache = { type = "object", fields = {
+      ttl_s = { type = "integer", min = 1, max = 30 * 86400, required = true,
+        description = "how long a result is reused" } },
+      description = "reuse the result of the same agent version, params and input (chorus.step_cache)" },
     when = { type = "string", min_len = 1, max_len = 2000,
       description = "a condition over the step's input; false skips the step (chorus.condition)" },
     map = { type = "string", max_len = 500, pattern = "^%s*{{[^{}]+}}%s*$",
@@ -100,6 +112,12 @@ M.SETTINGS = {
     enable_monitoring = { type = "boolean" },
     callback_url = { type = "string", max_len = 2048, pattern = "^https?://[^%s]+$",
       pattern_help = "an http:// or https:// URL" },
+    max_tokens = { type = "integer", min = 1, max = 1e12,
+      description = "budget: tokens the whole execution may use; past it, it fails" },
+    max_cost = { type = "number", min = 0, max = 1e9,
+      description = "budget: cost the whole execution may reach (price table units); past it, it fails" },
+    rate_limits = { type = "object", additional = RATE_LIMIT,
+      description = "per agent name: {per_second, burst}, shared by every execution (and node, with Redis)" },
     max_steps = { type = "integer", min = 1, max = limits.CEILINGS.max_steps,
       description = "steps one execution may hold, declared and started at run time (default 1000)" },
     max_input_bytes = { type = "integer", min = 1024, max = limits.CEILINGS.max_input_bytes,
