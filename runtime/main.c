@@ -4,13 +4,16 @@
 #include <lualib.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
 
+#include "rt_home.h"
 #include "rt_lua_boot.h"
 #include "rt_lua_gc.h"
+#include "rt_lua_watchdog.h"
 
 /* The Lua side of start-up: a string chunk is fine here because busted's
  * runner is called from a file chunk (lua/chorus/cli/test.lua). */
@@ -65,6 +68,62 @@ static int gc_soft_bytes(size_t *out)
     return 0;
 }
 
+/* CHORUS_CPU_BUDGET_MS: how long one resume of script code may run
+ * before it is interrupted ("cpu budget exceeded"); 0 = no budget. */
+#define RT_CPU_BUDGET_MS_DEFAULT 200
+/* CHORUS_HEAP_LIMIT_MB: the Lua heap past which script code is
+ * interrupted ("memory limit exceeded"; allocations past 1.5 times it
+ * fail); 0 = none. By default half of the memory the process may use
+ * (its cgroup's limit, else the machine's), at most this: */
+#define RT_HEAP_LIMIT_MB_MAX_DEFAULT 8192
+
+/* A whole number from the environment: 0 and *out = def when unset, -1
+ * when it is not a whole number within max. */
+static int env_uint(const char *name, unsigned long long def,
+                    unsigned long long max, unsigned long long *out)
+{
+    const char *v = getenv(name);
+    char *end;
+    unsigned long long n;
+    *out = def;
+    if (v == NULL || *v == '\0')
+        return 0;
+    errno = 0;
+    n = strtoull(v, &end, 10);
+    if (errno != 0 || *end != '\0' || *v == '-' || n > max)
+        return -1;
+    *out = n;
+    return 0;
+}
+
+static unsigned long long default_heap_limit_mb(void)
+{
+    uint64_t total = uv_get_constrained_memory();
+    uint64_t phys = uv_get_total_memory();
+    unsigned long long mb;
+    if (total == 0 || (phys != 0 && total > phys))
+        total = phys;
+    mb = (unsigned long long)(total / 2) >> 20;
+    if (mb == 0 || mb > RT_HEAP_LIMIT_MB_MAX_DEFAULT)
+        mb = RT_HEAP_LIMIT_MB_MAX_DEFAULT;
+    return mb;
+}
+
+/* The directory of the Lua tree and built-in scripts (rt_home.h): NULL
+ * after saying on stderr where it looked. */
+static char *find_home(void)
+{
+    char *exe = rt_home_exe(), *err, *home;
+    rt_home_search_t s = {getenv("CHORUS_HOME"), exe, CHORUS_EXE_REL_HOME,
+                          CHORUS_DEFAULT_HOME};
+    home = rt_home_find(&s, &err);
+    if (home == NULL)
+        fprintf(stderr, "chorus: %s\n", err ? err : "out of memory");
+    free(err);
+    free(exe);
+    return home;
+}
+
 static int shutdown_expired;
 
 static void shutdown_watchdog(uv_timer_t *t)
@@ -84,7 +143,8 @@ int main(int argc, char **argv)
     rt_lua_sched_t *ls;
     rt_lua_stdin_t *in = NULL;
     rt_lua_task_t *main_task;
-    const char *home = getenv("CHORUS_HOME");
+    char *home;
+    unsigned long long cpu_budget_ms, heap_limit_mb;
     int i, code = 1;
 
     /* Checked before anything is allocated: nothing to release on exit. */
@@ -94,9 +154,24 @@ int main(int argc, char **argv)
                 getenv("CHORUS_GC_SOFT_MB"));
         return 2;
     }
+    if (env_uint("CHORUS_CPU_BUDGET_MS", RT_CPU_BUDGET_MS_DEFAULT, 3600000,
+                 &cpu_budget_ms) != 0) {
+        fprintf(stderr, "chorus: CHORUS_CPU_BUDGET_MS must be a whole number "
+                        "of milliseconds up to 3600000 (0 = none), got '%s'\n",
+                getenv("CHORUS_CPU_BUDGET_MS"));
+        return 2;
+    }
+    if (env_uint("CHORUS_HEAP_LIMIT_MB", default_heap_limit_mb(), 1u << 24,
+                 &heap_limit_mb) != 0) {
+        fprintf(stderr, "chorus: CHORUS_HEAP_LIMIT_MB must be a whole number "
+                        "of megabytes (0 = none), got '%s'\n",
+                getenv("CHORUS_HEAP_LIMIT_MB"));
+        return 2;
+    }
+    home = find_home();
+    if (home == NULL)
+        return 2;
     signal(SIGPIPE, SIG_IGN);
-    if (home == NULL || *home == '\0')
-        home = CHORUS_DEFAULT_HOME;
     if (uv_loop_init(&loop) != 0) {
         fprintf(stderr, "chorus: cannot initialise the event loop\n");
         return 1;
@@ -115,6 +190,10 @@ int main(int argc, char **argv)
     }
 
     gc_ok = rt_lua_gc_start(&gc, &loop, L, gc_soft) == 0;
+    if (rt_lua_watchdog_start(L, (unsigned)cpu_budget_ms,
+                              (long long)heap_limit_mb << 20) != 0)
+        fprintf(stderr, "chorus: warning: no watchdog thread: runaway "
+                        "scripts cannot be interrupted\n");
 
     /* Stack: [userdata of main task] once spawned. */
     if (luaL_loadbuffer(L, boot_chunk, sizeof(boot_chunk) - 1, "=boot")) {
@@ -177,7 +256,9 @@ int main(int argc, char **argv)
     rt_lua_stdin_close(in);
     if (gc_ok)
         rt_lua_gc_stop(&gc);
+    rt_lua_watchdog_stop(L);
     lua_close(L);
+    free(home);
     rt_lua_sched_free(ls);
     uv_run(&loop, UV_RUN_DEFAULT);
     if (watchdog_ok)

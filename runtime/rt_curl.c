@@ -5,10 +5,21 @@
  * it back (timer_cb: one uv_timer). Poll and timer events are handed to
  * curl_multi_socket_action, and every call is followed by reading the
  * finished transfers (check_info). curl is never re-entered from its own
- * callbacks: a 0 ms timeout only arms the uv_timer. */
+ * callbacks: a 0 ms timeout only arms the uv_timer.
+ *
+ * Streamed responses (rt_curl_open): curl's header and write callbacks
+ * only record what came (the final head, body bytes, the end) and put the
+ * request on a notify list; check_info delivers those events after
+ * socket_action has returned, one per call, so the caller may consume,
+ * unpause (curl_easy_pause is not allowed inside curl's callbacks) or
+ * release from them. A reader that lags makes write_cb return
+ * CURL_WRITEFUNC_PAUSE; curl keeps those bytes and offers them again when
+ * rt_curl_consume unpauses, possibly inside curl_easy_pause itself, which
+ * is why the kick timer delivers what that queued. */
 #include "rt_curl.h"
 
 #include <curl/curl.h>
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -30,8 +41,13 @@ typedef struct rt_curl_sock rt_curl_sock_t;
 struct rt_curl {
     uv_loop_t *loop;
     CURLM *multi;          /* owns the connection pool */
-    uv_timer_t timer;      /* curl's timeout; its close frees this struct */
+    uv_timer_t timer;      /* curl's timeout */
+    uv_timer_t kick;       /* delivers stream events queued outside
+                            * socket_action (see rt_curl_consume) */
+    int open_handles;      /* timers not closed; the struct goes at 0 */
     rt_curl_req_t *reqs;   /* requests in flight (list) */
+    rt_curl_req_t *ended;  /* streamed requests ended, not released */
+    rt_curl_req_t *notify; /* streamed requests with events to deliver */
     rt_curl_sock_t *socks; /* polled sockets (list), closed on rt_curl_close */
     size_t active;         /* length of reqs */
     size_t nfailed;        /* requests whose socket could not be polled */
@@ -68,12 +84,31 @@ struct rt_curl_req {
     int too_large;             /* 1: body over max_body, 2: headers */
     int oom;                   /* a response buffer could not grow */
     int sock_failed;           /* a socket could not be polled */
+    int deny_internal;         /* see rt_curl_opts_t */
+    rt_cidr_t *allow;
+    size_t nallow;
+    char blocked[INET6_ADDRSTRLEN]; /* an address refused, or "" */
+    int in_multi;              /* in c->multi and c->reqs (else ended) */
+    uint64_t body_total;       /* body bytes received, for max_body */
     char errbuf[CURL_ERROR_SIZE];
+    /* Streamed responses (rt_curl_open); body holds the unread bytes. */
+    rt_curl_event_cb ev_cb;    /* non-NULL: a streamed request */
+    size_t buffer_limit;       /* unread bytes before the pause */
+    long last_status;          /* of the last status line seen */
+    int follow;                /* follow_redirects: a 3xx is not final */
+    int paused;                /* write_cb returned CURL_WRITEFUNC_PAUSE */
+    int head_done, head_told;  /* the final head is in / was delivered */
+    int data_pending;          /* bytes came since the last DATA event */
+    int ended, end_told;       /* the transfer is over / END delivered */
+    const char *end_error;     /* NULL, or the error word once ended */
+    int in_notify;             /* in c->notify */
+    rt_curl_req_t *nprev, *nnext;
 };
 
 static unsigned rt__global_refs; /* engines alive: curl_global_* pairing */
 
 static void check_info(rt_curl_t *c);
+static void notify_add(rt_curl_req_t *r);
 
 /* The request an easy handle belongs to (CURLOPT_PRIVATE), or NULL. */
 static rt_curl_req_t *req_of(CURL *easy)
@@ -128,8 +163,14 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud)
 {
     rt_curl_req_t *r = ud;
     size_t len = size * n;
+    /* A reader that does not keep up: curl keeps these bytes and offers
+     * them again when rt_curl_consume unpauses the transfer. */
+    if (r->ev_cb != NULL && len > 0 && r->body_len >= r->buffer_limit) {
+        r->paused = 1;
+        return CURL_WRITEFUNC_PAUSE;
+    }
     if (r->max_body && (len > r->max_body ||
-                        r->body_len > r->max_body - len)) {
+                        r->body_total > r->max_body - len)) {
         r->too_large = 1;
         return 0; /* curl fails the transfer with CURLE_WRITE_ERROR */
     }
@@ -139,12 +180,41 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud)
     }
     memcpy(r->body + r->body_len, p, len);
     r->body_len += len;
+    r->body_total += len;
+    if (r->ev_cb != NULL && len > 0) {
+        r->head_done = 1; /* body bytes come after the final head */
+        r->data_pending = 1;
+        notify_add(r);
+    }
     return len;
 }
 
 static int is_space(char ch)
 {
     return ch == ' ' || ch == '\t';
+}
+
+static int has_header(const rt_curl_req_t *r, const char *name)
+{
+    size_t i, n = strlen(name);
+    for (i = 0; i < r->nh; i++)
+        if (r->hoff[i].name_len == n &&
+            strncasecmp(r->hbuf + r->hoff[i].name_off, name, n) == 0)
+            return 1;
+    return 0;
+}
+
+/* The blank line after a header block: for a streamed request, the head
+ * is final unless it is a 1xx or a redirect curl is about to follow. */
+static void head_end(rt_curl_req_t *r)
+{
+    long st = r->last_status;
+    if (r->ev_cb == NULL || r->head_done || st < 200)
+        return;
+    if (r->follow && st >= 300 && st < 400 && has_header(r, "location"))
+        return;
+    r->head_done = 1;
+    notify_add(r);
 }
 
 /* One header line (with its CRLF) of a response. A status line starts a
@@ -161,10 +231,18 @@ static size_t header_cb(char *p, size_t size, size_t n, void *ud)
     if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
         r->nh = 0;
         r->hbuf_len = 0;
+        /* "HTTP/1.1 200 OK", "HTTP/2 200": the code after the space */
+        for (i = 5; i < len && p[i] != ' '; i++)
+            ;
+        r->last_status = 0;
+        for (i++; i < len && p[i] >= '0' && p[i] <= '9'; i++)
+            r->last_status = r->last_status * 10 + (p[i] - '0');
         return total;
     }
-    if (len == 0)
+    if (len == 0) {
+        head_end(r);
         return total;
+    }
     if (is_space(p[0])) { /* obsolete line folding: continue the value */
         if (r->nh == 0)
             return total;
@@ -335,18 +413,92 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
 
 /* ---- requests --------------------------------------------------------- */
 
-static void req_unlink(rt_curl_req_t *r)
+/* Adds r to the list at *head (reqs or ended). */
+static void list_add(rt_curl_req_t **head, rt_curl_req_t *r)
 {
-    rt_curl_t *c = r->c;
+    r->prev = NULL;
+    r->next = *head;
+    if (*head)
+        (*head)->prev = r;
+    *head = r;
+}
+
+static void list_del(rt_curl_req_t **head, rt_curl_req_t *r)
+{
     if (r->prev)
         r->prev->next = r->next;
     else
-        c->reqs = r->next;
+        *head = r->next;
     if (r->next)
         r->next->prev = r->prev;
+    r->prev = r->next = NULL;
+}
+
+/* Takes a request out of the multi's bookkeeping (not out of the multi). */
+static void req_unlink(rt_curl_req_t *r)
+{
+    rt_curl_t *c = r->c;
+    list_del(&c->reqs, r);
+    r->in_multi = 0;
     c->active--;
     if (r->sock_failed)
         c->nfailed--;
+}
+
+/* Queues r's pending events for delivery (deliver, after socket_action). */
+static void notify_add(rt_curl_req_t *r)
+{
+    rt_curl_t *c = r->c;
+    if (r->in_notify)
+        return;
+    r->in_notify = 1;
+    r->nprev = NULL;
+    r->nnext = c->notify;
+    if (c->notify)
+        c->notify->nprev = r;
+    c->notify = r;
+}
+
+static void notify_del(rt_curl_req_t *r)
+{
+    rt_curl_t *c = r->c;
+    if (!r->in_notify)
+        return;
+    r->in_notify = 0;
+    if (r->nprev)
+        r->nprev->nnext = r->nnext;
+    else
+        c->notify = r->nnext;
+    if (r->nnext)
+        r->nnext->nprev = r->nprev;
+    r->nprev = r->nnext = NULL;
+}
+
+/* Delivers queued stream events, one per callback: the callback may
+ * consume (which may queue more), or release any request, this one
+ * included, so the list is read again from its head after each call. */
+static void deliver(rt_curl_t *c)
+{
+    rt_curl_req_t *r;
+    rt_curl_event_t ev;
+    while ((r = c->notify) != NULL) {
+        if (r->head_done && !r->head_told) {
+            r->head_told = 1;
+            ev = RT_CURL_EV_HEAD;
+        } else if (r->data_pending && r->head_told) {
+            r->data_pending = 0;
+            if (r->body_len == 0)
+                continue; /* consumed meanwhile */
+            ev = RT_CURL_EV_DATA;
+        } else if (r->ended && !r->end_told) {
+            r->end_told = 1;
+            ev = RT_CURL_EV_END;
+        } else {
+            notify_del(r);
+            continue;
+        }
+        r->ev_cb(r, ev, r->data);
+    }
 }
 
 /* Frees a request that is no longer in the multi nor in the list. */
@@ -357,13 +509,41 @@ static void req_free(rt_curl_req_t *r)
     free(r->body);
     free(r->hbuf);
     free(r->hoff);
+    free(r->allow);
     free(r);
+}
+
+/* CURLOPT_OPENSOCKETFUNCTION with deny_internal: the address curl is
+ * about to connect to (after DNS, after each redirect) is checked here,
+ * so no name resolving to an internal address gets through. */
+static curl_socket_t open_socket_cb(void *data, curlsocktype purpose,
+                                    struct curl_sockaddr *a)
+{
+    rt_curl_req_t *r = data;
+    size_t i;
+    (void)purpose;
+    if (rt_netaddr_is_internal(&a->addr)) {
+        for (i = 0; i < r->nallow; i++)
+            if (rt_cidr_contains(&r->allow[i], &a->addr))
+                break;
+        if (i == r->nallow) {
+            const void *ip = a->family == AF_INET6
+                ? (const void *)&((struct sockaddr_in6 *)&a->addr)->sin6_addr
+                : (const void *)&((struct sockaddr_in *)&a->addr)->sin_addr;
+            if (inet_ntop(a->family, ip, r->blocked, sizeof r->blocked) == NULL)
+                snprintf(r->blocked, sizeof r->blocked, "?");
+            return CURL_SOCKET_BAD;
+        }
+    }
+    return socket(a->family, a->socktype, a->protocol);
 }
 
 /* The short word for a failed transfer (see rt_curl_result_t). */
 static const char *error_word(rt_curl_req_t *r, CURLcode rc)
 {
     long os_errno = 0;
+    if (r->blocked[0] != '\0')
+        return "blocked address";
     if (r->too_large || rc == CURLE_FILESIZE_EXCEEDED)
         return "too large";
     if (r->oom)
@@ -426,7 +606,46 @@ static void append_errno(rt_curl_req_t *r)
              uv_strerror(uv_translate_sys_error((int)os_errno)));
 }
 
-/* Completes a finished transfer: removes it, calls back, frees it. */
+/* The error word of a finished transfer (NULL when it succeeded), with
+ * its detail in r->errbuf. */
+static const char *finish_error(rt_curl_req_t *r, CURLcode rc)
+{
+    const char *word;
+    size_t i;
+    if (r->sock_failed && rc == CURLE_OK)
+        rc = CURLE_COULDNT_CONNECT;
+    if (rc == CURLE_OK && !r->sock_failed) {
+        r->errbuf[0] = '\0';
+        return NULL;
+    }
+    word = error_word(r, rc);
+    if (r->blocked[0] != '\0')
+        snprintf(r->errbuf, sizeof(r->errbuf),
+                 "refused to connect to %s, an internal address", r->blocked);
+    else if (r->sock_failed)
+        snprintf(r->errbuf, sizeof(r->errbuf),
+                 "cannot watch the connection's socket");
+    else if (r->too_large == 1 || rc == CURLE_FILESIZE_EXCEEDED)
+        snprintf(r->errbuf, sizeof(r->errbuf),
+                 "response body exceeds %llu bytes",
+                 (unsigned long long)r->max_body);
+    else if (r->too_large == 2)
+        snprintf(r->errbuf, sizeof(r->errbuf),
+                 "response headers exceed %d bytes",
+                 RT_CURL_MAX_HEADER_BYTES);
+    else if (r->errbuf[0] == '\0')
+        snprintf(r->errbuf, sizeof(r->errbuf), "%s",
+                 curl_easy_strerror(rc));
+    i = strlen(r->errbuf); /* curl's messages may end in a newline */
+    while (i > 0 && (r->errbuf[i - 1] == '\n' || r->errbuf[i - 1] == ' '))
+        r->errbuf[--i] = '\0';
+    if (rc == CURLE_COULDNT_CONNECT && !r->sock_failed && r->blocked[0] == '\0')
+        append_errno(r);
+    return word;
+}
+
+/* Completes a finished transfer: removes it, calls back, frees it. A
+ * streamed request is kept (in c->ended) with its END queued. */
 static void req_finish(rt_curl_req_t *r, CURLcode rc)
 {
     rt_curl_t *c = r->c;
@@ -436,33 +655,21 @@ static void req_finish(rt_curl_req_t *r, CURLcode rc)
 
     (void)curl_multi_remove_handle(c->multi, r->easy);
     req_unlink(r);
+    if (r->ev_cb != NULL) {
+        r->end_error = finish_error(r, rc);
+        if (r->end_error == NULL)
+            r->head_done = 1; /* e.g. a HEAD or 204: no body to wait for */
+        r->ended = 1;
+        list_add(&c->ended, r);
+        notify_add(r);
+        return;
+    }
     memset(&res, 0, sizeof(res));
     if (curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &res.status) !=
         CURLE_OK)
         res.status = 0;
-    if (r->sock_failed && rc == CURLE_OK)
-        rc = CURLE_COULDNT_CONNECT;
-    if (rc != CURLE_OK || r->sock_failed) {
-        res.error = error_word(r, rc);
-        if (r->sock_failed)
-            snprintf(r->errbuf, sizeof(r->errbuf),
-                     "cannot watch the connection's socket");
-        else if (r->too_large == 1 || rc == CURLE_FILESIZE_EXCEEDED)
-            snprintf(r->errbuf, sizeof(r->errbuf),
-                     "response body exceeds %llu bytes",
-                     (unsigned long long)r->max_body);
-        else if (r->too_large == 2)
-            snprintf(r->errbuf, sizeof(r->errbuf),
-                     "response headers exceed %d bytes",
-                     RT_CURL_MAX_HEADER_BYTES);
-        else if (r->errbuf[0] == '\0')
-            snprintf(r->errbuf, sizeof(r->errbuf), "%s",
-                     curl_easy_strerror(rc));
-        i = strlen(r->errbuf); /* curl's messages may end in a newline */
-        while (i > 0 && (r->errbuf[i - 1] == '\n' || r->errbuf[i - 1] == ' '))
-            r->errbuf[--i] = '\0';
-        if (rc == CURLE_COULDNT_CONNECT && !r->sock_failed)
-            append_errno(r);
+    res.error = finish_error(r, rc);
+    if (res.error != NULL) {
         res.message = r->errbuf;
         res.body = "";
     } else {
@@ -518,6 +725,14 @@ static void check_info(rt_curl_t *c)
             break;
         req_finish(r, CURLE_COULDNT_CONNECT);
     }
+    deliver(c);
+}
+
+/* Events queued by rt_curl_consume (curl may hand over held bytes inside
+ * curl_easy_pause) are delivered from here, on the loop. */
+static void kick_cb(uv_timer_t *t)
+{
+    check_info(t->data);
 }
 
 /* ---- option checks ------------------------------------------------------ */
@@ -653,8 +868,10 @@ static CURLcode set_method(CURL *e, const char *method,
 
 /* ---- public API --------------------------------------------------------- */
 
-int rt_curl_start(rt_curl_t *c, const rt_curl_opts_t *o, rt_curl_done_cb cb,
-                  void *data, rt_curl_req_t **out, const char **err)
+/* Starts a whole (cb) or streamed (ev_cb) request; see rt_curl_start. */
+static int start(rt_curl_t *c, const rt_curl_opts_t *o, rt_curl_done_cb cb,
+                 rt_curl_event_cb ev_cb, size_t buffer_bytes, void *data,
+                 rt_curl_req_t **out, const char **err)
 {
     const char *dummy, *method = o->method;
     rt_curl_req_t *r;
@@ -688,6 +905,9 @@ int rt_curl_start(rt_curl_t *c, const rt_curl_opts_t *o, rt_curl_done_cb cb,
         goto fail_easy;
     r->c = c;
     r->cb = cb;
+    r->ev_cb = ev_cb;
+    r->buffer_limit = buffer_bytes ? buffer_bytes : RT_CURL_STREAM_BUFFER;
+    r->follow = o->follow_redirects;
     r->data = data;
     r->max_body = o->max_body;
 
@@ -727,16 +947,29 @@ int rt_curl_start(rt_curl_t *c, const rt_curl_opts_t *o, rt_curl_done_cb cb,
      * trusted, it never turns checking off. */
     if (o->ca_file != NULL)
         SETOPT(CURLOPT_CAINFO, o->ca_file);
+    if (o->deny_internal) {
+        r->deny_internal = 1;
+        if (o->nallow > 0) {
+            r->allow = malloc(o->nallow * sizeof(*r->allow));
+            if (r->allow == NULL)
+                goto fail_setopt;
+            memcpy(r->allow, o->allow, o->nallow * sizeof(*r->allow));
+            r->nallow = o->nallow;
+        }
+        SETOPT(CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
+        SETOPT(CURLOPT_OPENSOCKETDATA, (void *)r);
+        /* a pooled connection was opened for another request's checks */
+        SETOPT(CURLOPT_FRESH_CONNECT, 1L);
+        SETOPT(CURLOPT_FORBID_REUSE, 1L);
+    }
 #undef SETOPT
     if (set_method(e, method, o) != CURLE_OK)
         goto fail_setopt;
     if (curl_multi_add_handle(c->multi, e) != CURLM_OK)
         goto fail_setopt;
 
-    r->next = c->reqs;
-    if (c->reqs)
-        c->reqs->prev = r;
-    c->reqs = r;
+    list_add(&c->reqs, r);
+    r->in_multi = 1;
     c->active++;
     if (out != NULL)
         *out = r;
@@ -746,22 +979,110 @@ fail_setopt:
     curl_easy_cleanup(e);
 fail_easy:
     curl_slist_free_all(r->hdrs);
+    free(r->allow);
     free(r);
 fail_alloc:
     *err = "out of memory";
     return RT_CURL_ENOMEM;
 }
 
+int rt_curl_start(rt_curl_t *c, const rt_curl_opts_t *o, rt_curl_done_cb cb,
+                  void *data, rt_curl_req_t **out, const char **err)
+{
+    return start(c, o, cb, NULL, 0, data, out, err);
+}
+
+int rt_curl_open(rt_curl_t *c, const rt_curl_opts_t *o, size_t buffer_bytes,
+                 rt_curl_event_cb cb, void *data, rt_curl_req_t **out,
+                 const char **err)
+{
+    return start(c, o, NULL, cb, buffer_bytes, data, out, err);
+}
+
 void rt_curl_abort(rt_curl_req_t *r)
 {
-    (void)curl_multi_remove_handle(r->c->multi, r->easy);
-    req_unlink(r);
+    rt_curl_t *c = r->c;
+    notify_del(r);
+    if (r->in_multi) {
+        (void)curl_multi_remove_handle(c->multi, r->easy);
+        req_unlink(r);
+    } else {
+        list_del(&c->ended, r);
+    }
     req_free(r);
+}
+
+long rt_curl_status(const rt_curl_req_t *r)
+{
+    return r->head_done ? r->last_status : 0;
+}
+
+size_t rt_curl_header_count(const rt_curl_req_t *r)
+{
+    return r->head_done ? r->nh : 0;
+}
+
+int rt_curl_header(const rt_curl_req_t *r, size_t i, rt_curl_header_t *out)
+{
+    if (!r->head_done || i >= r->nh)
+        return RT_CURL_EINVAL;
+    out->name = r->hbuf + r->hoff[i].name_off;
+    out->name_len = r->hoff[i].name_len;
+    out->value = r->hbuf + r->hoff[i].value_off;
+    out->value_len = r->hoff[i].value_len;
+    return 0;
+}
+
+const char *rt_curl_body(const rt_curl_req_t *r, size_t *len)
+{
+    *len = r->body_len;
+    return r->body ? r->body : "";
+}
+
+void rt_curl_consume(rt_curl_req_t *r, size_t n)
+{
+    rt_curl_t *c = r->c;
+    if (n >= r->body_len) {
+        r->body_len = 0;
+    } else {
+        memmove(r->body, r->body + n, r->body_len - n);
+        r->body_len -= n;
+    }
+    if (!r->paused || !r->in_multi || r->body_len >= r->buffer_limit)
+        return;
+    /* curl may hand the held bytes to write_cb inside this call (they
+     * queue an event) and arms its timer to go on reading. */
+    if (curl_easy_pause(r->easy, CURLPAUSE_CONT) != CURLE_OK)
+        return; /* still paused: the next consume tries again */
+    r->paused = 0;
+    if (c->notify != NULL)
+        (void)uv_timer_start(&c->kick, kick_cb, 0, 0);
+}
+
+int rt_curl_ended(const rt_curl_req_t *r, const char **error,
+                  const char **message)
+{
+    if (!r->ended)
+        return 0;
+    *error = r->end_error;
+    *message = r->end_error ? r->errbuf : "";
+    return 1;
 }
 
 size_t rt_curl_active(const rt_curl_t *c)
 {
     return c->active;
+}
+
+/* Close callback of the engine's timers: the last one frees it. */
+static void engine_close_cb(uv_handle_t *h)
+{
+    rt_curl_t *c = h->data;
+    if (--c->open_handles > 0)
+        return;
+    free(c);
+    if (--rt__global_refs == 0)
+        curl_global_cleanup();
 }
 
 rt_curl_t *rt_curl_new(uv_loop_t *loop)
@@ -786,6 +1107,15 @@ rt_curl_t *rt_curl_new(uv_loop_t *loop)
     if (uv_timer_init(loop, &c->timer) < 0)
         goto fail_setopt;
     c->timer.data = c;
+    c->open_handles = 1;
+    if (uv_timer_init(loop, &c->kick) < 0) {
+        /* The timer's close frees the engine. */
+        curl_multi_cleanup(c->multi);
+        uv_close((uv_handle_t *)&c->timer, engine_close_cb);
+        return NULL;
+    }
+    c->kick.data = c;
+    c->open_handles++;
     return c;
 
 fail_setopt:
@@ -798,17 +1128,12 @@ fail_global:
     return NULL;
 }
 
-static void engine_close_cb(uv_handle_t *h)
-{
-    free(h->data);
-    if (--rt__global_refs == 0)
-        curl_global_cleanup();
-}
-
 void rt_curl_close(rt_curl_t *c)
 {
     while (c->reqs != NULL)
         rt_curl_abort(c->reqs);
+    while (c->ended != NULL)
+        rt_curl_abort(c->ended);
     /* Stop polling before curl closes the pooled sockets. */
     while (c->socks != NULL)
         sock_close(c, c->socks);
@@ -817,4 +1142,6 @@ void rt_curl_close(rt_curl_t *c)
     c->multi = NULL;
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, engine_close_cb);
+    uv_timer_stop(&c->kick);
+    uv_close((uv_handle_t *)&c->kick, engine_close_cb);
 }

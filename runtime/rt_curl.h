@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "rt_netaddr.h"
+
 typedef struct rt_curl rt_curl_t;
 typedef struct rt_curl_req rt_curl_req_t;
 
@@ -49,6 +51,11 @@ typedef struct {
     uint64_t max_body;                /* response body limit; 0: none */
     int follow_redirects;             /* 0 (default): a 3xx is the answer */
     long max_redirects;               /* with follow_redirects; <0: 5 */
+    int deny_internal;                /* refuse to connect to internal
+                                       * addresses (rt_netaddr.h), after
+                                       * DNS, but those in allow */
+    const rt_cidr_t *allow;           /* nallow ranges (copied) */
+    size_t nallow;
     const char *ca_file;              /* PEM bundle of CAs trusted for
                                        * https instead of the system's
                                        * (self-signed engines); NULL:
@@ -61,7 +68,8 @@ typedef struct {
      * "timeout", "connection refused", "connect failed", "cannot resolve",
      * "too large", "tls error", "unsupported protocol", "bad url",
      * "too many redirects", "empty reply", "connection error",
-     * "out of memory", "request failed". */
+     * "blocked address" (deny_internal), "out of memory",
+     * "request failed". */
     const char *error;
     const char *message;              /* curl's detail; "" on success */
     long status;                      /* HTTP status of the last response */
@@ -95,10 +103,77 @@ int rt_curl_start(rt_curl_t *c, const rt_curl_opts_t *o, rt_curl_done_cb cb,
 
 /* Aborts a request whose callback has not been called yet: the transfer is
  * removed from the multi (its connection is closed if it was in use), the
- * request is freed, and the callback is never called. */
+ * request is freed, and the callback is never called. Also releases a
+ * streamed request in any state (see below). Must not be called from
+ * inside curl's callbacks (the engine never calls the caller there). */
 void rt_curl_abort(rt_curl_req_t *req);
 
 /* Number of requests started and neither completed nor aborted. */
 size_t rt_curl_active(const rt_curl_t *c);
+
+/* ---- streamed responses ------------------------------------------------
+ *
+ * rt_curl_open starts a request whose response is read as it arrives
+ * instead of handed over whole. The caller is told through one event
+ * callback, always from the loop (never from inside an rt_curl_*
+ * function, never on curl's stack):
+ *   RT_CURL_EV_HEAD  the final status and headers are in (rt_curl_status,
+ *                    rt_curl_header); once, before any DATA
+ *   RT_CURL_EV_DATA  body bytes are buffered (rt_curl_body); more may
+ *                    have come when the caller looks
+ *   RT_CURL_EV_END   the transfer is over (rt_curl_ended says how); the
+ *                    last event. Bytes still buffered stay readable.
+ * The caller reads with rt_curl_body and drops what it has read with
+ * rt_curl_consume. When more than buffer_bytes are buffered and unread the
+ * transfer is paused (the server is held back by TCP), and it resumes
+ * when the caller consumes below that. max_body still bounds the whole
+ * body ("too large"). A transfer that fails before its head ends with END
+ * alone.
+ *
+ * A streamed request is always released with rt_curl_abort, exactly once,
+ * whatever its state: a transfer still running is aborted (its connection
+ * is closed), an ended one is freed. No event comes after that. */
+typedef enum {
+    RT_CURL_EV_HEAD = 1,
+    RT_CURL_EV_DATA = 2,
+    RT_CURL_EV_END = 3
+} rt_curl_event_t;
+
+typedef void (*rt_curl_event_cb)(rt_curl_req_t *req, rt_curl_event_t ev,
+                                 void *data);
+
+/* Default of buffer_bytes (when 0): unread bytes before the pause. */
+#define RT_CURL_STREAM_BUFFER (256 * 1024)
+
+/* Starts a streamed request. On success returns 0 and sets *out (which
+ * must not be NULL). On failure returns RT_CURL_EINVAL or RT_CURL_ENOMEM,
+ * sets *err, and cb is never called. */
+int rt_curl_open(rt_curl_t *c, const rt_curl_opts_t *o, size_t buffer_bytes,
+                 rt_curl_event_cb cb, void *data, rt_curl_req_t **out,
+                 const char **err);
+
+/* The HTTP status of the response (0 before its head). */
+long rt_curl_status(const rt_curl_req_t *req);
+
+/* Headers of the final response, in order. Pointers are valid until the
+ * next event or rt_curl_consume (trailers may be appended). rt_curl_header
+ * returns 0, or RT_CURL_EINVAL when i is out of range. */
+size_t rt_curl_header_count(const rt_curl_req_t *req);
+int rt_curl_header(const rt_curl_req_t *req, size_t i, rt_curl_header_t *out);
+
+/* The body bytes buffered and not yet consumed (never NULL). Valid until
+ * the next event or rt_curl_consume. */
+const char *rt_curl_body(const rt_curl_req_t *req, size_t *len);
+
+/* Drops the first n buffered bytes (all of them when n is larger); a
+ * paused transfer resumes once fewer than buffer_bytes are left. */
+void rt_curl_consume(rt_curl_req_t *req, size_t n);
+
+/* 1 once the transfer has ended (END was or is about to be delivered),
+ * else 0. When ended, *error is NULL for a complete response, or the
+ * short word of rt_curl_result_t, and *message curl's detail ("" when
+ * none); both stay valid until the request is released. */
+int rt_curl_ended(const rt_curl_req_t *req, const char **error,
+                  const char **message);
 
 #endif

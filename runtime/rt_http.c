@@ -24,15 +24,23 @@
  *   h2o sees end of file and closes them itself. */
 #include "rt_http.h"
 
+#include "rt_addrcount.h"
+
 #include <h2o.h>
 #include <h2o/websocket.h>
 
 #include <errno.h>
+#include <stddef.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
+#include <unistd.h>
+#include <sys/resource.h>
+#include <sys/ioctl.h>
+#include <fcntl.h>
 
 /* Defaults for zero options. */
 #define RT_HTTP_DEF_HOST "127.0.0.1"
@@ -41,6 +49,7 @@
 #define RT_HTTP_DEF_MAX_HEADER (64 * 1024)
 #define RT_HTTP_DEF_REQ_TIMEOUT 10000
 #define RT_HTTP_DEF_MAX_CONNS 10000
+#define RT_HTTP_DEF_MAX_CLIENT_CONNS 2048
 #define RT_HTTP_DEF_WS_QUEUE (1024 * 1024)
 #define RT_HTTP_DEF_WS_MSG (1024 * 1024)
 #define RT_HTTP_DEF_WS_CLOSE 5000
@@ -63,6 +72,10 @@ typedef struct rt_http_conn {
     uv_tcp_t tcp; /* first: the close callback receives this pointer */
     rt_http_server_t *srv;
     struct rt_http_conn *prev, *next; /* in srv->conns */
+    uint8_t peer[16];                 /* counted in srv->per_client */
+    int counted;
+    int linger_fd;                    /* a duplicate of the socket, or -1:
+                                       * see rt__linger */
 } rt_http_conn_t;
 
 /* The h2o handler; keeps a pointer back to its server. */
@@ -79,6 +92,9 @@ struct rt_http_server {
     h2o_timeout_t ws_close_timeout; /* peers that never answer a close */
     h2o_timeout_t ws_flush_timeout; /* re-checks a close waiting on sends */
     uv_tcp_t listener;
+    rt_addrcount_t per_client;     /* open connections by peer address */
+    size_t nofile;                 /* RLIMIT_NOFILE: lingering needs a
+                                    * second descriptor per connection */
     uv_timer_t ticker;             /* sweeps while closing, then finishes */
     uv_prepare_t flusher;          /* writes dirty WebSockets before poll */
     struct rt_http_ws **dirty;     /* WebSockets with output to write (a */
@@ -109,6 +125,19 @@ struct rt_http_req {
     int refs;              /* the caller's and h2o's (until disposed) */
     int answered;
     struct rt_http_req *prev, *next; /* in srv->reqs while req != NULL */
+    /* A streamed response (rt_http_req_stream). h2o keeps pointers into
+     * `sending` until gen.proceed says the write is done (or until the
+     * request is disposed), so both buffers live as long as this. */
+    h2o_generator_t gen;   /* gen.proceed: a socket write completed */
+    rt_http_stream_cb scb; /* NULL once ended, released or closed */
+    void *sud;
+    int streaming;
+    int no_body;           /* HEAD, 204, 304: complete with the head */
+    h2o_send_state_t ending; /* IN_PROGRESS until ended: FINAL or ERROR */
+    int inflight;          /* an h2o_send is being written */
+    int final_sent;        /* the last h2o_send went out */
+    char *out, *sending;   /* queued bytes; the bytes of the write */
+    size_t out_len, out_cap, sending_len, sending_cap;
 };
 
 struct rt_http_ws {
@@ -247,15 +276,21 @@ static void rt__send_error(h2o_req_t *req, int status, const char *code,
 
 static void rt__req_unref(rt_http_req_t *h)
 {
-    if (--h->refs == 0)
+    if (--h->refs == 0) {
+        free(h->out);
+        free(h->sending);
         free(h);
+    }
 }
 
-/* h2o cleared the request's pool: the h2o_req_t is gone. */
+/* h2o cleared the request's pool: the h2o_req_t is gone. A stream the
+ * caller has not ended is told (its client went away, or the server cut
+ * it at the end of a close). */
 static void rt__req_dispose(void *p)
 {
     rt_http_req_t *h = *(rt_http_req_t **)p;
     rt_http_server_t *srv = h->srv;
+    rt_http_stream_cb cb = h->scb;
     if (!h->answered) {
         h->answered = 1; /* only over HTTP/2, which is not served */
         srv->stats.requests_active--;
@@ -263,6 +298,9 @@ static void rt__req_dispose(void *p)
     RT_LIST_DEL(srv->reqs, h);
     h->req = NULL;
     h->srv = NULL;
+    h->scb = NULL;
+    if (cb != NULL)
+        cb(h, RT_HTTP_STREAM_CLOSED, h->sud); /* the caller holds h */
     rt__req_unref(h);
 }
 
@@ -278,6 +316,68 @@ static size_t rt__head_bytes(h2o_req_t *req)
     return n;
 }
 
+/* h2o 2.2.5 keeps its HTTP/1 connection struct private; the field after
+ * its public h2o_conn_t is the socket (lib/http1.c), whose input buffer
+ * starts with the request being handled. The pointer is trusted only when
+ * the socket points back at the connection. */
+#if H2O_VERSION_MAJOR != 2 || H2O_VERSION_MINOR != 2
+#error "rt__http1_input reads h2o 2.2's private HTTP/1 connection layout"
+#endif
+struct rt__h2o_http1_conn_head {
+    h2o_conn_t super;
+    h2o_socket_t *sock;
+};
+
+static h2o_buffer_t *rt__http1_input(h2o_req_t *req)
+{
+    h2o_socket_t *sock;
+    if (req->version >= 0x200)
+        return NULL;
+    memcpy(&sock,
+           (char *)req->conn + offsetof(struct rt__h2o_http1_conn_head, sock),
+           sizeof sock);
+    if (sock == NULL || sock->data != (void *)req->conn || sock->input == NULL)
+        return NULL;
+    return sock->input;
+}
+
+/* Two Content-Length headers that differ make the body's end ambiguous
+ * (request smuggling); h2o takes the first and drops the rest, so the
+ * raw head is read again here. Returns 1 when they differ. */
+static int rt__conflicting_lengths(h2o_req_t *req)
+{
+    h2o_buffer_t *in = rt__http1_input(req);
+    const char *p, *end, *eol, *first = NULL, *v, *ve;
+    size_t first_len = 0;
+    if (in == NULL)
+        return 0;
+    p = in->bytes;
+    end = p + (in->size < H2O_MAX_REQLEN ? in->size : H2O_MAX_REQLEN);
+    eol = memchr(p, '\n', (size_t)(end - p)); /* skip the request line */
+    while (eol != NULL && eol + 1 < end) {
+        p = eol + 1;
+        eol = memchr(p, '\n', (size_t)(end - p));
+        if (eol == NULL || eol - p <= 1)
+            break; /* the empty line: the head ends */
+        if (eol - p < 15 || strncasecmp(p, "content-length:", 15) != 0)
+            continue;
+        for (v = p + 15; v < eol && (*v == ' ' || *v == '\t'); v++)
+            ;
+        for (ve = eol; ve > v && (ve[-1] == '\r' || ve[-1] == ' ' ||
+                                  ve[-1] == '\t');
+             ve--)
+            ;
+        if (first == NULL) {
+            first = v;
+            first_len = (size_t)(ve - v);
+        } else if ((size_t)(ve - v) != first_len ||
+                   memcmp(v, first, first_len) != 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     rt_http_server_t *srv = ((rt_http_handler_t *)self)->srv;
@@ -289,11 +389,16 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
                        "request headers are too large");
         return 0;
     }
+    if (req->entity.base != NULL && rt__conflicting_lengths(req)) {
+        rt__send_error(req, 400, "bad_request",
+                       "conflicting Content-Length headers");
+        return 0;
+    }
     if (srv->on_request == NULL || srv->state >= RT_SRV_HARD) {
         rt__send_error(req, 503, "unavailable", "server is shutting down");
         return 0;
     }
-    h = malloc(sizeof(*h));
+    h = calloc(1, sizeof(*h));
     if (h == NULL) {
         rt__send_error(req, 503, "unavailable", "out of memory");
         return 0;
@@ -301,7 +406,6 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     h->srv = srv;
     h->req = req;
     h->refs = 2;
-    h->answered = 0;
     /* The pool calls rt__req_dispose when h2o disposes the request. */
     hook = h2o_mem_alloc_shared(&req->pool, sizeof(*hook), rt__req_dispose);
     *hook = h;
@@ -468,17 +572,14 @@ static int rt__skip_header(const char *lc, size_t n)
            (n == 10 && memcmp(lc, "connection", 10) == 0);
 }
 
-int rt_http_req_respond(rt_http_req_t *h, int status,
-                        const rt_http_header_t *headers, size_t nheaders,
-                        const char *body, size_t body_len, const char **err)
+/* Checks what rt__set_head will set. Returns 0, RT_HTTP_EGONE,
+ * RT_HTTP_EANSWERED or RT_HTTP_EINVAL (with *err when err is not NULL). */
+static int rt__check_head(const rt_http_req_t *h, int status,
+                          const rt_http_header_t *headers, size_t nheaders,
+                          const char **err)
 {
-    static h2o_generator_t gen = {NULL, NULL};
-    h2o_req_t *req = h->req;
-    rt_http_server_t *srv = h->srv;
-    size_t i, j;
-    int no_body;
-
-    if (req == NULL)
+    size_t i;
+    if (h->req == NULL)
         return RT_HTTP_EGONE;
     if (h->answered)
         return RT_HTTP_EANSWERED;
@@ -499,6 +600,19 @@ int rt_http_req_respond(rt_http_req_t *h, int status,
             return RT_HTTP_EINVAL;
         }
     }
+    return 0;
+}
+
+/* Marks h answered and sets the response's status and headers (names in
+ * lower case, h2o's own skipped). Returns 1 when the response has no body
+ * (HEAD, 204, 304). */
+static int rt__set_head(rt_http_req_t *h, int status,
+                        const rt_http_header_t *headers, size_t nheaders)
+{
+    h2o_req_t *req = h->req;
+    rt_http_server_t *srv = h->srv;
+    size_t i, j;
+
     h->answered = 1;
     srv->stats.requests_active--;
     req->res.status = status;
@@ -519,11 +633,26 @@ int rt_http_req_respond(rt_http_req_t *h, int status,
     }
     if (srv->state != RT_SRV_OPEN)
         req->http1_is_persistent = 0;
-    no_body = status == 204 || status == 304;
-    req->res.content_length = no_body ? SIZE_MAX : body_len;
-    if (h2o_memis(req->input.method.base, req->input.method.len,
-                  H2O_STRLIT("HEAD")))
-        no_body = 1;
+    return status == 204 || status == 304 ||
+           h2o_memis(req->input.method.base, req->input.method.len,
+                     H2O_STRLIT("HEAD"));
+}
+
+int rt_http_req_respond(rt_http_req_t *h, int status,
+                        const rt_http_header_t *headers, size_t nheaders,
+                        const char *body, size_t body_len, const char **err)
+{
+    static h2o_generator_t gen = {NULL, NULL};
+    h2o_req_t *req = h->req;
+    rt_http_server_t *srv = h->srv;
+    int no_body, rc;
+
+    rc = rt__check_head(h, status, headers, nheaders, err);
+    if (rc != 0)
+        return rc;
+    no_body = rt__set_head(h, status, headers, nheaders);
+    req->res.content_length =
+        (status == 204 || status == 304) ? SIZE_MAX : body_len;
     h2o_start_response(req, &gen);
     if (no_body || body_len == 0) {
         h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
@@ -537,13 +666,147 @@ int rt_http_req_respond(rt_http_req_t *h, int status,
 
 void rt_http_req_release(rt_http_req_t *h)
 {
-    if (h->req != NULL && !h->answered) {
+    if (h->streaming) {
+        (void)rt_http_stream_end(h, 0); /* cut, unless already ended */
+    } else if (h->req != NULL && !h->answered) {
         rt_http_server_t *srv = h->srv;
         h->answered = 1;
         srv->stats.requests_active--;
         rt__send_error(h->req, 503, "unavailable",
                        "the request was not answered");
     }
+    rt__req_unref(h);
+}
+
+/* ---- streamed responses ----------------------------------------------- */
+
+/* Sends what is queued (or the end) when no write is in flight. The
+ * queue becomes the write in flight and the buffer of the last write,
+ * done with, takes what comes next. An ending with no chunked encoding
+ * and nothing to write may dispose the request inside h2o_send. */
+static void rt__stream_pump(rt_http_req_t *h)
+{
+    h2o_iovec_t buf;
+    h2o_send_state_t state = h->ending;
+    char *swap;
+    size_t cap;
+
+    if (h->inflight || h->final_sent || h->req == NULL)
+        return;
+    if (h->out_len == 0 && state == H2O_SEND_STATE_IN_PROGRESS)
+        return;
+    swap = h->sending;
+    cap = h->sending_cap;
+    h->sending = h->out;
+    h->sending_cap = h->out_cap;
+    h->sending_len = h->out_len;
+    h->out = swap;
+    h->out_cap = cap;
+    h->out_len = 0;
+    h->inflight = 1;
+    if (state != H2O_SEND_STATE_IN_PROGRESS)
+        h->final_sent = 1;
+    buf = h2o_iovec_init(h->sending, h->sending_len);
+    h2o_send(h->req, &buf, buf.len > 0 ? 1 : 0, state);
+}
+
+/* h2o finished writing what we sent: send what was queued meanwhile and
+ * tell the caller. */
+static void rt__stream_proceed(h2o_generator_t *gen, h2o_req_t *req)
+{
+    rt_http_req_t *h = H2O_STRUCT_FROM_MEMBER(rt_http_req_t, gen, gen);
+    (void)req;
+    h->inflight = 0;
+    h->sending_len = 0;
+    h->refs++; /* the pump may dispose the request, the caller release */
+    rt__stream_pump(h);
+    if (h->scb != NULL)
+        h->scb(h, RT_HTTP_STREAM_WRITABLE, h->sud);
+    rt__req_unref(h);
+}
+
+int rt_http_req_stream(rt_http_req_t *h, int status,
+                       const rt_http_header_t *headers, size_t nheaders,
+                       rt_http_stream_cb cb, void *ud, const char **err)
+{
+    h2o_req_t *req = h->req;
+    int rc = rt__check_head(h, status, headers, nheaders, err);
+    if (rc != 0)
+        return rc;
+    h->no_body = rt__set_head(h, status, headers, nheaders);
+    h->streaming = 1;
+    req->res.content_length = SIZE_MAX; /* chunked, or until close */
+    h->gen.proceed = rt__stream_proceed;
+    h->gen.stop = NULL; /* the dispose hook tells the caller */
+    h2o_start_response(req, &h->gen);
+    h->inflight = 1; /* the head, now */
+    if (h->no_body) {
+        h->ending = H2O_SEND_STATE_FINAL;
+        h->final_sent = 1;
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+        return 0;
+    }
+    h->scb = cb;
+    h->sud = ud;
+    h2o_send(req, NULL, 0, H2O_SEND_STATE_IN_PROGRESS);
+    return 0;
+}
+
+int rt_http_stream_write(rt_http_req_t *h, const char *data, size_t len)
+{
+    if (!h->streaming)
+        return RT_HTTP_EINVAL;
+    if (h->req == NULL || h->ending != H2O_SEND_STATE_IN_PROGRESS)
+        return RT_HTTP_ECLOSED;
+    if (len == 0)
+        return 0;
+    if (len > h->out_cap - h->out_len) {
+        size_t cap = h->out_cap ? h->out_cap : 4096;
+        char *nb;
+        if (len > SIZE_MAX / 4 - h->out_len)
+            return RT_HTTP_ENOMEM;
+        while (cap < h->out_len + len)
+            cap *= 2;
+        nb = realloc(h->out, cap);
+        if (nb == NULL)
+            return RT_HTTP_ENOMEM;
+        h->out = nb;
+        h->out_cap = cap;
+    }
+    memcpy(h->out + h->out_len, data, len);
+    h->out_len += len;
+    h->srv->stats.bytes_out += len;
+    rt__stream_pump(h);
+    return 0;
+}
+
+size_t rt_http_stream_queued(const rt_http_req_t *h)
+{
+    if (h->req == NULL)
+        return 0;
+    return h->out_len + h->sending_len;
+}
+
+int rt_http_stream_end(rt_http_req_t *h, int ok)
+{
+    if (!h->streaming)
+        return RT_HTTP_EINVAL;
+    h->scb = NULL;
+    if (h->req == NULL || h->ending != H2O_SEND_STATE_IN_PROGRESS)
+        return RT_HTTP_ECLOSED;
+    h->ending = ok ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_ERROR;
+    rt__stream_pump(h);
+    return 0;
+}
+
+/* Grace is over: a stream still open is cut and its caller told. */
+static void rt__stream_cut(rt_http_req_t *h)
+{
+    rt_http_stream_cb cb = h->scb;
+    void *ud = h->sud;
+    h->refs++;
+    if (rt_http_stream_end(h, 0) == 0 && cb != NULL)
+        cb(h, RT_HTTP_STREAM_CLOSED, ud);
     rt__req_unref(h);
 }
 
@@ -941,12 +1204,131 @@ void rt_http_ws_release(rt_http_ws_t *ws)
     rt__ws_unref(ws);
 }
 
+/* ---- lingering close -------------------------------------------------- */
+
+/* h2o closes a connection right after an answer that ends it (a 413 for
+ * a body over max_body_bytes, sent from the Content-Length before the
+ * body is read); closing a socket with unread input makes the kernel
+ * send a reset, and a client still uploading never reads the answer. So
+ * each connection keeps a duplicate of its descriptor (while descriptors
+ * allow); when h2o has closed its own and input is still unread, the
+ * duplicate finishes the job: shut the write side (after the answer),
+ * read and discard for up to RT_LINGER_MS or RT_LINGER_MAX_BYTES, then
+ * close. */
+#define RT_LINGER_MS 2000
+#define RT_LINGER_MAX_BYTES (64u << 20)
+
+typedef struct rt_linger {
+    uv_poll_t poll;
+    uv_timer_t timer;
+    int fd, open_handles;
+    size_t drained;
+    struct rt_linger *prev, *next;
+} rt_linger_t;
+
+static rt_linger_t *rt__lingering; /* one loop per process */
+
+static void rt__linger_closed(uv_handle_t *h)
+{
+    rt_linger_t *l = h->data;
+    if (--l->open_handles > 0)
+        return;
+    close(l->fd);
+    free(l);
+}
+
+static void rt__linger_end(rt_linger_t *l)
+{
+    if (l->open_handles < 2 || uv_is_closing((uv_handle_t *)&l->poll))
+        return;
+    RT_LIST_DEL(rt__lingering, l);
+    uv_close((uv_handle_t *)&l->poll, rt__linger_closed);
+    uv_close((uv_handle_t *)&l->timer, rt__linger_closed);
+}
+
+static void rt__linger_read(uv_poll_t *p, int status, int events)
+{
+    static char sink[65536];
+    rt_linger_t *l = p->data;
+    ssize_t n;
+    (void)events;
+    if (status < 0) {
+        rt__linger_end(l);
+        return;
+    }
+    while ((n = read(l->fd, sink, sizeof sink)) > 0) {
+        l->drained += (size_t)n;
+        if (l->drained > RT_LINGER_MAX_BYTES) {
+            rt__linger_end(l);
+            return;
+        }
+    }
+    if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        rt__linger_end(l);
+}
+
+static void rt__linger_timeout(uv_timer_t *t)
+{
+    rt__linger_end(t->data);
+}
+
+/* Takes fd over: closes it now when nothing is left to read, else
+ * lingers. */
+static void rt__linger(uv_loop_t *loop, int fd)
+{
+    rt_linger_t *l;
+    int unread = 0;
+    if (ioctl(fd, FIONREAD, &unread) != 0 || unread <= 0 ||
+        (l = calloc(1, sizeof *l)) == NULL) {
+        close(fd);
+        return;
+    }
+    l->fd = fd;
+    if (uv_poll_init(loop, &l->poll, fd) != 0) {
+        free(l);
+        close(fd);
+        return;
+    }
+    l->poll.data = l;
+    l->open_handles = 1;
+    if (uv_timer_init(loop, &l->timer) != 0) {
+        uv_close((uv_handle_t *)&l->poll, rt__linger_closed);
+        return;
+    }
+    l->timer.data = l;
+    l->open_handles = 2;
+    RT_LIST_ADD(rt__lingering, l);
+    (void)shutdown(fd, SHUT_WR);
+    if (uv_poll_start(&l->poll, UV_READABLE, rt__linger_read) != 0 ||
+        uv_timer_start(&l->timer, rt__linger_timeout, RT_LINGER_MS, 0) != 0) {
+        rt__linger_end(l);
+        return;
+    }
+    uv_unref((uv_handle_t *)&l->poll);
+    uv_unref((uv_handle_t *)&l->timer);
+}
+
+/* Ends every lingering close now (the server is closing). */
+static void rt__linger_stop_all(void)
+{
+    while (rt__lingering != NULL)
+        rt__linger_end(rt__lingering);
+}
+
 /* ---- connections ------------------------------------------------------ */
 
 static void on_conn_close(uv_handle_t *handle)
 {
     rt_http_conn_t *c = (rt_http_conn_t *)handle;
     rt_http_server_t *srv = c->srv;
+    if (c->linger_fd >= 0) {
+        if (srv->state == RT_SRV_OPEN)
+            rt__linger(srv->loop, c->linger_fd);
+        else
+            close(c->linger_fd);
+    }
+    if (c->counted)
+        rt_addrcount_dec(&srv->per_client, c->peer);
     RT_LIST_DEL(srv->conns, c);
     srv->stats.connections_active--;
     free(c);
@@ -967,6 +1349,43 @@ static const char rt__busy_response[] = "HTTP/1.1 503 Service Unavailable\r\n"
                                         "Connection: close\r\n"
                                         "Content-Length: 65\r\n"
                                         "\r\n" RT_HTTP_BUSY_BODY;
+#define RT_HTTP_CLIENT_BODY                                                    \
+    "{\"error\":{\"code\":\"too_many_requests\","                             \
+    "\"message\":\"too many connections from this address\"}}"
+_Static_assert(sizeof(RT_HTTP_CLIENT_BODY) - 1 == 89, "fix Content-Length");
+static const char rt__client_response[] = "HTTP/1.1 429 Too Many Requests\r\n"
+                                          "Content-Type: application/json\r\n"
+                                          "Retry-After: 1\r\n"
+                                          "Connection: close\r\n"
+                                          "Content-Length: 89\r\n"
+                                          "\r\n" RT_HTTP_CLIENT_BODY;
+
+/* Refuses a fresh connection with a canned answer (best effort: a fresh
+ * socket always has room for it) and closes it. */
+static void rt__refuse(rt_http_conn_t *c, const char *answer, size_t len)
+{
+    uv_buf_t b = uv_buf_init((char *)answer, (unsigned)len);
+    (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    uv_close((uv_handle_t *)&c->tcp, on_rejected_close);
+}
+
+/* Counts c against its address's share; 0, or -1 when over it. */
+static int rt__count_client(rt_http_server_t *srv, rt_http_conn_t *c)
+{
+    struct sockaddr_storage ss;
+    int len = (int)sizeof ss;
+    long n;
+    c->counted = 0;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0 ||
+        rt_addrcount_key((struct sockaddr *)&ss, c->peer) != 0)
+        return 0; /* not an IP peer: not counted */
+    if (rt_addrcount_get(&srv->per_client, c->peer) >=
+        srv->opts.max_client_connections)
+        return -1;
+    n = rt_addrcount_inc(&srv->per_client, c->peer);
+    c->counted = n > 0;
+    return 0;
+}
 
 static void on_accept(uv_stream_t *listener, int status)
 {
@@ -984,21 +1403,28 @@ static void on_accept(uv_stream_t *listener, int status)
         return;
     }
     c->srv = srv;
+    c->linger_fd = -1;
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
         uv_close((uv_handle_t *)&c->tcp, on_rejected_close);
         return;
     }
     if (srv->state != RT_SRV_OPEN ||
         srv->stats.connections_active >= srv->opts.max_connections) {
-        /* Best effort: a fresh socket always has room for this. */
-        uv_buf_t b = uv_buf_init((char *)rt__busy_response,
-                                 sizeof(rt__busy_response) - 1);
-        (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
         srv->stats.connections_rejected++;
-        uv_close((uv_handle_t *)&c->tcp, on_rejected_close);
+        rt__refuse(c, rt__busy_response, sizeof(rt__busy_response) - 1);
+        return;
+    }
+    if (rt__count_client(srv, c) != 0) {
+        srv->stats.client_rejected++;
+        rt__refuse(c, rt__client_response, sizeof(rt__client_response) - 1);
         return;
     }
     (void)uv_tcp_nodelay(&c->tcp, 1);
+    if ((srv->stats.connections_active + 1) * 2 + 512 < srv->nofile) {
+        uv_os_fd_t fd;
+        if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+            c->linger_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    }
     RT_LIST_ADD(srv->conns, c);
     srv->stats.connections_active++;
     srv->stats.connections_total++;
@@ -1010,6 +1436,7 @@ static void on_accept(uv_stream_t *listener, int status)
 
 static void rt__srv_free(rt_http_server_t *srv)
 {
+    rt_addrcount_free(&srv->per_client);
     free(srv->dirty);
     free(srv->host);
     free(srv);
@@ -1047,6 +1474,8 @@ static void rt__fill_defaults(rt_http_opts_t *o)
         o->request_timeout_ms = RT_HTTP_DEF_REQ_TIMEOUT;
     if (o->max_connections == 0)
         o->max_connections = RT_HTTP_DEF_MAX_CONNS;
+    if (o->max_client_connections == 0)
+        o->max_client_connections = RT_HTTP_DEF_MAX_CLIENT_CONNS;
     if (o->ws_max_queued_bytes == 0)
         o->ws_max_queued_bytes = RT_HTTP_DEF_WS_QUEUE;
     if (o->ws_max_message_bytes == 0)
@@ -1150,6 +1579,21 @@ rt_http_server_t *rt_http_server_new(uv_loop_t *loop, const rt_http_opts_t *o,
     srv->loop = loop;
     srv->opts = *o;
     rt__fill_defaults(&srv->opts);
+    {
+        /* Raise the soft limit of descriptors to the hard one: lingering
+         * closes need two per connection. */
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+            if (rl.rlim_cur < rl.rlim_max) {
+                rlim_t want = rl.rlim_max;
+                rl.rlim_cur = want;
+                if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+                    (void)getrlimit(RLIMIT_NOFILE, &rl);
+            }
+            srv->nofile = rl.rlim_cur == RLIM_INFINITY ? (size_t)-1
+                                                        : (size_t)rl.rlim_cur;
+        }
+    }
     srv->host = strdup(srv->opts.host);
     if (srv->host == NULL) {
         snprintf(errbuf, errlen, "out of memory");
@@ -1259,8 +1703,12 @@ static void rt__go_hard(rt_http_server_t *srv)
     uv_update_time(srv->loop);
     srv->kill_at = uv_now(srv->loop) + RT_HTTP_KILL_MS;
     for (h = srv->reqs; h != NULL; h = next) {
-        next = h->next; /* answering never disposes synchronously */
-        if (!h->answered) {
+        /* Answering never disposes synchronously; cutting a stream may
+         * dispose h (only h). */
+        next = h->next;
+        if (h->streaming) {
+            rt__stream_cut(h);
+        } else if (!h->answered) {
             h->answered = 1;
             srv->stats.requests_active--;
             rt__send_error(h->req, 503, "unavailable",
@@ -1349,6 +1797,7 @@ void rt_http_server_close(rt_http_server_t *srv, uint64_t grace_ms,
     }
     srv->state = RT_SRV_CLOSING;
     srv->hard_at = now + grace_ms;
+    rt__linger_stop_all();
     uv_close((uv_handle_t *)&srv->listener, on_listener_close);
     /* Requests parsed from now on get "Connection: close" (what
      * h2o_context_request_shutdown does for HTTP/1, without arming

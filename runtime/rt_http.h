@@ -4,8 +4,9 @@
  * rt_http_server_t listens on one address with its own h2o configuration
  * and context, accepts connections and hands every request to one callback
  * as an rt_http_req_t. The callback answers now or later (from any later
- * loop callback) with rt_http_req_respond, or upgrades the request to a
- * WebSocket with rt_http_req_websocket.
+ * loop callback) with rt_http_req_respond, streams the answer with
+ * rt_http_req_stream, or upgrades the request to a WebSocket with
+ * rt_http_req_websocket.
  *
  * HTTP/1.1 only (no TLS, no HTTP/2: those belong to a reverse proxy). The
  * process must ignore SIGPIPE (libuv writes with write(2)).
@@ -63,6 +64,9 @@ typedef struct {
                                     * 10000 */
     size_t max_connections;     /* open connections (WebSockets too);
                                  * 10000 */
+    size_t max_client_connections; /* of them, from one address: one
+                                    * client must not lock the others
+                                    * out; 2048 */
     size_t ws_max_queued_bytes; /* outbound bytes queued per WebSocket
                                  * before send fails; 1 MiB */
     size_t ws_max_message_bytes;   /* inbound message limit (close 1009);
@@ -79,6 +83,7 @@ typedef struct {
     uint64_t connections_total;    /* accepted and served */
     uint64_t connections_active;   /* open now (WebSockets included) */
     uint64_t connections_rejected; /* over max_connections or closing */
+    uint64_t client_rejected;      /* over max_client_connections */
     uint64_t websockets_total;
     uint64_t websockets_active;
     uint64_t bytes_in;             /* request bodies + WebSocket messages */
@@ -166,8 +171,54 @@ int rt_http_req_respond(rt_http_req_t *req, int status,
                         const rt_http_header_t *headers, size_t nheaders,
                         const char *body, size_t body_len, const char **err);
 
-/* Drops the caller's reference; an unanswered request is answered 503. */
+/* Drops the caller's reference; an unanswered request is answered 503,
+ * a streamed response not ended is cut (see rt_http_stream_end). */
 void rt_http_req_release(rt_http_req_t *req);
+
+/* ---- streamed responses ------------------------------------------------
+ *
+ * rt_http_req_stream answers with a status and headers now and a body
+ * written piece by piece (chunked transfer encoding for a 200 to an
+ * HTTP/1.1 client; otherwise the body ends when the connection closes).
+ * Written bytes are copied and queued; one write is in flight on the
+ * socket at a time and what is queued meanwhile goes out with the next.
+ * The caller watches rt_http_stream_queued and waits for
+ * RT_HTTP_STREAM_WRITABLE (called after each socket write completes) when
+ * too much is queued for a slow client. RT_HTTP_STREAM_CLOSED says the
+ * client went away (noticed when a write fails: HTTP/1 does not read the
+ * socket while it answers) or the server cut the stream at the end of a
+ * graceful close; later writes fail with RT_HTTP_ECLOSED. The callback is
+ * never called after rt_http_stream_end or release; it may be called from
+ * inside rt_http_server_close (hard stop). */
+typedef enum {
+    RT_HTTP_STREAM_WRITABLE = 1, /* a socket write completed */
+    RT_HTTP_STREAM_CLOSED = 2    /* the stream is gone; no more events */
+} rt_http_stream_event_t;
+
+typedef void (*rt_http_stream_cb)(rt_http_req_t *req,
+                                  rt_http_stream_event_t ev, void *ud);
+
+/* Starts a streamed response (status, headers as rt_http_req_respond; the
+ * head is sent at once). Returns 0, RT_HTTP_EGONE, RT_HTTP_EANSWERED or
+ * RT_HTTP_EINVAL (*err says why). The caller keeps its reference. */
+int rt_http_req_stream(rt_http_req_t *req, int status,
+                       const rt_http_header_t *headers, size_t nheaders,
+                       rt_http_stream_cb cb, void *ud, const char **err);
+
+/* Queues len bytes (copied). Returns 0, RT_HTTP_ECLOSED (the client is
+ * gone, or the stream was ended), RT_HTTP_ENOMEM, or RT_HTTP_EINVAL (not
+ * a streamed response). A response without a body (HEAD, 204, 304) is
+ * complete with its head: writing to it (and ending it) is ECLOSED. */
+int rt_http_stream_write(rt_http_req_t *req, const char *data, size_t len);
+
+/* Bytes queued or in flight, not yet taken by the socket. */
+size_t rt_http_stream_queued(const rt_http_req_t *req);
+
+/* Ends the stream after what is queued: ok = 1 completes the body (the
+ * last chunk), ok = 0 cuts it (a broken chunk, then the connection is
+ * closed), so the client knows the body is incomplete. Returns 0,
+ * RT_HTTP_ECLOSED (already gone or ended) or RT_HTTP_EINVAL. */
+int rt_http_stream_end(rt_http_req_t *req, int ok);
 
 /* WebSocket events. */
 typedef enum {

@@ -8,10 +8,14 @@
 #include "rt_lua_curl.h"
 #include "rt_lua_hooks.h"
 #include "rt_lua_http.h"
+#include "rt_lua_netaddr.h"
 #include "rt_lua_pg.h"
 #include "rt_lua_port.h"
+#include "rt_lua_proc.h"
 #include "rt_lua_redis.h"
 #include "rt_lua_util.h"
+#include "rt_lua_value.h"
+#include "rt_lua_watchdog.h"
 
 void rt_lua_boot_paths(lua_State *L, const char *home)
 {
@@ -39,6 +43,9 @@ rt_lua_sched_t *rt_lua_boot_native(lua_State *L, uv_loop_t *loop,
     }
     /* One line per binding: the natives it adds go into table t. */
     rt_lua_util_open(L, t);
+    rt_lua_value_open(L, t);
+    rt_lua_netaddr_open(L, t);
+    rt_lua_watchdog_open(L, ls, t);
     rt_lua_port_open(L, t);
     rt_lua_archive_open(L, t);
     rt_lua_hooks_open(L, ls, t);
@@ -46,6 +53,7 @@ rt_lua_sched_t *rt_lua_boot_native(lua_State *L, uv_loop_t *loop,
     rt_lua_curl_open(L, ls, t);
     rt_lua_redis_open(L, ls, t);
     rt_lua_pg_open(L, ls, t);
+    rt_lua_proc_open(L, ls, t);
     *in = rt_lua_stdin_open(L, ls, t);
     lua_pushstring(L, home);
     lua_setfield(L, t, "home");

@@ -1,30 +1,60 @@
 /* rt_lua_curl.c - the Lua face of the HTTP client engine (rt_curl.h).
  *
  *   native.curl_request(opts) -> status, headers, body | nil, word, message
+ *   native.curl_open(opts) -> stream | nil, word, message
  *   native.curl_active() -> requests in flight
  *
  * curl_request yields the calling task until the transfer ends. headers is
  * a flat array {name1, value1, name2, value2, ...} in the order received.
  * Cancelling the task (or its deadline) aborts the transfer through the
  * op's cancel hook; the task then sees nil, "cancelled" / nil, "timeout".
+ *
+ * curl_open starts a streamed response (rt_curl_open) and returns at once;
+ * opts.buffer_bytes bounds what is buffered unread before the transfer is
+ * paused. Its methods yield until there is something to return:
+ *   stream:head() -> status, headers | nil, word, message
+ *   stream:read() -> chunk | false (the body is complete)
+ *                  | nil, word, message (the transfer failed)
+ *   stream:close()  aborts a transfer still running; idempotent
+ * A task cancelled (or past its deadline) while it waits in head or read
+ * aborts the transfer (the connection is closed) and sees nil, "cancelled"
+ * / "timeout"; later calls say nil, "closed". One task waits at a time
+ * (else nil, "busy"). Collecting the stream closes it.
  * chorus.http.client wraps this into the friendly API. */
 #include "rt_lua_curl.h"
 
 #include <lauxlib.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "rt_curl.h"
+#include "rt_lua_util.h"
 
 #define RT_CURL_CTX_MT "chorus.curl"
+#define RT_CURL_STREAM_MT "chorus.curl.stream"
 
 typedef struct lc_op lc_op_t;
+typedef struct lcs lcs_t;
 
 /* Per Lua state context: a full userdata, upvalue of every function. */
 typedef struct {
     rt_lua_sched_t *ls;
     rt_curl_t *eng; /* created at the first request; closed by __gc */
     lc_op_t *ops;   /* requests in flight (list) */
+    lcs_t *streams; /* streams whose request is not released (list) */
 } lc_ctx_t;
+
+/* A streamed response: the block of its userdata, which the waiting task
+ * keeps alive (it is the method's self). */
+struct lcs {
+    rt_op_t op;            /* the wait in head() or read(); first */
+    lc_ctx_t *ctx;         /* NULL once the context is gone */
+    rt_curl_req_t *req;    /* NULL once released */
+    rt_lua_task_t *waiter; /* the task in head() or read(), or NULL */
+    rt_curl_event_t want;  /* what it waits for: HEAD or DATA */
+    const char *gone;      /* why req was released: "closed", "timeout" */
+    lcs_t *prev, *next;    /* in ctx->streams while req != NULL */
+};
 
 /* One request a task waits on. Freed by exactly one of: the completion
  * callback, the cancel hook, or the context's __gc. */
@@ -154,43 +184,49 @@ static const char *lc_opt_str(lua_State *L, const char *key, size_t *len)
     return lua_tolstring(L, -1, len);
 }
 
-/* native.curl_request({url=, method=, headers={n1, v1, ...}, body=,
- *   timeout_ms=, connect_timeout_ms=, max_body_bytes=, follow_redirects=,
- *   max_redirects=, ca_file=}) -> status, headers, body | nil, word, message
- * Bad option types raise (caller bugs); bad values give
- * nil, "invalid request", why. */
-static int l_curl_request(lua_State *L)
+/* Reads the request options of the table at index 1 into *o (header
+ * array allocated as a userdata left on the stack, strings anchored by the
+ * table). Bad option types raise (caller bugs). */
+static void lc_read_opts(lua_State *L, const char *fname, rt_curl_opts_t *o)
 {
-    lc_ctx_t *ctx = lc_ctx(L);
-    rt_lua_task_t *cur;
-    rt_curl_opts_t o = {0};
     rt_curl_header_t *hs = NULL;
-    const char *err = "";
-    lc_op_t *op;
     size_t i, n = 0;
-    int rc;
-    rt_wake_t why;
 
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_settop(L, 1);
-    /* Room for every push below and, after the yield, for the three
-     * results lc_build moves here (see lc_build). */
-    luaL_checkstack(L, LUA_MINSTACK, "curl_request");
-    cur = rt_lua_current(L, ctx->ls, "curl_request");
-
-    o.url = lc_opt_str(L, "url", NULL);
-    if (o.url == NULL)
-        return luaL_error(L, "curl_request: url is required");
-    o.method = lc_opt_str(L, "method", NULL);
-    o.body = lc_opt_str(L, "body", &o.body_len);
-    o.timeout_ms = lc_opt_u64(L, "timeout_ms");
-    o.connect_timeout_ms = lc_opt_u64(L, "connect_timeout_ms");
-    o.max_body = lc_opt_u64(L, "max_body_bytes");
+    o->url = lc_opt_str(L, "url", NULL);
+    if (o->url == NULL)
+        luaL_error(L, "%s: url is required", fname);
+    o->method = lc_opt_str(L, "method", NULL);
+    o->body = lc_opt_str(L, "body", &o->body_len);
+    o->timeout_ms = lc_opt_u64(L, "timeout_ms");
+    o->connect_timeout_ms = lc_opt_u64(L, "connect_timeout_ms");
+    o->max_body = lc_opt_u64(L, "max_body_bytes");
     lua_getfield(L, 1, "follow_redirects");
-    o.follow_redirects = lua_toboolean(L, -1);
+    o->follow_redirects = lua_toboolean(L, -1);
     lua_getfield(L, 1, "max_redirects");
-    o.max_redirects = lua_isnil(L, -1) ? -1 : (long)lua_tointeger(L, -1);
-    o.ca_file = lc_opt_str(L, "ca_file", NULL);
+    o->max_redirects = lua_isnil(L, -1) ? -1 : (long)lua_tointeger(L, -1);
+    o->ca_file = lc_opt_str(L, "ca_file", NULL);
+    lua_getfield(L, 1, "deny_internal");
+    o->deny_internal = lua_toboolean(L, -1);
+    lua_getfield(L, 1, "allow");
+    if (!lua_isnil(L, -1)) {
+        int at = lua_gettop(L);
+        rt_cidr_t *cidrs;
+        size_t na;
+        luaL_argcheck(L, lua_istable(L, at), 1, "allow must be a list");
+        na = lua_objlen(L, at);
+        /* Garbage-collected, so a raise below leaks nothing. */
+        cidrs = lua_newuserdata(L, (na ? na : 1) * sizeof(*cidrs));
+        for (i = 0; i < na; i++) {
+            lua_rawgeti(L, at, (int)i + 1);
+            if (lua_type(L, -1) != LUA_TSTRING ||
+                rt_cidr_parse(lua_tostring(L, -1), &cidrs[i]) != 0)
+                luaL_error(L, "%s: allow[%d] is not an address or a CIDR "
+                              "range", fname, (int)i + 1);
+            lua_pop(L, 1);
+        }
+        o->allow = cidrs;
+        o->nallow = na;
+    }
 
     lua_getfield(L, 1, "headers");
     if (!lua_isnil(L, -1)) {
@@ -207,37 +243,69 @@ static int l_curl_request(lua_State *L)
             lua_rawgeti(L, ht, (int)(2 * i + 2));
             if (lua_type(L, -2) != LUA_TSTRING ||
                 lua_type(L, -1) != LUA_TSTRING)
-                return luaL_error(L, "curl_request: header %d is not two "
-                                     "strings", (int)i + 1);
+                luaL_error(L, "%s: header %d is not two strings", fname,
+                           (int)i + 1);
             /* The strings stay alive: the headers table holds them. */
             hs[i].name = lua_tolstring(L, -2, &hs[i].name_len);
             hs[i].value = lua_tolstring(L, -1, &hs[i].value_len);
             lua_pop(L, 2);
         }
     }
-    o.headers = hs;
-    o.nheaders = n;
+    o->headers = hs;
+    o->nheaders = n;
+}
 
-    if (ctx->eng == NULL) {
+/* The engine, created at the first request; NULL when curl cannot be
+ * initialised. */
+static rt_curl_t *lc_engine(lc_ctx_t *ctx)
+{
+    if (ctx->eng == NULL)
         ctx->eng = rt_curl_new(ctx->ls->sched.loop);
-        if (ctx->eng == NULL) {
-            lua_pushnil(L);
-            lua_pushliteral(L, "out of memory");
-            lua_pushliteral(L, "cannot initialise libcurl");
-            return 3;
-        }
-    }
+    return ctx->eng;
+}
+
+static int lc_push_fail(lua_State *L, const char *word, const char *message)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, word);
+    lua_pushstring(L, message);
+    return 3;
+}
+
+/* native.curl_request({url=, method=, headers={n1, v1, ...}, body=,
+ *   timeout_ms=, connect_timeout_ms=, max_body_bytes=, follow_redirects=,
+ *   max_redirects=, deny_internal=, allow={"10.0.0.0/8", ...}, ca_file=})
+ *   -> status, headers, body | nil, word, message
+ * Bad option types raise (caller bugs); bad values give
+ * nil, "invalid request", why. */
+static int l_curl_request(lua_State *L)
+{
+    lc_ctx_t *ctx = lc_ctx(L);
+    rt_lua_task_t *cur;
+    rt_curl_opts_t o = {0};
+    const char *err = "";
+    lc_op_t *op;
+    int rc;
+    rt_wake_t why;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    /* Room for every push below and, after the yield, for the three
+     * results lc_build moves here (see lc_build). */
+    luaL_checkstack(L, LUA_MINSTACK, "curl_request");
+    cur = rt_lua_current(L, ctx->ls, "curl_request");
+    lc_read_opts(L, "curl_request", &o);
+    if (lc_engine(ctx) == NULL)
+        return lc_push_fail(L, "out of memory", "cannot initialise libcurl");
     op = malloc(sizeof(*op));
     if (op == NULL)
         return luaL_error(L, "out of memory");
     rc = rt_curl_start(ctx->eng, &o, lc_done, op, &op->req, &err);
     if (rc < 0) {
         free(op);
-        lua_pushnil(L);
-        lua_pushstring(L, rc == RT_CURL_EINVAL ? "invalid request"
-                                               : "out of memory");
-        lua_pushstring(L, err);
-        return 3;
+        return lc_push_fail(L, rc == RT_CURL_EINVAL ? "invalid request"
+                                                    : "out of memory",
+                            err);
     }
     lua_settop(L, 1); /* curl copied what it keeps */
     op->op.cancel = lc_cancel;
@@ -257,6 +325,255 @@ static int l_curl_request(lua_State *L)
     return lua_yield(L, 0);
 }
 
+/* ---- streamed responses ------------------------------------------------ */
+
+static void lcs_unlink(lcs_t *s)
+{
+    lc_ctx_t *ctx = s->ctx;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        ctx->streams = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+}
+
+/* Releases the request (aborting a transfer still running). */
+static void lcs_release(lcs_t *s, const char *why)
+{
+    if (s->req == NULL)
+        return;
+    rt_curl_abort(s->req);
+    s->req = NULL;
+    s->gone = why;
+    lcs_unlink(s);
+}
+
+/* Pushes what head() returns onto L. Returns the count. */
+static int lcs_push_head(lua_State *L, rt_curl_req_t *req)
+{
+    const char *word, *message;
+    rt_curl_header_t h;
+    size_t i, n;
+    long status = rt_curl_status(req);
+
+    if (status == 0 && rt_curl_ended(req, &word, &message) && word != NULL)
+        return lc_push_fail(L, word, message);
+    n = rt_curl_header_count(req);
+    lua_pushinteger(L, (lua_Integer)status);
+    lua_createtable(L, (int)(n * 2), 0);
+    for (i = 0; i < n; i++) {
+        if (rt_curl_header(req, i, &h) != 0)
+            break;
+        lua_pushlstring(L, h.name, h.name_len);
+        lua_rawseti(L, -2, (int)(2 * i + 1));
+        lua_pushlstring(L, h.value, h.value_len);
+        lua_rawseti(L, -2, (int)(2 * i + 2));
+    }
+    return 2;
+}
+
+/* Pushes what read() returns onto L, consuming the bytes it hands over.
+ * Returns the count. */
+static int lcs_push_read(lua_State *L, rt_curl_req_t *req)
+{
+    const char *word, *message, *p;
+    size_t len;
+
+    p = rt_curl_body(req, &len);
+    if (len > 0) {
+        lua_pushlstring(L, p, len);
+        rt_curl_consume(req, len); /* after the copy: may resume curl */
+        return 1;
+    }
+    if (rt_curl_ended(req, &word, &message) && word != NULL)
+        return lc_push_fail(L, word, message);
+    lua_pushboolean(L, 0); /* the end: a bare nil means out of memory */
+    return 1;
+}
+
+typedef struct {
+    lcs_t *s;
+    lua_State *co;
+    int n;
+} lcs_build_t;
+
+/* Run by lua_cpcall on the main state (a memory error is caught there,
+ * never unwinding through the loop's frames): builds the results of the
+ * wait and moves them onto the waiting coroutine, which yielded with
+ * LUA_MINSTACK slots reserved. */
+static int lcs_build(lua_State *L)
+{
+    lcs_build_t *b = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    if (b->s->req == NULL)
+        b->n = lc_push_fail(L, b->s->gone, "");
+    else if (b->s->want == RT_CURL_EV_HEAD)
+        b->n = lcs_push_head(L, b->s->req);
+    else
+        b->n = lcs_push_read(L, b->s->req);
+    lua_xmove(L, b->co, b->n);
+    return 0;
+}
+
+/* Hands the waiting task t its results and queues it (from the loop). */
+static void lcs_wake(lcs_t *s, lua_State *L, rt_lua_task_t *t)
+{
+    lcs_build_t b;
+    s->waiter = NULL;
+    b.s = s;
+    b.co = t->co;
+    b.n = 0;
+    if (lua_cpcall(L, lcs_build, &b) != 0) {
+        lua_pop(L, 1);
+        lua_pushnil(t->co); /* out of memory: client.lua says so */
+        b.n = 1;
+    }
+    rt_lua_wake(t, b.n);
+}
+
+/* The engine's event: wakes the waiting task when what it waits for (or
+ * the end) is there. Runs on the loop, never on curl's stack. */
+static void lcs_event(rt_curl_req_t *req, rt_curl_event_t ev, void *data)
+{
+    lcs_t *s = data;
+    (void)req;
+    if (s->waiter == NULL || (ev != RT_CURL_EV_END && ev != s->want))
+        return;
+    lcs_wake(s, s->ctx->ls->L, s->waiter);
+}
+
+/* Cancel hook of a wait: the transfer is aborted mid-stream. */
+static void lcs_cancel(rt_op_t *op, rt_task_t *task)
+{
+    lcs_t *s = (lcs_t *)op;
+    s->waiter = NULL;
+    lcs_release(s, rt_task_stop_reason(task) == RT_WAKE_TIMEOUT
+                       ? "timeout" : "cancelled");
+}
+
+static lcs_t *lcs_check(lua_State *L)
+{
+    return luaL_checkudata(L, 1, RT_CURL_STREAM_MT);
+}
+
+/* head() and read(): the value now, or a wait for it. */
+static int lcs_wait(lua_State *L, rt_curl_event_t want, const char *fname)
+{
+    lcs_t *s = lcs_check(L);
+    rt_lua_task_t *cur;
+    const char *word, *message;
+    rt_wake_t why;
+    int ready;
+
+    if (s->req == NULL)
+        return lc_push_fail(L, s->gone, "");
+    if (s->waiter != NULL)
+        return lc_push_fail(L, "busy", "another task is reading");
+    if (want == RT_CURL_EV_HEAD) {
+        ready = rt_curl_status(s->req) != 0;
+    } else {
+        size_t len;
+        (void)rt_curl_body(s->req, &len);
+        ready = len > 0;
+    }
+    if (ready || rt_curl_ended(s->req, &word, &message))
+        return want == RT_CURL_EV_HEAD ? lcs_push_head(L, s->req)
+                                       : lcs_push_read(L, s->req);
+    luaL_checkstack(L, LUA_MINSTACK, fname); /* for lcs_build's results */
+    cur = rt_lua_current(L, s->ctx->ls, fname);
+    s->op.cancel = lcs_cancel;
+    why = rt_task_suspend(&cur->task, &s->op);
+    if (why != RT_WAKE_OK) {
+        lcs_release(s, why == RT_WAKE_TIMEOUT ? "timeout" : "cancelled");
+        return rt_lua_push_wake(L, why);
+    }
+    s->waiter = cur;
+    s->want = want;
+    return lua_yield(L, 0);
+}
+
+static int m_stream_head(lua_State *L)
+{
+    return lcs_wait(L, RT_CURL_EV_HEAD, "stream:head");
+}
+
+static int m_stream_read(lua_State *L)
+{
+    return lcs_wait(L, RT_CURL_EV_DATA, "stream:read");
+}
+
+/* stream:close(): a task waiting in head or read (another one) gets
+ * nil, "closed". */
+static int m_stream_close(lua_State *L)
+{
+    lcs_t *s = lcs_check(L);
+    rt_lua_task_t *t = s->waiter;
+    if (s->req == NULL)
+        return 0;
+    if (t != NULL) { /* its results first: a memory error changes nothing */
+        lua_settop(L, 1);
+        lc_push_fail(L, "closed", "");
+    }
+    lcs_release(s, "closed");
+    if (t != NULL) {
+        s->waiter = NULL;
+        lua_xmove(L, t->co, 3); /* t reserved the room before yielding */
+        rt_lua_wake(t, 3);
+    }
+    return 0;
+}
+
+static int m_stream_gc(lua_State *L)
+{
+    lcs_t *s = lcs_check(L);
+    /* A waiting task keeps its stream alive, so none waits here. */
+    if (s->ctx != NULL)
+        lcs_release(s, "closed");
+    return 0;
+}
+
+/* native.curl_open(opts) -> stream | nil, word, message
+ * opts: those of curl_request plus buffer_bytes. */
+static int l_curl_open(lua_State *L)
+{
+    lc_ctx_t *ctx = lc_ctx(L);
+    rt_curl_opts_t o = {0};
+    const char *err = "";
+    uint64_t buffer;
+    lcs_t *s;
+    int rc;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    luaL_checkstack(L, LUA_MINSTACK, "curl_open"); /* lc_read_opts' pushes */
+    lc_read_opts(L, "curl_open", &o);
+    buffer = lc_opt_u64(L, "buffer_bytes");
+    if (lc_engine(ctx) == NULL)
+        return lc_push_fail(L, "out of memory", "cannot initialise libcurl");
+    s = lua_newuserdata(L, sizeof(*s));
+    memset(s, 0, sizeof(*s));
+    s->ctx = ctx;
+    s->gone = "closed";
+    luaL_getmetatable(L, RT_CURL_STREAM_MT);
+    lua_setmetatable(L, -2);
+    rc = rt_curl_open(ctx->eng, &o, (size_t)buffer, lcs_event, s, &s->req,
+                      &err);
+    if (rc < 0) {
+        s->req = NULL;
+        s->ctx = NULL;
+        return lc_push_fail(L, rc == RT_CURL_EINVAL ? "invalid request"
+                                                    : "out of memory",
+                            err);
+    }
+    s->next = ctx->streams;
+    if (ctx->streams)
+        ctx->streams->prev = s;
+    ctx->streams = s;
+    return 1;
+}
+
 /* native.curl_active() -> number of transfers in flight */
 static int l_curl_active(lua_State *L)
 {
@@ -270,6 +587,11 @@ static int l_curl_active(lua_State *L)
 static int lc_gc(lua_State *L)
 {
     lc_ctx_t *ctx = luaL_checkudata(L, 1, RT_CURL_CTX_MT);
+    while (ctx->streams != NULL) {
+        lcs_t *s = ctx->streams;
+        lcs_release(s, "closed");
+        s->ctx = NULL; /* its own __gc may come later */
+    }
     while (ctx->ops != NULL) {
         lc_op_t *op = ctx->ops;
         rt_curl_abort(op->req);
@@ -284,8 +606,14 @@ static int lc_gc(lua_State *L)
 }
 
 static const luaL_Reg lc_funcs[] = {{"curl_request", l_curl_request},
+                                    {"curl_open", l_curl_open},
                                     {"curl_active", l_curl_active},
                                     {NULL, NULL}};
+
+static const luaL_Reg lcs_methods[] = {{"head", m_stream_head},
+                                       {"read", m_stream_read},
+                                       {"close", m_stream_close},
+                                       {NULL, NULL}};
 
 void rt_lua_curl_open(lua_State *L, rt_lua_sched_t *ls, int table)
 {
@@ -293,6 +621,8 @@ void rt_lua_curl_open(lua_State *L, rt_lua_sched_t *ls, int table)
     ctx->ls = ls;
     ctx->eng = NULL;
     ctx->ops = NULL;
+    ctx->streams = NULL;
+    rt_lua_new_class(L, RT_CURL_STREAM_MT, lcs_methods, NULL, m_stream_gc);
     luaL_newmetatable(L, RT_CURL_CTX_MT);
     lua_pushcfunction(L, lc_gc);
     lua_setfield(L, -2, "__gc");

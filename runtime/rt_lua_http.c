@@ -11,6 +11,14 @@
  *
  *   handle:respond(status, headers|nil, body|nil) -> true | nil, "closed"
  *       raises on a bad status, header or body type (caller bugs)
+ *   handle:stream(status, headers|nil) -> true | nil, "closed"
+ *       starts a streamed response (the head goes out now); then
+ *   handle:write(data) -> true | nil, "closed" | "timeout" | "cancelled"
+ *       queues data; yields while more than opts.stream_max_queued_bytes
+ *       [256 KiB] wait for a slow client; "closed": the client is gone
+ *   handle:finish([ok]) -> true | nil, "closed"   ends the body (ok false:
+ *       cut it, so the client sees it incomplete)
+ *   handle:queued() -> bytes not yet taken by the socket
  *   handle:websocket() -> ws | nil, "not a websocket request" | "closed"
  *   ws:send(data [, binary]) -> true | nil, "backpressure" | "closed"
  *   ws:receive([timeout_ms]) -> message, "text"|"binary"
@@ -43,6 +51,9 @@
 #define RT_LWS_DEF_INBOUND (4 * 1024 * 1024)
 /* Grace of a server still open when the Lua state closes. */
 #define RT_LSRV_GC_GRACE_MS 1000
+/* Bytes a streamed response queues for a slow client before write()
+ * waits; default of stream_max_queued_bytes. */
+#define RT_LSTREAM_DEF_QUEUE (256 * 1024)
 
 /* ---- servers ---------------------------------------------------------- */
 
@@ -57,6 +68,7 @@ typedef struct {
     int port;
     size_t ws_max_inbound;
     uint64_t handler_timeout_ms; /* deadline of plain request tasks; 0 none */
+    size_t stream_max_queued; /* a stream's write() waits beyond this */
     rt_http_stats_t last;  /* counters at close */
     rt_sched_hook_t flush; /* rt_http_server_flush after each resume */
     lsrv_wait_t *waiters;  /* tasks in wait_closed */
@@ -72,10 +84,16 @@ struct lsrv_wait {
 
 /* ---- requests and WebSockets ------------------------------------------ */
 
-/* The request userdata: the handle until answered (then NULL). */
+/* The request userdata: the handle until answered (then NULL; a
+ * streamed response keeps it until finished). */
 typedef struct {
+    rt_op_t op;            /* a write() waiting for the client; first */
     rt_http_req_t *h;
     size_t ws_max_inbound; /* the server's, for a WebSocket upgrade */
+    size_t max_queued;     /* the server's stream_max_queued */
+    rt_lua_task_t *waiter; /* the task in write(), if any */
+    int streaming;         /* stream() succeeded */
+    int closed;            /* the stream's client is gone */
 } lreq_t;
 
 typedef struct lws_msg {
@@ -452,6 +470,8 @@ static int m_req_respond(lua_State *L)
         body = luaL_checklstring(L, 4, &body_len);
     if (r->h == NULL)
         return push_fail(L, "closed");
+    if (r->streaming)
+        return push_fail(L, "answered");
     lua_settop(L, 4);
     if (lua_istable(L, 3)) {
         n = flatten_headers(L, 3); /* at index 5 */
@@ -485,6 +505,8 @@ static int m_req_websocket(lua_State *L)
 
     if (r->h == NULL)
         return push_fail(L, "closed");
+    if (r->streaming)
+        return push_fail(L, "answered");
     w = calloc(1, sizeof(*w));
     if (w == NULL)
         return luaL_error(L, "out of memory");
@@ -514,6 +536,152 @@ static int m_req_websocket(lua_State *L)
     return 1;
 }
 
+/* ---- streamed responses ----------------------------------------------- */
+
+/* The engine's stream event (on the loop, or inside the server's close):
+ * only pushes results and queues the writer. */
+static void lstream_event(rt_http_req_t *h, rt_http_stream_event_t ev,
+                          void *ud)
+{
+    lreq_t *r = ud;
+    rt_lua_task_t *t = r->waiter;
+    if (ev == RT_HTTP_STREAM_CLOSED)
+        r->closed = 1;
+    else if (rt_http_stream_queued(h) > r->max_queued)
+        return; /* still too much queued: wait for the next write */
+    if (t == NULL)
+        return;
+    r->waiter = NULL;
+    if (r->closed) {
+        lua_pushnil(t->co);
+        lua_pushliteral(t->co, "closed");
+        rt_lua_wake(t, 2);
+    } else {
+        lua_pushboolean(t->co, 1);
+        rt_lua_wake(t, 1);
+    }
+}
+
+static void lstream_cancel(rt_op_t *op, rt_task_t *t)
+{
+    (void)t;
+    ((lreq_t *)op)->waiter = NULL; /* what was written stays queued */
+}
+
+/* handle:stream(status, headers) -> true | nil, "closed" | "answered" */
+static int m_req_stream(lua_State *L)
+{
+    lreq_t *r = lreq_check(L);
+    lua_Integer status = luaL_checkinteger(L, 2);
+    size_t n = 0;
+    const char *err = NULL;
+    rt_http_header_t small[16], *hdrs = small;
+    int rc;
+
+    if (status < 200 || status > 599)
+        return luaL_argerror(L, 2, "status must be 200..599");
+    if (!lua_isnoneornil(L, 3))
+        luaL_checktype(L, 3, LUA_TTABLE);
+    if (r->h == NULL)
+        return push_fail(L, "closed");
+    if (r->streaming)
+        return push_fail(L, "answered");
+    lua_settop(L, 3);
+    if (lua_istable(L, 3)) {
+        n = flatten_headers(L, 3); /* at index 4 */
+        if (n > 16) {
+            hdrs = malloc(n * sizeof(*hdrs));
+            if (hdrs == NULL)
+                return luaL_error(L, "out of memory");
+        }
+        fill_headers(L, 4, hdrs, n);
+    }
+    rc = rt_http_req_stream(r->h, (int)status, hdrs, n, lstream_event, r,
+                            &err);
+    if (hdrs != small)
+        free(hdrs);
+    if (rc == RT_HTTP_EINVAL)
+        return luaL_error(L, "stream: %s", err ? err : "invalid response");
+    if (rc != 0) {
+        rt_http_req_release(r->h);
+        r->h = NULL;
+        return push_fail(L, "closed");
+    }
+    r->streaming = 1;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static lreq_t *lstream_check(lua_State *L, const char *fname)
+{
+    lreq_t *r = lreq_check(L);
+    if (!r->streaming)
+        luaL_error(L, "%s: no streamed response (call stream first)", fname);
+    return r;
+}
+
+/* handle:write(data) -> true | nil, reason */
+static int m_req_write(lua_State *L)
+{
+    lreq_t *r = lstream_check(L, "write");
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    rt_lua_task_t *cur;
+    rt_wake_t why;
+    int rc;
+
+    if (r->h == NULL || r->closed)
+        return push_fail(L, "closed");
+    if (r->waiter != NULL)
+        return push_fail(L, "busy");
+    rc = rt_http_stream_write(r->h, data, len);
+    if (rc == RT_HTTP_ENOMEM)
+        return push_fail(L, "out of memory");
+    if (rc != 0)
+        return push_fail(L, "closed");
+    if (rt_http_stream_queued(r->h) <= r->max_queued) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    /* A slow client: wait until the socket has taken enough. */
+    luaL_checkstack(L, 2, "write");
+    cur = rt_lua_current(L, http_ctx(L), "write");
+    r->op.cancel = lstream_cancel;
+    why = rt_task_suspend(&cur->task, &r->op);
+    if (why != RT_WAKE_OK)
+        return rt_lua_push_wake(L, why);
+    r->waiter = cur;
+    return lua_yield(L, 0);
+}
+
+/* handle:finish([ok = true]) -> true | nil, "closed" */
+static int m_req_finish(lua_State *L)
+{
+    lreq_t *r = lstream_check(L, "finish");
+    int ok = lua_isnoneornil(L, 2) ? 1 : lua_toboolean(L, 2), rc;
+    if (r->h == NULL)
+        return push_fail(L, "closed");
+    if (r->waiter != NULL)
+        return push_fail(L, "busy");
+    rc = rt_http_stream_end(r->h, ok);
+    rt_http_req_release(r->h);
+    r->h = NULL;
+    if (rc != 0 || r->closed)
+        return push_fail(L, "closed");
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* handle:queued() -> bytes of a streamed response not yet sent */
+static int m_req_queued(lua_State *L)
+{
+    lreq_t *r = lreq_check(L);
+    lua_pushnumber(L, r->h != NULL && r->streaming
+                          ? (lua_Number)rt_http_stream_queued(r->h)
+                          : 0);
+    return 1;
+}
+
 static int m_req_gc(lua_State *L)
 {
     lreq_t *r = luaL_checkudata(L, 1, RT_REQ_MT);
@@ -524,11 +692,12 @@ static int m_req_gc(lua_State *L)
     return 0;
 }
 
-/* handle:answered() -> true once respond or websocket was called with
- * success, or respond found the client gone */
+/* handle:answered() -> true once respond, stream or websocket was called
+ * with success, or found the client gone */
 static int m_req_answered(lua_State *L)
 {
-    lua_pushboolean(L, lreq_check(L)->h == NULL);
+    lreq_t *r = lreq_check(L);
+    lua_pushboolean(L, r->h == NULL || r->streaming);
     return 1;
 }
 
@@ -606,8 +775,10 @@ static int dispatch(lua_State *L)
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->runner_ref);
     fn = lua_gettop(L);
     r = lua_newuserdata(L, sizeof(*r));
+    memset(r, 0, sizeof(*r));
     r->h = d->h;
     r->ws_max_inbound = s->ws_max_inbound;
+    r->max_queued = s->stream_max_queued;
     d->adopted = 1;
     luaL_getmetatable(L, RT_REQ_MT);
     lua_setmetatable(L, -2);
@@ -701,12 +872,13 @@ static int m_srv_stats(lua_State *L)
         rt_http_server_stats(s->srv, &st);
     else
         st = s->last;
-    lua_createtable(L, 0, 9);
+    lua_createtable(L, 0, 10);
     set_num(L, "requests", st.requests);
     set_num(L, "requests_active", st.requests_active);
     set_num(L, "connections_total", st.connections_total);
     set_num(L, "connections_active", st.connections_active);
     set_num(L, "connections_rejected", st.connections_rejected);
+    set_num(L, "client_rejected", st.client_rejected);
     set_num(L, "websockets_total", st.websockets_total);
     set_num(L, "websockets_active", st.websockets_active);
     set_num(L, "bytes_in", st.bytes_in);
@@ -836,6 +1008,8 @@ static int l_http_listen(lua_State *L)
     o.max_header_bytes = (size_t)opt_uint(L, "max_header_bytes", big);
     o.request_timeout_ms = opt_uint(L, "request_timeout_ms", 1e12);
     o.max_connections = (size_t)opt_uint(L, "max_connections", big);
+    o.max_client_connections =
+        (size_t)opt_uint(L, "max_client_connections", big);
     o.ws_max_queued_bytes = (size_t)opt_uint(L, "ws_max_queued_bytes", big);
     o.ws_max_message_bytes = (size_t)opt_uint(L, "ws_max_message_bytes",
                                               big);
@@ -850,6 +1024,10 @@ static int l_http_listen(lua_State *L)
     if (s->ws_max_inbound == 0)
         s->ws_max_inbound = RT_LWS_DEF_INBOUND;
     s->handler_timeout_ms = opt_uint(L, "handler_timeout_ms", 1e12);
+    s->stream_max_queued = (size_t)opt_uint(L, "stream_max_queued_bytes",
+                                            big);
+    if (s->stream_max_queued == 0)
+        s->stream_max_queued = RT_LSTREAM_DEF_QUEUE;
     luaL_getmetatable(L, RT_SRV_MT);
     lua_setmetatable(L, -2);
     s->srv = rt_http_server_new(ls->sched.loop, &o, on_request, s, err,
@@ -875,10 +1053,11 @@ static const luaL_Reg srv_methods[] = {
     {"close", m_srv_close},        {"wait_closed", m_srv_wait_closed},
     {"is_closed", m_srv_is_closed}, {NULL, NULL}};
 
-static const luaL_Reg req_methods[] = {{"respond", m_req_respond},
-                                       {"websocket", m_req_websocket},
-                                       {"answered", m_req_answered},
-                                       {NULL, NULL}};
+static const luaL_Reg req_methods[] = {
+    {"respond", m_req_respond}, {"websocket", m_req_websocket},
+    {"answered", m_req_answered}, {"stream", m_req_stream},
+    {"write", m_req_write},     {"finish", m_req_finish},
+    {"queued", m_req_queued},   {NULL, NULL}};
 
 static const luaL_Reg ws_methods[] = {
     {"send", m_ws_send},       {"receive", m_ws_receive},

@@ -14,6 +14,8 @@
  * kills its coroutine: that one is not reused. */
 #include "rt_lua_sched.h"
 
+#include "rt_lua_watchdog.h"
+
 #include <lauxlib.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -193,7 +195,13 @@ static void lt_resume(rt_task_t *t, rt_wake_t wake)
     }
     lt->base.nargs = 0;
     lt->reusable = 0;
+    /* The watchdog times resumes of tasks in script code (see
+     * rt_lua_watchdog.c); script_enter/leave mark the rest. */
+    if (lt->base.script > 0 && ls->wd != NULL)
+        rt_lua_watchdog_enter(ls->wd);
     rc = lua_resume(co, nargs);
+    if (ls->wd != NULL)
+        rt_lua_watchdog_leave(ls->wd);
     if (rc == LUA_YIELD) {
         if (t->state != RT_TASK_RUNNING)
             return; /* suspended on an op (or already re-queued) */
@@ -288,6 +296,7 @@ rt_lua_task_t *rt_lua_task_spawn(rt_lua_sched_t *ls, lua_State *L, int fn_idx,
     lt->base.started = 0;
     lt->base.report = 0;
     lt->base.joined = 0;
+    lt->base.script = 0;
     lt->err_ref = LUA_NOREF;
     lt->on_done_fn = lt->on_done_arg = LUA_NOREF;
     lt->nres = 0;
@@ -329,7 +338,7 @@ static int l_spawn(lua_State *L)
     rt_lua_sched_t *ls = lt_ctx(L);
     rt_task_t *parent = ls->sched.current;
     double timeout_ms = -1;
-    int nargs = lua_gettop(L) - 2;
+    int nargs = lua_gettop(L) - 2, script = 0;
     rt_lua_task_t *t;
 
     if (!lua_isnoneornil(L, 1)) {
@@ -345,6 +354,9 @@ static int l_spawn(lua_State *L)
         if (lua_toboolean(L, -1))
             parent = NULL;
         lua_pop(L, 1);
+        lua_getfield(L, 1, "script");
+        script = lua_toboolean(L, -1);
+        lua_pop(L, 1);
     }
     luaL_checktype(L, 2, LUA_TFUNCTION);
     t = rt_lua_task_spawn(ls, L, 2, nargs < 0 ? 0 : nargs, parent);
@@ -352,6 +364,7 @@ static int l_spawn(lua_State *L)
         return luaL_error(L, "out of memory");
     if (timeout_ms >= 0)
         rt_task_set_deadline(&t->task, (uint64_t)timeout_ms);
+    t->script = script;
     lt_push_userdata(L, ls, t, 1);
     return 1;
 }
@@ -695,6 +708,7 @@ rt_lua_sched_t *rt_lua_sched_open(lua_State *L, uv_loop_t *loop, int table)
         return NULL;
     }
     ls->L = L;
+    ls->wd = NULL;
     if (table < 0)
         table = lua_gettop(L) + table + 1;
     ls->npool = 0;

@@ -19,7 +19,10 @@ typedef struct rt_lua_task {
     int started;      /* the body has been entered */
     int report;       /* log the error if nobody ever joins (root tasks) */
     int joined;       /* someone read the outcome */
+    int script;       /* > 0 while it runs script code (the watchdog) */
 } rt_lua_task_t;
+
+struct rt_lua_wd;
 
 /* Per Lua state scheduler context, kept as an upvalue of every function. */
 typedef struct rt_lua_sched {
@@ -31,6 +34,7 @@ typedef struct rt_lua_sched {
     lua_State **pool;  /* idle coroutines, waiting in the trampoline */
     int *pool_refs;    /* their registry anchors */
     int npool;
+    struct rt_lua_wd *wd; /* the watchdog marks each resume (or NULL) */
 } rt_lua_sched_t;
 
 /* Creates the scheduler for L on loop and leaves the `chorus.native` task

@@ -1,6 +1,8 @@
 /* rt_lua_util.c - small non-yielding natives: clocks, hashes, ids, tty. */
 #include "rt_lua_util.h"
 
+#include "rt_utf8.h"
+
 #include <lauxlib.h>
 #include <limits.h>
 #include <openssl/evp.h>
@@ -168,47 +170,6 @@ static int l_list_dir(lua_State *L)
     return 1;
 }
 
-/* Returns the offset of the first byte that is not part of well-formed
- * UTF-8 (RFC 3629: no overlongs, no surrogates, nothing above U+10FFFF),
- * or len when all of s is well formed. */
-static size_t rt__utf8_check(const unsigned char *s, size_t len)
-{
-    size_t i = 0;
-    while (i < len) {
-        unsigned char c = s[i];
-        size_t n, k;
-        unsigned int cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xC2 && c <= 0xDF) {
-            n = 1;
-            cp = c & 0x1F;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            n = 2;
-            cp = c & 0x0F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            n = 3;
-            cp = c & 0x07;
-        } else {
-            return i;
-        }
-        if (len - i <= n)
-            return i;
-        for (k = 1; k <= n; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return i;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if ((n == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-            (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
-            return i;
-        i += n + 1;
-    }
-    return len;
-}
-
 /* native.utf8_valid(s) -> true | false, byte offset (0-based) of the first
  * invalid byte. JSON bodies are checked with it: lua-cjson passes invalid
  * UTF-8 through untouched. */
@@ -216,7 +177,7 @@ static int l_utf8_valid(lua_State *L)
 {
     size_t len, bad;
     const char *s = luaL_checklstring(L, 1, &len);
-    bad = rt__utf8_check((const unsigned char *)s, len);
+    bad = rt_utf8_check((const unsigned char *)s, len);
     if (bad == len) {
         lua_pushboolean(L, 1);
         return 1;

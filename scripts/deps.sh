@@ -12,16 +12,25 @@ CHORUS_PACKAGES=(
 )
 if [ "${1:-}" = "--services" ]; then
   # clang + libclang-rt: the libFuzzer targets (scripts/fuzz.sh);
+  # systemd (systemd-analyze), adduser: scripts/package-test checks the
+  # units and installs the package (its postinst makes the chorus user);
+  # chromium: the admin page's browser test (tests/browser, driven by
+  # playwright-core from npm with this browser: nothing downloaded at run time);
   # nginx + openssl: TLS in front of the fake Workload Scheduler (the tws
-  # agent's CA-file path, spec/02-integration/09-tws/tls_spec.lua)
-  CHORUS_PACKAGES+=(postgresql redis-server curl procps clang libclang-rt-14-dev nginx openssl)
+  # agent's CA-file path, spec/02-integration/20-tws/tls_spec.lua)
+  CHORUS_PACKAGES+=(postgresql redis-server curl procps clang libclang-rt-14-dev
+    systemd adduser chromium nginx openssl)
 fi
 
 missing=()
-# Specs use node (a local protocol-faithful server, a WebSocket client);
-# Debian's nodejs is enough when the machine has none.
+# Specs use node (a local protocol-faithful server, a WebSocket client)
+# and the browser test npm (tests/browser); Debian's nodejs and npm are
+# installed when the machine has none.
 if [ "${1:-}" = "--services" ] && ! command -v node >/dev/null 2>&1; then
   missing+=(nodejs)
+fi
+if [ "${1:-}" = "--services" ] && ! command -v npm >/dev/null 2>&1; then
+  missing+=(npm)
 fi
 for p in "${CHORUS_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

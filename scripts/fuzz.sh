@@ -7,7 +7,7 @@
 # Environment: CHORUS_FUZZ_BUILD (build dir, default <repo>/build-fuzz),
 # CHORUS_FUZZ_CC (default clang, else clang-14; libFuzzer and the
 # sanitizers come with libclang-rt-14-dev), CHORUS_FUZZ_TARGETS (default
-# "fuzz_api fuzz_validate"), CHORUS_FUZZ_JOBS (build jobs).
+# "fuzz_api fuzz_validate fuzz_record"), CHORUS_FUZZ_JOBS (build jobs).
 # Outputs: <build>/fuzz-run/<target>/{corpus,artifacts,log}. Replay a
 # crash with: <build>/<target> <crash file> (CHORUS_FUZZ_TRACE=1 shows
 # what fuzz_api sends and gets).
@@ -19,7 +19,7 @@ case "$secs" in
 esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${CHORUS_FUZZ_BUILD:-$root/build-fuzz}
-targets=${CHORUS_FUZZ_TARGETS:-fuzz_api fuzz_validate}
+targets=${CHORUS_FUZZ_TARGETS:-fuzz_api fuzz_validate fuzz_record}
 jobs=${CHORUS_FUZZ_JOBS:-$(nproc 2>/dev/null || echo 2)}
 
 cc=${CHORUS_FUZZ_CC:-$(command -v clang || command -v clang-14 || echo clang)}

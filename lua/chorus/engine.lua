@@ -1,25 +1,32 @@
 -- chorus.engine: the pieces an execution needs, wired once per process:
--- the registry (with optional hot reload), the store, the event bus. The
+-- the registry (with optional hot reload), the price table (layered over
+-- the same directories, reloaded with them), the store, the event bus. The
 -- CLI uses it for `chorus run`; the server will embed the same object.
 local registry = require "chorus.registry"
 local events = require "chorus.events.bus"
 local validate = require "chorus.validate"
 local execution = require "chorus.execution"
+local prices = require "chorus.prices"
 
 local Engine = {}
 Engine.__index = Engine
 
 local M = {}
 
--- new({scripts = {dir...}, store = store, watch = bool}) -> engine
+-- new({scripts = {dir...}, store = store, watch = bool, sandbox = bool})
+-- -> engine | nil, err, code (code "bad_scripts": a --scripts directory
+-- does not exist) (sandbox: see chorus.script_env)
 function M.new(opts)
   opts = opts or {}
+  local dirs_ok, derr = registry.check_dirs(opts.scripts)
+  if not dirs_ok then return nil, derr, "bad_scripts" end
   local self = setmetatable({
-    registry = registry.new({ dirs = registry.default_dirs(opts.scripts) }),
+    registry = registry.new({ dirs = registry.default_dirs(opts.scripts), sandbox = opts.sandbox }),
     bus = opts.bus or events.new(),
     store = opts.store or require("chorus.store.memory").new(opts.store_opts),
   }, Engine)
   self.registry:load()
+  prices.use(self.registry.dirs, { watch = opts.watch })
   if opts.watch then
     local ok, err = self.registry:watch()
     if not ok then return nil, err end
@@ -41,13 +48,15 @@ function Engine:execute(cfg, input, opts)
     store = self.store, bus = self.bus, auto_approve = opts.auto_approve,
     keep_inputs = opts.keep_inputs, id = opts.id, trace_id = opts.trace_id,
     config_id = opts.config_id, config_version = opts.config_version,
-    user_id = opts.user_id, tenant_id = opts.tenant_id,
+    user_id = opts.user_id, tenant_id = opts.tenant_id, input_bytes = opts.input_bytes,
+    callback_url = opts.callback_url, session_id = opts.session_id, metadata = opts.metadata,
   })
   return exec:start({ detached = opts.detached })
 end
 
 function Engine:close()
   self.registry:unwatch()
+  prices.unwatch()
 end
 
 return M

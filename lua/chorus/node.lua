@@ -24,13 +24,14 @@ local json = require "chorus.json"
 local log = require "chorus.log"
 local execution = require "chorus.execution"
 local pgstore = require "chorus.store.pg"
+local limits = require "chorus.limits"
 
 local M = {}
 
 local Node = {}
 Node.__index = Node
 
-M.defaults = { concurrency = 1000, lease_ms = 15000, poll_ms = 1000, claim_batch = 200 }
+M.defaults = { concurrency = 1000, lease_ms = 15000, poll_ms = 1000, claim_batch = 200, max_pending = 100000 }
 
 -- new({engine, pool, store, concurrency, lease_ms, poll_ms, claim}) -> node
 -- engine.store must be store (a chorus.store.pg). claim = false: a node
@@ -42,7 +43,7 @@ function M.new(opts)
     node_id = opts.node_id or ("%s:%d:%s"):format(native.hostname(), native.pid(), native.random_hex(4)),
     concurrency = opts.concurrency or d.concurrency, lease_ms = opts.lease_ms or d.lease_ms,
     poll_ms = opts.poll_ms or d.poll_ms, claim_batch = opts.claim_batch or d.claim_batch,
-    claiming = opts.claim ~= false,
+    claiming = opts.claim ~= false, max_pending = opts.max_pending or d.max_pending,
     running = {}, nrunning = 0, cfg_cache = setmetatable({}, { __mode = "v" }),
     wakeup = sched.cond(), stopping = false, stats = { claimed = 0, recovered = 0, fenced = 0 },
   }, Node)
@@ -65,9 +66,11 @@ FROM (SELECT id FROM orchestration_executions
 WHERE e.id = c.id
 RETURNING ]] .. pgstore.exec_cols("e")
 
+-- Only what this node still runs: an execution it let go of (its end
+-- could not be recorded) must lapse, so another claim recovers it.
 local RENEW = [[
 UPDATE orchestration_executions SET lease_expires_at = now() + $2::float8 * interval '1 millisecond'
-WHERE node_id = $1 AND active]]
+WHERE node_id = $1 AND active AND id = ANY($3::uuid[])]]
 
 local RELEASE = [[
 UPDATE orchestration_executions SET lease_expires_at = now() - interval '1 second'
@@ -93,6 +96,15 @@ function Node:config_of(row)
 end
 
 local function restore_steps(exec, rows)
+  -- Steps started at run time first, in the order they were added, so
+  -- their runs sit where they were (a resumed strategy finds them again).
+  table.sort(rows, function(a, b) return a.step_index < b.step_index end)
+  for _, r in ipairs(rows) do
+    if r.definition ~= nil and r.definition ~= json.null and not exec:run_of(r.step_id) then
+      local ok, err = exec:add_step(r.definition)
+      if not ok then log.warn("node: execution %s: step %s not restored: %s", exec.id, r.step_id, tostring(err)) end
+    end
+  end
   for _, r in ipairs(rows) do
     local sr = exec:run_of(r.step_id)
     if sr then
@@ -117,6 +129,9 @@ local function restore_steps(exec, rows)
       elseif r.status == "failed" then
         sr.status, sr.error, sr.latency_ms = "failed", r.error, r.latency_ms
         sr.replayed = true
+      elseif r.status == "skipped" and r.reason then -- its condition was false
+        sr.status, sr.reason = "skipped", r.reason
+        sr.replayed = true
       end
       -- running / paused / skipped: it runs again (at-least-once).
     end
@@ -137,7 +152,8 @@ function Node:rebuild(row)
     input = row.input ~= json.null and row.input or {}, registry = self.engine.registry:snapshot(),
     store = self.store, bus = self.engine.bus, id = row.id, trace_id = row.trace_id,
     config_id = row.config_id, config_version = row.config_version,
-    user_id = row.user_id, tenant_id = row.tenant_id,
+    user_id = row.user_id, tenant_id = row.tenant_id, callback_url = row.callback_url,
+    session_id = row.session_id, metadata = row.metadata ~= json.null and next(row.metadata or {}) and row.metadata or nil,
   })
   exec.persisted, exec.claims, exec.created_at = true, row.claims, row.created_at
   exec.node = self
@@ -238,8 +254,10 @@ end
 function Node:heartbeat_loop()
   local every = math.max(50, math.floor(self.lease_ms / 3))
   while not self.stopping do
+    local ids = {}
+    for id in pairs(self.running) do ids[#ids + 1] = id end
     local ok, err = self.pool:batch({
-      { RENEW, self.node_id, self.lease_ms },
+      { RENEW, self.node_id, self.lease_ms, "{" .. table.concat(ids, ",") .. "}" },
       { [[INSERT INTO chorus_nodes (node_id, hostname, pid) VALUES ($1, $2, $3)
           ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now()]], self.node_id, native.hostname(), native.pid() },
     })
@@ -333,17 +351,43 @@ local function summary(exec, replayed)
   return { execution_id = exec.id, trace_id = exec.trace_id, status = exec.status, replayed = replayed or nil }
 end
 
+-- admit() -> true | nil, err, "busy": a submit is taken while this node
+-- has room to run it, or while the cluster's backlog of pending
+-- executions is under max_pending (counted at most once a second, the
+-- count itself bounded): past it, clients are told to come back (429)
+-- rather than fill the database faster than the nodes drain it.
+function Node:admit()
+  if self.nrunning < self.concurrency and not self.stopping then return true end
+  local now = sched.now()
+  if not self.pending_at or now - self.pending_at >= 1000 then
+    local r = self.pool:query([[SELECT count(*) AS n FROM (SELECT 1 FROM orchestration_executions
+      WHERE active AND status = 'pending' LIMIT $1) q]], self.max_pending + 1)
+    if r then self.pending_n, self.pending_at = r.rows[1].n, now end
+  end
+  if (self.pending_n or 0) >= self.max_pending then
+    return nil, ("%d executions are waiting for a node, the most allowed; retry later"):format(self.pending_n), "busy"
+  end
+  self.pending_n = (self.pending_n or 0) + 1
+  return true
+end
+
 -- submit(cfg, input, opts) -> summary, exec (when started here) | nil,
 -- err, code. Written durably
 -- before it returns; started here at once when this node has room,
 -- otherwise left pending for any node (NOTIFY chorus_work).
 function Node:submit(cfg, input, opts)
   opts = opts or {}
+  local bytes
+  input, bytes = limits.check_input(input, cfg.settings)
+  if not input then return nil, bytes, "invalid_input" end
+  local admitted, why, code = self:admit()
+  if not admitted then return nil, why, code end
   local exec = execution.new({
     config = cfg, input = input, registry = self.engine.registry:snapshot(), store = self.store,
     bus = self.engine.bus, config_id = opts.config_id, config_version = opts.config_version,
     user_id = opts.user_id, tenant_id = opts.tenant_id, auto_approve = opts.auto_approve,
-    trace_id = opts.trace_id,
+    trace_id = opts.trace_id, input_bytes = bytes, callback_url = opts.callback_url,
+    session_id = opts.session_id, metadata = opts.metadata,
   })
   local here = not self.stopping and self.nrunning < self.concurrency
   local claim = here and { node_id = self.node_id, claim_token = native.uuid(), lease_ms = self.lease_ms } or {}
@@ -357,7 +401,8 @@ function Node:submit(cfg, input, opts)
     if not res then return nil, err end
     if writes.insert_refused(plan, res, exec.id) then
       local prev, perr = self.pool:query([[SELECT id::text, trace_id::text, status FROM orchestration_executions
-        WHERE coalesce(tenant_id, '') = coalesce($1, '') AND idempotency_key = $2]], opts.tenant_id, opts.idempotency_key)
+        WHERE coalesce(tenant_id, '') = coalesce($1, '') AND coalesce(user_id, '') = coalesce($3, '')
+          AND idempotency_key = $2]], opts.tenant_id, opts.idempotency_key, opts.user_id)
       if not prev then return nil, perr end
       local p = prev.rows[1]
       if not p then return nil, "conflicting execution id", "conflict" end

@@ -1,6 +1,7 @@
 -- chorus.progress: the live terminal view of `chorus run`: one line per
--- step transition as it happens, then a summary table. Writes to a file
--- handle (stderr), with colours only on a terminal.
+-- step transition as it happens, the text of streamed answers as it is
+-- written (step.delta), then a summary table. Writes to a file handle
+-- (stderr), with colours only on a terminal.
 local native = require "chorus.native"
 local json = require "chorus.json"
 
@@ -34,7 +35,30 @@ function M.new(out, opts)
   end
   view.paint = paint
 
+  -- A streamed answer is written on lines of its own under the step,
+  -- "│ "-prefixed; the open one is ended before anything else is written.
+  local streaming -- step id whose answer line is open, or nil
+  local function end_stream()
+    if streaming then
+      out:write("\n")
+      streaming = nil
+    end
+  end
+  local INDENT = (" "):rep(14) .. "| "
+
   function view.on_event(e)
+    if e.type == "step.delta" then
+      if type(e.delta) ~= "string" then return end
+      if streaming ~= e.step_id then
+        end_stream()
+        out:write(("%s   %-12s %s\n%s"):format(("[%9s]"):format(fmt_ms(native.now() - view.t0)), e.step_id,
+          paint("running", "answer:"), INDENT))
+        streaming = e.step_id
+      end
+      out:write((e.delta:gsub("\r?\n", "\n" .. INDENT)))
+      return
+    end
+    end_stream()
     local t = ("[%9s]"):format(fmt_ms(native.now() - view.t0))
     if e.type == "execution.status" then
       out:write(("%s execution %s\n"):format(t, paint(e.status, e.status)))

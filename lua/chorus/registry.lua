@@ -23,6 +23,7 @@ local native = require "chorus.native"
 local schema = require "chorus.schema"
 local sched = require "chorus.sched"
 local log = require "chorus.log"
+local script_env = require "chorus.script_env"
 
 local M = {}
 
@@ -35,12 +36,14 @@ M.KINDS = {
 local Registry = {}
 Registry.__index = Registry
 
--- new({dirs = {...}}) -> registry (call :load() next)
+-- new({dirs = {...}, sandbox = bool}) -> registry (call :load() next).
+-- sandbox: scripts of every directory but the first (the built-ins) are
+-- loaded without os, io, ffi, debug (chorus.script_env).
 function M.new(opts)
   assert(type(opts) == "table" and type(opts.dirs) == "table", "registry.new: dirs required")
   return setmetatable({
     dirs = opts.dirs, generation = 0, reloads = 0, reload_errors = 0,
-    current = nil, watches = {},
+    current = nil, watches = {}, sandbox = opts.sandbox or false,
   }, Registry)
 end
 
@@ -52,18 +55,21 @@ local function read_file(path)
   return s
 end
 
--- Loads and checks one file. Returns entry or nil, err.
-function M.load_file(kind, path, name)
+-- Loads and checks one file. Returns entry or nil, err. sandbox: load it
+-- without os, io, ffi, debug (chorus.script_env). Each script gets its own
+-- environment (a stray global stays in it) and runs with the JIT off, so
+-- the watchdog can interrupt it.
+function M.load_file(kind, path, name, sandbox)
   local spec
   for _, k in ipairs(M.KINDS) do if k.kind == kind then spec = k end end
   assert(spec, "unknown kind " .. tostring(kind))
   local src, rerr = read_file(path)
   if not src then return nil, rerr end
-  local chunk, cerr = loadstring(src, "@" .. path)
+  local chunk, cerr = script_env.load(path, src, sandbox)
   if not chunk then return nil, cerr end
-  -- Each script gets its own environment: a stray global stays in it.
-  setfenv(chunk, setmetatable({}, { __index = _G }))
+  native.script_enter() -- a file that loops at load time is interrupted
   local ok, mod = xpcall(chunk, debug.traceback)
+  native.script_leave()
   if not ok then return nil, tostring(mod) end
   if type(mod) ~= "table" then
     return nil, ("%s: must return a table, got %s"):format(path, type(mod))
@@ -90,18 +96,30 @@ function M.load_file(kind, path, name)
   }
 end
 
--- Lists name -> path of the *.lua files of one kind across the layers.
+-- Lists name -> {path, layer} of the *.lua files of one kind across the
+-- layers (layer 1: the built-ins).
 local function scan(dirs, spec)
   local files = {}
-  for _, d in ipairs(dirs) do
+  for layer, d in ipairs(dirs) do
     local dir = d .. "/" .. spec.dir
     local list = native.list_dir(dir)
     for _, ent in ipairs(list or {}) do
       local name = ent.name:match("^([%w_%-%.]+)%.lua$")
-      if name and ent.type ~= "dir" then files[name] = dir .. "/" .. ent.name end
+      if name and ent.type ~= "dir" then files[name] = { dir .. "/" .. ent.name, layer } end
     end
   end
   return files
+end
+
+-- A load error as the registry shows it: the file relative to its script
+-- directory (dir), the line when the message names one, and the message
+-- with the directory's prefix taken out of it.
+local function load_error(dir, kind, name, path, msg)
+  local rel = path:sub(#dir + 2)
+  msg = tostring(msg)
+  local prefix = (dir .. "/"):gsub("%p", "%%%0")
+  local line = tonumber(msg:match(rel:gsub("%p", "%%%0") .. ":(%d+):"))
+  return { kind = kind, name = name, dir = dir, file = rel, line = line, message = (msg:gsub(prefix, "")) }
 end
 
 -- load() / reload(): builds a new snapshot. A file whose content did not
@@ -113,16 +131,17 @@ function Registry:load()
   for _, spec in ipairs(M.KINDS) do
     local entries = {}
     snap[spec.kind] = entries
-    for name, path in pairs(scan(self.dirs, spec)) do
+    for name, found in pairs(scan(self.dirs, spec)) do
+      local path = found[1]
       local prev = old and old[spec.kind][name]
-      local entry, err = M.load_file(spec.kind, path, name)
+      local entry, err = M.load_file(spec.kind, path, name, self.sandbox and found[2] > 1)
       if entry and prev and prev.version == entry.version and prev.file == path then
         entry = prev -- unchanged: keep the same closures
       end
       if entry then
         entries[name] = entry
       else
-        snap.errors[#snap.errors + 1] = { kind = spec.kind, name = name, file = path, message = err }
+        snap.errors[#snap.errors + 1] = load_error(self.dirs[found[2]], spec.kind, name, path, err)
         if prev then entries[name] = prev end
       end
     end
@@ -132,7 +151,7 @@ function Registry:load()
   if old then self.reloads = self.reloads + 1 end
   self.reload_errors = self.reload_errors + #snap.errors
   for _, e in ipairs(snap.errors) do
-    log.warn("registry: %s %s not loaded: %s", e.kind, e.name, e.message)
+    log.warn("registry: %s %s not loaded (%s/%s): %s", e.kind, e.name, e.dir, e.file, e.message)
   end
   return snap, snap.errors
 end
@@ -150,8 +169,9 @@ function Registry:list()
   for _, spec in ipairs(M.KINDS) do
     local items = {}
     for name, e in pairs(snap[spec.kind]) do
+      local dir = e.file:match("^(.*)/" .. spec.dir:gsub("%p", "%%%0") .. "/[^/]+$")
       items[#items + 1] = { name = name, version = e.version, declared_version = e.declared_version,
-        file = e.file, description = e.description }
+        file = dir and e.file:sub(#dir + 2) or e.file, dir = dir, description = e.description }
     end
     table.sort(items, function(a, b) return a.name < b.name end)
     out[spec.kind] = items
@@ -160,44 +180,77 @@ function Registry:list()
 end
 
 -- watch({debounce_ms = 50}): reload when a file in a script directory
--- changes (editors save in bursts: events are coalesced). Also reloads on
--- SIGHUP. Returns true or nil, err for the first directory that failed.
+-- changes (editors save in bursts: events are coalesced). Each script
+-- directory is watched itself too, so an agents/ or strategies/ (and its
+-- aggregators/) made after the start is watched as soon as it appears.
+-- Also reloads on SIGHUP. Returns true or nil, err for the first
+-- directory that failed.
 function Registry:watch(opts)
   local debounce = opts and opts.debounce_ms or 50
   local pending = false
+  self.watched = self.watched or {}
   local function schedule()
     if pending then return end
     pending = true
     sched.spawn_with({ detached = true }, function()
       sched.sleep(debounce)
       pending = false
+      self:watch_dirs() -- a kind directory may have appeared
       self:reload()
       if self.on_reload then self.on_reload(self.current) end
     end)
   end
-  local first_err
-  for _, d in ipairs(self.dirs) do
-    for _, spec in ipairs(M.KINDS) do
-      local dir = d .. "/" .. spec.dir
-      if native.list_dir(dir) then
-        local h, err = native.watch(dir, function(file)
-          if file == nil or file:match("%.lua$") then schedule() end
-        end)
-        if h then self.watches[#self.watches + 1] = h else first_err = first_err or err end
-      end
-    end
-  end
+  self.schedule_reload = schedule
+  local ok, err = self:watch_dirs()
   self.watches[#self.watches + 1] = native.on_signal("SIGHUP", function()
     log.info("registry: SIGHUP, reloading")
     schedule()
   end)
+  if not ok then return nil, err end
+  return true
+end
+
+-- watch_dirs(): watches every script directory and each kind directory
+-- in it that exists and is not watched yet. true | nil, first error.
+function Registry:watch_dirs()
+  local first_err
+  local function add(dir, filter)
+    if self.watched[dir] or not native.list_dir(dir) then return end
+    local h, err = native.watch(dir, function(file)
+      if file == nil or filter(file) then self.schedule_reload() end
+    end)
+    if h then
+      self.watched[dir] = true
+      self.watches[#self.watches + 1] = h
+    else
+      first_err = first_err or err
+    end
+  end
+  local function lua_file(file) return file:match("%.lua$") ~= nil end
+  local function any() return true end
+  for _, d in ipairs(self.dirs) do
+    add(d, any)
+    add(d .. "/strategies", any) -- aggregators/ appears in here
+    for _, spec in ipairs(M.KINDS) do add(d .. "/" .. spec.dir, lua_file) end
+  end
   if first_err then return nil, first_err end
   return true
 end
 
 function Registry:unwatch()
   for _, h in ipairs(self.watches) do h:close() end
-  self.watches = {}
+  self.watches, self.watched = {}, {}
+end
+
+-- check_dirs(extra) -> true | nil, err: every overlay directory exists
+-- (a typo in --scripts must not silently run the built-ins alone).
+function M.check_dirs(extra)
+  for _, d in ipairs(extra or {}) do
+    if type(d) ~= "string" or not native.list_dir(d) then
+      return nil, ("--scripts %s: no such directory"):format(tostring(d))
+    end
+  end
+  return true
 end
 
 -- default_dirs(extra) -> the built-in directory followed by the overlays.

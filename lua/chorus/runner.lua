@@ -4,21 +4,39 @@
 -- PostgreSQL, chorus.node's runner writes the execution durably first and
 -- any node may claim it.)
 --
---   submit(cfg, input, opts) -> summary | nil, err, code
+--   submit(cfg, input, opts) -> summary | nil, err, code ("invalid_input":
+--     the input breaks the config's limits, err says how; "busy": the
+--     node runs max_inflight executions already)
 --     opts: config_id, config_version, user_id, tenant_id, trace_id,
 --     idempotency_key (a retried submit with the same key and tenant
 --     returns the first execution, with replayed = true)
 --   control(key, action, args, scope) -> true | nil, err, code
 --     action: pause | resume | cancel | approve | reject
 --     code: "not_found" (or not visible in scope), "invalid_state"
+local limits = require "chorus.limits"
+
 local M = {}
 
 local Runner = {}
 Runner.__index = Runner
 
+-- max_inflight: executions running in this process at most; a submit
+-- past it is refused (code "busy": the API answers 429 with Retry-After)
+-- rather than let one client fill the memory.
+M.DEFAULT_MAX_INFLIGHT = 10000
+
 function M.new(opts)
-  return setmetatable({ engine = opts.engine, store = opts.engine.store, idem = {}, idem_n = 0,
-    max_idem = opts.max_idempotency_keys or 100000 }, Runner)
+  local self = setmetatable({ engine = opts.engine, store = opts.engine.store, idem = {}, idem_n = 0,
+    max_idem = opts.max_idempotency_keys or 100000, inflight = 0,
+    max_inflight = opts.max_inflight or M.DEFAULT_MAX_INFLIGHT }, Runner)
+  -- An execution that ends: its webhooks go out (opts.on_end, the
+  -- server's local deliverer), and it leaves the count.
+  local on_end = opts.on_end
+  self.untrack = function(exec)
+    self.inflight = self.inflight - 1
+    if on_end then on_end(exec) end
+  end
+  return self
 end
 
 local function summary(exec, replayed)
@@ -27,17 +45,30 @@ end
 
 function Runner:submit(cfg, input, opts)
   opts = opts or {}
+  local bytes
+  input, bytes = limits.check_input(input, cfg.settings)
+  if not input then return nil, bytes, "invalid_input" end
+  if self.inflight >= self.max_inflight then
+    return nil, ("%d executions in flight on this node, its maximum; retry later"):format(self.inflight), "busy"
+  end
   local ikey
   if opts.idempotency_key then
-    ikey = (opts.tenant_id or "") .. "\0" .. opts.idempotency_key
+    -- A key is the user's own: another user of the tenant reusing it
+    -- starts an execution of their own.
+    ikey = (opts.tenant_id or "") .. "\0" .. (opts.user_id or "") .. "\0" .. opts.idempotency_key
     local id = self.idem[ikey]
     local exec = id and self.store:get_execution(id)
     if exec then return summary(exec, true) end
   end
   local exec = self.engine:execute(cfg, input, {
     detached = true, config_id = opts.config_id, config_version = opts.config_version,
-    user_id = opts.user_id, tenant_id = opts.tenant_id, trace_id = opts.trace_id,
+    user_id = opts.user_id, tenant_id = opts.tenant_id, trace_id = opts.trace_id, input_bytes = bytes,
+    callback_url = opts.callback_url, session_id = opts.session_id, metadata = opts.metadata,
   })
+  if not exec.finalized then
+    self.inflight = self.inflight + 1
+    exec.on_end = self.untrack
+  end
   if ikey then
     -- Bounded: the oldest keys are forgotten first (the memory store
     -- forgets old executions the same way).

@@ -31,7 +31,9 @@ function M.spawn(fn, ...)
   return spawn_native(nil, fn, ...)
 end
 
--- spawn_with({timeout_ms = n, detached = bool}, fn, ...) -> task
+-- spawn_with({timeout_ms = n, detached = bool, script = bool}, fn, ...) -> task
+-- script: fn is script code (a strategy's or agent's): the watchdog times
+-- the task's resumes and may interrupt it (chorus.script_env).
 function M.spawn_with(opts, fn, ...)
   return spawn_native(opts, fn, ...)
 end
@@ -126,15 +128,16 @@ function Cond:has_waiters()
   return #self.waiters > 0
 end
 
--- run_limited(fns, limit) runs the functions as child tasks, at most limit
+-- run_limited(fns, limit [, spawn_opts]) runs the functions as child tasks
+-- (spawned with spawn_opts, e.g. {script = true}), at most limit
 -- at a time, and returns the array of their tasks once all are done (or
 -- nil, reason if the caller is cancelled: the children are cancelled too).
-function M.run_limited(fns, limit)
+function M.run_limited(fns, limit, spawn_opts)
   local tasks, running, next_i = {}, {}, 1
   limit = limit or #fns
   while next_i <= #fns or #running > 0 do
     while next_i <= #fns and #running < limit do
-      local t = M.spawn(fns[next_i])
+      local t = spawn_native(spawn_opts, fns[next_i])
       tasks[next_i], running[#running + 1] = t, t
       next_i = next_i + 1
     end

@@ -6,7 +6,10 @@
 --   server.start(opts) -> srv | nil, err
 --     opts: host, port, reuseport, db (URL), redis (URL), scripts (dirs),
 --     no_auth, admin_key (memory mode: a key accepted as admin of tenant
---     "default"), concurrency, lease_ms, max_body_bytes, callback_secret
+--     "default"), concurrency, lease_ms, max_body_bytes, callback_secret,
+--     max_inflight (memory: executions running at most), max_pending
+--     (PostgreSQL: the backlog past which submits get 429),
+--     max_client_connections (per client address), sandbox
 --   srv.port; srv:stop({grace_ms}) (graceful: stop accepting, let
 --   executions reach a durable point, hand the rest to other nodes)
 local api = require "chorus.api"
@@ -37,22 +40,32 @@ end
 function M.start(opts)
   local d, err = open_store(opts)
   if not d then return nil, err end
-  local engine, eerr = engine_mod.new({ scripts = opts.scripts, store = d.store, watch = opts.watch ~= false })
-  if not engine then return nil, eerr end
+  local engine, eerr, ecode = engine_mod.new({ scripts = opts.scripts, store = d.store, watch = opts.watch ~= false,
+    sandbox = opts.sandbox })
+  if not engine then
+    if d.pool then d.pool:close() end
+    return nil, eerr, ecode
+  end
   local node_id = ("%s:%d:%s"):format(native.hostname(), native.pid(), native.random_hex(4))
   local svc = { engine = engine, store = d.store, pool = d.pool, node_id = node_id }
 
   if d.pool then
     svc.runner = require("chorus.node").new({ engine = engine, pool = d.pool, node_id = node_id,
-      concurrency = opts.concurrency, lease_ms = opts.lease_ms }):run({ url = opts.db })
+      concurrency = opts.concurrency, lease_ms = opts.lease_ms, max_pending = opts.max_pending }):run({ url = opts.db })
     svc.deliverer = require("chorus.callbacks").deliverer(d.pool, { secret = opts.callback_secret }):run()
   else
-    svc.runner = require("chorus.runner").new({ engine = engine })
+    -- In memory the process delivers webhooks itself (there is no outbox).
+    svc.deliverer = require("chorus.callbacks").local_deliverer({ secret = opts.callback_secret })
+    svc.runner = require("chorus.runner").new({ engine = engine, max_inflight = opts.max_inflight,
+      on_end = function(exec) svc.deliverer:enqueue(exec) end })
   end
 
   if opts.redis then
     svc.bridge = require("chorus.events.redis_bridge").new({ url = opts.redis })
   end
+  -- The step cache and rate limits are the cluster's (one Redis) or, with
+  -- none, this process's.
+  require("chorus.cluster").configure({ redis_url = opts.redis })
   svc.hub = hub_mod.new({ bus = engine.bus, node_id = node_id, bridge = svc.bridge })
   if svc.bridge then svc.bridge:start(svc.hub) end
 
@@ -106,7 +119,8 @@ function M.start(opts)
   local app = api.new(svc)
   self.app = app
   local srv, lerr = http.listen({ host = opts.host or "127.0.0.1", port = opts.port or 8080,
-    reuseport = opts.reuseport, max_body_bytes = opts.max_body_bytes }, function(req)
+    reuseport = opts.reuseport, max_body_bytes = opts.max_body_bytes,
+    max_client_connections = opts.max_client_connections }, function(req)
     if req.is_websocket or req.path:sub(1, 4) == "/ws/" then
       local s, h, b = ws.handle(svc, req)
       if s then requests:inc(1, req.method, s) end
@@ -123,6 +137,9 @@ function M.start(opts)
   self.http, self.port = srv, srv.port
   log.info("serve: listening on %s:%d (%s store%s%s)", opts.host or "127.0.0.1", srv.port,
     d.pool and "postgres" or "memory", svc.bridge and ", redis events" or "", opts.no_auth and ", NO AUTH" or "")
+  local shown = opts.host or "127.0.0.1"
+  if shown == "0.0.0.0" or shown == "::" then shown = native.hostname() end
+  log.info("serve: admin page at http://%s:%d/admin/", shown:find(":", 1, true) and ("[" .. shown .. "]") or shown, srv.port)
   return self
 end
 
@@ -133,7 +150,7 @@ function Server:stop(opts)
   local grace = opts and opts.grace_ms or 10000
   local svc = self.svc
   if self.http then self.http:close({ grace_ms = math.min(grace, 5000) }) end
-  if svc.deliverer then svc.deliverer:stop() end
+  if svc.deliverer and svc.pool then svc.deliverer:stop() end -- the outbox keeps the rest
   if svc.runner then
     if svc.runner.stop then
       svc.runner:stop({ grace_ms = grace })
@@ -147,6 +164,10 @@ function Server:stop(opts)
       end
       while live() and sched.now() < deadline do sched.sleep(20) end
       svc.runner:close()
+      -- Webhooks of what ended: the time left of the grace, then dropped
+      -- (and logged as such).
+      svc.deliverer:wait(math.max(0, deadline - sched.now()))
+      svc.deliverer:stop()
     end
   end
   if svc.bridge then

@@ -3,8 +3,11 @@
 -- Execution: pending -> running -> completed | failed | cancelled, with
 -- running <-> paused, and running -> compensation -> failed. Pausing a
 -- pending execution makes it paused at once; it runs when resumed.
--- Step run: pending -> running -> completed | failed, pending -> skipped,
--- pending -> paused (awaiting approval) -> running | failed | skipped.
+-- Step run: pending -> running -> completed | failed | cancelled,
+-- pending -> skipped, pending -> paused (awaiting approval) -> running |
+-- failed | skipped | cancelled. "cancelled": stopped by its execution
+-- (cancel, a sibling's abort, the execution's deadline) while it ran or
+-- waited for approval; "skipped": it never started.
 local M = {}
 
 M.execution = {
@@ -17,9 +20,9 @@ M.execution = {
 
 M.step = {
   pending = { running = true, skipped = true, paused = true, failed = true },
-  paused = { running = true, failed = true, skipped = true },
-  running = { completed = true, failed = true },
-  completed = {}, failed = {}, skipped = {},
+  paused = { running = true, failed = true, skipped = true, cancelled = true },
+  running = { completed = true, failed = true, cancelled = true },
+  completed = {}, failed = {}, skipped = {}, cancelled = {},
 }
 
 M.terminal = { completed = true, failed = true, cancelled = true, skipped = true }

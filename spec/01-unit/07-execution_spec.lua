@@ -113,7 +113,7 @@ describe("execution", function()
     }), {}, { during = function(e) sched.sleep(10) assert.is_true(e:cancel()) end })
     assert.is_true(sched.now() - t0 < 200)
     assert.equal("cancelled", exec.status)
-    assert.equal("failed", exec:run_of("a").status)
+    assert.equal("cancelled", exec:run_of("a").status) -- stopped, not failed
     assert.equal("cancelled", exec:run_of("a").error)
     assert.equal("skipped", exec:run_of("c").status)
   end)
@@ -122,7 +122,26 @@ describe("execution", function()
     local exec = h.run(h.flat("sequential", { { id = "a", agent = "echo", approval = true } }), {},
       { during = function(e) sched.sleep(5) e:cancel() end })
     assert.equal("cancelled", exec.status)
-    assert.equal("skipped", exec:run_of("a").status)
+    assert.equal("cancelled", exec:run_of("a").status) -- it had started: waiting for approval
+  end)
+
+  it("a step whose agent ignores the cancel and answers anyway is recorded cancelled, its answer dropped", function()
+    local dir = h.tmpdir()
+    h.write(dir .. "/agents/stubborn.lua", [[
+      local native = require "chorus.native"
+      return { name = "stubborn", call = function()
+        local t0 = native.now()
+        while native.now() - t0 < 40 do require("chorus.sched").sleep(5) end -- ignores "cancelled"
+        return { late = true }
+      end }]])
+    local exec = h.run(h.flat("parallel", {
+      { id = "s", agent = "stubborn" },
+      { id = "d", agent = "delay", params = { ms = 5000 } },
+    }), {}, { engine = h.engine({ scripts = { dir } }), during = function(e) sched.sleep(10) e:cancel() end })
+    assert.equal("cancelled", exec.status)
+    assert.equal("cancelled", exec:run_of("s").status)
+    assert.is_nil(exec:run_of("s").output)
+    assert.equal("cancelled", exec:run_of("d").status)
   end)
 
   it("runs compensations of completed steps in reverse order when it aborts", function()

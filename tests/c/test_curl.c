@@ -1,7 +1,10 @@
 /* test_curl.c - unit tests of the HTTP client engine (rt_curl.c) against a
  * small HTTP/1.1 server on the same loop: methods, bodies, headers,
  * connection reuse, concurrency, refused ports, timeouts, aborts, size
- * limits, bad options, and that every handle is closed at the end. */
+ * limits, bad options, streamed responses (events in order, pieces as they
+ * come, the pause when the reader lags, abort and timeout mid-stream,
+ * limits, redirects, release from a callback and at close), and that
+ * every handle is closed at the end. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +32,7 @@ typedef struct conn {
     size_t len, cap;
     int hang;         /* a /hang request is waiting, forever */
     int waiting;      /* an answer is delayed: parse nothing more */
+    int drip;         /* /drip chunks sent so far */
     int handles;      /* handles not yet closed; free at 0 */
     struct conn *prev, *next;
 } conn_t;
@@ -130,6 +134,30 @@ static void delay_cb(uv_timer_t *t)
     respond(c, 200, "", "late", 4, 0);
 }
 
+static char *dup_str(const char *s)
+{
+    size_t n = strlen(s);
+    char *p = malloc(n + 1);
+    if (p != NULL)
+        memcpy(p, s, n + 1);
+    return p;
+}
+
+/* /drip: five chunks "d1;".."d5;" 10 ms apart, then the last chunk. */
+static void drip_cb(uv_timer_t *t)
+{
+    conn_t *c = t->data;
+    char buf[32];
+    if (c->drip == 5) {
+        c->waiting = 0;
+        send_bytes(c, dup_str("0\r\n\r\n"), 5);
+        return;
+    }
+    snprintf(buf, sizeof(buf), "3\r\nd%d;\r\n", ++c->drip);
+    send_bytes(c, dup_str(buf), strlen(buf));
+    (void)uv_timer_start(&c->timer, drip_cb, 10, 0);
+}
+
 /* The value of header name in the head (len bytes), or NULL. */
 static const char *find_header(const char *head, size_t len, const char *name,
                                size_t *vlen)
@@ -197,6 +225,29 @@ static int handle(conn_t *c, const char *head, size_t hlen, const char *body,
         c->hang = 1;
         c->waiting = 1;
         srv_hang_seen++;
+    } else if (strcmp(path, "/drip") == 0) {
+        c->waiting = 1;
+        c->drip = 0;
+        const char *h = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                        "Transfer-Encoding: chunked\r\n\r\n";
+        send_bytes(c, dup_str(h), strlen(h));
+        (void)uv_timer_start(&c->timer, drip_cb, 10, 0);
+    } else if (strcmp(path, "/drip-hang") == 0) { /* a head, a piece, then
+                                                   * nothing, forever */
+        const char *h = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                        "\r\n6\r\nfirst;\r\n";
+        c->hang = 1;
+        c->waiting = 1;
+        srv_hang_seen++;
+        send_bytes(c, dup_str(h), strlen(h));
+    } else if (strcmp(path, "/huge") == 0) { /* 2 MiB */
+        size_t n = 2 * 1024 * 1024;
+        char *big = malloc(n);
+        if (big == NULL)
+            return 0;
+        memset(big, 'h', n);
+        respond(c, 200, "", big, n, head_only);
+        free(big);
     } else if (strcmp(path, "/big") == 0) {
         char *big = malloc(100000);
         if (big == NULL)
@@ -829,21 +880,305 @@ static void test_broken(void)
     result_clear(&r);
 }
 
+/* ---- streamed responses -------------------------------------------------- */
+
+typedef struct {
+    rt_curl_req_t *req;
+    int heads, datas, ends, bad_order;
+    long status;
+    char *ctype;          /* the content-type header at HEAD */
+    char *body;           /* what was consumed, in order */
+    size_t len, cap;
+    int consume;          /* consume on DATA (else leave it buffered) */
+    size_t peak;          /* most bytes ever buffered */
+    char *error, *message;
+    int release_on;       /* release the request inside this event */
+    uint64_t head_at, end_at;
+} sres_t;
+
+static void sres_take(sres_t *r)
+{
+    size_t n;
+    const char *p = rt_curl_body(r->req, &n);
+    if (n > r->peak)
+        r->peak = n;
+    if (!r->consume || n == 0)
+        return;
+    while (r->len + n + 1 > r->cap) {
+        r->cap = r->cap ? r->cap * 2 : 4096;
+        r->body = realloc(r->body, r->cap);
+        CHECK(r->body != NULL);
+    }
+    memcpy(r->body + r->len, p, n);
+    r->len += n;
+    r->body[r->len] = '\0';
+    rt_curl_consume(r->req, n);
+}
+
+static void stream_cb(rt_curl_req_t *req, rt_curl_event_t ev, void *data)
+{
+    sres_t *r = data;
+    rt_curl_header_t h;
+    const char *err, *msg;
+    size_t i;
+    CHECK(req == r->req);
+    callbacks++;
+    if (r->ends > 0)
+        r->bad_order++; /* nothing after END */
+    if (ev == RT_CURL_EV_HEAD) {
+        if (r->heads++ > 0 || r->datas > 0)
+            r->bad_order++;
+        r->head_at = uv_now(&loop);
+        r->status = rt_curl_status(req);
+        for (i = 0; i < rt_curl_header_count(req); i++) {
+            CHECK(rt_curl_header(req, i, &h) == 0);
+            if (h.name_len == 12 &&
+                strncasecmp(h.name, "content-type", 12) == 0)
+                r->ctype = dup_n(h.value, h.value_len);
+        }
+        CHECK(rt_curl_header(req, i, &h) == RT_CURL_EINVAL);
+    } else if (ev == RT_CURL_EV_DATA) {
+        if (r->heads != 1)
+            r->bad_order++;
+        r->datas++;
+        sres_take(r);
+    } else {
+        r->ends++;
+        r->end_at = uv_now(&loop);
+        CHECK(rt_curl_ended(req, &err, &msg) == 1);
+        r->error = err ? dup_n(err, strlen(err)) : NULL;
+        r->message = dup_n(msg, strlen(msg));
+        sres_take(r);
+    }
+    if (r->release_on == (int)ev) {
+        rt_curl_abort(req);
+        r->req = NULL;
+    }
+}
+
+static void sres_clear(sres_t *r)
+{
+    if (r->req != NULL)
+        rt_curl_abort(r->req);
+    free(r->ctype);
+    free(r->body);
+    free(r->error);
+    free(r->message);
+    memset(r, 0, sizeof(*r));
+}
+
+static int sopen(const char *path, rt_curl_opts_t *o, size_t buffer,
+                 sres_t *r)
+{
+    static char url[128];
+    const char *err = NULL;
+    snprintf(url, sizeof(url), "%s%s", base, path);
+    o->url = url;
+    r->consume = 1;
+    return rt_curl_open(eng, o, buffer, stream_cb, r, &r->req, &err);
+}
+
+static void test_stream_pieces(void)
+{
+    rt_curl_opts_t o = {0};
+    sres_t r = {0};
+    const char *err, *msg;
+    o.max_redirects = -1;
+    CHECK(sopen("/drip", &o, 0, &r) == 0);
+    CHECK(r.req != NULL && rt_curl_status(r.req) == 0);
+    CHECK(rt_curl_ended(r.req, &err, &msg) == 0);
+    CHECK(run_until(&r.ends, 1, 5000));
+    CHECK(r.bad_order == 0 && r.heads == 1 && r.status == 200);
+    CHECK(r.ctype && strcmp(r.ctype, "text/plain") == 0);
+    /* Five pieces 10 ms apart come as they are sent, not at the end
+     * (a loaded machine may read two at once). */
+    CHECK(r.datas >= 2);
+    CHECK(r.body && strcmp(r.body, "d1;d2;d3;d4;d5;") == 0);
+    CHECK(r.error == NULL && strcmp(r.message, "") == 0);
+    CHECK(r.end_at - r.head_at >= 40);
+    CHECK(rt_curl_active(eng) == 0);
+    sres_clear(&r);
+
+    /* A HEAD: the head, then the end, no data. */
+    memset(&o, 0, sizeof(o));
+    o.method = "HEAD";
+    o.max_redirects = -1;
+    CHECK(sopen("/hello", &o, 0, &r) == 0);
+    CHECK(run_until(&r.ends, 1, 5000));
+    CHECK(r.bad_order == 0 && r.heads == 1 && r.datas == 0);
+    CHECK(r.status == 200 && r.error == NULL && r.len == 0);
+    sres_clear(&r);
+
+    /* A redirect followed: one head, the final one. */
+    memset(&o, 0, sizeof(o));
+    o.follow_redirects = 1;
+    o.max_redirects = -1;
+    CHECK(sopen("/redirect", &o, 0, &r) == 0);
+    CHECK(run_until(&r.ends, 1, 5000));
+    CHECK(r.bad_order == 0 && r.heads == 1 && r.status == 200);
+    CHECK(r.body && strcmp(r.body, "hello") == 0);
+    sres_clear(&r);
+
+    /* Not followed: the 302 is the head. */
+    o.follow_redirects = 0;
+    CHECK(sopen("/redirect", &o, 0, &r) == 0);
+    CHECK(run_until(&r.ends, 1, 5000));
+    CHECK(r.heads == 1 && r.status == 302 && r.error == NULL);
+    sres_clear(&r);
+}
+
+/* The reader lags: the transfer pauses at buffer_bytes and resumes as the
+ * reader consumes; nothing is lost. */
+static void test_stream_pause(void)
+{
+    rt_curl_opts_t o = {0};
+    sres_t r = {0};
+    size_t i;
+    int ok = 1;
+    o.max_redirects = -1;
+    CHECK(sopen("/huge", &o, 16 * 1024, &r) == 0);
+    r.consume = 0;
+    CHECK(run_until(&r.heads, 1, 5000));
+    run_for(100);
+    /* Paused: at most the limit plus what curl had in hand. */
+    CHECK(r.ends == 0);
+    CHECK(r.peak >= 16 * 1024 && r.peak <= 16 * 1024 + 64 * 1024);
+    fprintf(stderr, "paused with %zu bytes buffered\n", r.peak);
+    r.consume = 1;
+    sres_take(&r); /* resumes the transfer */
+    CHECK(run_until(&r.ends, 1, 5000));
+    CHECK(r.bad_order == 0 && r.error == NULL);
+    CHECK(r.len == 2 * 1024 * 1024);
+    for (i = 0; i < r.len; i++)
+        ok &= r.body[i] == 'h';
+    CHECK(ok);
+    CHECK(r.peak <= 16 * 1024 + 64 * 1024);
+    sres_clear(&r);
+}
+
+static void test_stream_abort_and_timeout(void)
+{
+    rt_curl_opts_t o = {0};
+    sres_t r = {0};
+    int closed = srv_hang_closed, before;
+    uint64_t t0;
+
+    /* Released inside its first DATA event: the connection is closed and
+     * nothing more is delivered. */
+    o.max_redirects = -1;
+    CHECK(sopen("/drip-hang", &o, 0, &r) == 0);
+    r.release_on = RT_CURL_EV_DATA;
+    CHECK(run_until(&r.datas, 1, 5000));
+    CHECK(r.req == NULL && r.body && strcmp(r.body, "first;") == 0);
+    CHECK(run_until(&srv_hang_closed, closed + 1, 1000));
+    before = callbacks;
+    run_for(20);
+    CHECK(callbacks == before && r.ends == 0);
+    CHECK(rt_curl_active(eng) == 0);
+    sres_clear(&r);
+
+    /* Released from outside while waiting for more. */
+    closed = srv_hang_closed;
+    CHECK(sopen("/drip-hang", &o, 0, &r) == 0);
+    CHECK(run_until(&r.datas, 1, 5000));
+    rt_curl_abort(r.req);
+    r.req = NULL;
+    CHECK(run_until(&srv_hang_closed, closed + 1, 1000));
+    sres_clear(&r);
+
+    /* The timeout fires mid-stream: END says so after the piece. */
+    closed = srv_hang_closed;
+    o.timeout_ms = 100;
+    uv_update_time(&loop);
+    t0 = uv_now(&loop);
+    CHECK(sopen("/drip-hang", &o, 0, &r) == 0);
+    CHECK(run_until(&r.ends, 1, 5000));
+    CHECK(r.bad_order == 0 && r.heads == 1 && r.datas == 1);
+    CHECK(r.error && strcmp(r.error, "timeout") == 0);
+    CHECK(r.end_at - t0 >= 95);
+    CHECK(r.body && strcmp(r.body, "first;") == 0);
+    CHECK(run_until(&srv_hang_closed, closed + 1, 1000));
+    sres_clear(&r);
+}
+
+static void test_stream_failures(void)
+{
+    rt_curl_opts_t o = {0};
+    sres_t r = {0};
+    char url[128];
+
+    /* Too large, found out while reading: END after the head. */
+    o.max_redirects = -1;
+    o.max_body = 1000;
+    CHECK(sopen("/bigchunked", &o, 0, &r) == 0);
+    CHECK(run_until(&r.ends, 1, 5000));
+    CHECK(r.heads == 1 && r.error && strcmp(r.error, "too large") == 0);
+    CHECK(strstr(r.message, "1000") != NULL);
+    CHECK(r.len <= 1000);
+    sres_clear(&r);
+
+    /* Before any head: END alone. */
+    memset(&o, 0, sizeof(o));
+    o.max_redirects = -1;
+    o.url = "http://127.0.0.1:1/";
+    r.consume = 1;
+    CHECK(rt_curl_open(eng, &o, 0, stream_cb, &r, &r.req, NULL) == 0);
+    CHECK(run_until(&r.ends, 1, 5000));
+    CHECK(r.heads == 0 && r.datas == 0);
+    CHECK(r.error && strcmp(r.error, "connection refused") == 0);
+    CHECK(rt_curl_status(r.req) == 0);
+    sres_clear(&r);
+
+    /* TLS to a plain HTTP port. */
+    snprintf(url, sizeof(url), "https%s/hello", base + 4);
+    o.url = url;
+    CHECK(rt_curl_open(eng, &o, 0, stream_cb, &r, &r.req, NULL) == 0);
+    CHECK(run_until(&r.ends, 1, 5000));
+    CHECK(r.heads == 0 && r.error && strcmp(r.error, "tls error") == 0);
+    sres_clear(&r);
+
+    /* Released inside END. */
+    r.release_on = RT_CURL_EV_END;
+    CHECK(rt_curl_open(eng, &o, 0, stream_cb, &r, &r.req, NULL) == 0);
+    CHECK(run_until(&r.ends, 1, 5000));
+    CHECK(r.req == NULL);
+    sres_clear(&r);
+
+    /* Bad options: no request, no callback. */
+    o.method = "GE T";
+    CHECK(rt_curl_open(eng, &o, 0, stream_cb, &r, &r.req, NULL) ==
+          RT_CURL_EINVAL);
+    CHECK(r.req == NULL);
+}
+
 /* Closing the engine with requests in flight calls no callback. */
 static void test_close_pending(void)
 {
     char url[128];
     rt_curl_opts_t o = opts_for("/hang", url, sizeof(url));
     result_t r1 = {0}, r2 = {0};
-    int seen = srv_hang_seen, before = callbacks;
+    sres_t s1 = {0}, s2 = {0};
+    rt_curl_opts_t so = {0};
+    int seen = srv_hang_seen, before;
+    /* Streams too: one ended and not released, one running. */
+    so.max_redirects = -1;
+    CHECK(sopen("/hello", &so, 0, &s1) == 0);
+    CHECK(run_until(&s1.ends, 1, 5000));
+    CHECK(sopen("/drip-hang", &so, 0, &s2) == 0);
+    CHECK(run_until(&s2.datas, 1, 5000));
+    seen = srv_hang_seen;
+    before = callbacks;
     CHECK(rt_curl_start(eng, &o, done_cb, &r1, NULL, NULL) == 0);
     o = opts_for("/delay", url, sizeof(url));
     CHECK(rt_curl_start(eng, &o, done_cb, &r2, NULL, NULL) == 0);
     CHECK(run_until(&srv_hang_seen, seen + 1, 2000));
-    rt_curl_close(eng);
+    rt_curl_close(eng); /* frees the streams' requests too */
     eng = NULL;
+    s1.req = s2.req = NULL;
     run_for(30);
     CHECK(callbacks == before && r1.called == 0 && r2.called == 0);
+    sres_clear(&s1);
+    sres_clear(&s2);
 }
 
 int main(void)
@@ -870,6 +1205,10 @@ int main(void)
     test_status();
     test_invalid();
     test_broken();
+    test_stream_pieces();
+    test_stream_pause();
+    test_stream_abort_and_timeout();
+    test_stream_failures();
     test_close_pending();
 
     /* Nothing left open: every handle closes and the loop closes. */

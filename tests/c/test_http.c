@@ -2,7 +2,9 @@
  * requests answered now and later, 404 from the callback, 413, 431, 400,
  * keep-alive, unanswered requests, clients that leave while an answer is
  * pending, WebSocket echo, push and the slow-consumer limit, the connection
- * limit, graceful and hard close, and nothing left open at the end.
+ * limit, graceful and hard close, streamed responses (chunked pieces, a
+ * slow client held back, a client that leaves mid-stream, a cut stream,
+ * a stream cut by the server's close), and nothing left open at the end.
  *
  * The server runs on the main thread's loop; a client thread speaks raw
  * HTTP/1.1 and WebSocket over blocking sockets and tells the loop when it
@@ -40,6 +42,15 @@ static atomic_int respond_late_rc = 1; /* rc of answering a gone client */
 static atomic_int ws_messages, ws_closed_events;
 static atomic_int flood_sent, flood_rc, flood_closed;
 static atomic_int hard_late_rc = 1;
+/* Streamed responses. */
+static atomic_int stream_big_waits;    /* writes that had to wait */
+static atomic_long stream_big_peak;    /* most bytes ever queued */
+static atomic_int stream_gone_closed;  /* CLOSED events of /stream-gone */
+static atomic_int stream_gone_rc = 1;  /* the write after CLOSED */
+static atomic_int stream_cut_closed;   /* CLOSED events on srv_scut */
+static rt_http_server_t *srv_scut;     /* cuts its stream when closing */
+static int port_scut;
+static atomic_int closed_scut;
 
 /* ---- loop side: deferred answers ---------------------------------------- */
 
@@ -181,6 +192,123 @@ static void flood_tick(uv_timer_t *t)
     uv_close((uv_handle_t *)&f->timer, flood_closed_cb);
 }
 
+/* ---- loop side: streamed responses -------------------------------------- */
+
+#define BIG_TOTAL (4 * 1024 * 1024)
+#define BIG_PIECE (64 * 1024)
+#define BIG_LIMIT (256 * 1024) /* what the writer lets pile up */
+
+typedef enum { S_PIECES, S_BIG, S_GONE, S_SCUT } strm_mode_t;
+
+typedef struct {
+    uv_timer_t timer;
+    rt_http_req_t *req;
+    strm_mode_t mode;
+    int step;
+    size_t written;
+    int waiting; /* S_BIG: for WRITABLE */
+    int ended;
+} strm_t;
+
+static void strm_release(strm_t *st)
+{
+    uv_timer_stop(&st->timer);
+    rt_http_req_release(st->req);
+    uv_close((uv_handle_t *)&st->timer, free_handle_data);
+}
+
+/* S_BIG: writes 64 KiB pieces until 256 KiB are queued, then waits for
+ * the socket; ends at 4 MiB. */
+static void strm_big_fill(strm_t *st)
+{
+    static char piece[BIG_PIECE];
+    size_t q;
+    memset(piece, 'z', sizeof(piece));
+    while (st->written < BIG_TOTAL) {
+        q = rt_http_stream_queued(st->req);
+        if ((long)q > atomic_load(&stream_big_peak))
+            atomic_store(&stream_big_peak, (long)q);
+        if (q >= BIG_LIMIT) {
+            if (!st->waiting)
+                atomic_fetch_add(&stream_big_waits, 1);
+            st->waiting = 1;
+            return;
+        }
+        st->waiting = 0;
+        CHECK(rt_http_stream_write(st->req, piece, sizeof(piece)) == 0);
+        st->written += sizeof(piece);
+    }
+    CHECK(rt_http_stream_end(st->req, 1) == 0);
+    st->ended = 1;
+    strm_release(st);
+}
+
+static void strm_cb(rt_http_req_t *req, rt_http_stream_event_t ev, void *ud)
+{
+    strm_t *st = ud;
+    CHECK(req == st->req);
+    CHECK(!st->ended);
+    if (ev == RT_HTTP_STREAM_CLOSED) {
+        if (st->mode == S_GONE) {
+            atomic_fetch_add(&stream_gone_closed, 1);
+            atomic_store(&stream_gone_rc,
+                         rt_http_stream_write(req, "late", 4));
+        } else if (st->mode == S_SCUT) {
+            atomic_fetch_add(&stream_cut_closed, 1);
+        } else {
+            CHECK(0 && "unexpected CLOSED");
+        }
+        st->ended = 1;
+        strm_release(st);
+        return;
+    }
+    if (st->mode == S_BIG)
+        strm_big_fill(st);
+}
+
+static void strm_tick(uv_timer_t *t)
+{
+    strm_t *st = t->data;
+    char piece[32];
+    if (st->mode == S_PIECES) {
+        if (st->step == 3) {
+            CHECK(rt_http_stream_end(st->req, 1) == 0);
+            CHECK(rt_http_stream_end(st->req, 1) == RT_HTTP_ECLOSED);
+            CHECK(rt_http_stream_write(st->req, "x", 1) == RT_HTTP_ECLOSED);
+            st->ended = 1;
+            strm_release(st);
+            return;
+        }
+        snprintf(piece, sizeof(piece), "piece%d;", ++st->step);
+        CHECK(rt_http_stream_write(st->req, piece, strlen(piece)) == 0);
+    } else if (st->mode == S_GONE) {
+        /* Keeps writing until the engine says the client is gone. */
+        CHECK(rt_http_stream_write(st->req, "tick;", 5) == 0);
+    }
+}
+
+static strm_t *strm_start(rt_http_req_t *req, strm_mode_t mode, int status,
+                          uint64_t every_ms)
+{
+    rt_http_header_t ct = {"Content-Type", 12, "text/event-stream", 17};
+    strm_t *st = calloc(1, sizeof(*st));
+    CHECK(st != NULL);
+    st->req = req;
+    st->mode = mode;
+    CHECK(uv_timer_init(&loop, &st->timer) == 0);
+    st->timer.data = st;
+    CHECK(rt_http_stream_write(req, "x", 1) == RT_HTTP_EINVAL);
+    CHECK(rt_http_req_stream(req, status, &ct, 1, strm_cb, st, NULL) == 0);
+    CHECK(rt_http_req_stream(req, status, &ct, 1, strm_cb, st, NULL) ==
+          RT_HTTP_EANSWERED);
+    CHECK(rt_http_req_respond(req, 200, NULL, 0, "", 0, NULL) ==
+          RT_HTTP_EANSWERED);
+    if (every_ms > 0)
+        CHECK(uv_timer_start(&st->timer, strm_tick, every_ms, every_ms) ==
+              0);
+    return st;
+}
+
 /* ---- loop side: the request callbacks ----------------------------------- */
 
 static void on_closed(rt_http_server_t *srv, void *data);
@@ -294,6 +422,37 @@ static void on_main(rt_http_server_t *srv, rt_http_req_t *req, void *data)
         CHECK(rt_http_req_websocket(req, echo_ws_cb, NULL, &rc) == NULL);
         CHECK(rc == RT_HTTP_EINVAL);
         respond_text(req, 400, "not a websocket");
+    } else if (path_is(&info, "/stream")) {
+        (void)strm_start(req, S_PIECES, 200, 10);
+    } else if (path_is(&info, "/stream-head")) {
+        /* HEAD: complete with the head; nothing can be written. */
+        strm_t *st = strm_start(req, S_PIECES, 200, 0);
+        CHECK(rt_http_stream_write(req, "x", 1) == RT_HTTP_ECLOSED);
+        CHECK(rt_http_stream_end(req, 1) == RT_HTTP_ECLOSED);
+        strm_release(st);
+    } else if (path_is(&info, "/stream-404")) { /* no chunking: until EOF */
+        (void)strm_start(req, S_PIECES, 404, 5);
+    } else if (path_is(&info, "/stream-big")) {
+        strm_big_fill(strm_start(req, S_BIG, 200, 0));
+    } else if (path_is(&info, "/stream-gone")) {
+        (void)strm_start(req, S_GONE, 200, 5);
+    } else if (path_is(&info, "/stream-cut")) {
+        /* Two pieces, then cut: released without an end, as a handler
+         * that failed. */
+        rt_http_header_t ct = {"content-type", 12, "text/plain", 10};
+        CHECK(rt_http_req_stream(req, 200, &ct, 1, NULL, NULL, NULL) == 0);
+        CHECK(rt_http_stream_write(req, "one;", 4) == 0);
+        CHECK(rt_http_stream_write(req, "two;", 4) == 0);
+        CHECK(rt_http_stream_queued(req) >= 4);
+        rt_http_req_release(req);
+    } else if (path_is(&info, "/stream-bad")) {
+        rt_http_header_t bad = {"x-bad", 5, "a\r\nb", 4};
+        CHECK(rt_http_req_stream(req, 200, &bad, 1, NULL, NULL, &err) ==
+              RT_HTTP_EINVAL);
+        CHECK(err != NULL);
+        CHECK(rt_http_req_stream(req, 700, NULL, 0, NULL, NULL, NULL) ==
+              RT_HTTP_EINVAL);
+        respond_text(req, 400, "bad stream");
     } else if (path_is(&info, "/close-server")) {
         /* Graceful close while this very request is still pending. */
         rt_http_server_close(srv_main, 5000, on_closed, &closed_main);
@@ -318,6 +477,17 @@ static void on_hard(rt_http_server_t *srv, rt_http_req_t *req, void *data)
     (void)data;
     hard_held = req;
     rt_http_server_close(srv, 100, on_closed, &closed_hard);
+}
+
+/* srv_scut streams forever and closes itself with 100 ms of grace: the
+ * hard stop cuts the stream and tells its owner. */
+static void on_scut(rt_http_server_t *srv, rt_http_req_t *req, void *data)
+{
+    strm_t *st;
+    (void)data;
+    st = strm_start(req, S_SCUT, 200, 0);
+    CHECK(rt_http_stream_write(st->req, "before;", 7) == 0);
+    rt_http_server_close(srv, 100, on_closed, &closed_scut);
 }
 
 static rt_http_stats_t main_stats; /* srv_main's counters when closed */
@@ -545,6 +715,73 @@ static int c_sees_eof(conn_t *c)
     while ((n = c_fill(c)) > 0)
         ;
     return n == 0;
+}
+
+/* Reads a chunked body into *out (NUL-terminated, caller frees). Returns
+ * 1 when it ended with the last chunk, 0 when the connection closed or
+ * the chunk framing broke first (a cut stream). */
+static int c_read_chunked(conn_t *c, char **out, size_t *out_len)
+{
+    size_t len = 0, cap = 1024;
+    char *body = malloc(cap);
+    int complete = 0;
+    CHECK(body != NULL);
+    for (;;) {
+        char *eol, *end;
+        unsigned long n;
+        size_t hl;
+        while ((eol = c->buf ? strstr(c->buf, "\r\n") : NULL) == NULL)
+            if (c_fill(c) <= 0)
+                goto out;
+        n = strtoul(c->buf, &end, 16);
+        if (end == c->buf || end != eol)
+            goto out; /* not a chunk size line: broken */
+        hl = (size_t)(eol - c->buf) + 2; /* c_fill moves the buffer */
+        while (c->len < hl + n + 2)
+            if (c_fill(c) <= 0)
+                goto out;
+        c_consume(c, hl);
+        if (memcmp(c->buf + n, "\r\n", 2) != 0)
+            goto out;
+        if (n == 0) {
+            complete = 1;
+            c_consume(c, 2);
+            goto out;
+        }
+        while (len + n + 1 > cap)
+            cap *= 2;
+        body = realloc(body, cap);
+        CHECK(body != NULL);
+        memcpy(body + len, c->buf, n);
+        len += n;
+        c_consume(c, n + 2);
+    }
+out:
+    body[len] = '\0';
+    *out = body;
+    *out_len = len;
+    return complete;
+}
+
+/* Sends a GET and reads the head of the answer into r (no body). */
+static int c_get_head(conn_t *c, const char *path, resp_t *r)
+{
+    char req[256];
+    char *end;
+    size_t hlen;
+    snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
+    memset(r, 0, sizeof(*r));
+    if (c_sends(c, req) != 0)
+        return -1;
+    while ((end = c->buf ? strstr(c->buf, "\r\n\r\n") : NULL) == NULL)
+        if (c_fill(c) <= 0)
+            return -1;
+    hlen = (size_t)(end - c->buf) + 4;
+    r->head = strndup(c->buf, hlen);
+    CHECK(r->head != NULL);
+    r->status = atoi(r->head + 9);
+    c_consume(c, hlen);
+    return 0;
 }
 
 /* ---- client side: WebSocket framing ------------------------------------- */
@@ -844,6 +1081,138 @@ static void t_slow_consumer(void)
     c_close(&c);
 }
 
+static void t_stream(void)
+{
+    conn_t c;
+    resp_t r;
+    char *body;
+    size_t len, vlen;
+    const char *v;
+    double t0 = now_ms();
+
+    /* Pieces 10 ms apart, chunked, then the last chunk; the connection
+     * stays open for the next request. */
+    CHECK(c_open(&c, port_main) == 0);
+    CHECK(c_get_head(&c, "/stream", &r) == 0);
+    CHECK(r.status == 200);
+    v = head_value(r.head, "transfer-encoding", &vlen);
+    CHECK(v != NULL && vlen == 7 && memcmp(v, "chunked", 7) == 0);
+    v = head_value(r.head, "content-type", &vlen);
+    CHECK(v != NULL && vlen == 17);
+    resp_free(&r);
+    CHECK(c_read_chunked(&c, &body, &len) == 1);
+    CHECK(strcmp(body, "piece1;piece2;piece3;") == 0);
+    CHECK(now_ms() - t0 >= 30);
+    free(body);
+    CHECK(c_sends(&c, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+    CHECK(c_read_response(&c, &r, 0) == 0);
+    CHECK(r.status == 404);
+    resp_free(&r);
+    c_close(&c);
+
+    /* Not a 200: no chunking, the body ends with the connection. */
+    CHECK(roundtrip(port_main, "GET /stream-404 HTTP/1.1\r\nHost: x\r\n\r\n",
+                    &r) == 0);
+    CHECK(r.status == 404);
+    CHECK(strcmp(r.body, "piece1;piece2;piece3;") == 0);
+    resp_free(&r);
+
+    /* HEAD: the head only; what is written is dropped. */
+    CHECK(c_open(&c, port_main) == 0);
+    CHECK(c_sends(&c, "HEAD /stream-head HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+    CHECK(c_read_response(&c, &r, 1) == 0);
+    CHECK(r.status == 200 && r.body_len == 0);
+    resp_free(&r);
+    sleep_ms(60);
+    CHECK(c.len == 0);
+    c_close(&c);
+
+    /* Bad heads are refused before anything is sent. */
+    CHECK(roundtrip(port_main, "GET /stream-bad HTTP/1.1\r\nHost: x\r\n\r\n",
+                    &r) == 0);
+    CHECK(r.status == 400);
+    resp_free(&r);
+
+    /* Released without an end: the client sees a broken body. */
+    CHECK(c_open(&c, port_main) == 0);
+    CHECK(c_get_head(&c, "/stream-cut", &r) == 0);
+    CHECK(r.status == 200);
+    resp_free(&r);
+    CHECK(c_read_chunked(&c, &body, &len) == 0);
+    CHECK(strcmp(body, "one;two;") == 0);
+    free(body);
+    CHECK(c_sees_eof(&c));
+    c_close(&c);
+}
+
+static void t_stream_slow_client(void)
+{
+    conn_t c;
+    resp_t r;
+    char *body;
+    size_t len, i;
+    int ok = 1;
+    CHECK(c_open(&c, port_main) == 0);
+    CHECK(c_get_head(&c, "/stream-big", &r) == 0);
+    CHECK(r.status == 200);
+    resp_free(&r);
+    /* Not reading for a while: the kernel buffers fill and the writer
+     * has to wait for the socket. */
+    sleep_ms(300);
+    CHECK(atomic_load(&stream_big_waits) >= 1);
+    CHECK(c_read_chunked(&c, &body, &len) == 1);
+    CHECK(len == BIG_TOTAL);
+    for (i = 0; i < len; i++)
+        ok &= body[i] == 'z';
+    CHECK(ok);
+    free(body);
+    /* What piled up stayed within the writer's bound plus one piece. */
+    CHECK(atomic_load(&stream_big_peak) <= BIG_LIMIT + BIG_PIECE);
+    c_close(&c);
+}
+
+static void t_stream_client_gone(void)
+{
+    conn_t c;
+    resp_t r;
+    int i;
+    CHECK(c_open(&c, port_main) == 0);
+    CHECK(c_get_head(&c, "/stream-gone", &r) == 0);
+    CHECK(r.status == 200);
+    resp_free(&r);
+    sleep_ms(30);
+    /* Leave with unread bytes: the kernel resets, the next write fails. */
+    c_close(&c);
+    for (i = 0; i < 300 && atomic_load(&stream_gone_closed) == 0; i++)
+        sleep_ms(5);
+    CHECK(atomic_load(&stream_gone_closed) == 1);
+    CHECK(atomic_load(&stream_gone_rc) == RT_HTTP_ECLOSED);
+}
+
+static void t_stream_server_close(void)
+{
+    conn_t c;
+    resp_t r;
+    char *body;
+    size_t len;
+    int i;
+    double t0 = now_ms();
+    CHECK(c_open(&c, port_scut) == 0);
+    CHECK(c_get_head(&c, "/forever", &r) == 0);
+    CHECK(r.status == 200);
+    resp_free(&r);
+    /* The stream runs through the grace, then is cut. */
+    CHECK(c_read_chunked(&c, &body, &len) == 0);
+    CHECK(strcmp(body, "before;") == 0);
+    CHECK(now_ms() - t0 >= 90);
+    free(body);
+    c_close(&c);
+    for (i = 0; i < 200 && !atomic_load(&closed_scut); i++)
+        sleep_ms(5);
+    CHECK(atomic_load(&closed_scut) == 1);
+    CHECK(atomic_load(&stream_cut_closed) == 1);
+}
+
 static void t_max_connections(void)
 {
     conn_t a, b;
@@ -919,6 +1288,10 @@ static void *client_main(void *arg)
     t_unanswered_and_gone();
     t_websocket();
     t_slow_consumer();
+    t_stream();
+    t_stream_slow_client();
+    t_stream_client_gone();
+    t_stream_server_close();
     t_max_connections();
     t_hard_close();
     t_graceful_close();
@@ -1002,6 +1375,8 @@ int main(void)
     srv_tiny = start(&o, on_tiny, NULL, &port_tiny);
     memset(&o, 0, sizeof(o));
     srv_hard = start(&o, on_hard, NULL, &port_hard);
+    memset(&o, 0, sizeof(o));
+    srv_scut = start(&o, on_scut, NULL, &port_scut);
     test_bad_options();
     test_reuseport();
 
@@ -1013,6 +1388,7 @@ int main(void)
     CHECK(atomic_load(&closed_main) == 1);
     CHECK(atomic_load(&closed_hard) == 1);
     CHECK(atomic_load(&closed_tiny) == 1);
+    CHECK(atomic_load(&closed_scut) == 1);
     CHECK(atomic_load(&hard_late_rc) == RT_HTTP_EGONE ||
           atomic_load(&hard_late_rc) == RT_HTTP_EANSWERED);
     /* Everything is closed: the loop has no handle left. */

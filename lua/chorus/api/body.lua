@@ -36,6 +36,12 @@ function M.object(req, opts)
   end
   local v, err = json.decode(body)
   if v == nil then return nil, errors.response("invalid_json", err) end
+  -- \u0000 decodes to a NUL byte, which no store can keep (PostgreSQL
+  -- refuses it in text and jsonb): refused here, in both modes alike.
+  local _, bad = native.value_check(v, math.huge, json.MAX_DEPTH)
+  if bad and bad > 0 then
+    return nil, errors.response("invalid_json", "the body holds a NUL character (\\u0000), which text may not contain")
+  end
   if type(v) ~= "table" or (next(v) ~= nil and json.is_array(v)) then
     return nil, errors.validation({ { path = "(root)", message = "must be a JSON object" } },
       "the body must be a JSON object")

@@ -16,10 +16,21 @@ M.STATUS = {
 local JSON_HEADERS = { ["content-type"] = "application/json" }
 M.JSON_HEADERS = JSON_HEADERS
 
+-- Messages may quote what a client sent (a path, a name): bytes that are
+-- not UTF-8 are repaired so the body stays valid JSON.
+local repair = require("chorus.native").utf8_repair
+
 -- response(code, message, details, headers) -> status, headers, body
 function M.response(code, message, details, headers)
   local status = M.STATUS[code] or 500
-  local body = json.encode({ error = { code = code, message = message, details = details or json.array() } })
+  if details then
+    for _, d in ipairs(details) do
+      if type(d.message) == "string" then d.message = repair(d.message) end
+      if type(d.path) == "string" then d.path = repair(d.path) end
+    end
+  end
+  local body = json.encode({ error = { code = code, message = repair(tostring(message)),
+    details = details or json.array() } })
   local h = JSON_HEADERS
   if headers then
     h = { ["content-type"] = "application/json" }

@@ -3,7 +3,8 @@
 --   POST /api/v1/orchestrations/execute/{config}   {"input": {...}} -> 202
 --   POST /api/v1/orchestrations/execute            {"config": {...}, "input": {...}} -> 202 (ad hoc)
 --   GET  /api/v1/orchestrations/status/{trace_id}  the record with every step
---   GET  /api/v1/orchestrations/executions         ?config&status&limit&offset
+--   GET  /api/v1/orchestrations/executions         ?config&status&since&until&user_id&limit&offset
+--                                                  (+ totals: tokens and cost of every match)
 --   POST /api/v1/orchestrations/executions/{trace_id}/pause|resume|cancel
 --   POST /api/v1/orchestrations/executions/{trace_id}/steps/{step_id}/approve|reject
 -- Idempotency-Key (header, up to 200 characters): a retried execute with
@@ -14,6 +15,7 @@ local api = require "chorus.api"
 local body = require "chorus.api.body"
 local errors = require "chorus.api.errors"
 local json = require "chorus.json"
+local callbacks = require "chorus.callbacks"
 
 local M = {}
 
@@ -50,25 +52,67 @@ local function read_input(doc)
   return input
 end
 
+-- What an execute request may carry besides its input (the plan's API):
+-- callback_url (a webhook of this execution's own, see chorus.callbacks),
+-- session_id (the client's conversation), metadata (free, stored).
+local function read_extras(doc)
+  local x, errs = {}, {}
+  local url = doc.callback_url
+  if url ~= nil and url ~= json.null then
+    local ok, why = callbacks.check_url(url)
+    if not ok then errs[#errs + 1] = { path = "callback_url", message = why } end
+    if type(url) == "string" and #url > 2048 then
+      errs[#errs + 1] = { path = "callback_url", message = "must be at most 2048 characters" }
+    end
+    x.callback_url = url
+  end
+  local sid = doc.session_id
+  if sid ~= nil and sid ~= json.null then
+    if type(sid) ~= "string" or #sid == 0 or #sid > 200 then
+      errs[#errs + 1] = { path = "session_id", message = "must be a string of 1 to 200 characters" }
+    end
+    x.session_id = sid
+  end
+  local md = doc.metadata
+  if md ~= nil and md ~= json.null then
+    if type(md) ~= "table" or (next(md) ~= nil and json.is_array(md)) then
+      errs[#errs + 1] = { path = "metadata", message = "must be a JSON object" }
+    elseif next(md) ~= nil then
+      x.metadata = md
+    end
+  end
+  if #errs > 0 then return nil, errors.validation(errs) end
+  return x
+end
+
 local function idempotency_key(ctx)
   local k = ctx.req.headers["idempotency-key"]
   if k == nil then return nil end
   if #k == 0 or #k > 200 then
     return nil, errors.response("bad_request", "Idempotency-Key must be 1 to 200 characters")
   end
+  if not require("chorus.api.router").text(k) then
+    return nil, errors.response("bad_request", "Idempotency-Key must be UTF-8 text without NUL")
+  end
   return k
 end
 
-local function submit(ctx, cfg, input, c)
+local function submit(ctx, cfg, input, c, doc)
   local ikey, s, h, b = idempotency_key(ctx)
   if s then return s, h, b end
+  local x
+  x, s, h, b = read_extras(doc)
+  if not x then return s, h, b end
   local p = ctx.principal
   local res, err, code = ctx.service.runner:submit(cfg, input, {
     config_id = c and c.id, config_version = c and c.version,
     user_id = p.user_id, tenant_id = p.tenant_id, idempotency_key = ikey,
+    callback_url = x.callback_url, session_id = x.session_id, metadata = x.metadata,
   })
   if not res then
     if code == "conflict" then return errors.response("conflict", err) end
+    if code == "invalid_input" then return errors.validation({ { path = "input", message = err } }, err) end
+    if code == "busy" then return errors.response("too_many_requests", err, nil, { ["retry-after"] = "1" }) end
     return errors.response("unavailable", "cannot start the execution: " .. tostring(err))
   end
   res.status_url = BASE .. "/status/" .. res.trace_id
@@ -112,7 +156,7 @@ function M.register(app)
     if not cfg then
       return errors.validation(errs, "the stored config is no longer valid against the loaded scripts")
     end
-    return submit(ctx, cfg, input, c)
+    return submit(ctx, cfg, input, c, doc)
   end)
 
   app:route("POST", BASE .. "/execute", { auth = "execute" }, function(ctx)
@@ -129,7 +173,7 @@ function M.register(app)
       for _, e in ipairs(errs) do e.path = "config." .. e.path end
       return errors.validation(errs, "the config is invalid")
     end
-    return submit(ctx, cfg, input, nil)
+    return submit(ctx, cfg, input, nil, doc)
   end)
 
   app:route("GET", BASE .. "/status/{trace_id}", { auth = "read" }, function(ctx)
@@ -152,15 +196,21 @@ function M.register(app)
       return errors.response("bad_request", ("unknown status %q"):format(q.status),
         { { path = "query.status", message = "must be one of pending, running, paused, compensation, completed, failed, cancelled" } })
     end
-    local filter = { config = q.config, status = q.status, limit = limit, offset = offset }
+    local since, before
+    since, s, h, b = api.time_param(q, "since")
+    if s then return s, h, b end
+    before, s, h, b = api.time_param(q, "until")
+    if s then return s, h, b end
+    local filter = { config = q.config, status = q.status, since = since, before = before, limit = limit, offset = offset }
     if p.admin then
       filter.tenant_id, filter.user_id = q.tenant_id, q.user_id
     else
       filter.tenant_id, filter.user_id = p.tenant_id, p.user_id
     end
-    local items, total = ctx.service.store:list_executions(filter)
+    local items, total, totals = ctx.service.store:list_executions(filter)
     if not items then return errors.response("unavailable", total) end
-    return api.json(200, { items = json.array(items), total = total, limit = limit, offset = offset })
+    return api.json(200, { items = json.array(items), total = total, limit = limit, offset = offset,
+      totals = totals })
   end)
 
   for _, action in ipairs({ "pause", "resume", "cancel" }) do

@@ -86,6 +86,14 @@ function Router:match(method, path)
   return nil, "not_found"
 end
 
+-- text(s) -> true when s is well-formed UTF-8 without NUL: what a
+-- decoded path segment or query value must be before it reaches a store.
+local utf8_valid = require("chorus.native").utf8_valid
+local function text(s)
+  return find(s, "\0", 1, true) == nil and utf8_valid(s)
+end
+M.text = text
+
 -- parse_query("a=1&b=x%20y") -> {a = "1", b = "x y"} | nil, err
 function M.parse_query(q)
   local out = {}
@@ -95,6 +103,9 @@ function M.parse_query(q)
     k = unescape((k:gsub("+", " ")))
     v = unescape((v:gsub("+", " ")))
     if k == nil or v == nil then return nil, "malformed percent-escape in the query string" end
+    if not text(k) or not text(v) then
+      return nil, ("query parameter %s is not UTF-8 text (a NUL or a malformed byte)"):format(text(k) and k or "(name)")
+    end
     if k ~= "" then out[k] = v end
   end
   return out

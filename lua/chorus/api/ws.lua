@@ -25,7 +25,14 @@ local auth_mod = require "chorus.auth"
 
 local M = {}
 
-M.defaults = { max_queue = 1000, first_message_timeout_ms = 30000 }
+M.defaults = { max_queue = 1000, first_message_timeout_ms = 30000,
+  -- While history is replayed, a socket whose buffer is full is waited
+  -- for (down to drain_bytes) rather than dropped as a slow consumer,
+  -- unless it does not drain for replay_stall_ms.
+  drain_bytes = 256 * 1024, replay_stall_ms = 10000,
+  -- With PostgreSQL, another node may run the execution and Redis may
+  -- miss its end: a follower checks the record this often.
+  end_poll_ms = 2000 }
 
 local TERMINAL = { completed = true, failed = true, cancelled = true }
 
@@ -38,9 +45,9 @@ local function send_json(ws, v)
   if not s then
     local err
     s, err = json.encode(v)
-    if not s then
-      require("chorus.log").error("ws: cannot encode a %s message: %s", tostring(v.type), tostring(err))
-      return nil, "unencodable"
+    if not s then -- a record stored before the limits: its good parts go
+      require("chorus.log").warn("ws: a %s message has a part that cannot be encoded: %s", tostring(v.type), tostring(err))
+      s = json.encode_lenient(v)
     end
     encoded[v] = s
   end
@@ -81,13 +88,27 @@ local function wake(c)
   if c.cond:has_waiters() then c.cond:signal(true) end
 end
 
--- send_event(c, e): sends e unless it is a duplicate (by seq).
-local function send_event(c, e)
+-- drained(c) -> true once the socket's queue is down to drain_bytes
+-- (replay: a fast reader of a long history is waited for, not dropped).
+local function drained(c)
+  local t0 = sched.now()
+  while c.ws:queued() > M.defaults.drain_bytes do
+    if not c.ws:is_open() then return false end
+    if sched.now() - t0 > M.defaults.replay_stall_ms or not sched.sleep(5) then return false end
+  end
+  return true
+end
+
+-- send_event(c, e, replaying): sends e unless it is a duplicate (by seq).
+local function send_event(c, e, replaying)
   if e.seq then
     if e.seq <= c.last then return end
     c.last = e.seq
   end
   local ok, why = send_json(c.ws, e)
+  while not ok and why == "backpressure" and replaying and drained(c) do
+    ok, why = send_json(c.ws, e)
+  end
   if not ok then
     if why == "backpressure" then c.overflow = true else c.closed = true end
     return wake(c)
@@ -129,6 +150,20 @@ local function serve(c)
   end
 end
 
+-- poll_end: another node runs the execution, and Redis carries its
+-- events; if Redis is down as it ends, the end never comes that way. The
+-- record in the shared store says it anyway.
+local function poll_end(svc, c, trace, scope)
+  while not (c.finished or c.closed or c.overflow) do
+    if not sched.sleep(M.defaults.end_poll_ms) then return end
+    local rec = svc.store:get_record(trace, scope)
+    if rec and TERMINAL[rec.status] then
+      c.finished = true
+      return wake(c)
+    end
+  end
+end
+
 -- stream(service, c, trace, scope): replay then live events until the
 -- execution ends (result sent) or the client goes away.
 local function stream(svc, c, trace, scope)
@@ -142,17 +177,25 @@ local function stream(svc, c, trace, scope)
     local sorted = {}
     for i, e in ipairs(past) do sorted[i] = e end
     table.sort(sorted, function(a, b) return (a.seq or 0) < (b.seq or 0) end)
-    for _, e in ipairs(sorted) do send_event(c, e) end
+    for _, e in ipairs(sorted) do
+      send_event(c, e, true)
+      if c.closed or c.overflow then break end
+    end
   end
   -- What came during the replay, then live.
+  for _, e in ipairs(c.queue) do send_event(c, e, true) end
   c.live = true
-  for _, e in ipairs(c.queue) do send_event(c, e) end
   c.queue = {}
   if not c.finished then
     local rec = svc.store:get_record(trace, scope)
     if rec and TERMINAL[rec.status] then c.finished = true end
   end
+  local poller
+  if svc.store.kind == "pg" and not c.finished then
+    poller = sched.spawn(poll_end, svc, c, trace, scope)
+  end
   serve(c)
+  if poller then poller:cancel() end
   hub:unsubscribe(token)
   if c.finished and not c.closed and not c.overflow then
     send_json(c.ws, result_message(svc, trace, scope))
@@ -211,9 +254,14 @@ function M.handle(svc, req)
     if why == "timeout" then fail(ws, "bad_request", "send {\"input\": {...}} first") end
     return
   end
-  local doc = native.utf8_valid(first) and json.decode(first)
-  if type(doc) ~= "table" then
+  -- An object, not an array (even an empty one): "[]" decodes to a table too.
+  local doc = native.utf8_valid(first) and first:match("^%s*{") and json.decode(first)
+  if type(doc) ~= "table" or (next(doc) ~= nil and json.is_array(doc)) then
     return fail(ws, "invalid_json", "the first message must be a JSON object like {\"input\": {...}}")
+  end
+  local _, bad = native.value_check(doc, math.huge, json.MAX_DEPTH)
+  if bad and bad > 0 then
+    return fail(ws, "invalid_json", "the first message holds a NUL character (\\u0000), which text may not contain")
   end
   local input = doc.input
   if input == nil or input == json.null then input = {} end
@@ -230,10 +278,12 @@ function M.handle(svc, req)
   local trace = native.uuid()
   -- Subscribe before it starts: no event can be missed.
   local early = svc.hub:subscribe(trace, function(e) deliver(c, e) end)
-  local res, serr = svc.runner:submit(cfg, input, { trace_id = trace, config_id = cfg_rec.id,
+  local res, serr, scode = svc.runner:submit(cfg, input, { trace_id = trace, config_id = cfg_rec.id,
     config_version = cfg_rec.version, user_id = p.user_id, tenant_id = p.tenant_id })
   if not res then
     svc.hub:unsubscribe(early)
+    if scode == "invalid_input" then return fail(ws, "validation_failed", serr) end
+    if scode == "busy" then return fail(ws, "too_many_requests", serr, 1013) end
     return fail(ws, "unavailable", "cannot start the execution: " .. tostring(serr), 1011)
   end
   send_json(ws, { type = "execution.accepted", trace_id = res.trace_id, execution_id = res.execution_id })

@@ -32,7 +32,12 @@ return function(argv)
   if not input then io.stderr:write("chorus enqueue: " .. ierr .. "\n") return 2 end
   local d, derr = db.open(url)
   if not d then io.stderr:write("chorus enqueue: " .. derr .. "\n") return 1 end
-  local engine = require("chorus.engine").new({ scripts = opts.scripts, store = d.store })
+  local engine, eerr = require("chorus.engine").new({ scripts = opts.scripts, store = d.store })
+  if not engine then
+    io.stderr:write("chorus enqueue: " .. eerr .. "\n")
+    d.pool:close()
+    return 2
+  end
   local cfg, errors = engine:validate(doc)
   if not cfg then
     load.report_invalid(pos[1], errors)
@@ -40,8 +45,11 @@ return function(argv)
   end
   local node = require("chorus.node").new({ engine = engine, pool = d.pool, claim = false, concurrency = 0 })
   for _ = 1, count do
-    local r, serr = node:submit(cfg, input, {})
-    if not r then io.stderr:write("chorus enqueue: " .. tostring(serr) .. "\n") return 1 end
+    local r, serr, code = node:submit(cfg, input, {})
+    if not r then
+      io.stderr:write("chorus enqueue: " .. tostring(serr) .. "\n")
+      return code == "invalid_input" and 2 or 1
+    end
     io.stdout:write(r.trace_id, "\n")
   end
   d.store.committer:flush()

@@ -16,12 +16,13 @@ local SPEC = {
   json = { type = "flag", help = "print the final execution record as JSON on stdout" },
   ["auto-approve"] = { type = "flag", help = "approve every approval step" },
   scripts = { type = "list", arg = "DIR", help = "overlay script directory (repeatable)" },
+  sandbox = { type = "flag", help = "load --scripts without os, io, ffi, debug (scripts are trusted code otherwise)" },
   quiet = { type = "flag", short = "q", help = "no progress output" },
   ["keep-inputs"] = { type = "flag", help = "record each step's input in the record" },
   db = { type = "string", arg = "URL", help = "persist in PostgreSQL (default: $DATABASE_URL; none: in memory)" },
   help = { type = "flag", short = "h", help = "show this help" },
 }
-local ORDER = { "input", "input-file", "json", "auto-approve", "scripts", "db", "quiet", "keep-inputs", "help" }
+local ORDER = { "input", "input-file", "json", "auto-approve", "scripts", "sandbox", "db", "quiet", "keep-inputs", "help" }
 
 local function usage(out)
   out:write("usage: chorus run CONFIG.json [options]\n\n" .. args.usage(SPEC, ORDER))
@@ -60,13 +61,17 @@ return function(argv)
     dbh, derr = require("chorus.cli.db").open(url)
     if not dbh then io.stderr:write("chorus run: " .. derr .. "\n") return 1 end
   end
-  local engine, eerr = engine_mod.new({ scripts = opts.scripts, store = dbh and dbh.store })
+  local engine, eerr = engine_mod.new({ scripts = opts.scripts, store = dbh and dbh.store, sandbox = opts.sandbox })
   if not engine then io.stderr:write("chorus run: " .. eerr .. "\n") return 2 end
   local cfg, errors = engine:validate(doc)
   if not cfg then
     load.report_invalid(pos[1], errors)
     return 2
   end
+
+  local input_bytes
+  input, input_bytes = require("chorus.limits").check_input(input, cfg.settings)
+  if not input then io.stderr:write("chorus run: " .. input_bytes .. "\n") return 2 end
 
   local view = not opts.quiet and progress.new(io.stderr) or nil
   local exec
@@ -86,7 +91,8 @@ return function(argv)
     exec = node.running[r.execution_id]
     dbh.node = node
   else
-    exec = engine:execute(cfg, input, { auto_approve = opts["auto-approve"], keep_inputs = opts["keep-inputs"] })
+    exec = engine:execute(cfg, input, { auto_approve = opts["auto-approve"], keep_inputs = opts["keep-inputs"],
+      input_bytes = input_bytes })
   end
   -- Ctrl-C cancels the execution (in-flight agents are aborted).
   local sigint = native.on_signal("SIGINT", function() exec:cancel() end)
@@ -98,6 +104,14 @@ return function(argv)
     dbh.pool:close()
   end
 
+  if not dbh and require("chorus.callbacks").urls(exec) then
+    -- In memory nobody else will send the webhooks: this process does,
+    -- with its retries, for up to 30 s. (With --db they are in the outbox.)
+    local secret = os.getenv("CHORUS_CALLBACK_SECRET")
+    local d = require("chorus.callbacks").local_deliverer({ secret = secret ~= "" and secret or nil })
+    d:enqueue(exec)
+    if not d:wait(30000) then d:stop() end
+  end
   local rec = exec:record()
   if view then view.summary(rec) end
   if opts.json then

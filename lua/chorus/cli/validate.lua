@@ -20,7 +20,11 @@ return function(argv)
     out:write("usage: chorus validate CONFIG.json... [options]\n\n" .. args.usage(SPEC, { "scripts", "help" }))
     return opts.help and 0 or 2
   end
-  local engine = engine_mod.new({ scripts = opts.scripts })
+  local engine, eerr = engine_mod.new({ scripts = opts.scripts })
+  if not engine then
+    io.stderr:write("chorus validate: " .. eerr .. "\n")
+    return 2
+  end
   local bad = 0
   for _, path in ipairs(files) do
     local doc, err = load.read_json(path)

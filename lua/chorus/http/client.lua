@@ -2,11 +2,12 @@
 --
 --   request({method=, url=, headers={name=value}, body=, timeout_ms=,
 --            connect_timeout_ms=, max_body_bytes=, follow_redirects=,
---            max_redirects=, ca_file=}) -> res | nil, err, kind
+--            max_redirects=, deny_internal=, allow=, ca_file=}) -> res | nil, err, kind
 --   ca_file: a PEM file of CAs to trust for https instead of the system's
 --   (an engine with a self-signed certificate); verification stays on
 --   get(url, opts)              -> res | nil, err, kind
 --   post_json(url, value, opts) -> res (+ res.json) | nil, err, kind
+--   open(opts)                  -> stream | nil, err, kind
 --
 -- res = {status = 200, headers = {["content-type"] = "..."}, body = "..."}.
 -- Every HTTP status (404, 500, ...) is a response, not an error. Header names
@@ -19,6 +20,9 @@
 --   "connection refused", "connect failed", "cannot resolve", "tls error",
 --   "empty reply", "connection error", "too many redirects",
 --   "too large"      the body exceeded max_body_bytes (or headers 256 KiB)
+--   "blocked address" with deny_internal = true, the host resolved to an
+--                    internal address (loopback, private, link-local...)
+--                    that allow = {"10.0.0.0/8", "127.0.0.1"} does not list
 --   "bad url"        not an http(s) URL; "invalid request" bad options;
 --   "unsupported protocol", "out of memory", "request failed"
 -- e.g. nil, "connection refused: Failed to connect to 127.0.0.1 port 1 ...",
@@ -27,6 +31,21 @@
 -- Cancelling the task that waits aborts the transfer at once (the
 -- connection is closed); connections of finished requests are pooled and
 -- reused. Redirects are not followed unless follow_redirects = true.
+--
+-- Streamed responses: open(opts) takes the options of request() plus
+-- buffer_bytes [256 KiB], and returns as soon as the status and headers
+-- are in: stream.status, stream.headers (as res.headers). Then
+--   stream:read() -> chunk          the next bytes of the body, as they come
+--                 | nil             the body is complete
+--                 | nil, err, kind  the transfer failed (kinds as above;
+--                                   "closed" after stream:close())
+--   stream:close()                  aborts the transfer if it still runs
+-- read() yields until bytes or the end arrive. When more than buffer_bytes
+-- arrived and were not read, the transfer is paused (TCP holds the server
+-- back) until the reader catches up; max_body_bytes bounds the whole body.
+-- A task cancelled or past its deadline while it waits in open or read
+-- aborts the transfer there and then (the connection is closed). Close a
+-- stream you stop reading (collecting it closes it too).
 local native = require "chorus.native"
 local json = require "chorus.json"
 
@@ -122,6 +141,11 @@ local function native_opts(opts)
   end
   n.max_body_bytes, err = check_number(opts, "max_body_bytes", 1)
   if not n.max_body_bytes then return invalid(err) end
+  if opts.deny_internal then
+    n.deny_internal = true
+    if opts.allow ~= nil and type(opts.allow) ~= "table" then return invalid("allow must be a list") end
+    n.allow = opts.allow
+  end
   return n
 end
 
@@ -136,6 +160,15 @@ local function header_map(flat)
   return h
 end
 
+-- The error triple of a native failure (nil, word, message | bare nil).
+local function failure(word, message)
+  if word == nil then word = "out of memory" end
+  if message == nil or message == "" or word == "timeout" then
+    return nil, word, word
+  end
+  return nil, word .. ": " .. message, word
+end
+
 -- request(opts) -> res | nil, err, kind (see the top of the file)
 function M.request(opts)
   if type(opts) ~= "table" then return invalid("options must be a table") end
@@ -147,12 +180,45 @@ function M.request(opts)
   end
   -- nil, word, message from curl; nil, "cancelled"|"timeout" from the
   -- scheduler; a bare nil when the results could not be allocated.
-  local word, message = headers, body
-  if word == nil then word = "out of memory" end
-  if message == nil or message == "" or word == "timeout" then
-    return nil, word, word
+  return failure(headers, body)
+end
+
+local Stream = {}
+Stream.__index = Stream
+
+-- stream:read() -> chunk | nil | nil, err, kind
+function Stream:read()
+  local chunk, word, message = self._native:read()
+  if chunk then return chunk end
+  if chunk == false then return nil end -- the end of the body
+  return failure(word, message)
+end
+
+function Stream:close()
+  self._native:close()
+end
+
+-- open(opts) -> stream | nil, err, kind (see the top of the file)
+function M.open(opts)
+  if type(opts) ~= "table" then return invalid("options must be a table") end
+  local n, err, kind = native_opts(opts)
+  if not n then return nil, err, kind end
+  if opts.buffer_bytes ~= nil then
+    local b = opts.buffer_bytes
+    if type(b) ~= "number" or b ~= b or b < 1 or b >= 1e15 then
+      return invalid("buffer_bytes must be a number >= 1")
+    end
+    n.buffer_bytes = b
   end
-  return nil, word .. ": " .. message, word
+  local s, word, message = native.curl_open(n)
+  if not s then return failure(word, message) end
+  local status, headers
+  status, headers, message = s:head()
+  if not status then
+    s:close()
+    return failure(headers, message)
+  end
+  return setmetatable({ status = status, headers = header_map(headers), _native = s }, Stream)
 end
 
 local function copy(opts)

@@ -42,13 +42,32 @@
 --   ws:is_open(), ws:queued() -> outbound bytes queued, inbound not read
 -- req:websocket() fails with nil, "not a websocket request" | "closed".
 --
+-- Streamed responses: inside the handler, `local w = req:stream(status,
+-- headers)` sends the head now and returns a writer (or nil, "closed");
+-- the body goes out piece by piece (chunked for a 200, else until the
+-- connection closes), and the handler's return values are then ignored:
+--   w:write(data) -> true | nil, "closed" | "timeout" | "cancelled"
+--       yields while more than stream_max_queued_bytes wait for a slow
+--       client; "closed": the client went away (found out when a write
+--       fails), so stop producing
+--   w:close() -> true | nil, "closed"   the last chunk: the body is complete
+--   w:abort()                            cut the body: the client sees it
+--                                        incomplete (what an error does)
+--   w:queued() -> bytes not yet taken by the socket
+-- When the handler returns, an open stream is closed (complete); when it
+-- raises or passes handler_timeout_ms, the stream is cut and the error
+-- logged and counted. A graceful close lets streams run until its grace
+-- ends, then cuts them.
+--
 -- Limits (options of listen; defaults in brackets): max_body_bytes [1 MiB]
 -- (413 before the body is read), max_header_bytes [64 KiB] (431),
 -- request_timeout_ms [10000] (receiving one request / keep-alive idle),
--- max_connections [10000] (503 beyond), ws_max_queued_bytes [1 MiB],
+-- max_connections [10000] (503 beyond), max_client_connections [2048]
+-- (from one client address; 429 beyond), ws_max_queued_bytes [1 MiB],
 -- ws_max_message_bytes [1 MiB] (inbound; close 1009), ws_max_inbound_bytes
 -- [4 MiB] (received and not yet read by the handler; close 1008),
--- ws_close_timeout_ms [5000], backlog [511], reuseport [false]
+-- ws_close_timeout_ms [5000], stream_max_queued_bytes [256 KiB],
+-- backlog [511], reuseport [false]
 -- (SO_REUSEPORT: several processes share the port), host ["127.0.0.1"],
 -- handler_timeout_ms [none]: the deadline of a plain request's task; when
 -- it passes, the handler's waits return nil, "timeout" and, whatever it
@@ -75,10 +94,28 @@ Request.__index = Request
 
 -- req:websocket() -> ws | nil, err
 function Request:websocket()
-  if self._ws then return nil, "answered" end
+  if self._ws or self._stream then return nil, "answered" end
   local ws, err = self._handle:websocket()
   if ws then self._ws = ws end
   return ws, err
+end
+
+local Writer = {}
+Writer.__index = Writer
+
+function Writer:write(data) return self._h:write(data) end
+function Writer:close() return self._h:finish(true) end
+function Writer:abort() self._h:finish(false) end
+function Writer:queued() return self._h:queued() end
+
+-- req:stream(status, headers) -> writer | nil, err (see the top)
+function Request:stream(status, headers)
+  if self._ws or self._stream then return nil, "answered" end
+  local ok, err = self._handle:stream(status, headers)
+  if not ok then return nil, err end
+  local w = setmetatable({ _h = self._handle }, Writer)
+  self._stream = w
+  return w
 end
 
 local function has_content_type(headers)
@@ -123,6 +160,22 @@ local function make_runner(handler, counters)
     req._handle = h
     setmetatable(req, Request)
     local ok, status, headers, body = xpcall(handler, traceback, req)
+    if req._stream then
+      -- The body went out as it was written; the handler's values mean
+      -- nothing now. A stream left open is complete unless it failed.
+      local timed_out = cancelled() == "timeout"
+      if not ok or timed_out then
+        if timed_out then
+          counters.timeouts = counters.timeouts + 1
+          log.warn("http: handler timeout on %s %s (stream cut)", req.method, req.path)
+        else
+          counters.errors = counters.errors + 1
+          log.error("http: handler error on %s %s (stream cut): %s", req.method, req.path, status)
+        end
+        return h:finish(false)
+      end
+      return h:finish(true)
+    end
     local ws = req._ws
     if ws then
       -- The handler owned the socket; it ends with the handler.

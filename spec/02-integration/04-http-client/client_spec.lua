@@ -205,12 +205,14 @@ describe("chorus.http.client", function()
     local shown = {}
     for i, t in ipairs(times) do shown[i] = ("%.0f"):format(t) end
     print("\n100 x 20 ms rounds (ms): " .. table.concat(shown, ", "))
+    -- Concurrent: one after another a round takes 2 s; each must take
+    -- under half of that and the best a fifth, with room for a sanitizer
+    -- build on a loaded machine (this is a check of concurrency, not a
+    -- benchmark).
     for i, t in ipairs(times) do
-      assert.is_true(t >= 19 and t < 300, "round " .. i .. " took " .. t)
+      assert.is_true(t >= 19 and t < 1000, "round " .. i .. " took " .. t)
     end
-    -- Concurrent: a tenth of the sequential time, with room for a
-    -- sanitizer build on a loaded machine.
-    assert.is_true(best < 200, "best round took " .. best)
+    assert.is_true(best < 400, "best round took " .. best)
   end)
 
   it("times out with timeout_ms and closes the connection", function()

@@ -290,6 +290,28 @@ describe("chorus serve", function()
       assert.equal("result", types(res.got)[#res.got])
     end)
 
+    it("a follower on node B gets the result even when Redis was down as the execution ended on node A", function()
+      assert(has_node, "node with a global WebSocket is required")
+      local port = os.getenv("CHORUS_TEST_REDIS_PORT")
+      local gap = { name = "gap", strategy = "sequential", steps = {
+        { id = "a", agent = "delay", params = { ms = 100 } }, { id = "b", agent = "delay", params = { ms = 1500 } } } }
+      assert.equal(201, (req(a, "POST", "/api/v1/orchestrations/configs", gap, keys.op1)))
+      local _, r = req(a, "POST", "/api/v1/orchestrations/execute/gap", nil, keys.op1)
+      local job = c.node_ws(b, "/ws/executions/" .. r.trace_id .. "?api_key=" .. keys.op1, nil, 0)
+      sched.sleep(400) -- the follower is streaming; now Redis goes away before the end
+      local restart = h.redis_restart_command(tonumber(port))
+      c.run("redis-cli -p " .. port .. " shutdown nosave")
+      local ok, res = pcall(c.node_result, job)
+      c.run(restart)
+      assert(ok, res)
+      local last = json.decode(res.got[#res.got])
+      assert.equal("result", last.type)
+      assert.equal("completed", last.execution.status)
+      assert.equal(1000, res.code)
+      assert.is_true(h.wait_until(function() return (select(1, req(a, "GET", "/readyz"))) == 200 end, 15000))
+      assert.is_true(h.wait_until(function() return (select(1, req(b, "GET", "/readyz"))) == 200 end, 15000))
+    end)
+
     it("a node stopped with SIGTERM hands its executions over; they complete on the other node", function()
       local long = { name = "long", strategy = "sequential", steps = {
         { id = "a", agent = "delay", params = { ms = 300 } }, { id = "b", agent = "delay", params = { ms = 2000 } },

@@ -11,6 +11,10 @@ local callbacks = require "chorus.callbacks"
 local pgstore = require "chorus.store.pg"
 local node_mod = require "chorus.node"
 
+-- The receiver runs on loopback, which webhooks may not reach unless
+-- allowed (SSRF): these deliverers allow it.
+local LOOPBACK = callbacks.policy("127.0.0.1")
+
 describe("webhook callbacks #postgres", function()
   if not h.pg_url() then
     pending("CHORUS_TEST_PG is not set")
@@ -44,7 +48,7 @@ describe("webhook callbacks #postgres", function()
     received, fail_first = {}, 2
     local url = h.fresh_db("hooks")
     local exec, pool = run_execution(url, ("http://127.0.0.1:%d/hook"):format(srv.port))
-    local d = callbacks.deliverer(pool, { secret = "s3cret", base_backoff_ms = 20, poll_ms = 10 }):run()
+    local d = callbacks.deliverer(pool, { policy = LOOPBACK, secret = "s3cret", base_backoff_ms = 20, poll_ms = 10 }):run()
     assert.is_true(h.wait_until(function()
       local r = pool:query("SELECT status FROM orchestration_callbacks")
       return r and r.rows[1] and r.rows[1].status == "delivered"
@@ -71,7 +75,7 @@ describe("webhook callbacks #postgres", function()
     received, fail_first = {}, 0
     local url = h.fresh_db("hooks_fail")
     local _, pool = run_execution(url, ("http://127.0.0.1:%d/always-500"):format(srv.port))
-    local d = callbacks.deliverer(pool, { base_backoff_ms = 10, poll_ms = 10, max_attempts = 3 }):run()
+    local d = callbacks.deliverer(pool, { policy = LOOPBACK, base_backoff_ms = 10, poll_ms = 10, max_attempts = 3 }):run()
     assert.is_true(h.wait_until(function()
       local r = pool:query("SELECT status FROM orchestration_callbacks")
       return r and r.rows[1] and r.rows[1].status == "failed"
@@ -82,6 +86,33 @@ describe("webhook callbacks #postgres", function()
     assert.equal("HTTP 500", r.rows[1].last_error)
     assert.equal(500, r.rows[1].last_status_code)
     assert.is_nil(received[1].headers["x-chorus-signature"]) -- no secret configured
+    pool:close()
+  end)
+
+  it("the execute request's own callback_url goes into the outbox beside the config's, and survives in the row", function()
+    received, fail_first = {}, 0
+    local url = h.fresh_db("hooks_request")
+    local pool = pg.pool(url, { size = 4 })
+    local store = pgstore.new({ pool = pool })
+    local engine = h.engine({ store = store })
+    local node = node_mod.new({ engine = engine, pool = pool, claim = false })
+    local cfg = assert(engine:validate(h.flat("sequential", { { id = "a", agent = "echo" } },
+      { callback_url = ("http://127.0.0.1:%d/config-hook"):format(srv.port) })))
+    local mine = ("http://127.0.0.1:%d/request-hook"):format(srv.port)
+    local _, exec = node:submit(cfg, {}, { callback_url = mine, session_id = "s-1" })
+    exec:wait()
+    local row = assert(pool:query("SELECT callback_url, session_id FROM orchestration_executions")).rows[1]
+    assert.equal(mine, row.callback_url)
+    assert.equal("s-1", row.session_id)
+    local d = callbacks.deliverer(pool, { policy = LOOPBACK, poll_ms = 5 }):run()
+    assert.is_true(h.wait_until(function()
+      local r = pool:query("SELECT count(*) AS n FROM orchestration_callbacks WHERE status = 'delivered'")
+      return r and r.rows[1].n == 2
+    end, 5000))
+    d:stop()
+    local paths = {}
+    for _, rq in ipairs(received) do paths[rq.path] = true end
+    assert.same({ ["/config-hook"] = true, ["/request-hook"] = true }, paths)
     pool:close()
   end)
 
@@ -98,8 +129,8 @@ describe("webhook callbacks #postgres", function()
       local _, exec = node:submit(cfg, {}, {})
       exec:wait()
     end
-    local d1 = callbacks.deliverer(pool, { poll_ms = 5, batch = 3 }):run()
-    local d2 = callbacks.deliverer(pool, { poll_ms = 5, batch = 3 }):run()
+    local d1 = callbacks.deliverer(pool, { policy = LOOPBACK, poll_ms = 5, batch = 3 }):run()
+    local d2 = callbacks.deliverer(pool, { policy = LOOPBACK, poll_ms = 5, batch = 3 }):run()
     assert.is_true(h.wait_until(function()
       local r = pool:query("SELECT count(*) AS n FROM orchestration_callbacks WHERE status = 'delivered'")
       return r and r.rows[1].n == 30

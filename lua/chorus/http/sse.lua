@@ -1,0 +1,137 @@
+-- chorus.http.sse: an incremental parser of server-sent events (the
+-- text/event-stream format of the WHATWG HTML standard, "Server-sent
+-- events": what OpenAI-compatible servers stream).
+--
+--   local p = sse.new()
+--   p:feed(chunk, on_event, arg)   -- any number of times, chunks cut anywhere
+--     on_event(arg, data, event, id) for every complete event, in order:
+--       data   the data lines joined with "\n"
+--       event  the event type ("message" unless an event: line named one)
+--       id     the last event id seen so far on the stream ("" if none)
+--   p:finish() -> true when the stream ended mid-event (bytes or fields
+--     after the last blank line, which the standard discards), else false
+--   p.retry   the last valid retry: value (ms), or nil
+--
+-- The rules: lines end with CRLF, LF or CR (a CR at the end of one chunk
+-- and an LF at the start of the next are one line end); a UTF-8 BOM at the
+-- very start is skipped; a blank line dispatches the event being built,
+-- unless it has no data; "field: value" drops one space after the colon, a
+-- line without a colon is a field with an empty value, a line starting
+-- with ':' is a comment; event, data, id (unless it contains NUL) and
+-- retry (digits only) are the known fields, others are ignored. The
+-- parser does not decode or check UTF-8: it hands bytes over as they are.
+local find, sub, byte = string.find, string.sub, string.byte
+local tonumber, setmetatable = tonumber, setmetatable
+
+local M = {}
+
+local Parser = {}
+Parser.__index = Parser
+
+local BOM = "\239\187\191"
+local CR, LF, COLON, SPACE = 13, 10, 58, 32
+
+function M.new()
+  return setmetatable({
+    partial = nil,   -- the start of a line cut by the end of a chunk
+    skip_lf = false, -- the last chunk ended with CR: a leading LF is its pair
+    started = false, -- the BOM check is done
+    data = nil,      -- data of the event being built (nil: no data line yet)
+    event = nil,     -- its event type
+    id = "",         -- the last event id
+    pending = false, -- a field line came since the last blank line
+    retry = nil,
+  }, Parser)
+end
+
+-- One line (without its end).
+local function line(self, l, on_event, arg)
+  local n = #l
+  if n == 0 then -- dispatch
+    local data = self.data
+    local event = self.event
+    self.data, self.event, self.pending = nil, nil, false
+    if data ~= nil then on_event(arg, data, event or "message", self.id) end
+    return
+  end
+  if byte(l, 1) == COLON then return end -- a comment
+  self.pending = true
+  local field, value
+  local colon = find(l, ":", 2, true)
+  if colon then
+    field = sub(l, 1, colon - 1)
+    if byte(l, colon + 1) == SPACE then value = sub(l, colon + 2) else value = sub(l, colon + 1) end
+  else
+    field, value = l, ""
+  end
+  if field == "data" then
+    local d = self.data
+    if d == nil then self.data = value else self.data = d .. "\n" .. value end
+  elseif field == "event" then
+    self.event = value
+  elseif field == "id" then
+    if not find(value, "\0", 1, true) then self.id = value end
+  elseif field == "retry" then
+    if find(value, "^%d+$") then self.retry = tonumber(value) end
+  end
+end
+
+-- p:feed(chunk, on_event, arg)
+function Parser:feed(chunk, on_event, arg)
+  local len = #chunk
+  if len == 0 then return end
+  local pos = 1
+  if self.skip_lf then
+    self.skip_lf = false
+    if byte(chunk, 1) == LF then pos = 2 end
+  end
+  if not self.started then
+    -- The BOM may itself be cut across chunks: wait for three bytes.
+    local head = (self.partial or "") .. sub(chunk, pos)
+    if #head < 3 and sub(BOM, 1, #head) == head then
+      self.partial = head
+      return
+    end
+    self.started = true
+    if sub(head, 1, 3) == BOM then head = sub(head, 4) end
+    self.partial = nil
+    chunk, pos, len = head, 1, #head
+  end
+  while pos <= len do
+    local e = find(chunk, "[\r\n]", pos)
+    if not e then
+      local rest = sub(chunk, pos)
+      local p = self.partial
+      if p then self.partial = p .. rest else self.partial = rest end
+      return
+    end
+    local l = sub(chunk, pos, e - 1)
+    local p = self.partial
+    if p then
+      l = p .. l
+      self.partial = nil
+    end
+    line(self, l, on_event, arg)
+    if byte(chunk, e) == CR then
+      if e == len then
+        self.skip_lf = true
+        pos = e + 1
+      elseif byte(chunk, e + 1) == LF then
+        pos = e + 2
+      else
+        pos = e + 1
+      end
+    else
+      pos = e + 1
+    end
+  end
+end
+
+-- p:finish() -> true when the stream was cut inside an event
+function Parser:finish()
+  local cut = self.pending or (self.partial ~= nil and self.partial ~= "")
+  self.partial, self.data, self.event, self.pending = nil, nil, nil, false
+  return cut
+end
+
+return M

@@ -1,0 +1,55 @@
+/* rt_watchdog.h - notices a resume that runs too long, from a thread of
+ * its own.
+ *
+ * The loop's thread marks each resume's start and end (two atomic
+ * stores: no clock read on the hot path). The watchdog thread ticks every
+ * budget/4 ms; a resume still running after five ticks with the same
+ * sequence number (at least the budget) is reported to on_overrun, once,
+ * on the watchdog thread. It also reports, on each tick, when the memory
+ * gauge is over its limit (on_memory). What to do about either is the
+ * caller's (rt_lua_watchdog.c arms a Lua hook). */
+#ifndef RT_WATCHDOG_H
+#define RT_WATCHDOG_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+typedef struct rt_watchdog {
+    atomic_uint_fast64_t seq; /* resumes begun */
+    atomic_int active;        /* a resume is running */
+    atomic_int stop;
+    atomic_uint budget_ms;    /* 0: no budget */
+    atomic_llong mem;         /* a gauge the caller keeps (bytes) */
+    atomic_llong mem_limit;   /* 0: none */
+    void (*on_overrun)(void *arg, uint64_t seq);
+    void (*on_memory)(void *arg, long long mem);
+    void *arg;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int started;
+} rt_watchdog_t;
+
+/* Starts the thread. Returns 0 or an errno value. */
+int rt_watchdog_start(rt_watchdog_t *w, unsigned budget_ms,
+                      void (*on_overrun)(void *, uint64_t),
+                      void (*on_memory)(void *, long long), void *arg);
+/* Stops and joins the thread (a no-op when it never started). */
+void rt_watchdog_stop(rt_watchdog_t *w);
+/* Changes the budget (0 turns the check off); the thread adopts it at its
+ * next tick. */
+void rt_watchdog_set_budget(rt_watchdog_t *w, unsigned budget_ms);
+
+static inline void rt_watchdog_enter(rt_watchdog_t *w)
+{
+    atomic_fetch_add_explicit(&w->seq, 1, memory_order_relaxed);
+    atomic_store_explicit(&w->active, 1, memory_order_release);
+}
+
+static inline void rt_watchdog_leave(rt_watchdog_t *w)
+{
+    atomic_store_explicit(&w->active, 0, memory_order_release);
+}
+
+#endif

@@ -1,0 +1,213 @@
+-- What one execution may hold (chorus.limits): outputs carried once,
+-- size and depth limits enforced where values enter an execution, text
+-- the stores would refuse repaired, and reads that answer even a record
+-- that cannot be encoded whole.
+local h = require "spec.helpers"
+local json = require "chorus.json"
+local sched = require "chorus.sched"
+local memory = require "chorus.store.memory"
+local runner_mod = require "chorus.runner"
+local api = require "chorus.api"
+local auth = require "chorus.auth"
+
+local function chain(n)
+  local steps = {}
+  for i = 1, n do
+    steps[i] = { id = "s" .. i, agent = "echo", dependencies = i > 1 and { "s" .. (i - 1) } or nil,
+      output_key = "out" .. i }
+  end
+  return steps
+end
+
+-- every step depends on all the ones before it
+local function fan_in(n)
+  local steps = {}
+  for i = 1, n do
+    local deps = {}
+    for j = 1, i - 1 do deps[j] = "s" .. j end
+    steps[i] = { id = "s" .. i, agent = "echo", dependencies = deps }
+  end
+  return steps
+end
+
+local function engine_with(agents)
+  local dir = h.tmpdir()
+  for name, body in pairs(agents) do
+    h.write(("%s/agents/%s.lua"):format(dir, name), ("return { name = %q, call = %s }"):format(name, body))
+  end
+  return h.engine({ scripts = { dir } })
+end
+
+local function record_bytes(exec)
+  return #assert(json.encode(exec:record()))
+end
+
+describe("limits", function()
+  it("a dependency's output is carried once, and still readable as dep_<id>", function()
+    local exec = h.run(h.flat("parallel", {
+      { id = "a", agent = "echo", params = { output = { v = 1 } }, output_key = "first" },
+      { id = "b", agent = "echo", dependencies = { "a" } },
+    }), { job = "J1" })
+    local out = exec:run_of("b").output
+    assert.same({ v = 1 }, out.first)
+    assert.same({ v = 1 }, out.dep_a) -- the alias
+    assert.is_nil(rawget(out, "dep_a"))
+    assert.same({ first = { v = 1 }, job = "J1" }, json.decode(json.encode(out)))
+  end)
+
+  it("a 22-step pass-through chain keeps a small record (it was 145 MB)", function()
+    local t0 = sched.now()
+    local exec = h.run(h.flat("sequential", chain(22)), { job = "J" })
+    assert.equal("completed", exec.status)
+    assert.is_true(record_bytes(exec) < 64 * 1024, "record of " .. record_bytes(exec) .. " bytes")
+    assert.is_true(sched.now() - t0 < 2000)
+  end)
+
+  it("a 300-step pass-through chain ends, failing where its output nests too deep", function()
+    local t0 = sched.now()
+    local exec = h.run(h.flat("sequential", chain(300)), {})
+    assert.equal("failed", exec.status)
+    local sr = exec:run_of("s101")
+    assert.equal("failed", sr.status)
+    assert.matches("output nested deeper than 100 levels", sr.error)
+    assert.equal("completed", exec:run_of("s100").status)
+    assert.is_string(json.encode(exec:record())) -- and the record reads back
+    assert.is_true(sched.now() - t0 < 5000, "took " .. (sched.now() - t0) .. " ms")
+  end)
+
+  it("a fan-in DAG whose outputs double at every step fails at the execution limit, at once", function()
+    local t0 = sched.now()
+    local exec = h.run(h.flat("parallel", fan_in(26), { parallel_limit = 1 }), { pad = ("x"):rep(100) })
+    assert.equal("failed", exec.status)
+    local failed_at
+    for _, sr in ipairs(exec.steps) do
+      if sr.status == "failed" then failed_at = sr end
+    end
+    assert.matches("settings.max_", failed_at.error)
+    assert.is_true(record_bytes(exec) <= 17 * 1048576)
+    assert.is_true(sched.now() - t0 < 5000, "took " .. (sched.now() - t0) .. " ms")
+  end)
+
+  it("an output over max_output_bytes fails its step (no retry); a config may raise the limit", function()
+    local engine = engine_with({ big = 'function(_, ctx) return ("y"):rep(ctx.params.n or 2 * 1048576) end' })
+    local exec = h.run(h.flat("sequential", { { id = "s", agent = "big", retry = { max_attempts = 3 } } }), {},
+      { engine = engine })
+    local sr = exec:run_of("s")
+    assert.equal("failed", sr.status)
+    assert.equal(1, sr.attempts)
+    assert.equal("output is larger than 1 MiB (settings.max_output_bytes)", sr.error)
+    assert.is_nil(sr.output)
+    exec = h.run(h.flat("sequential", { { id = "s", agent = "big" } }, { max_output_bytes = 4 * 1048576 }), {},
+      { engine = engine })
+    assert.equal("completed", exec.status)
+  end)
+
+  it("outputs that together pass max_execution_bytes fail the step that would pass it", function()
+    local engine = engine_with({ chunk = 'function() return ("z"):rep(900 * 1024) end' })
+    local steps = {}
+    for i = 1, 20 do steps[i] = { id = "c" .. i, agent = "chunk" } end
+    local exec = h.run(h.flat("sequential", steps), {}, { engine = engine })
+    assert.equal("failed", exec.status)
+    assert.equal("completed", exec:run_of("c18").status)
+    assert.matches("would take the execution over 16 MiB %(settings.max_execution_bytes%)", exec:run_of("c19").error)
+    assert.equal("skipped", exec:run_of("c20").status)
+  end)
+
+  it("text with NUL or malformed UTF-8 is repaired before anything stores it", function()
+    local engine = engine_with({ bytes = 'function() return { text = "a\\0b\\255c", ["k\\254"] = 1 } end' })
+    local exec = h.run(h.flat("sequential", { { id = "s", agent = "bytes" } }), {}, { engine = engine })
+    assert.equal("completed", exec.status)
+    local out = exec:run_of("s").output
+    assert.equal("a\239\191\189b\239\191\189c", out.text)
+    assert.equal(1, out["k\239\191\189"])
+    assert.is_true(require("chorus.native").utf8_valid(json.encode(exec:record())))
+  end)
+
+  it("an output JSON cannot carry fails its step and says where", function()
+    local engine = engine_with({ fn = 'function() return { ok = true, cb = { function() end } } end' })
+    local exec = h.run(h.flat("sequential", { { id = "s", agent = "fn" } }), {}, { engine = engine })
+    assert.equal("failed", exec.status)
+    assert.equal("output holds function, which JSON cannot carry (at cb[0])", exec:run_of("s").error)
+  end)
+
+  describe("at the door", function()
+    local function deep(n)
+      local v = "leaf"
+      for _ = 1, n do v = { a = v } end
+      return v
+    end
+
+    it("the runner refuses an input over max_input_bytes or nested too deep", function()
+      local engine = h.engine()
+      local runner = runner_mod.new({ engine = engine })
+      local cfg = assert(engine:validate(h.flat("sequential", { { id = "s", agent = "echo" } },
+        { max_input_bytes = 2048 })))
+      local r, err, code = runner:submit(cfg, { blob = ("x"):rep(4096) })
+      assert.is_nil(r)
+      assert.equal("invalid_input", code)
+      assert.equal("the input is larger than 2 KiB (settings.max_input_bytes)", err)
+      r, err, code = runner:submit(cfg, deep(126))
+      assert.is_nil(r)
+      assert.equal("invalid_input", code)
+      assert.matches("^the input nested deeper than 100 levels", err)
+      assert.is_table(runner:submit(cfg, deep(90)))
+    end)
+
+    it("a config whose metadata nests too deep to be listed again is refused", function()
+      local engine = h.engine()
+      local doc = h.flat("sequential", { { id = "s", agent = "echo" } })
+      doc.metadata = deep(126)
+      local cfg, errs = engine:validate(doc)
+      assert.is_nil(cfg)
+      assert.matches("^the config nested deeper than 104 levels", errs[1].message)
+    end)
+
+    it("the limits are settings with bounds", function()
+      local engine = h.engine()
+      local _, errs = engine:validate(h.flat("sequential", { { id = "s", agent = "echo" } },
+        { max_output_bytes = 1e12 }))
+      assert.equal("settings.max_output_bytes", errs[1].path)
+    end)
+  end)
+
+  describe("reads", function()
+    local svc, key
+    before_each(function()
+      local store = memory.new()
+      local engine = h.engine({ store = store })
+      svc = { engine = engine, store = store, runner = runner_mod.new({ engine = engine }),
+        auth = auth.new({ store = store, ttl_ms = 0 }) }
+      svc.app = api.new(svc)
+      local k
+      key, k = auth.generate()
+      store:create_key({ prefix = k.prefix, hash = k.hash, tenant_id = "t", user_id = "u", role = "admin" })
+    end)
+
+    local function get(path)
+      local p, q = path:match("^([^?]*)%??(.*)$")
+      local status, _, body = svc.app:handle({ method = "GET", path = p, query = q,
+        headers = { authorization = "Bearer " .. key }, body = "" })
+      return status, json.decode(body)
+    end
+
+    it("a config stored before the limits does not break the list of the others", function()
+      local good = assert(svc.engine:validate(h.flat("sequential", { { id = "s", agent = "echo" } })))
+      good.name = "good"
+      assert(svc.store:create_config(good, { tenant_id = "t", user_id = "u" }))
+      local bad = assert(svc.engine:validate(h.flat("sequential", { { id = "s", agent = "echo" } })))
+      bad.name = "bad"
+      local v = "leaf"
+      for _ = 1, 126 do v = { a = v } end
+      bad.metadata = v -- as an older version would have let in
+      assert(svc.store:create_config(bad, { tenant_id = "t", user_id = "u" }))
+      local status, body = get("/api/v1/orchestrations/configs")
+      assert.equal(200, status)
+      assert.equal(2, #body.items)
+      local by = {}
+      for _, c in ipairs(body.items) do by[c.name] = c end
+      assert.equal("sequential", by.good.strategy)
+      assert.equal("sequential", by.bad.strategy)
+      assert.is_string(by.bad.metadata._unencodable)
+    end)
+  end)
+end)

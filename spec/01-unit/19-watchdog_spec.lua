@@ -1,0 +1,143 @@
+-- Runaway scripts: a CPU budget per resume (CHORUS_CPU_BUDGET_MS, default
+-- 200 ms) interrupts script code that never yields; a heap ceiling
+-- (CHORUS_HEAP_LIMIT_MB) turns a memory bomb into a failed step; --sandbox
+-- loads overlay scripts without os, io, ffi, debug.
+local h = require "spec.helpers"
+local native = require "chorus.native"
+local sched = require "chorus.sched"
+local registry = require "chorus.registry"
+
+local function scripts(files)
+  local dir = h.tmpdir()
+  assert(os.execute("mkdir -p " .. dir .. "/strategies") == 0)
+  for rel, src in pairs(files) do h.write(dir .. "/" .. rel, src) end
+  return dir
+end
+
+local function engine_with(files)
+  return h.engine({ scripts = { scripts(files) } })
+end
+
+describe("watchdog", function()
+  it("interrupts an agent that never yields; its timeout alone could not", function()
+    local engine = engine_with({ ["agents/spin.lua"] = [[
+      return { name = "spin", call = function() local n = 0 while true do n = n + 1 end end }]] })
+    local t0 = sched.now()
+    local exec = h.run(h.flat("parallel", {
+      { id = "spin", agent = "spin", timeout_ms = 60000, on_failure = "continue" },
+      { id = "other", agent = "delay", params = { ms = 10, output = "fine" } },
+    }), {}, { engine = engine })
+    local took = sched.now() - t0
+    assert.equal("failed", exec:run_of("spin").status)
+    assert.matches("cpu budget exceeded %(200 ms%)", exec:run_of("spin").error)
+    assert.equal("completed", exec:run_of("other").status)
+    assert.is_true(took >= 190 and took < 1500, "took " .. took .. " ms")
+    assert.is_true(native.watchdog_stats().cpu_interrupts >= 1)
+  end)
+
+  it("still ends a script that catches the interruption and loops again", function()
+    local engine = engine_with({ ["agents/stubborn.lua"] = [[
+      return { name = "stubborn", call = function()
+        while true do pcall(function() while true do end end) end
+      end }]] })
+    local exec = h.run(h.flat("sequential", { { id = "s", agent = "stubborn" } }), {}, { engine = engine })
+    assert.equal("failed", exec.status)
+    assert.matches("cpu budget exceeded", exec:run_of("s").error)
+  end)
+
+  it("covers code a script loads at run time", function()
+    local engine = engine_with({ ["agents/loader.lua"] = [[
+      return { name = "loader", call = function()
+        local f = loadstring("while true do end")
+        f()
+      end }]] })
+    local exec = h.run(h.flat("sequential", { { id = "s", agent = "loader" } }), {}, { engine = engine })
+    assert.matches("cpu budget exceeded", exec:run_of("s").error)
+  end)
+
+  it("interrupts a strategy that never yields: the execution fails, the process goes on", function()
+    local engine = engine_with({ ["strategies/stuck.lua"] = [[
+      return { name = "stuck", run = function() while true do end end }]] })
+    local exec = h.run(h.flat("stuck", { { id = "s", agent = "echo" } }), {}, { engine = engine })
+    assert.equal("failed", exec.status)
+    assert.matches("cpu budget exceeded", exec.error)
+    assert.equal("skipped", exec:run_of("s").status)
+  end)
+
+  it("leaves framework code alone, however long it runs", function()
+    local t0 = sched.now()
+    local n = 0
+    while sched.now() - t0 < 300 do n = n + 1 end -- this spec is not script code
+    assert.is_true(n > 0)
+  end)
+
+  describe("the process", function()
+    local bomb = [[
+      return { name = "bomb", call = function()
+        local t = {}
+        for i = 1, 1e9 do t[i] = ("x"):rep(1048576) .. i end
+      end }]]
+    local spin = [[return { name = "spin", call = function() while true do end end }]]
+    local function run_cli(env, files, steps)
+      local dir = scripts(files)
+      local cfg = dir .. "/cfg.json"
+      h.write(cfg, require("chorus.json").encode(h.flat("sequential", steps)))
+      return h.sh(("%s %s run %s --scripts %s --json -q"):format(env, h.binary, cfg, dir))
+    end
+
+    it("a memory bomb fails its step under CHORUS_HEAP_LIMIT_MB instead of taking the machine", function()
+      local code, out, err = run_cli("CHORUS_CPU_BUDGET_MS=0 CHORUS_HEAP_LIMIT_MB=128", { ["agents/bomb.lua"] = bomb },
+        { { id = "b", agent = "bomb", timeout_ms = 60000 } })
+      assert.equal(1, code, err)
+      local rec = require("chorus.json").decode(out)
+      assert.equal("failed", rec.steps[1].status)
+      -- interrupted by the watchdog, or by the allocator past 1.5 times the limit
+      local e = rec.steps[1].error
+      assert.is_truthy(e:match("memory limit exceeded") or e:match("not enough memory"), e)
+    end)
+
+    it("CHORUS_CPU_BUDGET_MS sets the budget; a bad value is refused at start", function()
+      local code, out = run_cli("CHORUS_CPU_BUDGET_MS=50", { ["agents/spin.lua"] = spin },
+        { { id = "s", agent = "spin" } })
+      assert.equal(1, code)
+      assert.matches("cpu budget exceeded %(50 ms%)", out)
+      local bad, _, err = h.sh("CHORUS_CPU_BUDGET_MS=soon " .. h.binary .. " version")
+      assert.equal(2, bad)
+      assert.matches("CHORUS_CPU_BUDGET_MS must be a whole number", err)
+    end)
+  end)
+
+  describe("--sandbox", function()
+    local function load_with(src)
+      local dir = scripts({ ["agents/probe.lua"] = src })
+      local reg = registry.new({ dirs = { native.home, dir }, sandbox = true })
+      local snap, errors = reg:load()
+      return snap, errors
+    end
+
+    it("an overlay script sees no os, io, ffi, debug, jit or package", function()
+      local snap, errors = load_with([[
+        local seen = {}
+        for _, k in ipairs({ "os", "io", "debug", "jit", "package", "getfenv", "setfenv", "loadfile", "dofile" }) do
+          if _G[k] ~= nil then seen[#seen + 1] = k end
+        end
+        local ok = pcall(require, "ffi")
+        return { name = "probe", seen = seen, ffi = ok, call = function() return "ok" end }]])
+      assert.same({}, errors)
+      local mod = snap.agents.probe.module
+      assert.same({}, mod.seen)
+      assert.is_false(mod.ffi)
+      assert.is_table(snap.agents.echo) -- the built-ins load as they are
+    end)
+
+    it("an overlay script may require the public scripting modules, and is told what it may not", function()
+      local _, errors = load_with([[
+        local json = require "chorus.json"
+        local sched = require "chorus.sched"
+        require "chorus.native"
+        return { name = "probe", call = function() end }]])
+      assert.equal(1, #errors)
+      assert.matches("module 'chorus.native' is not available to scripts in %-%-sandbox", errors[1].message)
+    end)
+  end)
+end)

@@ -1,0 +1,73 @@
+-- Events over WebSockets: a long history replays to a fast reader in
+-- full (it is waited for, not dropped as a slow consumer), and the first
+-- message of /ws/execute must be a JSON object.
+local h = require "spec.helpers"
+local c = require "spec.support.clients"
+local client = require "chorus.http.client"
+local json = require "chorus.json"
+
+local function serve(args)
+  local log = os.tmpname()
+  local pid = h.spawn(("%s serve --listen 127.0.0.1:0 --no-auth --scripts %s/scripts %s"):format(
+    h.binary, h.fixtures, args or ""), log)
+  local port
+  assert(h.wait_until(function()
+    port = tonumber(table.concat(h.read_lines(log), "\n"):match("listening on 127%.0%.0%.1:(%d+)"))
+    return port ~= nil or not h.alive(pid)
+  end, 10000), "serve did not start")
+  assert(port, "serve failed: " .. table.concat(h.read_lines(log), "\n"))
+  return { pid = pid, port = port, base = "http://127.0.0.1:" .. port }
+end
+
+describe("WebSocket events", function()
+  local has_node, s
+  setup(function()
+    has_node = c.setup()
+    s = serve()
+  end)
+  teardown(function()
+    h.kill(s.pid)
+    h.wait_exit(s.pid, 10000)
+    c.cleanup()
+  end)
+
+  it("replays a history larger than the slow-consumer limit to a fast reader, in full", function()
+    assert(has_node, "node with a global WebSocket is required")
+    -- 900 deltas of 2 KiB: about 2 MB of history, twice the 1 MiB a
+    -- socket may have queued.
+    local doc = { config = h.flat("sequential", { { id = "s", agent = "streamer", params = { n = 900, bytes = 2048 } } }) }
+    local res = assert(client.request({ method = "POST", url = s.base .. "/api/v1/orchestrations/execute",
+      headers = { ["content-type"] = "application/json" }, body = json.encode(doc), timeout_ms = 10000 }))
+    local trace = json.decode(res.body).trace_id
+    assert(h.wait_until(function()
+      local r = assert(client.request({ url = s.base .. "/api/v1/orchestrations/status/" .. trace }))
+      return json.decode(r.body).status == "completed"
+    end, 20000))
+    local got = c.node_result(c.node_ws(s, "/ws/executions/" .. trace, nil, 0))
+    local deltas, last = 0, json.decode(got.got[#got.got])
+    for _, m in ipairs(got.got) do
+      local e = json.decode(m)
+      if e.type == "step.delta" then deltas = deltas + 1 end
+      assert.is_not_equal("error", e.type, m:sub(1, 200))
+    end
+    assert.equal(900, deltas)
+    assert.equal("result", last.type)
+    assert.equal(1000, got.code)
+  end)
+
+  it("refuses a JSON array (or anything but an object) as the first message of /ws/execute", function()
+    assert(has_node, "node with a global WebSocket is required")
+    local cfg = h.flat("sequential", { { id = "e", agent = "echo" } })
+    cfg.name = "arr"
+    local r = assert(client.request({ method = "POST", url = s.base .. "/api/v1/orchestrations/configs",
+      headers = { ["content-type"] = "application/json" }, body = json.encode(cfg) }))
+    assert.equal(201, r.status)
+    for _, first in ipairs({ "[]", '[{"input": {}}]', "42", '"x"' }) do
+      local res = c.node_result(c.node_ws(s, "/ws/execute/arr", { first }, 0))
+      local e = json.decode(res.got[1])
+      assert.equal("error", e.type, first)
+      assert.equal("invalid_json", e.error.code, first)
+      assert.equal(1, #res.got, first) -- nothing was started
+    end
+  end)
+end)
