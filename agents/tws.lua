@@ -68,7 +68,8 @@ end
 local function find_job(p, input, ctx)
   local sel, err = selection(p, input)
   if not sel then return fail(ctx, err, NO_RETRY) end
-  local conn, cerr, cinfo = client.connect(p, { traceparent = ctx:traceparent() })
+  local conn, cerr, cinfo = client.connect(p, { traceparent = ctx:traceparent(), step_id = ctx.step_id,
+    attempt = ctx.attempt, trace_id = ctx.trace_id })
   if not conn then return fail(ctx, cerr, cinfo) end
   local jobs, qerr, qinfo = conn:query_jobs(sel, 50)
   if not jobs then return fail(ctx, qerr, qinfo) end

@@ -1,8 +1,7 @@
--- The tws agent's parts that need no engine: base64, Retry-After, the job
+-- The tws agent's parts that need no engine: base64, the job
 -- view over the REST API's JobInPlan shape, job selection, text helpers,
 -- the connection settings' errors, and check_step.
 local base64 = require "chorus.base64"
-local retry_after = require "chorus.http.retry_after"
 local job = require "chorus.tws.job"
 local client = require "chorus.tws.client"
 local text = require "chorus.text"
@@ -20,16 +19,6 @@ describe("tws parts", function()
     assert.is_nil(base64.decode("Zm9v!mE="))
     assert.is_nil(base64.decode("Zg=a"))
     assert.is_nil(base64.decode("abc"))
-  end)
-
-  it("Retry-After: seconds or an HTTP date", function()
-    assert.equal(3000, retry_after.ms("3"))
-    assert.equal(0, retry_after.ms("0"))
-    local now = 1445412480 -- Wed, 21 Oct 2015 07:28:00 GMT
-    assert.equal(2000, retry_after.ms("Wed, 21 Oct 2015 07:28:02 GMT", now))
-    assert.equal(0, retry_after.ms("Wed, 21 Oct 2015 07:27:00 GMT", now))
-    assert.is_nil(retry_after.ms("soon"))
-    assert.is_nil(retry_after.ms(nil))
   end)
 
   it("views a JobInPlan, every key present", function()
@@ -75,7 +64,7 @@ describe("tws parts", function()
     local c = assert(client.connect({}, { getenv = env_of(ok) }))
     assert.equal("https://e:31116", c.engine)
     assert.equal("https://e:31116/twsd/plan/current", c.plan_path)
-    assert.equal("u ***", c:scrub("u pw-123456"))
+    assert.equal("u [redacted]", c:scrub("u pw-123456"))
     c = assert(client.connect({ url = "https://e/twsd", plan = "p/1" }, { getenv = env_of(ok) }))
     assert.equal("https://e/twsd/plan/p%2F1", c.plan_path)
     local cases = {

@@ -8,7 +8,8 @@
 --   connect(params, opts) -> conn | nil, err, info
 --     params: the tws step's params (url, url_env, user_env, password_env,
 --     ca_file, ca_file_env, base_path, plan, timeout_ms, max_response_bytes)
---     opts: getenv (default os.getenv), traceparent (header value)
+--     opts: getenv (default os.getenv), traceparent (header value), and
+--     step_id, attempt, trace_id for log lines
 --   conn:query_jobs({job, job_stream, workstation, last}, how_many)
 --        -> {job_json...} | nil, err, info
 --   conn:get_job(id) -> job_json | nil, err, info
@@ -18,14 +19,14 @@
 --
 -- info on failure: {retry = false} when retrying cannot help (401, 403,
 -- 404, other 4xx, TLS, bad settings), {retry_after_ms = n} for 429 and
--- 5xx (from Retry-After; else the step's backoff applies). The password
--- never appears in a message: it is read here, put in one header, and
--- scrubbed from any text that comes back.
+-- 5xx (from Retry-After, chorus.http.failure; else the step's backoff
+-- applies). The password never appears in a message: it is read here, put
+-- in one header, and replaced by [redacted] in any text that comes back.
 local http = require "chorus.http.client"
 local json = require "chorus.json"
 local base64 = require "chorus.base64"
 local log = require "chorus.log"
-local retry_after = require "chorus.http.retry_after"
+local failure = require "chorus.http.failure"
 
 local type, tostring, tonumber, pairs, ipairs, next = type, tostring, tonumber, pairs, ipairs, next
 local format, concat = string.format, table.concat
@@ -52,18 +53,7 @@ Conn.__index = Conn
 
 -- Hides the password (and the Basic credentials) in text from elsewhere.
 function Conn:scrub(text)
-  text = tostring(text)
-  for _, secret in ipairs(self._secrets) do
-    local s, i = text, 1
-    while true do
-      local a, b = s:find(secret, i, true)
-      if not a then break end
-      s = s:sub(1, a - 1) .. "***" .. s:sub(b + 1)
-      i = a + 3
-    end
-    text = s
-  end
-  return text
+  return failure.redact(tostring(text), self._secrets)
 end
 
 -- What the engine said in an error body: {"messages": [...]} (the
@@ -123,8 +113,7 @@ function M.connect(params, opts)
   local root = url
   if base_path ~= "" and url:sub(-#base_path) ~= base_path then root = url .. base_path end
   local basic = base64.encode(user .. ":" .. password)
-  local secrets = { basic }
-  if #password >= 4 then secrets[#secrets + 1] = password end
+  local secrets = { basic, password } -- failure.redact skips secrets under 4 bytes
   return setmetatable({
     engine = url, user = user, root = root,
     plan_path = root .. "/plan/" .. escape(params.plan or M.defaults.plan),
@@ -132,6 +121,8 @@ function M.connect(params, opts)
     timeout_ms = params.timeout_ms or M.defaults.timeout_ms,
     max_bytes = params.max_response_bytes or M.defaults.max_response_bytes,
     traceparent = opts.traceparent,
+    _where = ("step %s attempt %s, trace %s, traceparent %s"):format(tostring(opts.step_id), tostring(opts.attempt),
+      tostring(opts.trace_id), tostring(opts.traceparent)),
     _auth = "Basic " .. basic,
     _secrets = secrets,
     _user_env = user_env, _password_env = password_env,
@@ -177,7 +168,7 @@ function Conn:status_error(method, what, res, subject)
     return nil, format("%s %s: HTTP 404: %s not found on %s: %s", method, what, subject or "resource",
       self.engine, says), NO_RETRY
   elseif s == 429 or s >= 500 then
-    local after = retry_after.ms(res.headers["retry-after"])
+    local after = failure.retry_after_ms(res.headers)
     return nil, format("%s %s: HTTP %d from the engine at %s: %s", method, what, s, self.engine, says),
       { retry_after_ms = after }
   end
@@ -199,10 +190,10 @@ function Conn:request(method, url, what, body, extra)
     timeout_ms = self.timeout_ms, max_body_bytes = self.max_bytes, ca_file = self.ca_file,
   })
   if not res then
-    log.debug("tws: %s %s failed: %s (traceparent %s)", method, what, self:scrub(err), tostring(self.traceparent))
+    log.debug("tws: %s %s failed: %s (%s)", method, what, self:scrub(err), self._where)
     return self:transport_error(method, what, err, kind)
   end
-  log.debug("tws: %s %s -> %d (traceparent %s)", method, what, res.status, tostring(self.traceparent))
+  log.debug("tws: %s %s -> %d (%s)", method, what, res.status, self._where)
   return res
 end
 
