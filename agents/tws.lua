@@ -188,7 +188,8 @@ return {
     user_env = env_name("variable holding the user (default TWS_USER)"),
     password_env = env_name("variable holding the password (default TWS_PASSWORD)"),
     ca_file_env = env_name("variable holding the CA file path (default TWS_CA_FILE)"),
-    ca_file = { type = "string", min_len = 1, max_len = 4096, description = "PEM file of the CAs to trust (default: $TWS_CA_FILE)" },
+    ca_file = { type = "string", min_len = 1, max_len = 4096,
+      description = "PEM file of the CAs to trust (default: $TWS_CA_FILE)" },
     base_path = { type = "string", default = "/twsd", max_len = 200, pattern = "^/[%w%-%._~/]*$",
       pattern_help = "a path such as /twsd", description = "the REST API's path on the engine" },
     timeout_ms = { type = "integer", default = 30000, min = 1, max = 600000, description = "per request" },
@@ -205,11 +206,13 @@ return {
     local errs, p = {}, step.params or {}
     if p.password ~= nil then
       errs[#errs + 1] = { path = "params.password", message =
-        "a password never goes in a config: the tws agent reads it from TWS_PASSWORD (params.password_env names another variable)" }
+        "a password never goes in a config: the tws agent reads it from TWS_PASSWORD "
+          .. "(params.password_env names another variable)" }
     end
     if p.operation == "action" then
       if p.action == nil then
-        errs[#errs + 1] = { path = "params.action", message = "operation 'action' needs params.action: rerun, hold, release, cancel or kill" }
+        errs[#errs + 1] = { path = "params.action",
+          message = "operation 'action' needs params.action: rerun, hold, release, cancel or kill" }
       end
       if not approval_source(step, cfg and cfg.settings) then
         errs[#errs + 1] = { path = "approval", message = format(
@@ -221,7 +224,8 @@ return {
     end
     for _, f in ipairs({ "job", "job_stream", "workstation" }) do
       if type(p[f]) == "string" then
-        for _, e in ipairs(template.check_paths(step, cfg and cfg.steps_by_id or {}, template.placeholders(p[f]), "params." .. f)) do
+        local paths = template.placeholders(p[f])
+        for _, e in ipairs(template.check_paths(step, cfg and cfg.steps_by_id or {}, paths, "params." .. f)) do
           errs[#errs + 1] = e
         end
       end
@@ -242,8 +246,8 @@ return {
       -- Validation said so already; a config changed behind its back (or
       -- a step built in code) is stopped here, before anything is sent.
       if not approval_source(step, ctx.settings) then
-        return fail(ctx, format("the %s action needs approval: set approval: true on the step, or settings.allow_unapproved_actions: true",
-          p.action), NO_RETRY)
+        return fail(ctx, format("the %s action needs approval: set approval: true on the step, "
+          .. "or settings.allow_unapproved_actions: true", p.action), NO_RETRY)
       end
     end
     local conn, job, info = find_job(p, input, ctx)

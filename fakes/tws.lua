@@ -1,3 +1,4 @@
+-- luacheck: max line length 150 (the job logs below are quoted as engines write them)
 -- fakes/tws.lua: a small HCL Workload Automation / IBM Workload Scheduler
 -- engine ("twsd", the distributed engine's REST API) for the demo and the
 -- specs: a current plan with a few job streams and jobs, their job logs,
@@ -443,8 +444,9 @@ local function main(argv)
   if defaulted then opts.user, opts.password = nil, nil end
   local fake, err = M.start(opts)
   if not fake then io.stderr:write("tws fake: " .. tostring(err) .. "\n") return 1 end
-  io.stdout:write(("tws fake: %s (%s)\n"):format(fake.url,
-    defaulted and "TWS_USER/TWS_PASSWORD not both set: demo credentials twsuser / twspass" or "credentials from TWS_USER/TWS_PASSWORD"))
+  io.stdout:write(("tws fake: %s (%s)\n"):format(fake.url, defaulted
+    and "TWS_USER/TWS_PASSWORD not both set: demo credentials twsuser / twspass"
+    or "credentials from TWS_USER/TWS_PASSWORD"))
   io.stdout:flush()
   local stop = sched.cond()
   local native = require "chorus.native"

@@ -46,7 +46,8 @@ describe("tws parts", function()
     local _, err = job.pick({}, { job = "J", workstation = "W9" })
     assert.equal("job J, workstation W9 not found in the current plan", err)
     _, err = job.pick({ a, b }, { job = "J" })
-    assert.equal("job J matches 2 jobs in the plan (W1#S1.J, W2#S2.J): set params.job_stream or params.workstation to choose one", err)
+    assert.equal("job J matches 2 jobs in the plan (W1#S1.J, W2#S2.J): "
+      .. "set params.job_stream or params.workstation to choose one", err)
   end)
 
   it("text helpers: tail on a line start, lines, UTF-8 repair", function()
@@ -71,10 +72,12 @@ describe("tws parts", function()
       { {}, {}, "no engine URL: set TWS_URL (or params.url), e.g. https://engine:31116" },
       { { url_env = "MY_URL" }, {}, "no engine URL: set MY_URL (or params.url), e.g. https://engine:31116" },
       { {}, { TWS_URL = "ftp://e" }, "the engine URL from TWS_URL must start with https:// or http://" },
-      { {}, { TWS_URL = "https://u:pw-123456@e" }, "the engine URL from TWS_URL must not hold credentials: set TWS_USER and TWS_PASSWORD" },
+      { {}, { TWS_URL = "https://u:pw-123456@e" },
+        "the engine URL from TWS_URL must not hold credentials: set TWS_USER and TWS_PASSWORD" },
       { {}, { TWS_URL = "https://e" }, "no user: set TWS_USER" },
       { { password_env = "P2" }, { TWS_URL = "https://e", TWS_USER = "u" }, "no password: set P2" },
-      { { ca_file = "/nonexistent/ca.pem" }, ok, "the CA file from params.ca_file cannot be read: /nonexistent/ca.pem: No such file or directory" },
+      { { ca_file = "/nonexistent/ca.pem" }, ok,
+        "the CA file from params.ca_file cannot be read: /nonexistent/ca.pem: No such file or directory" },
     }
     for _, case in ipairs(cases) do
       local conn, err, info = client.connect(case[1], { getenv = env_of(case[2]) })

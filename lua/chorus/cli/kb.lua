@@ -21,7 +21,8 @@ local SPEC = {
   json = { type = "flag", help = "print the report or the results as JSON" },
   help = { type = "flag", short = "h", help = "show this help" },
 }
-local ORDER = { "db", "collection", "language", "chunk-chars", "embedding-model", "base-url", "api-key-env", "limit", "match", "json", "help" }
+local ORDER = { "db", "collection", "language", "chunk-chars", "embedding-model", "base-url", "api-key-env",
+  "limit", "match", "json", "help" }
 
 local function usage(out)
   out:write("usage: chorus kb import DIR [options]\n       chorus kb search QUERY [options]\n\n" .. args.usage(SPEC, ORDER))

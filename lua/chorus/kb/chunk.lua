@@ -158,7 +158,7 @@ function M.split(text, opts)
   end
   local function path()
     local parts = {}
-    for i = 1, 6 do if stack[i] then parts[#parts + 1] = stack[i] end end
+    for l = 1, 6 do if stack[l] then parts[#parts + 1] = stack[l] end end
     return #parts > 0 and concat(parts, " > ") or nil
   end
   local function close_section()
@@ -167,7 +167,7 @@ function M.split(text, opts)
   end
   local function open(level, text_)
     close_section()
-    for i = level, 6 do stack[i] = nil end
+    for l = level, 6 do stack[l] = nil end
     stack[level] = text_ ~= "" and text_ or nil
     if level == 1 and not found_title and text_ ~= "" then title, found_title = text_, true end
   end

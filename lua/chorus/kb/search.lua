@@ -75,7 +75,8 @@ function M.run(pool, query, opts)
     if code == "42P01" then
       return nil, "the knowledge base tables are missing: run `chorus migrate` and `chorus kb import`", { retry = false }
     elseif code == "42704" then
-      return nil, ("unknown text search configuration '%s' (the language setting)"):format(tostring(opts.language)), { retry = false }
+      return nil, ("unknown text search configuration '%s' (the language setting)"):format(tostring(opts.language)),
+        { retry = false }
     end
     return nil, "the knowledge base query failed: " .. tostring(err)
   end

@@ -28,7 +28,7 @@ local base64 = require "chorus.base64"
 local log = require "chorus.log"
 local failure = require "chorus.http.failure"
 
-local type, tostring, tonumber, pairs, ipairs, next = type, tostring, tonumber, pairs, ipairs, next
+local type, tostring, pairs, ipairs, next = type, tostring, pairs, ipairs, next
 local format, concat = string.format, table.concat
 
 local M = {}
@@ -87,7 +87,8 @@ function M.connect(params, opts)
   end
   local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
   if not scheme or (scheme:lower() ~= "http" and scheme:lower() ~= "https") then
-    return nil, format("the engine URL from %s must start with https:// or http://", params.url and "params.url" or url_env), NO_RETRY
+    return nil, format("the engine URL from %s must start with https:// or http://",
+      params.url and "params.url" or url_env), NO_RETRY
   end
   if (rest:match("^([^/]*)") or ""):find("@", 1, true) then
     -- Never echo it: it may hold a password.
@@ -104,7 +105,8 @@ function M.connect(params, opts)
   if ca_file then
     local f, ferr = io.open(ca_file, "rb")
     if not f then
-      return nil, format("the CA file from %s cannot be read: %s", params.ca_file and "params.ca_file" or ca_env, tostring(ferr)), NO_RETRY
+      return nil, format("the CA file from %s cannot be read: %s",
+        params.ca_file and "params.ca_file" or ca_env, tostring(ferr)), NO_RETRY
     end
     f:close()
   end

@@ -188,7 +188,8 @@ describe("tws agent", function()
     it("a job that has not started has no log: a 404 with the engine's words, not retried", function()
       local exec, sr = run(step_cfg({ operation = "log", job = "INVOICE_PRINT" }, { retry = { max_attempts = 3 } }))
       assert.equal("failed", exec.status)
-      assert.matches("^tws %(step t1%): GET plan/job/.*/joblog: HTTP 404: the job log of MASTER_CPU#BILLING_JS.INVOICE_PRINT not found", sr.error)
+      assert.matches("^tws %(step t1%): GET plan/job/.*/joblog: HTTP 404: "
+        .. "the job log of MASTER_CPU#BILLING_JS.INVOICE_PRINT not found", sr.error)
       assert.matches("has not started", sr.error, 1, true)
       assert.equal(1, sr.attempts)
     end)
@@ -234,7 +235,8 @@ describe("tws agent", function()
       assert.equal("completed", exec.status, sr.error)
       assert.equal(json.null, sr.output.new_job_id)
       assert.equal(sr.output.job_id, sr.output.after.job_id)
-      assert.equal("rerun of DB_SERVER#BACKUP_JS.BACKUP_NIGHTLY accepted by the engine; its new run was not in the plan after 300 ms",
+      assert.equal("rerun of DB_SERVER#BACKUP_JS.BACKUP_NIGHTLY accepted by the engine; "
+        .. "its new run was not in the plan after 300 ms",
         sr.output.message)
       assert.is_true(h.wait_until(function() return fake:run("BACKUP_NIGHTLY").reruns == 2 end, 3000))
     end)
@@ -352,7 +354,8 @@ describe("tws agent", function()
       local exec, sr = run(step_cfg({ operation = "status", url = "http://127.0.0.1:1" },
         { retry = { max_attempts = 2 } }))
       assert.equal("failed", exec.status)
-      assert.matches("^tws %(step t1%): POST plan/job/query: cannot reach the engine at http://127.0.0.1:1: connection refused", sr.error)
+      assert.matches("^tws %(step t1%): POST plan/job/query: cannot reach the engine at http://127.0.0.1:1: "
+        .. "connection refused", sr.error)
       assert.equal(2, sr.attempts)
     end)
 
@@ -361,24 +364,27 @@ describe("tws agent", function()
       local exec, sr = run(step_cfg({ operation = "status" }, { retry = { max_attempts = 3 } }))
       restore()
       assert.equal("failed", exec.status)
-      assert.matches("HTTP 401: the engine at " .. fake.url .. " refused the credentials of user 'ops_bot' %(TWS_USER / TWS_PASSWORD%)", sr.error)
+      assert.matches("HTTP 401: the engine at " .. fake.url
+        .. " refused the credentials of user 'ops_bot' %(TWS_USER / TWS_PASSWORD%)", sr.error)
       assert.equal(1, sr.attempts)
       assert.is_nil(sr.error:find("wrong-", 1, true))
     end)
 
     it("missing settings say which variable to set", function()
       local restore = env.set({ TWS_USER = false })
-      local exec, sr = run(step_cfg({ operation = "status" }))
+      local _, sr = run(step_cfg({ operation = "status" }))
       restore()
       assert.equal("tws (step t1): no user: set TWS_USER", sr.error)
       restore = env.set({ TWS_URL = false })
-      exec, sr = run(step_cfg({ operation = "status" }))
+      _, sr = run(step_cfg({ operation = "status" }))
       restore()
       assert.equal("tws (step t1): no engine URL: set TWS_URL (or params.url), e.g. https://engine:31116", sr.error)
       restore = env.set({ TWS_URL = "http://" .. USER .. ":" .. PASSWORD .. "@127.0.0.1:9" })
+      local exec
       exec, sr = run(step_cfg({ operation = "status" }))
       restore()
-      assert.equal("tws (step t1): the engine URL from TWS_URL must not hold credentials: set TWS_USER and TWS_PASSWORD", sr.error)
+      assert.equal("tws (step t1): the engine URL from TWS_URL must not hold credentials: "
+        .. "set TWS_USER and TWS_PASSWORD", sr.error)
       assert.equal("failed", exec.status)
     end)
 
@@ -424,7 +430,8 @@ describe("tws agent", function()
       for _, e in ipairs(events) do
         if e.type == "step.retry" then retried = e end
       end
-      assert.matches("HTTP 503 from the engine at .*: The engine is busy%.", retried.error or retried.message or json.encode(retried))
+      assert.matches("HTTP 503 from the engine at .*: The engine is busy%.",
+        retried.error or retried.message or json.encode(retried))
     end)
 
     it("429 and 500 are retried by the step's policy; 403 is not", function()

@@ -131,7 +131,8 @@ describe("knowledge base #postgres", function()
     it("loads markdown and text files, chunked by heading, skipping the rest", function()
       local code, out, err = kb("import " .. dir)
       assert.equal(0, code, err)
-      assert.matches("imported .* into collection default: 3 added, 0 updated, 0 unchanged, 0 removed %(%d+ chunks written%)", out)
+      assert.matches("imported .* into collection default: 3 added, 0 updated, 0 unchanged, 0 removed "
+        .. "%(%d+ chunks written%)", out)
       local by, n = docs()
       assert.equal(3, n)
       assert.equal("Payroll runbook", by["a.md"].title)
@@ -283,7 +284,7 @@ describe("knowledge base #postgres", function()
       assert.equal("failed", exec.status)
       assert.equal("kb (step k): template params.query: no value for {{error_text}} in the step input", sr.error)
       assert.equal(1, sr.attempts)
-      exec, sr = run_kb({ query = "{{blank}}" }, { blank = "  " })
+      sr = select(2, run_kb({ query = "{{blank}}" }, { blank = "  " }))
       assert.equal("kb (step k): the query is empty (params.query rendered to blanks)", sr.error)
     end)
 
@@ -391,7 +392,9 @@ describe("knowledge base #postgres", function()
     end)
 
     it("an endpoint that refuses the key fails at once, naming the variable, never the key", function()
-      emb.fail = function() return 401, nil, { error = { message = "Incorrect API key provided: " .. API_KEY, type = "invalid_request_error" } } end
+      emb.fail = function()
+        return 401, nil, { error = { message = "Incorrect API key provided: " .. API_KEY, type = "invalid_request_error" } }
+      end
       local exec, sr = run_kb({ query = "restart", embedding_model = "spec-embed" }, nil, { attempts = 3 })
       emb.fail = nil
       assert.equal("failed", exec.status)
