@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages Chorus needs, only those missing.
 # Run by scripts/demo and scripts/test; needs root (or sudo).
-# With --services it also installs the servers and tools the tests use.
+# With --services it also installs the servers and tools the tests use;
+# with --demo, PostgreSQL (the demo's knowledge base).
 set -euo pipefail
 
 CHORUS_PACKAGES=(
@@ -20,6 +21,9 @@ if [ "${1:-}" = "--services" ]; then
   # agent's CA-file path, spec/02-integration/20-tws/tls_spec.lua)
   CHORUS_PACKAGES+=(postgresql redis-server curl procps clang libclang-rt-14-dev
     systemd adduser chromium nginx openssl)
+fi
+if [ "${1:-}" = "--demo" ]; then
+  CHORUS_PACKAGES+=(postgresql)
 fi
 
 missing=()
