@@ -76,7 +76,6 @@ function M.register(reg, engine)
   reg:counter("chorus_event_subscriber_errors_total", "Event subscribers that raised.", {},
     function() return bus.errors end)
 
-  local store = engine.store
   bus:subscribe(function(e)
     local t = e.type
     if t == "step.status" then
@@ -90,12 +89,7 @@ function M.register(reg, engine)
     elseif t == "execution.status" then
       local st = e.status
       transitions:inc(1, st)
-      if ENDED[st] then
-        -- The live object has its duration and config (the event has
-        -- neither); it is still in the store while its end is emitted.
-        local exec = store.get_execution and store:get_execution(e.execution_id)
-        if exec and exec.latency_ms then exec_duration:observe(exec.latency_ms / 1000, exec.config_name, st) end
-      end
+      if ENDED[st] and e.latency_ms then exec_duration:observe(e.latency_ms / 1000, e.config, st) end
     elseif t == "step.retry" then
       retries:inc(1, e.agent)
     elseif t == "step.cache" then
