@@ -14,8 +14,9 @@ if [ "${1:-}" = "--services" ]; then
   # clang + libclang-rt: the libFuzzer targets (scripts/fuzz.sh)
   # systemd (systemd-analyze), adduser: scripts/package-test checks the
   # units and installs the package (its postinst makes the chorus user).
+  # prometheus: its promtool checks what /metrics serves (metrics_spec).
   CHORUS_PACKAGES+=(postgresql redis-server curl procps clang libclang-rt-14-dev
-    systemd adduser)
+    systemd adduser prometheus)
 fi
 
 missing=()

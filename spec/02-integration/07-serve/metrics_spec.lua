@@ -160,6 +160,8 @@ end
 
 -- promtool(text) -> its exit code and everything it printed
 local function promtool(text)
+  assert(c.run("command -v promtool") == 0,
+    "promtool is required: Debian's prometheus package (scripts/deps.sh --services installs it)")
   local file = os.tmpname()
   c.write(file, text)
   local rc, out, err = c.run("promtool check metrics < " .. c.q(file))
