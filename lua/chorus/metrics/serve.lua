@@ -16,7 +16,7 @@ local M = {}
 
 -- The cluster's backlog is counted in PostgreSQL at most this often (a
 -- scrape every second from several Prometheus servers costs one query).
-local PENDING_EVERY_MS = 1000
+local PENDING_EVERY_MS, PENDING_TIMEOUT_MS = 1000, 1000
 local PENDING = [[SELECT count(*) AS n FROM (SELECT 1 FROM orchestration_executions
   WHERE active AND status = 'pending' LIMIT $1) q]]
 
@@ -60,9 +60,10 @@ local function admission_series(reg, svc)
     "The queue: executions in PostgreSQL waiting for any node, counted up to --max-pending + 1.", {}, function()
       local t = sched.now()
       if not at or t - at >= PENDING_EVERY_MS then
-        local r = pool:query(PENDING, runner.max_pending + 1)
-        if not r then return nil end
-        n, at = tonumber(r.rows[1].n), t
+        -- Bounded: with the database down, the scrape still answers (this
+        -- series absent) before Prometheus's timeout.
+        local ok, r = sched.with_deadline(PENDING_TIMEOUT_MS, pool.query, pool, PENDING, runner.max_pending + 1)
+        n, at = ok and r and tonumber(r.rows[1].n) or nil, t
       end
       return n
     end)

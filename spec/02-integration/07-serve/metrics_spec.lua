@@ -405,6 +405,29 @@ describe("/metrics", function()
             end
           end
         end
+
+        -- The queue is counted in PostgreSQL under a deadline: with the
+        -- table locked the scrape still answers, at once, without it.
+        local pg = require "chorus.pg"
+        local sched = require "chorus.sched"
+        local locker = assert(pg.connect(url))
+        assert(locker:query("BEGIN"))
+        assert(locker:query("LOCK TABLE orchestration_executions IN ACCESS EXCLUSIVE MODE"))
+        sched.sleep(1100) -- past the count's cache
+        local t0 = sched.now()
+        text = scrape(s)
+        local took = sched.now() - t0
+        assert(locker:query("ROLLBACK"))
+        locker:close()
+        assert.is_true(took < 3000, "scrape took " .. took .. " ms")
+        fams = parse(text)
+        assert.equal("gauge", fams.chorus_executions_pending.type)
+        assert.is_nil(value(fams, "chorus_executions_pending"))
+        rc, out = promtool(text)
+        assert.equal("", out)
+        assert.equal(0, rc)
+        sched.sleep(1100)
+        assert.equal(0, value(parse(scrape(s)), "chorus_executions_pending"))
       end)
       stop(s)
       assert(ok, err)
