@@ -440,6 +440,29 @@ describe("/metrics", function()
       for name in pairs(names) do
         assert(scrapes[name] and scrapes[name].type, "the dashboard queries " .. name .. ", which /metrics does not have")
       end
+      -- every query is valid PromQL: promtool parses them as recording
+      -- rules (Grafana's variables replaced by what they stand for)
+      local rules, exprs = {}, {}
+      local function collect(v)
+        if type(v) ~= "table" then return end
+        for k, x in pairs(v) do
+          if k == "expr" and type(x) == "string" then exprs[#exprs + 1] = x else collect(x) end
+        end
+      end
+      collect(doc.panels)
+      for i, e in ipairs(exprs) do
+        e = e:gsub("%$__rate_interval", "5m"):gsub("%$__range", "1h"):gsub("%$job", ".*"):gsub("%$instance", ".*")
+        assert.is_nil(e:find("$", 1, true), "a variable left in " .. e)
+        assert.is_nil(e:find("\\", 1, true), e)
+        rules[i] = { record = "dashboard:query_" .. i, expr = e }
+      end
+      local file = os.tmpname()
+      -- JSON is YAML, but for the "\/" our encoder writes (no query has a backslash)
+      c.write(file, (json.encode({ groups = { { name = "dashboard", rules = rules } } }):gsub("\\/", "/")))
+      local rc, out, err = c.run("promtool check rules " .. c.q(file))
+      os.remove(file)
+      assert.equal(0, rc, (out or "") .. (err or ""))
+      assert.matches("SUCCESS: " .. #exprs .. " rules found", out, 1, true)
       -- panels: unique ids, each with a query
       local ids = {}
       for _, p in ipairs(doc.panels) do
