@@ -64,6 +64,9 @@ function M.start(opts)
   if opts.redis then
     svc.bridge = require("chorus.events.redis_bridge").new({ url = opts.redis })
   end
+  -- The step cache and rate limits are the cluster's (one Redis) or, with
+  -- none, this process's.
+  require("chorus.cluster").configure({ redis_url = opts.redis })
   svc.hub = hub_mod.new({ bus = engine.bus, node_id = node_id, bridge = svc.bridge })
   if svc.bridge then svc.bridge:start(svc.hub) end
 
@@ -121,6 +124,9 @@ function M.start(opts)
   self.http, self.port = srv, srv.port
   log.info("serve: listening on %s:%d (%s store%s%s)", opts.host or "127.0.0.1", srv.port,
     d.pool and "postgres" or "memory", svc.bridge and ", redis events" or "", opts.no_auth and ", NO AUTH" or "")
+  local shown = opts.host or "127.0.0.1"
+  if shown == "0.0.0.0" or shown == "::" then shown = native.hostname() end
+  log.info("serve: admin page at http://%s:%d/admin/", shown:find(":", 1, true) and ("[" .. shown .. "]") or shown, srv.port)
   return self
 end
 
