@@ -204,6 +204,24 @@ local function drive(s, hook, refused_hook)
     return rec and rec.status == "running"
   end, 10000))
   assert.equal(200, (req(s, "POST", BASE .. "/executions/" .. slow .. "/cancel")))
+  -- the step cache: a miss, then a hit (params unique to this run: with
+  -- Redis the cache outlives the server)
+  local tag = require("chorus.native").random_hex(8)
+  assert.equal(201, (req(s, "POST", BASE .. "/configs", { name = "m_cached", strategy = "sequential",
+    steps = { { id = "c", agent = "echo", params = { output = { tag = tag } }, cache = { ttl_s = 60 } } } })))
+  for _ = 1, 2 do
+    local t = execute("m_cached")
+    assert.is_true(h.wait_until(function()
+      local _, rec = req(s, "GET", BASE .. "/status/" .. t)
+      return rec and rec.status == "completed"
+    end, 10000))
+  end
+  -- a rate limit of 10 a second with a burst of 1: of three steps at once,
+  -- two wait
+  assert.equal(201, (req(s, "POST", BASE .. "/configs", { name = "m_limited", strategy = "parallel",
+    settings = { rate_limits = { echo = { per_second = 10, burst = 1 } } },
+    steps = { { id = "a", agent = "echo" }, { id = "b", agent = "echo" }, { id = "c", agent = "echo" } } })))
+  execute("m_limited")
   if refused_hook then
     local cfg = { name = "m_refused", strategy = "sequential", steps = { { id = "a", agent = "echo" } },
       settings = { callback_url = refused_hook } }
@@ -244,6 +262,11 @@ local function check_counts(fams, traces, slow)
   assert.equal(36, v("chorus_step_tokens_total", { agent = "metered", config = "m_ok" }))
   assert.equal(1.5, v("chorus_step_cost_total", { agent = "metered", config = "m_ok" }))
   assert.equal(1, v("chorus_build_info"))
+  assert.equal(1, v("chorus_step_cache_requests_total", { agent = "echo", result = "miss" }))
+  assert.equal(1, v("chorus_step_cache_requests_total", { agent = "echo", result = "hit" }))
+  assert.equal(2, v("chorus_rate_limit_wait_seconds_count", { agent = "echo" }))
+  local waited = v("chorus_rate_limit_wait_seconds_sum", { agent = "echo" })
+  assert.is_true(waited > 0.1 and waited < 5, tostring(waited)) -- about 0.1 + 0.2 s
   -- every POST execute was one request of the template, answered 202
   local execute_route = BASE .. "/execute/{config}"
   assert.equal(#traces, v("chorus_http_requests_total", { method = "POST", route = execute_route, status_class = "2xx" }))
