@@ -18,9 +18,10 @@ if [ "${1:-}" = "--services" ]; then
   # chromium: the admin page's browser test (tests/browser, driven by
   # playwright-core from npm with this browser: nothing downloaded at run time);
   # nginx + openssl: TLS in front of the fake Workload Scheduler (the tws
-  # agent's CA-file path, spec/02-integration/20-tws/tls_spec.lua)
+  # agent's CA-file path, spec/02-integration/20-tws/tls_spec.lua);
+  # prometheus: its promtool checks what /metrics serves (metrics_spec).
   CHORUS_PACKAGES+=(postgresql redis-server curl procps clang libclang-rt-14-dev
-    systemd adduser chromium nginx openssl)
+    systemd adduser chromium nginx openssl prometheus)
 fi
 if [ "${1:-}" = "--demo" ]; then
   CHORUS_PACKAGES+=(postgresql)

@@ -45,6 +45,7 @@ local auth_mod = require "chorus.auth"
 
 function App:handle(req)
   local route, params, allow = self.router:match(req.method, req.path)
+  if route then req.route = allow end -- on a match, the third value is its template (for metrics and logs)
   if not route then
     if params == "method_not_allowed" then
       return errors.response("method_not_allowed", ("%s is not allowed here (allowed: %s)"):format(req.method, allow),
