@@ -31,6 +31,18 @@ function M.hash(key)
   return native.sha256(key)
 end
 
+-- What a key looks like, for messages; well_formed(key) -> true | nil, why
+-- (why never quotes the key: a mistyped key is still mostly a secret).
+M.KEY_FORMAT = "chk_ followed by 64 lowercase hex digits (0-9, a-f)"
+
+function M.well_formed(key)
+  if type(key) ~= "string" then return nil, "it is not text" end
+  if key:sub(1, 4) ~= "chk_" then return nil, "it does not start with chk_" end
+  if #key ~= 68 then return nil, ("it has %d characters, not 68"):format(#key) end
+  if key:find("[^0-9a-f]", 5) then return nil, "it has characters other than 0-9 and a-f after chk_" end
+  return true
+end
+
 -- principal(rec) -> what handlers see of the caller
 function M.principal(rec)
   return { key_id = rec.id, tenant_id = rec.tenant_id, user_id = rec.user_id,

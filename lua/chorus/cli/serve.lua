@@ -4,6 +4,10 @@
 -- with one (--db or DATABASE_URL) it is also a node that claims and runs
 -- executions. SIGTERM/SIGINT stop it gracefully; SIGHUP reloads scripts.
 --
+-- Keys (chorus.cli.first_run): in memory, CHORUS_ADMIN_KEY is the admin
+-- key, made and printed once when not given; a malformed one is refused
+-- (exit 2). --no-auth (no keys at all) is logged as a warning.
+--
 -- --workers N starts N processes sharing the port (SO_REUSEPORT); this
 -- one supervises: it restarts a worker that dies and passes SIGTERM and
 -- SIGHUP on (workers are started through libuv, not a shell).
@@ -12,6 +16,7 @@
 -- a database for status reads to be consistent.
 local args = require "chorus.cli.args"
 local db = require "chorus.cli.db"
+local first_run = require "chorus.cli.first_run"
 local log = require "chorus.log"
 local sched = require "chorus.sched"
 local native = require "chorus.native"
@@ -29,14 +34,15 @@ local SPEC = {
   ["grace-ms"] = { type = "string", arg = "MS", help = "on SIGTERM, time given to running executions (default 10000)" },
   ["max-body"] = { type = "string", arg = "BYTES", help = "largest request body (default 1048576)" },
   ["max-inflight"] = { type = "string", arg = "N", help = "in memory: executions running at most; more get 429 (default 10000)" },
-  ["max-pending"] = { type = "string", arg = "N", help = "with a database: pending backlog past which submits get 429 (default 100000)" },
+  ["max-pending"] = { type = "string", arg = "N",
+    help = "with a database: pending backlog past which submits get 429 (default 100000)" },
   ["max-client-conns"] = { type = "string", arg = "N", help = "open connections from one client address (default 2048)" },
   ["no-auth"] = { type = "flag", help = "no API keys: every request acts as an admin (development only)" },
   reuseport = { type = "flag", help = "share the port with other processes (set by --workers)" },
   help = { type = "flag", short = "h", help = "show this help" },
 }
-local ORDER = { "listen", "db", "kb-db", "redis", "scripts", "sandbox", "workers", "concurrency", "lease-ms", "grace-ms", "max-body", "max-inflight", "max-pending", "max-client-conns",
-  "no-auth", "help" }
+local ORDER = { "listen", "db", "kb-db", "redis", "scripts", "sandbox", "workers", "concurrency", "lease-ms", "grace-ms",
+  "max-body", "max-inflight", "max-pending", "max-client-conns", "no-auth", "help" }
 
 local function int(opts, name, min, default)
   local v = opts[name]
@@ -53,6 +59,8 @@ end
 -- database that is restarting gets a moment.
 local START_MS, START_FAILURES, BACKOFF_MS = 2000, 5, 200
 
+local admin_keys
+
 local function how_it_ended(code, sig)
   if sig then return "was killed by " .. sig end
   return "exited with status " .. code
@@ -64,7 +72,7 @@ end
 -- worker is this binary, `serve ARGS --listen ADDR --reuseport`, started
 -- through libuv (native.spawn_process: no shell, its exit noticed by the
 -- loop) and watched by a task of its own that starts another when it dies.
-local function supervise(n, argv, host, port)
+local function supervise(n, argv, host, port, keys)
   local reservation, actual = native.reserve_port(host, port)
   if not reservation then io.stderr:write("chorus serve: " .. actual .. "\n") return 1 end
   -- Read once: a package upgrade replaces the file under a running
@@ -103,7 +111,7 @@ local function supervise(n, argv, host, port)
   local function start(w)
     local err
     w.started = native.now()
-    w.proc, err = native.spawn_process(cmd, { stdin = "null" })
+    w.proc, err = native.spawn_process(cmd, { stdin = "null", env = keys.env })
     w.pid = w.proc and w.proc:pid()
     if not w.proc then log.error("serve: worker %d: %s", w.id, err) end
   end
@@ -141,6 +149,7 @@ local function supervise(n, argv, host, port)
     pids[i] = tostring(workers[i].pid or "-")
   end
   log.info("serve: %d workers started on %s (pids %s)", n, listen, table.concat(pids, ", "))
+  keys.announce(host, actual)
   local hooks = {}
   for _, sig in ipairs({ "SIGTERM", "SIGINT" }) do
     hooks[#hooks + 1] = native.on_signal(sig, stop_all)
@@ -159,6 +168,56 @@ local function supervise(n, argv, host, port)
   for _, h in ipairs(hooks) do h:close() end
   reservation:close()
   return code
+end
+
+-- admin_keys(opts) -> keys | nil, exit code. keys.key: the memory
+-- store's admin key (from CHORUS_ADMIN_KEY, or made now); keys.env: what
+-- --workers pass their workers (the same key for all); keys.announce(host,
+-- port, store): the first-run text, once, when the server listens. A
+-- worker (--reuseport) announces nothing: its supervisor did.
+admin_keys = function(opts)
+  local key, kerr = first_run.env_key()
+  if key == false then
+    io.stderr:write("chorus serve: " .. kerr .. "\n")
+    return nil, 2
+  end
+  local url = db.url(opts)
+  local keys = { key = key }
+  if opts["no-auth"] then
+    keys.key = nil
+    keys.announce = function()
+      log.warn("serve: --no-auth: no API keys are checked; every request acts as an admin of tenant default. "
+        .. "Use it only where nobody else can reach the port")
+    end
+    return keys
+  end
+  if url then
+    keys.key = nil
+    keys.announce = function(_, _, store)
+      if key then log.warn("serve: CHORUS_ADMIN_KEY is not used with a database: keys come from `chorus keys create`") end
+      if store then
+        first_run.db_notice(io.stderr, store)
+      else
+        -- The supervisor of --workers has no store of its own.
+        local d = db.open(url, { pool_size = 1 })
+        if d then
+          first_run.db_notice(io.stderr, d.store)
+          d.pool:close()
+        end
+      end
+    end
+    return keys
+  end
+  local made = false
+  if not key then
+    key = require("chorus.auth").generate()
+    made = true
+  end
+  keys.key, keys.env = key, { CHORUS_ADMIN_KEY = key }
+  keys.announce = function(host, port)
+    if made then first_run.banner(io.stderr, key, first_run.admin_url(host, port)) end
+  end
+  return keys
 end
 
 return function(argv)
@@ -183,11 +242,13 @@ return function(argv)
     if err then io.stderr:write("chorus serve: " .. err .. "\n") return 2 end
     n[name] = v
   end
+  local keys, kcode = admin_keys(opts)
+  if not keys then return kcode end
   if n.workers > 1 then
     if not db.url(opts) then
       log.warn("serve: --workers %d in memory: each worker keeps its own executions", n.workers)
     end
-    return supervise(n.workers, argv, host, port)
+    return supervise(n.workers, argv, host, port, keys)
   end
   local redis_url = opts.redis or os.getenv("REDIS_URL")
   if redis_url == "" then redis_url = nil end
@@ -199,8 +260,9 @@ return function(argv)
   end
   local srv, err, code = require("chorus.server").start({
     host = host, port = port, reuseport = opts.reuseport, db = db.url(opts), redis = redis_url,
-    scripts = opts.scripts, sandbox = opts.sandbox, no_auth = opts["no-auth"], concurrency = n.concurrency, lease_ms = n["lease-ms"],
-    max_body_bytes = n["max-body"], admin_key = os.getenv("CHORUS_ADMIN_KEY"),
+    scripts = opts.scripts, sandbox = opts.sandbox, no_auth = opts["no-auth"], concurrency = n.concurrency,
+    lease_ms = n["lease-ms"],
+    max_body_bytes = n["max-body"], admin_key = keys.key,
     max_inflight = n["max-inflight"], max_pending = n["max-pending"], max_client_connections = n["max-client-conns"],
     callback_secret = secret ~= "" and secret or nil,
   })
@@ -209,6 +271,7 @@ return function(argv)
     if kb_pool then kb_pool:close() end
     return code == "bad_scripts" and 2 or 1
   end
+  if not opts.reuseport then keys.announce(host, srv.port, srv.svc.store) end
   local stop = sched.cond()
   local hooks = {}
   for _, sig in ipairs({ "SIGTERM", "SIGINT" }) do

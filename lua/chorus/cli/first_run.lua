@@ -1,0 +1,65 @@
+-- chorus.cli.first_run: the admin key of `chorus serve`.
+--
+-- In memory, the server's only key is CHORUS_ADMIN_KEY; without one, the
+-- server makes one at start and prints it once on stderr (never through
+-- the log: it appears nowhere else), with the admin page's address and how
+-- to keep it across restarts. A malformed CHORUS_ADMIN_KEY is refused
+-- (exit 2) with the format. With a database, keys are rows made by
+-- `chorus keys create`; the server says so when it finds no admin key.
+local auth = require "chorus.auth"
+
+local M = {}
+
+-- env_key() -> key | nil (none) | false, message: CHORUS_ADMIN_KEY, checked
+function M.env_key()
+  local key = os.getenv("CHORUS_ADMIN_KEY")
+  if key == nil or key == "" then return nil end
+  local ok, why = auth.well_formed(key)
+  if not ok then
+    return false, ("CHORUS_ADMIN_KEY is not a valid API key: %s. Expected %s; unset it and "
+      .. "`chorus serve` makes one and prints it"):format(why, auth.KEY_FORMAT)
+  end
+  return key
+end
+
+-- admin_url(host, port) -> "http://HOST:PORT/admin/" (a wildcard address
+-- shown as this machine's name)
+function M.admin_url(host, port)
+  if host == "0.0.0.0" or host == "::" or host == "" then host = require("chorus.native").hostname() end
+  if host:find(":", 1, true) then host = "[" .. host .. "]" end
+  return ("http://%s:%d/admin/"):format(host, port)
+end
+
+-- banner(out, key, url): the one place the made key is ever written.
+function M.banner(out, key, url)
+  out:write(([[
+
+chorus serve: no admin key was given (CHORUS_ADMIN_KEY), so this one was made:
+
+    %s
+
+  Sign in at %s with it, or send it as "Authorization: Bearer <key>"
+  (the chorus CLI reads it from CHORUS_API_KEY). It is shown only now and
+  lives only in this process: to keep it across restarts, start the server
+  with it, e.g. in /etc/chorus/chorus.env or your shell:
+
+    CHORUS_ADMIN_KEY=%s
+
+]]):format(key, url, key))
+  out:flush()
+end
+
+-- db_notice(out, store): with a database, when it holds no admin key yet.
+function M.db_notice(out, store)
+  local keys = store:list_keys({})
+  if not keys then return end
+  for _, k in ipairs(keys) do
+    if k.role == "admin" and not k.revoked_at then return end
+  end
+  out:write("chorus serve: the database has no admin API key yet (keys live in the database: CHORUS_ADMIN_KEY\n"
+    .. "  is not used with one). Make one, shown once on its last line:\n"
+    .. "    chorus keys create --tenant default --user admin --role admin --db URL\n")
+  out:flush()
+end
+
+return M
