@@ -15,19 +15,29 @@ local COMMANDS = {
   status = "print an execution's record from the database",
   keys = "create, list and revoke API keys",
   kb = "load a directory into the knowledge base (import) or search it",
+  executions = "list, show and control executions (of a server, or in the database)",
+  configs = "list, show, apply and diff a server's configs",
+  registry = "a server's loaded scripts and their load errors; reload them",
+  events = "follow a server's events live, like tail -f",
 }
-local ORDER = { "run", "serve", "validate", "migrate", "enqueue", "worker", "status", "keys", "kb", "test", "lua", "version" }
+local ORDER = { "run", "validate", "serve", "worker", "executions", "configs", "events", "registry", "migrate", "enqueue",
+  "status", "keys", "kb", "test", "lua", "version" }
 
 local function usage(out)
-  out:write("usage: chorus COMMAND [ARGS]\n\ncommands:\n")
+  out:write("usage: chorus COMMAND [ARGS]\n       chorus --version\n\ncommands:\n")
   for _, name in ipairs(ORDER) do
-    out:write(("  %-10s %s\n"):format(name, COMMANDS[name]))
+    out:write(("  %-11s %s\n"):format(name, COMMANDS[name]))
   end
-  out:write("\nchorus COMMAND --help shows a command's options.\n")
+  out:write("\nchorus COMMAND --help (or chorus help COMMAND) shows a command's usage.\n"
+    .. "Exit codes: 0 ok, 1 failed, 2 bad usage (each command's help says more).\n")
 end
 
 function M.main(argv)
   local cmd = argv[1]
+  if cmd == "--version" or cmd == "-V" then cmd = "version" end
+  if cmd == "help" and argv[2] and COMMANDS[argv[2]] then
+    return require("chorus.cli." .. argv[2])({ "--help" })
+  end
   if cmd == nil or cmd == "help" or cmd == "--help" or cmd == "-h" then
     usage(cmd and io.stdout or io.stderr)
     return cmd and 0 or 2

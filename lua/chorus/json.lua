@@ -7,6 +7,9 @@
 --                   (consensus votes, content hashes)
 --   array(t) -> t marked to encode as a JSON array even when empty
 --   is_array(t) -> true when t is a sequence (or marked, or empty)
+--   decode_marked(s) -> value | nil, err: decode, with every array marked
+--                   (an empty [] stays an array, not {})
+--   pretty(v) -> string | nil, err: canonical, indented two spaces a level
 local cjson = require "cjson.safe"
 
 local type, pairs, ipairs, tostring, next = type, pairs, ipairs, tostring, next
@@ -193,6 +196,88 @@ end
 -- canonical(v) -> string | nil, err
 function M.canonical(v)
   local ok, s = pcall(canonical, v, 1)
+  if not ok then return nil, s end
+  return s
+end
+
+-- decode_marked: cjson 2.1.0 decodes [] as a plain empty table, which
+-- encodes back as {}. Each empty array of the text (outside strings) is
+-- first replaced by an array holding one sentinel string (text with a NUL,
+-- which no document the API accepts holds), then every array of the
+-- result is marked, and a sentinel array becomes an empty marked one.
+local EMPTY_SENTINEL = "\0chorus:empty-array"
+local EMPTY_TEXT = '["\\u0000chorus:empty-array"]'
+
+local function mark_arrays(v, depth)
+  if type(v) ~= "table" or depth > MAX_DEPTH then return v end
+  if #v == 1 and v[1] == EMPTY_SENTINEL and next(v, 1) == nil then return M.array() end
+  if #v > 0 and M.is_array(v) then M.array(v) end
+  for k, x in pairs(v) do
+    if type(x) == "table" then v[k] = mark_arrays(x, depth + 1) end
+  end
+  return v
+end
+
+function M.decode_marked(s)
+  if type(s) ~= "string" then return M.decode(s) end
+  local out, i, n, last = {}, 1, #s, 1
+  while i <= n do
+    local c = s:sub(i, i)
+    if c == '"' then
+      -- skip the string, escapes included
+      i = i + 1
+      while i <= n do
+        local d = s:sub(i, i)
+        if d == "\\" then i = i + 2
+        elseif d == '"' then break
+        else i = i + 1 end
+      end
+      i = i + 1
+    elseif c == "[" then
+      local j = s:find("[^ \t\r\n]", i + 1)
+      if j and s:sub(j, j) == "]" then
+        out[#out + 1] = s:sub(last, i - 1)
+        out[#out + 1] = EMPTY_TEXT
+        last, i = j + 1, j + 1
+      else
+        i = i + 1
+      end
+    else
+      i = i + 1
+    end
+  end
+  out[#out + 1] = s:sub(last)
+  local v, err = M.decode(concat(out))
+  if v == nil then return nil, err end
+  return mark_arrays(v, 1)
+end
+
+local function pretty(v, depth, indent)
+  if type(v) ~= "table" then return canonical(v, depth) end
+  if depth > MAX_DEPTH then error("nesting deeper than " .. MAX_DEPTH, 0) end
+  local inner = indent .. "  "
+  local parts = {}
+  if M.is_array(v) and (next(v) ~= nil or getmetatable(v) == ARRAY_MT) then
+    if next(v) == nil then return "[]" end
+    for i, x in ipairs(v) do parts[i] = inner .. pretty(x, depth + 1, inner) end
+    return "[\n" .. concat(parts, ",\n") .. "\n" .. indent .. "]"
+  end
+  if next(v) == nil then return "{}" end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+  sort(keys)
+  for i, k in ipairs(keys) do
+    local x = v[k]
+    if x == nil then x = v[tonumber(k)] end
+    parts[i] = inner .. str(k) .. ": " .. pretty(x, depth + 1, inner)
+  end
+  return "{\n" .. concat(parts, ",\n") .. "\n" .. indent .. "}"
+end
+
+-- pretty(v) -> string | nil, err: keys sorted (equal values, equal text),
+-- one member or item a line, indented two spaces a level.
+function M.pretty(v)
+  local ok, s = pcall(pretty, v, 1, "")
   if not ok then return nil, s end
   return s
 end

@@ -109,8 +109,8 @@ function M.start(opts)
     max_client_connections = opts.max_client_connections }, function(req)
     local t0 = now()
     if req.is_websocket or req.path:sub(1, 4) == "/ws/" then
-      local s, h, b = ws.handle(svc, req)
-      hm:websocket(req, s, t0)
+      local s, h, b, streamed = ws.handle(svc, req)
+      hm:websocket(req, s, t0, streamed)
       return s, h, b
     end
     local s, h, b = app:handle(req)
@@ -136,6 +136,9 @@ function Server:stop(opts)
   self.stopping = true
   local grace = opts and opts.grace_ms or 10000
   local svc = self.svc
+  -- Event streams end now, as WebSockets do (1001): their followers
+  -- reconnect to another node instead of waiting out the grace here.
+  require("chorus.api.event_stream").close_all()
   if self.http then self.http:close({ grace_ms = math.min(grace, 5000) }) end
   if svc.deliverer and svc.pool then svc.deliverer:stop() end -- the outbox keeps the rest
   if svc.runner then

@@ -7,7 +7,11 @@
 --   /ws/events                 every event of every execution (admins)
 --
 -- Authentication as for REST (Authorization: Bearer KEY), or ?api_key=KEY
--- for browsers, which cannot set headers on a WebSocket. Messages from the
+-- for browsers, which cannot set headers on a WebSocket.
+--
+-- /ws/executions/{trace_id} and /ws/events also answer a plain GET with
+-- Accept: text/event-stream, with the same messages as server-sent events
+-- (chorus.api.event_stream): for curl, EventSource and `chorus events`. Messages from the
 -- server are JSON: events {"type": "execution.status" | "step.status" |
 -- ..., "seq": n, ...}, then {"type": "result", "execution": record}, or
 -- {"type": "error", "error": {"code", "message"}} before a close.
@@ -22,6 +26,7 @@ local native = require "chorus.native"
 local router = require "chorus.api.router"
 local api = require "chorus.api"
 local auth_mod = require "chorus.auth"
+local event_stream = require "chorus.api.event_stream"
 
 local M = {}
 
@@ -212,8 +217,11 @@ local function principal(svc, req)
   return svc.auth:authenticate(header)
 end
 
+local serve_socket
+
 -- handle(service, req) -> status, headers, body (when it refuses before
--- the upgrade) or nothing (the socket was served).
+-- the upgrade) or nothing (the socket was served), or 200, nil, nil, true
+-- (an event stream was served).
 function M.handle(svc, req)
   local kind, arg = req.path:match("^/ws/(execute)/([^/]+)$")
   if not kind then kind, arg = req.path:match("^/ws/(executions)/([^/]+)$") end
@@ -232,10 +240,29 @@ function M.handle(svc, req)
     local rec = svc.store:get_record(arg, scope)
     if not rec then return errors.response("not_found", ("no execution %s"):format(arg)) end
   end
-  local ws, werr = req:websocket()
+  local sse = not req.is_websocket and event_stream.wants(req)
+  if not req.is_websocket and (not sse or kind == "execute") then
+    return errors.response("bad_request", kind == "execute"
+      and "this endpoint needs a WebSocket (the input is its first message)"
+      or "this endpoint needs a WebSocket, or Accept: text/event-stream for server-sent events")
+  end
+  local ws, werr
+  if sse then ws, werr = event_stream.open(req) else ws, werr = req:websocket() end
   if not ws then return 400, {}, werr end
   local c = client(ws, svc.ws_max_queue or M.defaults.max_queue)
+  serve_socket(svc, c, kind, arg, scope, p)
+  if sse then
+    -- The stream's last messages go out, then its body ends; the HTTP
+    -- metrics count it as the 200 it was (4th value: a stream).
+    ws:close()
+    return 200, nil, nil, true
+  end
+end
 
+-- serve_socket(...): a socket (or event stream) past its handshake, until
+-- the end of what its endpoint sends.
+serve_socket = function(svc, c, kind, arg, scope, p)
+  local ws = c.ws
   if kind == "executions" then
     return stream(svc, c, arg, scope)
   end

@@ -17,8 +17,13 @@ local ORDER = { "db", "input", "input-file", "scripts", "count", "help" }
 
 return function(argv)
   local opts, pos = args.parse(argv, SPEC)
-  if not opts then io.stderr:write("chorus enqueue: " .. pos .. "\n") return 2 end
-  if opts.help then io.stdout:write("usage: chorus enqueue CONFIG.json [options]\n\n" .. args.usage(SPEC, ORDER)) return 0 end
+  if not opts then return args.bad_usage("chorus enqueue", pos, "chorus enqueue CONFIG.json [options]") end
+  if opts.help then
+    io.stdout:write("usage: chorus enqueue CONFIG.json [options]\n\nWrite pending executions to the database and print "
+      .. "their trace ids;\nany chorus worker or server with the database runs them.\n\noptions:\n" .. args.usage(SPEC, ORDER)
+      .. "\nexit codes: 0 ok, 1 failed, 2 bad usage or invalid input\n")
+    return 0
+  end
   if #pos ~= 1 then io.stderr:write("usage: chorus enqueue CONFIG.json [options]\n") return 2 end
   local count = tonumber(opts.count or "1")
   if not count or count < 1 or count ~= math.floor(count) then

@@ -25,7 +25,9 @@ local ORDER = { "db", "collection", "language", "chunk-chars", "embedding-model"
   "limit", "match", "json", "help" }
 
 local function usage(out)
-  out:write("usage: chorus kb import DIR [options]\n       chorus kb search QUERY [options]\n\n" .. args.usage(SPEC, ORDER))
+  out:write("usage: chorus kb import DIR [options]\n       chorus kb search QUERY [options]\n\nLoad a directory of "
+    .. "runbooks into the knowledge base, or search it as the kb agent does.\n\noptions:\n" .. args.usage(SPEC, ORDER)
+    .. "\nexit codes: 0 ok, 1 failed, 2 bad usage\n")
 end
 
 local function say(msg) io.stderr:write("chorus kb: " .. msg .. "\n") end
@@ -90,7 +92,7 @@ end
 
 return function(argv)
   local opts, pos = args.parse(argv, SPEC)
-  if not opts then say(pos) return 2 end
+  if not opts then return args.bad_usage("chorus kb", pos, "chorus kb import DIR | search QUERY [options]") end
   if opts.help then usage(io.stdout) return 0 end
   local sub, target = pos[1], pos[2]
   if (sub ~= "import" and sub ~= "search") or not target or #pos > 2 then usage(io.stderr) return 2 end

@@ -16,8 +16,14 @@ local USAGE = "usage: chorus keys create --tenant T --user U --role R | list [--
 
 return function(argv)
   local opts, pos = args.parse(argv, SPEC)
-  if not opts then io.stderr:write("chorus keys: " .. pos .. "\n") return 2 end
-  if opts.help then io.stdout:write(USAGE .. args.usage(SPEC, { "db", "tenant", "user", "role", "help" })) return 0 end
+  if not opts then
+    return args.bad_usage("chorus keys", pos, "chorus keys create --tenant T --user U --role R | list | revoke ID")
+  end
+  if opts.help then
+    io.stdout:write(USAGE .. "API keys in the database; create prints the new key on its last line, once.\n\noptions:\n"
+      .. args.usage(SPEC, { "db", "tenant", "user", "role", "help" }) .. "\nexit codes: 0 ok, 1 failed, 2 bad usage\n")
+    return 0
+  end
   local action = pos[1]
   if action == "create" then
     if not opts.tenant or not opts.user or not auth.ROLES[opts.role or ""] then
@@ -40,7 +46,8 @@ return function(argv)
     local rec, cerr = d.store:create_key({ prefix = k.prefix, hash = k.hash, tenant_id = opts.tenant,
       user_id = opts.user, role = opts.role })
     if rec then
-      io.stdout:write(("created %s key %s for %s in tenant %s\n%s\n"):format(rec.role, rec.prefix, rec.user_id, rec.tenant_id, key))
+      io.stdout:write(("created %s key %s for %s in tenant %s\n%s\n"):format(rec.role, rec.prefix, rec.user_id,
+        rec.tenant_id, key))
     else
       io.stderr:write("chorus keys: " .. tostring(cerr) .. "\n")
       code = 1

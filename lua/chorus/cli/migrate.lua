@@ -9,8 +9,10 @@ local SPEC = { db = db.SPEC, help = { type = "flag", short = "h", help = "show t
 
 return function(argv)
   local opts, pos = args.parse(argv, SPEC)
-  if not opts then io.stderr:write("chorus migrate: " .. pos .. "\n") return 2 end
-  local usage = "usage: chorus migrate [up | status | down N] [--db URL]\n\n" .. args.usage(SPEC, { "db", "help" })
+  if not opts then return args.bad_usage("chorus migrate", pos, "chorus migrate [up | status | down N] [--db URL]") end
+  local usage = "usage: chorus migrate [up | status | down N] [--db URL]\n\nApply (up, the default), list (status) or "
+    .. "revert the last N (down N) database migrations.\n\noptions:\n" .. args.usage(SPEC, { "db", "help" })
+    .. "\nexit codes: 0 ok, 1 failed, 2 bad usage\n"
   if opts.help then io.stdout:write(usage) return 0 end
   local action = pos[1] or "up"
   local n = tonumber(pos[2])

@@ -1,7 +1,8 @@
 -- chorus run CONFIG.json [--input JSON]: runs one execution in memory (no
--- server needed), with live progress on stderr and, with --json, the final
--- execution record on stdout. Exit 0 completed, 1 failed or cancelled,
--- 2 invalid input.
+-- server needed), with live progress on stderr and the answer on stdout
+-- (so `> out` keeps it): the summary and the whole output, or with --json
+-- the final execution record (the summary then goes to stderr). Exit 0
+-- completed, 1 failed or cancelled, 2 invalid input.
 local args = require "chorus.cli.args"
 local engine_mod = require "chorus.engine"
 local load = require "chorus.cli.load"
@@ -13,20 +14,23 @@ local sched = require "chorus.sched"
 local SPEC = {
   input = { type = "string", arg = "JSON", help = "execution input (a JSON object)" },
   ["input-file"] = { type = "string", arg = "FILE", help = "read the input from a JSON file" },
-  json = { type = "flag", help = "print the final execution record as JSON on stdout" },
+  json = { type = "flag", help = "print the final execution record as JSON on stdout (instead of the summary)" },
   ["auto-approve"] = { type = "flag", help = "approve every approval step" },
   scripts = { type = "list", arg = "DIR", help = "overlay script directory (repeatable)" },
   sandbox = { type = "flag", help = "load --scripts without os, io, ffi, debug (scripts are trusted code otherwise)" },
-  quiet = { type = "flag", short = "q", help = "no progress output" },
+  quiet = { type = "flag", short = "q", help = "no progress on stderr (nor, with --json, the summary)" },
   ["keep-inputs"] = { type = "flag", help = "record each step's input in the record" },
   db = { type = "string", arg = "URL", help = "persist in PostgreSQL (default: $DATABASE_URL; none: in memory)" },
   ["kb-db"] = require("chorus.cli.db").KB_SPEC,
   help = { type = "flag", short = "h", help = "show this help" },
 }
-local ORDER = { "input", "input-file", "json", "auto-approve", "scripts", "sandbox", "db", "kb-db", "quiet", "keep-inputs", "help" }
+local ORDER = { "input", "input-file", "json", "auto-approve", "scripts", "sandbox", "db", "kb-db", "quiet", "keep-inputs",
+  "help" }
 
 local function usage(out)
-  out:write("usage: chorus run CONFIG.json [options]\n\n" .. args.usage(SPEC, ORDER))
+  out:write("usage: chorus run CONFIG.json [options]\n\nRun an execution of CONFIG.json here and now: progress on "
+    .. "stderr, then the summary and\nthe whole output on stdout (with --json, the record instead).\n\noptions:\n"
+    .. args.usage(SPEC, ORDER) .. "\nexit codes: 0 completed, 1 failed or cancelled, 2 bad usage or invalid input\n")
 end
 
 -- Asks on the terminal for each approval step; EOF on stdin rejects.
@@ -43,10 +47,7 @@ end
 
 return function(argv)
   local opts, pos = args.parse(argv, SPEC)
-  if not opts then
-    io.stderr:write("chorus run: " .. pos .. "\n")
-    return 2
-  end
+  if not opts then return args.bad_usage("chorus run", pos, "chorus run CONFIG.json [options]") end
   if opts.help then usage(io.stdout) return 0 end
   if #pos ~= 1 then usage(io.stderr) return 2 end
 
@@ -138,7 +139,13 @@ return function(argv)
     if not d:wait(30000) then d:stop() end
   end
   local rec = exec:record()
-  if view then view.summary(rec) end
+  if not opts.json then
+    if view then io.stderr:write("\n") end
+    progress.new(io.stdout, { fd = 1 }).summary(rec, { full = true })
+  elseif view then
+    io.stderr:write("\n")
+    view.summary(rec)
+  end
   if opts.json then
     local s, jerr = json.encode(rec)
     if not s then

@@ -222,9 +222,20 @@ end
 
 return function(argv)
   local opts, pos = args.parse(argv, SPEC)
-  if not opts then io.stderr:write("chorus serve: " .. pos .. "\n") return 2 end
-  if opts.help then io.stdout:write("usage: chorus serve [options]\n\n" .. args.usage(SPEC, ORDER)) return 0 end
-  if #pos > 0 then io.stderr:write("chorus serve: unexpected argument " .. pos[1] .. "\n") return 2 end
+  if not opts then return args.bad_usage("chorus serve", pos, "chorus serve [options]") end
+  if opts.help then
+    io.stdout:write("usage: chorus serve [options]\n\nThe server: REST API, WebSocket and server-sent events, /metrics, "
+      .. "the admin page.\n\noptions:\n" .. args.usage(SPEC, ORDER) .. [[
+
+environment: CHORUS_ADMIN_KEY (in memory: the admin key; without one, one is made and printed
+once), CHORUS_CALLBACK_SECRET (signs webhooks), DATABASE_URL, REDIS_URL, CHORUS_KB_DB.
+Signals: SIGTERM or SIGINT stop it gracefully, SIGHUP reloads the scripts.
+
+exit codes: 0 stopped, 1 failed (cannot listen, no database), 2 bad usage or scripts that do not load
+]])
+    return 0
+  end
+  if #pos > 0 then return args.bad_usage("chorus serve", "unexpected argument " .. pos[1], "chorus serve [options]") end
   local host, port = "127.0.0.1", 8080
   if opts.listen then
     host, port = opts.listen:match("^%[?([^%]]*)%]?:(%d+)$")

@@ -9,8 +9,13 @@ local SPEC = { db = db.SPEC, json = { type = "flag", help = "print the record as
 
 return function(argv)
   local opts, pos = args.parse(argv, SPEC)
-  if not opts then io.stderr:write("chorus status: " .. pos .. "\n") return 2 end
-  if opts.help then io.stdout:write("usage: chorus status TRACE_ID [options]\n\n" .. args.usage(SPEC, { "db", "json", "help" })) return 0 end
+  if not opts then return args.bad_usage("chorus status", pos, "chorus status TRACE_ID [options]") end
+  if opts.help then
+    io.stdout:write("usage: chorus status TRACE_ID [options]\n\nAn execution's record, read from the database "
+      .. "(chorus executions show\nalso reads it from a server).\n\noptions:\n" .. args.usage(SPEC, { "db", "json", "help" })
+      .. "\nexit codes: 0 ok, 1 failed (no such execution, no database), 2 bad usage\n")
+    return 0
+  end
   if #pos ~= 1 then io.stderr:write("usage: chorus status TRACE_ID [--json] [--db URL]\n") return 2 end
   local url = db.need(opts, "status")
   if not url then return 2 end
@@ -23,7 +28,7 @@ return function(argv)
   if opts.json then
     io.stdout:write(json.encode(rec), "\n")
   else
-    require("chorus.progress").new(io.stdout, { color = false }).summary(rec)
+    require("chorus.progress").new(io.stdout, { fd = 1 }).summary(rec, { full = true })
   end
   return 0
 end

@@ -2,7 +2,25 @@
 -- can use the real bindings and yield to the loop. Must stay a file chunk:
 -- busted's runner only keeps the host in control (no os.exit) when it is
 -- called from a file.
+local USAGE = [[
+usage: chorus test [BUSTED OPTIONS] [PATH...]
+
+Run the busted specs (default: spec/) inside the runtime, so they can use its
+bindings and yield to its loop. Options are busted's own, for example:
+  --filter PATTERN       only the tests whose name matches
+  --tags TAG, --exclude-tags TAG
+  -o FORMAT              output (default plainTerminal)
+  --list                 list the tests instead of running them
+CHORUS_LOG=debug|info|warn shows the runtime's log lines (default: errors only).
+
+exit codes: 0 every spec passed, 1 a spec failed or errored
+]]
+
 return function(args)
+  if args[1] == "--help" or args[1] == "-h" then
+    io.stdout:write(USAGE)
+    return 0
+  end
   local argv = { [0] = "busted" }
   local has_output = false
   for _, a in ipairs(args) do

@@ -11,13 +11,12 @@ local SPEC = {
 
 return function(argv)
   local opts, files = args.parse(argv, SPEC)
-  if not opts then
-    io.stderr:write("chorus validate: " .. files .. "\n")
-    return 2
-  end
+  if not opts then return args.bad_usage("chorus validate", files, "chorus validate CONFIG.json... [options]") end
   if opts.help or #files == 0 then
     local out = opts.help and io.stdout or io.stderr
-    out:write("usage: chorus validate CONFIG.json... [options]\n\n" .. args.usage(SPEC, { "scripts", "help" }))
+    out:write("usage: chorus validate CONFIG.json... [options]\n\nCheck configs as the API will, listing every error "
+      .. "with its path.\n\noptions:\n" .. args.usage(SPEC, { "scripts", "help" })
+      .. "\nexit codes: 0 every config is valid, 2 bad usage or an invalid config\n")
     return opts.help and 0 or 2
   end
   local engine, eerr = engine_mod.new({ scripts = opts.scripts })

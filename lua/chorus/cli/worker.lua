@@ -36,8 +36,13 @@ end
 
 return function(argv)
   local opts, pos = args.parse(argv, SPEC)
-  if not opts then io.stderr:write("chorus worker: " .. pos .. "\n") return 2 end
-  if opts.help then io.stdout:write("usage: chorus worker [options]\n\n" .. args.usage(SPEC, ORDER)) return 0 end
+  if not opts then return args.bad_usage("chorus worker", pos, "chorus worker [options]") end
+  if opts.help then
+    io.stdout:write("usage: chorus worker [options]\n\nA node without HTTP: claims and runs executions from the "
+      .. "database until SIGTERM.\n\noptions:\n" .. args.usage(SPEC, ORDER)
+      .. "\nexit codes: 0 stopped, 1 failed, 2 bad usage or scripts that do not load\n")
+    return 0
+  end
   local n = {}
   for name, min in pairs({ concurrency = 1, ["lease-ms"] = 300, ["poll-ms"] = 10, ["grace-ms"] = 0 }) do
     local v, err = num(opts, name, min)

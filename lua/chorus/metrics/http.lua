@@ -54,7 +54,7 @@ function M.new(reg)
       "HTTP requests answered, by method, route template and status class (WebSocket upgrades are 1xx).", labels),
     duration = reg:histogram("chorus_http_request_duration_seconds",
       "Time from a request's arrival at the API to its answer, by method, route template and status class "
-        .. "(accepted WebSocket upgrades excluded: their lifetime is no latency).",
+        .. "(accepted WebSocket upgrades and event streams excluded: their lifetime is no latency).",
       labels, metrics.HTTP_BUCKETS),
   }, Http)
 end
@@ -65,9 +65,13 @@ function Http:request(req, status, started_ms)
   self.duration:observe((now() - started_ms) / 1000, method, route, class)
 end
 
-function Http:websocket(req, status, started_ms)
+function Http:websocket(req, status, started_ms, streamed)
   local method, route = METHODS[req.method] or "other", M.ws_route(req.path)
-  if type(status) == "number" then
+  if streamed then
+    -- Server-sent events: a 200 that lasted as long as it was followed,
+    -- counted but kept out of the request durations.
+    self.requests:inc(1, method, route, M.status_class(status))
+  elseif type(status) == "number" then
     local class = M.status_class(status)
     self.requests:inc(1, method, route, class)
     self.duration:observe((now() - started_ms) / 1000, method, route, class)
