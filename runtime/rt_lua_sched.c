@@ -14,10 +14,10 @@
  * kills its coroutine: that one is not reused. */
 #include "rt_lua_sched.h"
 
+#include "rt_lua_wait.h"
 #include "rt_lua_watchdog.h"
 
 #include <lauxlib.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -317,14 +317,6 @@ rt_lua_task_t *rt_lua_current(lua_State *L, rt_lua_sched_t *ls,
     return t;
 }
 
-int rt_lua_suspend(lua_State *L, rt_lua_task_t *t, rt_op_t *op)
-{
-    rt_wake_t why = rt_task_suspend(&t->task, op);
-    if (why != RT_WAKE_OK)
-        return rt_lua_push_wake(L, why);
-    return lua_yield(L, 0);
-}
-
 void rt_lua_wake(rt_lua_task_t *t, int nresults)
 {
     t->nargs = nresults;
@@ -425,27 +417,22 @@ static int l_wait(lua_State *L)
     }
 }
 
-/* Sleep: one malloc'd op holding its timer (in the scheduler's heap). */
-typedef struct {
-    rt_op_t op;
-    rt_timer_t timer;
-    rt_lua_task_t *task;
-} lt_sleep_t;
-
-static void lt_sleep_fire(rt_timer_t *tm)
+/* Sleep: a wait on nothing but its own time limit, which ends it with
+ * true (the wait is malloc'd: a task's sleep outlives no one). */
+static int lt_sleep_expire(rt_lua_wait_t *w, lua_State *co)
 {
-    lt_sleep_t *s = (lt_sleep_t *)((char *)tm - offsetof(lt_sleep_t, timer));
-    lua_pushboolean(s->task->co, 1);
-    rt_lua_wake(s->task, 1);
-    free(s);
+    (void)w;
+    lua_pushboolean(co, 1);
+    return 1;
 }
 
-static void lt_sleep_cancel(rt_op_t *op, rt_task_t *t)
+static void lt_sleep_free(rt_lua_wait_t *w)
 {
-    lt_sleep_t *s = (lt_sleep_t *)op;
-    rt_timer_stop(&t->sched->timers, &s->timer);
-    free(s);
+    free(w);
 }
+
+static const rt_lua_wait_vt_t lt_sleep_vt = {NULL, lt_sleep_free,
+                                             lt_sleep_expire};
 
 /* native.sleep(ms) -> true | nil, reason. sleep(0) lets others run. */
 static int l_sleep(lua_State *L)
@@ -453,8 +440,7 @@ static int l_sleep(lua_State *L)
     rt_lua_sched_t *ls = lt_ctx(L);
     double ms = luaL_checknumber(L, 1);
     rt_lua_task_t *cur = rt_lua_current(L, ls, "sleep");
-    uv_loop_t *loop = ls->sched.loop;
-    lt_sleep_t *s;
+    rt_lua_wait_t *w;
     rt_wake_t why;
 
     if (!(ms < 1e12))
@@ -466,27 +452,11 @@ static int l_sleep(lua_State *L)
         rt_task_wake(&cur->task);
         return lua_yield(L, 0);
     }
-    s = malloc(sizeof(*s));
-    if (s == NULL)
+    w = malloc(sizeof(*w));
+    if (w == NULL)
         return luaL_error(L, "out of memory");
-    s->op.cancel = lt_sleep_cancel;
-    s->task = cur;
-    rt_timer_init(&s->timer, lt_sleep_fire);
-    /* From a fresh clock: the loop time is stale after CPU work. Armed
-     * before suspending, so a full timer heap is an error, not a hang. */
-    uv_update_time(loop);
-    if (rt_timer_start(&ls->sched.timers, &s->timer,
-                       uv_now(loop) + (uint64_t)(ms + 0.5)) != 0) {
-        free(s);
-        return luaL_error(L, "out of memory");
-    }
-    why = rt_task_suspend(&cur->task, &s->op);
-    if (why != RT_WAKE_OK) {
-        rt_timer_stop(&ls->sched.timers, &s->timer);
-        free(s);
-        return rt_lua_push_wake(L, why);
-    }
-    return lua_yield(L, 0);
+    rt_lua_wait_init(w, &lt_sleep_vt);
+    return rt_lua_wait_suspend(L, w, cur, ms);
 }
 
 /* native.suspend() -> values passed to task:wake(...) | nil, reason */
@@ -494,7 +464,10 @@ static int l_suspend(lua_State *L)
 {
     rt_lua_sched_t *ls = lt_ctx(L);
     rt_lua_task_t *cur = rt_lua_current(L, ls, "suspend");
-    return rt_lua_suspend(L, cur, &lt_manual_op);
+    rt_wake_t why = rt_task_suspend(&cur->task, &lt_manual_op);
+    if (why != RT_WAKE_OK)
+        return rt_lua_push_wake(L, why);
+    return lua_yield(L, 0);
 }
 
 /* native.current() -> task | nil */

@@ -1,9 +1,8 @@
 /* rt_lua_sched.h - the Lua face of the scheduler: tasks are coroutines.
  *
- * Other bindings use these helpers to write yielding functions in the
- * OpenResty sequence: check arguments, get the current task (raises when
- * called outside one), suspend on an operation (or return the cancel reason
- * at once), and later push results onto the task's coroutine and wake it. */
+ * Other bindings find the current task here (rt_lua_current raises when
+ * called outside one) and wait through rt_lua_wait.h, which suspends the
+ * task on an operation and resumes it with the operation's results. */
 #ifndef RT_LUA_SCHED_H
 #define RT_LUA_SCHED_H
 
@@ -59,14 +58,10 @@ void rt_lua_task_push(lua_State *L, rt_lua_sched_t *ls, rt_lua_task_t *t);
  * is not a running task (main thread, nested plain coroutine). */
 rt_lua_task_t *rt_lua_current(lua_State *L, rt_lua_sched_t *ls,
                               const char *fname);
-/* Suspends the current task on op and yields. When the task is already
- * cancelled, returns `nil, reason` at once instead. Use as
- * `return rt_lua_suspend(L, t, op);` from a lua_CFunction. */
-int rt_lua_suspend(lua_State *L, rt_lua_task_t *t, rt_op_t *op);
 /* Pushes `nil, reason` for a cancel reason; returns 2. */
 int rt_lua_push_wake(lua_State *L, rt_wake_t why);
 /* Marks that the values just pushed onto t->co are the results of the
- * pending operation, and queues t. */
+ * pending operation, and queues t (rt_lua_wait.c and task:wake only). */
 void rt_lua_wake(rt_lua_task_t *t, int nresults);
 
 #endif
