@@ -29,6 +29,7 @@
 
 #include "rt_curl.h"
 #include "rt_lua_util.h"
+#include "rt_lua_wait.h"
 
 #define RT_CURL_CTX_MT "chorus.curl"
 #define RT_CURL_STREAM_MT "chorus.curl.stream"
@@ -47,30 +48,22 @@ typedef struct {
 /* A streamed response: the block of its userdata, which the waiting task
  * keeps alive (it is the method's self). */
 struct lcs {
-    rt_op_t op;            /* the wait in head() or read(); first */
+    rt_lua_wait_t wait;    /* a task in head() or read() */
     lc_ctx_t *ctx;         /* NULL once the context is gone */
     rt_curl_req_t *req;    /* NULL once released */
-    rt_lua_task_t *waiter; /* the task in head() or read(), or NULL */
-    rt_curl_event_t want;  /* what it waits for: HEAD or DATA */
+    rt_curl_event_t want;  /* what the wait is for: HEAD or DATA */
     const char *gone;      /* why req was released: "closed", "timeout" */
     lcs_t *prev, *next;    /* in ctx->streams while req != NULL */
 };
 
-/* One request a task waits on. Freed by exactly one of: the completion
- * callback, the cancel hook, or the context's __gc. */
+/* One request a task waits on, in ctx->ops until its wait ends. Freed
+ * when the wait ends (rt_lua_wait.h), or by the context's __gc. */
 struct lc_op {
-    rt_op_t op;        /* must stay first: the scheduler hands it back */
+    rt_lua_wait_t wait;
     lc_ctx_t *ctx;
-    rt_lua_task_t *task;
     rt_curl_req_t *req; /* the transfer, owned by the engine */
     lc_op_t *prev, *next;
 };
-
-/* What lc_build turns into Lua values. */
-typedef struct {
-    const rt_curl_result_t *res;
-    lua_State *co;
-} lc_build_t;
 
 static lc_ctx_t *lc_ctx(lua_State *L)
 {
@@ -87,13 +80,10 @@ static void lc_unlink(lc_op_t *op)
         op->next->prev = op->prev;
 }
 
-/* Run by lua_cpcall on the main state, so that a memory error is caught
- * here and never unwinds through curl's or libuv's frames. Pushes the three
- * results and moves them onto the waiting coroutine. */
-static int lc_build(lua_State *L)
+/* Pushes the three results of a finished request (rt_lua_wait_done). */
+static int lc_build(lua_State *L, void *arg)
 {
-    lc_build_t *b = lua_touserdata(L, 1);
-    const rt_curl_result_t *res = b->res;
+    const rt_curl_result_t *res = arg;
     size_t i;
 
     if (res->error != NULL) {
@@ -112,9 +102,7 @@ static int lc_build(lua_State *L)
         }
         lua_pushlstring(L, res->body, res->body_len);
     }
-    /* co yielded from curl_request with stack room reserved (see there). */
-    lua_xmove(L, b->co, 3);
-    return 0;
+    return 3;
 }
 
 /* The engine's completion callback: results go to the task, which is
@@ -123,35 +111,26 @@ static void lc_done(rt_curl_req_t *req, const rt_curl_result_t *res,
                     void *data)
 {
     lc_op_t *op = data;
-    rt_lua_task_t *t = op->task;
-    lua_State *L = op->ctx->ls->L;
-    lc_build_t b;
-    int n = 3;
-
     (void)req;
-    b.res = res;
-    b.co = t->co;
-    if (lua_cpcall(L, lc_build, &b) != 0) {
-        /* Out of memory: a bare nil tells the caller (client.lua says
-         * "out of memory"); pushing it needs no allocation. */
-        lua_pop(L, 1);
-        lua_pushnil(t->co);
-        n = 1;
-    }
     lc_unlink(op);
-    free(op);
-    rt_lua_wake(t, n);
+    rt_lua_wait_done(&op->wait, lc_build, (void *)res);
 }
 
-/* Cancel hook: abort the transfer; no completion will come. */
-static void lc_cancel(rt_op_t *o, rt_task_t *task)
+/* The wait was cancelled: abort the transfer; no completion will come. */
+static void lc_cancel(rt_lua_wait_t *w, rt_wake_t why)
 {
-    lc_op_t *op = (lc_op_t *)o;
-    (void)task;
+    lc_op_t *op = (lc_op_t *)w;
+    (void)why;
     rt_curl_abort(op->req);
     lc_unlink(op);
-    free(op);
 }
+
+static void lc_free(rt_lua_wait_t *w)
+{
+    free(w);
+}
+
+static const rt_lua_wait_vt_t lc_vt = {lc_cancel, lc_free, NULL};
 
 /* Reads opts[key] as a non-negative whole number of ms or bytes (nil: 0).
  * Leaves the stack as it was. */
@@ -285,12 +264,9 @@ static int l_curl_request(lua_State *L)
     const char *err = "";
     lc_op_t *op;
     int rc;
-    rt_wake_t why;
 
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    /* Room for every push below and, after the yield, for the three
-     * results lc_build moves here (see lc_build). */
     luaL_checkstack(L, LUA_MINSTACK, "curl_request");
     cur = rt_lua_current(L, ctx->ls, "curl_request");
     lc_read_opts(L, "curl_request", &o);
@@ -307,21 +283,14 @@ static int l_curl_request(lua_State *L)
                             err);
     }
     lua_settop(L, 1); /* curl copied what it keeps */
-    op->op.cancel = lc_cancel;
+    rt_lua_wait_init(&op->wait, &lc_vt);
     op->ctx = ctx;
-    op->task = cur;
-    why = rt_task_suspend(&cur->task, &op->op);
-    if (why != RT_WAKE_OK) {
-        rt_curl_abort(op->req);
-        free(op);
-        return rt_lua_push_wake(L, why);
-    }
     op->prev = NULL;
     op->next = ctx->ops;
     if (ctx->ops)
         ctx->ops->prev = op;
     ctx->ops = op;
-    return lua_yield(L, 0);
+    return rt_lua_wait_suspend(L, &op->wait, cur, -1);
 }
 
 /* ---- streamed responses ------------------------------------------------ */
@@ -392,44 +361,15 @@ static int lcs_push_read(lua_State *L, rt_curl_req_t *req)
     return 1;
 }
 
-typedef struct {
-    lcs_t *s;
-    lua_State *co;
-    int n;
-} lcs_build_t;
-
-/* Run by lua_cpcall on the main state (a memory error is caught there,
- * never unwinding through the loop's frames): builds the results of the
- * wait and moves them onto the waiting coroutine, which yielded with
- * LUA_MINSTACK slots reserved. */
-static int lcs_build(lua_State *L)
+/* Pushes the results of the wait (rt_lua_wait_done). */
+static int lcs_build(lua_State *L, void *arg)
 {
-    lcs_build_t *b = lua_touserdata(L, 1);
-    lua_settop(L, 0);
-    if (b->s->req == NULL)
-        b->n = lc_push_fail(L, b->s->gone, "");
-    else if (b->s->want == RT_CURL_EV_HEAD)
-        b->n = lcs_push_head(L, b->s->req);
-    else
-        b->n = lcs_push_read(L, b->s->req);
-    lua_xmove(L, b->co, b->n);
-    return 0;
-}
-
-/* Hands the waiting task t its results and queues it (from the loop). */
-static void lcs_wake(lcs_t *s, lua_State *L, rt_lua_task_t *t)
-{
-    lcs_build_t b;
-    s->waiter = NULL;
-    b.s = s;
-    b.co = t->co;
-    b.n = 0;
-    if (lua_cpcall(L, lcs_build, &b) != 0) {
-        lua_pop(L, 1);
-        lua_pushnil(t->co); /* out of memory: client.lua says so */
-        b.n = 1;
-    }
-    rt_lua_wake(t, b.n);
+    lcs_t *s = arg;
+    if (s->req == NULL)
+        return lc_push_fail(L, s->gone, "");
+    if (s->want == RT_CURL_EV_HEAD)
+        return lcs_push_head(L, s->req);
+    return lcs_push_read(L, s->req);
 }
 
 /* The engine's event: wakes the waiting task when what it waits for (or
@@ -438,19 +378,19 @@ static void lcs_event(rt_curl_req_t *req, rt_curl_event_t ev, void *data)
 {
     lcs_t *s = data;
     (void)req;
-    if (s->waiter == NULL || (ev != RT_CURL_EV_END && ev != s->want))
+    if (!rt_lua_wait_active(&s->wait) ||
+        (ev != RT_CURL_EV_END && ev != s->want))
         return;
-    lcs_wake(s, s->ctx->ls->L, s->waiter);
+    rt_lua_wait_done(&s->wait, lcs_build, s);
 }
 
-/* Cancel hook of a wait: the transfer is aborted mid-stream. */
-static void lcs_cancel(rt_op_t *op, rt_task_t *task)
+/* The wait was cancelled: the transfer is aborted mid-stream. */
+static void lcs_cancel(rt_lua_wait_t *w, rt_wake_t why)
 {
-    lcs_t *s = (lcs_t *)op;
-    s->waiter = NULL;
-    lcs_release(s, rt_task_stop_reason(task) == RT_WAKE_TIMEOUT
-                       ? "timeout" : "cancelled");
+    lcs_release((lcs_t *)w, why == RT_WAKE_TIMEOUT ? "timeout" : "cancelled");
 }
+
+static const rt_lua_wait_vt_t lcs_vt = {lcs_cancel, NULL, NULL};
 
 static lcs_t *lcs_check(lua_State *L)
 {
@@ -463,12 +403,11 @@ static int lcs_wait(lua_State *L, rt_curl_event_t want, const char *fname)
     lcs_t *s = lcs_check(L);
     rt_lua_task_t *cur;
     const char *word, *message;
-    rt_wake_t why;
     int ready;
 
     if (s->req == NULL)
         return lc_push_fail(L, s->gone, "");
-    if (s->waiter != NULL)
+    if (rt_lua_wait_active(&s->wait))
         return lc_push_fail(L, "busy", "another task is reading");
     if (want == RT_CURL_EV_HEAD) {
         ready = rt_curl_status(s->req) != 0;
@@ -480,17 +419,9 @@ static int lcs_wait(lua_State *L, rt_curl_event_t want, const char *fname)
     if (ready || rt_curl_ended(s->req, &word, &message))
         return want == RT_CURL_EV_HEAD ? lcs_push_head(L, s->req)
                                        : lcs_push_read(L, s->req);
-    luaL_checkstack(L, LUA_MINSTACK, fname); /* for lcs_build's results */
     cur = rt_lua_current(L, s->ctx->ls, fname);
-    s->op.cancel = lcs_cancel;
-    why = rt_task_suspend(&cur->task, &s->op);
-    if (why != RT_WAKE_OK) {
-        lcs_release(s, why == RT_WAKE_TIMEOUT ? "timeout" : "cancelled");
-        return rt_lua_push_wake(L, why);
-    }
-    s->waiter = cur;
     s->want = want;
-    return lua_yield(L, 0);
+    return rt_lua_wait_suspend(L, &s->wait, cur, -1);
 }
 
 static int m_stream_head(lua_State *L)
@@ -508,19 +439,11 @@ static int m_stream_read(lua_State *L)
 static int m_stream_close(lua_State *L)
 {
     lcs_t *s = lcs_check(L);
-    rt_lua_task_t *t = s->waiter;
     if (s->req == NULL)
         return 0;
-    if (t != NULL) { /* its results first: a memory error changes nothing */
-        lua_settop(L, 1);
-        lc_push_fail(L, "closed", "");
-    }
     lcs_release(s, "closed");
-    if (t != NULL) {
-        s->waiter = NULL;
-        lua_xmove(L, t->co, 3); /* t reserved the room before yielding */
-        rt_lua_wake(t, 3);
-    }
+    if (rt_lua_wait_active(&s->wait))
+        rt_lua_wait_done(&s->wait, lcs_build, s);
     return 0;
 }
 
@@ -552,6 +475,7 @@ static int l_curl_open(lua_State *L)
         return lc_push_fail(L, "out of memory", "cannot initialise libcurl");
     s = lua_newuserdata(L, sizeof(*s));
     memset(s, 0, sizeof(*s));
+    rt_lua_wait_init(&s->wait, &lcs_vt);
     s->ctx = ctx;
     s->gone = "closed";
     luaL_getmetatable(L, RT_CURL_STREAM_MT);
