@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "rt_lua_util.h"
+#include "rt_lua_wait.h"
 #include "rt_pg.h"
 
 #define LP_CONN_MT "chorus.pg.conn"
@@ -45,22 +46,21 @@
 
 typedef struct lp_conn lp_conn_t;
 
-/* A task waiting on a connect or a query. Freed by exactly one of: the
- * completion, the cancel hook, or lp_close. */
+/* A task waiting on a connect or a query, in c->ops until its wait ends
+ * (then freed: rt_lua_wait.h). */
 typedef struct lp_op {
-    rt_op_t op;         /* must stay first: the scheduler hands it back */
+    rt_lua_wait_t wait;
     lp_conn_t *c;
-    rt_lua_task_t *task;
     rt_pg_req_t *req;   /* the query, owned by the engine; NULL: connect */
     struct lp_op *prev, *next;
 } lp_op_t;
 
-/* A task in wait_notify. The struct is freed with its timer's close
- * callback (or at once when there is no timer). */
+/* A task in wait_notify, c->waiter until its wait ends. The struct is
+ * freed with its timer's close callback (or at once when there is no
+ * timer). */
 typedef struct {
-    rt_op_t op;         /* must stay first */
+    rt_lua_wait_t wait;
     lp_conn_t *c;
-    rt_lua_task_t *task;
     uv_timer_t timer;   /* the timeout, when has_timer */
     int has_timer;
 } lp_wait_t;
@@ -85,10 +85,9 @@ struct lp_conn {
     int lost;             /* the engine reported the connection lost */
 };
 
-/* Arguments of the builders run under lua_cpcall. */
+/* Arguments of the builders (run under lua_cpcall: rt_lua_wait_done,
+ * lp_wake). */
 typedef struct {
-    lua_State *co;              /* where the values go */
-    int n;                      /* how many were moved there */
     const rt_pg_result_t *res;  /* lp_build_result */
     const char *word, *msg;     /* lp_build_error */
     int ok;                     /* lp_build_connect: connected */
@@ -278,24 +277,15 @@ static void lp_push_res(lua_State *L, PGresult *r)
     lua_setfield(L, -2, "command");
 }
 
-static int lp_move(lua_State *L, lp_build_t *b, int n)
-{
-    lua_xmove(L, b->co, n);
-    b->n = n;
-    return 0;
-}
-
 /* The values for a finished query: {res, ...} | nil, err, info. */
-static int lp_build_result(lua_State *L)
+static int lp_build_result(lua_State *L, void *arg)
 {
-    lp_build_t *b = lua_touserdata(L, 1);
-    const rt_pg_result_t *res = b->res;
+    const rt_pg_result_t *res = ((lp_build_t *)arg)->res;
     size_t i;
 
-    lua_settop(L, 0);
     if (res->error != NULL) {
         lp_push_error(L, res->error, res->message);
-        return lp_move(L, b, 3);
+        return 3;
     }
     /* The first failure explains the others (PGRES_PIPELINE_ABORTED). */
     for (i = 0; i < res->nresults; i++) {
@@ -303,13 +293,13 @@ static int lp_build_result(lua_State *L)
         if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR ||
             st == PGRES_BAD_RESPONSE) {
             lp_push_server_error(L, res->results[i], (int)i + 1);
-            return lp_move(L, b, 3);
+            return 3;
         }
     }
     for (i = 0; i < res->nresults; i++) {
         if (PQresultStatus(res->results[i]) == PGRES_PIPELINE_ABORTED) {
             lp_push_error(L, "error", "the pipeline was aborted");
-            return lp_move(L, b, 3);
+            return 3;
         }
     }
     lua_createtable(L, (int)res->nresults, 0);
@@ -317,26 +307,24 @@ static int lp_build_result(lua_State *L)
         lp_push_res(L, res->results[i]);
         lua_rawseti(L, -2, (int)i + 1);
     }
-    return lp_move(L, b, 1);
+    return 1;
 }
 
 /* nil, "word: msg", {code = word, ...} */
-static int lp_build_error(lua_State *L)
+static int lp_build_error(lua_State *L, void *arg)
 {
-    lp_build_t *b = lua_touserdata(L, 1);
-    lua_settop(L, 0);
+    lp_build_t *b = arg;
     lp_push_error(L, b->word, b->msg);
-    return lp_move(L, b, 3);
+    return 3;
 }
 
 /* true | nil, "word: msg", word */
-static int lp_build_connect(lua_State *L)
+static int lp_build_connect(lua_State *L, void *arg)
 {
-    lp_build_t *b = lua_touserdata(L, 1);
-    lua_settop(L, 0);
+    lp_build_t *b = arg;
     if (b->ok) {
         lua_pushboolean(L, 1);
-        return lp_move(L, b, 1);
+        return 1;
     }
     lua_pushnil(L);
     if (b->msg != NULL && *b->msg != '\0')
@@ -344,73 +332,43 @@ static int lp_build_connect(lua_State *L)
     else
         lua_pushstring(L, b->word);
     lua_pushstring(L, b->word);
-    return lp_move(L, b, 3);
+    return 3;
 }
 
 /* channel, payload, pid */
-static int lp_build_note(lua_State *L)
+static int lp_build_note(lua_State *L, void *arg)
 {
-    lp_build_t *b = lua_touserdata(L, 1);
-    lua_settop(L, 0);
+    lp_build_t *b = arg;
     lua_pushlstring(L, b->channel, b->channel_len);
     lua_pushlstring(L, b->payload, b->payload_len);
     lua_pushinteger(L, b->pid);
-    return lp_move(L, b, 3);
+    return 3;
 }
 
 /* nil, word (the scheduler's shape for a wait that ended without value) */
-static int lp_build_word(lua_State *L)
+static int lp_build_word(lua_State *L, void *arg)
 {
-    lp_build_t *b = lua_touserdata(L, 1);
-    lua_settop(L, 0);
     lua_pushnil(L);
-    lua_pushstring(L, b->word);
-    return lp_move(L, b, 2);
-}
-
-/* Runs builder under lua_cpcall on the main state (a memory error is
- * caught here, never unwinding through libpq's or libuv's frames), then
- * wakes the task with the values it moved there. Out of memory: a bare
- * nil, which chorus.pg reports as "out of memory". */
-static void lp_wake(lp_conn_t *c, rt_lua_task_t *t, lua_CFunction builder,
-                    lp_build_t *b)
-{
-    lua_State *L = c->ls->L;
-    b->co = t->co;
-    b->n = 0;
-    if (lua_cpcall(L, builder, b) != 0) {
-        lua_pop(L, 1);
-        lua_pushnil(t->co);
-        b->n = 1;
-    }
-    rt_lua_wake(t, b->n);
+    lua_pushstring(L, ((lp_build_t *)arg)->word);
+    return 2;
 }
 
 /* ---- the engine's callbacks -------------------------------------------- */
 
-static void lp_wait_closed(uv_handle_t *h)
-{
-    free(h->data);
-}
-
-/* Ends a wait_notify: the waiter is detached and freed. */
-static void lp_wait_end(lp_wait_t *w)
-{
-    w->c->waiter = NULL;
-    if (w->has_timer)
-        uv_close((uv_handle_t *)&w->timer, lp_wait_closed);
-    else
-        free(w);
-}
-
-static void lp_wake_waiter(lp_conn_t *c, const char *word)
+/* Ends a wait_notify with the values build pushes. */
+static void lp_wake_waiter(lp_conn_t *c, rt_lua_build_fn build,
+                           lp_build_t *b)
 {
     lp_wait_t *w = c->waiter;
+    c->waiter = NULL;
+    rt_lua_wait_done(&w->wait, build, b);
+}
+
+static void lp_end_waiter(lp_conn_t *c, const char *word)
+{
     lp_build_t b = {0};
-    rt_lua_task_t *t = w->task;
-    lp_wait_end(w);
     b.word = word;
-    lp_wake(c, t, lp_build_word, &b);
+    lp_wake_waiter(c, lp_build_word, &b);
 }
 
 static void lp_on_connected(rt_pg_t *pg, const char *err, const char *msg,
@@ -419,19 +377,16 @@ static void lp_on_connected(rt_pg_t *pg, const char *err, const char *msg,
     lp_conn_t *c = data;
     lp_op_t *op;
     lp_build_t b = {0};
-    rt_lua_task_t *t;
     (void)pg;
     for (op = c->ops; op != NULL && op->req != NULL; op = op->next)
         ;
     if (op == NULL)
         return; /* nobody waits (cannot happen: cancel closes) */
-    t = op->task;
     lp_unlink(op);
-    free(op);
     b.ok = err == NULL;
     b.word = err;
     b.msg = msg;
-    lp_wake(c, t, lp_build_connect, &b);
+    rt_lua_wait_done(&op->wait, lp_build_connect, &b);
 }
 
 static void lp_on_notify(rt_pg_t *pg, const char *channel,
@@ -442,15 +397,13 @@ static void lp_on_notify(rt_pg_t *pg, const char *channel,
     lp_note_t *n;
     (void)pg;
     if (c->waiter != NULL) {
-        rt_lua_task_t *t = c->waiter->task;
         lp_build_t b = {0};
-        lp_wait_end(c->waiter);
         b.channel = channel;
         b.channel_len = cl;
         b.payload = payload;
         b.payload_len = pl;
         b.pid = pid;
-        lp_wake(c, t, lp_build_note, &b);
+        lp_wake_waiter(c, lp_build_note, &b);
         return;
     }
     if (cl > SIZE_MAX - sizeof(*n) - pl - 2)
@@ -484,7 +437,7 @@ static void lp_on_lost(rt_pg_t *pg, const char *msg, void *data)
     (void)msg;
     c->lost = 1;
     if (c->waiter != NULL)
-        lp_wake_waiter(c, "closed");
+        lp_end_waiter(c, "closed");
 }
 
 static const rt_pg_handlers_t lp_handlers = {lp_on_connected, lp_on_notify,
@@ -494,23 +447,20 @@ static void lp_on_done(rt_pg_req_t *req, const rt_pg_result_t *res,
                        void *data)
 {
     lp_op_t *op = data;
-    lp_conn_t *c = op->c;
-    rt_lua_task_t *t = op->task;
     lp_build_t b = {0};
     (void)req;
     lp_unlink(op);
-    free(op);
     b.res = res;
-    lp_wake(c, t, lp_build_result, &b);
+    rt_lua_wait_done(&op->wait, lp_build_result, &b);
 }
 
-/* ---- cancel hooks -------------------------------------------------------- */
+/* ---- wait hooks ---------------------------------------------------------- */
 
-static void lp_op_cancel(rt_op_t *o, rt_task_t *task)
+static void lp_op_cancel(rt_lua_wait_t *w, rt_wake_t why)
 {
-    lp_op_t *op = (lp_op_t *)o;
+    lp_op_t *op = (lp_op_t *)w;
     lp_conn_t *c = op->c;
-    (void)task;
+    (void)why;
     lp_unlink(op);
     if (op->req != NULL) {
         rt_pg_req_cancel(op->req);
@@ -519,19 +469,42 @@ static void lp_op_cancel(rt_op_t *o, rt_task_t *task)
         rt_pg_close(c->pg);
         c->pg = NULL;
     }
-    free(op);
 }
 
-static void lp_wait_cancel(rt_op_t *o, rt_task_t *task)
+static void lp_free(rt_lua_wait_t *w)
 {
-    (void)task;
-    lp_wait_end((lp_wait_t *)o);
+    free(w);
 }
+
+static const rt_lua_wait_vt_t lp_op_vt = {lp_op_cancel, lp_free, NULL};
+
+static void lp_wait_cancel(rt_lua_wait_t *w, rt_wake_t why)
+{
+    (void)why;
+    ((lp_wait_t *)w)->c->waiter = NULL;
+}
+
+static void lp_wait_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void lp_wait_free(rt_lua_wait_t *rw)
+{
+    lp_wait_t *w = (lp_wait_t *)rw;
+    if (w->has_timer)
+        uv_close((uv_handle_t *)&w->timer, lp_wait_closed);
+    else
+        free(w);
+}
+
+static const rt_lua_wait_vt_t lp_wait_vt = {lp_wait_cancel, lp_wait_free,
+                                            NULL};
 
 static void lp_wait_timeout(uv_timer_t *timer)
 {
     lp_wait_t *w = timer->data;
-    lp_wake_waiter(w->c, "timeout");
+    lp_end_waiter(w->c, "timeout");
 }
 
 /* ---- methods ------------------------------------------------------------- */
@@ -558,16 +531,15 @@ static void lp_close(lp_conn_t *c)
     }
     while (c->ops != NULL) {
         lp_op_t *op = c->ops;
-        rt_lua_task_t *t = op->task;
         lp_unlink(op);
         b.word = "closed";
         b.msg = "the connection was closed";
         b.ok = 0;
-        lp_wake(c, t, op->req ? lp_build_error : lp_build_connect, &b);
-        free(op);
+        rt_lua_wait_done(&op->wait,
+                         op->req ? lp_build_error : lp_build_connect, &b);
     }
     if (c->waiter != NULL)
-        lp_wake_waiter(c, "closed");
+        lp_end_waiter(c, "closed");
     lp_free_notes(c);
 }
 
@@ -594,26 +566,16 @@ static int l_pg_new(lua_State *L)
     return 1;
 }
 
-/* Suspends the current task on a new op for req (NULL: connect). Use as
- * `return lp_suspend(...)`. On an immediate cancel the request is
- * cancelled again. The caller has made room on L's stack for the values
- * lp_move puts there on completion. */
+/* Suspends the current task on op for req (NULL: connect), started. Use
+ * as `return lp_suspend(...)`. */
 static int lp_suspend(lua_State *L, lp_conn_t *c, rt_lua_task_t *cur,
                       lp_op_t *op, rt_pg_req_t *req)
 {
-    rt_wake_t why;
-    op->op.cancel = lp_op_cancel;
+    rt_lua_wait_init(&op->wait, &lp_op_vt);
     op->c = c;
-    op->task = cur;
     op->req = req;
-    why = rt_task_suspend(&cur->task, &op->op);
-    if (why != RT_WAKE_OK) {
-        lp_link(c, op);
-        lp_op_cancel(&op->op, &cur->task);
-        return rt_lua_push_wake(L, why);
-    }
     lp_link(c, op);
-    return lua_yield(L, 0);
+    return rt_lua_wait_suspend(L, &op->wait, cur, -1);
 }
 
 /* conn:connect(conninfo) -> true | nil, err, word */
@@ -764,7 +726,6 @@ static int m_wait_notify(lua_State *L)
     lua_Number ms = luaL_optnumber(L, 2, -1);
     rt_lua_task_t *cur = rt_lua_current(L, c->ls, "pg wait_notify");
     lp_wait_t *w;
-    rt_wake_t why;
 
     luaL_argcheck(L, ms < 1e12, 2, "out of range");
     if (c->notes != NULL) {
@@ -794,13 +755,11 @@ static int m_wait_notify(lua_State *L)
         return 2;
     }
     lua_pop(L, 1);
-    luaL_checkstack(L, 4, "pg"); /* room for the values woken with */
     w = malloc(sizeof(*w));
     if (w == NULL)
         return luaL_error(L, "out of memory");
-    w->op.cancel = lp_wait_cancel;
+    rt_lua_wait_init(&w->wait, &lp_wait_vt);
     w->c = c;
-    w->task = cur;
     w->has_timer = ms > 0;
     if (w->has_timer) {
         if (uv_timer_init(c->ls->sched.loop, &w->timer) < 0) {
@@ -810,17 +769,12 @@ static int m_wait_notify(lua_State *L)
         w->timer.data = w;
     }
     c->waiter = w;
-    why = rt_task_suspend(&cur->task, &w->op);
-    if (why != RT_WAKE_OK) {
-        lp_wait_end(w);
-        return rt_lua_push_wake(L, why);
-    }
     if (w->has_timer) {
         uv_update_time(c->ls->sched.loop);
         (void)uv_timer_start(&w->timer, lp_wait_timeout,
                              (uint64_t)(ms + 0.5), 0);
     }
-    return lua_yield(L, 0);
+    return rt_lua_wait_suspend(L, &w->wait, cur, -1);
 }
 
 /* conn:close(): idempotent; tasks waiting on it get nil, "closed". */
