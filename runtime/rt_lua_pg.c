@@ -85,8 +85,7 @@ struct lp_conn {
     int lost;             /* the engine reported the connection lost */
 };
 
-/* Arguments of the builders (run under lua_cpcall: rt_lua_wait_done,
- * lp_wake). */
+/* Arguments of the builders (run under lua_cpcall by rt_lua_wait_done). */
 typedef struct {
     const rt_pg_result_t *res;  /* lp_build_result */
     const char *word, *msg;     /* lp_build_error */
