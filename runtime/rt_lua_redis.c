@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rt_lua_wait.h"
 #include "rt_redis.h"
 
 #define LR_MT "chorus.redis"
@@ -88,11 +89,10 @@ typedef struct {
     int up_changed;     /* up changed while no watcher waited */
 } lr_conn_t;
 
-/* redis_open's wait. Freed by its end (lr_open_end) or cancel hook. */
+/* redis_open's wait (conn->opening), freed when it ends. */
 struct lr_open {
-    rt_op_t op; /* first: the scheduler hands it back */
+    rt_lua_wait_t wait;
     lr_conn_t *conn;
-    rt_lua_task_t *task;
     int ud_ref; /* anchors the handle until the wait ends */
 };
 
@@ -104,47 +104,39 @@ typedef struct {
     rt_redis_cmd_t *h; /* pending in the engine, or NULL */
 } lr_slot_t;
 
-/* A command or pipeline wait. Freed by the callback that completes it,
- * by the first failure, or by the cancel hook. */
+/* A command or pipeline wait, freed when it ends: by the last reply,
+ * the first failure, or a cancel. */
 struct lr_cmd_op {
-    rt_op_t op;
+    rt_lua_wait_t wait;
     lr_ctx_t *ctx;
-    rt_lua_task_t *task;
     size_t n, left; /* slots, and replies still to come */
     int tbl_ref;    /* pipeline: its results table; LUA_NOREF: one command */
     lr_slot_t slots[];
 };
 
-/* A subscription's wait for its confirmations. */
+/* A subscription's wait for its confirmations, freed when it ends. */
 typedef struct {
-    rt_op_t op;
+    rt_lua_wait_t wait;
     lr_ctx_t *ctx;
-    rt_lua_task_t *task;
     rt_redis_cmd_t *h;
 } lr_sub_op_t;
 
-/* redis_next's wait; freed by its timer's close callback. */
+/* redis_next's wait (conn->next_w); freed by its timer's close callback
+ * once it ends. */
 struct lr_next {
-    rt_op_t op;
+    rt_lua_wait_t wait;
     uv_timer_t timer; /* timeout_ms, when given */
     lr_conn_t *conn;
-    rt_lua_task_t *task;
     int watch; /* also end on a change of the connected state */
 };
 
-/* What lr_build makes on the main state. */
-enum { B_VALUE = 0, B_STORE, B_MSG, B_ERROR };
+/* A reply stored into a pipeline's results table (lr_store). */
 typedef struct {
-    int mode;
     lr_ctx_t *ctx;
-    lua_State *co;            /* B_VALUE, B_MSG, B_ERROR: results go here */
-    const redisReply *reply;  /* B_VALUE, B_STORE */
-    const rt_redis_msg_t *msg; /* B_MSG */
-    const char *str;          /* B_ERROR: the message */
-    int tbl_ref;              /* B_STORE: table, and index in it */
+    const redisReply *reply;
+    int tbl_ref;
     size_t idx;
-    int nres;                 /* out: values moved to co */
-} lr_build_t;
+} lr_store_t;
 
 /* Argument scratch: pointers, lengths and number texts of one command. */
 typedef struct {
@@ -225,49 +217,52 @@ static void lr_push_msg(lua_State *L, const rt_redis_msg_t *m)
     }
 }
 
-/* Run by lua_cpcall on the main state (see the header comment). */
-static int lr_build(lua_State *L)
+/* Builders run by rt_lua_wait_done (see the header comment). */
+
+/* A command's reply: value | nil, message, "redis". */
+static int lr_build_reply(lua_State *L, void *arg)
 {
-    lr_build_t *b = lua_touserdata(L, 1);
-    int n = 1;
-    lua_settop(L, 0);
-    switch (b->mode) {
-    case B_VALUE:
-        if (b->reply->type == REDIS_REPLY_ERROR) {
-            lua_pushnil(L);
-            lua_pushlstring(L, b->reply->str, b->reply->len);
-            lr_push_word(b->ctx, L, W_REDIS);
-            n = 3;
-        } else {
-            lr_push_value(L, b->reply);
-        }
-        break;
-    case B_STORE:
-        lua_rawgeti(L, LUA_REGISTRYINDEX, b->tbl_ref);
-        lr_push_value(L, b->reply);
-        lua_rawseti(L, -2, (int)b->idx);
-        lua_pop(L, 1);
-        n = 0;
-        break;
-    case B_MSG:
-        lr_push_msg(L, b->msg);
-        break;
-    default: /* B_ERROR */
-        lua_pushnil(L);
-        lua_pushstring(L, b->str);
-        n = 2;
-        break;
+    const redisReply *r = ((lr_store_t *)arg)->reply;
+    if (r->type != REDIS_REPLY_ERROR) {
+        lr_push_value(L, r);
+        return 1;
     }
-    lua_xmove(L, b->co, n);
-    b->nres = n;
+    lua_pushnil(L);
+    lua_pushlstring(L, r->str, r->len);
+    lr_push_word(((lr_store_t *)arg)->ctx, L, W_REDIS);
+    return 3;
+}
+
+/* A message for redis_next. */
+static int lr_build_msg(lua_State *L, void *arg)
+{
+    lr_push_msg(L, arg);
+    return 1;
+}
+
+/* nil, the error of a failed first attempt (redis_open). */
+static int lr_build_open_fail(lua_State *L, void *arg)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, rt_redis_last_error(arg));
+    return 2;
+}
+
+/* Under lua_cpcall: stores a pipeline's reply into its results table. */
+static int lr_store_cp(lua_State *L)
+{
+    lr_store_t *b = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, b->tbl_ref);
+    lr_push_value(L, b->reply);
+    lua_rawseti(L, -2, (int)b->idx);
     return 0;
 }
 
-/* Builds b from a loop callback. Returns 0, or -1 when out of memory. */
-static int lr_run_build(lr_build_t *b)
+/* Stores from a loop callback. Returns 0, or -1 when out of memory. */
+static int lr_store(lr_store_t *b)
 {
     lua_State *L = b->ctx->ls->L;
-    if (lua_cpcall(L, lr_build, b) != 0) {
+    if (lua_cpcall(L, lr_store_cp, b) != 0) {
         lua_pop(L, 1);
         return -1;
     }
@@ -332,49 +327,41 @@ static lr_conn_t *lr_check(lua_State *L, int idx)
 
 /* ---- opening ------------------------------------------------------------- */
 
-/* Ends redis_open's wait: the handle, or nil and the first error. */
+/* Ends redis_open's wait: the handle, or nil and the first error. The
+ * handle stays anchored until the end: it is closed after the wait. */
 static void lr_open_end(lr_conn_t *conn, int ok)
 {
     lr_open_t *op = conn->opening;
-    rt_lua_task_t *t = op->task;
-    lua_State *L = conn->ctx->ls->L;
-    lr_build_t b;
-    int n = 1;
+    int ref = op->ud_ref;
 
     conn->opening = NULL;
     if (ok) {
-        lua_rawgeti(t->co, LUA_REGISTRYINDEX, op->ud_ref);
+        lua_rawgeti(rt_lua_wait_co(&op->wait), LUA_REGISTRYINDEX, ref);
         conn->up = 1;
+        rt_lua_wait_wake(&op->wait, 1);
     } else {
-        memset(&b, 0, sizeof(b));
-        b.mode = B_ERROR;
-        b.ctx = conn->ctx;
-        b.co = t->co;
-        b.str = rt_redis_last_error(conn->r);
-        if (lr_run_build(&b) == 0) {
-            n = b.nres;
-        } else {
-            lua_pushnil(t->co);
-            lr_push_word(conn->ctx, t->co, W_NOMEM);
-            n = 2;
-        }
+        rt_lua_wait_done(&op->wait, lr_build_open_fail, conn->r);
         lr_close(conn); /* a failed first attempt is final */
     }
-    luaL_unref(L, LUA_REGISTRYINDEX, op->ud_ref);
-    free(op);
-    rt_lua_wake(t, n);
+    luaL_unref(conn->ctx->ls->L, LUA_REGISTRYINDEX, ref);
 }
 
-static void lr_open_cancel(rt_op_t *o, rt_task_t *task)
+static void lr_open_cancel(rt_lua_wait_t *w, rt_wake_t why)
 {
-    lr_open_t *op = (lr_open_t *)o;
+    lr_open_t *op = (lr_open_t *)w;
     lr_conn_t *conn = op->conn;
-    (void)task;
+    (void)why;
     conn->opening = NULL;
     lr_close(conn);
     luaL_unref(conn->ctx->ls->L, LUA_REGISTRYINDEX, op->ud_ref);
-    free(op);
 }
+
+static void lr_free(rt_lua_wait_t *w)
+{
+    free(w);
+}
+
+static const rt_lua_wait_vt_t lr_open_vt = {lr_open_cancel, lr_free, NULL};
 
 /* ---- redis_next ---------------------------------------------------------- */
 
@@ -383,21 +370,28 @@ static void lr_next_closed(uv_handle_t *h)
     free(h->data);
 }
 
-/* Detaches w from its handle and closes its timer (which frees it). */
-static void lr_next_release(lr_next_t *w)
+static void lr_next_free(rt_lua_wait_t *w)
 {
-    w->conn->next_w = NULL;
-    uv_timer_stop(&w->timer);
-    uv_close((uv_handle_t *)&w->timer, lr_next_closed);
+    lr_next_t *nw = (lr_next_t *)w;
+    uv_close((uv_handle_t *)&nw->timer, lr_next_closed);
 }
+
+static void lr_next_cancel(rt_lua_wait_t *w, rt_wake_t why)
+{
+    (void)why;
+    ((lr_next_t *)w)->conn->next_w = NULL;
+}
+
+static const rt_lua_wait_vt_t lr_next_vt = {lr_next_cancel, lr_next_free,
+                                            NULL};
 
 static void lr_next_end(lr_next_t *w, int word)
 {
-    rt_lua_task_t *t = w->task;
-    lua_pushnil(t->co);
-    lr_push_word(w->conn->ctx, t->co, word);
-    lr_next_release(w);
-    rt_lua_wake(t, 2);
+    lua_State *co = rt_lua_wait_co(&w->wait);
+    w->conn->next_w = NULL;
+    lua_pushnil(co);
+    lr_push_word(w->conn->ctx, co, word);
+    rt_lua_wait_wake(&w->wait, 2);
 }
 
 static void lr_next_timeout_cb(uv_timer_t *timer)
@@ -405,37 +399,16 @@ static void lr_next_timeout_cb(uv_timer_t *timer)
     lr_next_end(timer->data, W_TIMEOUT);
 }
 
-static void lr_next_cancel(rt_op_t *o, rt_task_t *task)
-{
-    (void)task;
-    lr_next_release((lr_next_t *)o);
-}
-
 /* A message arrived: hand the oldest to the waiting task, if any. */
 static void lr_next_deliver(lr_conn_t *conn)
 {
     lr_next_t *w = conn->next_w;
     const rt_redis_msg_t *m;
-    rt_lua_task_t *t;
-    lr_build_t b;
-    int n = 1;
     if (w == NULL || (m = rt_redis_peek(conn->r)) == NULL)
         return;
-    t = w->task;
-    memset(&b, 0, sizeof(b));
-    b.mode = B_MSG;
-    b.ctx = conn->ctx;
-    b.co = t->co;
-    b.msg = m;
-    if (lr_run_build(&b) == 0) {
+    conn->next_w = NULL;
+    if (rt_lua_wait_done(&w->wait, lr_build_msg, (void *)m) == 0)
         rt_redis_shift(conn->r);
-    } else {
-        lua_pushnil(t->co);
-        lr_push_word(conn->ctx, t->co, W_NOMEM);
-        n = 2;
-    }
-    lr_next_release(w);
-    rt_lua_wake(t, n);
 }
 
 /* ---- engine events and closing ------------------------------------------- */
@@ -493,6 +466,11 @@ static void lr_cmd_free(lr_cmd_op_t *op)
     free(op);
 }
 
+static void lr_cmd_wait_free(rt_lua_wait_t *w)
+{
+    lr_cmd_free((lr_cmd_op_t *)w);
+}
+
 static void lr_cmd_abort_all(lr_cmd_op_t *op)
 {
     size_t i;
@@ -504,23 +482,23 @@ static void lr_cmd_abort_all(lr_cmd_op_t *op)
     }
 }
 
-static void lr_cmd_cancel(rt_op_t *o, rt_task_t *task)
+static void lr_cmd_cancel(rt_lua_wait_t *w, rt_wake_t why)
 {
-    lr_cmd_op_t *op = (lr_cmd_op_t *)o;
-    (void)task;
-    lr_cmd_abort_all(op);
-    lr_cmd_free(op);
+    (void)why;
+    lr_cmd_abort_all((lr_cmd_op_t *)w);
 }
+
+static const rt_lua_wait_vt_t lr_cmd_vt = {lr_cmd_cancel, lr_cmd_wait_free,
+                                           NULL};
 
 /* Ends the wait with nil and a word (the other commands are abandoned). */
 static void lr_cmd_fail(lr_cmd_op_t *op, int word)
 {
-    rt_lua_task_t *t = op->task;
+    lua_State *co = rt_lua_wait_co(&op->wait);
     lr_cmd_abort_all(op);
-    lua_pushnil(t->co);
-    lr_push_word(op->ctx, t->co, word);
-    lr_cmd_free(op);
-    rt_lua_wake(t, 2);
+    lua_pushnil(co);
+    lr_push_word(op->ctx, co, word);
+    rt_lua_wait_wake(&op->wait, 2);
 }
 
 static void lr_cmd_cb(rt_redis_cmd_t *cmd, const redisReply *reply,
@@ -528,44 +506,33 @@ static void lr_cmd_cb(rt_redis_cmd_t *cmd, const redisReply *reply,
 {
     lr_slot_t *s = data;
     lr_cmd_op_t *op = s->op;
-    rt_lua_task_t *t = op->task;
-    lr_build_t b;
+    lr_store_t b;
     (void)cmd;
     s->h = NULL;
     if (err != NULL) {
         lr_cmd_fail(op, lr_word_of(err));
         return;
     }
-    memset(&b, 0, sizeof(b));
     b.ctx = op->ctx;
-    b.co = t->co;
     b.reply = reply;
     if (op->tbl_ref == LUA_NOREF) {
-        b.mode = B_VALUE;
-        if (lr_run_build(&b) < 0) {
-            lr_cmd_fail(op, W_NOMEM);
-            return;
-        }
-        lr_cmd_free(op);
-        rt_lua_wake(t, b.nres);
+        rt_lua_wait_done(&op->wait, lr_build_reply, &b);
         return;
     }
-    b.mode = B_STORE;
     b.tbl_ref = op->tbl_ref;
     b.idx = (size_t)(s - op->slots) + 1;
-    if (lr_run_build(&b) < 0) {
+    if (lr_store(&b) < 0) {
         lr_cmd_fail(op, W_NOMEM);
         return;
     }
     if (--op->left > 0)
         return;
-    lua_rawgeti(t->co, LUA_REGISTRYINDEX, op->tbl_ref);
-    lr_cmd_free(op);
-    rt_lua_wake(t, 1);
+    lua_rawgeti(rt_lua_wait_co(&op->wait), LUA_REGISTRYINDEX, op->tbl_ref);
+    rt_lua_wait_wake(&op->wait, 1);
 }
 
 /* A wait for n commands, or NULL when out of memory. */
-static lr_cmd_op_t *lr_cmd_new(lr_ctx_t *ctx, rt_lua_task_t *cur, size_t n)
+static lr_cmd_op_t *lr_cmd_new(lr_ctx_t *ctx, size_t n)
 {
     lr_cmd_op_t *op;
     size_t i;
@@ -574,9 +541,8 @@ static lr_cmd_op_t *lr_cmd_new(lr_ctx_t *ctx, rt_lua_task_t *cur, size_t n)
     op = malloc(sizeof(*op) + n * sizeof(lr_slot_t));
     if (op == NULL)
         return NULL;
-    op->op.cancel = lr_cmd_cancel;
+    rt_lua_wait_init(&op->wait, &lr_cmd_vt);
     op->ctx = ctx;
-    op->task = cur;
     op->n = op->left = n;
     op->tbl_ref = LUA_NOREF;
     for (i = 0; i < n; i++) {
@@ -597,18 +563,6 @@ static int lr_refused(lua_State *L, lr_conn_t *conn, const char *name)
                       name);
 }
 
-/* Suspends cur on op (already sent). Returns lua_yield's value, or the
- * wake reason when cur is cancelled (the commands are abandoned). */
-static int lr_cmd_wait(lua_State *L, rt_lua_task_t *cur, lr_cmd_op_t *op)
-{
-    rt_wake_t why = rt_task_suspend(&cur->task, &op->op);
-    if (why != RT_WAKE_OK) {
-        lr_cmd_abort_all(op);
-        lr_cmd_free(op);
-        return rt_lua_push_wake(L, why);
-    }
-    return lua_yield(L, 0);
-}
 
 /* native.redis_command(h, name, arg...) */
 static int l_redis_command(lua_State *L)
@@ -629,12 +583,12 @@ static int l_redis_command(lua_State *L)
     luaL_checkstack(L, LUA_MINSTACK, "redis_command");
     if (conn->r == NULL)
         return lr_push_rc(L, ctx, RT_REDIS_ECLOSED);
-    if (cur->task.cancel_reason != RT_WAKE_OK)
-        return rt_lua_push_wake(L, cur->task.cancel_reason);
+    if (rt_lua_wait_stopped(L, cur))
+        return 2;
     lr_args_new(L, (size_t)n, &a);
     for (i = 0; i < n; i++)
         lr_arg(L, i + 2, &a, (size_t)i);
-    op = lr_cmd_new(ctx, cur, 1);
+    op = lr_cmd_new(ctx, 1);
     if (op == NULL)
         return luaL_error(L, "out of memory");
     rc = rt_redis_command(conn->r, n, a.argv, a.lens, lr_cmd_cb,
@@ -645,7 +599,7 @@ static int l_redis_command(lua_State *L)
             return lr_refused(L, conn, lua_tostring(L, 2));
         return lr_push_rc(L, ctx, rc);
     }
-    return lr_cmd_wait(L, cur, op);
+    return rt_lua_wait_suspend(L, &op->wait, cur, -1);
 }
 
 /* native.redis_pipeline(h, cmds): every command is sent before the first
@@ -688,12 +642,12 @@ static int l_redis_pipeline(lua_State *L)
     }
     if (conn->r == NULL)
         return lr_push_rc(L, ctx, RT_REDIS_ECLOSED);
-    if (cur->task.cancel_reason != RT_WAKE_OK)
-        return rt_lua_push_wake(L, cur->task.cancel_reason);
+    if (rt_lua_wait_stopped(L, cur))
+        return 2;
     lr_args_new(L, maxargs, &a); /* index 3 */
     lua_createtable(L, n > INT_MAX ? INT_MAX : (int)n, 0);
     ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    op = lr_cmd_new(ctx, cur, n);
+    op = lr_cmd_new(ctx, n);
     if (op == NULL) {
         luaL_unref(L, LUA_REGISTRYINDEX, ref);
         return luaL_error(L, "out of memory");
@@ -722,7 +676,7 @@ static int l_redis_pipeline(lua_State *L)
             return lr_push_rc(L, ctx, rc);
         }
     }
-    return lr_cmd_wait(L, cur, op);
+    return rt_lua_wait_suspend(L, &op->wait, cur, -1);
 }
 
 /* ---- pub/sub ------------------------------------------------------------- */
@@ -731,28 +685,27 @@ static void lr_sub_cb(rt_redis_cmd_t *cmd, const redisReply *reply,
                       const char *err, void *data)
 {
     lr_sub_op_t *op = data;
-    rt_lua_task_t *t = op->task;
+    lua_State *co = rt_lua_wait_co(&op->wait);
     int n = 1;
     (void)cmd;
     (void)reply;
     if (err != NULL) {
-        lua_pushnil(t->co);
-        lr_push_word(op->ctx, t->co, lr_word_of(err));
+        lua_pushnil(co);
+        lr_push_word(op->ctx, co, lr_word_of(err));
         n = 2;
     } else {
-        lua_pushboolean(t->co, 1);
+        lua_pushboolean(co, 1);
     }
-    free(op);
-    rt_lua_wake(t, n);
+    rt_lua_wait_wake(&op->wait, n);
 }
 
-static void lr_sub_cancel(rt_op_t *o, rt_task_t *task)
+static void lr_sub_cancel(rt_lua_wait_t *w, rt_wake_t why)
 {
-    lr_sub_op_t *op = (lr_sub_op_t *)o;
-    (void)task;
-    rt_redis_cmd_abort(op->h); /* the subscription itself stays */
-    free(op);
+    (void)why;
+    rt_redis_cmd_abort(((lr_sub_op_t *)w)->h); /* the subscription stays */
 }
+
+static const rt_lua_wait_vt_t lr_sub_vt = {lr_sub_cancel, lr_free, NULL};
 
 /* Checks redis_(un)subscribe's arguments; fills a (pushed at the top). */
 static int lr_names(lua_State *L, const char *fname, lr_args_t *a)
@@ -782,32 +735,24 @@ static int l_redis_subscribe(lua_State *L)
     rt_lua_task_t *cur = rt_lua_current(L, ctx->ls, "redis_subscribe");
     lr_sub_op_t *op;
     lr_args_t a;
-    rt_wake_t why;
 
     n = lr_names(L, "redis_subscribe", &a);
     if (conn->r == NULL)
         return lr_push_rc(L, ctx, RT_REDIS_ECLOSED);
-    if (cur->task.cancel_reason != RT_WAKE_OK)
-        return rt_lua_push_wake(L, cur->task.cancel_reason);
+    if (rt_lua_wait_stopped(L, cur))
+        return 2;
     op = malloc(sizeof(*op));
     if (op == NULL)
         return luaL_error(L, "out of memory");
-    op->op.cancel = lr_sub_cancel;
+    rt_lua_wait_init(&op->wait, &lr_sub_vt);
     op->ctx = ctx;
-    op->task = cur;
     rc = rt_redis_subscribe(conn->r, pattern, n, a.argv, a.lens, lr_sub_cb,
                             op, &op->h);
     if (rc < 0) {
         free(op);
         return lr_push_rc(L, ctx, rc);
     }
-    why = rt_task_suspend(&cur->task, &op->op);
-    if (why != RT_WAKE_OK) {
-        rt_redis_cmd_abort(op->h);
-        free(op);
-        return rt_lua_push_wake(L, why);
-    }
-    return lua_yield(L, 0);
+    return rt_lua_wait_suspend(L, &op->wait, cur, -1);
 }
 
 /* native.redis_unsubscribe(h, pattern, name...) */
@@ -837,7 +782,6 @@ static int l_redis_next(lua_State *L)
     const rt_redis_msg_t *m;
     rt_lua_task_t *cur;
     lr_next_t *w;
-    rt_wake_t why;
 
     if (!conn->subscriber)
         return luaL_error(L, "redis_next: not a subscriber connection");
@@ -864,8 +808,8 @@ static int l_redis_next(lua_State *L)
         lr_push_word(ctx, L, conn->up ? W_CONNECTED : W_DISCONNECTED);
         return 2;
     }
-    if (cur->task.cancel_reason != RT_WAKE_OK)
-        return rt_lua_push_wake(L, cur->task.cancel_reason);
+    if (rt_lua_wait_stopped(L, cur))
+        return 2;
     if (ms == 0) {
         lua_pushnil(L);
         lr_push_word(ctx, L, W_TIMEOUT);
@@ -879,23 +823,21 @@ static int l_redis_next(lua_State *L)
         return luaL_error(L, "redis_next: cannot create a timer");
     }
     w->timer.data = w;
-    w->op.cancel = lr_next_cancel;
+    rt_lua_wait_init(&w->wait, &lr_next_vt);
     w->conn = conn;
-    w->task = cur;
     w->watch = watch;
-    why = rt_task_suspend(&cur->task, &w->op);
-    if (why != RT_WAKE_OK) {
-        uv_close((uv_handle_t *)&w->timer, lr_next_closed);
-        return rt_lua_push_wake(L, why);
-    }
-    conn->next_w = w;
     if (ms > 0) {
         uv_update_time(ctx->ls->sched.loop);
         if (uv_timer_start(&w->timer, lr_next_timeout_cb,
-                           (uint64_t)(ms + 0.5), 0) < 0)
-            lr_next_end(w, W_NOMEM); /* queued: the yield returns at once */
+                           (uint64_t)(ms + 0.5), 0) < 0) {
+            uv_close((uv_handle_t *)&w->timer, lr_next_closed);
+            lua_pushnil(L);
+            lr_push_word(ctx, L, W_NOMEM);
+            return 2;
+        }
     }
-    return lua_yield(L, 0);
+    conn->next_w = w;
+    return rt_lua_wait_suspend(L, &w->wait, cur, -1);
 }
 
 /* ---- the rest ------------------------------------------------------------ */
@@ -943,7 +885,6 @@ static int l_redis_open(lua_State *L)
     rt_lua_task_t *cur;
     lr_conn_t *conn;
     lr_open_t *op;
-    rt_wake_t why;
     int err = 0, ref;
 
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -968,8 +909,8 @@ static int l_redis_open(lua_State *L)
     o.subscriber = lua_toboolean(L, -1);
     if (o.host == NULL && o.path == NULL)
         return luaL_error(L, "redis_open: host or path is required");
-    if (cur->task.cancel_reason != RT_WAKE_OK)
-        return rt_lua_push_wake(L, cur->task.cancel_reason);
+    if (rt_lua_wait_stopped(L, cur))
+        return 2;
 
     conn = lua_newuserdata(L, sizeof(*conn));
     memset(conn, 0, sizeof(*conn));
@@ -992,19 +933,11 @@ static int l_redis_open(lua_State *L)
                                                  : "out of memory");
         return 2;
     }
-    op->op.cancel = lr_open_cancel;
+    rt_lua_wait_init(&op->wait, &lr_open_vt);
     op->conn = conn;
-    op->task = cur;
     op->ud_ref = ref;
-    why = rt_task_suspend(&cur->task, &op->op);
-    if (why != RT_WAKE_OK) {
-        lr_close(conn);
-        luaL_unref(L, LUA_REGISTRYINDEX, ref);
-        free(op);
-        return rt_lua_push_wake(L, why);
-    }
     conn->opening = op;
-    return lua_yield(L, 0);
+    return rt_lua_wait_suspend(L, &op->wait, cur, -1);
 }
 
 /* native.redis_close(h) */

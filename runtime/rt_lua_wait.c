@@ -90,6 +90,15 @@ int rt_lua_wait_suspend(lua_State *L, rt_lua_wait_t *w, rt_lua_task_t *t,
     return 2;
 }
 
+int rt_lua_wait_stopped(lua_State *L, rt_lua_task_t *t)
+{
+    rt_wake_t why = rt_task_stop_reason(&t->task);
+    if (why == RT_WAKE_OK)
+        return 0;
+    rt_lua_push_wake(L, why);
+    return 1;
+}
+
 void rt_lua_wait_wake(rt_lua_wait_t *w, int n)
 {
     rt_lua_task_t *t = w->task;

@@ -73,6 +73,11 @@ void rt_lua_wait_init(rt_lua_wait_t *w, const rt_lua_wait_vt_t *vt);
 int rt_lua_wait_suspend(lua_State *L, rt_lua_wait_t *w, rt_lua_task_t *t,
                         double timeout_ms);
 
+/* Before starting I/O that t would only wait on: when t may not wait
+ * now (cancelled, past its deadline or its scope's), pushes nil, reason
+ * and returns 1 (the caller returns those two values), else 0. */
+int rt_lua_wait_stopped(lua_State *L, rt_lua_task_t *t);
+
 /* A builder of results: pushes them onto L (the main state, under
  * lua_cpcall: it may allocate and raise) and returns how many. */
 typedef int (*rt_lua_build_fn)(lua_State *L, void *arg);
