@@ -41,6 +41,7 @@
 
 #include "rt_http.h"
 #include "rt_lua_util.h"
+#include "rt_lua_wait.h"
 
 #define RT_SRV_MT "chorus.http.server"
 #define RT_REQ_MT "chorus.http.request"
@@ -74,10 +75,10 @@ typedef struct {
     lsrv_wait_t *waiters;  /* tasks in wait_closed */
 } lsrv_t;
 
-/* A task in server:wait_closed(). */
+/* A task in server:wait_closed(), in s->waiters until its wait ends
+ * (then freed). */
 struct lsrv_wait {
-    rt_op_t op;
-    rt_lua_task_t *task;
+    rt_lua_wait_t wait;
     lsrv_t *s;
     lsrv_wait_t *prev, *next;
 };
@@ -87,11 +88,10 @@ struct lsrv_wait {
 /* The request userdata: the handle until answered (then NULL; a
  * streamed response keeps it until finished). */
 typedef struct {
-    rt_op_t op;            /* a write() waiting for the client; first */
+    rt_lua_wait_t wait;    /* a task in write(), waiting for the client */
     rt_http_req_t *h;
     size_t ws_max_inbound; /* the server's, for a WebSocket upgrade */
     size_t max_queued;     /* the server's stream_max_queued */
-    rt_lua_task_t *waiter; /* the task in write(), if any */
     int streaming;         /* stream() succeeded */
     int closed;            /* the stream's client is gone */
 } lreq_t;
@@ -116,13 +116,12 @@ typedef struct {
     lws_wait_t *waiter;     /* the task in receive(), if any */
 } lws_t;
 
-/* A task in ws:receive(); malloc'd, freed when its timer is closed (or at
- * once when it has none). */
+/* A task in ws:receive() (w->waiter); malloc'd, freed when its wait
+ * ends: with its timer's close callback (or at once when it has none). */
 struct lws_wait {
-    rt_op_t op;
+    rt_lua_wait_t wait;
     uv_timer_t timer;
     int has_timer;
-    rt_lua_task_t *task;
     lws_t *w;
 };
 
@@ -138,34 +137,46 @@ static void lws_wait_closed_cb(uv_handle_t *h)
     free(h->data);
 }
 
-/* Detaches and frees the wait (its timer closes first if it has one). */
-static void lws_wait_end(lws_wait_t *wt)
+/* Detaches the wait from its WebSocket. */
+static void lws_wait_detach(lws_wait_t *wt)
 {
     if (wt->w != NULL && wt->w->waiter == wt)
         wt->w->waiter = NULL;
     wt->w = NULL;
-    if (wt->has_timer) {
-        uv_timer_stop(&wt->timer);
-        uv_close((uv_handle_t *)&wt->timer, lws_wait_closed_cb);
-    } else {
-        free(wt);
-    }
 }
 
-static void lws_wait_cancel(rt_op_t *op, rt_task_t *t)
+static void lws_wait_cancel(rt_lua_wait_t *w, rt_wake_t why)
 {
-    (void)t;
-    lws_wait_end((lws_wait_t *)op);
+    (void)why;
+    lws_wait_detach((lws_wait_t *)w);
+}
+
+/* Frees the wait (its timer closes first if it has one). */
+static void lws_wait_free(rt_lua_wait_t *w)
+{
+    lws_wait_t *wt = (lws_wait_t *)w;
+    if (wt->has_timer)
+        uv_close((uv_handle_t *)&wt->timer, lws_wait_closed_cb);
+    else
+        free(wt);
+}
+
+static const rt_lua_wait_vt_t lws_wait_vt = {lws_wait_cancel, lws_wait_free,
+                                             NULL};
+
+/* Ends the wait with nil, word. */
+static void lws_wait_fail(lws_wait_t *wt, const char *word)
+{
+    lua_State *co = rt_lua_wait_co(&wt->wait);
+    lws_wait_detach(wt);
+    lua_pushnil(co);
+    lua_pushstring(co, word);
+    rt_lua_wait_wake(&wt->wait, 2);
 }
 
 static void lws_wait_timeout(uv_timer_t *timer)
 {
-    lws_wait_t *wt = timer->data;
-    lua_State *co = wt->task->co;
-    lua_pushnil(co);
-    lua_pushliteral(co, "timeout");
-    rt_lua_wake(wt->task, 2);
-    lws_wait_end(wt);
+    lws_wait_fail(timer->data, "timeout");
 }
 
 /* Pushes a message onto co: data, "text"|"binary". Returns 2. */
@@ -180,6 +191,19 @@ static int lws_push_msg(lua_State *co, const char *data, size_t len,
     return 2;
 }
 
+/* An inbound message for rt_lua_wait_done. */
+typedef struct {
+    const char *data;
+    size_t len;
+    int binary;
+} lws_in_t;
+
+static int lws_build_msg(lua_State *L, void *arg)
+{
+    lws_in_t *m = arg;
+    return lws_push_msg(L, m->data, m->len, m->binary);
+}
+
 /* The engine's WebSocket callback. May run inside the engine's send or
  * close (CLOSED) and inside h2o (messages): it only queues and wakes. */
 static void lws_event(rt_http_ws_t *ws, rt_http_ws_event_t ev,
@@ -191,21 +215,18 @@ static void lws_event(rt_http_ws_t *ws, rt_http_ws_event_t ev,
 
     if (ev == RT_HTTP_WS_CLOSED) {
         w->closed = 1;
-        if (wt != NULL) {
-            lua_pushnil(wt->task->co);
-            lua_pushliteral(wt->task->co, "closed");
-            rt_lua_wake(wt->task, 2);
-            lws_wait_end(wt);
-        }
+        if (wt != NULL)
+            lws_wait_fail(wt, "closed");
         return;
     }
     if (wt != NULL) {
-        if (lua_checkstack(wt->task->co, 2)) {
-            rt_lua_wake(wt->task, lws_push_msg(wt->task->co, data, len,
-                                               ev == RT_HTTP_WS_BINARY));
-            lws_wait_end(wt);
-            return;
-        }
+        lws_in_t in;
+        in.data = data;
+        in.len = len;
+        in.binary = ev == RT_HTTP_WS_BINARY;
+        lws_wait_detach(wt);
+        rt_lua_wait_done(&wt->wait, lws_build_msg, &in);
+        return;
     }
     if (w->nbytes + len > w->max_inbound ||
         (m = malloc(sizeof(*m) + len)) == NULL) {
@@ -268,7 +289,6 @@ static int m_ws_receive(lua_State *L)
     rt_lua_task_t *cur;
     lws_wait_t *wt;
     lws_msg_t *m;
-    rt_wake_t why;
     int n;
 
     if (!(ms < 1e12))
@@ -301,8 +321,7 @@ static int m_ws_receive(lua_State *L)
     wt = malloc(sizeof(*wt));
     if (wt == NULL)
         return luaL_error(L, "out of memory");
-    wt->op.cancel = lws_wait_cancel;
-    wt->task = cur;
+    rt_lua_wait_init(&wt->wait, &lws_wait_vt);
     wt->w = w;
     wt->has_timer = 0;
     if (ms > 0) {
@@ -312,19 +331,12 @@ static int m_ws_receive(lua_State *L)
         }
         wt->timer.data = wt;
         wt->has_timer = 1;
-    }
-    why = rt_task_suspend(&cur->task, &wt->op);
-    if (why != RT_WAKE_OK) {
-        lws_wait_end(wt);
-        return rt_lua_push_wake(L, why);
-    }
-    w->waiter = wt;
-    if (wt->has_timer) {
         uv_update_time(ls->sched.loop);
         (void)uv_timer_start(&wt->timer, lws_wait_timeout,
                              (uint64_t)(ms + 0.5), 0);
     }
-    return lua_yield(L, 0);
+    w->waiter = wt;
+    return rt_lua_wait_suspend(L, &wt->wait, cur, -1);
 }
 
 /* ws:close([code]) */
@@ -544,29 +556,27 @@ static void lstream_event(rt_http_req_t *h, rt_http_stream_event_t ev,
                           void *ud)
 {
     lreq_t *r = ud;
-    rt_lua_task_t *t = r->waiter;
+    lua_State *co;
     if (ev == RT_HTTP_STREAM_CLOSED)
         r->closed = 1;
     else if (rt_http_stream_queued(h) > r->max_queued)
         return; /* still too much queued: wait for the next write */
-    if (t == NULL)
+    if (!rt_lua_wait_active(&r->wait))
         return;
-    r->waiter = NULL;
+    co = rt_lua_wait_co(&r->wait);
     if (r->closed) {
-        lua_pushnil(t->co);
-        lua_pushliteral(t->co, "closed");
-        rt_lua_wake(t, 2);
+        lua_pushnil(co);
+        lua_pushliteral(co, "closed");
+        rt_lua_wait_wake(&r->wait, 2);
     } else {
-        lua_pushboolean(t->co, 1);
-        rt_lua_wake(t, 1);
+        lua_pushboolean(co, 1);
+        rt_lua_wait_wake(&r->wait, 1);
     }
 }
 
-static void lstream_cancel(rt_op_t *op, rt_task_t *t)
-{
-    (void)t;
-    ((lreq_t *)op)->waiter = NULL; /* what was written stays queued */
-}
+/* A cancelled write() wait: what was written stays queued, nothing to
+ * abort or free (the wait lives in the request's userdata). */
+static const rt_lua_wait_vt_t lstream_vt = {NULL, NULL, NULL};
 
 /* handle:stream(status, headers) -> true | nil, "closed" | "answered" */
 static int m_req_stream(lua_State *L)
@@ -627,12 +637,11 @@ static int m_req_write(lua_State *L)
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
     rt_lua_task_t *cur;
-    rt_wake_t why;
     int rc;
 
     if (r->h == NULL || r->closed)
         return push_fail(L, "closed");
-    if (r->waiter != NULL)
+    if (rt_lua_wait_active(&r->wait))
         return push_fail(L, "busy");
     rc = rt_http_stream_write(r->h, data, len);
     if (rc == RT_HTTP_ENOMEM)
@@ -644,14 +653,8 @@ static int m_req_write(lua_State *L)
         return 1;
     }
     /* A slow client: wait until the socket has taken enough. */
-    luaL_checkstack(L, 2, "write");
     cur = rt_lua_current(L, http_ctx(L), "write");
-    r->op.cancel = lstream_cancel;
-    why = rt_task_suspend(&cur->task, &r->op);
-    if (why != RT_WAKE_OK)
-        return rt_lua_push_wake(L, why);
-    r->waiter = cur;
-    return lua_yield(L, 0);
+    return rt_lua_wait_suspend(L, &r->wait, cur, -1);
 }
 
 /* handle:finish([ok = true]) -> true | nil, "closed" */
@@ -661,7 +664,7 @@ static int m_req_finish(lua_State *L)
     int ok = lua_isnoneornil(L, 2) ? 1 : lua_toboolean(L, 2), rc;
     if (r->h == NULL)
         return push_fail(L, "closed");
-    if (r->waiter != NULL)
+    if (rt_lua_wait_active(&r->wait))
         return push_fail(L, "busy");
     rc = rt_http_stream_end(r->h, ok);
     rt_http_req_release(r->h);
@@ -776,6 +779,7 @@ static int dispatch(lua_State *L)
     fn = lua_gettop(L);
     r = lua_newuserdata(L, sizeof(*r));
     memset(r, 0, sizeof(*r));
+    rt_lua_wait_init(&r->wait, &lstream_vt);
     r->h = d->h;
     r->ws_max_inbound = s->ws_max_inbound;
     r->max_queued = s->stream_max_queued;
@@ -840,9 +844,8 @@ static void on_closed(rt_http_server_t *srv, void *data)
     s->srv = NULL;
     while ((w = s->waiters) != NULL) {
         s->waiters = w->next;
-        lua_pushboolean(w->task->co, 1);
-        rt_lua_wake(w->task, 1);
-        free(w);
+        lua_pushboolean(rt_lua_wait_co(&w->wait), 1);
+        rt_lua_wait_wake(&w->wait, 1);
     }
     luaL_unref(L, LUA_REGISTRYINDEX, s->runner_ref);
     s->runner_ref = LUA_NOREF;
@@ -898,18 +901,25 @@ static int m_srv_close(lua_State *L)
     return 0;
 }
 
-static void lsrv_wait_cancel(rt_op_t *op, rt_task_t *t)
+static void lsrv_wait_cancel(rt_lua_wait_t *rw, rt_wake_t why)
 {
-    lsrv_wait_t *w = (lsrv_wait_t *)op;
-    (void)t;
+    lsrv_wait_t *w = (lsrv_wait_t *)rw;
+    (void)why;
     if (w->prev)
         w->prev->next = w->next;
     else
         w->s->waiters = w->next;
     if (w->next)
         w->next->prev = w->prev;
+}
+
+static void lsrv_wait_free(rt_lua_wait_t *w)
+{
     free(w);
 }
+
+static const rt_lua_wait_vt_t lsrv_wait_vt = {lsrv_wait_cancel,
+                                              lsrv_wait_free, NULL};
 
 /* server:wait_closed() -> true | nil, reason */
 static int m_srv_wait_closed(lua_State *L)
@@ -917,7 +927,6 @@ static int m_srv_wait_closed(lua_State *L)
     lsrv_t *s = lsrv_check(L);
     rt_lua_task_t *cur = rt_lua_current(L, s->ls, "server:wait_closed");
     lsrv_wait_t *w;
-    rt_wake_t why;
     if (s->srv == NULL) {
         lua_pushboolean(L, 1);
         return 1;
@@ -925,20 +934,14 @@ static int m_srv_wait_closed(lua_State *L)
     w = malloc(sizeof(*w));
     if (w == NULL)
         return luaL_error(L, "out of memory");
-    w->op.cancel = lsrv_wait_cancel;
-    w->task = cur;
+    rt_lua_wait_init(&w->wait, &lsrv_wait_vt);
     w->s = s;
-    why = rt_task_suspend(&cur->task, &w->op);
-    if (why != RT_WAKE_OK) {
-        free(w);
-        return rt_lua_push_wake(L, why);
-    }
     w->prev = NULL;
     w->next = s->waiters;
     if (w->next)
         w->next->prev = w;
     s->waiters = w;
-    return lua_yield(L, 0);
+    return rt_lua_wait_suspend(L, &w->wait, cur, -1);
 }
 
 static int m_srv_is_closed(lua_State *L)
