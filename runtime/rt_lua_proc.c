@@ -42,6 +42,7 @@
 
 #include "rt_home.h"
 #include "rt_lua_util.h"
+#include "rt_lua_wait.h"
 
 #define RT_PROC_MT "chorus.process"
 
@@ -49,9 +50,8 @@ extern char **environ;
 
 typedef struct {
     uv_process_t h;        /* h.data = this */
-    rt_op_t op;            /* a task's wait() */
+    rt_lua_wait_t wait;    /* a task in wait() */
     rt_lua_sched_t *ls;
-    rt_lua_task_t *waiter; /* the task in wait(), or NULL */
     int self_ref;          /* anchors the userdata until exit, or NOREF */
     int pid;
     int64_t status;        /* exit status, once exited */
@@ -88,6 +88,13 @@ static rt_proc_t *proc_check(lua_State *L)
 }
 
 /* Pushes `code, signal` for an exited child; returns 2. */
+static int proc_push_status(lua_State *L, const rt_proc_t *p);
+
+static int proc_build_status(lua_State *L, void *arg)
+{
+    return proc_push_status(L, arg);
+}
+
 static int proc_push_status(lua_State *L, const rt_proc_t *p)
 {
     int i;
@@ -123,11 +130,8 @@ static void proc_exit_cb(uv_process_t *h, int64_t status, int sig)
     p->signal = sig;
     p->closing = 1;
     uv_close((uv_handle_t *)h, proc_close_cb);
-    if (p->waiter != NULL) {
-        rt_lua_task_t *t = p->waiter;
-        p->waiter = NULL;
-        rt_lua_wake(t, proc_push_status(t->co, p));
-    }
+    if (rt_lua_wait_active(&p->wait))
+        rt_lua_wait_done(&p->wait, proc_build_status, p);
     /* Last: this may let the userdata be collected. */
     if (p->self_ref != LUA_NOREF) {
         int ref = p->self_ref;
@@ -136,14 +140,16 @@ static void proc_exit_cb(uv_process_t *h, int64_t status, int sig)
     }
 }
 
-static void proc_wait_cancel(rt_op_t *op, rt_task_t *t)
+static void proc_wait_cancel(rt_lua_wait_t *w, rt_wake_t why)
 {
-    rt_proc_t *p = (rt_proc_t *)((char *)op - offsetof(rt_proc_t, op));
-    (void)t;
-    p->waiter = NULL;
+    rt_proc_t *p = (rt_proc_t *)((char *)w - offsetof(rt_proc_t, wait));
+    (void)why;
     if (!p->closing)
         uv_unref((uv_handle_t *)&p->h);
 }
+
+/* The wait lives in the process object. */
+static const rt_lua_wait_vt_t proc_wait_vt = {proc_wait_cancel, NULL, NULL};
 
 /* Signal number from a name ("SIGTERM", "TERM") or a number at idx. */
 static int proc_signal_arg(lua_State *L, int idx)
@@ -196,21 +202,16 @@ static int m_wait(lua_State *L)
 {
     rt_proc_t *p = proc_check(L);
     rt_lua_task_t *cur;
-    rt_wake_t why;
     if (p->exited)
         return proc_push_status(L, p);
     cur = rt_lua_current(L, p->ls, "process:wait");
-    if (p->waiter != NULL) {
+    if (rt_lua_wait_active(&p->wait)) {
         lua_pushnil(L);
         lua_pushliteral(L, "busy");
         return 2;
     }
-    why = rt_task_suspend(&cur->task, &p->op);
-    if (why != RT_WAKE_OK)
-        return rt_lua_push_wake(L, why);
-    p->waiter = cur;
     uv_ref((uv_handle_t *)&p->h); /* a waiting task keeps the loop alive */
-    return lua_yield(L, 0);
+    return rt_lua_wait_suspend(L, &p->wait, cur, -1);
 }
 
 /* Only when the child has exited (or the state is closing: the registry
@@ -401,7 +402,7 @@ static int l_spawn_process(lua_State *L)
     if (p == NULL)
         return luaL_error(L, "out of memory");
     p->ls = ls;
-    p->op.cancel = proc_wait_cancel;
+    rt_lua_wait_init(&p->wait, &proc_wait_vt);
     p->self_ref = LUA_NOREF;
     p->h.data = p;
     /* uv_spawn returns once the child has exec'd, or with exec's error. */
