@@ -43,15 +43,15 @@ static void lt_done(rt_task_t *t);
 
 static const rt_task_vtable_t lt_vtable = {lt_resume, lt_free, lt_done};
 
-/* The op of a task parked by native.suspend(); only task:wake() ends it. */
-static void lt_manual_cancel(rt_op_t *op, rt_task_t *t)
+/* The wait of a task parked by native.suspend(): nothing to abort, and
+ * only task:wake() (or a cancel) ends it. */
+static void lt_park_free(rt_lua_wait_t *w)
 {
-    (void)op;
-    (void)t;
+    free(w);
 }
-static rt_op_t lt_manual_op = {lt_manual_cancel};
-/* The op of sleep(0): the task is queued again at once. */
-static rt_op_t lt_yield_op = {lt_manual_cancel};
+static const rt_lua_wait_vt_t lt_park_vt = {NULL, lt_park_free, NULL};
+/* The wait of sleep(0), which ends as soon as it began. */
+static const rt_lua_wait_vt_t lt_yield_vt = {NULL, NULL, NULL};
 
 static rt_lua_sched_t *lt_ctx(lua_State *L)
 {
@@ -317,12 +317,6 @@ rt_lua_task_t *rt_lua_current(lua_State *L, rt_lua_sched_t *ls,
     return t;
 }
 
-void rt_lua_wake(rt_lua_task_t *t, int nresults)
-{
-    t->nargs = nresults;
-    rt_task_wake(&t->task);
-}
-
 /* native.spawn(opts|nil, fn, ...) -> task
  * opts.timeout_ms: deadline; opts.detached: a root task, not a child. */
 static int l_spawn(lua_State *L)
@@ -441,16 +435,17 @@ static int l_sleep(lua_State *L)
     double ms = luaL_checknumber(L, 1);
     rt_lua_task_t *cur = rt_lua_current(L, ls, "sleep");
     rt_lua_wait_t *w;
-    rt_wake_t why;
+    int n;
 
     if (!(ms < 1e12))
         return luaL_argerror(L, 1, "out of range");
     if (ms <= 0) {
-        why = rt_task_suspend(&cur->task, &lt_yield_op);
-        if (why != RT_WAKE_OK)
-            return rt_lua_push_wake(L, why);
-        rt_task_wake(&cur->task);
-        return lua_yield(L, 0);
+        /* Queued again behind the tasks already ready: lua_yield only
+         * takes effect when this function returns. */
+        n = rt_lua_wait_suspend(L, &ls->yield_wait, cur, -1);
+        if (rt_lua_wait_active(&ls->yield_wait))
+            rt_lua_wait_wake(&ls->yield_wait, 0);
+        return n;
     }
     w = malloc(sizeof(*w));
     if (w == NULL)
@@ -464,10 +459,11 @@ static int l_suspend(lua_State *L)
 {
     rt_lua_sched_t *ls = lt_ctx(L);
     rt_lua_task_t *cur = rt_lua_current(L, ls, "suspend");
-    rt_wake_t why = rt_task_suspend(&cur->task, &lt_manual_op);
-    if (why != RT_WAKE_OK)
-        return rt_lua_push_wake(L, why);
-    return lua_yield(L, 0);
+    rt_lua_wait_t *w = malloc(sizeof(*w));
+    if (w == NULL)
+        return luaL_error(L, "out of memory");
+    rt_lua_wait_init(w, &lt_park_vt);
+    return rt_lua_wait_suspend(L, w, cur, -1);
 }
 
 /* native.current() -> task | nil */
@@ -608,15 +604,16 @@ static int m_on_done(lua_State *L)
 static int m_wake(lua_State *L)
 {
     rt_lua_task_t *t = lt_check(L, 1);
+    rt_lua_wait_t *w = rt_lua_wait_of(t);
     int n = lua_gettop(L) - 1;
-    if (t->task.state != RT_TASK_SUSPENDED || t->task.op != &lt_manual_op) {
+    if (w == NULL || w->vt != &lt_park_vt) {
         lua_pushboolean(L, 0);
         return 1;
     }
     if (!lua_checkstack(t->co, n + 1))
         return luaL_error(L, "too many values");
     lua_xmove(L, t->co, n);
-    rt_lua_wake(t, n);
+    rt_lua_wait_wake(w, n);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -682,6 +679,7 @@ rt_lua_sched_t *rt_lua_sched_open(lua_State *L, uv_loop_t *loop, int table)
     }
     ls->L = L;
     ls->wd = NULL;
+    rt_lua_wait_init(&ls->yield_wait, &lt_yield_vt);
     if (table < 0)
         table = lua_gettop(L) + table + 1;
     ls->npool = 0;

@@ -8,13 +8,15 @@
 
 #include <lua.h>
 
+#include "rt_lua_wait.h"
 #include "rt_sched.h"
 
 typedef struct rt_lua_task {
     rt_task_t task;   /* must stay first: the engine hands back rt_task_t* */
     lua_State *co;    /* the coroutine running the body */
     int co_ref;       /* registry ref anchoring co until the task is done */
-    int nargs;        /* values pushed on co for the next resume */
+    int nargs;        /* values pushed on co for the next resume (set by
+                         rt_lua_wait.c when a wait ends) */
     int started;      /* the body has been entered */
     int report;       /* log the error if nobody ever joins (root tasks) */
     int joined;       /* someone read the outcome */
@@ -34,6 +36,7 @@ typedef struct rt_lua_sched {
     int *pool_refs;    /* their registry anchors */
     int npool;
     struct rt_lua_wd *wd; /* the watchdog marks each resume (or NULL) */
+    rt_lua_wait_t yield_wait; /* sleep(0)'s (see l_sleep) */
 } rt_lua_sched_t;
 
 /* Creates the scheduler for L on loop and leaves the `chorus.native` task
@@ -60,8 +63,5 @@ rt_lua_task_t *rt_lua_current(lua_State *L, rt_lua_sched_t *ls,
                               const char *fname);
 /* Pushes `nil, reason` for a cancel reason; returns 2. */
 int rt_lua_push_wake(lua_State *L, rt_wake_t why);
-/* Marks that the values just pushed onto t->co are the results of the
- * pending operation, and queues t (rt_lua_wait.c and task:wake only). */
-void rt_lua_wake(rt_lua_task_t *t, int nresults);
 
 #endif

@@ -4,9 +4,19 @@
 
 #include <stddef.h>
 
+#include "rt_lua_sched.h"
+
 static rt_timers_t *rt__timers(const rt_lua_task_t *t)
 {
     return &t->task.sched->timers;
+}
+
+/* The n values on top of t's coroutine are the wait's results: queue t
+ * to resume with them. */
+static void rt__wake(rt_lua_task_t *t, int n)
+{
+    t->nargs = n;
+    rt_task_wake(&t->task);
 }
 
 /* The wait ended without results of the operation: abort it, then let
@@ -45,7 +55,7 @@ static void rt__expire(rt_timer_t *tm)
     w->task = NULL;
     if (w->vt->free != NULL)
         w->vt->free(w);
-    rt_lua_wake(t, n);
+    rt__wake(t, n);
 }
 
 void rt_lua_wait_init(rt_lua_wait_t *w, const rt_lua_wait_vt_t *vt)
@@ -99,6 +109,20 @@ int rt_lua_wait_stopped(lua_State *L, rt_lua_task_t *t)
     return 1;
 }
 
+lua_State *rt_lua_wait_co(const rt_lua_wait_t *w)
+{
+    return w->task->co;
+}
+
+rt_lua_wait_t *rt_lua_wait_of(rt_lua_task_t *t)
+{
+    rt_op_t *op = t->task.op;
+    if (t->task.state != RT_TASK_SUSPENDED || op == NULL ||
+        op->cancel != rt__op_cancel)
+        return NULL;
+    return (rt_lua_wait_t *)op;
+}
+
 void rt_lua_wait_wake(rt_lua_wait_t *w, int n)
 {
     rt_lua_task_t *t = w->task;
@@ -106,7 +130,7 @@ void rt_lua_wait_wake(rt_lua_wait_t *w, int n)
     w->task = NULL;
     if (w->vt->free != NULL)
         w->vt->free(w);
-    rt_lua_wake(t, n);
+    rt__wake(t, n);
 }
 
 typedef struct {

@@ -35,7 +35,10 @@
 
 #include <lua.h>
 
-#include "rt_lua_sched.h"
+#include "rt_sched.h"
+
+/* A task of the Lua scheduler (rt_lua_sched.h, which includes this). */
+struct rt_lua_task;
 
 /* Stack slots reserved on the waiting coroutine for the results. */
 #define RT_LUA_WAIT_ROOM LUA_MINSTACK
@@ -58,7 +61,7 @@ typedef struct {
 struct rt_lua_wait {
     rt_op_t op;          /* first: the scheduler hands it back */
     rt_timer_t timer;    /* the wait's own time limit */
-    rt_lua_task_t *task; /* the waiting task; NULL when none waits */
+    struct rt_lua_task *task; /* the waiting task; NULL when none waits */
     const rt_lua_wait_vt_t *vt;
 };
 
@@ -70,13 +73,13 @@ void rt_lua_wait_init(rt_lua_wait_t *w, const rt_lua_wait_vt_t *vt);
  * `return rt_lua_wait_suspend(L, w, t, ms);` once the I/O has started.
  * When t may not wait (see the header comment) the wait ends here: the
  * results are pushed on L and their count returned. */
-int rt_lua_wait_suspend(lua_State *L, rt_lua_wait_t *w, rt_lua_task_t *t,
-                        double timeout_ms);
+int rt_lua_wait_suspend(lua_State *L, rt_lua_wait_t *w,
+                        struct rt_lua_task *t, double timeout_ms);
 
 /* Before starting I/O that t would only wait on: when t may not wait
  * now (cancelled, past its deadline or its scope's), pushes nil, reason
  * and returns 1 (the caller returns those two values), else 0. */
-int rt_lua_wait_stopped(lua_State *L, rt_lua_task_t *t);
+int rt_lua_wait_stopped(lua_State *L, struct rt_lua_task *t);
 
 /* A builder of results: pushes them onto L (the main state, under
  * lua_cpcall: it may allocate and raise) and returns how many. */
@@ -95,9 +98,10 @@ static inline int rt_lua_wait_active(const rt_lua_wait_t *w)
 }
 
 /* The waiting task's coroutine (w must be active). */
-static inline lua_State *rt_lua_wait_co(const rt_lua_wait_t *w)
-{
-    return w->task->co;
-}
+lua_State *rt_lua_wait_co(const rt_lua_wait_t *w);
+
+/* The wait the suspended task t waits on, or NULL when it waits on
+ * something else (a task join) or does not wait. */
+rt_lua_wait_t *rt_lua_wait_of(struct rt_lua_task *t);
 
 #endif
