@@ -117,11 +117,9 @@ typedef struct {
 } lws_t;
 
 /* A task in ws:receive() (w->waiter); malloc'd, freed when its wait
- * ends: with its timer's close callback (or at once when it has none). */
+ * ends. Its timeout is the wait's own time limit. */
 struct lws_wait {
     rt_lua_wait_t wait;
-    uv_timer_t timer;
-    int has_timer;
     lws_t *w;
 };
 
@@ -131,11 +129,6 @@ static rt_lua_sched_t *http_ctx(lua_State *L)
 }
 
 /* ---- receive waits ---------------------------------------------------- */
-
-static void lws_wait_closed_cb(uv_handle_t *h)
-{
-    free(h->data);
-}
 
 /* Detaches the wait from its WebSocket. */
 static void lws_wait_detach(lws_wait_t *wt)
@@ -151,14 +144,9 @@ static void lws_wait_cancel(rt_lua_wait_t *w, rt_wake_t why)
     lws_wait_detach((lws_wait_t *)w);
 }
 
-/* Frees the wait (its timer closes first if it has one). */
 static void lws_wait_free(rt_lua_wait_t *w)
 {
-    lws_wait_t *wt = (lws_wait_t *)w;
-    if (wt->has_timer)
-        uv_close((uv_handle_t *)&wt->timer, lws_wait_closed_cb);
-    else
-        free(wt);
+    free(w);
 }
 
 static const rt_lua_wait_vt_t lws_wait_vt = {lws_wait_cancel, lws_wait_free,
@@ -172,11 +160,6 @@ static void lws_wait_fail(lws_wait_t *wt, const char *word)
     lua_pushnil(co);
     lua_pushstring(co, word);
     rt_lua_wait_wake(&wt->wait, 2);
-}
-
-static void lws_wait_timeout(uv_timer_t *timer)
-{
-    lws_wait_fail(timer->data, "timeout");
 }
 
 /* Pushes a message onto co: data, "text"|"binary". Returns 2. */
@@ -323,20 +306,8 @@ static int m_ws_receive(lua_State *L)
         return luaL_error(L, "out of memory");
     rt_lua_wait_init(&wt->wait, &lws_wait_vt);
     wt->w = w;
-    wt->has_timer = 0;
-    if (ms > 0) {
-        if (uv_timer_init(ls->sched.loop, &wt->timer) < 0) {
-            free(wt);
-            return luaL_error(L, "ws:receive: cannot create a timer");
-        }
-        wt->timer.data = wt;
-        wt->has_timer = 1;
-        uv_update_time(ls->sched.loop);
-        (void)uv_timer_start(&wt->timer, lws_wait_timeout,
-                             (uint64_t)(ms + 0.5), 0);
-    }
     w->waiter = wt;
-    return rt_lua_wait_suspend(L, &wt->wait, cur, -1);
+    return rt_lua_wait_suspend(L, &wt->wait, cur, ms);
 }
 
 /* ws:close([code]) */

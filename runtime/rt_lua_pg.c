@@ -55,14 +55,10 @@ typedef struct lp_op {
     struct lp_op *prev, *next;
 } lp_op_t;
 
-/* A task in wait_notify, c->waiter until its wait ends. The struct is
- * freed with its timer's close callback (or at once when there is no
- * timer). */
+/* A task in wait_notify, c->waiter until its wait ends (then freed). */
 typedef struct {
     rt_lua_wait_t wait;
     lp_conn_t *c;
-    uv_timer_t timer;   /* the timeout, when has_timer */
-    int has_timer;
 } lp_wait_t;
 
 /* A notification nobody waited for yet: channel and payload follow. */
@@ -483,28 +479,8 @@ static void lp_wait_cancel(rt_lua_wait_t *w, rt_wake_t why)
     ((lp_wait_t *)w)->c->waiter = NULL;
 }
 
-static void lp_wait_closed(uv_handle_t *h)
-{
-    free(h->data);
-}
-
-static void lp_wait_free(rt_lua_wait_t *rw)
-{
-    lp_wait_t *w = (lp_wait_t *)rw;
-    if (w->has_timer)
-        uv_close((uv_handle_t *)&w->timer, lp_wait_closed);
-    else
-        free(w);
-}
-
-static const rt_lua_wait_vt_t lp_wait_vt = {lp_wait_cancel, lp_wait_free,
-                                            NULL};
-
-static void lp_wait_timeout(uv_timer_t *timer)
-{
-    lp_wait_t *w = timer->data;
-    lp_end_waiter(w->c, "timeout");
-}
+/* Its own time limit ends it with nil, "timeout" (rt_lua_wait.h). */
+static const rt_lua_wait_vt_t lp_wait_vt = {lp_wait_cancel, lp_free, NULL};
 
 /* ---- methods ------------------------------------------------------------- */
 
@@ -759,21 +735,8 @@ static int m_wait_notify(lua_State *L)
         return luaL_error(L, "out of memory");
     rt_lua_wait_init(&w->wait, &lp_wait_vt);
     w->c = c;
-    w->has_timer = ms > 0;
-    if (w->has_timer) {
-        if (uv_timer_init(c->ls->sched.loop, &w->timer) < 0) {
-            free(w);
-            return luaL_error(L, "pg wait_notify: cannot create a timer");
-        }
-        w->timer.data = w;
-    }
     c->waiter = w;
-    if (w->has_timer) {
-        uv_update_time(c->ls->sched.loop);
-        (void)uv_timer_start(&w->timer, lp_wait_timeout,
-                             (uint64_t)(ms + 0.5), 0);
-    }
-    return rt_lua_wait_suspend(L, &w->wait, cur, -1);
+    return rt_lua_wait_suspend(L, &w->wait, cur, ms);
 }
 
 /* conn:close(): idempotent; tasks waiting on it get nil, "closed". */

@@ -121,11 +121,10 @@ typedef struct {
     rt_redis_cmd_t *h;
 } lr_sub_op_t;
 
-/* redis_next's wait (conn->next_w); freed by its timer's close callback
- * once it ends. */
+/* redis_next's wait (conn->next_w), freed when it ends; timeout_ms is
+ * the wait's own time limit. */
 struct lr_next {
     rt_lua_wait_t wait;
-    uv_timer_t timer; /* timeout_ms, when given */
     lr_conn_t *conn;
     int watch; /* also end on a change of the connected state */
 };
@@ -365,25 +364,13 @@ static const rt_lua_wait_vt_t lr_open_vt = {lr_open_cancel, lr_free, NULL};
 
 /* ---- redis_next ---------------------------------------------------------- */
 
-static void lr_next_closed(uv_handle_t *h)
-{
-    free(h->data);
-}
-
-static void lr_next_free(rt_lua_wait_t *w)
-{
-    lr_next_t *nw = (lr_next_t *)w;
-    uv_close((uv_handle_t *)&nw->timer, lr_next_closed);
-}
-
 static void lr_next_cancel(rt_lua_wait_t *w, rt_wake_t why)
 {
     (void)why;
     ((lr_next_t *)w)->conn->next_w = NULL;
 }
 
-static const rt_lua_wait_vt_t lr_next_vt = {lr_next_cancel, lr_next_free,
-                                            NULL};
+static const rt_lua_wait_vt_t lr_next_vt = {lr_next_cancel, lr_free, NULL};
 
 static void lr_next_end(lr_next_t *w, int word)
 {
@@ -392,11 +379,6 @@ static void lr_next_end(lr_next_t *w, int word)
     lua_pushnil(co);
     lr_push_word(w->conn->ctx, co, word);
     rt_lua_wait_wake(&w->wait, 2);
-}
-
-static void lr_next_timeout_cb(uv_timer_t *timer)
-{
-    lr_next_end(timer->data, W_TIMEOUT);
 }
 
 /* A message arrived: hand the oldest to the waiting task, if any. */
@@ -818,26 +800,11 @@ static int l_redis_next(lua_State *L)
     w = malloc(sizeof(*w));
     if (w == NULL)
         return luaL_error(L, "out of memory");
-    if (uv_timer_init(ctx->ls->sched.loop, &w->timer) < 0) {
-        free(w);
-        return luaL_error(L, "redis_next: cannot create a timer");
-    }
-    w->timer.data = w;
     rt_lua_wait_init(&w->wait, &lr_next_vt);
     w->conn = conn;
     w->watch = watch;
-    if (ms > 0) {
-        uv_update_time(ctx->ls->sched.loop);
-        if (uv_timer_start(&w->timer, lr_next_timeout_cb,
-                           (uint64_t)(ms + 0.5), 0) < 0) {
-            uv_close((uv_handle_t *)&w->timer, lr_next_closed);
-            lua_pushnil(L);
-            lr_push_word(ctx, L, W_NOMEM);
-            return 2;
-        }
-    }
     conn->next_w = w;
-    return rt_lua_wait_suspend(L, &w->wait, cur, -1);
+    return rt_lua_wait_suspend(L, &w->wait, cur, ms);
 }
 
 /* ---- the rest ------------------------------------------------------------ */
