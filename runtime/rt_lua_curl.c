@@ -117,7 +117,7 @@ static void lc_done(rt_curl_req_t *req, const rt_curl_result_t *res,
 }
 
 /* The wait was cancelled: abort the transfer; no completion will come. */
-static void lc_cancel(rt_lua_wait_t *w, rt_wake_t why)
+static void lc_cancel(rt_lua_wait_t *w, int why)
 {
     lc_op_t *op = (lc_op_t *)w;
     (void)why;
@@ -385,9 +385,9 @@ static void lcs_event(rt_curl_req_t *req, rt_curl_event_t ev, void *data)
 }
 
 /* The wait was cancelled: the transfer is aborted mid-stream. */
-static void lcs_cancel(rt_lua_wait_t *w, rt_wake_t why)
+static void lcs_cancel(rt_lua_wait_t *w, int why)
 {
-    lcs_release((lcs_t *)w, why == RT_WAKE_TIMEOUT ? "timeout" : "cancelled");
+    lcs_release((lcs_t *)w, why == RT_ETIMEOUT ? "timeout" : "cancelled");
 }
 
 static const rt_lua_wait_vt_t lcs_vt = {lcs_cancel, NULL, NULL};

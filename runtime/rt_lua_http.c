@@ -138,7 +138,7 @@ static void lws_wait_detach(lws_wait_t *wt)
     wt->w = NULL;
 }
 
-static void lws_wait_cancel(rt_lua_wait_t *w, rt_wake_t why)
+static void lws_wait_cancel(rt_lua_wait_t *w, int why)
 {
     (void)why;
     lws_wait_detach((lws_wait_t *)w);
@@ -872,7 +872,7 @@ static int m_srv_close(lua_State *L)
     return 0;
 }
 
-static void lsrv_wait_cancel(rt_lua_wait_t *rw, rt_wake_t why)
+static void lsrv_wait_cancel(rt_lua_wait_t *rw, int why)
 {
     lsrv_wait_t *w = (lsrv_wait_t *)rw;
     (void)why;

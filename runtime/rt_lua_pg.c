@@ -451,7 +451,7 @@ static void lp_on_done(rt_pg_req_t *req, const rt_pg_result_t *res,
 
 /* ---- wait hooks ---------------------------------------------------------- */
 
-static void lp_op_cancel(rt_lua_wait_t *w, rt_wake_t why)
+static void lp_op_cancel(rt_lua_wait_t *w, int why)
 {
     lp_op_t *op = (lp_op_t *)w;
     lp_conn_t *c = op->c;
@@ -473,7 +473,7 @@ static void lp_free(rt_lua_wait_t *w)
 
 static const rt_lua_wait_vt_t lp_op_vt = {lp_op_cancel, lp_free, NULL};
 
-static void lp_wait_cancel(rt_lua_wait_t *w, rt_wake_t why)
+static void lp_wait_cancel(rt_lua_wait_t *w, int why)
 {
     (void)why;
     ((lp_wait_t *)w)->c->waiter = NULL;

@@ -140,7 +140,7 @@ static void proc_exit_cb(uv_process_t *h, int64_t status, int sig)
     }
 }
 
-static void proc_wait_cancel(rt_lua_wait_t *w, rt_wake_t why)
+static void proc_wait_cancel(rt_lua_wait_t *w, int why)
 {
     rt_proc_t *p = (rt_proc_t *)((char *)w - offsetof(rt_proc_t, wait));
     (void)why;

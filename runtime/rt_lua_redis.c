@@ -345,7 +345,7 @@ static void lr_open_end(lr_conn_t *conn, int ok)
     luaL_unref(conn->ctx->ls->L, LUA_REGISTRYINDEX, ref);
 }
 
-static void lr_open_cancel(rt_lua_wait_t *w, rt_wake_t why)
+static void lr_open_cancel(rt_lua_wait_t *w, int why)
 {
     lr_open_t *op = (lr_open_t *)w;
     lr_conn_t *conn = op->conn;
@@ -364,7 +364,7 @@ static const rt_lua_wait_vt_t lr_open_vt = {lr_open_cancel, lr_free, NULL};
 
 /* ---- redis_next ---------------------------------------------------------- */
 
-static void lr_next_cancel(rt_lua_wait_t *w, rt_wake_t why)
+static void lr_next_cancel(rt_lua_wait_t *w, int why)
 {
     (void)why;
     ((lr_next_t *)w)->conn->next_w = NULL;
@@ -464,7 +464,7 @@ static void lr_cmd_abort_all(lr_cmd_op_t *op)
     }
 }
 
-static void lr_cmd_cancel(rt_lua_wait_t *w, rt_wake_t why)
+static void lr_cmd_cancel(rt_lua_wait_t *w, int why)
 {
     (void)why;
     lr_cmd_abort_all((lr_cmd_op_t *)w);
@@ -681,7 +681,7 @@ static void lr_sub_cb(rt_redis_cmd_t *cmd, const redisReply *reply,
     rt_lua_wait_wake(&op->wait, n);
 }
 
-static void lr_sub_cancel(rt_lua_wait_t *w, rt_wake_t why)
+static void lr_sub_cancel(rt_lua_wait_t *w, int why)
 {
     (void)why;
     rt_redis_cmd_abort(((lr_sub_op_t *)w)->h); /* the subscription stays */

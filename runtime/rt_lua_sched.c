@@ -35,7 +35,6 @@ static const char lt_trampoline[] =
     "local function run(fn, ...) return run(yield(done, fn(...))) end\n"
     "return run, function() end\n";
 
-static const char *const rt__wake_names[] = {"ok", "cancelled", "timeout"};
 
 static void lt_resume(rt_task_t *t, rt_wake_t wake);
 static void lt_free(rt_task_t *t);
@@ -58,11 +57,25 @@ static rt_lua_sched_t *lt_ctx(lua_State *L)
     return lua_touserdata(L, lua_upvalueindex(1));
 }
 
-int rt_lua_push_wake(lua_State *L, rt_wake_t why)
+void rt_lua_push_err(lua_State *L, rt_lua_sched_t *ls, int code)
+{
+    int i = rt_err_index(code);
+    if (i >= 0)
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ls->words[i]);
+    else
+        lua_pushstring(L, rt_err_word(code));
+}
+
+int rt_lua_fail(lua_State *L, rt_lua_sched_t *ls, int code)
 {
     lua_pushnil(L);
-    lua_pushstring(L, rt__wake_names[why]);
+    rt_lua_push_err(L, ls, code);
     return 2;
+}
+
+int rt_lua_push_wake(lua_State *L, rt_lua_sched_t *ls, rt_wake_t why)
+{
+    return rt_lua_fail(L, ls, rt_lua_wake_err(why));
 }
 
 /* Anchoring. While a task is not done, the registry anchors its coroutine
@@ -186,7 +199,7 @@ static void lt_resume(rt_task_t *t, rt_wake_t wake)
         lt->base.started = 1;
         nargs = lt->base.nargs;
     } else if (wake != RT_WAKE_OK) {
-        nargs = rt_lua_push_wake(co, wake);
+        nargs = rt_lua_push_wake(co, ls, wake);
     } else if (lt->base.nargs == 0) {
         lua_pushboolean(co, 1);
         nargs = 1;
@@ -403,11 +416,9 @@ static int l_wait(lua_State *L)
     case RT_WAIT_SUSPENDED:
         return lua_yield(L, 0);
     case RT_WAIT_CANCELLED:
-        return rt_lua_push_wake(L, rt_task_stop_reason(&cur->task));
+        return rt_lua_push_wake(L, ls, rt_task_stop_reason(&cur->task));
     default:
-        lua_pushnil(L);
-        lua_pushliteral(L, "out of memory");
-        return 2;
+        return rt_lua_fail(L, ls, RT_ENOMEM);
     }
 }
 
@@ -484,7 +495,7 @@ static int l_cancelled(lua_State *L)
     rt_wake_t why = t ? rt_task_stop_reason(t) : RT_WAKE_OK;
     if (why == RT_WAKE_OK)
         return 0;
-    lua_pushstring(L, rt__wake_names[why]);
+    rt_lua_push_err(L, ls, rt_lua_wake_err(why));
     return 1;
 }
 
@@ -497,11 +508,8 @@ static int l_scope_open(lua_State *L)
     rt_lua_task_t *cur = rt_lua_current(L, ls, "scope_open");
     if (!(ms >= 0 && ms < 1e12))
         return luaL_argerror(L, 1, "out of range");
-    if (rt_task_scope_open(&cur->task, (uint64_t)(ms + 0.5)) != 0) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "nested");
-        return 2;
-    }
+    if (rt_task_scope_open(&cur->task, (uint64_t)(ms + 0.5)) != 0)
+        return rt_lua_fail(L, ls, RT_ENESTED);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -573,9 +581,9 @@ static int m_result(lua_State *L)
         lua_remove(L, -2);
         return 2;
     case RT_OUTCOME_TIMEOUT:
-        return rt_lua_push_wake(L, RT_WAKE_TIMEOUT);
+        return rt_lua_push_wake(L, lt_ctx(L), RT_WAKE_TIMEOUT);
     default:
-        return rt_lua_push_wake(L, RT_WAKE_CANCELLED);
+        return rt_lua_push_wake(L, lt_ctx(L), RT_WAKE_CANCELLED);
     }
 }
 
@@ -671,6 +679,7 @@ static const luaL_Reg lt_funcs[] = {
 rt_lua_sched_t *rt_lua_sched_open(lua_State *L, uv_loop_t *loop, int table)
 {
     rt_lua_sched_t *ls = malloc(sizeof(*ls));
+    int i;
     if (ls == NULL)
         return NULL;
     if (rt_sched_init(&ls->sched, loop) < 0) {
@@ -680,6 +689,10 @@ rt_lua_sched_t *rt_lua_sched_open(lua_State *L, uv_loop_t *loop, int table)
     ls->L = L;
     ls->wd = NULL;
     rt_lua_wait_init(&ls->yield_wait, &lt_yield_vt);
+    for (i = 0; i < RT_ERR_COUNT; i++) {
+        lua_pushstring(L, rt_err_word(-1 - i));
+        ls->words[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     if (table < 0)
         table = lua_gettop(L) + table + 1;
     ls->npool = 0;

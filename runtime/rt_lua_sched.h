@@ -8,6 +8,7 @@
 
 #include <lua.h>
 
+#include "rt_err.h"
 #include "rt_lua_wait.h"
 #include "rt_sched.h"
 
@@ -37,6 +38,7 @@ typedef struct rt_lua_sched {
     int npool;
     struct rt_lua_wd *wd; /* the watchdog marks each resume (or NULL) */
     rt_lua_wait_t yield_wait; /* sleep(0)'s (see l_sleep) */
+    int words[RT_ERR_COUNT];  /* registry refs of rt_err.h's words */
 } rt_lua_sched_t;
 
 /* Creates the scheduler for L on loop and leaves the `chorus.native` task
@@ -61,7 +63,25 @@ void rt_lua_task_push(lua_State *L, rt_lua_sched_t *ls, rt_lua_task_t *t);
  * is not a running task (main thread, nested plain coroutine). */
 rt_lua_task_t *rt_lua_current(lua_State *L, rt_lua_sched_t *ls,
                               const char *fname);
+/* The words of rt_err.h are interned when the state opens: pushing one
+ * allocates nothing, so a loop callback may push it onto a waiting
+ * coroutine. */
+
+/* Pushes the word of code (an RT_E* of rt_err.h). */
+void rt_lua_push_err(lua_State *L, rt_lua_sched_t *ls, int code);
+/* Pushes nil and the word of code; returns 2. */
+int rt_lua_fail(lua_State *L, rt_lua_sched_t *ls, int code);
+/* The code of a cancel reason: RT_ECANCELLED or RT_ETIMEOUT. */
+static inline int rt_lua_wake_err(rt_wake_t why)
+{
+    return why == RT_WAKE_TIMEOUT ? RT_ETIMEOUT : RT_ECANCELLED;
+}
 /* Pushes `nil, reason` for a cancel reason; returns 2. */
-int rt_lua_push_wake(lua_State *L, rt_wake_t why);
+int rt_lua_push_wake(lua_State *L, rt_lua_sched_t *ls, rt_wake_t why);
+/* The scheduler context of t. */
+static inline rt_lua_sched_t *rt_lua_task_sched(const rt_lua_task_t *t)
+{
+    return (rt_lua_sched_t *)t->task.sched; /* sched is its first member */
+}
 
 #endif

@@ -115,7 +115,7 @@ static void stdin_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     rt_lua_wait_done(&in->wait, stdin_build_line, in);
 }
 
-static void stdin_cancel(rt_lua_wait_t *w, rt_wake_t why)
+static void stdin_cancel(rt_lua_wait_t *w, int why)
 {
     rt_lua_stdin_t *in =
         (rt_lua_stdin_t *)((char *)w - offsetof(rt_lua_stdin_t, wait));

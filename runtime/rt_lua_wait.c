@@ -21,7 +21,7 @@ static void rt__wake(rt_lua_task_t *t, int n)
 
 /* The wait ended without results of the operation: abort it, then let
  * its owner free it. */
-static void rt__abort(rt_lua_wait_t *w, rt_wake_t why)
+static void rt__abort(rt_lua_wait_t *w, int why)
 {
     if (w->vt->cancel != NULL)
         w->vt->cancel(w, why);
@@ -36,7 +36,7 @@ static void rt__op_cancel(rt_op_t *op, rt_task_t *task)
     rt_lua_wait_t *w = (rt_lua_wait_t *)op;
     rt_timer_stop(&task->sched->timers, &w->timer);
     w->task = NULL;
-    rt__abort(w, rt_task_stop_reason(task));
+    rt__abort(w, rt_lua_wake_err(rt_task_stop_reason(task)));
 }
 
 /* The wait's own time limit passed. */
@@ -47,11 +47,11 @@ static void rt__expire(rt_timer_t *tm)
     rt_lua_task_t *t = w->task;
     int n;
     if (w->vt->cancel != NULL)
-        w->vt->cancel(w, RT_WAKE_TIMEOUT);
+        w->vt->cancel(w, RT_ETIMEOUT);
     if (w->vt->expire != NULL)
         n = w->vt->expire(w, t->co);
     else
-        n = rt_lua_push_wake(t->co, RT_WAKE_TIMEOUT);
+        n = rt_lua_fail(t->co, rt_lua_task_sched(t), RT_ETIMEOUT);
     w->task = NULL;
     if (w->vt->free != NULL)
         w->vt->free(w);
@@ -70,7 +70,7 @@ int rt_lua_wait_suspend(lua_State *L, rt_lua_wait_t *w, rt_lua_task_t *t,
                         double timeout_ms)
 {
     uv_loop_t *loop = t->task.sched->loop;
-    rt_wake_t why = RT_WAKE_CANCELLED;
+    rt_wake_t why = RT_WAKE_OK;
     int nomem = 0;
 
     if (!lua_checkstack(L, RT_LUA_WAIT_ROOM)) {
@@ -92,12 +92,9 @@ int rt_lua_wait_suspend(lua_State *L, rt_lua_wait_t *w, rt_lua_task_t *t,
         }
         rt_timer_stop(rt__timers(t), &w->timer);
     }
-    rt__abort(w, why);
-    if (!nomem)
-        return rt_lua_push_wake(L, why);
-    lua_pushnil(L);
-    lua_pushliteral(L, "out of memory");
-    return 2;
+    rt__abort(w, nomem ? RT_ENOMEM : rt_lua_wake_err(why));
+    return rt_lua_fail(L, rt_lua_task_sched(t),
+                       nomem ? RT_ENOMEM : rt_lua_wake_err(why));
 }
 
 int rt_lua_wait_stopped(lua_State *L, rt_lua_task_t *t)
@@ -105,7 +102,7 @@ int rt_lua_wait_stopped(lua_State *L, rt_lua_task_t *t)
     rt_wake_t why = rt_task_stop_reason(&t->task);
     if (why == RT_WAKE_OK)
         return 0;
-    rt_lua_push_wake(L, why);
+    rt_lua_push_wake(L, rt_lua_task_sched(t), why);
     return 1;
 }
 
@@ -162,11 +159,15 @@ int rt_lua_wait_done(rt_lua_wait_t *w, rt_lua_build_fn build, void *arg)
     b.n = 0;
     if (lua_cpcall(ls->L, rt__build, &b) != 0) {
         lua_pop(ls->L, 1);
-        lua_pushnil(b.co);
-        lua_pushliteral(b.co, "out of memory");
-        b.n = 2;
+        b.n = rt_lua_fail(b.co, ls, RT_ENOMEM);
         rc = -1;
     }
     rt_lua_wait_wake(w, b.n);
     return rc;
+}
+
+void rt_lua_wait_fail(rt_lua_wait_t *w, int code)
+{
+    lua_State *co = w->task->co;
+    rt_lua_wait_wake(w, rt_lua_fail(co, rt_lua_task_sched(w->task), code));
 }

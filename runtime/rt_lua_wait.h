@@ -12,22 +12,24 @@
  * lua_cpcall (a memory error is caught there, never unwinding through
  * libuv, libpq, hiredis, curl or h2o) and moves what it pushed to the
  * task; rt_lua_wait_wake(w, n) when the completion pushed n values that
- * cannot fail (nil, booleans, numbers) onto rt_lua_wait_co(w) itself.
+ * cannot fail (nil, booleans, numbers, rt_lua_push_err's words) onto
+ * rt_lua_wait_co(w) itself; rt_lua_wait_fail(w, code) for nil, word.
  * Either queues the task: no callback runs Lua on its own stack.
  *
  * Exactly one of these ends a wait, and each runs the operation's vtable
  * once:
  *   - the completion: free(w); the task gets the results;
  *   - the task is cancelled or passes its deadline (or its deadline
- *     scope's): cancel(w, reason) aborts the I/O, then free(w); the task
- *     gets nil, "cancelled" | "timeout";
+ *     scope's): cancel(w, RT_ECANCELLED | RT_ETIMEOUT) aborts the I/O,
+ *     then free(w); the task gets nil, "cancelled" | "timeout";
  *   - the wait's own time limit (timeout_ms > 0, a 32-byte record in the
- *     scheduler's timer heap): cancel(w, RT_WAKE_TIMEOUT), then the task
+ *     scheduler's timer heap): cancel(w, RT_ETIMEOUT), then the task
  *     gets what expire(w, co) pushes (nil, "timeout" without one), then
  *     free(w);
  *   - the task was already cancelled when it asked to wait (or the timer
- *     heap is out of memory): rt_lua_wait_suspend runs cancel and free
- *     itself and returns nil, reason (nil, "out of memory") at once.
+ *     heap is out of memory): rt_lua_wait_suspend runs cancel(w, reason)
+ *     and free itself and returns nil, word at once.
+ * Words come from rt_err.h, the one list of failures.
  * cancel must leave no completion to come. The task's coroutine has
  * RT_LUA_WAIT_ROOM free stack slots for the results while it waits. */
 #ifndef RT_LUA_WAIT_H
@@ -47,8 +49,9 @@ typedef struct rt_lua_wait rt_lua_wait_t;
 
 typedef struct {
     /* Aborts the operation so that no completion will come; why is
-     * RT_WAKE_CANCELLED or RT_WAKE_TIMEOUT. NULL: nothing to abort. */
-    void (*cancel)(rt_lua_wait_t *w, rt_wake_t why);
+     * RT_ECANCELLED, RT_ETIMEOUT or RT_ENOMEM (rt_err.h). NULL: nothing
+     * to abort. */
+    void (*cancel)(rt_lua_wait_t *w, int why);
     /* The wait is over and w is no longer used: frees what embeds it.
      * NULL: w lives in an object that outlives its waits. */
     void (*free)(rt_lua_wait_t *w);
@@ -91,6 +94,9 @@ int rt_lua_wait_done(rt_lua_wait_t *w, rt_lua_build_fn build, void *arg);
 
 /* Ends w with the n values the caller pushed onto rt_lua_wait_co(w). */
 void rt_lua_wait_wake(rt_lua_wait_t *w, int n);
+
+/* Ends w with nil and the word of code (rt_err.h). */
+void rt_lua_wait_fail(rt_lua_wait_t *w, int code);
 
 static inline int rt_lua_wait_active(const rt_lua_wait_t *w)
 {
