@@ -26,8 +26,9 @@
  * Failures: nil, err, info where info.code is the SQLSTATE of a server
  * error (with severity, message, detail, hint, constraint, table, column,
  * schema, datatype, position, where, and index: the failing statement) or
- * a word: "closed" (connection lost or closed), "invalid" (a NUL byte in
- * the SQL or a parameter), "out of memory". */
+ * a word of rt_err.h: "closed" (connection lost or closed), "invalid
+ * request" (a NUL byte in the SQL or a parameter), "request failed" (no
+ * SQLSTATE: libpq's own error, an aborted pipeline), "out of memory". */
 #include "rt_lua_pg.h"
 
 #include <lauxlib.h>
@@ -84,7 +85,8 @@ struct lp_conn {
 /* Arguments of the builders (run under lua_cpcall by rt_lua_wait_done). */
 typedef struct {
     const rt_pg_result_t *res;  /* lp_build_result */
-    const char *word, *msg;     /* lp_build_error */
+    int code;                   /* lp_build_error, lp_build_connect */
+    const char *msg;
     int ok;                     /* lp_build_connect: connected */
     const char *channel, *payload; /* lp_build_note */
     size_t channel_len, payload_len;
@@ -117,16 +119,23 @@ static void lp_unlink(lp_op_t *op)
 
 /* ---- building results (under lua_cpcall on the main state) ------------ */
 
-/* Pushes nil, "word: msg" (or "word"), {code = word, message = msg}. */
-static void lp_push_error(lua_State *L, const char *word, const char *msg)
+/* Pushes "word: msg" (or "word") for code (rt_err.h). */
+static void lp_push_message(lua_State *L, int code, const char *msg)
 {
-    lua_pushnil(L);
-    if (msg != NULL && *msg != '\0')
+    const char *word = rt_err_word(code);
+    if (rt_err_detail(code, msg) != NULL)
         lua_pushfstring(L, "%s: %s", word, msg);
     else
         lua_pushstring(L, word);
+}
+
+/* Pushes nil, "word: msg" (or "word"), {code = word, message = msg}. */
+static void lp_push_error(lua_State *L, int code, const char *msg)
+{
+    lua_pushnil(L);
+    lp_push_message(L, code, msg);
     lua_createtable(L, 0, 2);
-    lua_pushstring(L, word);
+    lua_pushstring(L, rt_err_word(code));
     lua_setfield(L, -2, "code");
     lua_pushstring(L, msg ? msg : "");
     lua_setfield(L, -2, "message");
@@ -161,10 +170,10 @@ static void lp_push_server_error(lua_State *L, const PGresult *r, int index)
         lua_pushlstring(L, len ? m : "query failed", len ? len : 12);
     }
     lua_createtable(L, 0, 8);
-    if (PQresultErrorField(r, PG_DIAG_SQLSTATE) != NULL)
+    if (PQresultErrorField(r, PG_DIAG_SQLSTATE) != NULL) {
         lp_set_field(L, r, PG_DIAG_SQLSTATE, "code");
-    else {
-        lua_pushliteral(L, "error");
+    } else {
+        lua_pushstring(L, rt_err_word(RT_EFAILED));
         lua_setfield(L, -2, "code");
     }
     lua_pushvalue(L, -2);
@@ -278,7 +287,7 @@ static int lp_build_result(lua_State *L, void *arg)
     const rt_pg_result_t *res = ((lp_build_t *)arg)->res;
     size_t i;
 
-    if (res->error != NULL) {
+    if (res->error != 0) {
         lp_push_error(L, res->error, res->message);
         return 3;
     }
@@ -293,7 +302,7 @@ static int lp_build_result(lua_State *L, void *arg)
     }
     for (i = 0; i < res->nresults; i++) {
         if (PQresultStatus(res->results[i]) == PGRES_PIPELINE_ABORTED) {
-            lp_push_error(L, "error", "the pipeline was aborted");
+            lp_push_error(L, RT_EFAILED, "the pipeline was aborted");
             return 3;
         }
     }
@@ -309,7 +318,7 @@ static int lp_build_result(lua_State *L, void *arg)
 static int lp_build_error(lua_State *L, void *arg)
 {
     lp_build_t *b = arg;
-    lp_push_error(L, b->word, b->msg);
+    lp_push_error(L, b->code, b->msg);
     return 3;
 }
 
@@ -322,11 +331,8 @@ static int lp_build_connect(lua_State *L, void *arg)
         return 1;
     }
     lua_pushnil(L);
-    if (b->msg != NULL && *b->msg != '\0')
-        lua_pushfstring(L, "%s: %s", b->word, b->msg);
-    else
-        lua_pushstring(L, b->word);
-    lua_pushstring(L, b->word);
+    lp_push_message(L, b->code, b->msg);
+    lua_pushstring(L, rt_err_word(b->code));
     return 3;
 }
 
@@ -340,13 +346,6 @@ static int lp_build_note(lua_State *L, void *arg)
     return 3;
 }
 
-/* nil, word (the scheduler's shape for a wait that ended without value) */
-static int lp_build_word(lua_State *L, void *arg)
-{
-    lua_pushnil(L);
-    lua_pushstring(L, ((lp_build_t *)arg)->word);
-    return 2;
-}
 
 /* ---- the engine's callbacks -------------------------------------------- */
 
@@ -359,14 +358,15 @@ static void lp_wake_waiter(lp_conn_t *c, rt_lua_build_fn build,
     rt_lua_wait_done(&w->wait, build, b);
 }
 
-static void lp_end_waiter(lp_conn_t *c, const char *word)
+/* Ends a wait_notify with nil and the word of code. */
+static void lp_end_waiter(lp_conn_t *c, int code)
 {
-    lp_build_t b = {0};
-    b.word = word;
-    lp_wake_waiter(c, lp_build_word, &b);
+    lp_wait_t *w = c->waiter;
+    c->waiter = NULL;
+    rt_lua_wait_fail(&w->wait, code);
 }
 
-static void lp_on_connected(rt_pg_t *pg, const char *err, const char *msg,
+static void lp_on_connected(rt_pg_t *pg, int err, const char *msg,
                             void *data)
 {
     lp_conn_t *c = data;
@@ -378,8 +378,8 @@ static void lp_on_connected(rt_pg_t *pg, const char *err, const char *msg,
     if (op == NULL)
         return; /* nobody waits (cannot happen: cancel closes) */
     lp_unlink(op);
-    b.ok = err == NULL;
-    b.word = err;
+    b.ok = err == 0;
+    b.code = err;
     b.msg = msg;
     rt_lua_wait_done(&op->wait, lp_build_connect, &b);
 }
@@ -432,7 +432,7 @@ static void lp_on_lost(rt_pg_t *pg, const char *msg, void *data)
     (void)msg;
     c->lost = 1;
     if (c->waiter != NULL)
-        lp_end_waiter(c, "closed");
+        lp_end_waiter(c, RT_ECLOSED);
 }
 
 static const rt_pg_handlers_t lp_handlers = {lp_on_connected, lp_on_notify,
@@ -507,14 +507,14 @@ static void lp_close(lp_conn_t *c)
     while (c->ops != NULL) {
         lp_op_t *op = c->ops;
         lp_unlink(op);
-        b.word = "closed";
+        b.code = RT_ECLOSED;
         b.msg = "the connection was closed";
         b.ok = 0;
         rt_lua_wait_done(&op->wait,
                          op->req ? lp_build_error : lp_build_connect, &b);
     }
     if (c->waiter != NULL)
-        lp_end_waiter(c, "closed");
+        lp_end_waiter(c, RT_ECLOSED);
     lp_free_notes(c);
 }
 
@@ -571,9 +571,8 @@ static int m_connect(lua_State *L)
     rc = rt_pg_connect(c->pg, info);
     if (rc < 0) {
         free(op);
-        lua_pushnil(L);
-        lua_pushliteral(L, "out of memory");
-        lua_pushliteral(L, "out of memory");
+        rt_lua_fail(L, c->ls, rc);
+        rt_lua_push_err(L, c->ls, rc);
         return 3;
     }
     return lp_suspend(L, c, cur, op, NULL);
@@ -664,14 +663,14 @@ static int m_exec(lua_State *L)
     cur = rt_lua_current(L, c->ls, "pg exec");
     stmts = lp_read_stmts(L, &n, &bad);
     if (stmts == NULL) {
-        lp_push_error(L, "invalid", bad);
+        lp_push_error(L, RT_EINVAL, bad);
         return 3;
     }
     if (simple && (n != 1 || stmts[0].nparams != 0))
         return luaL_error(L, "pg exec: a simple query is one statement "
                              "without parameters");
     if (c->pg == NULL || c->lost) {
-        lp_push_error(L, "closed", "the connection is closed");
+        lp_push_error(L, RT_ECLOSED, "the connection is closed");
         return 3;
     }
     op = malloc(sizeof(*op));
@@ -680,12 +679,12 @@ static int m_exec(lua_State *L)
     rc = rt_pg_exec(c->pg, stmts, n, simple, lp_on_done, op, &req);
     if (rc < 0) {
         free(op);
-        if (rc == RT_PG_ENOMEM)
-            lp_push_error(L, "out of memory", "");
-        else if (rc == RT_PG_EINVAL)
-            lp_push_error(L, "invalid", "bad statement");
+        if (rc == RT_ENOMEM)
+            lp_push_error(L, RT_ENOMEM, "");
+        else if (rc == RT_EINVAL)
+            lp_push_error(L, RT_EINVAL, "bad statement");
         else
-            lp_push_error(L, "closed", "the connection is not open");
+            lp_push_error(L, RT_ECLOSED, "the connection is not open");
         return 3;
     }
     lua_settop(L, 2); /* the engine copied what it keeps */
@@ -716,20 +715,12 @@ static int m_wait_notify(lua_State *L)
         free(n);
         return 3;
     }
-    lua_pushnil(L);
-    if (c->pg == NULL || c->lost) {
-        lua_pushliteral(L, "closed");
-        return 2;
-    }
-    if (c->waiter != NULL) {
-        lua_pushliteral(L, "busy");
-        return 2;
-    }
-    if (ms == 0) {
-        lua_pushliteral(L, "timeout");
-        return 2;
-    }
-    lua_pop(L, 1);
+    if (c->pg == NULL || c->lost)
+        return rt_lua_fail(L, c->ls, RT_ECLOSED);
+    if (c->waiter != NULL)
+        return rt_lua_fail(L, c->ls, RT_EBUSY);
+    if (ms == 0)
+        return rt_lua_fail(L, c->ls, RT_ETIMEOUT);
     w = malloc(sizeof(*w));
     if (w == NULL)
         return luaL_error(L, "out of memory");

@@ -54,7 +54,7 @@ struct rt_pg {
     rt_pg_state_t state;
     int broken;            /* lost; the loss is reported from the timer */
     int closed;            /* rt_pg_close called; freed when handles == 0 */
-    const char *fail_word; /* connect failure to report (RT__T_CONNECT_*) */
+    int fail_code;         /* connect failure to report (RT__T_CONNECT_*) */
     uint64_t connect_timeout_ms, cancel_timeout_ms;
     rt_pg_req_t *head, *tail; /* requests; head runs when head->sent */
     rt__cancel_t *cancel;  /* the cancel the next request waits for */
@@ -223,7 +223,7 @@ static rt_pg_req_t *rt__req_new(const rt_pg_stmt_t *stmts, size_t n,
     const char **ptrs;
     char *text;
 
-    *rc = RT_PG_EINVAL;
+    *rc = RT_EINVAL;
     if (n == 0 || stmts == NULL)
         return NULL;
     if (simple && (n != 1 || stmts[0].nparams != 0))
@@ -248,7 +248,7 @@ static rt_pg_req_t *rt__req_new(const rt_pg_stmt_t *stmts, size_t n,
         rt__add(&size, nptr * sizeof(char *)) < 0)
         return NULL;
 
-    *rc = RT_PG_ENOMEM;
+    *rc = RT_ENOMEM;
     req = calloc(1, sizeof(*req));
     if (req == NULL)
         return NULL;
@@ -353,29 +353,27 @@ static void rt__send_cancel(rt_pg_t *pg, int attach)
 
 /* ---- connecting --------------------------------------------------------- */
 
-static const char *rt__connect_word(const char *msg)
+static int rt__connect_code(const char *msg)
 {
-    return strstr(msg, "Connection refused") ? "connection refused"
-                                             : "connect failed";
+    return strstr(msg, "Connection refused") ? RT_EREFUSED : RT_ECONNECT;
 }
 
-/* The connect attempt failed with word: drop the socket now and report
+/* The connect attempt failed with code: drop the socket now and report
  * from the loop (now: we are in a loop callback; else via the timer). */
-static void rt__connect_fail(rt_pg_t *pg, const char *word, const char *msg,
-                             int now)
+static void rt__connect_fail(rt_pg_t *pg, int code, const char *msg, int now)
 {
     rt__set_error(pg, msg);
     rt__unwatch(pg);
     PQfinish(pg->conn);
     pg->conn = NULL;
-    pg->fail_word = word;
+    pg->fail_code = code;
     if (!now) {
         rt__arm(pg, RT__T_CONNECT_REPORT, 0);
         return;
     }
     rt__disarm(pg, RT__T_CONNECT_TIMEOUT);
     pg->state = RT_PG_CLOSED;
-    pg->h.connected(pg, word, rt_pg_error_message(pg), pg->data);
+    pg->h.connected(pg, code, rt_pg_error_message(pg), pg->data);
 }
 
 /* One step of PQconnectPoll after the socket became ready. */
@@ -393,26 +391,26 @@ static void rt__connect_step(rt_pg_t *pg)
         rc = rt__watch(pg, st == PGRES_POLLING_READING ? UV_READABLE
                                                        : UV_WRITABLE);
         if (rc < 0)
-            rt__connect_fail(pg, "connect failed", uv_strerror(rc), 1);
+            rt__connect_fail(pg, RT_ECONNECT, uv_strerror(rc), 1);
         return;
     }
     if (st != PGRES_POLLING_OK) {
         const char *msg = PQerrorMessage(pg->conn);
-        rt__connect_fail(pg, rt__connect_word(msg), msg, 1);
+        rt__connect_fail(pg, rt__connect_code(msg), msg, 1);
         return;
     }
     if (PQsetnonblocking(pg->conn, 1) != 0) {
-        rt__connect_fail(pg, "connect failed", PQerrorMessage(pg->conn), 1);
+        rt__connect_fail(pg, RT_ECONNECT, PQerrorMessage(pg->conn), 1);
         return;
     }
     rc = rt__watch(pg, UV_READABLE);
     if (rc < 0) {
-        rt__connect_fail(pg, "connect failed", uv_strerror(rc), 1);
+        rt__connect_fail(pg, RT_ECONNECT, uv_strerror(rc), 1);
         return;
     }
     rt__disarm(pg, RT__T_CONNECT_TIMEOUT);
     pg->state = RT_PG_READY;
-    pg->h.connected(pg, NULL, "", pg->data);
+    pg->h.connected(pg, 0, "", pg->data);
 }
 
 /* ---- the connection at work --------------------------------------------- */
@@ -474,7 +472,7 @@ static void rt__lost(rt_pg_t *pg)
     while ((req = pg->head) != NULL) {
         rt__unlink(pg, req);
         if (req->cb != NULL) {
-            res.error = "closed";
+            res.error = RT_ECLOSED;
             res.message = rt_pg_error_message(pg);
             res.results = req->results;
             res.nresults = req->nresults;
@@ -531,7 +529,7 @@ static int rt__complete(rt_pg_t *pg, rt_pg_req_t *req)
     if (pg->cancel == NULL)
         rt__disarm(pg, RT__T_CANCEL_TIMEOUT);
     if (req->cb != NULL) {
-        res.error = req->oom ? "out of memory" : NULL;
+        res.error = req->oom ? RT_ENOMEM : 0;
         res.message = req->oom ? "a result was dropped" : "";
         res.results = req->results;
         res.nresults = req->nresults;
@@ -667,11 +665,11 @@ static void rt__on_timer(uv_timer_t *t)
     case RT__T_CONNECT_TIMEOUT:
         (void)snprintf(msg, sizeof(msg), "no connection after %llu ms",
                        (unsigned long long)pg->connect_timeout_ms);
-        rt__connect_fail(pg, "timeout", msg, 1);
+        rt__connect_fail(pg, RT_ETIMEOUT, msg, 1);
         break;
     case RT__T_CONNECT_REPORT:
         pg->state = RT_PG_CLOSED;
-        pg->h.connected(pg, pg->fail_word, rt_pg_error_message(pg),
+        pg->h.connected(pg, pg->fail_code, rt_pg_error_message(pg),
                         pg->data);
         break;
     case RT__T_CANCEL_TIMEOUT:
@@ -716,21 +714,21 @@ int rt_pg_connect(rt_pg_t *pg, const char *conninfo)
 {
     int rc;
     if (pg->state != RT_PG_NEW || pg->closed)
-        return RT_PG_ESTATE;
+        return RT_EBUSY;
     pg->conn = PQconnectStart(conninfo);
     if (pg->conn == NULL)
-        return RT_PG_ENOMEM;
+        return RT_ENOMEM;
     PQsetNoticeProcessor(pg->conn, rt__notice, NULL);
     pg->state = RT_PG_CONNECTING;
     if (PQstatus(pg->conn) == CONNECTION_BAD) {
         const char *msg = PQerrorMessage(pg->conn);
-        rt__connect_fail(pg, rt__connect_word(msg), msg, 0);
+        rt__connect_fail(pg, rt__connect_code(msg), msg, 0);
         return 0;
     }
     /* libpq's rule: the first PQconnectPoll waits for writability. */
     rc = rt__watch(pg, UV_WRITABLE);
     if (rc < 0) {
-        rt__connect_fail(pg, "connect failed", uv_strerror(rc), 0);
+        rt__connect_fail(pg, RT_ECONNECT, uv_strerror(rc), 0);
         return 0;
     }
     if (pg->connect_timeout_ms > 0) {
@@ -775,11 +773,11 @@ int rt_pg_exec(rt_pg_t *pg, const rt_pg_stmt_t *stmts, size_t n, int simple,
     int rc;
 
     if (pg->closed || pg->broken || pg->state == RT_PG_CLOSED)
-        return RT_PG_ECLOSED;
+        return RT_ECLOSED;
     if (pg->state != RT_PG_READY)
-        return RT_PG_ESTATE;
+        return RT_EBUSY;
     if (cb == NULL)
-        return RT_PG_EINVAL;
+        return RT_EINVAL;
     req = rt__req_new(stmts, n, simple, &rc);
     if (req == NULL)
         return rc;

@@ -47,7 +47,8 @@
 --                 word; the connection stays usable
 --   "connection refused", "connect failed", "timeout"  from connect
 --                 (connect_timeout_ms)
---   "invalid"     a NUL byte in the SQL or a parameter
+--   "invalid request"  a NUL byte in the SQL or a parameter
+--   "request failed"   a failure without SQLSTATE (libpq's own)
 --   "rolled back" pool:transaction rolled back without an error value
 --   "out of memory"
 -- Bad argument types (not a string for sql, a function as a parameter)

@@ -31,13 +31,12 @@ typedef struct {
     int note_pid;
 } conn_t;
 
-static void on_connected(rt_pg_t *pg, const char *err, const char *msg,
-                         void *data)
+static void on_connected(rt_pg_t *pg, int err, const char *msg, void *data)
 {
     conn_t *c = data;
     (void)pg;
     c->connected++;
-    snprintf(c->err, sizeof(c->err), "%s", err ? err : "");
+    snprintf(c->err, sizeof(c->err), "%s", err ? rt_err_word(err) : "");
     snprintf(c->msg, sizeof(c->msg), "%s", msg);
 }
 
@@ -107,7 +106,7 @@ static void open_conn(conn_t *c, const char *conninfo, uint64_t timeout_ms,
 
 typedef struct {
     int done;
-    char error[32];     /* res->error, "" when NULL */
+    char error[32];     /* the word of res->error, "" when 0 */
     size_t nresults;
     ExecStatusType status[8];
     char value[8][64];  /* first value of each result, "<null>" if NULL */
@@ -127,7 +126,8 @@ static void on_done(rt_pg_req_t *req, const rt_pg_result_t *res, void *data)
     (void)req;
     r->done = 1;
     r->order = ++completions;
-    snprintf(r->error, sizeof(r->error), "%s", res->error ? res->error : "");
+    snprintf(r->error, sizeof(r->error), "%s",
+             res->error ? rt_err_word(res->error) : "");
     r->nresults = res->nresults;
     for (i = 0; i < res->nresults && i < 8; i++) {
         PGresult *p = res->results[i];
@@ -215,12 +215,12 @@ static void test_query_and_params(void)
         req_t bad;
         memset(&bad, 0, sizeof(bad));
         CHECK(rt_pg_exec(c.pg, &s, 1, 0, on_done, &bad, NULL) ==
-              RT_PG_EINVAL);
+              RT_EINVAL);
         CHECK(rt_pg_exec(c.pg, &s, 0, 0, on_done, &bad, NULL) ==
-              RT_PG_EINVAL);
+              RT_EINVAL);
         s.nparams = 1;
         CHECK(rt_pg_exec(c.pg, &s, 1, 1, on_done, &bad, NULL) ==
-              RT_PG_EINVAL);
+              RT_EINVAL);
         sleep_ms(20);
         CHECK(bad.done == 0);
     }
@@ -415,7 +415,7 @@ static void test_cancel(void)
     CHECK(a.done == 0);
     CHECK(strstr(c.msg, "did not end in time") != NULL);
     CHECK(rt_pg_state(c.pg) == RT_PG_CLOSED);
-    CHECK(exec1(&c, &b, "SELECT 1", 0, NULL, NULL) == RT_PG_ECLOSED);
+    CHECK(exec1(&c, &b, "SELECT 1", 0, NULL, NULL) == RT_ECLOSED);
     rt_pg_close(c.pg);
     sleep_ms(50); /* the fire-and-forget cancel lands */
     CHECK(!sleeping(&admin, pid));
@@ -526,7 +526,7 @@ static void test_connect_failures(void)
     CHECK(rt_pg_state(c.pg) == RT_PG_CLOSED);
     {
         req_t r;
-        CHECK(exec1(&c, &r, "SELECT 1", 0, NULL, NULL) == RT_PG_ECLOSED);
+        CHECK(exec1(&c, &r, "SELECT 1", 0, NULL, NULL) == RT_ECLOSED);
     }
     rt_pg_close(c.pg);
 
@@ -557,7 +557,7 @@ static void test_connect_failures(void)
     memset(&c, 0, sizeof(c));
     c.pg = rt_pg_new(&loop, &handlers, NULL, &c);
     CHECK(rt_pg_connect(c.pg, url) == 0);
-    CHECK(rt_pg_connect(c.pg, url) == RT_PG_ESTATE);
+    CHECK(rt_pg_connect(c.pg, url) == RT_EBUSY);
     rt_pg_close(c.pg);
     sleep_ms(50);
     CHECK(c.connected == 0);
