@@ -1,11 +1,12 @@
 /* rt_lua_redis.c - the Lua face of the Redis engine (rt_redis.h).
  *
- *   native.redis_open(opts) -> handle | nil, err
+ *   native.redis_open(opts) -> handle | nil, err, word
  *       opts: host, port, path, db, user, password, connect_timeout_ms,
  *       command_timeout_ms, reconnect, backoff_min_ms, backoff_max_ms,
  *       subscriber, max_queue (see rt_redis_opts_t). Yields until the first
  *       attempt ends: a failed first attempt closes the connection and
- *       returns its error ("Connection refused", "timeout", ...).
+ *       returns its error ("connection refused", "timeout", "connect
+ *       failed: WRONGPASS ...") and its word (rt_err.h).
  *   native.redis_command(h, name, arg...) -> reply | nil, err [, "redis"]
  *   native.redis_pipeline(h, {{name, arg...}, ...}) -> {reply...} | nil, err
  *   native.redis_subscribe(h, pattern, name...) -> true | nil, err
@@ -23,19 +24,16 @@
  * number (a decimal string beyond 2^53), nil -> lightuserdata NULL (the
  * same value as cjson.null), array -> table. An error reply is
  * `nil, message, "redis"` for a command, and {err = message} inside an
- * array or in a pipeline's results. Failures: "closed" (the connection
- * closed or was lost while waiting, or the handle was closed),
- * "disconnected" (reconnecting now), "timeout", "cancelled",
- * "out of memory". Caller bugs (bad argument types, a command refused on
- * this kind of connection) raise.
+ * array or in a pipeline's results. Failures (words of rt_err.h):
+ * "closed" (the connection closed or was lost while waiting, or the
+ * handle was closed), "disconnected" (reconnecting now), "timeout",
+ * "cancelled", "out of memory". Caller bugs (bad argument types, a
+ * command refused on this kind of connection) raise.
  *
- * Results are built in two ways. From a loop callback (a reply, a
- * message) the main state is idle: values are built there under
- * lua_cpcall, so a memory error never unwinds through hiredis or libuv,
- * then moved to the waiting coroutine. From inside a task (closing a
- * handle fails the other tasks' waits) only interned words are pushed,
- * which allocates nothing. Every yielding function reserves stack room on
- * its coroutine for the results before it yields. */
+ * Every wait goes through rt_lua_wait.h. Values are built on the main
+ * state under lua_cpcall (rt_lua_wait_done), so a memory error never
+ * unwinds through hiredis or libuv; a failure pushes an interned word,
+ * which allocates nothing. */
 #include "rt_lua_redis.h"
 
 #include <lauxlib.h>
@@ -48,32 +46,14 @@
 #include "rt_redis.h"
 
 #define LR_MT "chorus.redis"
-#define LR_CTX_MT "chorus.redis.ctx"
 /* Room for one number argument: "%.17g" needs at most 24 bytes. */
 #define LR_NUMLEN 32
 /* Integers up to 2^53 are exact in a Lua number. */
 #define LR_MAX_EXACT 9007199254740992LL
 
-/* Words pushed without allocating (interned at open). */
-enum {
-    W_CLOSED = 0,
-    W_TIMEOUT,
-    W_DISCONNECTED,
-    W_NOMEM,
-    W_BUSY,
-    W_CONNECTED,
-    W_REDIS,
-    W_COUNT
-};
-static const char *const lr_words[W_COUNT] = {
-    "closed", "timeout", "disconnected", "out of memory",
-    "busy",   "connected", "redis"};
-
-/* Per Lua state context: a full userdata, upvalue of every function. */
-typedef struct {
-    rt_lua_sched_t *ls;
-    int words[W_COUNT]; /* registry refs, released by the context's __gc */
-} lr_ctx_t;
+/* The context of every function (its upvalue) is the scheduler's: its
+ * interned words (rt_err.h) are pushed without allocating. */
+typedef rt_lua_sched_t lr_ctx_t;
 
 typedef struct lr_open lr_open_t;
 typedef struct lr_next lr_next_t;
@@ -151,16 +131,6 @@ static lr_ctx_t *lr_ctx(lua_State *L)
     return lua_touserdata(L, lua_upvalueindex(1));
 }
 
-static void lr_push_word(lr_ctx_t *ctx, lua_State *L, int w)
-{
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->words[w]);
-}
-
-/* The word for an engine callback's err. */
-static int lr_word_of(const char *err)
-{
-    return strcmp(err, "timeout") == 0 ? W_TIMEOUT : W_CLOSED;
-}
 
 /* ---- replies to values --------------------------------------------------- */
 
@@ -228,7 +198,7 @@ static int lr_build_reply(lua_State *L, void *arg)
     }
     lua_pushnil(L);
     lua_pushlstring(L, r->str, r->len);
-    lr_push_word(((lr_store_t *)arg)->ctx, L, W_REDIS);
+    lua_pushliteral(L, "redis"); /* the kind: an error reply */
     return 3;
 }
 
@@ -239,12 +209,14 @@ static int lr_build_msg(lua_State *L, void *arg)
     return 1;
 }
 
-/* nil, the error of a failed first attempt (redis_open). */
+/* nil, message, word: why the first attempt failed (redis_open). */
 static int lr_build_open_fail(lua_State *L, void *arg)
 {
+    int code = rt_redis_last_code(arg);
     lua_pushnil(L);
     lua_pushstring(L, rt_redis_last_error(arg));
-    return 2;
+    lua_pushstring(L, rt_err_word(code ? code : RT_ECONNECT));
+    return 3;
 }
 
 /* Under lua_cpcall: stores a pipeline's reply into its results table. */
@@ -260,7 +232,7 @@ static int lr_store_cp(lua_State *L)
 /* Stores from a loop callback. Returns 0, or -1 when out of memory. */
 static int lr_store(lr_store_t *b)
 {
-    lua_State *L = b->ctx->ls->L;
+    lua_State *L = b->ctx->L;
     if (lua_cpcall(L, lr_store_cp, b) != 0) {
         lua_pop(L, 1);
         return -1;
@@ -309,16 +281,6 @@ static void lr_arg(lua_State *L, int idx, lr_args_t *a, size_t i)
     }
 }
 
-/* Pushes nil and the word for an engine error code; returns 2. */
-static int lr_push_rc(lua_State *L, lr_ctx_t *ctx, int rc)
-{
-    lua_pushnil(L);
-    lr_push_word(ctx, L, rc == RT_REDIS_EDISCONNECTED ? W_DISCONNECTED
-                         : rc == RT_REDIS_ECLOSED     ? W_CLOSED
-                                                      : W_NOMEM);
-    return 2;
-}
-
 static lr_conn_t *lr_check(lua_State *L, int idx)
 {
     return luaL_checkudata(L, idx, LR_MT);
@@ -342,7 +304,7 @@ static void lr_open_end(lr_conn_t *conn, int ok)
         rt_lua_wait_done(&op->wait, lr_build_open_fail, conn->r);
         lr_close(conn); /* a failed first attempt is final */
     }
-    luaL_unref(conn->ctx->ls->L, LUA_REGISTRYINDEX, ref);
+    luaL_unref(conn->ctx->L, LUA_REGISTRYINDEX, ref);
 }
 
 static void lr_open_cancel(rt_lua_wait_t *w, int why)
@@ -352,7 +314,7 @@ static void lr_open_cancel(rt_lua_wait_t *w, int why)
     (void)why;
     conn->opening = NULL;
     lr_close(conn);
-    luaL_unref(conn->ctx->ls->L, LUA_REGISTRYINDEX, op->ud_ref);
+    luaL_unref(conn->ctx->L, LUA_REGISTRYINDEX, op->ud_ref);
 }
 
 static void lr_free(rt_lua_wait_t *w)
@@ -372,13 +334,11 @@ static void lr_next_cancel(rt_lua_wait_t *w, int why)
 
 static const rt_lua_wait_vt_t lr_next_vt = {lr_next_cancel, lr_free, NULL};
 
-static void lr_next_end(lr_next_t *w, int word)
+/* Ends redis_next's wait with nil and the word of code. */
+static void lr_next_end(lr_next_t *w, int code)
 {
-    lua_State *co = rt_lua_wait_co(&w->wait);
     w->conn->next_w = NULL;
-    lua_pushnil(co);
-    lr_push_word(w->conn->ctx, co, word);
-    rt_lua_wait_wake(&w->wait, 2);
+    rt_lua_wait_fail(&w->wait, code);
 }
 
 /* A message arrived: hand the oldest to the waiting task, if any. */
@@ -410,7 +370,7 @@ static void lr_event(rt_redis_t *r, rt_redis_event_t ev, void *data)
             conn->up_changed = 1;
             if (w != NULL && w->watch) {
                 conn->up_changed = 0;
-                lr_next_end(w, conn->up ? W_CONNECTED : W_DISCONNECTED);
+                lr_next_end(w, conn->up ? RT_ECONNECTED : RT_EDISCONNECTED);
             }
         }
         break;
@@ -429,12 +389,12 @@ static void lr_close(lr_conn_t *conn)
     conn->r = NULL;
     rt_redis_close(r); /* command and subscription waits: "closed" */
     if (conn->next_w != NULL)
-        lr_next_end(conn->next_w, W_CLOSED);
+        lr_next_end(conn->next_w, RT_ECLOSED);
     if (conn->opening != NULL) {
         /* Only reachable from __gc at exit: no task waits then. */
         lr_open_t *op = conn->opening;
         conn->opening = NULL;
-        luaL_unref(conn->ctx->ls->L, LUA_REGISTRYINDEX, op->ud_ref);
+        luaL_unref(conn->ctx->L, LUA_REGISTRYINDEX, op->ud_ref);
         free(op);
     }
 }
@@ -444,7 +404,7 @@ static void lr_close(lr_conn_t *conn)
 static void lr_cmd_free(lr_cmd_op_t *op)
 {
     if (op->tbl_ref != LUA_NOREF)
-        luaL_unref(op->ctx->ls->L, LUA_REGISTRYINDEX, op->tbl_ref);
+        luaL_unref(op->ctx->L, LUA_REGISTRYINDEX, op->tbl_ref);
     free(op);
 }
 
@@ -473,26 +433,24 @@ static void lr_cmd_cancel(rt_lua_wait_t *w, int why)
 static const rt_lua_wait_vt_t lr_cmd_vt = {lr_cmd_cancel, lr_cmd_wait_free,
                                            NULL};
 
-/* Ends the wait with nil and a word (the other commands are abandoned). */
-static void lr_cmd_fail(lr_cmd_op_t *op, int word)
+/* Ends the wait with nil and the word of code (the other commands are
+ * abandoned). */
+static void lr_cmd_fail(lr_cmd_op_t *op, int code)
 {
-    lua_State *co = rt_lua_wait_co(&op->wait);
     lr_cmd_abort_all(op);
-    lua_pushnil(co);
-    lr_push_word(op->ctx, co, word);
-    rt_lua_wait_wake(&op->wait, 2);
+    rt_lua_wait_fail(&op->wait, code);
 }
 
 static void lr_cmd_cb(rt_redis_cmd_t *cmd, const redisReply *reply,
-                      const char *err, void *data)
+                      int err, void *data)
 {
     lr_slot_t *s = data;
     lr_cmd_op_t *op = s->op;
     lr_store_t b;
     (void)cmd;
     s->h = NULL;
-    if (err != NULL) {
-        lr_cmd_fail(op, lr_word_of(err));
+    if (err != 0) {
+        lr_cmd_fail(op, err);
         return;
     }
     b.ctx = op->ctx;
@@ -504,7 +462,7 @@ static void lr_cmd_cb(rt_redis_cmd_t *cmd, const redisReply *reply,
     b.tbl_ref = op->tbl_ref;
     b.idx = (size_t)(s - op->slots) + 1;
     if (lr_store(&b) < 0) {
-        lr_cmd_fail(op, W_NOMEM);
+        lr_cmd_fail(op, RT_ENOMEM);
         return;
     }
     if (--op->left > 0)
@@ -561,10 +519,10 @@ static int l_redis_command(lua_State *L)
     for (i = 2; i <= n + 1; i++)
         if (!lr_arg_ok(L, i))
             return luaL_argerror(L, i, "string or number expected");
-    cur = rt_lua_current(L, ctx->ls, "redis_command");
+    cur = rt_lua_current(L, ctx, "redis_command");
     luaL_checkstack(L, LUA_MINSTACK, "redis_command");
     if (conn->r == NULL)
-        return lr_push_rc(L, ctx, RT_REDIS_ECLOSED);
+        return rt_lua_fail(L, ctx, RT_ECLOSED);
     if (rt_lua_wait_stopped(L, cur))
         return 2;
     lr_args_new(L, (size_t)n, &a);
@@ -577,9 +535,9 @@ static int l_redis_command(lua_State *L)
                           &op->slots[0], &op->slots[0].h);
     if (rc < 0) {
         free(op);
-        if (rc == RT_REDIS_EINVAL)
+        if (rc == RT_EINVAL)
             return lr_refused(L, conn, lua_tostring(L, 2));
-        return lr_push_rc(L, ctx, rc);
+        return rt_lua_fail(L, ctx, rc);
     }
     return rt_lua_wait_suspend(L, &op->wait, cur, -1);
 }
@@ -616,14 +574,14 @@ static int l_redis_pipeline(lua_State *L)
             maxargs = m;
         lua_pop(L, 1);
     }
-    cur = rt_lua_current(L, ctx->ls, "redis_pipeline");
+    cur = rt_lua_current(L, ctx, "redis_pipeline");
     luaL_checkstack(L, LUA_MINSTACK, "redis_pipeline");
     if (n == 0) {
         lua_newtable(L);
         return 1;
     }
     if (conn->r == NULL)
-        return lr_push_rc(L, ctx, RT_REDIS_ECLOSED);
+        return rt_lua_fail(L, ctx, RT_ECLOSED);
     if (rt_lua_wait_stopped(L, cur))
         return 2;
     lr_args_new(L, maxargs, &a); /* index 3 */
@@ -650,12 +608,12 @@ static int l_redis_pipeline(lua_State *L)
         if (rc < 0) {
             lr_cmd_abort_all(op);
             lr_cmd_free(op);
-            if (rc == RT_REDIS_EINVAL) {
+            if (rc == RT_EINVAL) {
                 lua_rawgeti(L, 2, (int)i + 1);
                 lua_rawgeti(L, -1, 1);
                 return lr_refused(L, conn, lua_tostring(L, -1));
             }
-            return lr_push_rc(L, ctx, rc);
+            return rt_lua_fail(L, ctx, rc);
         }
     }
     return rt_lua_wait_suspend(L, &op->wait, cur, -1);
@@ -664,21 +622,17 @@ static int l_redis_pipeline(lua_State *L)
 /* ---- pub/sub ------------------------------------------------------------- */
 
 static void lr_sub_cb(rt_redis_cmd_t *cmd, const redisReply *reply,
-                      const char *err, void *data)
+                      int err, void *data)
 {
     lr_sub_op_t *op = data;
-    lua_State *co = rt_lua_wait_co(&op->wait);
-    int n = 1;
     (void)cmd;
     (void)reply;
-    if (err != NULL) {
-        lua_pushnil(co);
-        lr_push_word(op->ctx, co, lr_word_of(err));
-        n = 2;
-    } else {
-        lua_pushboolean(co, 1);
+    if (err != 0) {
+        rt_lua_wait_fail(&op->wait, err);
+        return;
     }
-    rt_lua_wait_wake(&op->wait, n);
+    lua_pushboolean(rt_lua_wait_co(&op->wait), 1);
+    rt_lua_wait_wake(&op->wait, 1);
 }
 
 static void lr_sub_cancel(rt_lua_wait_t *w, int why)
@@ -714,13 +668,13 @@ static int l_redis_subscribe(lua_State *L)
     lr_ctx_t *ctx = lr_ctx(L);
     lr_conn_t *conn = lr_check(L, 1);
     int pattern = lua_toboolean(L, 2), n, rc;
-    rt_lua_task_t *cur = rt_lua_current(L, ctx->ls, "redis_subscribe");
+    rt_lua_task_t *cur = rt_lua_current(L, ctx, "redis_subscribe");
     lr_sub_op_t *op;
     lr_args_t a;
 
     n = lr_names(L, "redis_subscribe", &a);
     if (conn->r == NULL)
-        return lr_push_rc(L, ctx, RT_REDIS_ECLOSED);
+        return rt_lua_fail(L, ctx, RT_ECLOSED);
     if (rt_lua_wait_stopped(L, cur))
         return 2;
     op = malloc(sizeof(*op));
@@ -732,7 +686,7 @@ static int l_redis_subscribe(lua_State *L)
                             op, &op->h);
     if (rc < 0) {
         free(op);
-        return lr_push_rc(L, ctx, rc);
+        return rt_lua_fail(L, ctx, rc);
     }
     return rt_lua_wait_suspend(L, &op->wait, cur, -1);
 }
@@ -746,10 +700,10 @@ static int l_redis_unsubscribe(lua_State *L)
     lr_args_t a;
     n = lr_names(L, "redis_unsubscribe", &a);
     if (conn->r == NULL)
-        return lr_push_rc(L, ctx, RT_REDIS_ECLOSED);
+        return rt_lua_fail(L, ctx, RT_ECLOSED);
     rc = rt_redis_unsubscribe(conn->r, pattern, n, a.argv, a.lens);
     if (rc < 0)
-        return lr_push_rc(L, ctx, rc);
+        return rt_lua_fail(L, ctx, rc);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -769,34 +723,27 @@ static int l_redis_next(lua_State *L)
         return luaL_error(L, "redis_next: not a subscriber connection");
     if (!(ms < 1e12))
         return luaL_argerror(L, 2, "out of range");
-    cur = rt_lua_current(L, ctx->ls, "redis_next");
+    cur = rt_lua_current(L, ctx, "redis_next");
     luaL_checkstack(L, LUA_MINSTACK, "redis_next");
     if (conn->r == NULL)
-        return lr_push_rc(L, ctx, RT_REDIS_ECLOSED);
+        return rt_lua_fail(L, ctx, RT_ECLOSED);
     if ((m = rt_redis_peek(conn->r)) != NULL) {
         lr_push_msg(L, m); /* may raise: the message is still queued */
         rt_redis_shift(conn->r);
         return 1;
     }
-    if (conn->next_w != NULL) {
-        lua_pushnil(L);
-        lr_push_word(ctx, L, W_BUSY);
-        return 2;
-    }
+    if (conn->next_w != NULL)
+        return rt_lua_fail(L, ctx, RT_EBUSY);
     if (watch && conn->up_changed) {
         /* A change that came while the watcher was busy elsewhere. */
         conn->up_changed = 0;
-        lua_pushnil(L);
-        lr_push_word(ctx, L, conn->up ? W_CONNECTED : W_DISCONNECTED);
-        return 2;
+        return rt_lua_fail(L, ctx, conn->up ? RT_ECONNECTED
+                                            : RT_EDISCONNECTED);
     }
     if (rt_lua_wait_stopped(L, cur))
         return 2;
-    if (ms == 0) {
-        lua_pushnil(L);
-        lr_push_word(ctx, L, W_TIMEOUT);
-        return 2;
-    }
+    if (ms == 0)
+        return rt_lua_fail(L, ctx, RT_ETIMEOUT);
     w = malloc(sizeof(*w));
     if (w == NULL)
         return luaL_error(L, "out of memory");
@@ -857,7 +804,7 @@ static int l_redis_open(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
     luaL_checkstack(L, LUA_MINSTACK, "redis_open");
-    cur = rt_lua_current(L, ctx->ls, "redis_open");
+    cur = rt_lua_current(L, ctx, "redis_open");
     memset(&o, 0, sizeof(o));
     o.host = lr_opt_str(L, "host");
     o.path = lr_opt_str(L, "path");
@@ -891,14 +838,11 @@ static int l_redis_open(lua_State *L)
         luaL_unref(L, LUA_REGISTRYINDEX, ref);
         return luaL_error(L, "out of memory");
     }
-    conn->r = rt_redis_new(ctx->ls->sched.loop, &o, lr_event, conn, &err);
+    conn->r = rt_redis_new(ctx->sched.loop, &o, lr_event, conn, &err);
     if (conn->r == NULL) {
         free(op);
         luaL_unref(L, LUA_REGISTRYINDEX, ref);
-        lua_pushnil(L);
-        lua_pushstring(L, err == RT_REDIS_EINVAL ? "invalid options"
-                                                 : "out of memory");
-        return 2;
+        return rt_lua_fail(L, ctx, err);
     }
     rt_lua_wait_init(&op->wait, &lr_open_vt);
     op->conn = conn;
@@ -965,17 +909,6 @@ static int lr_tostring(lua_State *L)
     return 1;
 }
 
-static int lr_ctx_gc(lua_State *L)
-{
-    lr_ctx_t *ctx = luaL_checkudata(L, 1, LR_CTX_MT);
-    int i;
-    for (i = 0; i < W_COUNT; i++) {
-        luaL_unref(L, LUA_REGISTRYINDEX, ctx->words[i]);
-        ctx->words[i] = LUA_NOREF;
-    }
-    return 0;
-}
-
 static const luaL_Reg lr_funcs[] = {
     {"redis_open", l_redis_open},
     {"redis_command", l_redis_command},
@@ -989,9 +922,6 @@ static const luaL_Reg lr_funcs[] = {
 
 void rt_lua_redis_open(lua_State *L, rt_lua_sched_t *ls, int table)
 {
-    lr_ctx_t *ctx;
-    int i;
-
     luaL_newmetatable(L, LR_MT);
     lua_pushcfunction(L, lr_gc);
     lua_setfield(L, -2, "__gc");
@@ -999,20 +929,8 @@ void rt_lua_redis_open(lua_State *L, rt_lua_sched_t *ls, int table)
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
 
-    ctx = lua_newuserdata(L, sizeof(*ctx));
-    ctx->ls = ls;
-    for (i = 0; i < W_COUNT; i++)
-        ctx->words[i] = LUA_NOREF;
-    luaL_newmetatable(L, LR_CTX_MT);
-    lua_pushcfunction(L, lr_ctx_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_setmetatable(L, -2);
-    for (i = 0; i < W_COUNT; i++) {
-        lua_pushstring(L, lr_words[i]);
-        ctx->words[i] = luaL_ref(L, LUA_REGISTRYINDEX);
-    }
     lua_pushvalue(L, table);
-    lua_insert(L, -2);
+    lua_pushlightuserdata(L, ls);
     luaL_setfuncs(L, lr_funcs, 1);
     lua_pop(L, 1);
 }

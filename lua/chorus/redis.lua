@@ -33,11 +33,11 @@
 -- (issued while reconnecting: commands fail fast, they never wait for the
 -- server to come back), "timeout" (command_timeout_ms, or the task's
 -- deadline), "cancelled" (the waiting task was cancelled: a late reply is
--- discarded), or connect errors ("Connection refused", "timeout", the
--- server's AUTH error ...). Calling outside a task, bad argument types,
--- and commands that would change the shared connection's state for every
--- task (SUBSCRIBE, SELECT, MONITOR, MULTI/EXEC/WATCH outside transaction())
--- raise: those are bugs.
+-- discarded), or connect errors ("connection refused", "cannot resolve:
+-- ...", "timeout", "connect failed: " and the server's AUTH error ...).
+-- Calling outside a task, bad argument types, and commands that would
+-- change the shared connection's state for every task (SUBSCRIBE, SELECT,
+-- MONITOR, MULTI/EXEC/WATCH outside transaction()) raise: those are bugs.
 --
 -- Concurrency: many tasks may use one client at once; hiredis queues the
 -- commands and the replies come back in order. Blocking commands (BLPOP,
