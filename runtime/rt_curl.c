@@ -100,7 +100,7 @@ struct rt_curl_req {
     int head_done, head_told;  /* the final head is in / was delivered */
     int data_pending;          /* bytes came since the last DATA event */
     int ended, end_told;       /* the transfer is over / END delivered */
-    const char *end_error;     /* NULL, or the error word once ended */
+    int end_error;             /* 0, or the error code once ended */
     int in_notify;             /* in c->notify */
     rt_curl_req_t *nprev, *nnext;
 };
@@ -538,33 +538,33 @@ static curl_socket_t open_socket_cb(void *data, curlsocktype purpose,
     return socket(a->family, a->socktype, a->protocol);
 }
 
-/* The short word for a failed transfer (see rt_curl_result_t). */
-static const char *error_word(rt_curl_req_t *r, CURLcode rc)
+/* The code (rt_err.h) of a failed transfer (see rt_curl_result_t). */
+static int error_code(rt_curl_req_t *r, CURLcode rc)
 {
     long os_errno = 0;
     if (r->blocked[0] != '\0')
-        return "blocked address";
+        return RT_EBLOCKED;
     if (r->too_large || rc == CURLE_FILESIZE_EXCEEDED)
-        return "too large";
+        return RT_ETOO_LARGE;
     if (r->oom)
-        return "out of memory";
+        return RT_ENOMEM;
     switch (rc) {
     case CURLE_OPERATION_TIMEDOUT:
-        return "timeout";
+        return RT_ETIMEOUT;
     case CURLE_COULDNT_CONNECT:
         if (curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno) ==
                 CURLE_OK && os_errno == ECONNREFUSED)
-            return "connection refused";
-        return "connect failed";
+            return RT_EREFUSED;
+        return RT_ECONNECT;
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
-        return "cannot resolve";
+        return RT_ERESOLVE;
     case CURLE_UNSUPPORTED_PROTOCOL:
-        return "unsupported protocol";
+        return RT_EPROTOCOL;
     case CURLE_URL_MALFORMAT:
-        return "bad url";
+        return RT_EBAD_URL;
     case CURLE_TOO_MANY_REDIRECTS:
-        return "too many redirects";
+        return RT_EREDIRECTS;
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CERTPROBLEM:
@@ -579,17 +579,17 @@ static const char *error_word(rt_curl_req_t *r, CURLcode rc)
     case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
     case CURLE_SSL_INVALIDCERTSTATUS:
     case CURLE_SSL_CLIENTCERT:
-        return "tls error";
+        return RT_ETLS;
     case CURLE_GOT_NOTHING:
-        return "empty reply";
+        return RT_EEMPTY_REPLY;
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
     case CURLE_PARTIAL_FILE:
-        return "connection error";
+        return RT_ECONNECTION;
     case CURLE_OUT_OF_MEMORY:
-        return "out of memory";
+        return RT_ENOMEM;
     default:
-        return "request failed";
+        return RT_EFAILED;
     }
 }
 
@@ -606,19 +606,19 @@ static void append_errno(rt_curl_req_t *r)
              uv_strerror(uv_translate_sys_error((int)os_errno)));
 }
 
-/* The error word of a finished transfer (NULL when it succeeded), with
- * its detail in r->errbuf. */
-static const char *finish_error(rt_curl_req_t *r, CURLcode rc)
+/* The error code of a finished transfer (0 when it succeeded), with its
+ * detail in r->errbuf. */
+static int finish_error(rt_curl_req_t *r, CURLcode rc)
 {
-    const char *word;
+    int code;
     size_t i;
     if (r->sock_failed && rc == CURLE_OK)
         rc = CURLE_COULDNT_CONNECT;
     if (rc == CURLE_OK && !r->sock_failed) {
         r->errbuf[0] = '\0';
-        return NULL;
+        return 0;
     }
-    word = error_word(r, rc);
+    code = error_code(r, rc);
     if (r->blocked[0] != '\0')
         snprintf(r->errbuf, sizeof(r->errbuf),
                  "refused to connect to %s, an internal address", r->blocked);
@@ -641,7 +641,7 @@ static const char *finish_error(rt_curl_req_t *r, CURLcode rc)
         r->errbuf[--i] = '\0';
     if (rc == CURLE_COULDNT_CONNECT && !r->sock_failed && r->blocked[0] == '\0')
         append_errno(r);
-    return word;
+    return code;
 }
 
 /* Completes a finished transfer: removes it, calls back, frees it. A
@@ -657,7 +657,7 @@ static void req_finish(rt_curl_req_t *r, CURLcode rc)
     req_unlink(r);
     if (r->ev_cb != NULL) {
         r->end_error = finish_error(r, rc);
-        if (r->end_error == NULL)
+        if (r->end_error == 0)
             r->head_done = 1; /* e.g. a HEAD or 204: no body to wait for */
         r->ended = 1;
         list_add(&c->ended, r);
@@ -669,14 +669,14 @@ static void req_finish(rt_curl_req_t *r, CURLcode rc)
         CURLE_OK)
         res.status = 0;
     res.error = finish_error(r, rc);
-    if (res.error != NULL) {
+    if (res.error != 0) {
         res.message = r->errbuf;
         res.body = "";
     } else {
         if (r->nh > sizeof(small) / sizeof(small[0])) {
             hs = malloc(r->nh * sizeof(*hs));
             if (hs == NULL) {
-                res.error = "out of memory";
+                res.error = RT_ENOMEM;
                 res.message = "cannot collect the response headers";
                 res.body = "";
                 goto call;
@@ -768,7 +768,7 @@ static int name_is(const rt_curl_header_t *h, const char *name)
            strncasecmp(h->name, name, h->name_len) == 0;
 }
 
-/* Builds the curl header list. Returns 0, RT_CURL_EINVAL or ENOMEM. */
+/* Builds the curl header list. Returns 0, RT_EINVAL or ENOMEM. */
 static int build_headers(const rt_curl_opts_t *o, struct curl_slist **out,
                          const char **err)
 {
@@ -826,11 +826,11 @@ static int build_headers(const rt_curl_opts_t *o, struct curl_slist **out,
     return 0;
 fail_inval:
     curl_slist_free_all(list);
-    return RT_CURL_EINVAL;
+    return RT_EINVAL;
 fail_nomem:
     curl_slist_free_all(list);
     *err = "out of memory";
-    return RT_CURL_ENOMEM;
+    return RT_ENOMEM;
 }
 
 static long clamp_long(uint64_t v)
@@ -884,13 +884,13 @@ static int start(rt_curl_t *c, const rt_curl_opts_t *o, rt_curl_done_cb cb,
         *out = NULL;
     if (o->url == NULL) {
         *err = "missing url";
-        return RT_CURL_EINVAL;
+        return RT_EINVAL;
     }
     if (method == NULL)
         method = o->body ? "POST" : "GET";
     if (!is_token(method, strlen(method))) {
         *err = "invalid method";
-        return RT_CURL_EINVAL;
+        return RT_EINVAL;
     }
     r = calloc(1, sizeof(*r));
     if (r == NULL)
@@ -979,7 +979,7 @@ fail_easy:
     free(r);
 fail_alloc:
     *err = "out of memory";
-    return RT_CURL_ENOMEM;
+    return RT_ENOMEM;
 }
 
 int rt_curl_start(rt_curl_t *c, const rt_curl_opts_t *o, rt_curl_done_cb cb,
@@ -1021,7 +1021,7 @@ size_t rt_curl_header_count(const rt_curl_req_t *r)
 int rt_curl_header(const rt_curl_req_t *r, size_t i, rt_curl_header_t *out)
 {
     if (!r->head_done || i >= r->nh)
-        return RT_CURL_EINVAL;
+        return RT_EINVAL;
     out->name = r->hbuf + r->hoff[i].name_off;
     out->name_len = r->hoff[i].name_len;
     out->value = r->hbuf + r->hoff[i].value_off;
@@ -1055,8 +1055,7 @@ void rt_curl_consume(rt_curl_req_t *r, size_t n)
         (void)uv_timer_start(&c->kick, kick_cb, 0, 0);
 }
 
-int rt_curl_ended(const rt_curl_req_t *r, const char **error,
-                  const char **message)
+int rt_curl_ended(const rt_curl_req_t *r, int *error, const char **message)
 {
     if (!r->ended)
         return 0;

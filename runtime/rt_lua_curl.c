@@ -52,7 +52,7 @@ struct lcs {
     lc_ctx_t *ctx;         /* NULL once the context is gone */
     rt_curl_req_t *req;    /* NULL once released */
     rt_curl_event_t want;  /* what the wait is for: HEAD or DATA */
-    const char *gone;      /* why req was released: "closed", "timeout" */
+    int gone;              /* why req was released: RT_ECLOSED, ... */
     lcs_t *prev, *next;    /* in ctx->streams while req != NULL */
 };
 
@@ -86,9 +86,9 @@ static int lc_build(lua_State *L, void *arg)
     const rt_curl_result_t *res = arg;
     size_t i;
 
-    if (res->error != NULL) {
+    if (res->error != 0) {
         lua_pushnil(L);
-        lua_pushstring(L, res->error);
+        lua_pushstring(L, rt_err_word(res->error));
         lua_pushstring(L, res->message);
     } else {
         lua_pushinteger(L, (lua_Integer)res->status);
@@ -242,10 +242,11 @@ static rt_curl_t *lc_engine(lc_ctx_t *ctx)
     return ctx->eng;
 }
 
-static int lc_push_fail(lua_State *L, const char *word, const char *message)
+/* Pushes nil, the word of code (rt_err.h), message; returns 3. */
+static int lc_push_fail(lua_State *L, int code, const char *message)
 {
     lua_pushnil(L);
-    lua_pushstring(L, word);
+    lua_pushstring(L, rt_err_word(code));
     lua_pushstring(L, message);
     return 3;
 }
@@ -271,16 +272,14 @@ static int l_curl_request(lua_State *L)
     cur = rt_lua_current(L, ctx->ls, "curl_request");
     lc_read_opts(L, "curl_request", &o);
     if (lc_engine(ctx) == NULL)
-        return lc_push_fail(L, "out of memory", "cannot initialise libcurl");
+        return lc_push_fail(L, RT_ENOMEM, "cannot initialise libcurl");
     op = malloc(sizeof(*op));
     if (op == NULL)
         return luaL_error(L, "out of memory");
     rc = rt_curl_start(ctx->eng, &o, lc_done, op, &op->req, &err);
     if (rc < 0) {
         free(op);
-        return lc_push_fail(L, rc == RT_CURL_EINVAL ? "invalid request"
-                                                    : "out of memory",
-                            err);
+        return lc_push_fail(L, rc, err);
     }
     lua_settop(L, 1); /* curl copied what it keeps */
     rt_lua_wait_init(&op->wait, &lc_vt);
@@ -308,7 +307,7 @@ static void lcs_unlink(lcs_t *s)
 }
 
 /* Releases the request (aborting a transfer still running). */
-static void lcs_release(lcs_t *s, const char *why)
+static void lcs_release(lcs_t *s, int why)
 {
     if (s->req == NULL)
         return;
@@ -321,13 +320,14 @@ static void lcs_release(lcs_t *s, const char *why)
 /* Pushes what head() returns onto L. Returns the count. */
 static int lcs_push_head(lua_State *L, rt_curl_req_t *req)
 {
-    const char *word, *message;
+    const char *message;
     rt_curl_header_t h;
     size_t i, n;
     long status = rt_curl_status(req);
+    int code;
 
-    if (status == 0 && rt_curl_ended(req, &word, &message) && word != NULL)
-        return lc_push_fail(L, word, message);
+    if (status == 0 && rt_curl_ended(req, &code, &message) && code != 0)
+        return lc_push_fail(L, code, message);
     n = rt_curl_header_count(req);
     lua_pushinteger(L, (lua_Integer)status);
     lua_createtable(L, (int)(n * 2), 0);
@@ -346,7 +346,8 @@ static int lcs_push_head(lua_State *L, rt_curl_req_t *req)
  * Returns the count. */
 static int lcs_push_read(lua_State *L, rt_curl_req_t *req)
 {
-    const char *word, *message, *p;
+    const char *message, *p;
+    int code;
     size_t len;
 
     p = rt_curl_body(req, &len);
@@ -355,8 +356,8 @@ static int lcs_push_read(lua_State *L, rt_curl_req_t *req)
         rt_curl_consume(req, len); /* after the copy: may resume curl */
         return 1;
     }
-    if (rt_curl_ended(req, &word, &message) && word != NULL)
-        return lc_push_fail(L, word, message);
+    if (rt_curl_ended(req, &code, &message) && code != 0)
+        return lc_push_fail(L, code, message);
     lua_pushboolean(L, 0); /* the end: a bare nil means out of memory */
     return 1;
 }
@@ -387,7 +388,7 @@ static void lcs_event(rt_curl_req_t *req, rt_curl_event_t ev, void *data)
 /* The wait was cancelled: the transfer is aborted mid-stream. */
 static void lcs_cancel(rt_lua_wait_t *w, int why)
 {
-    lcs_release((lcs_t *)w, why == RT_ETIMEOUT ? "timeout" : "cancelled");
+    lcs_release((lcs_t *)w, why);
 }
 
 static const rt_lua_wait_vt_t lcs_vt = {lcs_cancel, NULL, NULL};
@@ -402,13 +403,13 @@ static int lcs_wait(lua_State *L, rt_curl_event_t want, const char *fname)
 {
     lcs_t *s = lcs_check(L);
     rt_lua_task_t *cur;
-    const char *word, *message;
-    int ready;
+    const char *message;
+    int ready, code;
 
     if (s->req == NULL)
         return lc_push_fail(L, s->gone, "");
     if (rt_lua_wait_active(&s->wait))
-        return lc_push_fail(L, "busy", "another task is reading");
+        return lc_push_fail(L, RT_EBUSY, "another task is reading");
     if (want == RT_CURL_EV_HEAD) {
         ready = rt_curl_status(s->req) != 0;
     } else {
@@ -416,7 +417,7 @@ static int lcs_wait(lua_State *L, rt_curl_event_t want, const char *fname)
         (void)rt_curl_body(s->req, &len);
         ready = len > 0;
     }
-    if (ready || rt_curl_ended(s->req, &word, &message))
+    if (ready || rt_curl_ended(s->req, &code, &message))
         return want == RT_CURL_EV_HEAD ? lcs_push_head(L, s->req)
                                        : lcs_push_read(L, s->req);
     cur = rt_lua_current(L, s->ctx->ls, fname);
@@ -441,7 +442,7 @@ static int m_stream_close(lua_State *L)
     lcs_t *s = lcs_check(L);
     if (s->req == NULL)
         return 0;
-    lcs_release(s, "closed");
+    lcs_release(s, RT_ECLOSED);
     if (rt_lua_wait_active(&s->wait))
         rt_lua_wait_done(&s->wait, lcs_build, s);
     return 0;
@@ -452,7 +453,7 @@ static int m_stream_gc(lua_State *L)
     lcs_t *s = lcs_check(L);
     /* A waiting task keeps its stream alive, so none waits here. */
     if (s->ctx != NULL)
-        lcs_release(s, "closed");
+        lcs_release(s, RT_ECLOSED);
     return 0;
 }
 
@@ -472,12 +473,12 @@ static int l_curl_open(lua_State *L)
     lc_read_opts(L, "curl_open", &o);
     buffer = lc_opt_u64(L, "buffer_bytes");
     if (lc_engine(ctx) == NULL)
-        return lc_push_fail(L, "out of memory", "cannot initialise libcurl");
+        return lc_push_fail(L, RT_ENOMEM, "cannot initialise libcurl");
     s = lua_newuserdata(L, sizeof(*s));
     memset(s, 0, sizeof(*s));
     rt_lua_wait_init(&s->wait, &lcs_vt);
     s->ctx = ctx;
-    s->gone = "closed";
+    s->gone = RT_ECLOSED;
     luaL_getmetatable(L, RT_CURL_STREAM_MT);
     lua_setmetatable(L, -2);
     rc = rt_curl_open(ctx->eng, &o, (size_t)buffer, lcs_event, s, &s->req,
@@ -485,9 +486,7 @@ static int l_curl_open(lua_State *L)
     if (rc < 0) {
         s->req = NULL;
         s->ctx = NULL;
-        return lc_push_fail(L, rc == RT_CURL_EINVAL ? "invalid request"
-                                                    : "out of memory",
-                            err);
+        return lc_push_fail(L, rc, err);
     }
     s->next = ctx->streams;
     if (ctx->streams)
@@ -511,7 +510,7 @@ static int lc_gc(lua_State *L)
     lc_ctx_t *ctx = luaL_checkudata(L, 1, RT_CURL_CTX_MT);
     while (ctx->streams != NULL) {
         lcs_t *s = ctx->streams;
-        lcs_release(s, "closed");
+        lcs_release(s, RT_ECLOSED);
         s->ctx = NULL; /* its own __gc may come later */
     }
     while (ctx->ops != NULL) {

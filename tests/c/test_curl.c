@@ -438,7 +438,9 @@ static void done_cb(rt_curl_req_t *req, const rt_curl_result_t *res,
     r->called++;
     r->at = uv_now(&loop);
     r->status = res->status;
-    r->error = res->error ? dup_n(res->error, strlen(res->error)) : NULL;
+    r->error = res->error ? dup_n(rt_err_word(res->error),
+                                  strlen(rt_err_word(res->error)))
+                          : NULL;
     r->message = dup_n(res->message, strlen(res->message));
     r->body = dup_n(res->body, res->body_len);
     r->body_len = res->body_len;
@@ -811,16 +813,16 @@ static void test_invalid(void)
 
     o.headers = &bad_value;
     o.nheaders = 1;
-    CHECK(rt_curl_start(eng, &o, done_cb, &r, NULL, &err) == RT_CURL_EINVAL);
+    CHECK(rt_curl_start(eng, &o, done_cb, &r, NULL, &err) == RT_EINVAL);
     CHECK(err && strstr(err, "CR") != NULL);
     o.headers = &bad_name;
-    CHECK(rt_curl_start(eng, &o, done_cb, &r, NULL, &err) == RT_CURL_EINVAL);
+    CHECK(rt_curl_start(eng, &o, done_cb, &r, NULL, &err) == RT_EINVAL);
     o.nheaders = 0;
     o.method = "GE T";
-    CHECK(rt_curl_start(eng, &o, done_cb, &r, NULL, &err) == RT_CURL_EINVAL);
+    CHECK(rt_curl_start(eng, &o, done_cb, &r, NULL, &err) == RT_EINVAL);
     o.method = NULL;
     o.url = NULL;
-    CHECK(rt_curl_start(eng, &o, done_cb, &r, NULL, &err) == RT_CURL_EINVAL);
+    CHECK(rt_curl_start(eng, &o, done_cb, &r, NULL, &err) == RT_EINVAL);
     run_for(10);
     CHECK(callbacks == before && rt_curl_active(eng) == 0);
 
@@ -919,7 +921,8 @@ static void stream_cb(rt_curl_req_t *req, rt_curl_event_t ev, void *data)
 {
     sres_t *r = data;
     rt_curl_header_t h;
-    const char *err, *msg;
+    const char *msg;
+    int err;
     size_t i;
     CHECK(req == r->req);
     callbacks++;
@@ -936,7 +939,7 @@ static void stream_cb(rt_curl_req_t *req, rt_curl_event_t ev, void *data)
                 strncasecmp(h.name, "content-type", 12) == 0)
                 r->ctype = dup_n(h.value, h.value_len);
         }
-        CHECK(rt_curl_header(req, i, &h) == RT_CURL_EINVAL);
+        CHECK(rt_curl_header(req, i, &h) == RT_EINVAL);
     } else if (ev == RT_CURL_EV_DATA) {
         if (r->heads != 1)
             r->bad_order++;
@@ -946,7 +949,8 @@ static void stream_cb(rt_curl_req_t *req, rt_curl_event_t ev, void *data)
         r->ends++;
         r->end_at = uv_now(&loop);
         CHECK(rt_curl_ended(req, &err, &msg) == 1);
-        r->error = err ? dup_n(err, strlen(err)) : NULL;
+        r->error = err ? dup_n(rt_err_word(err), strlen(rt_err_word(err)))
+                       : NULL;
         r->message = dup_n(msg, strlen(msg));
         sres_take(r);
     }
@@ -982,7 +986,8 @@ static void test_stream_pieces(void)
 {
     rt_curl_opts_t o = {0};
     sres_t r = {0};
-    const char *err, *msg;
+    const char *msg;
+    int err;
     o.max_redirects = -1;
     CHECK(sopen("/drip", &o, 0, &r) == 0);
     CHECK(r.req != NULL && rt_curl_status(r.req) == 0);
@@ -1147,7 +1152,7 @@ static void test_stream_failures(void)
     /* Bad options: no request, no callback. */
     o.method = "GE T";
     CHECK(rt_curl_open(eng, &o, 0, stream_cb, &r, &r.req, NULL) ==
-          RT_CURL_EINVAL);
+          RT_EINVAL);
     CHECK(r.req == NULL);
 }
 
