@@ -424,7 +424,7 @@ int rt_http_req_info(const rt_http_req_t *h, rt_http_req_info_t *info)
     const char *q;
 
     if (req == NULL)
-        return RT_HTTP_EGONE;
+        return RT_ECLOSED;
     memset(info, 0, sizeof(*info));
     info->method = req->input.method.base;
     info->method_len = req->input.method.len;
@@ -517,13 +517,13 @@ int rt_http_req_header(const rt_http_req_t *h, size_t i,
     const h2o_header_t *e;
 
     if (req == NULL)
-        return RT_HTTP_EGONE;
+        return RT_ECLOSED;
     if (i >= req->headers.size) {
         /* Extras come last so the common loop needs no allocation. */
         i -= req->headers.size;
         nextra = rt__extra_headers(req, extra);
         if (i >= nextra)
-            return RT_HTTP_EINVAL;
+            return RT_EINVAL;
         *out = extra[i];
         return 0;
     }
@@ -572,32 +572,32 @@ static int rt__skip_header(const char *lc, size_t n)
            (n == 10 && memcmp(lc, "connection", 10) == 0);
 }
 
-/* Checks what rt__set_head will set. Returns 0, RT_HTTP_EGONE,
- * RT_HTTP_EANSWERED or RT_HTTP_EINVAL (with *err when err is not NULL). */
+/* Checks what rt__set_head will set. Returns 0, RT_ECLOSED,
+ * RT_EANSWERED or RT_EINVAL (with *err when err is not NULL). */
 static int rt__check_head(const rt_http_req_t *h, int status,
                           const rt_http_header_t *headers, size_t nheaders,
                           const char **err)
 {
     size_t i;
     if (h->req == NULL)
-        return RT_HTTP_EGONE;
+        return RT_ECLOSED;
     if (h->answered)
-        return RT_HTTP_EANSWERED;
+        return RT_EANSWERED;
     if (status < 200 || status > 599) {
         if (err)
             *err = "status must be 200..599";
-        return RT_HTTP_EINVAL;
+        return RT_EINVAL;
     }
     for (i = 0; i < nheaders; i++) {
         if (!rt__valid_name(headers[i].name, headers[i].name_len)) {
             if (err)
                 *err = "invalid header name";
-            return RT_HTTP_EINVAL;
+            return RT_EINVAL;
         }
         if (!rt__valid_value(headers[i].value, headers[i].value_len)) {
             if (err)
                 *err = "invalid header value (CR, LF or NUL)";
-            return RT_HTTP_EINVAL;
+            return RT_EINVAL;
         }
     }
     return 0;
@@ -755,21 +755,21 @@ int rt_http_req_stream(rt_http_req_t *h, int status,
 int rt_http_stream_write(rt_http_req_t *h, const char *data, size_t len)
 {
     if (!h->streaming)
-        return RT_HTTP_EINVAL;
+        return RT_EINVAL;
     if (h->req == NULL || h->ending != H2O_SEND_STATE_IN_PROGRESS)
-        return RT_HTTP_ECLOSED;
+        return RT_ECLOSED;
     if (len == 0)
         return 0;
     if (len > h->out_cap - h->out_len) {
         size_t cap = h->out_cap ? h->out_cap : 4096;
         char *nb;
         if (len > SIZE_MAX / 4 - h->out_len)
-            return RT_HTTP_ENOMEM;
+            return RT_ENOMEM;
         while (cap < h->out_len + len)
             cap *= 2;
         nb = realloc(h->out, cap);
         if (nb == NULL)
-            return RT_HTTP_ENOMEM;
+            return RT_ENOMEM;
         h->out = nb;
         h->out_cap = cap;
     }
@@ -790,10 +790,10 @@ size_t rt_http_stream_queued(const rt_http_req_t *h)
 int rt_http_stream_end(rt_http_req_t *h, int ok)
 {
     if (!h->streaming)
-        return RT_HTTP_EINVAL;
+        return RT_EINVAL;
     h->scb = NULL;
     if (h->req == NULL || h->ending != H2O_SEND_STATE_IN_PROGRESS)
-        return RT_HTTP_ECLOSED;
+        return RT_ECLOSED;
     h->ending = ok ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_ERROR;
     rt__stream_pump(h);
     return 0;
@@ -1070,24 +1070,24 @@ rt_http_ws_t *rt_http_req_websocket(rt_http_req_t *h, rt_http_ws_cb cb,
     const char *key = NULL;
 
     if (req == NULL) {
-        *rc = RT_HTTP_EGONE;
+        *rc = RT_ECLOSED;
         return NULL;
     }
     if (h->answered) {
-        *rc = RT_HTTP_EANSWERED;
+        *rc = RT_EANSWERED;
         return NULL;
     }
     if (h2o_is_websocket_handshake(req, &key) != 0 || key == NULL) {
-        *rc = RT_HTTP_EINVAL;
+        *rc = RT_ENOT_WEBSOCKET;
         return NULL;
     }
     if (srv->state != RT_SRV_OPEN) {
-        *rc = RT_HTTP_ECLOSED;
+        *rc = RT_ECLOSED;
         return NULL;
     }
     ws = calloc(1, sizeof(*ws));
     if (ws == NULL) {
-        *rc = RT_HTTP_ENOMEM;
+        *rc = RT_ENOMEM;
         return NULL;
     }
     ws->srv = srv;
@@ -1121,22 +1121,22 @@ int rt_http_ws_send(rt_http_ws_t *ws, int binary, const char *data,
     int rc;
 
     if (ws->conn == NULL || ws->closing)
-        return RT_HTTP_ECLOSED;
+        return RT_ECLOSED;
     queued = wslay_event_get_queued_msg_length(ws->conn->ws_ctx) +
              ws->out_len;
     if (queued > 0 && queued + len > ws->srv->opts.ws_max_queued_bytes)
-        return RT_HTTP_EBACKPRESSURE;
+        return RT_EBACKPRESSURE;
     msg.opcode = binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME;
     msg.msg = (const uint8_t *)data;
     msg.msg_length = len;
     rc = wslay_event_queue_msg(ws->conn->ws_ctx, &msg);
     if (rc == WSLAY_ERR_NOMEM)
-        return RT_HTTP_ENOMEM;
+        return RT_ENOMEM;
     if (rc != 0)
-        return RT_HTTP_ECLOSED; /* wslay refuses after a close frame */
+        return RT_ECLOSED; /* wslay refuses after a close frame */
     ws->srv->stats.bytes_out += len;
     rt__ws_proceed(ws); /* may close the socket and call back CLOSED */
-    return ws->conn == NULL ? RT_HTTP_ECLOSED : 0;
+    return ws->conn == NULL ? RT_ECLOSED : 0;
 }
 
 /* Queues the close frame now. Fails only when a close frame was already

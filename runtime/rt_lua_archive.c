@@ -17,6 +17,7 @@
 #include <lauxlib.h>
 
 #include "rt_archive.h"
+#include "rt_err.h"
 #include "rt_lua_util.h"
 
 #define ARCHIVE "chorus.archive"
@@ -78,7 +79,7 @@ static int l_put(lua_State *L)
     rec = luaL_checklstring(L, 10, &len);
     if (rt_archive_put(ar, f, created, rec, len) != 0) {
         lua_pushnil(L);
-        lua_pushliteral(L, "out of memory");
+        lua_pushstring(L, rt_err_word(RT_ENOMEM));
         return 2;
     }
     lua_pushboolean(L, 1);
@@ -123,7 +124,7 @@ static int l_select(lua_State *L)
     total = rt_archive_select(ar, status, config, user, tenant, out, n);
     if (total == (size_t)-1) {
         lua_pushnil(L);
-        lua_pushliteral(L, "out of memory");
+        lua_pushstring(L, rt_err_word(RT_ENOMEM));
         return 2;
     }
     if (n > total)
@@ -165,7 +166,7 @@ static int l_new(lua_State *L)
     u->ar = rt_archive_new((size_t)cap);
     if (u->ar == NULL) {
         lua_pushnil(L);
-        lua_pushliteral(L, "out of memory");
+        lua_pushstring(L, rt_err_word(RT_ENOMEM));
         return 2;
     }
     return 1;

@@ -152,14 +152,11 @@ static void lws_wait_free(rt_lua_wait_t *w)
 static const rt_lua_wait_vt_t lws_wait_vt = {lws_wait_cancel, lws_wait_free,
                                              NULL};
 
-/* Ends the wait with nil, word. */
-static void lws_wait_fail(lws_wait_t *wt, const char *word)
+/* Ends the wait with nil and the word of code. */
+static void lws_wait_fail(lws_wait_t *wt, int code)
 {
-    lua_State *co = rt_lua_wait_co(&wt->wait);
     lws_wait_detach(wt);
-    lua_pushnil(co);
-    lua_pushstring(co, word);
-    rt_lua_wait_wake(&wt->wait, 2);
+    rt_lua_wait_fail(&wt->wait, code);
 }
 
 /* Pushes a message onto co: data, "text"|"binary". Returns 2. */
@@ -199,7 +196,7 @@ static void lws_event(rt_http_ws_t *ws, rt_http_ws_event_t ev,
     if (ev == RT_HTTP_WS_CLOSED) {
         w->closed = 1;
         if (wt != NULL)
-            lws_wait_fail(wt, "closed");
+            lws_wait_fail(wt, RT_ECLOSED);
         return;
     }
     if (wt != NULL) {
@@ -246,21 +243,14 @@ static int m_ws_send(lua_State *L)
     int binary = lua_toboolean(L, 3), rc;
 
     if (w->ws == NULL || w->closed)
-        rc = RT_HTTP_ECLOSED;
+        rc = RT_ECLOSED;
     else
         rc = rt_http_ws_send(w->ws, binary, data, len);
     if (rc == 0) {
         lua_pushboolean(L, 1);
         return 1;
     }
-    lua_pushnil(L);
-    if (rc == RT_HTTP_EBACKPRESSURE)
-        lua_pushliteral(L, "backpressure");
-    else if (rc == RT_HTTP_ENOMEM)
-        lua_pushliteral(L, "out of memory");
-    else
-        lua_pushliteral(L, "closed");
-    return 2;
+    return rt_lua_fail(L, w->ls, rc);
 }
 
 /* ws:receive([timeout_ms]) -> message, kind | nil, reason */
@@ -286,21 +276,12 @@ static int m_ws_receive(lua_State *L)
         free(m);
         return n;
     }
-    if (w->closed || w->ws == NULL) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "closed");
-        return 2;
-    }
-    if (w->waiter != NULL) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "busy");
-        return 2;
-    }
-    if (ms == 0) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "timeout");
-        return 2;
-    }
+    if (w->closed || w->ws == NULL)
+        return rt_lua_fail(L, ls, RT_ECLOSED);
+    if (w->waiter != NULL)
+        return rt_lua_fail(L, ls, RT_EBUSY);
+    if (ms == 0)
+        return rt_lua_fail(L, ls, RT_ETIMEOUT);
     wt = malloc(sizeof(*wt));
     if (wt == NULL)
         return luaL_error(L, "out of memory");
@@ -371,11 +352,10 @@ static lreq_t *lreq_check(lua_State *L)
     return luaL_checkudata(L, 1, RT_REQ_MT);
 }
 
-static int push_fail(lua_State *L, const char *word)
+/* nil and the word of code, in a request method. */
+static int push_fail(lua_State *L, int code)
 {
-    lua_pushnil(L);
-    lua_pushstring(L, word);
-    return 2;
+    return rt_lua_fail(L, http_ctx(L), code);
 }
 
 /* Pushes a flat array {name1, value1, name2, value2, ...} of the header
@@ -452,9 +432,9 @@ static int m_req_respond(lua_State *L)
     if (!lua_isnoneornil(L, 4))
         body = luaL_checklstring(L, 4, &body_len);
     if (r->h == NULL)
-        return push_fail(L, "closed");
+        return push_fail(L, RT_ECLOSED);
     if (r->streaming)
-        return push_fail(L, "answered");
+        return push_fail(L, RT_EANSWERED);
     lua_settop(L, 4);
     if (lua_istable(L, 3)) {
         n = flatten_headers(L, 3); /* at index 5 */
@@ -469,12 +449,12 @@ static int m_req_respond(lua_State *L)
                              &err);
     if (hdrs != small)
         free(hdrs);
-    if (rc == RT_HTTP_EINVAL)
+    if (rc == RT_EINVAL)
         return luaL_error(L, "respond: %s", err ? err : "invalid response");
     rt_http_req_release(r->h);
     r->h = NULL;
     if (rc != 0)
-        return push_fail(L, "closed");
+        return push_fail(L, RT_ECLOSED);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -487,9 +467,9 @@ static int m_req_websocket(lua_State *L)
     int rc = 0;
 
     if (r->h == NULL)
-        return push_fail(L, "closed");
+        return push_fail(L, RT_ECLOSED);
     if (r->streaming)
-        return push_fail(L, "answered");
+        return push_fail(L, RT_EANSWERED);
     w = calloc(1, sizeof(*w));
     if (w == NULL)
         return luaL_error(L, "out of memory");
@@ -502,16 +482,7 @@ static int m_req_websocket(lua_State *L)
     w->ws = rt_http_req_websocket(r->h, lws_event, w, &rc);
     if (w->ws == NULL) {
         free(w);
-        switch (rc) {
-        case RT_HTTP_EINVAL:
-            return push_fail(L, "not a websocket request");
-        case RT_HTTP_ENOMEM:
-            return push_fail(L, "out of memory");
-        case RT_HTTP_EANSWERED:
-            return push_fail(L, "answered");
-        default:
-            return push_fail(L, "closed");
-        }
+        return push_fail(L, rc);
     }
     *ud = w;
     rt_http_req_release(r->h);
@@ -527,22 +498,18 @@ static void lstream_event(rt_http_req_t *h, rt_http_stream_event_t ev,
                           void *ud)
 {
     lreq_t *r = ud;
-    lua_State *co;
     if (ev == RT_HTTP_STREAM_CLOSED)
         r->closed = 1;
     else if (rt_http_stream_queued(h) > r->max_queued)
         return; /* still too much queued: wait for the next write */
     if (!rt_lua_wait_active(&r->wait))
         return;
-    co = rt_lua_wait_co(&r->wait);
     if (r->closed) {
-        lua_pushnil(co);
-        lua_pushliteral(co, "closed");
-        rt_lua_wait_wake(&r->wait, 2);
-    } else {
-        lua_pushboolean(co, 1);
-        rt_lua_wait_wake(&r->wait, 1);
+        rt_lua_wait_fail(&r->wait, RT_ECLOSED);
+        return;
     }
+    lua_pushboolean(rt_lua_wait_co(&r->wait), 1);
+    rt_lua_wait_wake(&r->wait, 1);
 }
 
 /* A cancelled write() wait: what was written stays queued, nothing to
@@ -564,9 +531,9 @@ static int m_req_stream(lua_State *L)
     if (!lua_isnoneornil(L, 3))
         luaL_checktype(L, 3, LUA_TTABLE);
     if (r->h == NULL)
-        return push_fail(L, "closed");
+        return push_fail(L, RT_ECLOSED);
     if (r->streaming)
-        return push_fail(L, "answered");
+        return push_fail(L, RT_EANSWERED);
     lua_settop(L, 3);
     if (lua_istable(L, 3)) {
         n = flatten_headers(L, 3); /* at index 4 */
@@ -581,12 +548,12 @@ static int m_req_stream(lua_State *L)
                             &err);
     if (hdrs != small)
         free(hdrs);
-    if (rc == RT_HTTP_EINVAL)
+    if (rc == RT_EINVAL)
         return luaL_error(L, "stream: %s", err ? err : "invalid response");
     if (rc != 0) {
         rt_http_req_release(r->h);
         r->h = NULL;
-        return push_fail(L, "closed");
+        return push_fail(L, RT_ECLOSED);
     }
     r->streaming = 1;
     lua_pushboolean(L, 1);
@@ -611,14 +578,14 @@ static int m_req_write(lua_State *L)
     int rc;
 
     if (r->h == NULL || r->closed)
-        return push_fail(L, "closed");
+        return push_fail(L, RT_ECLOSED);
     if (rt_lua_wait_active(&r->wait))
-        return push_fail(L, "busy");
+        return push_fail(L, RT_EBUSY);
     rc = rt_http_stream_write(r->h, data, len);
-    if (rc == RT_HTTP_ENOMEM)
-        return push_fail(L, "out of memory");
+    if (rc == RT_ENOMEM)
+        return push_fail(L, RT_ENOMEM);
     if (rc != 0)
-        return push_fail(L, "closed");
+        return push_fail(L, RT_ECLOSED);
     if (rt_http_stream_queued(r->h) <= r->max_queued) {
         lua_pushboolean(L, 1);
         return 1;
@@ -634,14 +601,14 @@ static int m_req_finish(lua_State *L)
     lreq_t *r = lstream_check(L, "finish");
     int ok = lua_isnoneornil(L, 2) ? 1 : lua_toboolean(L, 2), rc;
     if (r->h == NULL)
-        return push_fail(L, "closed");
+        return push_fail(L, RT_ECLOSED);
     if (rt_lua_wait_active(&r->wait))
-        return push_fail(L, "busy");
+        return push_fail(L, RT_EBUSY);
     rc = rt_http_stream_end(r->h, ok);
     rt_http_req_release(r->h);
     r->h = NULL;
     if (rc != 0 || r->closed)
-        return push_fail(L, "closed");
+        return push_fail(L, RT_ECLOSED);
     lua_pushboolean(L, 1);
     return 1;
 }

@@ -183,11 +183,8 @@ static int m_kill(lua_State *L)
 {
     rt_proc_t *p = proc_check(L);
     int sig = proc_signal_arg(L, 2), rc;
-    if (p->exited || p->closing) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "exited");
-        return 2;
-    }
+    if (p->exited || p->closing)
+        return rt_lua_fail(L, p->ls, RT_EEXITED);
     rc = uv_process_kill(&p->h, sig);
     if (rc < 0) {
         lua_pushnil(L);
@@ -205,11 +202,8 @@ static int m_wait(lua_State *L)
     if (p->exited)
         return proc_push_status(L, p);
     cur = rt_lua_current(L, p->ls, "process:wait");
-    if (rt_lua_wait_active(&p->wait)) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "busy");
-        return 2;
-    }
+    if (rt_lua_wait_active(&p->wait))
+        return rt_lua_fail(L, p->ls, RT_EBUSY);
     uv_ref((uv_handle_t *)&p->h); /* a waiting task keeps the loop alive */
     return rt_lua_wait_suspend(L, &p->wait, cur, -1);
 }

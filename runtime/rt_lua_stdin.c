@@ -66,17 +66,12 @@ static int stdin_take_line(rt_lua_stdin_t *in, lua_State *L)
     if (nl == NULL) {
         if (in->len >= RT_STDIN_MAX_LINE) {
             in->len = 0;
-            lua_pushnil(L);
-            lua_pushliteral(L, "line too long");
-            return 2;
+            return rt_lua_fail(L, in->ls, RT_ETOO_LARGE);
         }
         if (!in->eof)
             return 0;
-        if (in->len == 0) {
-            lua_pushnil(L);
-            lua_pushliteral(L, "eof");
-            return 2;
-        }
+        if (in->len == 0)
+            return rt_lua_fail(L, in->ls, RT_EEOF);
         n = in->len;
         lua_pushlstring(L, in->buf, n);
         in->len = 0;
@@ -159,16 +154,15 @@ static int stdin_open_stream(rt_lua_stdin_t *in)
     return 0;
 }
 
-/* native.read_line() -> line | nil, "eof" | nil, "cancelled" ... */
+/* native.read_line() -> line | nil, "eof" | "too large" (a line over
+ * RT_STDIN_MAX_LINE bytes) | "busy" | "cancelled" | "timeout" */
 static int l_read_line(lua_State *L)
 {
     rt_lua_stdin_t *in = lua_touserdata(L, lua_upvalueindex(1));
     rt_lua_task_t *cur = rt_lua_current(L, in->ls, "read_line");
     int n;
     if (rt_lua_wait_active(&in->wait)) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "busy");
-        return 2;
+        return rt_lua_fail(L, in->ls, RT_EBUSY);
     }
     n = stdin_take_line(in, L);
     if (n > 0)

@@ -188,7 +188,7 @@ static void flood_tick(uv_timer_t *t)
     CHECK(rt_http_ws_queued(f->ws) > 0);
     rt_http_ws_close(f->ws, 1008);
     CHECK(!rt_http_ws_is_open(f->ws));
-    CHECK(rt_http_ws_send(f->ws, 0, "x", 1) == RT_HTTP_ECLOSED);
+    CHECK(rt_http_ws_send(f->ws, 0, "x", 1) == RT_ECLOSED);
     uv_close((uv_handle_t *)&f->timer, flood_closed_cb);
 }
 
@@ -273,8 +273,8 @@ static void strm_tick(uv_timer_t *t)
     if (st->mode == S_PIECES) {
         if (st->step == 3) {
             CHECK(rt_http_stream_end(st->req, 1) == 0);
-            CHECK(rt_http_stream_end(st->req, 1) == RT_HTTP_ECLOSED);
-            CHECK(rt_http_stream_write(st->req, "x", 1) == RT_HTTP_ECLOSED);
+            CHECK(rt_http_stream_end(st->req, 1) == RT_ECLOSED);
+            CHECK(rt_http_stream_write(st->req, "x", 1) == RT_ECLOSED);
             st->ended = 1;
             strm_release(st);
             return;
@@ -297,12 +297,12 @@ static strm_t *strm_start(rt_http_req_t *req, strm_mode_t mode, int status,
     st->mode = mode;
     CHECK(uv_timer_init(&loop, &st->timer) == 0);
     st->timer.data = st;
-    CHECK(rt_http_stream_write(req, "x", 1) == RT_HTTP_EINVAL);
+    CHECK(rt_http_stream_write(req, "x", 1) == RT_EINVAL);
     CHECK(rt_http_req_stream(req, status, &ct, 1, strm_cb, st, NULL) == 0);
     CHECK(rt_http_req_stream(req, status, &ct, 1, strm_cb, st, NULL) ==
-          RT_HTTP_EANSWERED);
+          RT_EANSWERED);
     CHECK(rt_http_req_respond(req, 200, NULL, 0, "", 0, NULL) ==
-          RT_HTTP_EANSWERED);
+          RT_EANSWERED);
     if (every_ms > 0)
         CHECK(uv_timer_start(&st->timer, strm_tick, every_ms, every_ms) ==
               0);
@@ -328,7 +328,7 @@ static int find_header(rt_http_req_t *req, const char *name,
             memcmp(out->name, name, out->name_len) == 0)
             return 1;
     }
-    CHECK(rt_http_req_header(req, n, out) == RT_HTTP_EINVAL);
+    CHECK(rt_http_req_header(req, n, out) == RT_EINVAL);
     return 0;
 }
 
@@ -365,7 +365,7 @@ static void on_main(rt_http_server_t *srv, rt_http_req_t *req, void *data)
         CHECK(!find_header(req, "content-length", &h));
         CHECK(rt_http_req_respond(req, 200, out, 2, "hello", 5, NULL) == 0);
         CHECK(rt_http_req_respond(req, 200, NULL, 0, "x", 1, NULL) ==
-              RT_HTTP_EANSWERED);
+              RT_EANSWERED);
         rt_http_req_release(req);
     } else if (path_is(&info, "/echo")) {
         CHECK(info.body_len == 11 && memcmp(info.body, "hello there", 11) == 0);
@@ -379,12 +379,12 @@ static void on_main(rt_http_server_t *srv, rt_http_req_t *req, void *data)
         rt_http_header_t bad = {"x-bad", 5, "a\r\nx-injected: 1", 17};
         rt_http_header_t badname = {"x bad", 5, "v", 1};
         CHECK(rt_http_req_respond(req, 200, &bad, 1, "", 0, &err) ==
-              RT_HTTP_EINVAL);
+              RT_EINVAL);
         CHECK(err != NULL);
         CHECK(rt_http_req_respond(req, 200, &badname, 1, "", 0, NULL) ==
-              RT_HTTP_EINVAL);
+              RT_EINVAL);
         CHECK(rt_http_req_respond(req, 99, NULL, 0, "", 0, NULL) ==
-              RT_HTTP_EINVAL);
+              RT_EINVAL);
         respond_text(req, 204, "ignored body");
     } else if (path_is(&info, "/defer")) {
         answer_later(req, 30, "deferred", NULL);
@@ -403,7 +403,7 @@ static void on_main(rt_http_server_t *srv, rt_http_req_t *req, void *data)
         /* Server push, queued before the 101 has even been written. */
         CHECK(rt_http_ws_send(ws, 0, "welcome", 7) == 0);
         CHECK(rt_http_req_respond(req, 200, NULL, 0, "", 0, NULL) ==
-              RT_HTTP_EANSWERED);
+              RT_EANSWERED);
         rt_http_req_release(req);
     } else if (path_is(&info, "/ws-flood")) {
         int rc = -100;
@@ -420,15 +420,15 @@ static void on_main(rt_http_server_t *srv, rt_http_req_t *req, void *data)
     } else if (path_is(&info, "/not-ws")) {
         int rc = 0;
         CHECK(rt_http_req_websocket(req, echo_ws_cb, NULL, &rc) == NULL);
-        CHECK(rc == RT_HTTP_EINVAL);
+        CHECK(rc == RT_ENOT_WEBSOCKET);
         respond_text(req, 400, "not a websocket");
     } else if (path_is(&info, "/stream")) {
         (void)strm_start(req, S_PIECES, 200, 10);
     } else if (path_is(&info, "/stream-head")) {
         /* HEAD: complete with the head; nothing can be written. */
         strm_t *st = strm_start(req, S_PIECES, 200, 0);
-        CHECK(rt_http_stream_write(req, "x", 1) == RT_HTTP_ECLOSED);
-        CHECK(rt_http_stream_end(req, 1) == RT_HTTP_ECLOSED);
+        CHECK(rt_http_stream_write(req, "x", 1) == RT_ECLOSED);
+        CHECK(rt_http_stream_end(req, 1) == RT_ECLOSED);
         strm_release(st);
     } else if (path_is(&info, "/stream-404")) { /* no chunking: until EOF */
         (void)strm_start(req, S_PIECES, 404, 5);
@@ -448,10 +448,10 @@ static void on_main(rt_http_server_t *srv, rt_http_req_t *req, void *data)
     } else if (path_is(&info, "/stream-bad")) {
         rt_http_header_t bad = {"x-bad", 5, "a\r\nb", 4};
         CHECK(rt_http_req_stream(req, 200, &bad, 1, NULL, NULL, &err) ==
-              RT_HTTP_EINVAL);
+              RT_EINVAL);
         CHECK(err != NULL);
         CHECK(rt_http_req_stream(req, 700, NULL, 0, NULL, NULL, NULL) ==
-              RT_HTTP_EINVAL);
+              RT_EINVAL);
         respond_text(req, 400, "bad stream");
     } else if (path_is(&info, "/close-server")) {
         /* Graceful close while this very request is still pending. */
@@ -1076,7 +1076,7 @@ static void t_slow_consumer(void)
     for (i = 0; i < 500 && !atomic_load(&flood_closed); i++)
         sleep_ms(10);
     CHECK(atomic_load(&flood_closed) == 1);
-    CHECK(atomic_load(&flood_rc) == RT_HTTP_EBACKPRESSURE);
+    CHECK(atomic_load(&flood_rc) == RT_EBACKPRESSURE);
     CHECK(atomic_load(&flood_sent) > 1);
     c_close(&c);
 }
@@ -1186,7 +1186,7 @@ static void t_stream_client_gone(void)
     for (i = 0; i < 300 && atomic_load(&stream_gone_closed) == 0; i++)
         sleep_ms(5);
     CHECK(atomic_load(&stream_gone_closed) == 1);
-    CHECK(atomic_load(&stream_gone_rc) == RT_HTTP_ECLOSED);
+    CHECK(atomic_load(&stream_gone_rc) == RT_ECLOSED);
 }
 
 static void t_stream_server_close(void)
@@ -1389,8 +1389,8 @@ int main(void)
     CHECK(atomic_load(&closed_hard) == 1);
     CHECK(atomic_load(&closed_tiny) == 1);
     CHECK(atomic_load(&closed_scut) == 1);
-    CHECK(atomic_load(&hard_late_rc) == RT_HTTP_EGONE ||
-          atomic_load(&hard_late_rc) == RT_HTTP_EANSWERED);
+    CHECK(atomic_load(&hard_late_rc) == RT_ECLOSED ||
+          atomic_load(&hard_late_rc) == RT_EANSWERED);
     /* Everything is closed: the loop has no handle left. */
     CHECK(uv_loop_close(&loop) == 0);
     st = main_stats;
