@@ -14,57 +14,60 @@
 
 #include <stddef.h>
 
-#define RT_ERR_MAP(X)                                                          \
-    /* A time limit passed: the operation's own, the task's deadline or    \
-     * its deadline scope's. */                                             \
-    X(TIMEOUT, "timeout")                                                   \
-    /* The waiting task was cancelled. */                                   \
-    X(CANCELLED, "cancelled")                                               \
-    /* The connection, stream, socket or handle is closed, or was lost     \
-     * while the operation waited. */                                       \
-    X(CLOSED, "closed")                                                     \
-    /* Not connected right now (reconnecting): nothing was sent. */         \
-    X(DISCONNECTED, "disconnected")                                         \
-    /* Another task already waits on this object, or it is in use. */       \
-    X(BUSY, "busy")                                                         \
-    X(NOMEM, "out of memory")                                               \
-    /* Bad arguments or options (a NUL byte in SQL, a header with CR).     \
-     * Caller bugs that are types raise instead. */                         \
-    X(INVAL, "invalid request")                                             \
-    X(REFUSED, "connection refused")                                        \
-    /* A connection could not be made for another reason (the server      \
-     * refused the handshake: a bad password). */                          \
-    X(CONNECT, "connect failed")                                            \
-    /* A host name could not be resolved to an address. */                  \
-    X(RESOLVE, "cannot resolve")                                            \
-    X(TLS, "tls error")                                                     \
-    /* The connection broke while in use (reset, truncated). */             \
-    X(CONNECTION, "connection error")                                       \
-    /* The server closed the connection without answering. */               \
-    X(EMPTY_REPLY, "empty reply")                                           \
-    /* Beyond a size limit: a body, headers, a line of input. */            \
-    X(TOO_LARGE, "too large")                                               \
-    /* The host resolved to an address the SSRF guard refuses. */           \
-    X(BLOCKED, "blocked address")                                           \
-    X(BAD_URL, "bad url")                                                   \
-    X(PROTOCOL, "unsupported protocol")                                     \
-    X(REDIRECTS, "too many redirects")                                      \
-    /* A request failed for a reason not listed here (the detail says). */  \
-    X(FAILED, "request failed")                                             \
-    /* The peer does not read: the send queue is full. */                   \
-    X(BACKPRESSURE, "backpressure")                                         \
-    /* The HTTP request was already answered. */                            \
-    X(ANSWERED, "answered")                                                 \
-    X(NOT_WEBSOCKET, "not a websocket request")                             \
-    /* The child process has exited. */                                     \
-    X(EXITED, "exited")                                                     \
-    /* The input ended. */                                                  \
-    X(EOF, "eof")                                                           \
-    /* A deadline scope is already open on the task. */                     \
-    X(NESTED, "nested")                                                     \
-    /* Not a failure: redis_next's watch says the connection is back (its  \
-     * loss is DISCONNECTED). Listed so that every word a wait ends with   \
-     * comes from here. */                                                  \
+/* The list. Where a word needs more:
+ *   TIMEOUT       a time limit passed: the operation's own, the task's
+ *                 deadline or its deadline scope's
+ *   CANCELLED     the waiting task was cancelled
+ *   CLOSED        the connection, stream, socket or handle is closed, or
+ *                 was lost while the operation waited
+ *   DISCONNECTED  not connected right now (reconnecting): nothing was sent
+ *   BUSY          another task already waits on this object, or it is in
+ *                 use
+ *   INVAL         bad arguments or options (a NUL byte in SQL, a header
+ *                 with CR); caller bugs that are types raise instead
+ *   CONNECT       a connection could not be made for another reason than
+ *                 REFUSED or RESOLVE (the server refused the handshake: a
+ *                 bad password)
+ *   CONNECTION    the connection broke while in use (reset, truncated)
+ *   EMPTY_REPLY   the server closed the connection without answering
+ *   TOO_LARGE     beyond a size limit: a body, headers, a line of input
+ *   BLOCKED       the host resolved to an address the SSRF guard refuses
+ *   FAILED        a request failed for a reason not listed here (the
+ *                 detail says which)
+ *   BACKPRESSURE  the peer does not read: the send queue is full
+ *   ANSWERED      the HTTP request was already answered
+ *   EXITED        the child process has exited
+ *   EOF           the input ended
+ *   NESTED        a deadline scope is already open on the task
+ *   CONNECTED     not a failure: redis_next's watch says the connection is
+ *                 back (its loss is DISCONNECTED); listed so that every
+ *                 word a wait ends with comes from here */
+#define RT_ERR_MAP(X)                                                        \
+    X(TIMEOUT, "timeout")                                                    \
+    X(CANCELLED, "cancelled")                                                \
+    X(CLOSED, "closed")                                                      \
+    X(DISCONNECTED, "disconnected")                                          \
+    X(BUSY, "busy")                                                          \
+    X(NOMEM, "out of memory")                                                \
+    X(INVAL, "invalid request")                                              \
+    X(REFUSED, "connection refused")                                         \
+    X(CONNECT, "connect failed")                                             \
+    X(RESOLVE, "cannot resolve")                                             \
+    X(TLS, "tls error")                                                      \
+    X(CONNECTION, "connection error")                                        \
+    X(EMPTY_REPLY, "empty reply")                                            \
+    X(TOO_LARGE, "too large")                                                \
+    X(BLOCKED, "blocked address")                                            \
+    X(BAD_URL, "bad url")                                                    \
+    X(PROTOCOL, "unsupported protocol")                                      \
+    X(REDIRECTS, "too many redirects")                                       \
+    X(FAILED, "request failed")                                              \
+    X(BACKPRESSURE, "backpressure")                                          \
+    X(ANSWERED, "answered")                                                  \
+    X(NOT_WEBSOCKET, "not a websocket request")                              \
+    X(EXITED, "exited")                                                      \
+    X(EOF, "eof")                                                            \
+    X(NESTED, "nested")                                                      \
     X(CONNECTED, "connected")
 
 /* Positions in the list, 0-based. */
