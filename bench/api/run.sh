@@ -113,7 +113,7 @@ start_server() {
   if [[ " $* " == *" --workers "* ]]; then
     local list=
     for _ in $(seq 50); do # the supervisor logs them once all are started
-      list=$(sed -n 's/.*workers started on [^ ]* (\([0-9, ]*\)).*/\1/p' "$srv_log" | head -1)
+      list=$(sed -En 's/.*workers started on [^ ]* \((pids )?([0-9, ]*)\).*/\2/p' "$srv_log" | head -1)
       [ -n "$list" ] && break
       sleep 0.1
     done
