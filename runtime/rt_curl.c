@@ -527,9 +527,11 @@ static curl_socket_t open_socket_cb(void *data, curlsocktype purpose,
             if (rt_cidr_contains(&r->allow[i], &a->addr))
                 break;
         if (i == r->nallow) {
-            const void *ip = a->family == AF_INET6
-                ? (const void *)&((struct sockaddr_in6 *)&a->addr)->sin6_addr
-                : (const void *)&((struct sockaddr_in *)&a->addr)->sin_addr;
+            const void *ip;
+            if (a->family == AF_INET6)
+                ip = &((struct sockaddr_in6 *)&a->addr)->sin6_addr;
+            else
+                ip = &((struct sockaddr_in *)&a->addr)->sin_addr;
             if (inet_ntop(a->family, ip, r->blocked, sizeof r->blocked) == NULL)
                 snprintf(r->blocked, sizeof r->blocked, "?");
             return CURL_SOCKET_BAD;
@@ -552,10 +554,10 @@ static int error_code(rt_curl_req_t *r, CURLcode rc)
     case CURLE_OPERATION_TIMEDOUT:
         return RT_ETIMEOUT;
     case CURLE_COULDNT_CONNECT:
-        if (curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno) ==
-                CURLE_OK && os_errno == ECONNREFUSED)
-            return RT_EREFUSED;
-        return RT_ECONNECT;
+        if (curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno) !=
+            CURLE_OK)
+            os_errno = 0;
+        return os_errno == ECONNREFUSED ? RT_EREFUSED : RT_ECONNECT;
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
         return RT_ERESOLVE;

@@ -187,6 +187,8 @@ static void rt__ws_closed(rt_http_ws_t *ws);
 
 static const char *rt__reason(int status)
 {
+    /* A table: one line a status. */
+    /* clang-format off */
     switch (status) {
     case 200: return "OK";
     case 201: return "Created";
@@ -222,6 +224,7 @@ static const char *rt__reason(int status)
     case 504: return "Gateway Timeout";
     default: break;
     }
+    /* clang-format on */
     if (status < 300)
         return "OK";
     if (status < 400)

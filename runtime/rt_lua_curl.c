@@ -529,12 +529,14 @@ static int lc_gc(lua_State *L)
 static const luaL_Reg lc_funcs[] = {{"curl_request", l_curl_request},
                                     {"curl_open", l_curl_open},
                                     {"curl_active", l_curl_active},
-                                    {NULL, NULL}};
+                                    {NULL, NULL},
+};
 
 static const luaL_Reg lcs_methods[] = {{"head", m_stream_head},
                                        {"read", m_stream_read},
                                        {"close", m_stream_close},
-                                       {NULL, NULL}};
+                                       {NULL, NULL},
+};
 
 void rt_lua_curl_open(lua_State *L, rt_lua_sched_t *ls, int table)
 {

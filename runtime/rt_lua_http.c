@@ -992,18 +992,21 @@ static int l_http_listen(lua_State *L)
 static const luaL_Reg srv_methods[] = {
     {"port", m_srv_port},          {"stats", m_srv_stats},
     {"close", m_srv_close},        {"wait_closed", m_srv_wait_closed},
-    {"is_closed", m_srv_is_closed}, {NULL, NULL}};
+    {"is_closed", m_srv_is_closed}, {NULL, NULL},
+};
 
 static const luaL_Reg req_methods[] = {
     {"respond", m_req_respond}, {"websocket", m_req_websocket},
     {"answered", m_req_answered}, {"stream", m_req_stream},
     {"write", m_req_write},     {"finish", m_req_finish},
-    {"queued", m_req_queued},   {NULL, NULL}};
+    {"queued", m_req_queued},   {NULL, NULL},
+};
 
 static const luaL_Reg ws_methods[] = {
     {"send", m_ws_send},       {"receive", m_ws_receive},
     {"close", m_ws_close},     {"is_open", m_ws_is_open},
-    {"queued", m_ws_queued},   {NULL, NULL}};
+    {"queued", m_ws_queued},   {NULL, NULL},
+};
 
 void rt_lua_http_open(lua_State *L, rt_lua_sched_t *ls, int table)
 {

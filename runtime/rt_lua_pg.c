@@ -804,7 +804,8 @@ static const luaL_Reg lp_methods[] = {
     {"wait_notify", m_wait_notify}, {"close", m_close},
     {"status", m_status},     {"check", m_check},
     {"pid", m_pid},           {"txstatus", m_txstatus},
-    {"pending", m_pending},   {NULL, NULL}};
+    {"pending", m_pending},   {NULL, NULL},
+};
 
 void rt_lua_pg_open(lua_State *L, rt_lua_sched_t *ls, int table)
 {

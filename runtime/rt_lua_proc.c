@@ -441,7 +441,8 @@ void rt_lua_proc_open(lua_State *L, rt_lua_sched_t *ls, int table)
     static const luaL_Reg methods[] = {{"pid", m_pid},
                                        {"kill", m_kill},
                                        {"wait", m_wait},
-                                       {NULL, NULL}};
+                                       {NULL, NULL},
+};
     rt_lua_new_class(L, RT_PROC_MT, methods, NULL, m_gc);
     lua_pushlightuserdata(L, ls);
     lua_pushcclosure(L, l_spawn_process, 1);

@@ -918,7 +918,8 @@ static const luaL_Reg lr_funcs[] = {
     {"redis_next", l_redis_next},
     {"redis_close", l_redis_close},
     {"redis_info", l_redis_info},
-    {NULL, NULL}};
+    {NULL, NULL},
+};
 
 void rt_lua_redis_open(lua_State *L, rt_lua_sched_t *ls, int table)
 {

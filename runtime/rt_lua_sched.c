@@ -296,7 +296,8 @@ rt_lua_task_t *rt_lua_task_spawn(rt_lua_sched_t *ls, lua_State *L, int fn_idx,
         ls->npool--;
         co = ls->pool[ls->npool];
         lt->base.co_ref = ls->pool_refs[ls->npool];
-        lt->reusable = 1; /* until it runs: a cancelled new task gives it back */
+        /* Until it runs: a cancelled new task gives it back. */
+        lt->reusable = 1;
     } else {
         co = lua_newthread(L);
         lt->base.co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -667,14 +668,16 @@ static const luaL_Reg lt_methods[] = {
     {"cancel", m_cancel},   {"done", m_done},       {"result", m_result},
     {"wake", m_wake},       {"status", m_status},   {"outcome", m_outcome},
     {"on_done", m_on_done},
-    {NULL, NULL}};
+    {NULL, NULL},
+};
 
 static const luaL_Reg lt_funcs[] = {
     {"spawn", l_spawn},         {"wait", l_wait},
     {"sleep", l_sleep},         {"suspend", l_suspend},
     {"current", l_current},     {"cancelled", l_cancelled},
     {"live_tasks", l_live_tasks}, {"scope_open", l_scope_open},
-    {"scope_close", l_scope_close}, {NULL, NULL}};
+    {"scope_close", l_scope_close}, {NULL, NULL},
+};
 
 rt_lua_sched_t *rt_lua_sched_open(lua_State *L, uv_loop_t *loop, int table)
 {

@@ -227,7 +227,8 @@ static const luaL_Reg funcs[] = {
     {"list_dir", l_list_dir},
     {"now", l_now},         {"time", l_time},       {"sha256", l_sha256},
     {"uuid", l_uuid},       {"isatty", l_isatty},   {"hostname", l_hostname},
-    {"pid", l_pid},         {"rss", l_rss},         {NULL, NULL}};
+    {"pid", l_pid},         {"rss", l_rss},         {NULL, NULL},
+};
 
 void rt_lua_util_open(lua_State *L, int table)
 {

@@ -219,7 +219,8 @@ static int l_utf8_repair(lua_State *L)
 
 static const luaL_Reg funcs[] = {{"value_check", l_value_check},
                                  {"utf8_repair", l_utf8_repair},
-                                 {NULL, NULL}};
+                                 {NULL, NULL},
+};
 
 void rt_lua_value_open(lua_State *L, int table)
 {

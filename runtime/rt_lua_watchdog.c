@@ -6,8 +6,9 @@
  * notices a resume of a task in script code (a task spawned with
  * {script = true}, or between native.script_enter and script_leave: an
  * agent's call, a strategy's run, a script file's loading) running past
- * its budget, or the heap past its limit, and arms a count hook; the hook raises "cpu budget exceeded (N ms)" or "memory
- * limit exceeded (...)" when the code running is a script's (a chunk the
+ * its budget, or the heap past its limit, and arms a count hook; the
+ * hook raises "cpu budget exceeded (N ms)" or "memory limit exceeded
+ * (...)" when the code running is a script's (a chunk the
  * registry loaded: native.script_source), so the error ends the agent's
  * attempt or the strategy, never framework bookkeeping. LuaJIT runs no
  * hook inside compiled traces, hence scripts run with the JIT off for
@@ -277,10 +278,12 @@ static int l_watchdog_stats(lua_State *L)
 static const luaL_Reg funcs[] = {{"script_source", l_script_source},
                                  {"watchdog_config", l_watchdog_config},
                                  {"watchdog_stats", l_watchdog_stats},
-                                 {NULL, NULL}};
+                                 {NULL, NULL},
+};
 static const luaL_Reg task_funcs[] = {{"script_enter", l_script_enter},
                                       {"script_leave", l_script_leave},
-                                      {NULL, NULL}};
+                                      {NULL, NULL},
+};
 
 void rt_lua_watchdog_open(lua_State *L, rt_lua_sched_t *ls, int table)
 {

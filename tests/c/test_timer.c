@@ -73,7 +73,8 @@ static void test_order(void)
     CHECK(rt_timer_start(&timers, &p[3].tm, now + 10) == 0);
     CHECK(rt_timer_start(&timers, &p[4].tm, now) == 0);
     CHECK(rt_timer_start(&timers, &p[5].tm, now + 20) == 0);
-    CHECK(uv_run(&loop, UV_RUN_DEFAULT) == 0); /* nothing armed: the loop ends */
+    /* Nothing armed: the loop ends. */
+    CHECK(uv_run(&loop, UV_RUN_DEFAULT) == 0);
     CHECK(nfired == 6);
     {
         int want[6] = {4, 1, 3, 2, 5, 0};
