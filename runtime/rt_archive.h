@@ -20,7 +20,7 @@ enum {
     RT_AR_ID,
     RT_AR_TRACE,
     RT_AR_STATUS,
-    RT_AR_CONFIG,    /* config name */
+    RT_AR_CONFIG, /* config name */
     RT_AR_CONFIG_ID,
     RT_AR_USER,
     RT_AR_TENANT,

@@ -69,39 +69,39 @@ typedef struct {
 
 struct rt_curl_req {
     rt_curl_t *c;
-    CURL *easy;                /* added to c->multi while in flight */
-    struct curl_slist *hdrs;   /* request headers, owned */
+    CURL *easy;              /* added to c->multi while in flight */
+    struct curl_slist *hdrs; /* request headers, owned */
     rt_curl_done_cb cb;
     void *data;
     rt_curl_req_t *prev, *next;
-    char *body;                /* response body, body_len of body_cap */
+    char *body; /* response body, body_len of body_cap */
     size_t body_len, body_cap;
-    uint64_t max_body;         /* 0: unlimited */
-    char *hbuf;                /* response header names and values */
+    uint64_t max_body; /* 0: unlimited */
+    char *hbuf;        /* response header names and values */
     size_t hbuf_len, hbuf_cap;
-    rt_curl_hoff_t *hoff;      /* nh headers in hbuf */
+    rt_curl_hoff_t *hoff; /* nh headers in hbuf */
     size_t nh, hcap;
-    int too_large;             /* 1: body over max_body, 2: headers */
-    int oom;                   /* a response buffer could not grow */
-    int sock_failed;           /* a socket could not be polled */
-    int deny_internal;         /* see rt_curl_opts_t */
+    int too_large;     /* 1: body over max_body, 2: headers */
+    int oom;           /* a response buffer could not grow */
+    int sock_failed;   /* a socket could not be polled */
+    int deny_internal; /* see rt_curl_opts_t */
     rt_cidr_t *allow;
     size_t nallow;
     char blocked[INET6_ADDRSTRLEN]; /* an address refused, or "" */
-    int in_multi;              /* in c->multi and c->reqs (else ended) */
-    uint64_t body_total;       /* body bytes received, for max_body */
+    int in_multi;                   /* in c->multi and c->reqs (else ended) */
+    uint64_t body_total;            /* body bytes received, for max_body */
     char errbuf[CURL_ERROR_SIZE];
     /* Streamed responses (rt_curl_open); body holds the unread bytes. */
-    rt_curl_event_cb ev_cb;    /* non-NULL: a streamed request */
-    size_t buffer_limit;       /* unread bytes before the pause */
-    long last_status;          /* of the last status line seen */
-    int follow;                /* follow_redirects: a 3xx is not final */
-    int paused;                /* write_cb returned CURL_WRITEFUNC_PAUSE */
-    int head_done, head_told;  /* the final head is in / was delivered */
-    int data_pending;          /* bytes came since the last DATA event */
-    int ended, end_told;       /* the transfer is over / END delivered */
-    int end_error;             /* 0, or the error code once ended */
-    int in_notify;             /* in c->notify */
+    rt_curl_event_cb ev_cb;   /* non-NULL: a streamed request */
+    size_t buffer_limit;      /* unread bytes before the pause */
+    long last_status;         /* of the last status line seen */
+    int follow;               /* follow_redirects: a 3xx is not final */
+    int paused;               /* write_cb returned CURL_WRITEFUNC_PAUSE */
+    int head_done, head_told; /* the final head is in / was delivered */
+    int data_pending;         /* bytes came since the last DATA event */
+    int ended, end_told;      /* the transfer is over / END delivered */
+    int end_error;            /* 0, or the error code once ended */
+    int in_notify;            /* in c->notify */
     rt_curl_req_t *nprev, *nnext;
 };
 
@@ -169,8 +169,8 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud)
         r->paused = 1;
         return CURL_WRITEFUNC_PAUSE;
     }
-    if (r->max_body && (len > r->max_body ||
-                        r->body_total > r->max_body - len)) {
+    if (r->max_body &&
+        (len > r->max_body || r->body_total > r->max_body - len)) {
         r->too_large = 1;
         return 0; /* curl fails the transfer with CURLE_WRITE_ERROR */
     }
@@ -391,8 +391,7 @@ static void timeout_cb(uv_timer_t *t)
 {
     rt_curl_t *c = t->data;
     int running;
-    (void)curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0,
-                                   &running);
+    (void)curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     check_info(c);
 }
 
@@ -601,8 +600,8 @@ static void append_errno(rt_curl_req_t *r)
 {
     long os_errno = 0;
     size_t len = strlen(r->errbuf);
-    if (curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno) !=
-            CURLE_OK || os_errno <= 0 || os_errno > INT_MAX)
+    if (curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno) != CURLE_OK ||
+        os_errno <= 0 || os_errno > INT_MAX)
         return;
     snprintf(r->errbuf + len, sizeof(r->errbuf) - len, " (%s)",
              uv_strerror(uv_translate_sys_error((int)os_errno)));
@@ -633,11 +632,9 @@ static int finish_error(rt_curl_req_t *r, CURLcode rc)
                  (unsigned long long)r->max_body);
     else if (r->too_large == 2)
         snprintf(r->errbuf, sizeof(r->errbuf),
-                 "response headers exceed %d bytes",
-                 RT_CURL_MAX_HEADER_BYTES);
+                 "response headers exceed %d bytes", RT_CURL_MAX_HEADER_BYTES);
     else if (r->errbuf[0] == '\0')
-        snprintf(r->errbuf, sizeof(r->errbuf), "%s",
-                 curl_easy_strerror(rc));
+        snprintf(r->errbuf, sizeof(r->errbuf), "%s", curl_easy_strerror(rc));
     i = strlen(r->errbuf); /* curl's messages may end in a newline */
     while (i > 0 && (r->errbuf[i - 1] == '\n' || r->errbuf[i - 1] == ' '))
         r->errbuf[--i] = '\0';
@@ -841,13 +838,11 @@ static long clamp_long(uint64_t v)
 }
 
 /* Sets the method and body options on easy. Returns a CURLcode. */
-static CURLcode set_method(CURL *e, const char *method,
-                           const rt_curl_opts_t *o)
+static CURLcode set_method(CURL *e, const char *method, const rt_curl_opts_t *o)
 {
     CURLcode rc = CURLE_OK;
     int needs_body = strcmp(method, "POST") == 0 ||
-                     strcmp(method, "PUT") == 0 ||
-                     strcmp(method, "PATCH") == 0;
+                     strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0;
 
     if (o->body != NULL || needs_body) {
         /* Size first: COPYPOSTFIELDS copies that many bytes. */
@@ -913,10 +908,10 @@ static int start(rt_curl_t *c, const rt_curl_opts_t *o, rt_curl_done_cb cb,
     r->data = data;
     r->max_body = o->max_body;
 
-#define SETOPT(opt, val)                                  \
-    do {                                                  \
-        if (curl_easy_setopt(e, opt, val) != CURLE_OK)    \
-            goto fail_setopt;                             \
+#define SETOPT(opt, val)                                                       \
+    do {                                                                       \
+        if (curl_easy_setopt(e, opt, val) != CURLE_OK)                         \
+            goto fail_setopt;                                                  \
     } while (0)
     SETOPT(CURLOPT_URL, o->url);
     SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
@@ -940,7 +935,8 @@ static int start(rt_curl_t *c, const rt_curl_opts_t *o, rt_curl_done_cb cb,
     if (o->max_body > 0 && strcmp(method, "HEAD") != 0)
         SETOPT(CURLOPT_MAXFILESIZE_LARGE,
                (curl_off_t)(o->max_body > (uint64_t)INT64_MAX
-                                ? INT64_MAX : (int64_t)o->max_body));
+                                ? INT64_MAX
+                                : (int64_t)o->max_body));
     SETOPT(CURLOPT_FOLLOWLOCATION, o->follow_redirects ? 1L : 0L);
     SETOPT(CURLOPT_MAXREDIRS, o->max_redirects < 0
                                   ? (long)RT_CURL_DEFAULT_REDIRECTS

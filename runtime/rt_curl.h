@@ -40,21 +40,21 @@ typedef struct {
 /* What to send. Every pointer needs to live only during rt_curl_start:
  * the engine copies what it keeps. */
 typedef struct {
-    const char *method;               /* NULL: "GET" (or "POST" if body) */
-    const char *url;                  /* NUL-terminated http(s) URL */
-    const rt_curl_header_t *headers;  /* request headers, nheaders of them */
+    const char *method;              /* NULL: "GET" (or "POST" if body) */
+    const char *url;                 /* NUL-terminated http(s) URL */
+    const rt_curl_header_t *headers; /* request headers, nheaders of them */
     size_t nheaders;
-    const char *body;                 /* NULL: no body */
+    const char *body; /* NULL: no body */
     size_t body_len;
-    uint64_t timeout_ms;              /* whole request; 0: none */
-    uint64_t connect_timeout_ms;      /* 0: curl's default (300 s) */
-    uint64_t max_body;                /* response body limit; 0: none */
-    int follow_redirects;             /* 0 (default): a 3xx is the answer */
-    long max_redirects;               /* with follow_redirects; <0: 5 */
-    int deny_internal;                /* refuse to connect to internal
+    uint64_t timeout_ms;         /* whole request; 0: none */
+    uint64_t connect_timeout_ms; /* 0: curl's default (300 s) */
+    uint64_t max_body;           /* response body limit; 0: none */
+    int follow_redirects;        /* 0 (default): a 3xx is the answer */
+    long max_redirects;          /* with follow_redirects; <0: 5 */
+    int deny_internal;           /* refuse to connect to internal
                                        * addresses (rt_netaddr.h), after
                                        * DNS, but those in allow */
-    const rt_cidr_t *allow;           /* nallow ranges (copied) */
+    const rt_cidr_t *allow;      /* nallow ranges (copied) */
     size_t nallow;
 } rt_curl_opts_t;
 
@@ -66,17 +66,17 @@ typedef struct {
      * RT_EEMPTY_REPLY, RT_ECONNECTION, RT_EBLOCKED (deny_internal),
      * RT_ENOMEM, RT_EFAILED. */
     int error;
-    const char *message;              /* curl's detail; "" on success */
-    long status;                      /* HTTP status of the last response */
-    const rt_curl_header_t *headers;  /* of the last response, in order */
+    const char *message;             /* curl's detail; "" on success */
+    long status;                     /* HTTP status of the last response */
+    const rt_curl_header_t *headers; /* of the last response, in order */
     size_t nheaders;
-    const char *body;                 /* never NULL; body_len bytes */
+    const char *body; /* never NULL; body_len bytes */
     size_t body_len;
 } rt_curl_result_t;
 
 /* Called once when the request ends. req is freed when it returns. */
-typedef void (*rt_curl_done_cb)(rt_curl_req_t *req,
-                                const rt_curl_result_t *res, void *data);
+typedef void (*rt_curl_done_cb)(rt_curl_req_t *req, const rt_curl_result_t *res,
+                                void *data);
 
 /* Creates an engine on loop. Returns NULL when out of memory or when curl
  * cannot be initialised. The engine holds no active handle while idle, so
@@ -168,7 +168,6 @@ void rt_curl_consume(rt_curl_req_t *req, size_t n);
  * else 0. When ended, *error is 0 for a complete response, or the code
  * of rt_curl_result_t, and *message curl's detail ("" when none), valid
  * until the request is released. */
-int rt_curl_ended(const rt_curl_req_t *req, int *error,
-                  const char **message);
+int rt_curl_ended(const rt_curl_req_t *req, int *error, const char **message);
 
 #endif

@@ -42,32 +42,32 @@
  *   CONNECTED     not a failure: redis_next's watch says the connection is
  *                 back (its loss is DISCONNECTED); listed so that every
  *                 word a wait ends with comes from here */
-#define RT_ERR_MAP(X)                                                        \
-    X(TIMEOUT, "timeout")                                                    \
-    X(CANCELLED, "cancelled")                                                \
-    X(CLOSED, "closed")                                                      \
-    X(DISCONNECTED, "disconnected")                                          \
-    X(BUSY, "busy")                                                          \
-    X(NOMEM, "out of memory")                                                \
-    X(INVAL, "invalid request")                                              \
-    X(REFUSED, "connection refused")                                         \
-    X(CONNECT, "connect failed")                                             \
-    X(RESOLVE, "cannot resolve")                                             \
-    X(TLS, "tls error")                                                      \
-    X(CONNECTION, "connection error")                                        \
-    X(EMPTY_REPLY, "empty reply")                                            \
-    X(TOO_LARGE, "too large")                                                \
-    X(BLOCKED, "blocked address")                                            \
-    X(BAD_URL, "bad url")                                                    \
-    X(PROTOCOL, "unsupported protocol")                                      \
-    X(REDIRECTS, "too many redirects")                                       \
-    X(FAILED, "request failed")                                              \
-    X(BACKPRESSURE, "backpressure")                                          \
-    X(ANSWERED, "answered")                                                  \
-    X(NOT_WEBSOCKET, "not a websocket request")                              \
-    X(EXITED, "exited")                                                      \
-    X(EOF, "eof")                                                            \
-    X(NESTED, "nested")                                                      \
+#define RT_ERR_MAP(X)                                                          \
+    X(TIMEOUT, "timeout")                                                      \
+    X(CANCELLED, "cancelled")                                                  \
+    X(CLOSED, "closed")                                                        \
+    X(DISCONNECTED, "disconnected")                                            \
+    X(BUSY, "busy")                                                            \
+    X(NOMEM, "out of memory")                                                  \
+    X(INVAL, "invalid request")                                                \
+    X(REFUSED, "connection refused")                                           \
+    X(CONNECT, "connect failed")                                               \
+    X(RESOLVE, "cannot resolve")                                               \
+    X(TLS, "tls error")                                                        \
+    X(CONNECTION, "connection error")                                          \
+    X(EMPTY_REPLY, "empty reply")                                              \
+    X(TOO_LARGE, "too large")                                                  \
+    X(BLOCKED, "blocked address")                                              \
+    X(BAD_URL, "bad url")                                                      \
+    X(PROTOCOL, "unsupported protocol")                                        \
+    X(REDIRECTS, "too many redirects")                                         \
+    X(FAILED, "request failed")                                                \
+    X(BACKPRESSURE, "backpressure")                                            \
+    X(ANSWERED, "answered")                                                    \
+    X(NOT_WEBSOCKET, "not a websocket request")                                \
+    X(EXITED, "exited")                                                        \
+    X(EOF, "eof")                                                              \
+    X(NESTED, "nested")                                                        \
     X(CONNECTED, "connected")
 
 /* Positions in the list, 0-based. */

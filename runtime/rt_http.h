@@ -52,20 +52,20 @@ typedef struct rt_http_ws rt_http_ws_t;
 
 /* Options. Zero means "the default" for every field. */
 typedef struct {
-    const char *host;           /* numeric address or name; "127.0.0.1" */
-    int port;                   /* 0: any free port (see rt_http_port) */
-    int reuseport;              /* SO_REUSEPORT: N processes, one port */
-    int backlog;                /* listen backlog; 511 */
-    size_t max_body_bytes;      /* larger request bodies: 413; 1 MiB */
-    size_t max_header_bytes;    /* request line + headers: 431; 64 KiB */
+    const char *host;              /* numeric address or name; "127.0.0.1" */
+    int port;                      /* 0: any free port (see rt_http_port) */
+    int reuseport;                 /* SO_REUSEPORT: N processes, one port */
+    int backlog;                   /* listen backlog; 511 */
+    size_t max_body_bytes;         /* larger request bodies: 413; 1 MiB */
+    size_t max_header_bytes;       /* request line + headers: 431; 64 KiB */
     uint64_t request_timeout_ms;   /* whole request / keep-alive idle;
                                     * 10000 */
-    size_t max_connections;     /* open connections (WebSockets too);
+    size_t max_connections;        /* open connections (WebSockets too);
                                  * 10000 */
     size_t max_client_connections; /* of them, from one address: one
                                     * client must not lock the others
                                     * out; 2048 */
-    size_t ws_max_queued_bytes; /* outbound bytes queued per WebSocket
+    size_t ws_max_queued_bytes;    /* outbound bytes queued per WebSocket
                                  * before send fails; 1 MiB */
     size_t ws_max_message_bytes;   /* inbound message limit (close 1009);
                                     * 1 MiB */
@@ -84,8 +84,8 @@ typedef struct {
     uint64_t client_rejected;      /* over max_client_connections */
     uint64_t websockets_total;
     uint64_t websockets_active;
-    uint64_t bytes_in;             /* request bodies + WebSocket messages */
-    uint64_t bytes_out;            /* response bodies + WebSocket messages */
+    uint64_t bytes_in;  /* request bodies + WebSocket messages */
+    uint64_t bytes_out; /* response bodies + WebSocket messages */
 } rt_http_stats_t;
 
 /* A header: a name and a value, not NUL-terminated. */
@@ -101,15 +101,15 @@ typedef struct {
 typedef struct {
     const char *method;
     size_t method_len;
-    const char *path;  /* raw request-target before '?', not decoded */
+    const char *path; /* raw request-target before '?', not decoded */
     size_t path_len;
     const char *query; /* raw text after '?'; "" when there is none */
     size_t query_len;
-    const char *body;  /* "" when there is none */
+    const char *body; /* "" when there is none */
     size_t body_len;
-    int version;       /* 0x100 (HTTP/1.0) or 0x101 (HTTP/1.1) */
-    int websocket;     /* 1 if this is a WebSocket handshake */
-    char remote[46];   /* peer address ("127.0.0.1", "::1"), "" unknown */
+    int version;     /* 0x100 (HTTP/1.0) or 0x101 (HTTP/1.1) */
+    int websocket;   /* 1 if this is a WebSocket handshake */
+    char remote[46]; /* peer address ("127.0.0.1", "::1"), "" unknown */
     int remote_port;
 } rt_http_req_info_t;
 
@@ -193,8 +193,8 @@ typedef enum {
     RT_HTTP_STREAM_CLOSED = 2    /* the stream is gone; no more events */
 } rt_http_stream_event_t;
 
-typedef void (*rt_http_stream_cb)(rt_http_req_t *req,
-                                  rt_http_stream_event_t ev, void *ud);
+typedef void (*rt_http_stream_cb)(rt_http_req_t *req, rt_http_stream_event_t ev,
+                                  void *ud);
 
 /* Starts a streamed response (status, headers as rt_http_req_respond; the
  * head is sent at once). Returns 0, RT_ECLOSED, RT_EANSWERED or
@@ -245,8 +245,7 @@ rt_http_ws_t *rt_http_req_websocket(rt_http_req_t *req, rt_http_ws_cb cb,
  * exceed ws_max_queued_bytes: nothing was queued; the caller drops the
  * message or closes the slow consumer), or RT_ENOMEM. A message
  * larger than the limit is accepted only when nothing else is queued. */
-int rt_http_ws_send(rt_http_ws_t *ws, int binary, const char *data,
-                    size_t len);
+int rt_http_ws_send(rt_http_ws_t *ws, int binary, const char *data, size_t len);
 
 /* Writes the messages and closes queued on every WebSocket since the last
  * flush, one write per socket. Without it they go out just before the

@@ -177,7 +177,7 @@ void rt_lua_archive_open(lua_State *L, int table)
     static const luaL_Reg methods[] = {
         {"put", l_put},     {"get", l_get},     {"select", l_select},
         {"count", l_count}, {"bytes", l_bytes}, {NULL, NULL},
-};
+    };
     rt_lua_new_class(L, ARCHIVE, methods, NULL, l_gc);
     lua_pushcfunction(L, l_new);
     lua_setfield(L, table, "archive");

@@ -48,12 +48,12 @@ typedef struct {
 /* A streamed response: the block of its userdata, which the waiting task
  * keeps alive (it is the method's self). */
 struct lcs {
-    rt_lua_wait_t wait;    /* a task in head() or read() */
-    lc_ctx_t *ctx;         /* NULL once the context is gone */
-    rt_curl_req_t *req;    /* NULL once released */
-    rt_curl_event_t want;  /* what the wait is for: HEAD or DATA */
-    int gone;              /* why req was released: RT_ECLOSED, ... */
-    lcs_t *prev, *next;    /* in ctx->streams while req != NULL */
+    rt_lua_wait_t wait;   /* a task in head() or read() */
+    lc_ctx_t *ctx;        /* NULL once the context is gone */
+    rt_curl_req_t *req;   /* NULL once released */
+    rt_curl_event_t want; /* what the wait is for: HEAD or DATA */
+    int gone;             /* why req was released: RT_ECLOSED, ... */
+    lcs_t *prev, *next;   /* in ctx->streams while req != NULL */
 };
 
 /* One request a task waits on, in ctx->ops until its wait ends. Freed
@@ -107,8 +107,7 @@ static int lc_build(lua_State *L, void *arg)
 
 /* The engine's completion callback: results go to the task, which is
  * queued (never resumed on this stack). */
-static void lc_done(rt_curl_req_t *req, const rt_curl_result_t *res,
-                    void *data)
+static void lc_done(rt_curl_req_t *req, const rt_curl_result_t *res, void *data)
 {
     lc_op_t *op = data;
     (void)req;
@@ -198,8 +197,10 @@ static void lc_read_opts(lua_State *L, const char *fname, rt_curl_opts_t *o)
             lua_rawgeti(L, at, (int)i + 1);
             if (lua_type(L, -1) != LUA_TSTRING ||
                 rt_cidr_parse(lua_tostring(L, -1), &cidrs[i]) != 0)
-                luaL_error(L, "%s: allow[%d] is not an address or a CIDR "
-                              "range", fname, (int)i + 1);
+                luaL_error(L,
+                           "%s: allow[%d] is not an address or a CIDR "
+                           "range",
+                           fname, (int)i + 1);
             lua_pop(L, 1);
         }
         o->allow = cidrs;
@@ -526,16 +527,18 @@ static int lc_gc(lua_State *L)
     return 0;
 }
 
-static const luaL_Reg lc_funcs[] = {{"curl_request", l_curl_request},
-                                    {"curl_open", l_curl_open},
-                                    {"curl_active", l_curl_active},
-                                    {NULL, NULL},
+static const luaL_Reg lc_funcs[] = {
+    {"curl_request", l_curl_request},
+    {"curl_open", l_curl_open},
+    {"curl_active", l_curl_active},
+    {NULL, NULL},
 };
 
-static const luaL_Reg lcs_methods[] = {{"head", m_stream_head},
-                                       {"read", m_stream_read},
-                                       {"close", m_stream_close},
-                                       {NULL, NULL},
+static const luaL_Reg lcs_methods[] = {
+    {"head", m_stream_head},
+    {"read", m_stream_read},
+    {"close", m_stream_close},
+    {NULL, NULL},
 };
 
 void rt_lua_curl_open(lua_State *L, rt_lua_sched_t *ls, int table)

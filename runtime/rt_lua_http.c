@@ -64,15 +64,15 @@ typedef struct lsrv_wait lsrv_wait_t;
 typedef struct {
     rt_http_server_t *srv; /* NULL once closed */
     rt_lua_sched_t *ls;
-    int runner_ref;        /* runner function, until closed */
-    int self_ref;          /* this userdata, anchored until closed */
+    int runner_ref; /* runner function, until closed */
+    int self_ref;   /* this userdata, anchored until closed */
     int port;
     size_t ws_max_inbound;
     uint64_t handler_timeout_ms; /* deadline of plain request tasks; 0 none */
-    size_t stream_max_queued; /* a stream's write() waits beyond this */
-    rt_http_stats_t last;  /* counters at close */
-    rt_sched_hook_t flush; /* rt_http_server_flush after each resume */
-    lsrv_wait_t *waiters;  /* tasks in wait_closed */
+    size_t stream_max_queued;    /* a stream's write() waits beyond this */
+    rt_http_stats_t last;        /* counters at close */
+    rt_sched_hook_t flush;       /* rt_http_server_flush after each resume */
+    lsrv_wait_t *waiters;        /* tasks in wait_closed */
 } lsrv_t;
 
 /* A task in server:wait_closed(), in s->waiters until its wait ends
@@ -88,7 +88,7 @@ struct lsrv_wait {
 /* The request userdata: the handle until answered (then NULL; a
  * streamed response keeps it until finished). */
 typedef struct {
-    rt_lua_wait_t wait;    /* a task in write(), waiting for the client */
+    rt_lua_wait_t wait; /* a task in write(), waiting for the client */
     rt_http_req_t *h;
     size_t ws_max_inbound; /* the server's, for a WebSocket upgrade */
     size_t max_queued;     /* the server's stream_max_queued */
@@ -107,13 +107,13 @@ typedef struct lws_wait lws_wait_t;
 
 /* A WebSocket; the userdata holds a pointer to it. */
 typedef struct {
-    rt_http_ws_t *ws;       /* NULL once released (userdata collected) */
+    rt_http_ws_t *ws; /* NULL once released (userdata collected) */
     rt_lua_sched_t *ls;
     lws_msg_t *head, *tail; /* messages not yet received */
     size_t nbytes;          /* their total size */
     size_t max_inbound;
-    int closed;             /* the engine said RT_HTTP_WS_CLOSED */
-    lws_wait_t *waiter;     /* the task in receive(), if any */
+    int closed;         /* the engine said RT_HTTP_WS_CLOSED */
+    lws_wait_t *waiter; /* the task in receive(), if any */
 } lws_t;
 
 /* A task in ws:receive() (w->waiter); malloc'd, freed when its wait
@@ -160,8 +160,7 @@ static void lws_wait_fail(lws_wait_t *wt, int code)
 }
 
 /* Pushes a message onto co: data, "text"|"binary". Returns 2. */
-static int lws_push_msg(lua_State *co, const char *data, size_t len,
-                        int binary)
+static int lws_push_msg(lua_State *co, const char *data, size_t len, int binary)
 {
     lua_pushlstring(co, data, len);
     if (binary)
@@ -186,8 +185,8 @@ static int lws_build_msg(lua_State *L, void *arg)
 
 /* The engine's WebSocket callback. May run inside the engine's send or
  * close (CLOSED) and inside h2o (messages): it only queues and wakes. */
-static void lws_event(rt_http_ws_t *ws, rt_http_ws_event_t ev,
-                      const char *data, size_t len, void *ud)
+static void lws_event(rt_http_ws_t *ws, rt_http_ws_event_t ev, const char *data,
+                      size_t len, void *ud)
 {
     lws_t *w = ud;
     lws_wait_t *wt = w->waiter;
@@ -306,8 +305,8 @@ static int m_ws_close(lua_State *L)
 static int m_ws_is_open(lua_State *L)
 {
     lws_t *w = lws_check(L);
-    lua_pushboolean(L, w->ws != NULL && !w->closed &&
-                           rt_http_ws_is_open(w->ws));
+    lua_pushboolean(L,
+                    w->ws != NULL && !w->closed && rt_http_ws_is_open(w->ws));
     return 1;
 }
 
@@ -315,8 +314,7 @@ static int m_ws_is_open(lua_State *L)
 static int m_ws_queued(lua_State *L)
 {
     lws_t *w = lws_check(L);
-    lua_pushnumber(L, w->ws != NULL ? (lua_Number)rt_http_ws_queued(w->ws)
-                                    : 0);
+    lua_pushnumber(L, w->ws != NULL ? (lua_Number)rt_http_ws_queued(w->ws) : 0);
     lua_pushnumber(L, (lua_Number)w->nbytes);
     return 2;
 }
@@ -377,8 +375,9 @@ static size_t flatten_headers(lua_State *L, int idx)
             for (k = 1; k <= len; k++) {
                 lua_rawgeti(L, -1, (int)k);
                 if (!lua_isstring(L, -1))
-                    luaL_error(L, "respond: header %s: values must be "
-                                  "strings or numbers",
+                    luaL_error(L,
+                               "respond: header %s: values must be "
+                               "strings or numbers",
                                lua_tostring(L, -3));
                 lua_tostring(L, -1); /* converts a number in place */
                 lua_pushvalue(L, -3);
@@ -392,8 +391,9 @@ static size_t flatten_headers(lua_State *L, int idx)
             lua_rawseti(L, flat, ++i);
             lua_rawseti(L, flat, ++i);
         } else {
-            luaL_error(L, "respond: header %s: values must be strings or "
-                          "numbers",
+            luaL_error(L,
+                       "respond: header %s: values must be strings or "
+                       "numbers",
                        lua_tostring(L, -2));
         }
         lua_pop(L, 1);
@@ -445,8 +445,7 @@ static int m_req_respond(lua_State *L)
         }
         fill_headers(L, 5, hdrs, n);
     }
-    rc = rt_http_req_respond(r->h, (int)status, hdrs, n, body, body_len,
-                             &err);
+    rc = rt_http_req_respond(r->h, (int)status, hdrs, n, body, body_len, &err);
     if (hdrs != small)
         free(hdrs);
     if (rc == RT_EINVAL)
@@ -494,8 +493,7 @@ static int m_req_websocket(lua_State *L)
 
 /* The engine's stream event (on the loop, or inside the server's close):
  * only pushes results and queues the writer. */
-static void lstream_event(rt_http_req_t *h, rt_http_stream_event_t ev,
-                          void *ud)
+static void lstream_event(rt_http_req_t *h, rt_http_stream_event_t ev, void *ud)
 {
     lreq_t *r = ud;
     if (ev == RT_HTTP_STREAM_CLOSED)
@@ -544,8 +542,7 @@ static int m_req_stream(lua_State *L)
         }
         fill_headers(L, 4, hdrs, n);
     }
-    rc = rt_http_req_stream(r->h, (int)status, hdrs, n, lstream_event, r,
-                            &err);
+    rc = rt_http_req_stream(r->h, (int)status, hdrs, n, lstream_event, r, &err);
     if (hdrs != small)
         free(hdrs);
     if (rc == RT_EINVAL)
@@ -856,8 +853,8 @@ static void lsrv_wait_free(rt_lua_wait_t *w)
     free(w);
 }
 
-static const rt_lua_wait_vt_t lsrv_wait_vt = {lsrv_wait_cancel,
-                                              lsrv_wait_free, NULL};
+static const rt_lua_wait_vt_t lsrv_wait_vt = {lsrv_wait_cancel, lsrv_wait_free,
+                                              NULL};
 
 /* server:wait_closed() -> true | nil, reason */
 static int m_srv_wait_closed(lua_State *L)
@@ -919,8 +916,7 @@ static uint64_t opt_uint(lua_State *L, const char *k, double max)
     v = lua_tonumber(L, -1);
     lua_pop(L, 1);
     if (!(v >= 0 && v <= max) || v != (double)(uint64_t)v)
-        luaL_error(L, "http_listen: %s must be an integer in 0..%.0f", k,
-                   max);
+        luaL_error(L, "http_listen: %s must be an integer in 0..%.0f", k, max);
     return (uint64_t)v;
 }
 
@@ -949,11 +945,10 @@ static int l_http_listen(lua_State *L)
     o.max_header_bytes = (size_t)opt_uint(L, "max_header_bytes", big);
     o.request_timeout_ms = opt_uint(L, "request_timeout_ms", 1e12);
     o.max_connections = (size_t)opt_uint(L, "max_connections", big);
-    o.max_client_connections =
-        (size_t)opt_uint(L, "max_client_connections", big);
+    o.max_client_connections = (size_t)opt_uint(L, "max_client_connections",
+                                                big);
     o.ws_max_queued_bytes = (size_t)opt_uint(L, "ws_max_queued_bytes", big);
-    o.ws_max_message_bytes = (size_t)opt_uint(L, "ws_max_message_bytes",
-                                              big);
+    o.ws_max_message_bytes = (size_t)opt_uint(L, "ws_max_message_bytes", big);
     o.ws_close_timeout_ms = opt_uint(L, "ws_close_timeout_ms", 1e12);
 
     s = lua_newuserdata(L, sizeof(*s));
@@ -965,8 +960,7 @@ static int l_http_listen(lua_State *L)
     if (s->ws_max_inbound == 0)
         s->ws_max_inbound = RT_LWS_DEF_INBOUND;
     s->handler_timeout_ms = opt_uint(L, "handler_timeout_ms", 1e12);
-    s->stream_max_queued = (size_t)opt_uint(L, "stream_max_queued_bytes",
-                                            big);
+    s->stream_max_queued = (size_t)opt_uint(L, "stream_max_queued_bytes", big);
     if (s->stream_max_queued == 0)
         s->stream_max_queued = RT_LSTREAM_DEF_QUEUE;
     luaL_getmetatable(L, RT_SRV_MT);
@@ -990,22 +984,21 @@ static int l_http_listen(lua_State *L)
 }
 
 static const luaL_Reg srv_methods[] = {
-    {"port", m_srv_port},          {"stats", m_srv_stats},
-    {"close", m_srv_close},        {"wait_closed", m_srv_wait_closed},
+    {"port", m_srv_port},           {"stats", m_srv_stats},
+    {"close", m_srv_close},         {"wait_closed", m_srv_wait_closed},
     {"is_closed", m_srv_is_closed}, {NULL, NULL},
 };
 
 static const luaL_Reg req_methods[] = {
-    {"respond", m_req_respond}, {"websocket", m_req_websocket},
+    {"respond", m_req_respond},   {"websocket", m_req_websocket},
     {"answered", m_req_answered}, {"stream", m_req_stream},
-    {"write", m_req_write},     {"finish", m_req_finish},
-    {"queued", m_req_queued},   {NULL, NULL},
+    {"write", m_req_write},       {"finish", m_req_finish},
+    {"queued", m_req_queued},     {NULL, NULL},
 };
 
 static const luaL_Reg ws_methods[] = {
-    {"send", m_ws_send},       {"receive", m_ws_receive},
-    {"close", m_ws_close},     {"is_open", m_ws_is_open},
-    {"queued", m_ws_queued},   {NULL, NULL},
+    {"send", m_ws_send},       {"receive", m_ws_receive}, {"close", m_ws_close},
+    {"is_open", m_ws_is_open}, {"queued", m_ws_queued},   {NULL, NULL},
 };
 
 void rt_lua_http_open(lua_State *L, rt_lua_sched_t *ls, int table)

@@ -52,7 +52,7 @@ typedef struct lp_conn lp_conn_t;
 typedef struct lp_op {
     rt_lua_wait_t wait;
     lp_conn_t *c;
-    rt_pg_req_t *req;   /* the query, owned by the engine; NULL: connect */
+    rt_pg_req_t *req; /* the query, owned by the engine; NULL: connect */
     struct lp_op *prev, *next;
 } lp_op_t;
 
@@ -74,20 +74,20 @@ typedef struct lp_note {
  * a task waiting on the connection has the userdata on its stack. */
 struct lp_conn {
     rt_lua_sched_t *ls;
-    rt_pg_t *pg;          /* the engine's connection; NULL once closed */
-    lp_op_t *ops;         /* tasks waiting on a connect or a query */
-    lp_wait_t *waiter;    /* the task in wait_notify, or NULL */
+    rt_pg_t *pg;       /* the engine's connection; NULL once closed */
+    lp_op_t *ops;      /* tasks waiting on a connect or a query */
+    lp_wait_t *waiter; /* the task in wait_notify, or NULL */
     lp_note_t *notes, *notes_tail; /* queued notifications, oldest first */
     size_t nnotes;
-    int lost;             /* the engine reported the connection lost */
+    int lost; /* the engine reported the connection lost */
 };
 
 /* Arguments of the builders (run under lua_cpcall by rt_lua_wait_done). */
 typedef struct {
-    const rt_pg_result_t *res;  /* lp_build_result */
-    int code;                   /* lp_build_error, lp_build_connect */
+    const rt_pg_result_t *res; /* lp_build_result */
+    int code;                  /* lp_build_error, lp_build_connect */
     const char *msg;
-    int ok;                     /* lp_build_connect: connected */
+    int ok;                        /* lp_build_connect: connected */
     const char *channel, *payload; /* lp_build_note */
     size_t channel_len, payload_len;
     int pid;
@@ -198,8 +198,15 @@ static void lp_push_server_error(lua_State *L, const PGresult *r, int index)
 /* Type OIDs (pg_type.dat) converted to Lua numbers, booleans or marked as
  * JSON. */
 enum {
-    LP_BOOL = 16, LP_INT8 = 20, LP_INT2 = 21, LP_INT4 = 23, LP_OID = 26,
-    LP_JSON = 114, LP_FLOAT4 = 700, LP_FLOAT8 = 701, LP_NUMERIC = 1700,
+    LP_BOOL = 16,
+    LP_INT8 = 20,
+    LP_INT2 = 21,
+    LP_INT4 = 23,
+    LP_OID = 26,
+    LP_JSON = 114,
+    LP_FLOAT4 = 700,
+    LP_FLOAT8 = 701,
+    LP_NUMERIC = 1700,
     LP_JSONB = 3802
 };
 
@@ -346,12 +353,10 @@ static int lp_build_note(lua_State *L, void *arg)
     return 3;
 }
 
-
 /* ---- the engine's callbacks -------------------------------------------- */
 
 /* Ends a wait_notify with the values build pushes. */
-static void lp_wake_waiter(lp_conn_t *c, rt_lua_build_fn build,
-                           lp_build_t *b)
+static void lp_wake_waiter(lp_conn_t *c, rt_lua_build_fn build, lp_build_t *b)
 {
     lp_wait_t *w = c->waiter;
     c->waiter = NULL;
@@ -366,8 +371,7 @@ static void lp_end_waiter(lp_conn_t *c, int code)
     rt_lua_wait_fail(&w->wait, code);
 }
 
-static void lp_on_connected(rt_pg_t *pg, int err, const char *msg,
-                            void *data)
+static void lp_on_connected(rt_pg_t *pg, int err, const char *msg, void *data)
 {
     lp_conn_t *c = data;
     lp_op_t *op;
@@ -384,8 +388,8 @@ static void lp_on_connected(rt_pg_t *pg, int err, const char *msg,
     rt_lua_wait_done(&op->wait, lp_build_connect, &b);
 }
 
-static void lp_on_notify(rt_pg_t *pg, const char *channel,
-                         const char *payload, int pid, void *data)
+static void lp_on_notify(rt_pg_t *pg, const char *channel, const char *payload,
+                         int pid, void *data)
 {
     lp_conn_t *c = data;
     size_t cl = strlen(channel), pl = strlen(payload);
@@ -438,8 +442,7 @@ static void lp_on_lost(rt_pg_t *pg, const char *msg, void *data)
 static const rt_pg_handlers_t lp_handlers = {lp_on_connected, lp_on_notify,
                                              lp_on_lost};
 
-static void lp_on_done(rt_pg_req_t *req, const rt_pg_result_t *res,
-                       void *data)
+static void lp_on_done(rt_pg_req_t *req, const rt_pg_result_t *res, void *data)
 {
     lp_op_t *op = data;
     lp_build_t b = {0};
@@ -510,8 +513,8 @@ static void lp_close(lp_conn_t *c)
         b.code = RT_ECLOSED;
         b.msg = "the connection was closed";
         b.ok = 0;
-        rt_lua_wait_done(&op->wait,
-                         op->req ? lp_build_error : lp_build_connect, &b);
+        rt_lua_wait_done(&op->wait, op->req ? lp_build_error : lp_build_connect,
+                         &b);
     }
     if (c->waiter != NULL)
         lp_end_waiter(c, RT_ECLOSED);
@@ -597,8 +600,7 @@ static rt_pg_stmt_t *lp_read_stmts(lua_State *L, size_t *count,
         lua_getfield(L, -1, "n");
         np = lua_isnil(L, -1) ? 0 : luaL_checkinteger(L, -1);
         if (np < 0 || np > 65535)
-            luaL_error(L, "pg exec: statement %d: bad parameter count",
-                       (int)i);
+            luaL_error(L, "pg exec: statement %d: bad parameter count", (int)i);
         total += (size_t)np;
         lua_pop(L, 2);
     }
@@ -632,8 +634,10 @@ static rt_pg_stmt_t *lp_read_stmts(lua_State *L, size_t *count,
                 if (strlen(ptrs[j]) != len)
                     *bad = "a parameter contains a NUL byte";
             } else {
-                luaL_error(L, "pg exec: statement %d: parameter %d must be "
-                              "a string or nil", (int)i + 1, j + 1);
+                luaL_error(L,
+                           "pg exec: statement %d: parameter %d must be "
+                           "a string or nil",
+                           (int)i + 1, j + 1);
             }
             lua_pop(L, 1);
         }
@@ -739,8 +743,7 @@ static int m_close(lua_State *L)
 
 static const char *lp_state_name(lp_conn_t *c, rt_pg_state_t st)
 {
-    static const char *const names[] = {"new", "connecting", "ready",
-                                        "closed"};
+    static const char *const names[] = {"new", "connecting", "ready", "closed"};
     if (c->pg == NULL || c->lost)
         return "closed";
     return names[st];
@@ -750,8 +753,8 @@ static const char *lp_state_name(lp_conn_t *c, rt_pg_state_t st)
 static int m_status(lua_State *L)
 {
     lp_conn_t *c = lp_check(L);
-    lua_pushstring(L, lp_state_name(c, c->pg ? rt_pg_state(c->pg)
-                                             : RT_PG_CLOSED));
+    lua_pushstring(L,
+                   lp_state_name(c, c->pg ? rt_pg_state(c->pg) : RT_PG_CLOSED));
     return 1;
 }
 
@@ -760,8 +763,8 @@ static int m_status(lua_State *L)
 static int m_check(lua_State *L)
 {
     lp_conn_t *c = lp_check(L);
-    lua_pushstring(L, lp_state_name(c, c->pg ? rt_pg_check(c->pg)
-                                             : RT_PG_CLOSED));
+    lua_pushstring(L,
+                   lp_state_name(c, c->pg ? rt_pg_check(c->pg) : RT_PG_CLOSED));
     return 1;
 }
 
@@ -780,8 +783,7 @@ static int m_pid(lua_State *L)
 static int m_txstatus(lua_State *L)
 {
     lp_conn_t *c = lp_check(L);
-    lua_pushstring(L, c->pg && !c->lost ? rt_pg_txstatus(c->pg)
-                                        : "unknown");
+    lua_pushstring(L, c->pg && !c->lost ? rt_pg_txstatus(c->pg) : "unknown");
     return 1;
 }
 
@@ -800,11 +802,16 @@ static int m_gc(lua_State *L)
 }
 
 static const luaL_Reg lp_methods[] = {
-    {"connect", m_connect},   {"exec", m_exec},
-    {"wait_notify", m_wait_notify}, {"close", m_close},
-    {"status", m_status},     {"check", m_check},
-    {"pid", m_pid},           {"txstatus", m_txstatus},
-    {"pending", m_pending},   {NULL, NULL},
+    {"connect", m_connect},
+    {"exec", m_exec},
+    {"wait_notify", m_wait_notify},
+    {"close", m_close},
+    {"status", m_status},
+    {"check", m_check},
+    {"pid", m_pid},
+    {"txstatus", m_txstatus},
+    {"pending", m_pending},
+    {NULL, NULL},
 };
 
 void rt_lua_pg_open(lua_State *L, rt_lua_sched_t *ls, int table)

@@ -49,17 +49,17 @@
 extern char **environ;
 
 typedef struct {
-    uv_process_t h;        /* h.data = this */
-    rt_lua_wait_t wait;    /* a task in wait() */
+    uv_process_t h;     /* h.data = this */
+    rt_lua_wait_t wait; /* a task in wait() */
     rt_lua_sched_t *ls;
-    int self_ref;          /* anchors the userdata until exit, or NOREF */
+    int self_ref; /* anchors the userdata until exit, or NOREF */
     int pid;
-    int64_t status;        /* exit status, once exited */
-    int signal;            /* terminating signal, 0 = none */
-    unsigned exited : 1;   /* exit_cb ran */
-    unsigned closing : 1;  /* uv_close called */
-    unsigned closed : 1;   /* the close callback ran */
-    unsigned orphan : 1;   /* the userdata is gone: close_cb frees */
+    int64_t status;       /* exit status, once exited */
+    int signal;           /* terminating signal, 0 = none */
+    unsigned exited : 1;  /* exit_cb ran */
+    unsigned closing : 1; /* uv_close called */
+    unsigned closed : 1;  /* the close callback ran */
+    unsigned orphan : 1;  /* the userdata is gone: close_cb frees */
 } rt_proc_t;
 
 static const struct {
@@ -318,8 +318,10 @@ static char **proc_env(lua_State *L)
         while (lua_next(L, env_idx)) {
             const char *name = proc_cstring(L, -2, "each env name"), *value;
             if (*name == '\0' || strchr(name, '=') != NULL)
-                luaL_error(L, "spawn_process: env name '%s' is not a "
-                              "variable name", name);
+                luaL_error(L,
+                           "spawn_process: env name '%s' is not a "
+                           "variable name",
+                           name);
             if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
                 lua_pop(L, 1); /* false: removed */
                 continue;
@@ -353,8 +355,10 @@ static void proc_stdio(lua_State *L, uv_stdio_container_t *c, int fd,
     } else if (strcmp(mode, "null") == 0) {
         c->flags = UV_IGNORE; /* libuv opens /dev/null for 0-2 */
     } else {
-        luaL_error(L, "spawn_process: opts.%s must be \"inherit\" or "
-                      "\"null\", got \"%s\"", field, mode);
+        luaL_error(L,
+                   "spawn_process: opts.%s must be \"inherit\" or "
+                   "\"null\", got \"%s\"",
+                   field, mode);
     }
 }
 
@@ -371,9 +375,9 @@ static int l_spawn_process(lua_State *L)
         luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 2);
     memset(&o, 0, sizeof(o));
-    o.args = proc_argv(L);  /* pushes 1 */
+    o.args = proc_argv(L); /* pushes 1 */
     o.file = o.args[0];
-    o.env = proc_env(L);    /* pushes 1 */
+    o.env = proc_env(L); /* pushes 1 */
     proc_stdio(L, &stdio[0], 0, "stdin");
     proc_stdio(L, &stdio[1], 1, "stdout");
     proc_stdio(L, &stdio[2], 2, "stderr");
@@ -411,8 +415,7 @@ static int l_spawn_process(lua_State *L)
             lua_pushfstring(L, "cannot run '%s' in %s: %s", o.file, o.cwd,
                             uv_strerror(rc));
         else
-            lua_pushfstring(L, "cannot run '%s': %s", o.file,
-                            uv_strerror(rc));
+            lua_pushfstring(L, "cannot run '%s': %s", o.file, uv_strerror(rc));
         return 2;
     }
     *ud = p;
@@ -438,11 +441,12 @@ static int l_exepath(lua_State *L)
 
 void rt_lua_proc_open(lua_State *L, rt_lua_sched_t *ls, int table)
 {
-    static const luaL_Reg methods[] = {{"pid", m_pid},
-                                       {"kill", m_kill},
-                                       {"wait", m_wait},
-                                       {NULL, NULL},
-};
+    static const luaL_Reg methods[] = {
+        {"pid", m_pid},
+        {"kill", m_kill},
+        {"wait", m_wait},
+        {NULL, NULL},
+    };
     rt_lua_new_class(L, RT_PROC_MT, methods, NULL, m_gc);
     lua_pushlightuserdata(L, ls);
     lua_pushcclosure(L, l_spawn_process, 1);

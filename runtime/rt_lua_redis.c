@@ -60,13 +60,13 @@ typedef struct lr_next lr_next_t;
 
 /* A handle (the userdata's memory). */
 typedef struct {
-    rt_redis_t *r;      /* the engine connection; NULL once closed */
+    rt_redis_t *r; /* the engine connection; NULL once closed */
     lr_ctx_t *ctx;
     lr_open_t *opening; /* redis_open waiting for the first attempt */
     lr_next_t *next_w;  /* the task waiting in redis_next */
     int subscriber;
-    int up;             /* connected, as last seen */
-    int up_changed;     /* up changed while no watcher waited */
+    int up;         /* connected, as last seen */
+    int up_changed; /* up changed while no watcher waited */
 } lr_conn_t;
 
 /* redis_open's wait (conn->opening), freed when it ends. */
@@ -130,7 +130,6 @@ static lr_ctx_t *lr_ctx(lua_State *L)
 {
     return lua_touserdata(L, lua_upvalueindex(1));
 }
-
 
 /* ---- replies to values --------------------------------------------------- */
 
@@ -441,8 +440,8 @@ static void lr_cmd_fail(lr_cmd_op_t *op, int code)
     rt_lua_wait_fail(&op->wait, code);
 }
 
-static void lr_cmd_cb(rt_redis_cmd_t *cmd, const redisReply *reply,
-                      int err, void *data)
+static void lr_cmd_cb(rt_redis_cmd_t *cmd, const redisReply *reply, int err,
+                      void *data)
 {
     lr_slot_t *s = data;
     lr_cmd_op_t *op = s->op;
@@ -498,11 +497,11 @@ static int lr_refused(lua_State *L, lr_conn_t *conn, const char *name)
     if (conn->subscriber)
         return luaL_error(L, "redis: a subscriber connection only takes "
                              "subscribe and unsubscribe");
-    return luaL_error(L, "redis: %s is not allowed on a shared connection "
-                         "(it would change its state for every caller)",
+    return luaL_error(L,
+                      "redis: %s is not allowed on a shared connection "
+                      "(it would change its state for every caller)",
                       name);
 }
-
 
 /* native.redis_command(h, name, arg...) */
 static int l_redis_command(lua_State *L)
@@ -531,8 +530,8 @@ static int l_redis_command(lua_State *L)
     op = lr_cmd_new(ctx, 1);
     if (op == NULL)
         return luaL_error(L, "out of memory");
-    rc = rt_redis_command(conn->r, n, a.argv, a.lens, lr_cmd_cb,
-                          &op->slots[0], &op->slots[0].h);
+    rc = rt_redis_command(conn->r, n, a.argv, a.lens, lr_cmd_cb, &op->slots[0],
+                          &op->slots[0].h);
     if (rc < 0) {
         free(op);
         if (rc == RT_EINVAL)
@@ -560,13 +559,16 @@ static int l_redis_pipeline(lua_State *L)
     for (i = 1; i <= n; i++) {
         lua_rawgeti(L, 2, (int)i);
         if (!lua_istable(L, -1) || (m = lua_objlen(L, -1)) == 0)
-            return luaL_error(L, "redis_pipeline: command %d must be a "
-                                 "non-empty array", (int)i);
+            return luaL_error(L,
+                              "redis_pipeline: command %d must be a "
+                              "non-empty array",
+                              (int)i);
         for (j = 1; j <= m; j++) {
             lua_rawgeti(L, -1, (int)j);
             if (!lr_arg_ok(L, -1))
-                return luaL_error(L, "redis_pipeline: command %d, argument "
-                                     "%d: string or number expected",
+                return luaL_error(L,
+                                  "redis_pipeline: command %d, argument "
+                                  "%d: string or number expected",
                                   (int)i, (int)j);
             lua_pop(L, 1);
         }
@@ -621,8 +623,8 @@ static int l_redis_pipeline(lua_State *L)
 
 /* ---- pub/sub ------------------------------------------------------------- */
 
-static void lr_sub_cb(rt_redis_cmd_t *cmd, const redisReply *reply,
-                      int err, void *data)
+static void lr_sub_cb(rt_redis_cmd_t *cmd, const redisReply *reply, int err,
+                      void *data)
 {
     lr_sub_op_t *op = data;
     (void)cmd;
@@ -682,8 +684,8 @@ static int l_redis_subscribe(lua_State *L)
         return luaL_error(L, "out of memory");
     rt_lua_wait_init(&op->wait, &lr_sub_vt);
     op->ctx = ctx;
-    rc = rt_redis_subscribe(conn->r, pattern, n, a.argv, a.lens, lr_sub_cb,
-                            op, &op->h);
+    rc = rt_redis_subscribe(conn->r, pattern, n, a.argv, a.lens, lr_sub_cb, op,
+                            &op->h);
     if (rc < 0) {
         free(op);
         return rt_lua_fail(L, ctx, rc);
@@ -737,8 +739,7 @@ static int l_redis_next(lua_State *L)
     if (watch && conn->up_changed) {
         /* A change that came while the watcher was busy elsewhere. */
         conn->up_changed = 0;
-        return rt_lua_fail(L, ctx, conn->up ? RT_ECONNECTED
-                                            : RT_EDISCONNECTED);
+        return rt_lua_fail(L, ctx, conn->up ? RT_ECONNECTED : RT_EDISCONNECTED);
     }
     if (rt_lua_wait_stopped(L, cur))
         return 2;

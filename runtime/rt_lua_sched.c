@@ -35,7 +35,6 @@ static const char lt_trampoline[] =
     "local function run(fn, ...) return run(yield(done, fn(...))) end\n"
     "return run, function() end\n";
 
-
 static void lt_resume(rt_task_t *t, rt_wake_t wake);
 static void lt_free(rt_task_t *t);
 static void lt_done(rt_task_t *t);
@@ -244,8 +243,8 @@ static void lt_resume(rt_task_t *t, rt_wake_t wake)
     rt_task_finish(t, RT_OUTCOME_ERROR);
 }
 
-static void lt_push_userdata(lua_State *L, rt_lua_sched_t *ls,
-                             rt_lua_task_t *t, int adopt)
+static void lt_push_userdata(lua_State *L, rt_lua_sched_t *ls, rt_lua_task_t *t,
+                             int adopt)
 {
     rt_lua_task_t **ud;
     lua_rawgeti(L, LUA_REGISTRYINDEX, ls->tasks_ref);
@@ -326,8 +325,10 @@ rt_lua_task_t *rt_lua_current(lua_State *L, rt_lua_sched_t *ls,
 {
     rt_lua_task_t *t = (rt_lua_task_t *)ls->sched.current;
     if (t == NULL || t->co != L)
-        luaL_error(L, "%s must be called from a chorus task (not the main "
-                      "thread or a nested coroutine)", fname);
+        luaL_error(L,
+                   "%s must be called from a chorus task (not the main "
+                   "thread or a nested coroutine)",
+                   fname);
     return t;
 }
 
@@ -665,18 +666,22 @@ static int m_tostring(lua_State *L)
 }
 
 static const luaL_Reg lt_methods[] = {
-    {"cancel", m_cancel},   {"done", m_done},       {"result", m_result},
-    {"wake", m_wake},       {"status", m_status},   {"outcome", m_outcome},
-    {"on_done", m_on_done},
-    {NULL, NULL},
+    {"cancel", m_cancel},   {"done", m_done},     {"result", m_result},
+    {"wake", m_wake},       {"status", m_status}, {"outcome", m_outcome},
+    {"on_done", m_on_done}, {NULL, NULL},
 };
 
 static const luaL_Reg lt_funcs[] = {
-    {"spawn", l_spawn},         {"wait", l_wait},
-    {"sleep", l_sleep},         {"suspend", l_suspend},
-    {"current", l_current},     {"cancelled", l_cancelled},
-    {"live_tasks", l_live_tasks}, {"scope_open", l_scope_open},
-    {"scope_close", l_scope_close}, {NULL, NULL},
+    {"spawn", l_spawn},
+    {"wait", l_wait},
+    {"sleep", l_sleep},
+    {"suspend", l_suspend},
+    {"current", l_current},
+    {"cancelled", l_cancelled},
+    {"live_tasks", l_live_tasks},
+    {"scope_open", l_scope_open},
+    {"scope_close", l_scope_close},
+    {NULL, NULL},
 };
 
 rt_lua_sched_t *rt_lua_sched_open(lua_State *L, uv_loop_t *loop, int table)

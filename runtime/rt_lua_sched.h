@@ -13,15 +13,15 @@
 #include "rt_sched.h"
 
 typedef struct rt_lua_task {
-    rt_task_t task;   /* must stay first: the engine hands back rt_task_t* */
-    lua_State *co;    /* the coroutine running the body */
-    int co_ref;       /* registry ref anchoring co until the task is done */
-    int nargs;        /* values pushed on co for the next resume (set by
+    rt_task_t task; /* must stay first: the engine hands back rt_task_t* */
+    lua_State *co;  /* the coroutine running the body */
+    int co_ref;     /* registry ref anchoring co until the task is done */
+    int nargs;      /* values pushed on co for the next resume (set by
                          rt_lua_wait.c when a wait ends) */
-    int started;      /* the body has been entered */
-    int report;       /* log the error if nobody ever joins (root tasks) */
-    int joined;       /* someone read the outcome */
-    int script;       /* > 0 while it runs script code (the watchdog) */
+    int started;    /* the body has been entered */
+    int report;     /* log the error if nobody ever joins (root tasks) */
+    int joined;     /* someone read the outcome */
+    int script;     /* > 0 while it runs script code (the watchdog) */
 } rt_lua_task_t;
 
 struct rt_lua_wd;
@@ -29,14 +29,14 @@ struct rt_lua_wd;
 /* Per Lua state scheduler context, kept as an upvalue of every function. */
 typedef struct rt_lua_sched {
     rt_sched_t sched;
-    lua_State *L;    /* the main state */
-    int tasks_ref;   /* weak table: lightuserdata(task) -> userdata */
-    int run_ref;     /* the trampoline every task coroutine runs */
-    int park_ref;    /* a no-op body that parks a pooled coroutine */
-    lua_State **pool;  /* idle coroutines, waiting in the trampoline */
-    int *pool_refs;    /* their registry anchors */
+    lua_State *L;     /* the main state */
+    int tasks_ref;    /* weak table: lightuserdata(task) -> userdata */
+    int run_ref;      /* the trampoline every task coroutine runs */
+    int park_ref;     /* a no-op body that parks a pooled coroutine */
+    lua_State **pool; /* idle coroutines, waiting in the trampoline */
+    int *pool_refs;   /* their registry anchors */
     int npool;
-    struct rt_lua_wd *wd; /* the watchdog marks each resume (or NULL) */
+    struct rt_lua_wd *wd;     /* the watchdog marks each resume (or NULL) */
     rt_lua_wait_t yield_wait; /* sleep(0)'s (see l_sleep) */
     int words[RT_ERR_COUNT];  /* registry refs of rt_err.h's words */
 } rt_lua_sched_t;

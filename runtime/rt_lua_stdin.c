@@ -19,9 +19,9 @@ struct rt_lua_stdin {
         uv_tty_t tty;
         uv_pipe_t pipe;
     } u;
-    rt_lua_wait_t wait;    /* a task waiting for a line */
+    rt_lua_wait_t wait; /* a task waiting for a line */
     rt_lua_sched_t *ls;
-    char *buf;             /* bytes read and not yet returned */
+    char *buf; /* bytes read and not yet returned */
     size_t len, cap;
     int stream_ok; /* u is an initialised tty or pipe handle */
     int eof;
@@ -112,8 +112,8 @@ static void stdin_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 static void stdin_cancel(rt_lua_wait_t *w, int why)
 {
-    rt_lua_stdin_t *in =
-        (rt_lua_stdin_t *)((char *)w - offsetof(rt_lua_stdin_t, wait));
+    rt_lua_stdin_t *in = (rt_lua_stdin_t *)((char *)w -
+                                            offsetof(rt_lua_stdin_t, wait));
     (void)why;
     uv_read_stop(&in->u.stream);
 }

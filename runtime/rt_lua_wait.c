@@ -42,8 +42,8 @@ static void rt__op_cancel(rt_op_t *op, rt_task_t *task)
 /* The wait's own time limit passed. */
 static void rt__expire(rt_timer_t *tm)
 {
-    rt_lua_wait_t *w =
-        (rt_lua_wait_t *)((char *)tm - offsetof(rt_lua_wait_t, timer));
+    rt_lua_wait_t *w = (rt_lua_wait_t *)((char *)tm -
+                                         offsetof(rt_lua_wait_t, timer));
     rt_lua_task_t *t = w->task;
     int n;
     if (w->vt->cancel != NULL)

@@ -62,8 +62,8 @@ typedef struct {
 } rt_lua_wait_vt_t;
 
 struct rt_lua_wait {
-    rt_op_t op;          /* first: the scheduler hands it back */
-    rt_timer_t timer;    /* the wait's own time limit */
+    rt_op_t op;               /* first: the scheduler hands it back */
+    rt_timer_t timer;         /* the wait's own time limit */
     struct rt_lua_task *task; /* the waiting task; NULL when none waits */
     const rt_lua_wait_vt_t *vt;
 };
@@ -76,8 +76,8 @@ void rt_lua_wait_init(rt_lua_wait_t *w, const rt_lua_wait_vt_t *vt);
  * `return rt_lua_wait_suspend(L, w, t, ms);` once the I/O has started.
  * When t may not wait (see the header comment) the wait ends here: the
  * results are pushed on L and their count returned. */
-int rt_lua_wait_suspend(lua_State *L, rt_lua_wait_t *w,
-                        struct rt_lua_task *t, double timeout_ms);
+int rt_lua_wait_suspend(lua_State *L, rt_lua_wait_t *w, struct rt_lua_task *t,
+                        double timeout_ms);
 
 /* Before starting I/O that t would only wait on: when t may not wait
  * now (cancelled, past its deadline or its scope's), pushes nil, reason

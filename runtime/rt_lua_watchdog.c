@@ -65,8 +65,7 @@ static int rt__in_script(lua_State *L, rt_lua_wd_t *wd)
     lua_Debug d;
     int yes;
     memset(&d, 0, sizeof d);
-    if (!lua_getstack(L, 0, &d) || !lua_getinfo(L, "S", &d) ||
-        d.source == NULL)
+    if (!lua_getstack(L, 0, &d) || !lua_getinfo(L, "S", &d) || d.source == NULL)
         return 0;
     lua_rawgeti(L, LUA_REGISTRYINDEX, wd->sources_ref);
     lua_getfield(L, -1, d.source);
@@ -275,14 +274,16 @@ static int l_watchdog_stats(lua_State *L)
     return 1;
 }
 
-static const luaL_Reg funcs[] = {{"script_source", l_script_source},
-                                 {"watchdog_config", l_watchdog_config},
-                                 {"watchdog_stats", l_watchdog_stats},
-                                 {NULL, NULL},
+static const luaL_Reg funcs[] = {
+    {"script_source", l_script_source},
+    {"watchdog_config", l_watchdog_config},
+    {"watchdog_stats", l_watchdog_stats},
+    {NULL, NULL},
 };
-static const luaL_Reg task_funcs[] = {{"script_enter", l_script_enter},
-                                      {"script_leave", l_script_leave},
-                                      {NULL, NULL},
+static const luaL_Reg task_funcs[] = {
+    {"script_enter", l_script_enter},
+    {"script_leave", l_script_leave},
+    {NULL, NULL},
 };
 
 void rt_lua_watchdog_open(lua_State *L, rt_lua_sched_t *ls, int table)

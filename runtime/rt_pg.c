@@ -28,37 +28,37 @@ struct rt_pg_req {
     rt_pg_req_t *next; /* queue link */
     rt_pg_done_cb cb;  /* NULL once cancelled: results are discarded */
     void *data;
-    int simple;        /* PQsendQuery of stmts[0].sql */
-    int sent;          /* sent to the server: it is the running request */
-    int oom;           /* a result was dropped for lack of memory */
+    int simple; /* PQsendQuery of stmts[0].sql */
+    int sent;   /* sent to the server: it is the running request */
+    int oom;    /* a result was dropped for lack of memory */
     size_t nstmts;
     rt_pg_stmt_t *stmts; /* copies; they and their strings live in arena */
     void *arena;
-    PGresult **results;  /* owned; pipeline: nstmts slots */
+    PGresult **results; /* owned; pipeline: nstmts slots */
     size_t nresults, cap;
-    size_t cur;          /* pipeline: statement whose results come next */
+    size_t cur; /* pipeline: statement whose results come next */
 };
 
 struct rt_pg {
     uv_loop_t *loop;
     rt_pg_handlers_t h;
     void *data;
-    PGconn *conn;          /* owned; NULL before connect and when closed */
-    uv_poll_t *poll;       /* owned (freed by its close cb); on poll_fd */
+    PGconn *conn;    /* owned; NULL before connect and when closed */
+    uv_poll_t *poll; /* owned (freed by its close cb); on poll_fd */
     int poll_fd;
-    int poll_events;       /* events the poll was started with, 0: stopped */
-    int want_write;        /* PQflush has more to send */
-    uv_timer_t timer;      /* see rt__timer_why_t */
+    int poll_events;  /* events the poll was started with, 0: stopped */
+    int want_write;   /* PQflush has more to send */
+    uv_timer_t timer; /* see rt__timer_why_t */
     rt__timer_why_t timer_why;
-    int handles;           /* handles not yet through their close cb */
+    int handles; /* handles not yet through their close cb */
     rt_pg_state_t state;
-    int broken;            /* lost; the loss is reported from the timer */
-    int closed;            /* rt_pg_close called; freed when handles == 0 */
-    int fail_code;         /* connect failure to report (RT__T_CONNECT_*) */
+    int broken;    /* lost; the loss is reported from the timer */
+    int closed;    /* rt_pg_close called; freed when handles == 0 */
+    int fail_code; /* connect failure to report (RT__T_CONNECT_*) */
     uint64_t connect_timeout_ms, cancel_timeout_ms;
     rt_pg_req_t *head, *tail; /* requests; head runs when head->sent */
-    rt__cancel_t *cancel;  /* the cancel the next request waits for */
-    char *errmsg;          /* owned copy of the last error, or NULL */
+    rt__cancel_t *cancel;     /* the cancel the next request waits for */
+    char *errmsg;             /* owned copy of the last error, or NULL */
 };
 
 static void rt__on_io(uv_poll_t *p, int status, int events);
@@ -215,8 +215,8 @@ static int rt__add(size_t *total, size_t a)
 
 /* Builds a request holding copies of the statements, or NULL (*rc says
  * why). */
-static rt_pg_req_t *rt__req_new(const rt_pg_stmt_t *stmts, size_t n,
-                                int simple, int *rc)
+static rt_pg_req_t *rt__req_new(const rt_pg_stmt_t *stmts, size_t n, int simple,
+                                int *rc)
 {
     size_t i, j, size = 0, nptr = 0;
     rt_pg_req_t *req;
@@ -341,8 +341,8 @@ static void rt__send_cancel(rt_pg_t *pg, int attach)
     c->pg = attach ? pg : NULL;
     c->err[0] = '\0';
     c->work.data = c;
-    if (uv_queue_work(pg->loop, &c->work, rt__cancel_work,
-                      rt__cancel_done) < 0) {
+    if (uv_queue_work(pg->loop, &c->work, rt__cancel_work, rt__cancel_done) <
+        0) {
         PQfreeCancel(pc);
         free(c);
         return;
@@ -388,8 +388,8 @@ static void rt__connect_step(rt_pg_t *pg)
     pg->poll_events = 0;
     st = PQconnectPoll(pg->conn);
     if (st == PGRES_POLLING_READING || st == PGRES_POLLING_WRITING) {
-        rc = rt__watch(pg, st == PGRES_POLLING_READING ? UV_READABLE
-                                                       : UV_WRITABLE);
+        rc = rt__watch(pg,
+                       st == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE);
         if (rc < 0)
             rt__connect_fail(pg, RT_ECONNECT, uv_strerror(rc), 1);
         return;
@@ -555,8 +555,7 @@ static int rt__take(rt_pg_t *pg, rt_pg_req_t *req, PGresult *r)
         return 1;
     }
     st = PQresultStatus(r);
-    if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT ||
-        st == PGRES_COPY_BOTH) {
+    if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
         PQclear(r);
         rt__fail(pg, "COPY is not supported");
         return 0;
@@ -573,8 +572,7 @@ static int rt__take(rt_pg_t *pg, rt_pg_req_t *req, PGresult *r)
         if (req->nresults == req->cap) {
             PGresult **grown = NULL;
             if (req->cap <= SIZE_MAX / 2 / sizeof(*grown))
-                grown = realloc(req->results,
-                                2 * req->cap * sizeof(*grown));
+                grown = realloc(req->results, 2 * req->cap * sizeof(*grown));
             if (grown == NULL) {
                 req->oom = 1;
                 PQclear(r);
@@ -599,8 +597,8 @@ static int rt__deliver_notifies(rt_pg_t *pg)
     PGnotify *n;
     while (pg->conn != NULL && (n = PQnotifies(pg->conn)) != NULL) {
         if (pg->h.notify != NULL)
-            pg->h.notify(pg, n->relname, n->extra ? n->extra : "",
-                         n->be_pid, pg->data);
+            pg->h.notify(pg, n->relname, n->extra ? n->extra : "", n->be_pid,
+                         pg->data);
         PQfreemem(n);
         if (pg->closed || pg->broken)
             return 0;
@@ -669,8 +667,7 @@ static void rt__on_timer(uv_timer_t *t)
         break;
     case RT__T_CONNECT_REPORT:
         pg->state = RT_PG_CLOSED;
-        pg->h.connected(pg, pg->fail_code, rt_pg_error_message(pg),
-                        pg->data);
+        pg->h.connected(pg, pg->fail_code, rt_pg_error_message(pg), pg->data);
         break;
     case RT__T_CANCEL_TIMEOUT:
         rt__fail(pg, "a cancelled query did not end in time");

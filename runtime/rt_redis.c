@@ -45,10 +45,10 @@ struct rt_redis_cmd {
     rt_redis_t *r;
     rt_redis_reply_cb cb; /* the owner's callback; NULL once it is gone */
     void *data;
-    uint64_t deadline;    /* command: loop time of "timeout"; 0: none */
-    int kind;             /* RR_CMD_USER or RR_CMD_SUB */
-    int ready;            /* subscription: the connection is ready after */
-    size_t left;          /* subscription: confirmations still expected */
+    uint64_t deadline; /* command: loop time of "timeout"; 0: none */
+    int kind;          /* RR_CMD_USER or RR_CMD_SUB */
+    int ready;         /* subscription: the connection is ready after */
+    size_t left;       /* subscription: confirmations still expected */
     /* command with an owner: in r->pending; subscription: in r->subq */
     rt_redis_cmd_t *prev, *next;
 };
@@ -93,18 +93,18 @@ struct rt_redis {
 
     redisAsyncContext *ac; /* the live context, or NULL */
     rt_redis_state_t state;
-    int closed;           /* rt_redis_close was called */
-    unsigned refs;        /* see the header comment */
-    int handles;          /* timers still open once refs reached 0 */
-    unsigned attempt;     /* number of the current attempt */
-    int resolving;        /* the current attempt waits for its lookup */
-    int hs_left;          /* handshake replies still expected */
-    int ready_wait;       /* subscriber: waiting for the resubscription */
-    int ever_ready;       /* it was ready at least once */
-    rr_str_t fail;        /* why we free the context ourselves: detail */
-    int fail_code;        /* and its rt_err.h code */
-    rr_str_t err;         /* rt_redis_last_error */
-    int err_code;         /* rt_redis_last_code */
+    int closed;       /* rt_redis_close was called */
+    unsigned refs;    /* see the header comment */
+    int handles;      /* timers still open once refs reached 0 */
+    unsigned attempt; /* number of the current attempt */
+    int resolving;    /* the current attempt waits for its lookup */
+    int hs_left;      /* handshake replies still expected */
+    int ready_wait;   /* subscriber: waiting for the resubscription */
+    int ever_ready;   /* it was ready at least once */
+    rr_str_t fail;    /* why we free the context ourselves: detail */
+    int fail_code;    /* and its rt_err.h code */
+    rr_str_t err;     /* rt_redis_last_error */
+    int err_code;     /* rt_redis_last_code */
 
     uv_timer_t connect_timer; /* connect_timeout_ms of an attempt */
     uv_timer_t retry_timer;   /* next attempt (or a deferred failure) */
@@ -297,8 +297,7 @@ static void rr_fail_now_cb(uv_timer_t *t)
         redisAsyncFree(r->ac); /* reports r->fail via the cleanup hook */
 }
 
-static void rr_fail_soon(rt_redis_t *r, int code, const char *what,
-                         int status)
+static void rr_fail_soon(rt_redis_t *r, int code, const char *what, int status)
 {
     r->fail_code = code;
     if (what != NULL)
@@ -357,8 +356,7 @@ static void rr_ev_update(rr_ev_t *p, int events)
     else
         rc = uv_poll_stop(&p->poll);
     if (rc < 0 && p->ac != NULL)
-        rr_fail_soon(p->ac->data, RT_ECONNECTION, "cannot poll the socket",
-                     rc);
+        rr_fail_soon(p->ac->data, RT_ECONNECTION, "cannot poll the socket", rc);
 }
 
 static void rr_ev_add_read(void *privdata)
@@ -468,8 +466,9 @@ static void rr_timer_closed(uv_handle_t *h)
 
 static uv_timer_t *rr_timer(rt_redis_t *r, int i)
 {
-    return i == 0 ? &r->connect_timer : i == 1 ? &r->retry_timer
-                                               : &r->cmd_timer;
+    return i == 0   ? &r->connect_timer
+           : i == 1 ? &r->retry_timer
+                    : &r->cmd_timer;
 }
 
 /* Closes the timers that were initialised; the last one frees r. */
@@ -581,8 +580,8 @@ static int rr_send_names(rt_redis_t *r, const char *cmd, int n,
         argv[i + 1] = names[i];
         argvlen[i + 1] = lens[i];
     }
-    if (redisAsyncCommandArgv(r->ac, fn, fn ? r : NULL, n + 1, argv,
-                              argvlen) == REDIS_OK)
+    if (redisAsyncCommandArgv(r->ac, fn, fn ? r : NULL, n + 1, argv, argvlen) ==
+        REDIS_OK)
         rc = 0;
 out:
     free(argv);
@@ -633,8 +632,8 @@ static int rr_resubscribe(rt_redis_t *r)
             lens[n++] = r->names[i].len;
         }
         rc = n == 0 ? 0
-                    : rr_send_names(r, pattern ? "PSUBSCRIBE" : "SUBSCRIBE",
-                                    n, names, lens, rr_sub_cb);
+                    : rr_send_names(r, pattern ? "PSUBSCRIBE" : "SUBSCRIBE", n,
+                                    names, lens, rr_sub_cb);
         free(names);
         free(lens);
         if (rc < 0)
@@ -761,8 +760,8 @@ static void rr_lookup_cb(uv_getaddrinfo_t *req, int status,
         /* IPv4 first: "localhost" often resolves to ::1 first while Redis
          * listens on 127.0.0.1 only. */
         for (a = status == 0 ? res : NULL; a != NULL; a = a->ai_next) {
-            if (pick == NULL || (a->ai_family == AF_INET &&
-                                 pick->ai_family != AF_INET))
+            if (pick == NULL ||
+                (a->ai_family == AF_INET && pick->ai_family != AF_INET))
                 pick = a;
         }
         if (status < 0)
@@ -825,8 +824,7 @@ static void rr_attempt(rt_redis_t *r)
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    rc = uv_getaddrinfo(r->loop, &q->req, rr_lookup_cb, r->host, NULL,
-                        &hints);
+    rc = uv_getaddrinfo(r->loop, &q->req, rr_lookup_cb, r->host, NULL, &hints);
     if (rc < 0) {
         free(q);
         rr_lost(r, RT_ERESOLVE, uv_strerror(rc));
@@ -854,8 +852,7 @@ rt_redis_t *rt_redis_new(uv_loop_t *loop, const rt_redis_opts_t *o,
         return NULL;
     if (rr_dup(&r->path, o->path) < 0 ||
         (r->path == NULL && rr_dup(&r->host, o->host) < 0) ||
-        rr_dup(&r->user, o->user) < 0 ||
-        rr_dup(&r->password, o->password) < 0)
+        rr_dup(&r->user, o->user) < 0 || rr_dup(&r->password, o->password) < 0)
         goto fail_strings;
     r->loop = loop;
     r->cb = cb;
@@ -949,9 +946,8 @@ static void rr_cmd_timer_cb(uv_timer_t *t)
         if (r->closed)
             return;
     }
-    if (c != NULL &&
-        uv_timer_start(&r->cmd_timer, rr_cmd_timer_cb, c->deadline - now, 0)
-            < 0)
+    if (c != NULL && uv_timer_start(&r->cmd_timer, rr_cmd_timer_cb,
+                                    c->deadline - now, 0) < 0)
         rr_fail(r, RT_ECONNECTION, "cannot start a timer");
 }
 
@@ -960,9 +956,9 @@ static void rr_cmd_timer_cb(uv_timer_t *t)
 static int rr_refused(int argc, const char **argv, const size_t *len)
 {
     static const char *const words[] = {
-        "SUBSCRIBE",   "PSUBSCRIBE",   "SSUBSCRIBE", "UNSUBSCRIBE",
+        "SUBSCRIBE",    "PSUBSCRIBE",   "SSUBSCRIBE", "UNSUBSCRIBE",
         "PUNSUBSCRIBE", "SUNSUBSCRIBE", "MONITOR",    "SELECT",
-        "HELLO",       "RESET"};
+        "HELLO",        "RESET"};
     size_t i;
     for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
         if (rr_is(argv[0], len[0], words[i]))
@@ -1030,8 +1026,8 @@ void rt_redis_cmd_abort(rt_redis_cmd_t *cmd)
 
 static int rr_is_str(const redisReply *e)
 {
-    return e != NULL && (e->type == REDIS_REPLY_STRING ||
-                         e->type == REDIS_REPLY_STATUS);
+    return e != NULL &&
+           (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS);
 }
 
 /* Copies a message into the queue, dropping the oldest beyond the limit. */
@@ -1110,7 +1106,7 @@ static void rr_confirmed(rt_redis_t *r)
 static void rr_sub_cb(redisAsyncContext *ac, void *reply, void *privdata)
 {
     rt_redis_t *r = privdata;
-    const redisReply *rep = reply, *const *e;
+    const redisReply *rep = reply, *const * e;
     (void)ac;
     if (rep == NULL || r->closed || rep->type != REDIS_REPLY_ARRAY ||
         rep->elements < 3 || !rr_is_str(rep->element[0]))
@@ -1121,9 +1117,8 @@ static void rr_sub_cb(redisAsyncContext *ac, void *reply, void *privdata)
         /* Unsubscribed names may still have messages on the way. */
         if (rr_name_find(r, 0, e[1]->str, e[1]->len) >= 0)
             rr_queue(r, NULL, e[1], e[2]);
-    } else if (rr_is(e[0]->str, e[0]->len, "PMESSAGE") &&
-               rep->elements == 4 && rr_is_str(e[1]) && rr_is_str(e[2]) &&
-               rr_is_str(e[3])) {
+    } else if (rr_is(e[0]->str, e[0]->len, "PMESSAGE") && rep->elements == 4 &&
+               rr_is_str(e[1]) && rr_is_str(e[2]) && rr_is_str(e[3])) {
         if (rr_name_find(r, 1, e[1]->str, e[1]->len) >= 0)
             rr_queue(r, e[1], e[2], e[3]);
     } else if (rr_is(e[0]->str, e[0]->len, "SUBSCRIBE") ||
@@ -1169,8 +1164,8 @@ int rt_redis_subscribe(rt_redis_t *r, int pattern, int n, const char **names,
     return 0;
 }
 
-int rt_redis_unsubscribe(rt_redis_t *r, int pattern, int n,
-                         const char **names, const size_t *lens)
+int rt_redis_unsubscribe(rt_redis_t *r, int pattern, int n, const char **names,
+                         const size_t *lens)
 {
     const char **known;
     size_t *klens;

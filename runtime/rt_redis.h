@@ -77,9 +77,8 @@ typedef void (*rt_redis_event_cb)(rt_redis_t *r, rt_redis_event_t ev,
  * was lost before the reply came) or RT_ETIMEOUT (command_timeout_ms
  * passed; a late reply is discarded). reply is freed when the callback
  * returns. */
-typedef void (*rt_redis_reply_cb)(rt_redis_cmd_t *cmd,
-                                  const redisReply *reply, int err,
-                                  void *data);
+typedef void (*rt_redis_reply_cb)(rt_redis_cmd_t *cmd, const redisReply *reply,
+                                  int err, void *data);
 
 /* Where and how to connect. Strings need to live only during rt_redis_new:
  * the engine copies them. */
@@ -171,8 +170,8 @@ int rt_redis_subscribe(rt_redis_t *r, int pattern, int n, const char **names,
  * (without waiting for the confirmations). From then on, no new message
  * for them is queued. Returns 0, RT_ECLOSED, RT_ENOMEM or
  * RT_EINVAL. */
-int rt_redis_unsubscribe(rt_redis_t *r, int pattern, int n,
-                         const char **names, const size_t *lens);
+int rt_redis_unsubscribe(rt_redis_t *r, int pattern, int n, const char **names,
+                         const size_t *lens);
 
 /* Subscriber: the oldest queued message, or NULL. rt_redis_shift frees it
  * and moves to the next. */

@@ -141,7 +141,8 @@ static void test_select(void)
     /* config matches the config id too; an absent field never matches */
     CHECK(rt_archive_select(ar, none, S("cfg-id"), none, none, out, 10) == 4);
     CHECK(rt_archive_select(ar, none, none, S("u1"), none, out, 10) == 3);
-    CHECK(rt_archive_select(ar, S("cancelled"), none, none, none, out, 10) == 0);
+    CHECK(rt_archive_select(ar, S("cancelled"), none, none, none, out, 10) ==
+          0);
     /* max bounds what is written, not the total */
     out[1] = NULL;
     CHECK(rt_archive_select(ar, none, none, none, none, out, 1) == 5);

@@ -37,18 +37,18 @@ static int port_main, port_tiny, port_hard;
 static atomic_int closed_main, closed_tiny, closed_hard;
 
 /* Server-side observations, read by the client thread. */
-static atomic_int seen_requests;   /* callback calls on srv_main */
+static atomic_int seen_requests;       /* callback calls on srv_main */
 static atomic_int respond_late_rc = 1; /* rc of answering a gone client */
 static atomic_int ws_messages, ws_closed_events;
 static atomic_int flood_sent, flood_rc, flood_closed;
 static atomic_int hard_late_rc = 1;
 /* Streamed responses. */
-static atomic_int stream_big_waits;    /* writes that had to wait */
-static atomic_long stream_big_peak;    /* most bytes ever queued */
-static atomic_int stream_gone_closed;  /* CLOSED events of /stream-gone */
-static atomic_int stream_gone_rc = 1;  /* the write after CLOSED */
-static atomic_int stream_cut_closed;   /* CLOSED events on srv_scut */
-static rt_http_server_t *srv_scut;     /* cuts its stream when closing */
+static atomic_int stream_big_waits;   /* writes that had to wait */
+static atomic_long stream_big_peak;   /* most bytes ever queued */
+static atomic_int stream_gone_closed; /* CLOSED events of /stream-gone */
+static atomic_int stream_gone_rc = 1; /* the write after CLOSED */
+static atomic_int stream_cut_closed;  /* CLOSED events on srv_scut */
+static rt_http_server_t *srv_scut;    /* cuts its stream when closing */
 static int port_scut;
 static atomic_int closed_scut;
 
@@ -71,10 +71,9 @@ static void free_handle_data(uv_handle_t *h)
 static void later_cb(uv_timer_t *t)
 {
     later_t *l = t->data;
-    static const rt_http_header_t hdr = {"content-type", 12, "text/plain",
-                                         10};
-    int rc = rt_http_req_respond(l->req, 200, &hdr, 1, l->body,
-                                 strlen(l->body), NULL);
+    static const rt_http_header_t hdr = {"content-type", 12, "text/plain", 10};
+    int rc = rt_http_req_respond(l->req, 200, &hdr, 1, l->body, strlen(l->body),
+                                 NULL);
     if (l->rc_out)
         atomic_store(l->rc_out, rc);
     else
@@ -251,8 +250,7 @@ static void strm_cb(rt_http_req_t *req, rt_http_stream_event_t ev, void *ud)
     if (ev == RT_HTTP_STREAM_CLOSED) {
         if (st->mode == S_GONE) {
             atomic_fetch_add(&stream_gone_closed, 1);
-            atomic_store(&stream_gone_rc,
-                         rt_http_stream_write(req, "late", 4));
+            atomic_store(&stream_gone_rc, rt_http_stream_write(req, "late", 4));
         } else if (st->mode == S_SCUT) {
             atomic_fetch_add(&stream_cut_closed, 1);
         } else {
@@ -301,11 +299,9 @@ static strm_t *strm_start(rt_http_req_t *req, strm_mode_t mode, int status,
     CHECK(rt_http_req_stream(req, status, &ct, 1, strm_cb, st, NULL) == 0);
     CHECK(rt_http_req_stream(req, status, &ct, 1, strm_cb, st, NULL) ==
           RT_EANSWERED);
-    CHECK(rt_http_req_respond(req, 200, NULL, 0, "", 0, NULL) ==
-          RT_EANSWERED);
+    CHECK(rt_http_req_respond(req, 200, NULL, 0, "", 0, NULL) == RT_EANSWERED);
     if (every_ms > 0)
-        CHECK(uv_timer_start(&st->timer, strm_tick, every_ms, every_ms) ==
-              0);
+        CHECK(uv_timer_start(&st->timer, strm_tick, every_ms, every_ms) == 0);
     return st;
 }
 
@@ -334,8 +330,8 @@ static int find_header(rt_http_req_t *req, const char *name,
 
 static void respond_text(rt_http_req_t *req, int status, const char *body)
 {
-    CHECK(rt_http_req_respond(req, status, NULL, 0, body, strlen(body),
-                              NULL) == 0);
+    CHECK(rt_http_req_respond(req, status, NULL, 0, body, strlen(body), NULL) ==
+          0);
     rt_http_req_release(req);
 }
 
@@ -378,13 +374,11 @@ static void on_main(rt_http_server_t *srv, rt_http_req_t *req, void *data)
     } else if (path_is(&info, "/bad-header")) {
         rt_http_header_t bad = {"x-bad", 5, "a\r\nx-injected: 1", 17};
         rt_http_header_t badname = {"x bad", 5, "v", 1};
-        CHECK(rt_http_req_respond(req, 200, &bad, 1, "", 0, &err) ==
-              RT_EINVAL);
+        CHECK(rt_http_req_respond(req, 200, &bad, 1, "", 0, &err) == RT_EINVAL);
         CHECK(err != NULL);
         CHECK(rt_http_req_respond(req, 200, &badname, 1, "", 0, NULL) ==
               RT_EINVAL);
-        CHECK(rt_http_req_respond(req, 99, NULL, 0, "", 0, NULL) ==
-              RT_EINVAL);
+        CHECK(rt_http_req_respond(req, 99, NULL, 0, "", 0, NULL) == RT_EINVAL);
         respond_text(req, 204, "ignored body");
     } else if (path_is(&info, "/defer")) {
         answer_later(req, 30, "deferred", NULL);
@@ -501,8 +495,7 @@ static void on_closed(rt_http_server_t *srv, void *data)
     if (srv == srv_hard) {
         /* The engine answered 503 at the hard stop; ours is too late. */
         atomic_store(&hard_late_rc,
-                     rt_http_req_respond(hard_held, 200, NULL, 0, "", 0,
-                                         NULL));
+                     rt_http_req_respond(hard_held, 200, NULL, 0, "", 0, NULL));
         rt_http_req_release(hard_held);
     }
     atomic_store(flag, 1);
@@ -628,8 +621,7 @@ static void resp_free(resp_t *r)
 }
 
 /* Value of header name in head (case-insensitive), or NULL. */
-static const char *head_value(const char *head, const char *name,
-                              size_t *len)
+static const char *head_value(const char *head, const char *name, size_t *len)
 {
     const char *p = strstr(head, "\r\n");
     size_t nl = strlen(name);
@@ -735,7 +727,7 @@ static int c_read_chunked(conn_t *c, char **out, size_t *out_len)
                 goto out;
         n = strtoul(c->buf, &end, 16);
         if (end == c->buf || end != eol)
-            goto out; /* not a chunk size line: broken */
+            goto out;                    /* not a chunk size line: broken */
         hl = (size_t)(eol - c->buf) + 2; /* c_fill moves the buffer */
         while (c->len < hl + n + 2)
             if (c_fill(c) <= 0)
@@ -975,14 +967,14 @@ static void t_deferred_keepalive(void)
     /* More requests on the same connection, one pipelined pair too. */
     for (i = 0; i < 20; i++) {
         CHECK(c_sends(&c, "GET /hello?a=1&b=2 HTTP/1.1\r\nHost: x\r\n"
-                         "X-Test: Value\r\n\r\n") == 0);
+                          "X-Test: Value\r\n\r\n") == 0);
         CHECK(c_read_response(&c, &r, 0) == 0);
         CHECK(r.status == 200 && strcmp(r.body, "hello") == 0);
         resp_free(&r);
     }
     CHECK(c_sends(&c, "HEAD /hello?a=1&b=2 HTTP/1.1\r\nHost: x\r\n"
-                     "X-Test: Value\r\n\r\n"
-                     "GET /defer HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+                      "X-Test: Value\r\n\r\n"
+                      "GET /defer HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
     CHECK(c_read_response(&c, &r, 1) == 0);
     CHECK(r.status == 200 && r.body_len == 0);
     resp_free(&r);

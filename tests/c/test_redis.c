@@ -22,10 +22,10 @@ static char redis_host[256];
 static int redis_port;
 
 /* A script that keeps the server busy for about ms milliseconds. */
-#define BUSY_SCRIPT                                                          \
-    "local s = redis.call('TIME') local t0 = s[1] * 1e6 + s[2] "            \
-    "while true do local n = redis.call('TIME') "                          \
-    "if n[1] * 1e6 + n[2] - t0 > tonumber(ARGV[1]) * 1000 then break end " \
+#define BUSY_SCRIPT                                                            \
+    "local s = redis.call('TIME') local t0 = s[1] * 1e6 + s[2] "               \
+    "while true do local n = redis.call('TIME') "                              \
+    "if n[1] * 1e6 + n[2] - t0 > tonumber(ARGV[1]) * 1000 then break end "     \
     "end return 1"
 
 /* ---- waiting ------------------------------------------------------------ */
@@ -89,8 +89,8 @@ typedef struct {
     size_t elements;
     char *str; /* copy of the reply's string */
     size_t len;
-    const char *err; /* the word of the error: "closed", "timeout" */
-    rt_redis_t *close_me; /* close this connection from the callback */
+    const char *err;        /* the word of the error: "closed", "timeout" */
+    rt_redis_t *close_me;   /* close this connection from the callback */
     rt_redis_state_t state; /* close_me's state after closing it */
 } reply_t;
 
@@ -401,8 +401,7 @@ static void test_commands(void)
     /* Commands that would break the connection's mode are refused. */
     CHECK(send_cmd(r, &x, NULL, "subscribe", "x", NULL) == RT_EINVAL);
     CHECK(send_cmd(r, &x, NULL, "SELECT", "1", NULL) == RT_EINVAL);
-    CHECK(send_cmd(r, &x, NULL, "CLIENT", "REPLY", "OFF", NULL) ==
-          RT_EINVAL);
+    CHECK(send_cmd(r, &x, NULL, "CLIENT", "REPLY", "OFF", NULL) == RT_EINVAL);
     CHECK(rt_redis_subscribe(r, 0, 1, argv, lens, on_reply, &x, NULL) ==
           RT_EINVAL);
 
@@ -463,12 +462,10 @@ static void test_pubsub(void)
 
     names[0] = "chorus:test:ch";
     lens[0] = strlen(names[0]);
-    CHECK(rt_redis_subscribe(s, 0, 1, names, lens, on_reply, &sub, NULL) ==
-          0);
+    CHECK(rt_redis_subscribe(s, 0, 1, names, lens, on_reply, &sub, NULL) == 0);
     names[0] = "chorus:test:p.*";
     lens[0] = strlen(names[0]);
-    CHECK(rt_redis_subscribe(s, 1, 1, names, lens, on_reply, &psub, NULL) ==
-          0);
+    CHECK(rt_redis_subscribe(s, 1, 1, names, lens, on_reply, &psub, NULL) == 0);
     CHECK(wait_for(&psub.called, 1, 2000));
     CHECK(sub.called == 1 && sub.err == NULL && psub.err == NULL);
 
@@ -533,8 +530,8 @@ static void test_pubsub(void)
     names[0] = "chorus:test:ch";
     lens[0] = strlen(names[0]);
     CHECK(rt_redis_unsubscribe(s, 0, 1, names, lens) == 0);
-    CHECK(send_cmd(c, &pub, NULL, "PUBLISH", "chorus:test:ch", "late",
-                   NULL) == 0);
+    CHECK(send_cmd(c, &pub, NULL, "PUBLISH", "chorus:test:ch", "late", NULL) ==
+          0);
     CHECK(wait_for(&pub.called, 1, 2000));
     run_for(20);
     CHECK(rt_redis_peek(s) == NULL);
@@ -543,8 +540,8 @@ static void test_pubsub(void)
     reply_reset(&pub);
 
     /* Kill the subscriber's connection: it comes back, subscribed. */
-    CHECK(send_cmd(c, &pub, NULL, "CLIENT", "KILL", "TYPE", "pubsub",
-                   NULL) == 0);
+    CHECK(send_cmd(c, &pub, NULL, "CLIENT", "KILL", "TYPE", "pubsub", NULL) ==
+          0);
     CHECK(wait_for(&sev.disconnected, 1, 2000));
     CHECK(rt_redis_state(s) != RT_REDIS_CONNECTED);
     /* Subscribing while down: remembered, subscribed after reconnecting. */
@@ -594,8 +591,7 @@ static void test_timeout_and_abort(void)
     /* A command slower than the timeout fails with "timeout"... */
     uv_update_time(&loop);
     t0 = uv_now(&loop);
-    CHECK(send_cmd(r, &slow, NULL, "EVAL", BUSY_SCRIPT, "0", "200", NULL) ==
-          0);
+    CHECK(send_cmd(r, &slow, NULL, "EVAL", BUSY_SCRIPT, "0", "200", NULL) == 0);
     CHECK(send_cmd(r, &next, NULL, "PING", NULL) == 0);
     CHECK(wait_for(&slow.called, 1, 2000));
     CHECK(slow.err != NULL && strcmp(slow.err, "timeout") == 0);
@@ -616,8 +612,7 @@ static void test_timeout_and_abort(void)
 
     /* An aborted command is never called back. */
     reply_reset(&next);
-    CHECK(send_cmd(r, &aborted, &h, "EVAL", BUSY_SCRIPT, "0", "20", NULL) ==
-          0);
+    CHECK(send_cmd(r, &aborted, &h, "EVAL", BUSY_SCRIPT, "0", "20", NULL) == 0);
     if (h != NULL) /* NULL when the send failed (checked above) */
         rt_redis_cmd_abort(h);
     CHECK(send_cmd(r, &next, NULL, "ECHO", "after", NULL) == 0);
@@ -784,8 +779,7 @@ static void test_fake_server(void)
     o.connect_timeout_ms = 1000;
     r = open_conn(&o, &ev);
     CHECK(wait_for(&ev.disconnected, 1, 2000));
-    CHECK(strstr(ev.last_error, "connect failed: WRONGPASS") ==
-              ev.last_error &&
+    CHECK(strstr(ev.last_error, "connect failed: WRONGPASS") == ev.last_error &&
           ev.connected == 0);
     CHECK(ev.last_code == RT_ECONNECT);
     rt_redis_close(r);

@@ -126,7 +126,8 @@ static void test_many(void)
     for (i = 0; i < N; i++) {
         probe_init(&p[i], i);
         /* pseudo-random dues within 20 ms */
-        CHECK(rt_timer_start(&timers, &p[i].tm, now + (uint64_t)((i * 7919) % 20)) == 0);
+        CHECK(rt_timer_start(&timers, &p[i].tm,
+                             now + (uint64_t)((i * 7919) % 20)) == 0);
     }
     for (i = 0; i < N; i += 3) /* a third is stopped again */
         rt_timer_stop(&timers, &p[i].tm);
