@@ -12,10 +12,11 @@ CHORUS_PACKAGES=(
 )
 if [ "${1:-}" = "--services" ]; then
   # clang + libclang-rt: the libFuzzer targets (scripts/fuzz.sh)
+  # clang-format: the C style check (scripts/format.sh --check)
   # systemd (systemd-analyze), adduser: scripts/package-test checks the
   # units and installs the package (its postinst makes the chorus user).
   CHORUS_PACKAGES+=(postgresql redis-server curl procps clang libclang-rt-14-dev
-    systemd adduser)
+    clang-format systemd adduser)
 fi
 
 missing=()
