@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages Chorus needs, only those missing.
 # Run by scripts/demo and scripts/test; needs root (or sudo).
-# With --services it also installs the servers and tools the tests use.
+# With --services it also installs the servers and tools the tests use;
+# with --demo, PostgreSQL (the demo's knowledge base).
 set -euo pipefail
 
 CHORUS_PACKAGES=(
@@ -11,19 +12,31 @@ CHORUS_PACKAGES=(
   lua-cjson lua-cjson-dev lua-busted
 )
 if [ "${1:-}" = "--services" ]; then
-  # clang + libclang-rt: the libFuzzer targets (scripts/fuzz.sh)
-  # clang-format: the C style check (scripts/format.sh --check)
+  # clang + libclang-rt: the libFuzzer targets (scripts/fuzz.sh);
+  # clang-format: the C style check (scripts/format.sh --check);
   # systemd (systemd-analyze), adduser: scripts/package-test checks the
-  # units and installs the package (its postinst makes the chorus user).
+  # units and installs the package (its postinst makes the chorus user);
+  # chromium: the admin page's browser test (tests/browser, driven by
+  # playwright-core from npm with this browser: nothing downloaded at run time);
+  # nginx + openssl: TLS in front of the fake Workload Scheduler (the tws
+  # agent's CA-file path, spec/02-integration/20-tws/tls_spec.lua);
+  # prometheus: its promtool checks what /metrics serves (metrics_spec).
   CHORUS_PACKAGES+=(postgresql redis-server curl procps clang libclang-rt-14-dev
-    clang-format systemd adduser)
+    clang-format systemd adduser chromium nginx openssl prometheus)
+fi
+if [ "${1:-}" = "--demo" ]; then
+  CHORUS_PACKAGES+=(postgresql)
 fi
 
 missing=()
-# Specs use node (a local protocol-faithful server, a WebSocket client);
-# Debian's nodejs is enough when the machine has none.
+# Specs use node (a local protocol-faithful server, a WebSocket client)
+# and the browser test npm (tests/browser); Debian's nodejs and npm are
+# installed when the machine has none.
 if [ "${1:-}" = "--services" ] && ! command -v node >/dev/null 2>&1; then
   missing+=(nodejs)
+fi
+if [ "${1:-}" = "--services" ] && ! command -v npm >/dev/null 2>&1; then
+  missing+=(npm)
 fi
 for p in "${CHORUS_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -22,6 +22,7 @@ local http = require "chorus.http.server"
 local native = require "chorus.native"
 local sched = require "chorus.sched"
 local log = require "chorus.log"
+local now = native.now
 
 local M = {}
 
@@ -63,6 +64,9 @@ function M.start(opts)
   if opts.redis then
     svc.bridge = require("chorus.events.redis_bridge").new({ url = opts.redis })
   end
+  -- The step cache and rate limits are the cluster's (one Redis) or, with
+  -- none, this process's.
+  require("chorus.cluster").configure({ redis_url = opts.redis })
   svc.hub = hub_mod.new({ bus = engine.bus, node_id = node_id, bridge = svc.bridge })
   if svc.bridge then svc.bridge:start(svc.hub) end
 
@@ -74,28 +78,13 @@ function M.start(opts)
       tenant_id = "default", user_id = "admin", role = "admin" })
   end
 
-  local reg = metrics_mod.engine(metrics_mod.new(), engine)
+  -- Metrics (docs/metrics.md): the engine's, the process's, this server's.
+  local reg = metrics_mod.new()
+  require("chorus.metrics.engine").register(reg, engine)
+  require("chorus.metrics.process").register(reg)
   svc.metrics = reg
-  local requests = reg:counter("chorus_http_requests_total", "HTTP requests answered, by method and status.",
-    { "method", "status" })
   local self = setmetatable({ svc = svc, opts = opts }, Server)
-  reg:gauge("chorus_http_connections", "Open HTTP connections.", {}, function()
-    return self.http and self.http:stats().connections_active or 0
-  end)
-  reg:gauge("chorus_websockets", "Open WebSocket connections.", {}, function()
-    return self.http and self.http:stats().websockets_active or 0
-  end)
-  if svc.bridge then
-    reg:gauge("chorus_events_published_total", "Events published to Redis.", {}, function() return svc.bridge.stats.published end)
-    reg:gauge("chorus_events_lost_total", "Events that could not be published to Redis.", {}, function() return svc.bridge.stats.lost end)
-    reg:gauge("chorus_redis_connected", "1 when the event bus is connected to Redis.", {},
-      function() return svc.bridge:connected() and 1 or 0 end)
-  end
-  if d.pool then
-    reg:gauge("chorus_store_commits_total", "Group commits (batches) written.", {}, function() return d.store.committer.stats.batches end)
-    reg:gauge("chorus_store_records_total", "Rows written through group commit.", {}, function() return d.store.committer.stats.records end)
-    reg:gauge("chorus_node_running", "Executions running on this node.", {}, function() return svc.runner.nrunning end)
-  end
+  local hm = require("chorus.metrics.serve").register(reg, svc, self)
 
   svc.ready = function()
     local checks, ok = {}, true
@@ -118,13 +107,14 @@ function M.start(opts)
   local srv, lerr = http.listen({ host = opts.host or "127.0.0.1", port = opts.port or 8080,
     reuseport = opts.reuseport, max_body_bytes = opts.max_body_bytes,
     max_client_connections = opts.max_client_connections }, function(req)
+    local t0 = now()
     if req.is_websocket or req.path:sub(1, 4) == "/ws/" then
       local s, h, b = ws.handle(svc, req)
-      if s then requests:inc(1, req.method, s) end
+      hm:websocket(req, s, t0)
       return s, h, b
     end
     local s, h, b = app:handle(req)
-    requests:inc(1, req.method, s)
+    hm:request(req, s, t0)
     return s, h, b
   end)
   if not srv then
@@ -134,6 +124,9 @@ function M.start(opts)
   self.http, self.port = srv, srv.port
   log.info("serve: listening on %s:%d (%s store%s%s)", opts.host or "127.0.0.1", srv.port,
     d.pool and "postgres" or "memory", svc.bridge and ", redis events" or "", opts.no_auth and ", NO AUTH" or "")
+  local shown = opts.host or "127.0.0.1"
+  if shown == "0.0.0.0" or shown == "::" then shown = native.hostname() end
+  log.info("serve: admin page at http://%s:%d/admin/", shown:find(":", 1, true) and ("[" .. shown .. "]") or shown, srv.port)
   return self
 end
 
