@@ -1,0 +1,420 @@
+/* rt_lua_log.c - the Lua face of the log writer: chorus.log hands each
+ * formatted line to native.log_write, a thread writes them to stderr
+ * (rt_log.c), and the loop wakes that thread once per iteration. */
+#include "rt_lua_log.h"
+
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "rt_log.h"
+#include "rt_logline.h"
+
+extern char **environ;
+
+/* The most bytes waiting for stderr: ~16k lines of 250 bytes, seconds of
+ * a busy server's logs. Past it lines are dropped (and counted) rather
+ * than waited for. The buffers grow to it only when stderr falls behind. */
+#define RT_LOG_BUFFER (4u << 20)
+/* At exit, how long the last lines may take to leave: a stderr nobody
+ * reads must not keep a stopping process alive. */
+#define RT_LOG_EXIT_MS 2000
+
+/* One writer per process: there is one stderr. */
+static rt_log_t rt__stderr;
+static int rt__ready;      /* rt__stderr is initialised */
+static uv_pid_t rt__owner; /* the process that made it (not a fork) */
+
+static void rt__at_exit(void)
+{
+    /* A forked child that exits without exec has no writer thread. */
+    if (rt__ready && uv_os_getpid() == rt__owner)
+        (void)rt_log_close(&rt__stderr, RT_LOG_EXIT_MS);
+}
+
+/* How lines look, set by native.log_setup / log_field / log_secret. One
+ * set per process, like stderr. */
+typedef struct rt__kv {
+    char *key, *val;
+    size_t klen, vlen;
+} rt__kv_t;
+static int rt__json = 1;
+static int rt__encode_ref = LUA_NOREF; /* encodes a table field as JSON */
+static rt__kv_t *rt__base;             /* fields of every line (node) */
+static size_t rt__nbase;
+static char **rt__secrets; /* values never printed */
+static size_t *rt__secret_lens, rt__nsecrets;
+static rt_logline_t rt__line; /* reused for every line */
+
+/* The ids an operator greps by come first, in this order (after the
+ * process's own fields such as node). */
+static const char *const rt__first[] = {"trace_id", "execution_id",
+                                        "step_id"};
+#define RT_NFIRST (sizeof(rt__first) / sizeof(rt__first[0]))
+
+static int rt__placed(const char *k)
+{
+    size_t i;
+    for (i = 0; i < RT_NFIRST; i++)
+        if (strcmp(k, rt__first[i]) == 0)
+            return 1;
+    for (i = 0; i < rt__nbase; i++)
+        if (strcmp(k, rt__base[i].key) == 0)
+            return 1;
+    return 0;
+}
+
+/* Adds the value at the top of L as field key. */
+static void rt__field(lua_State *L, const char *key, size_t klen)
+{
+    size_t n;
+    const char *s;
+    switch (lua_type(L, -1)) {
+    case LUA_TSTRING:
+        s = lua_tolstring(L, -1, &n);
+        rt_logline_str(&rt__line, key, klen, s, n);
+        break;
+    case LUA_TNUMBER:
+        rt_logline_num(&rt__line, key, klen, lua_tonumber(L, -1));
+        break;
+    case LUA_TBOOLEAN:
+        rt_logline_bool(&rt__line, key, klen, lua_toboolean(L, -1));
+        break;
+    case LUA_TTABLE:
+        if (rt__encode_ref != LUA_NOREF) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, rt__encode_ref);
+            lua_pushvalue(L, -2);
+            if (lua_pcall(L, 1, 1, 0) == 0 && lua_type(L, -1) == LUA_TSTRING) {
+                s = lua_tolstring(L, -1, &n);
+                rt_logline_raw(&rt__line, key, klen, s, n);
+                lua_pop(L, 1);
+                break;
+            }
+            lua_pop(L, 1);
+        }
+        rt_logline_str(&rt__line, key, klen, "[table]", 7);
+        break;
+    default:
+        s = lua_typename(L, lua_type(L, -1));
+        rt_logline_str(&rt__line, key, klen, s, strlen(s));
+    }
+}
+
+/* Builds the line of (level, msg, fields) in rt__line. Returns 0 or -1
+ * (no memory). */
+static int rt__build(lua_State *L)
+{
+    size_t mlen, i;
+    const char *level = luaL_checkstring(L, 1);
+    const char *msg = luaL_checklstring(L, 2, &mlen);
+    int fields = lua_istable(L, 3) ? 3 : 0;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    rt_logline_begin(&rt__line, rt__json,
+                     (double)tv.tv_sec + (double)tv.tv_usec / 1e6, level, msg,
+                     mlen);
+    for (i = 0; i < rt__nbase; i++) {
+        rt__kv_t *kv = &rt__base[i];
+        if (fields) {
+            lua_getfield(L, fields, kv->key);
+            if (!lua_isnil(L, -1)) {
+                rt__field(L, kv->key, kv->klen);
+                lua_pop(L, 1);
+                continue;
+            }
+            lua_pop(L, 1);
+        }
+        rt_logline_str(&rt__line, kv->key, kv->klen, kv->val, kv->vlen);
+    }
+    if (fields) {
+        for (i = 0; i < RT_NFIRST; i++) {
+            lua_getfield(L, fields, rt__first[i]);
+            if (!lua_isnil(L, -1))
+                rt__field(L, rt__first[i], strlen(rt__first[i]));
+            lua_pop(L, 1);
+        }
+        lua_pushnil(L);
+        while (lua_next(L, fields) != 0) {
+            size_t klen;
+            const char *k;
+            if (lua_type(L, -2) == LUA_TSTRING) {
+                k = lua_tolstring(L, -2, &klen);
+                if (!rt__placed(k))
+                    rt__field(L, k, klen);
+            }
+            lua_pop(L, 1);
+        }
+    }
+    if (rt_logline_end(&rt__line) != 0)
+        return -1;
+    return rt_logline_redact(&rt__line, (const char *const *)rt__secrets,
+                             rt__secret_lens, rt__nsecrets);
+}
+
+/* native.log_emit(level, msg, fields|nil) -> true | false (dropped):
+ * the line goes to stderr through the writer thread. */
+static int l_log_emit(lua_State *L)
+{
+    int ok;
+    if (rt__build(L) != 0) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    if (rt__ready) {
+        ok = rt_log_append(&rt__stderr, rt__line.p, rt__line.len) == 0;
+    } else {
+        ok = write(2, rt__line.p, rt__line.len) == (ssize_t)rt__line.len;
+    }
+    lua_pushboolean(L, ok);
+    return 1;
+}
+
+/* native.log_format(level, msg, fields|nil) -> the line (for a sink) */
+static int l_log_format(lua_State *L)
+{
+    if (rt__build(L) != 0)
+        return luaL_error(L, "out of memory");
+    lua_pushlstring(L, rt__line.p, rt__line.len);
+    return 1;
+}
+
+/* native.log_setup({json = bool, encode = fn}): the format, and how a
+ * table in a field is encoded (fn(t) -> JSON text). */
+static int l_log_setup(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "json");
+    if (!lua_isnil(L, -1))
+        rt__json = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "encode");
+    if (lua_isfunction(L, -1)) {
+        if (rt__encode_ref != LUA_NOREF)
+            luaL_unref(L, LUA_REGISTRYINDEX, rt__encode_ref);
+        rt__encode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    } else {
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+static char *rt__dup(const char *s, size_t n)
+{
+    char *p = malloc(n + 1);
+    if (p != NULL) {
+        memcpy(p, s, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+/* native.log_field(key, value|nil): a field of every line from now on
+ * (value nil: no more). */
+static int l_log_field(lua_State *L)
+{
+    size_t klen, vlen = 0, i;
+    const char *k = luaL_checklstring(L, 1, &klen);
+    const char *v = luaL_optlstring(L, 2, NULL, &vlen);
+    char *val = NULL;
+    rt__kv_t *grown;
+    if (v != NULL && (val = rt__dup(v, vlen)) == NULL)
+        return luaL_error(L, "out of memory");
+    for (i = 0; i < rt__nbase; i++) {
+        if (strcmp(rt__base[i].key, k) != 0)
+            continue;
+        free(rt__base[i].val);
+        if (val != NULL) {
+            rt__base[i].val = val;
+            rt__base[i].vlen = vlen;
+        } else {
+            free(rt__base[i].key);
+            rt__base[i] = rt__base[--rt__nbase];
+        }
+        return 0;
+    }
+    if (val == NULL)
+        return 0;
+    grown = realloc(rt__base, (rt__nbase + 1) * sizeof *grown);
+    if (grown == NULL) {
+        free(val);
+        return luaL_error(L, "out of memory");
+    }
+    rt__base = grown;
+    rt__base[rt__nbase].key = rt__dup(k, klen);
+    if (rt__base[rt__nbase].key == NULL) {
+        free(val);
+        return luaL_error(L, "out of memory");
+    }
+    rt__base[rt__nbase].klen = klen;
+    rt__base[rt__nbase].val = val;
+    rt__base[rt__nbase].vlen = vlen;
+    rt__nbase++;
+    return 0;
+}
+
+/* native.log_secret(value): value never appears in a line (it is
+ * replaced by [redacted]); values under 4 bytes are ignored. */
+static int l_log_secret(lua_State *L)
+{
+    size_t n, i;
+    const char *s = luaL_checklstring(L, 1, &n);
+    char **ss;
+    size_t *ls;
+    if (n < 4)
+        return 0;
+    for (i = 0; i < rt__nsecrets; i++)
+        if (rt__secret_lens[i] == n && memcmp(rt__secrets[i], s, n) == 0)
+            return 0;
+    ss = realloc(rt__secrets, (rt__nsecrets + 1) * sizeof *ss);
+    if (ss == NULL)
+        return luaL_error(L, "out of memory");
+    rt__secrets = ss;
+    ls = realloc(rt__secret_lens, (rt__nsecrets + 1) * sizeof *ls);
+    if (ls == NULL)
+        return luaL_error(L, "out of memory");
+    rt__secret_lens = ls;
+    if ((rt__secrets[rt__nsecrets] = rt__dup(s, n)) == NULL)
+        return luaL_error(L, "out of memory");
+    rt__secret_lens[rt__nsecrets++] = n;
+    return 0;
+}
+
+/* native.log_write(line) -> true | false (dropped: stderr is behind) */
+static int l_log_write(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    if (!rt__ready) {
+        /* No writer (it could not be made): write it ourselves. */
+        ssize_t w = write(2, s, len);
+        lua_pushboolean(L, w == (ssize_t)len);
+        return 1;
+    }
+    lua_pushboolean(L, rt_log_append(&rt__stderr, s, len) == 0);
+    return 1;
+}
+
+/* native.log_flush(timeout_ms) -> true | false (timed out). Blocks the
+ * loop up to timeout_ms: for the end of a command and for tests. */
+static int l_log_flush(lua_State *L)
+{
+    lua_Integer ms = luaL_optinteger(L, 1, 1000);
+    luaL_argcheck(L, ms >= 0 && ms <= 600000, 1, "0..600000 ms");
+    lua_pushboolean(L, !rt__ready ||
+                           rt_log_flush(&rt__stderr, (unsigned)ms) == 0);
+    return 1;
+}
+
+/* native.log_dropped() -> lines dropped so far (for the metric) */
+static int l_log_dropped(lua_State *L)
+{
+    lua_pushnumber(L, rt__ready ? (lua_Number)atomic_load(&rt__stderr.dropped)
+                                : 0);
+    return 1;
+}
+
+/* native.log_stats() -> {lines, bytes, dropped, queued} */
+static int l_log_stats(lua_State *L)
+{
+    lua_createtable(L, 0, 4);
+    lua_pushnumber(L, rt__ready ? (lua_Number)atomic_load(&rt__stderr.lines)
+                                : 0);
+    lua_setfield(L, -2, "lines");
+    lua_pushnumber(L, rt__ready ? (lua_Number)atomic_load(&rt__stderr.bytes)
+                                : 0);
+    lua_setfield(L, -2, "bytes");
+    lua_pushnumber(L, rt__ready
+                          ? (lua_Number)atomic_load(&rt__stderr.dropped)
+                          : 0);
+    lua_setfield(L, -2, "dropped");
+    lua_pushnumber(L, rt__ready ? (lua_Number)rt_log_queued(&rt__stderr) : 0);
+    lua_setfield(L, -2, "queued");
+    return 1;
+}
+
+/* native.environ() -> {NAME = value, ...}: the whole environment, for
+ * chorus.log's list of values never to print (keys, passwords). */
+static int l_environ(lua_State *L)
+{
+    char **e;
+    lua_newtable(L);
+    for (e = environ; e != NULL && *e != NULL; e++) {
+        const char *eq = strchr(*e, '=');
+        if (eq == NULL || eq == *e)
+            continue;
+        lua_pushlstring(L, *e, (size_t)(eq - *e));
+        lua_pushstring(L, eq + 1);
+        lua_rawset(L, -3);
+    }
+    return 1;
+}
+
+/* The prepare handle runs before the loop blocks for I/O: the lines of
+ * this iteration go to the writer then, one wake for all of them. */
+static void rt__on_prepare(uv_prepare_t *p)
+{
+    (void)p;
+    rt_log_kick(&rt__stderr);
+}
+
+static void rt__free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+#define RT_LOG_MT "chorus.log.prepare"
+
+/* __gc of the handle's anchor (at lua_close): closes the handle; the loop
+ * frees it when it runs next. */
+static int l_handle_gc(lua_State *L)
+{
+    uv_prepare_t **pp = luaL_checkudata(L, 1, RT_LOG_MT);
+    if (*pp != NULL) {
+        uv_close((uv_handle_t *)*pp, rt__free_handle);
+        *pp = NULL;
+    }
+    return 0;
+}
+
+static const luaL_Reg funcs[] = {
+    {"log_emit", l_log_emit},       {"log_format", l_log_format},
+    {"log_setup", l_log_setup},     {"log_field", l_log_field},
+    {"log_secret", l_log_secret},
+    {"log_write", l_log_write},     {"log_flush", l_log_flush},
+    {"log_dropped", l_log_dropped}, {"log_stats", l_log_stats},
+    {"environ", l_environ},         {NULL, NULL}};
+
+void rt_lua_log_open(lua_State *L, rt_lua_sched_t *ls, int table)
+{
+    uv_prepare_t **pp;
+    lua_pushvalue(L, table);
+    luaL_setfuncs(L, funcs, 0);
+    lua_pop(L, 1);
+    if (!rt__ready && rt_log_init(&rt__stderr, 2, RT_LOG_BUFFER) == 0) {
+        rt__ready = 1;
+        rt__owner = uv_os_getpid();
+        if (atexit(rt__at_exit) != 0)
+            luaL_error(L, "atexit failed");
+    }
+    if (!rt__ready)
+        return; /* lines are written directly */
+    /* The handle, anchored in the registry until the state closes. */
+    pp = lua_newuserdata(L, sizeof *pp);
+    *pp = NULL;
+    luaL_newmetatable(L, RT_LOG_MT);
+    lua_pushcfunction(L, l_handle_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    *pp = malloc(sizeof **pp);
+    if (*pp == NULL || uv_prepare_init(ls->sched.loop, *pp) != 0) {
+        free(*pp);
+        *pp = NULL;
+        luaL_error(L, "cannot make the log's prepare handle");
+    }
+    (void)uv_prepare_start(*pp, rt__on_prepare);
+    uv_unref((uv_handle_t *)*pp); /* it must not keep the loop alive */
+    luaL_ref(L, LUA_REGISTRYINDEX);
+}
