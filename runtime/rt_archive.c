@@ -119,7 +119,8 @@ static void rt__index_remove(rt_archive_t *ar, size_t pos, int key)
 }
 
 int rt_archive_put(rt_archive_t *ar, const rt_str_t field[RT_AR_NFIELDS],
-                   double created_at, const char *record, size_t record_len)
+                   double created_at, double tokens, double cost,
+                   const char *record, size_t record_len)
 {
     size_t size = sizeof(rt_archive_entry_t), pos, f;
     rt_archive_entry_t *e;
@@ -158,6 +159,8 @@ int rt_archive_put(rt_archive_t *ar, const rt_str_t field[RT_AR_NFIELDS],
     e->record.s = p;
     e->record.len = record_len;
     e->created_at = created_at;
+    e->tokens = tokens;
+    e->cost = cost;
 
     e->bytes = size;
     if (ar->count == ar->cap) { /* full: the oldest goes */
@@ -223,12 +226,15 @@ static int rt__newer_first(const void *a, const void *b)
     return -strcmp(x->field[RT_AR_ID].s, y->field[RT_AR_ID].s);
 }
 
-size_t rt_archive_select(const rt_archive_t *ar, rt_str_t status,
-                         rt_str_t config, rt_str_t user, rt_str_t tenant,
-                         const rt_archive_entry_t **out, size_t max)
+size_t rt_archive_select(const rt_archive_t *ar, const rt_archive_filter_t *f,
+                         const rt_archive_entry_t **out, size_t max,
+                         double sums[2])
 {
     const rt_archive_entry_t **all;
     size_t i, n = 0;
+    double tokens = 0, cost = 0;
+    if (sums != NULL)
+        sums[0] = sums[1] = 0;
     if (ar->count == 0)
         return 0;
     all = malloc(ar->count * sizeof(*all));
@@ -236,15 +242,20 @@ size_t rt_archive_select(const rt_archive_t *ar, rt_str_t status,
         return (size_t)-1;
     for (i = 0; i < ar->count; i++) {
         const rt_archive_entry_t *e = ar->ring[(ar->head + i) % ar->cap];
-        if (status.s != NULL && !rt__eq(&e->field[RT_AR_STATUS], &status))
+        if (f->status.s != NULL && !rt__eq(&e->field[RT_AR_STATUS], &f->status))
             continue;
-        if (config.s != NULL && !rt__eq(&e->field[RT_AR_CONFIG], &config) &&
-            !rt__eq(&e->field[RT_AR_CONFIG_ID], &config))
+        if (f->config.s != NULL &&
+            !rt__eq(&e->field[RT_AR_CONFIG], &f->config) &&
+            !rt__eq(&e->field[RT_AR_CONFIG_ID], &f->config))
             continue;
-        if (user.s != NULL && !rt__eq(&e->field[RT_AR_USER], &user))
+        if (f->user.s != NULL && !rt__eq(&e->field[RT_AR_USER], &f->user))
             continue;
-        if (tenant.s != NULL && !rt__eq(&e->field[RT_AR_TENANT], &tenant))
+        if (f->tenant.s != NULL && !rt__eq(&e->field[RT_AR_TENANT], &f->tenant))
             continue;
+        if (!(e->created_at >= f->since && e->created_at < f->until))
+            continue;
+        tokens += e->tokens;
+        cost += e->cost;
         all[n++] = e;
     }
     qsort(all, n, sizeof(*all), rt__newer_first);
@@ -253,5 +264,9 @@ size_t rt_archive_select(const rt_archive_t *ar, rt_str_t status,
     if (max > 0)
         memcpy(out, all, max * sizeof(*all));
     free(all);
+    if (sums != NULL) {
+        sums[0] = tokens;
+        sums[1] = cost;
+    }
     return n;
 }

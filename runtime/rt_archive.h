@@ -35,6 +35,7 @@ typedef struct {
 typedef struct {
     rt_str_t field[RT_AR_NFIELDS]; /* NUL-terminated copies; s NULL: absent */
     double created_at;
+    double tokens, cost; /* the execution's totals (list totals) */
     rt_str_t record; /* the record's bytes (any, NUL-terminated) */
     size_t bytes;    /* the size of the block */
 } rt_archive_entry_t;
@@ -48,7 +49,8 @@ void rt_archive_free(rt_archive_t *ar);
 /* Adds a record (copied), dropping the oldest when full. Returns 0, or -1
  * without memory (nothing changed) or when id or trace is absent. */
 int rt_archive_put(rt_archive_t *ar, const rt_str_t field[RT_AR_NFIELDS],
-                   double created_at, const char *record, size_t record_len);
+                   double created_at, double tokens, double cost,
+                   const char *record, size_t record_len);
 
 /* The record whose id or trace id is key; NULL when none. Valid until the
  * next put. */
@@ -59,13 +61,20 @@ size_t rt_archive_count(const rt_archive_t *ar);
 /* Bytes held by the records (their blocks, not the index). */
 size_t rt_archive_bytes(const rt_archive_t *ar);
 
-/* The records matching every filter given (s NULL: any; config matches the
- * config name or the config id), newest first (created_at, then id, both
+/* What select matches: every field given (s NULL: any; config matches the
+ * config name or the config id) and created_at in [since, until) (use
+ * -HUGE_VAL / HUGE_VAL for no bound). */
+typedef struct {
+    rt_str_t status, config, user, tenant;
+    double since, until;
+} rt_archive_filter_t;
+
+/* The records matching f, newest first (created_at, then id, both
  * descending). Writes at most max of them to out and returns how many
- * match in all. Allocates a scratch array: returns (size_t)-1 without
- * memory. */
-size_t rt_archive_select(const rt_archive_t *ar, rt_str_t status,
-                         rt_str_t config, rt_str_t user, rt_str_t tenant,
-                         const rt_archive_entry_t **out, size_t max);
+ * match in all; sums (may be NULL) gets the tokens and cost of all of
+ * them. Allocates a scratch array: returns (size_t)-1 without memory. */
+size_t rt_archive_select(const rt_archive_t *ar, const rt_archive_filter_t *f,
+                         const rt_archive_entry_t **out, size_t max,
+                         double sums[2]);
 
 #endif

@@ -1,13 +1,15 @@
 /* rt_lua_archive.c - native.archive(capacity) -> archive | nil, err.
  *
  *   ar:put(id, trace_id, status, config, config_id, user_id, tenant_id,
- *          created_at, record) -> true | nil, "out of memory"
+ *          created_at, record [, tokens, cost]) -> true | nil, "out of memory"
  *          (the oldest record goes when capacity are held)
  *   ar:get(id_or_trace) -> record, status, id, trace_id, config,
  *          config_id, user_id, tenant_id, created_at | nil
- *   ar:select(status, config, user_id, tenant_id, max) -> total, ids,
- *          created: the records matching every non-nil filter (config: name
- *          or id), newest first; ids and created_at of the first max
+ *   ar:select(status, config, user_id, tenant_id, max [, since, until])
+ *          -> total, ids, created, tokens, cost: the records matching every
+ *          non-nil filter (config: name or id; created_at in [since,
+ *          until)), newest first; ids and created_at of the first max, and
+ *          the tokens and cost of all that match
  *   ar:count(), ar:bytes()
  * record is any string (the memory store's serialized record). Strings
  * other than id and trace_id may be nil; a wrong type raises (a bug of
@@ -15,6 +17,7 @@
 #include "rt_lua_archive.h"
 
 #include <lauxlib.h>
+#include <math.h>
 
 #include "rt_archive.h"
 #include "rt_lua_util.h"
@@ -76,7 +79,8 @@ static int l_put(lua_State *L)
     f[RT_AR_TENANT] = rt__opt_str(L, 8);
     created = luaL_checknumber(L, 9);
     rec = luaL_checklstring(L, 10, &len);
-    if (rt_archive_put(ar, f, created, rec, len) != 0) {
+    if (rt_archive_put(ar, f, created, luaL_optnumber(L, 11, 0),
+                       luaL_optnumber(L, 12, 0), rec, len) != 0) {
         lua_pushnil(L);
         lua_pushliteral(L, "out of memory");
         return 2;
@@ -109,18 +113,25 @@ static int l_get(lua_State *L)
 static int l_select(lua_State *L)
 {
     rt_archive_t *ar = rt__check(L);
-    rt_str_t status = rt__opt_str(L, 2), config = rt__opt_str(L, 3);
-    rt_str_t user = rt__opt_str(L, 4), tenant = rt__opt_str(L, 5);
-    lua_Integer max = luaL_checkinteger(L, 6);
+    rt_archive_filter_t f;
+    lua_Integer max;
     size_t n, total, i;
+    double sums[2];
     const rt_archive_entry_t **out;
+    f.status = rt__opt_str(L, 2);
+    f.config = rt__opt_str(L, 3);
+    f.user = rt__opt_str(L, 4);
+    f.tenant = rt__opt_str(L, 5);
+    max = luaL_checkinteger(L, 6);
+    f.since = luaL_optnumber(L, 7, -HUGE_VAL);
+    f.until = luaL_optnumber(L, 8, HUGE_VAL);
     if (max < 0)
         return luaL_argerror(L, 6, "must be >= 0");
     n = (size_t)max < rt_archive_count(ar) ? (size_t)max : rt_archive_count(ar);
     /* A userdata as scratch space: the collector frees it if a push
      * below raises. */
     out = lua_newuserdata(L, (n > 0 ? n : 1) * sizeof(*out));
-    total = rt_archive_select(ar, status, config, user, tenant, out, n);
+    total = rt_archive_select(ar, &f, out, n, sums);
     if (total == (size_t)-1) {
         lua_pushnil(L);
         lua_pushliteral(L, "out of memory");
@@ -137,7 +148,9 @@ static int l_select(lua_State *L)
         lua_pushnumber(L, out[i]->created_at);
         lua_rawseti(L, -2, (int)i + 1);
     }
-    return 3;
+    lua_pushnumber(L, sums[0]);
+    lua_pushnumber(L, sums[1]);
+    return 5;
 }
 
 static int l_count(lua_State *L)

@@ -92,8 +92,13 @@ static int vc_walk(vc_t *c, lua_State *L, int idx, int depth)
             if (kt == LUA_TSTRING) {
                 vc_string(c, L, -2);
                 c->bytes += 2; /* ':' and ',' */
-            } else if (kt == LUA_TNUMBER) {
+            } else if (kt == LUA_TNUMBER && isfinite(lua_tonumber(L, -2))) {
                 c->bytes += 1;
+            } else if (kt == LUA_TNUMBER) {
+                c->what = "a key that is not a finite number";
+                c->top = depth;
+                lua_pop(L, 2);
+                return VC_NOT_JSON;
             } else {
                 c->what = "a key that is not a string or a number";
                 c->top = depth; /* the key itself is what is wrong */

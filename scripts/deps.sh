@@ -11,18 +11,24 @@ CHORUS_PACKAGES=(
   lua-cjson lua-cjson-dev lua-busted
 )
 if [ "${1:-}" = "--services" ]; then
-  # clang + libclang-rt: the libFuzzer targets (scripts/fuzz.sh)
+  # clang + libclang-rt: the libFuzzer targets (scripts/fuzz.sh);
   # systemd (systemd-analyze), adduser: scripts/package-test checks the
-  # units and installs the package (its postinst makes the chorus user).
+  # units and installs the package (its postinst makes the chorus user);
+  # chromium: the admin page's browser test (tests/browser, driven by
+  # playwright-core from npm with this browser: nothing downloaded at run time)
   CHORUS_PACKAGES+=(postgresql redis-server curl procps clang libclang-rt-14-dev
-    systemd adduser)
+    systemd adduser chromium)
 fi
 
 missing=()
-# Specs use node (a local protocol-faithful server, a WebSocket client);
-# Debian's nodejs is enough when the machine has none.
+# Specs use node (a local protocol-faithful server, a WebSocket client)
+# and the browser test npm (tests/browser); Debian's nodejs and npm are
+# installed when the machine has none.
 if [ "${1:-}" = "--services" ] && ! command -v node >/dev/null 2>&1; then
   missing+=(nodejs)
+fi
+if [ "${1:-}" = "--services" ] && ! command -v npm >/dev/null 2>&1; then
+  missing+=(npm)
 fi
 for p in "${CHORUS_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -448,6 +448,7 @@ local function finish(self)
   if status == "failed" then self:compensate() end
   self.latency_ms = now() - self.started_mono
   self.finished_at = time()
+  if self.error then self.error = native.utf8_repair(self.error) end -- a strategy's own words
   local ok, refused = self:set_status(status)
   if not ok then end_refused(self, refused) end
   return finished(self)

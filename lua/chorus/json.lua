@@ -150,23 +150,42 @@ end
 -- item is encoded on its own, within the nesting left at its depth, and
 -- one that still cannot be becomes {"_unencodable": why}: one bad part
 -- never hides the rest of an answer.
+-- repair(v) -> v with every string (keys too) made valid UTF-8 without
+-- NUL (U+FFFD for each bad byte); tables are copied only along the way to
+-- a string that needed it.
+function M.repair(v)
+  local t = type(v)
+  if t == "string" then return require("chorus.native").utf8_repair(v) end
+  if t ~= "table" then return v end
+  local out, changed = {}, false
+  for k, x in pairs(v) do
+    local k2, x2 = type(k) == "string" and M.repair(k) or k, M.repair(x)
+    if k2 ~= k or x2 ~= x then changed = true end
+    out[k2] = x2
+  end
+  if not changed then return v end
+  return setmetatable(out, getmetatable(v))
+end
+
 function M.encode_lenient(v, depth)
   depth = depth or 0
   local room = MAX_DEPTH - depth
-  local ok, _, why = require("chorus.native").value_check(v, huge, room)
+  local ok, bad, why = require("chorus.native").value_check(v, huge, room)
   if ok then
+    if bad > 0 then v = M.repair(v) end
     local s, err = M.encode(v)
     if s then return s end
     why = err
   end
-  if type(v) ~= "table" or depth >= 3 then return encode_raw({ _unencodable = tostring(why) }) end
+  local fix = require("chorus.native").utf8_repair
+  if type(v) ~= "table" or depth >= 3 then return encode_raw({ _unencodable = fix(tostring(why)) }) end
   local parts = {}
   if M.is_array(v) then
     for i, x in ipairs(v) do parts[i] = M.encode_lenient(x, depth + 1) end
     return "[" .. concat(parts, ",") .. "]"
   end
   for k, x in pairs(v) do
-    parts[#parts + 1] = str(tostring(k)) .. ":" .. M.encode_lenient(x, depth + 1)
+    parts[#parts + 1] = str(fix(tostring(k))) .. ":" .. M.encode_lenient(x, depth + 1)
   end
   return "{" .. concat(parts, ",") .. "}"
 end

@@ -21,8 +21,7 @@
 local native = require "chorus.native"
 local json = require "chorus.json"
 
-local value_check, utf8_repair = native.value_check, native.utf8_repair
-local type, pairs, getmetatable, setmetatable = type, pairs, getmetatable, setmetatable
+local value_check = native.value_check
 local format = string.format
 
 local M = {}
@@ -56,21 +55,8 @@ local function human(n)
 end
 M.human = human
 
--- repair(v) -> v with every string (keys too) repaired; tables are copied
--- only along the way to a string that needed it.
-local function repair(v)
-  local t = type(v)
-  if t == "string" then return utf8_repair(v) end
-  if t ~= "table" then return v end
-  local out, changed = {}, false
-  for k, x in pairs(v) do
-    local k2, x2 = type(k) == "string" and utf8_repair(k) or k, repair(x)
-    if k2 ~= k or x2 ~= x then changed = true end
-    out[k2] = x2
-  end
-  if not changed then return v end
-  return setmetatable(out, getmetatable(v))
-end
+-- repair(v): see chorus.json (strings made valid UTF-8 without NUL).
+local repair = json.repair
 M.repair = repair
 
 -- check(v, max_bytes) -> v (repaired if needed), bytes, repaired | nil, kind, message

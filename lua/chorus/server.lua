@@ -134,6 +134,9 @@ function M.start(opts)
   self.http, self.port = srv, srv.port
   log.info("serve: listening on %s:%d (%s store%s%s)", opts.host or "127.0.0.1", srv.port,
     d.pool and "postgres" or "memory", svc.bridge and ", redis events" or "", opts.no_auth and ", NO AUTH" or "")
+  local shown = opts.host or "127.0.0.1"
+  if shown == "0.0.0.0" or shown == "::" then shown = native.hostname() end
+  log.info("serve: admin page at http://%s:%d/admin/", shown:find(":", 1, true) and ("[" .. shown .. "]") or shown, srv.port)
   return self
 end
 

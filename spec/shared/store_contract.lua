@@ -2,6 +2,7 @@
 -- file calls it with a function that returns a fresh, empty store and an
 -- engine using it: require("spec.shared.store_contract")(make).
 local h = require "spec.helpers"
+local sched = require "chorus.sched"
 
 return function(make)
   -- busted's describe/it/assert live in the calling spec's environment.
@@ -83,6 +84,50 @@ return function(make)
       assert.equal("not_found", code)
     end)
 
+    it("searches names and descriptions, in any case, as plain text", function()
+      local store, engine = make()
+      assert(store:create_config(cfg_of(engine, "payroll-daily", { description = "Nightly PAYROLL run" }), { tenant_id = "t" }))
+      assert(store:create_config(cfg_of(engine, "billing", { description = "invoices 100%" }), { tenant_id = "t" }))
+      assert(store:create_config(cfg_of(engine, "other_tenant_payroll"), { tenant_id = "t2" }))
+      local items, total = store:list_configs({ tenant_id = "t", search = "PAYROLL" })
+      assert.equal(1, total)
+      assert.equal("payroll-daily", items[1].name)
+      local _, n = store:list_configs({ tenant_id = "t", search = "nightly" })
+      assert.equal(1, n)
+      _, n = store:list_configs({ tenant_id = "t", search = "100%" })
+      assert.equal(1, n)
+      _, n = store:list_configs({ tenant_id = "t", search = "_" })
+      assert.equal(0, n) -- not a LIKE wildcard
+      _, n = store:list_configs({ tenant_id = "t", search = "" })
+      assert.equal(2, n)
+    end)
+
+    it("activates and deactivates without a new version; an update may set it too", function()
+      local store, engine = make()
+      local c = assert(store:create_config(cfg_of(engine, "act"), { tenant_id = "t" }))
+      local off = assert(store:set_config_active(c.id, false, "u9"))
+      assert.is_false(off.is_active)
+      assert.equal(1, off.version)
+      assert.is_false(store:get_config(c.id, { tenant_id = "t" }).is_active)
+      local _, n = store:list_configs({ tenant_id = "t", active = false })
+      assert.equal(1, n)
+      local on = assert(store:set_config_active(c.id, true))
+      assert.is_true(on.is_active)
+      local cfg = cfg_of(engine, "act", { description = "v2" })
+      cfg.is_active = false
+      local u = assert(store:update_config(c.id, cfg, "u9"))
+      assert.equal(2, u.version)
+      assert.is_false(u.is_active)
+      assert.is_false(store:get_config(c.id, { tenant_id = "t" }).is_active)
+      local none, _, code = store:set_config_active("00000000-0000-4000-8000-000000000000", true)
+      assert.is_nil(none)
+      assert.equal("not_found", code)
+      assert.is_true(store:delete_config(c.id))
+      none, _, code = store:set_config_active(c.id, true)
+      assert.is_nil(none)
+      assert.equal("not_found", code)
+    end)
+
     it("soft-deletes: gone from reads, name reusable, history kept", function()
       local store, engine = make()
       local c = assert(store:create_config(cfg_of(engine, "gone"), { tenant_id = "t" }))
@@ -124,6 +169,139 @@ return function(make)
       assert.equal(e2.id, items[1].id) -- newest first
       assert.equal(e1.id, items[2].id)
       assert.is_nil(items[1].steps)
+    end)
+
+    it("filters by creation time and totals tokens and cost over every match", function()
+      local store, engine = make()
+      local cfg = assert(engine:validate({ name = "usage", strategy = "sequential",
+        steps = { { id = "m", agent = "metered", params = { tokens = 7, cost = 0.25 } } } }))
+      local e1 = engine:execute(cfg, {}, { user_id = "u1", tenant_id = "t1" }):wait()
+      sched.sleep(15)
+      local mid = sched.time()
+      sched.sleep(15)
+      local e2 = engine:execute(cfg, {}, { user_id = "u1", tenant_id = "t1" }):wait()
+      local e3 = engine:execute(cfg, {}, { user_id = "u2", tenant_id = "t1" }):wait()
+      local items, total, totals = store:list_executions({ tenant_id = "t1", limit = 1 })
+      assert.equal(3, total)
+      assert.equal(1, #items)
+      assert.equal(21, totals.tokens)
+      assert.near(0.75, totals.cost, 1e-9)
+      items, total, totals = store:list_executions({ since = mid })
+      assert.equal(2, total)
+      assert.equal(e3.id, items[1].id)
+      assert.equal(e2.id, items[2].id)
+      assert.equal(14, totals.tokens)
+      items, total = store:list_executions({ before = mid })
+      assert.equal(1, total)
+      assert.equal(e1.id, items[1].id)
+      _, total, totals = store:list_executions({ since = mid, user_id = "u1" })
+      assert.equal(1, total)
+      assert.equal(7, totals.tokens)
+      -- past the last page: no items, the same total and totals
+      items, total, totals = store:list_executions({ since = mid, offset = 5 })
+      assert.equal(0, #items)
+      assert.equal(2, total)
+      assert.equal(14, totals.tokens)
+      items, total, totals = store:list_executions({ since = sched.time() + 60 })
+      assert.equal(0, total)
+      assert.equal(0, totals.tokens)
+      assert.equal(0, totals.cost)
+    end)
+  end)
+
+  it("gives the config an execution runs, as it was normalized", function()
+    local store, engine = make()
+    local cfg = assert(engine:validate({ name = "graph", strategy = "parallel", steps = {
+      { id = "a", agent = "delay", params = { ms = 5000 } },
+      { id = "b", agent = "echo", dependencies = { "a" }, approval = true } } }))
+    local e = engine:execute(cfg, {}, { user_id = "u1", tenant_id = "t1" })
+    assert.is_true(h.wait_until(function() return store:get_record(e.trace_id) ~= nil end, 3000))
+    local got = assert(store:execution_config(e.trace_id))
+    assert.equal("graph", got.name)
+    assert.equal("a", got.steps[1].id)
+    assert.same({ "a" }, got.steps[2].dependencies)
+    assert.is_true(got.steps[2].approval)
+    assert.is_table(store:execution_config(e.id, { tenant_id = "t1", user_id = "u1" }))
+    assert.is_nil(store:execution_config(e.trace_id, { tenant_id = "t2" }))
+    assert.is_nil(store:execution_config("00000000-0000-4000-8000-000000000000"))
+    assert.is_nil(store:execution_config("not-a-uuid"))
+    e:cancel()
+    e:wait()
+  end)
+
+  describe("stats", function()
+    it("counts executions by status, steps' latency by agent, usage by config", function()
+      local store, engine = make()
+      local metered = assert(engine:validate({ name = "metered-cfg", strategy = "sequential",
+        steps = { { id = "m", agent = "metered", params = { tokens = 5, cost = 0.5 } },
+          { id = "d", agent = "delay", params = { ms = 40 }, dependencies = { "m" } } } }))
+      local failing = assert(engine:validate({ name = "failing-cfg", strategy = "sequential",
+        steps = { { id = "f", agent = "fail" } } }))
+      for _ = 1, 3 do engine:execute(metered, {}, { user_id = "u1", tenant_id = "t1" }):wait() end
+      engine:execute(failing, {}, { user_id = "u2", tenant_id = "t1" }):wait()
+      engine:execute(metered, {}, { user_id = "u3", tenant_id = "t2" }):wait()
+      local st = assert(store:stats({ window_s = 3600 }))
+      assert.equal(5, st.executions.total)
+      assert.equal(4, st.executions.by_status.completed)
+      assert.equal(1, st.executions.by_status.failed)
+      assert.equal(3600, st.window_s)
+      assert.equal(0, st.since % 60)
+      assert.is_true(st.since <= sched.time() - 3600)
+      assert.is_true(st["until"] > sched.time())
+      -- one point a minute over the whole window, oldest first
+      assert.equal((st["until"] - st.since) / 60, #st.per_minute)
+      local sum = 0
+      for i, m in ipairs(st.per_minute) do
+        if i > 1 then assert.equal(60, m.at - st.per_minute[i - 1].at) end
+        for _, n in pairs(m.by_status) do sum = sum + n end
+      end
+      assert.equal(5, sum)
+      local by_agent = {}
+      for _, a in ipairs(st.step_latency) do by_agent[a.agent] = a end
+      assert.equal(4, by_agent.delay.count)
+      assert.is_true(by_agent.delay.p50_ms >= 38 and by_agent.delay.p50_ms <= 80, tostring(by_agent.delay.p50_ms))
+      assert.is_true(by_agent.delay.p99_ms >= by_agent.delay.p50_ms)
+      assert.is_true(by_agent.delay.avg_ms >= 38)
+      assert.equal(4, by_agent.metered.count)
+      assert.equal(1, by_agent.fail.count)
+      assert.equal("metered-cfg", st.usage_by_config[1].config) -- most tokens first
+      assert.equal(4, st.usage_by_config[1].executions)
+      assert.equal(20, st.usage_by_config[1].tokens)
+      assert.near(2.0, st.usage_by_config[1].cost, 1e-9)
+      assert.equal("failing-cfg", st.usage_by_config[2].config)
+      -- scoped: a tenant, a user
+      st = assert(store:stats({ window_s = 3600, tenant_id = "t1" }))
+      assert.equal(4, st.executions.total)
+      st = assert(store:stats({ window_s = 3600, tenant_id = "t1", user_id = "u2" }))
+      assert.equal(1, st.executions.total)
+      assert.equal(1, st.executions.by_status.failed)
+      assert.equal(1, #st.step_latency)
+      assert.equal("fail", st.step_latency[1].agent)
+      st = assert(store:stats({ window_s = 3600, tenant_id = "t9" }))
+      assert.equal(0, st.executions.total)
+      assert.equal(0, #st.step_latency)
+      assert.equal(0, #st.usage_by_config)
+    end)
+
+    it("counts an execution still running under its current status, and its finished steps", function()
+      local store, engine = make()
+      local cfg = assert(engine:validate({ name = "slow-cfg", strategy = "sequential",
+        steps = { { id = "first", agent = "echo" }, { id = "d", agent = "delay", params = { ms = 5000 }, dependencies = { "first" } } } }))
+      local e = engine:execute(cfg, {}, { user_id = "u1", tenant_id = "t1" })
+      assert.is_true(h.wait_until(function()
+        local st = store:stats({ window_s = 60 })
+        return st.executions.by_status.running == 1 and #st.step_latency == 1
+      end, 3000))
+      local st = store:stats({ window_s = 60, tenant_id = "t1", user_id = "u1" })
+      assert.equal("echo", st.step_latency[1].agent)
+      assert.equal(1, st.step_latency[1].count)
+      assert.equal(0, #store:stats({ window_s = 60, tenant_id = "t2" }).step_latency)
+      e:cancel()
+      e:wait()
+      assert.is_true(h.wait_until(function()
+        local st = store:stats({ window_s = 60 })
+        return st.executions.by_status.cancelled == 1 and st.executions.total == 1
+      end, 3000))
     end)
   end)
 end

@@ -1,7 +1,9 @@
 /* test_archive.c - unit tests of the ended-execution archive (rt_archive.c):
  * lookups by id and trace id, the oldest dropped first with both of its
  * keys, an index that stays right through many wraps (deletions shift
- * runs back), select's filters, order and bounds, and bad input. */
+ * runs back), select's filters (fields, time range), order, bounds and
+ * sums, and bad input. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +35,22 @@ static int put(rt_archive_t *ar, int n, double created, const char *status,
     f[RT_AR_CONFIG_ID] = S(config != NULL ? "cfg-id" : NULL);
     f[RT_AR_USER] = S(user);
     f[RT_AR_TENANT] = S(tenant);
-    return rt_archive_put(ar, f, created, rec, strlen(rec));
+    /* tokens n, cost n / 4: sums are easy to check */
+    return rt_archive_put(ar, f, created, n, n / 4.0, rec, strlen(rec));
+}
+
+/* F(status, config, user, tenant): a filter over all time. */
+static rt_archive_filter_t F(const char *status, const char *config,
+                             const char *user, const char *tenant)
+{
+    rt_archive_filter_t f;
+    f.status = S(status);
+    f.config = S(config);
+    f.user = S(user);
+    f.tenant = S(tenant);
+    f.since = -HUGE_VAL;
+    f.until = HUGE_VAL;
+    return f;
 }
 
 static int has(const rt_archive_t *ar, int n)
@@ -117,7 +134,8 @@ static void test_select(void)
 {
     rt_archive_t *ar = rt_archive_new(10);
     const rt_archive_entry_t *out[10];
-    rt_str_t none = {NULL, 0};
+    rt_archive_filter_t all = F(NULL, NULL, NULL, NULL), f;
+    double sums[2];
     size_t n;
     /* created: 5 and 6 tie (id order breaks it) */
     CHECK(put(ar, 1, 1, "completed", "a", "u1", "t1") == 0);
@@ -126,28 +144,48 @@ static void test_select(void)
     CHECK(put(ar, 4, 5, "completed", "a", "u1", "t1") == 0);
     CHECK(put(ar, 5, 5, "completed", NULL, NULL, NULL) == 0);
 
-    n = rt_archive_select(ar, none, none, none, none, out, 10);
+    n = rt_archive_select(ar, &all, out, 10, sums);
     CHECK(n == 5);
+    CHECK(sums[0] == 15 && sums[1] == 15 / 4.0);
     CHECK(strcmp(out[0]->field[RT_AR_ID].s, "id-5") == 0); /* tie: id desc */
     CHECK(strcmp(out[1]->field[RT_AR_ID].s, "id-4") == 0);
     CHECK(strcmp(out[2]->field[RT_AR_ID].s, "id-2") == 0);
     CHECK(strcmp(out[3]->field[RT_AR_ID].s, "id-3") == 0);
     CHECK(strcmp(out[4]->field[RT_AR_ID].s, "id-1") == 0);
 
-    n = rt_archive_select(ar, S("completed"), S("a"), none, S("t1"), out, 10);
+    f = F("completed", "a", NULL, "t1");
+    n = rt_archive_select(ar, &f, out, 10, sums);
     CHECK(n == 2);
     CHECK(strcmp(out[0]->field[RT_AR_ID].s, "id-4") == 0);
     CHECK(strcmp(out[1]->field[RT_AR_ID].s, "id-1") == 0);
+    CHECK(sums[0] == 5 && sums[1] == 5 / 4.0);
     /* config matches the config id too; an absent field never matches */
-    CHECK(rt_archive_select(ar, none, S("cfg-id"), none, none, out, 10) == 4);
-    CHECK(rt_archive_select(ar, none, none, S("u1"), none, out, 10) == 3);
-    CHECK(rt_archive_select(ar, S("cancelled"), none, none, none, out, 10) == 0);
-    /* max bounds what is written, not the total */
+    f = F(NULL, "cfg-id", NULL, NULL);
+    CHECK(rt_archive_select(ar, &f, out, 10, NULL) == 4);
+    f = F(NULL, NULL, "u1", NULL);
+    CHECK(rt_archive_select(ar, &f, out, 10, NULL) == 3);
+    f = F("cancelled", NULL, NULL, NULL);
+    CHECK(rt_archive_select(ar, &f, out, 10, sums) == 0);
+    CHECK(sums[0] == 0 && sums[1] == 0);
+    /* time range: since inclusive, until exclusive */
+    f = all;
+    f.since = 2;
+    f.until = 5;
+    n = rt_archive_select(ar, &f, out, 10, sums);
+    CHECK(n == 2);
+    CHECK(strcmp(out[0]->field[RT_AR_ID].s, "id-2") == 0);
+    CHECK(strcmp(out[1]->field[RT_AR_ID].s, "id-3") == 0);
+    CHECK(sums[0] == 5);
+    f.until = HUGE_VAL;
+    f.since = 5;
+    CHECK(rt_archive_select(ar, &f, out, 10, NULL) == 2);
+    /* max bounds what is written, not the total nor the sums */
     out[1] = NULL;
-    CHECK(rt_archive_select(ar, none, none, none, none, out, 1) == 5);
+    CHECK(rt_archive_select(ar, &all, out, 1, sums) == 5);
+    CHECK(sums[0] == 15);
     CHECK(strcmp(out[0]->field[RT_AR_ID].s, "id-5") == 0);
     CHECK(out[1] == NULL);
-    CHECK(rt_archive_select(ar, none, none, none, none, out, 0) == 5);
+    CHECK(rt_archive_select(ar, &all, out, 0, NULL) == 5);
     rt_archive_free(ar);
 }
 
@@ -156,17 +194,17 @@ static void test_bad_input(void)
     rt_archive_t *ar = rt_archive_new(0), *big;
     rt_str_t f[RT_AR_NFIELDS];
     const rt_archive_entry_t *out[1];
-    rt_str_t none = {NULL, 0};
+    rt_archive_filter_t all = F(NULL, NULL, NULL, NULL);
     memset(f, 0, sizeof(f));
     CHECK(ar != NULL);
     /* capacity 0 keeps nothing, and says so by finding nothing */
     CHECK(put(ar, 1, 1, "completed", NULL, NULL, NULL) == 0);
     CHECK(!has(ar, 1));
     CHECK(rt_archive_count(ar) == 0);
-    CHECK(rt_archive_select(ar, none, none, none, none, out, 1) == 0);
+    CHECK(rt_archive_select(ar, &all, out, 1, NULL) == 0);
     /* id and trace are required */
     f[RT_AR_ID] = S("x");
-    CHECK(rt_archive_put(ar, f, 0, "{}", 2) == -1);
+    CHECK(rt_archive_put(ar, f, 0, 0, 0, "{}", 2) == -1);
     rt_archive_free(ar);
     /* beyond the index's reach: refused, not truncated */
     big = rt_archive_new((size_t)1 << 29);

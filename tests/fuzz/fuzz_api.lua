@@ -22,7 +22,7 @@
 -- JSON or has an empty top-level list (LIST_FIELDS) written as {}, or an
 -- error (>= 400) lacks {"error": {"code", "message", "details"}} with a
 -- code of that status and details [{path, message}] (a 405 needs Allow,
--- a 401 WWW-Authenticate: Bearer).
+-- a 401 WWW-Authenticate: Bearer); the admin page's 404 is its HTML page.
 local api = require "chorus.api"
 local auth = require "chorus.auth"
 local engine_mod = require "chorus.engine"
@@ -128,8 +128,14 @@ local function frame_one(chunk, vars)
   return { method = method, path = path, query = query, headers = headers, body = body }
 end
 
--- check(status, headers, body) -> nil | what is wrong
-local function check(status, headers, body, vars)
+-- The admin page's paths (api/admin_routes.lua): a person reads them, so
+-- their 404 is an HTML page, and their files are not JSON.
+local function page_path(path)
+  return path == "/" or path == "/docs" or path == "/admin" or path:sub(1, 7) == "/admin/"
+end
+
+-- check(status, headers, body, vars, path) -> nil | what is wrong
+local function check(status, headers, body, vars, path)
   if type(status) ~= "number" or status % 1 ~= 0 then return "status is not an integer: " .. tostring(status) end
   if status >= 500 then return ("status %d (body %s)"):format(status, tostring(body)) end
   if status < 100 then return "status below 100: " .. status end
@@ -157,6 +163,12 @@ local function check(status, headers, body, vars)
         return ("empty list %s encoded as an object, not []: %s"):format(name, body)
       end
     end
+  end
+  if page_path(path) and status == 404 then
+    if headers["content-type"] ~= "text/html; charset=utf-8" or not body:find("Page not found", 1, true) then
+      return "the admin page's 404 is not its HTML page: " .. body
+    end
+    return nil
   end
   if status >= 400 then
     local e = type(doc) == "table" and doc.error
@@ -204,7 +216,7 @@ function M.one(data)
     if not ok then
       why = "handle raised: " .. tostring(status)
     else
-      why = check(status, headers, body, vars)
+      why = check(status, headers, body, vars, req.path)
     end
     if why then
       failure = ("request %d: %s\n  %s"):format(i, describe(req), why)

@@ -104,6 +104,7 @@ end
 function M.one(data)
   local v = json.decode(data)
   if v == nil then v = value_from(data) end
+  if v == nil then v = json.null end
   -- 1. the limits
   local ok, got, bytes, why = pcall(limits.check, v, MAX)
   if not ok then return nil, "limits.check raised: " .. tostring(got) end

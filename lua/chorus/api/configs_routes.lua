@@ -1,8 +1,9 @@
 -- Configs: create, list, get, update, delete, old versions.
 --   POST   /api/v1/orchestrations/configs              201 | 409 | 422
---   GET    /api/v1/orchestrations/configs              ?strategy&active&limit&offset
+--   GET    /api/v1/orchestrations/configs              ?strategy&active&search&limit&offset
 --   GET    /api/v1/orchestrations/configs/{key}        key = id or name
 --   PUT    /api/v1/orchestrations/configs/{key}        version + 1
+--   PATCH  /api/v1/orchestrations/configs/{key}        some fields; is_active alone: no new version
 --   DELETE /api/v1/orchestrations/configs/{key}        soft delete, 204
 --   GET    /api/v1/orchestrations/configs/{key}/versions/{version}
 -- A tenant sees its configs and the global ones; only admins create or
@@ -13,6 +14,8 @@ local errors = require "chorus.api.errors"
 local json = require "chorus.json"
 
 local M = {}
+
+local patch_config
 
 local BASE = "/api/v1/orchestrations/configs"
 
@@ -43,6 +46,66 @@ local function may_change(p, c)
   if p.admin then return true end
   if c.tenant_id == nil then return false, "only an admin can change a global config" end
   return c.tenant_id == p.tenant_id, "not your tenant's config"
+end
+
+-- What PATCH may change; everything else in its body is an error.
+local PATCHABLE = { name = true, description = true, strategy = true, steps = true, settings = true,
+  metadata = true, is_active = true, global = true }
+
+-- patch_config(ctx, c, patch): the stored config with the fields of patch
+-- over it, validated as a whole; is_active alone is no new version.
+patch_config = function(ctx, c, patch)
+  local errs, content = {}, false
+  for k in pairs(patch) do
+    if not PATCHABLE[k] then
+      errs[#errs + 1] = { path = tostring(k), message = "unknown field (a PATCH may change name, description, "
+        .. "strategy, steps, settings, metadata, is_active)" }
+    elseif k ~= "is_active" and k ~= "global" then
+      content = true
+    end
+  end
+  local active = patch.is_active
+  if active == json.null then active = nil end
+  if active ~= nil and type(active) ~= "boolean" then
+    errs[#errs + 1] = { path = "is_active", message = "must be a boolean" }
+  end
+  local global = patch.global
+  if global ~= nil and global ~= json.null and global ~= (c.tenant_id == nil) then
+    errs[#errs + 1] = { path = "global", message = "cannot be changed by an update" }
+  end
+  if #errs > 0 then return errors.validation(errs) end
+  local by = ctx.principal.user_id
+  local store = ctx.service.store
+  local u, err, code
+  if content then
+    local doc = { name = c.name, description = c.description, strategy = c.strategy, metadata = c.metadata,
+      steps = c.steps }
+    for _, k in ipairs({ "name", "description", "strategy", "metadata" }) do
+      if patch[k] ~= nil then doc[k] = patch[k] end
+    end
+    local stored = c.steps or {}
+    if patch.steps ~= nil then
+      -- Either form; settings not given stay as they were.
+      doc.steps = patch.steps
+      local flat = type(patch.steps) == "table" and json.is_array(patch.steps)
+      if flat then doc.settings = patch.settings or stored.settings end
+    elseif patch.settings ~= nil then
+      doc.steps = { steps = stored.steps, settings = patch.settings }
+    end
+    local cfg, verrs = ctx.service.engine:validate(doc)
+    if not cfg then return errors.validation(verrs, "the config is invalid") end
+    cfg.is_active = active
+    u, err, code = store:update_config(c.id, cfg, by)
+  elseif active ~= nil then
+    u, err, code = store:set_config_active(c.id, active, by)
+  else
+    return api.json(200, c)
+  end
+  if not u then
+    if code == "conflict" or code == "not_found" then return errors.response(code, err) end
+    return errors.response("unavailable", err)
+  end
+  return api.json(200, u)
 end
 
 function M.register(app)
@@ -78,7 +141,7 @@ function M.register(app)
     end
     local items, total = ctx.service.store:list_configs({
       tenant_id = not p.admin and p.tenant_id or q.tenant_id, strategy = q.strategy,
-      owner_id = q.owner, active = active, limit = limit, offset = offset,
+      owner_id = q.owner, active = active, search = q.search, limit = limit, offset = offset,
     })
     if not items then return errors.response("unavailable", total) end
     return api.json(200, { items = json.array(items), total = total, limit = limit, offset = offset })
@@ -107,6 +170,17 @@ function M.register(app)
       return errors.response("unavailable", err)
     end
     return api.json(200, u)
+  end)
+
+  app:route("PATCH", BASE .. "/{key}", { auth = "write" }, function(ctx)
+    local c, s, h, b = find(ctx)
+    if not c then return s, h, b end
+    local allowed, why = may_change(ctx.principal, c)
+    if not allowed then return errors.response("forbidden", why) end
+    local patch
+    patch, s, h, b = body.object(ctx.req)
+    if not patch then return s, h, b end
+    return patch_config(ctx, c, patch)
   end)
 
   app:route("DELETE", BASE .. "/{key}", { auth = "write" }, function(ctx)

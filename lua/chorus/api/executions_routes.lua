@@ -3,7 +3,8 @@
 --   POST /api/v1/orchestrations/execute/{config}   {"input": {...}} -> 202
 --   POST /api/v1/orchestrations/execute            {"config": {...}, "input": {...}} -> 202 (ad hoc)
 --   GET  /api/v1/orchestrations/status/{trace_id}  the record with every step
---   GET  /api/v1/orchestrations/executions         ?config&status&limit&offset
+--   GET  /api/v1/orchestrations/executions         ?config&status&since&until&user_id&limit&offset
+--                                                  (+ totals: tokens and cost of every match)
 --   POST /api/v1/orchestrations/executions/{trace_id}/pause|resume|cancel
 --   POST /api/v1/orchestrations/executions/{trace_id}/steps/{step_id}/approve|reject
 -- Idempotency-Key (header, up to 200 characters): a retried execute with
@@ -196,15 +197,21 @@ function M.register(app)
       return errors.response("bad_request", ("unknown status %q"):format(q.status),
         { { path = "query.status", message = "must be one of pending, running, paused, compensation, completed, failed, cancelled" } })
     end
-    local filter = { config = q.config, status = q.status, limit = limit, offset = offset }
+    local since, before
+    since, s, h, b = api.time_param(q, "since")
+    if s then return s, h, b end
+    before, s, h, b = api.time_param(q, "until")
+    if s then return s, h, b end
+    local filter = { config = q.config, status = q.status, since = since, before = before, limit = limit, offset = offset }
     if p.admin then
       filter.tenant_id, filter.user_id = q.tenant_id, q.user_id
     else
       filter.tenant_id, filter.user_id = p.tenant_id, p.user_id
     end
-    local items, total = ctx.service.store:list_executions(filter)
+    local items, total, totals = ctx.service.store:list_executions(filter)
     if not items then return errors.response("unavailable", total) end
-    return api.json(200, { items = json.array(items), total = total, limit = limit, offset = offset })
+    return api.json(200, { items = json.array(items), total = total, limit = limit, offset = offset,
+      totals = totals })
   end)
 
   for _, action in ipairs({ "pause", "resume", "cancel" }) do

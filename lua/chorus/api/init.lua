@@ -21,7 +21,7 @@ App.__index = App
 -- ready = function() -> ok, checks}
 function M.new(service)
   local app = setmetatable({ service = service, router = router_mod.new() }, App)
-  for _, name in ipairs({ "health", "configs", "executions", "registry" }) do
+  for _, name in ipairs({ "health", "configs", "executions", "registry", "stats", "session", "graph", "openapi", "admin" }) do
     require("chorus.api." .. name .. "_routes").register(app)
   end
   return app
@@ -33,6 +33,12 @@ end
 -- service}.
 function App:route(method, pattern, opts, fn)
   self.router:add(method, pattern, { auth = opts.auth, fn = fn })
+end
+
+-- fallback(fn): fn(req) -> status, headers, body | nil, asked for a path
+-- no route matches (the admin page's files) before the JSON 404.
+function App:fallback(fn)
+  self.fallback_fn = fn
 end
 
 local auth_mod = require "chorus.auth"
@@ -49,6 +55,10 @@ function App:handle(req)
     if params == "method_not_allowed" then
       return errors.response("method_not_allowed", ("%s is not allowed here (allowed: %s)"):format(req.method, third),
         nil, { allow = third })
+    end
+    if self.fallback_fn then
+      local s, h, b = self.fallback_fn(req)
+      if s then return s, h, b end
     end
     return errors.response("not_found", ("no route for %s %s"):format(req.method, req.path))
   end
@@ -118,6 +128,51 @@ function M.int_param(query, name, default, min, max)
       { { path = "query." .. name, message = ("must be between %d and %d"):format(min, max) } })
   end
   return n
+end
+
+-- days_from_civil(y, m, d) -> days since 1970-01-01 (proleptic Gregorian).
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = math.floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+-- parse_time(s) -> epoch seconds | nil: seconds since the epoch, or an
+-- RFC 3339 date-time ("2026-01-02T03:04:05.5Z", "...+02:00").
+function M.parse_time(s)
+  if s:match("^%-?%d+%.?%d*$") then return tonumber(s) end
+  local y, mo, d, hh, mi, ss, frac, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt ](%d%d):(%d%d):(%d%d)(%.?%d*)(.*)$")
+  if not y then return nil end
+  y, mo, d, hh, mi, ss = tonumber(y), tonumber(mo), tonumber(d), tonumber(hh), tonumber(mi), tonumber(ss)
+  if mo < 1 or mo > 12 or d < 1 or d > 31 or hh > 23 or mi > 59 or ss > 60 then return nil end
+  if frac == "." then return nil end
+  local offset
+  if rest == "Z" or rest == "z" then
+    offset = 0
+  else
+    local sign, oh, om = rest:match("^([+-])(%d%d):(%d%d)$")
+    if not sign then return nil end
+    offset = (tonumber(oh) * 60 + tonumber(om)) * 60 * (sign == "-" and -1 or 1)
+  end
+  local t = days_from_civil(y, mo, d) * 86400 + hh * 3600 + mi * 60 + ss - offset
+  return t + (frac ~= "" and tonumber("0" .. frac) or 0)
+end
+
+-- time_param(query, name) -> epoch seconds | nil (absent) | nil, error response...
+function M.time_param(query, name)
+  local s = query[name]
+  if s == nil or s == "" then return nil end
+  local t = M.parse_time(s)
+  if not t then
+    return nil, errors.response("bad_request",
+      ("query parameter %s must be an RFC 3339 date-time or seconds since the epoch, got %q"):format(name, s),
+      { { path = "query." .. name, message = "must be an RFC 3339 date-time (2026-01-02T03:04:05Z) or epoch seconds" } })
+  end
+  return t
 end
 
 local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"

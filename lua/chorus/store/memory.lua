@@ -13,8 +13,14 @@
 --   save_step(exec, step_run, wait) -> true | nil, err   wait=false: no need
 --                                       to wait for durability ("running")
 --   get_record(id_or_trace, scope)  -> execution record | nil
---   list_executions(filter)         -> records (no step outputs), total
---      filter: config, status, user_id, tenant_id, limit, offset
+--   list_executions(filter)         -> records (no step outputs), total, totals
+--      filter: config, status, user_id, tenant_id, since, before (created_at
+--      in [since, before), epoch seconds), limit, offset; totals =
+--      {tokens, cost} of every execution that matches, not just the page
+--   execution_config(id_or_trace, scope) -> the normalized config it ran | nil
+--      (nil too when the store no longer has it: here, archived executions)
+--   stats(filter)                   -> the overview numbers (chorus.stats)
+--      filter: window_s, tenant_id, user_id
 -- Configs (called by the API and the CLI):
 --   create_config(cfg, owner)       -> config | nil, err, code
 --      owner: {tenant_id, user_id, global = bool}; code "conflict" when the
@@ -25,9 +31,13 @@
 --      true: the caller only reads the config, so the store may hand out
 --      its own record instead of a copy (every execute reads one)
 --   list_configs(filter)            -> configs, total
---      filter: tenant_id, owner_id, strategy, active, limit, offset
+--      filter: tenant_id, owner_id, strategy, active, search (a piece of
+--      the name or description, any case), limit, offset
 --   update_config(id, cfg, by)      -> config | nil, err, code ("not_found")
---      bumps version; the previous version stays readable
+--      bumps version; the previous version stays readable; cfg.is_active,
+--      when set, is applied in the same write
+--   set_config_active(id, active, by) -> config | nil, err, code ("not_found")
+--      activation is not a new version of the content: no bump
 --   config_version(id, version)     -> config | nil
 --   delete_config(id)               -> true | nil, err, code (soft delete)
 -- A config is {id, name, description, strategy, steps = {steps, settings},
@@ -40,6 +50,7 @@ local json = require "chorus.json"
 local buffer = require "string.buffer"
 local log = require "chorus.log"
 local sched = require "chorus.sched"
+local memory_stats = require "chorus.store.memory_stats"
 local Execution = require("chorus.execution").Execution
 
 local Store = {}
@@ -77,6 +88,7 @@ function M.new(opts)
     archive = archive,
     configs = {}, config_history = {}, -- id -> config; id -> {version -> config}
     config_names = {}, -- "tenant\0name" -> live config
+    stats_agg = memory_stats.new(),
   }, Store)
 end
 
@@ -110,13 +122,14 @@ local function archive(self, e)
     codec:encode(r)
   end
   local stored, perr = self.archive:put(e.id, e.trace_id, e.status, e.config_name, e.config_id,
-    e.user_id, e.tenant_id, e.created_at, codec:tostring())
+    e.user_id, e.tenant_id, e.created_at, codec:tostring(), e.tokens or 0, e.cost or 0)
   if not stored then log.error("memory store: execution %s: not archived: %s", e.id, perr) end
 end
 
 function Store:update_execution(exec)
   if TERMINAL[exec.status] and not exec._stored_final then
     exec._stored_final = true
+    self.stats_agg:ended(exec)
     local rcap = self.recent_cap
     local old = exec
     if rcap > 0 then
@@ -137,6 +150,10 @@ end
 
 function Store:save_step()
   return true
+end
+
+function Store:stats(filter)
+  return self.stats_agg:query(self.by_id, filter or {})
 end
 
 local function visible(e, scope)
@@ -190,6 +207,12 @@ function Store:get_record(key, scope)
   return decode(blob)
 end
 
+function Store:execution_config(key, scope)
+  local e = self.by_id[key] or self.by_trace[key]
+  if not e or not visible(e, scope) then return nil end
+  return e.config
+end
+
 -- summary of an archived execution (what Execution:summary gives).
 local function archived_summary(self, id)
   local blob, f = archived(self, id)
@@ -214,19 +237,24 @@ end
 function Store:list_executions(filter)
   filter = filter or {}
   local fs, fc, fu, ft = filter.status, filter.config, filter.user_id, filter.tenant_id
+  local since, before = filter.since or -math.huge, filter.before or math.huge
   local offset, limit = filter.offset or 0, filter.limit or 50
-  local live = {}
+  local live, tokens, cost = {}, 0, 0
   for _, e in pairs(self.by_id) do
     if (not fs or e.status == fs) and (not fc or e.config_name == fc or e.config_id == fc)
-      and (not fu or e.user_id == fu) and (not ft or e.tenant_id == ft) then
+      and (not fu or e.user_id == fu) and (not ft or e.tenant_id == ft)
+      and e.created_at >= since and e.created_at < before then
       live[#live + 1] = e
+      tokens, cost = tokens + (e.tokens or 0), cost + (e.cost or 0)
     end
   end
   table.sort(live, function(a, b) return newer(a.created_at, a.id, b.created_at, b.id) end)
   local total, ids, created = 0, {}, {}
   if self.archive then
-    total, ids, created = self.archive:select(fs, fc, fu, ft, offset + limit)
+    local t, c
+    total, ids, created, t, c = self.archive:select(fs, fc, fu, ft, offset + limit, since, before)
     if not total then return nil, ids end
+    tokens, cost = tokens + t, cost + c
   end
   total = total + #live
   local items = {}
@@ -242,7 +270,7 @@ function Store:list_executions(filter)
     end
     if take_live then i = i + 1 else j = j + 1 end
   end
-  return items, total
+  return items, total, { tokens = tokens, cost = cost }
 end
 
 local function page(list, limit, offset)
@@ -317,13 +345,16 @@ end
 
 function Store:list_configs(filter)
   filter = filter or {}
+  local q = filter.search and filter.search ~= "" and filter.search:lower() or nil
   local matched = {}
   for _, c in pairs(self.configs) do
     if not c.deleted
       and (filter.tenant_id == nil or c.tenant_id == nil or c.tenant_id == filter.tenant_id)
       and (filter.owner_id == nil or c.owner_id == filter.owner_id)
       and (filter.strategy == nil or c.strategy == filter.strategy)
-      and (filter.active == nil or c.is_active == filter.active) then
+      and (filter.active == nil or c.is_active == filter.active)
+      and (q == nil or c.name:lower():find(q, 1, true)
+        or (type(c.description) == "string" and c.description:lower():find(q, 1, true))) then
       matched[#matched + 1] = c
     end
   end
@@ -353,6 +384,15 @@ function Store:update_config(id, cfg, by)
   c.updated_at = native.time()
   c.updated_by = by
   self.config_history[id][c.version] = schema.copy(c)
+  return public(c)
+end
+
+function Store:set_config_active(id, active, by)
+  local c = self.configs[id]
+  if not c or c.deleted then return nil, "config not found", "not_found" end
+  c.is_active = active
+  c.updated_at = native.time()
+  c.updated_by = by
   return public(c)
 end
 

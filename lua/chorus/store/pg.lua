@@ -27,6 +27,7 @@ local committer_mod = require "chorus.store.committer"
 local callbacks = require "chorus.callbacks"
 local validate = require "chorus.validate"
 local native = require "chorus.native"
+local stats_mod = require "chorus.stats"
 
 local type, tostring, ipairs, pairs = type, tostring, ipairs, pairs
 local encode, null = json.encode, json.null
@@ -291,6 +292,17 @@ function Store:get_record(key, scope)
   return M.record_of(r, steps.rows)
 end
 
+function Store:execution_config(key, scope)
+  if type(key) ~= "string" or not key:lower():match(UUID) then return nil end
+  local args, where = { key:lower() }, { "(id = $1::uuid OR trace_id = $1::uuid)" }
+  visible_sql(scope, args, where)
+  local res, err = self.pool:query("SELECT (SELECT snapshot FROM orchestration_config_snapshots s "
+    .. "WHERE s.hash = e.config_hash) AS snapshot FROM orchestration_executions e WHERE "
+    .. table.concat(where, " AND "), unpack(args, 1, #args))
+  if not res then return nil, err end
+  return res.rows[1] and res.rows[1].snapshot
+end
+
 function Store:list_executions(filter)
   filter = filter or {}
   local args, where = {}, {}
@@ -306,23 +318,80 @@ function Store:list_executions(filter)
   end
   add("user_id", filter.user_id)
   add("tenant_id", filter.tenant_id)
+  if filter.since then
+    args[#args + 1] = filter.since
+    where[#where + 1] = "created_at >= to_timestamp($" .. #args .. ")"
+  end
+  if filter.before then
+    args[#args + 1] = filter.before
+    where[#where + 1] = "created_at < to_timestamp($" .. #args .. ")"
+  end
   local w = #where > 0 and (" WHERE " .. table.concat(where, " AND ")) or ""
   local n = #args
   args[n + 1], args[n + 2] = filter.limit or 50, filter.offset or 0
-  local res, err = self.pool:query(("SELECT %s, count(*) OVER () AS total FROM orchestration_executions%s "
+  local res, err = self.pool:query(("SELECT %s, count(*) OVER () AS total, sum(tokens) OVER () AS sum_tokens, "
+    .. "sum(cost) OVER () AS sum_cost FROM orchestration_executions%s "
     .. "ORDER BY created_at DESC, id DESC LIMIT $%d OFFSET $%d"):format(EXEC_COLS, w, n + 1, n + 2),
     unpack(args, 1, n + 2))
   if not res then return nil, err end
-  local items, total = json.array(), 0
+  local items, total, totals = json.array(), 0, { tokens = 0, cost = 0 }
   for i, r in ipairs(res.rows) do
     items[i] = summary_of(r)
     total = r.total
+    totals.tokens, totals.cost = tonumber(r.sum_tokens) or 0, r.sum_cost or 0
   end
   if #res.rows == 0 and (filter.offset or 0) > 0 then
-    local c = self.pool:query("SELECT count(*) AS n FROM orchestration_executions" .. w, unpack(args, 1, n))
-    total = c and c.rows[1].n or 0
+    -- Past the last page: the window functions saw no row.
+    local c
+    c, err = self.pool:query("SELECT count(*) AS n, coalesce(sum(tokens), 0) AS tokens, "
+      .. "coalesce(sum(cost), 0) AS cost FROM orchestration_executions" .. w, unpack(args, 1, n))
+    if not c then return nil, err end
+    total = c.rows[1].n
+    totals.tokens, totals.cost = tonumber(c.rows[1].tokens) or 0, c.rows[1].cost
   end
-  return items, total
+  return items, total, totals
+end
+
+-- stats(filter) -> the overview numbers (see chorus.stats), from two
+-- grouped queries: executions by creation minute, status and config, and
+-- finished steps by agent and latency bucket.
+function Store:stats(filter)
+  filter = filter or {}
+  local now = native.time()
+  local window = filter.window_s or 3600
+  local since = stats_mod.window_start(now, window)
+  local args, where = { since }, { "created_at >= to_timestamp($1)" }
+  local swhere = { "s.finished_at >= to_timestamp($1)", "s.status IN ('completed', 'failed')",
+    "s.latency_ms IS NOT NULL" }
+  if filter.tenant_id ~= nil then
+    args[#args + 1] = filter.tenant_id
+    where[#where + 1] = "tenant_id = $" .. #args
+    swhere[#swhere + 1] = "e.tenant_id = $" .. #args
+  end
+  if filter.user_id ~= nil then
+    args[#args + 1] = filter.user_id
+    where[#where + 1] = "user_id = $" .. #args
+    swhere[#swhere + 1] = "e.user_id = $" .. #args
+  end
+  local n = #args
+  local q1 = { ("SELECT (floor(extract(epoch FROM created_at) / 60) * 60)::float8 AS minute, status, config_name, "
+    .. "count(*) AS n, coalesce(sum(tokens), 0)::float8 AS tokens, coalesce(sum(cost), 0) AS cost "
+    .. "FROM orchestration_executions WHERE %s GROUP BY 1, 2, 3"):format(table.concat(where, " AND ")),
+    unpack(args, 1, n) }
+  q1.n = n
+  local q2 = { ("SELECT s.agent, %s AS bucket, count(*) AS n, sum(s.latency_ms) AS sum_ms "
+    .. "FROM orchestration_step_runs s JOIN orchestration_executions e ON e.id = s.execution_id "
+    .. "WHERE %s GROUP BY 1, 2"):format(stats_mod.bucket_sql("s.latency_ms"), table.concat(swhere, " AND ")),
+    unpack(args, 1, n) }
+  q2.n = n
+  local res, err = self.pool:batch({ q1, q2 })
+  if not res then return nil, err end
+  local acc = stats_mod.acc(since, math.floor(now / 60) * 60 + 60, window)
+  for _, r in ipairs(res[1].rows) do
+    acc:executions(r.minute, r.status, r.config_name, r.n, r.tokens, r.cost)
+  end
+  for _, r in ipairs(res[2].rows) do acc:steps(r.agent, r.bucket, r.n, r.sum_ms) end
+  return acc:result()
 end
 
 -- Configs ---------------------------------------------------------------
@@ -394,6 +463,12 @@ function Store:list_configs(filter)
     args[#args + 1] = v
     where[#where + 1] = col .. " = $" .. #args
   end
+  if filter.search and filter.search ~= "" then
+    -- strpos, not LIKE: the text is matched as it is (% and _ included).
+    args[#args + 1] = filter.search:lower()
+    where[#where + 1] = ("(strpos(lower(name), $%d) > 0 OR strpos(lower(coalesce(description, '')), $%d) > 0)")
+      :format(#args, #args)
+  end
   local w = " WHERE " .. table.concat(where, " AND ")
   local n = #args
   args[n + 1], args[n + 2] = filter.limit or 50, filter.offset or 0
@@ -412,9 +487,10 @@ function Store:update_config(id, cfg, by)
   local doc = validate.document(cfg)
   local res, err, info = self.pool:batch({
     { [[UPDATE orchestration_configs SET name = $2, description = $3, strategy = $4, steps = $5::jsonb,
-          metadata = coalesce($6::jsonb, metadata), version = version + 1, updated_at = now(), updated_by = $7
+          metadata = coalesce($6::jsonb, metadata), version = version + 1, updated_at = now(), updated_by = $7,
+          is_active = coalesce($8, is_active)
         WHERE id = $1::uuid AND deleted_at IS NULL]],
-      id, cfg.name, cfg.description, cfg.strategy, jsonb(doc.steps), jsonb(cfg.metadata), by, n = 7 },
+      id, cfg.name, cfg.description, cfg.strategy, jsonb(doc.steps), jsonb(cfg.metadata), by, cfg.is_active, n = 8 },
     { [[INSERT INTO orchestration_config_versions (config_id, version, name, description, strategy, steps, metadata, created_by)
         SELECT id, version, name, description, strategy, steps, metadata, $2 FROM orchestration_configs
         WHERE id = $1::uuid AND deleted_at IS NULL]], id, by, n = 2 },
@@ -422,6 +498,15 @@ function Store:update_config(id, cfg, by)
   })
   if not res then return conflict(err, info, cfg.name) end
   local r = res[3].rows[1]
+  if not r then return nil, "config not found", "not_found" end
+  return config_of(r)
+end
+
+function Store:set_config_active(id, active, by)
+  local res, err = self.pool:query("UPDATE orchestration_configs SET is_active = $2, updated_at = now(), updated_by = $3 "
+    .. "WHERE id = $1::uuid AND deleted_at IS NULL RETURNING " .. CONFIG_COLS, id, active, by)
+  if not res then return nil, err end
+  local r = res.rows[1]
   if not r then return nil, "config not found", "not_found" end
   return config_of(r)
 end
