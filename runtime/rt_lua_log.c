@@ -49,8 +49,8 @@ static char **rt__secrets; /* values never printed */
 static size_t *rt__secret_lens, rt__nsecrets;
 static rt_logline_t rt__line; /* reused for every line */
 
-/* The ids an operator greps by come first, in this order (after the
- * process's own fields such as node). */
+/* The ids an operator greps by come first, in this order (the process's
+ * own fields, such as node, come last). */
 static const char *const rt__first[] = {"trace_id", "execution_id",
                                         "step_id"};
 #define RT_NFIRST (sizeof(rt__first) / sizeof(rt__first[0]))
@@ -103,22 +103,79 @@ static void rt__field(lua_State *L, const char *key, size_t klen)
     }
 }
 
-/* Builds the line of (level, msg, fields) in rt__line. Returns 0 or -1
- * (no memory). */
+/* Adds the fields of the table at index fields in the list form:
+ * {"key", value, "key", value, ...}, in that order; a nil value leaves
+ * its field out. */
+static void rt__list_fields(lua_State *L, int fields)
+{
+    lua_Integer k;
+    for (k = 1;; k += 2) {
+        size_t klen;
+        const char *key;
+        lua_rawgeti(L, fields, (int)k);
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            lua_pop(L, 1);
+            return;
+        }
+        key = lua_tolstring(L, -1, &klen);
+        lua_rawgeti(L, fields, (int)k + 1);
+        if (!lua_isnil(L, -1))
+            rt__field(L, key, klen);
+        lua_pop(L, 2);
+    }
+}
+
+/* Adds the fields of the table at index fields in the map form: the ids
+ * first (rt__first), then the others in table order, except the
+ * process's fields (rt__base: the caller adds those). */
+static void rt__map_fields(lua_State *L, int fields)
+{
+    size_t i;
+    for (i = 0; i < RT_NFIRST; i++) {
+        lua_getfield(L, fields, rt__first[i]);
+        if (!lua_isnil(L, -1))
+            rt__field(L, rt__first[i], strlen(rt__first[i]));
+        lua_pop(L, 1);
+    }
+    lua_pushnil(L);
+    while (lua_next(L, fields) != 0) {
+        size_t klen;
+        const char *k;
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            k = lua_tolstring(L, -2, &klen);
+            if (!rt__placed(k))
+                rt__field(L, k, klen);
+        }
+        lua_pop(L, 1);
+    }
+}
+
+/* Builds the line of (level, msg, fields) in rt__line: the record's own
+ * fields, then the process's (node) unless the map form gave its own
+ * value. Returns 0 or -1 (no memory). */
 static int rt__build(lua_State *L)
 {
     size_t mlen, i;
     const char *level = luaL_checkstring(L, 1);
     const char *msg = luaL_checklstring(L, 2, &mlen);
-    int fields = lua_istable(L, 3) ? 3 : 0;
+    int fields = lua_istable(L, 3) ? 3 : 0, map = 0;
     struct timeval tv;
     gettimeofday(&tv, NULL);
     rt_logline_begin(&rt__line, rt__json,
                      (double)tv.tv_sec + (double)tv.tv_usec / 1e6, level, msg,
                      mlen);
+    if (fields) {
+        lua_rawgeti(L, fields, 1);
+        map = lua_type(L, -1) != LUA_TSTRING;
+        lua_pop(L, 1);
+        if (map)
+            rt__map_fields(L, fields);
+        else
+            rt__list_fields(L, fields);
+    }
     for (i = 0; i < rt__nbase; i++) {
         rt__kv_t *kv = &rt__base[i];
-        if (fields) {
+        if (map) {
             lua_getfield(L, fields, kv->key);
             if (!lua_isnil(L, -1)) {
                 rt__field(L, kv->key, kv->klen);
@@ -128,25 +185,6 @@ static int rt__build(lua_State *L)
             lua_pop(L, 1);
         }
         rt_logline_str(&rt__line, kv->key, kv->klen, kv->val, kv->vlen);
-    }
-    if (fields) {
-        for (i = 0; i < RT_NFIRST; i++) {
-            lua_getfield(L, fields, rt__first[i]);
-            if (!lua_isnil(L, -1))
-                rt__field(L, rt__first[i], strlen(rt__first[i]));
-            lua_pop(L, 1);
-        }
-        lua_pushnil(L);
-        while (lua_next(L, fields) != 0) {
-            size_t klen;
-            const char *k;
-            if (lua_type(L, -2) == LUA_TSTRING) {
-                k = lua_tolstring(L, -2, &klen);
-                if (!rt__placed(k))
-                    rt__field(L, k, klen);
-            }
-            lua_pop(L, 1);
-        }
     }
     if (rt_logline_end(&rt__line) != 0)
         return -1;

@@ -165,7 +165,8 @@ function Execution:set_status(to)
     end
   end
   if self.bus.n > 0 then
-    self:emit({ type = "execution.status", status = to, previous = from, error = self.error })
+    self:emit({ type = "execution.status", status = to, previous = from, error = self.error,
+      config = self.config_name, latency_ms = self.latency_ms })
   end
   return true
 end

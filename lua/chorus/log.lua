@@ -6,7 +6,13 @@
 --                                              the same with fields: values
 --                                              (strings, numbers, booleans,
 --                                              tables as JSON), never only
---                                              formatted into msg
+--                                              formatted into msg. fields is
+--                                              {key = value} (trace_id,
+--                                              execution_id, step_id first)
+--                                              or, in an order of its own,
+--                                              {"key", value, "key", value}
+--                                              (a nil value leaves its
+--                                              field out)
 --   log.with(fields) -> a logger whose :debug/:info/:warn/:error(fmt, ...)
 --                       add those fields (and :with(more) adds more)
 --   log.enabled(name) -> whether a record at that level is written (skip

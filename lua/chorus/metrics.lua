@@ -76,9 +76,10 @@ local function series(m, a, b, c)
   return s
 end
 
--- counter(name, help, labels) -> c; c:inc(n, label values...)
-function Registry:counter(name, help, labels)
-  local m = add(self, "counter", name, help, labels)
+-- counter(name, help, labels, fn) -> c; c:inc(n, label values...); with
+-- fn, read at scrape time as a gauge's (it must only grow).
+function Registry:counter(name, help, labels, fn)
+  local m = add(self, "counter", name, help, labels, { fn = fn })
   function m:inc(n, a, b, c)
     local s = series(self, a, b, c)
     s.value = s.value + (n or 1)

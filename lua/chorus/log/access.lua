@@ -24,13 +24,13 @@ function M.record(req, status, started)
   if log.level > 2 then return end
   local p = req.principal
   log.info_with({
-    method = req.method,
-    route = req.route or M.UNMATCHED,
-    status = status,
-    duration_ms = floor((now() - started) * 1000 + 0.5) / 1000,
-    key_id = p and (p.key_prefix or p.key_id) or nil,
-    remote = req.remote,
-    trace_id = req.trace_id,
+    "method", req.method,
+    "route", req.route or M.UNMATCHED,
+    "status", status,
+    "duration_ms", floor((now() - started) * 1000 + 0.5) / 1000,
+    "key_id", p and (p.key_prefix or p.key_id) or nil,
+    "remote", req.remote,
+    "trace_id", req.trace_id,
   }, "http request")
 end
 
