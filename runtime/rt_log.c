@@ -249,6 +249,13 @@ int rt_log_close(rt_log_t *lg, unsigned timeout_ms)
     return 0;
 }
 
+void rt_log_set_cap(rt_log_t *lg, size_t cap)
+{
+    pthread_mutex_lock(&lg->mu);
+    lg->cap = cap;
+    pthread_mutex_unlock(&lg->mu);
+}
+
 size_t rt_log_queued(rt_log_t *lg)
 {
     size_t n;

@@ -77,6 +77,10 @@ int rt_log_flush(rt_log_t *lg, unsigned timeout_ms);
  * lg stays usable. */
 int rt_log_close(rt_log_t *lg, unsigned timeout_ms);
 
+/* Changes the most bytes that may wait (takes effect for the next
+ * append; lines already queued stay). */
+void rt_log_set_cap(rt_log_t *lg, size_t cap);
+
 /* Bytes waiting to be written (appended, not yet taken by the writer). */
 size_t rt_log_queued(rt_log_t *lg);
 

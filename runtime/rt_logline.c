@@ -1,6 +1,5 @@
 /* rt_logline.c - one log line, JSON or text, secrets taken out (see
  * rt_logline.h). */
-#define _GNU_SOURCE /* memmem */
 #include "rt_logline.h"
 
 #include <math.h>
@@ -12,6 +11,10 @@
 
 #include "rt_utf8.h"
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #define RT_REDACTED "[redacted]"
 #define RT_REDACTED_LEN (sizeof(RT_REDACTED) - 1)
 /* An API key is chk_ + 64 hex digits; its first 12 characters are its
@@ -20,15 +23,14 @@
 #define RT_KEY_MIN_HEX 32
 #define RT_KEY_ID_HEX 8
 
-/* Makes room for n more bytes. Returns 0, or -1 (the line is failed). */
-static int rt__room(rt_logline_t *b, size_t n)
+/* Grows the buffer for n more bytes. Returns 0, or -1 (the line is
+ * failed). */
+static int rt__grow(rt_logline_t *b, size_t n)
 {
     size_t cap;
     char *p;
     if (b->failed)
         return -1;
-    if (b->len + n <= b->cap)
-        return 0;
     cap = b->cap ? b->cap : 512;
     while (cap < b->len + n)
         cap *= 2;
@@ -42,7 +44,15 @@ static int rt__room(rt_logline_t *b, size_t n)
     return 0;
 }
 
-static void rt__put(rt_logline_t *b, const char *s, size_t n)
+/* Makes room for n more bytes. Returns 0 or -1. (Inline: it runs for
+ * every piece of every line; a line that failed is dropped whole later,
+ * so what is written into it meanwhile does not matter.) */
+static inline int rt__room(rt_logline_t *b, size_t n)
+{
+    return b->len + n <= b->cap ? 0 : rt__grow(b, n);
+}
+
+static inline void rt__put(rt_logline_t *b, const char *s, size_t n)
 {
     if (rt__room(b, n) != 0)
         return;
@@ -50,12 +60,33 @@ static void rt__put(rt_logline_t *b, const char *s, size_t n)
     b->len += n;
 }
 
-static void rt__putc(rt_logline_t *b, char c)
+static inline void rt__putc(rt_logline_t *b, char c)
 {
     if (rt__room(b, 1) != 0)
         return;
     b->p[b->len++] = c;
 }
+
+/* Bytes a JSON string holds as they are: printable ASCII but the quote
+ * and the backslash. Most values are only these (ids, routes, numbers):
+ * one pass over them and one copy. */
+static const unsigned char rt__plain[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1,
+    ['('] = 1, [')'] = 1, ['*'] = 1, ['+'] = 1, [','] = 1, ['-'] = 1,
+    ['.'] = 1, ['/'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1,
+    ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    [':'] = 1, [';'] = 1, ['<'] = 1, ['='] = 1, ['>'] = 1, ['?'] = 1,
+    ['@'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,
+    ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1,
+    ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1,
+    ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1,
+    ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['['] = 1, [']'] = 1, ['^'] = 1,
+    ['_'] = 1, ['`'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1,
+    ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1,
+    ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1,
+    ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1, ['{'] = 1, ['|'] = 1,
+    ['}'] = 1, ['~'] = 1, [' '] = 1, [0x7f] = 1};
 
 /* Appends s (well-formed UTF-8, no NUL) with JSON's escapes: control
  * characters, and quote and backslash when quotes is set (a text line's
@@ -91,12 +122,43 @@ static void rt__escape_valid(rt_logline_t *b, const unsigned char *s,
     }
 }
 
+/* The length of the prefix of s made of rt__plain bytes, 16 at a time
+ * where SSE2 is (x86-64 always): as signed bytes, control characters and
+ * every byte >= 0x80 are < 0x20, so one compare finds both. */
+static size_t rt__plain_prefix(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+#ifdef __SSE2__
+    const __m128i space = _mm_set1_epi8(0x20), quote = _mm_set1_epi8('"'),
+                  bslash = _mm_set1_epi8('\\');
+    for (; i + 16 <= n; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(s + i));
+        __m128i bad = _mm_or_si128(
+            _mm_cmplt_epi8(v, space),
+            _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)));
+        int mask = _mm_movemask_epi8(bad);
+        if (mask != 0)
+            return i + (size_t)__builtin_ctz((unsigned)mask);
+    }
+#endif
+    while (i < n && rt__plain[s[i]])
+        i++;
+    return i;
+}
+
 /* Appends s escaped; malformed UTF-8 and NULs become U+FFFD first. */
 static void rt__escape(rt_logline_t *b, const char *s, size_t n, int quotes)
 {
     const unsigned char *u = (const unsigned char *)s;
     unsigned char *fixed;
-    size_t m;
+    size_t m, i = rt__plain_prefix(u, n);
+    while (i < n && (rt__plain[u[i]] ||
+                     (!quotes && (u[i] == '"' || u[i] == '\\'))))
+        i++;
+    if (i == n) {
+        rt__put(b, s, n);
+        return;
+    }
     if (rt_utf8_check_text(u, n) == n) {
         rt__escape_valid(b, u, n, quotes);
         return;
@@ -210,9 +272,56 @@ void rt_logline_str(rt_logline_t *b, const char *key, size_t klen,
         rt__text_value(b, v, vlen);
 }
 
+/* Writes the digits of u into the end of buf (size 24); returns where
+ * they start. */
+static char *rt__digits(unsigned long long u, char *end)
+{
+    do {
+        *--end = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    return end;
+}
+
+/* Writes v when it is an integer, or has at most 3 decimals (what
+ * durations in ms are rounded to), as %.15g would; returns the length,
+ * or 0 when v is neither (then snprintf does it: it is ~10 times
+ * slower). */
+static int rt__fast_num(double v, char *out)
+{
+    char buf[48], *end = buf + sizeof buf, *p;
+    double a = fabs(v);
+    long long m;
+    int n;
+    if (a >= 1e12)
+        return 0;
+    m = llround(a * 1000.0);
+    if (fabs((double)m / 1000.0 - a) > a * 1e-15)
+        return 0;
+    p = end;
+    if (m % 1000 != 0) {
+        int frac = (int)(m % 1000), digits = 3;
+        while (frac % 10 == 0) {
+            frac /= 10;
+            digits--;
+        }
+        while (digits-- > 0) {
+            *--p = (char)('0' + frac % 10);
+            frac /= 10;
+        }
+        *--p = '.';
+    }
+    p = rt__digits((unsigned long long)(m / 1000), p);
+    if (v < 0 && m != 0)
+        *--p = '-';
+    n = (int)(end - p);
+    memcpy(out, p, (size_t)n);
+    return n;
+}
+
 void rt_logline_num(rt_logline_t *b, const char *key, size_t klen, double v)
 {
-    char s[32];
+    char s[48];
     int n;
     rt__key(b, key, klen);
     if (isnan(v) || isinf(v)) {
@@ -223,7 +332,9 @@ void rt_logline_num(rt_logline_t *b, const char *key, size_t klen, double v)
                     isnan(v) || v > 0 ? 3 : 4);
         return;
     }
-    if (v == floor(v) && fabs(v) < 9007199254740992.0)
+    if ((n = rt__fast_num(v, s)) > 0)
+        ;
+    else if (v == floor(v) && fabs(v) < 9007199254740992.0)
         n = snprintf(s, sizeof s, "%lld", (long long)v);
     else
         n = snprintf(s, sizeof s, "%.15g", v);
@@ -267,6 +378,28 @@ static int rt__splice(rt_logline_t *b, size_t off, size_t n, const char *r,
     return 0;
 }
 
+/* memmem for the short needles here: glibc's sets up a shift table on
+ * every call, which cost more than the search on lines this short. It
+ * looks for the needle's last byte (in "://" and "chk_" a rarer one
+ * than the first) and compares the rest in place. */
+static char *rt__find(char *h, size_t n, const char *needle, size_t m)
+{
+    char *end = h + n, *p = h + m - 1;
+    char last = needle[m - 1];
+    size_t k;
+    if (m == 0 || m > n)
+        return NULL;
+    while (p < end && (p = memchr(p, last, (size_t)(end - p))) != NULL) {
+        char *start = p - (m - 1);
+        for (k = 0; k + 1 < m && start[k] == needle[k]; k++)
+            ;
+        if (k + 1 >= m)
+            return start;
+        p++;
+    }
+    return NULL;
+}
+
 static int rt__is_hex(char c)
 {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
@@ -285,7 +418,7 @@ static int rt__redact_urls(rt_logline_t *b)
     size_t i = 0;
     char *hit;
     while (i < b->len &&
-           (hit = memmem(b->p + i, b->len - i, "://", 3)) != NULL) {
+           (hit = rt__find(b->p + i, b->len - i, "://", 3)) != NULL) {
         size_t start = (size_t)(hit - b->p) + 3, j, colon = 0;
         for (j = start; j < b->len && b->p[j] != '@' &&
                         !rt__ends_authority(b->p[j]);
@@ -309,7 +442,7 @@ static int rt__redact_keys(rt_logline_t *b)
     size_t i = 0;
     char *hit;
     while (i < b->len &&
-           (hit = memmem(b->p + i, b->len - i, "chk_", 4)) != NULL) {
+           (hit = rt__find(b->p + i, b->len - i, "chk_", 4)) != NULL) {
         size_t start = (size_t)(hit - b->p) + 4, j = start;
         while (j < b->len && rt__is_hex(b->p[j]))
             j++;
@@ -335,8 +468,8 @@ int rt_logline_redact(rt_logline_t *b, const char *const *secrets,
         char *hit;
         if (lens[k] < 4)
             continue;
-        while (i < b->len && (hit = memmem(b->p + i, b->len - i, secrets[k],
-                                           lens[k])) != NULL) {
+        while (i < b->len && (hit = rt__find(b->p + i, b->len - i, secrets[k],
+                                             lens[k])) != NULL) {
             size_t off = (size_t)(hit - b->p);
             if (rt__splice(b, off, lens[k], RT_REDACTED, RT_REDACTED_LEN) !=
                 0)
@@ -344,9 +477,9 @@ int rt_logline_redact(rt_logline_t *b, const char *const *secrets,
             i = off + RT_REDACTED_LEN;
         }
     }
-    if (memmem(b->p, b->len, "://", 3) != NULL && rt__redact_urls(b) != 0)
+    if (rt__find(b->p, b->len, "://", 3) != NULL && rt__redact_urls(b) != 0)
         return -1;
-    if (memmem(b->p, b->len, "chk_", 4) != NULL && rt__redact_keys(b) != 0)
+    if (rt__find(b->p, b->len, "chk_", 4) != NULL && rt__redact_keys(b) != 0)
         return -1;
     return 0;
 }

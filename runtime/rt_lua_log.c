@@ -219,11 +219,21 @@ static int l_log_format(lua_State *L)
     return 1;
 }
 
-/* native.log_setup({json = bool, encode = fn}): the format, and how a
- * table in a field is encoded (fn(t) -> JSON text). */
+/* native.log_setup({json = bool, encode = fn, buffer = bytes}): the
+ * format, how a table in a field is encoded (fn(t) -> JSON text), and
+ * the most bytes that may wait for stderr. */
 static int l_log_setup(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "buffer");
+    if (!lua_isnil(L, -1)) {
+        lua_Number n = luaL_checknumber(L, -1);
+        luaL_argcheck(L, n >= 4096 && n <= (lua_Number)(1u << 30), 1,
+                      "buffer: 4096 .. 2^30 bytes");
+        if (rt__ready)
+            rt_log_set_cap(&rt__stderr, (size_t)n);
+    }
+    lua_pop(L, 1);
     lua_getfield(L, 1, "json");
     if (!lua_isnil(L, -1))
         rt__json = lua_toboolean(L, -1);

@@ -113,7 +113,7 @@ start_server() {
   if [[ " $* " == *" --workers "* ]]; then
     local list=
     for _ in $(seq 50); do # the supervisor logs them once all are started
-      list=$(sed -n 's/.*workers started on [^ ]* (\([0-9, ]*\)).*/\1/p' "$srv_log" | head -1)
+      list=$(sed -n 's/.*workers started on [^ ]* (pids \([0-9, ]*\)).*/\1/p' "$srv_log" | head -1)
       [ -n "$list" ] && break
       sleep 0.1
     done
@@ -177,9 +177,10 @@ stop_server() {
   done
   [ "$left" = 0 ] && started=() # all gone: nothing for cleanup to kill
   local errors
-  errors=$(grep -c ' error \| fatal \|deadlock\|worker [0-9]* exited' "$srv_log" || true)
+  # Text or JSON records (the format follows stderr: JSON into a file).
+  errors=$(grep -c ' error \|"level":"error"\| fatal \|deadlock\|worker [0-9]* exited' "$srv_log" || true)
   emit "$(jq -cn --arg lbl "$label" --argjson procs "$procs" --argjson rc "$rc" \
-    --argjson errors "$errors" --argjson left "$left" --arg log "$(grep -m3 ' error \| fatal \|deadlock\|exited' "$srv_log" || true)" \
+    --argjson errors "$errors" --argjson left "$left" --arg log "$(grep -m3 ' error \|"level":"error"\| fatal \|deadlock\|exited' "$srv_log" || true)" \
     '{name: "server", "label": $lbl, processes: $procs,
       peak_rss_mb: ([$procs[] | select(.role == "worker") | .vmhwm_mb] | max),
       exit_code: $rc, log_errors: $errors, first_errors: $log, workers_left: $left,

@@ -34,7 +34,8 @@
 --
 -- Defaults: level from CHORUS_LOG_LEVEL (or its older name CHORUS_LOG),
 -- else info; format from CHORUS_LOG_FORMAT, else text when stderr is a
--- terminal and JSON otherwise. Commands that run long take --log-level
+-- terminal and JSON otherwise; CHORUS_LOG_BUFFER_KB (4096) is how much
+-- may wait for stderr before records are dropped. Commands that run long take --log-level
 -- and --log-format (chorus.cli.logopts).
 local native = require "chorus.native"
 
@@ -71,10 +72,20 @@ M.level = LEVELS[env("CHORUS_LOG_LEVEL") or env("CHORUS_LOG") or "info"] or LEVE
 M.format = FORMATS[env("CHORUS_LOG_FORMAT")] and env("CHORUS_LOG_FORMAT")
   or (native.isatty(2) and "text" or "json")
 
+-- CHORUS_LOG_BUFFER_KB: how much may wait for stderr before records are
+-- dropped (default 4096; a bad value is reported by chorus.cli.logopts).
+function M.parse_buffer_kb(s)
+  local n = tonumber(s)
+  if not n or n ~= math.floor(n) or n < 16 or n > 1048576 then
+    return nil, ("must be a whole number of KiB from 16 to 1048576, got '%s'"):format(tostring(s))
+  end
+  return n
+end
+
 local function setup()
   native.log_setup({ json = M.format == "json", encode = function(t)
     return require("chorus.json").encode_lenient(t)
-  end })
+  end, buffer = (M.parse_buffer_kb(env("CHORUS_LOG_BUFFER_KB")) or 4096) * 1024 })
 end
 setup()
 

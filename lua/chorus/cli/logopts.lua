@@ -4,8 +4,8 @@
 --   logopts.add(SPEC, ORDER)    adds the two options (before --help)
 --   logopts.apply(opts) -> true | nil, err   configures chorus.log from
 --     the options, else CHORUS_LOG_LEVEL (or CHORUS_LOG) and
---     CHORUS_LOG_FORMAT; a bad value is an error naming where it came
---     from. Also registers the passwords of --db and --redis URLs as
+--     CHORUS_LOG_FORMAT; a bad value (or CHORUS_LOG_BUFFER_KB) is an
+--     error naming where it came from. Also registers the passwords of --db and --redis URLs as
 --     secrets no record may show.
 local log = require "chorus.log"
 
@@ -53,6 +53,11 @@ function M.apply(opts)
   if format then
     local ok, err = log.parse_format(format)
     if not ok then return nil, ffrom .. " " .. err end
+  end
+  local kb = env("CHORUS_LOG_BUFFER_KB")
+  if kb then
+    local ok, err = log.parse_buffer_kb(kb)
+    if not ok then return nil, "CHORUS_LOG_BUFFER_KB " .. err end
   end
   assert(log.configure({ level = level, format = format }))
   log.secret_url(opts.db)
