@@ -15,9 +15,10 @@ if [ "${1:-}" = "--services" ]; then
   # systemd (systemd-analyze), adduser: scripts/package-test checks the
   # units and installs the package (its postinst makes the chorus user);
   # chromium: the admin page's browser test (tests/browser, driven by
-  # playwright-core from npm with this browser: nothing downloaded at run time)
+  # playwright-core from npm with this browser: nothing downloaded at run time);
+  # jq: the log spec follows a trace id the way docs/DESIGN.md tells operators
   CHORUS_PACKAGES+=(postgresql redis-server curl procps clang libclang-rt-14-dev
-    systemd adduser chromium)
+    systemd adduser chromium jq)
 fi
 
 missing=()
