@@ -400,29 +400,76 @@ static int l_environ(lua_State *L)
     return 1;
 }
 
-/* The prepare handle runs before the loop blocks for I/O: the lines of
- * this iteration go to the writer then, one wake for all of them. */
-static void rt__on_prepare(uv_prepare_t *p)
+/* The writer is woken at most once per RT_LOG_WAKE_MS: a wake per loop
+ * iteration (thousands a second under load) cost a futex call on the
+ * loop's thread and a context switch each, for writes of a few lines; a
+ * record now waits at most this long for stderr (or less, past half the
+ * buffer: rt_log_append wakes it then). */
+#define RT_LOG_WAKE_MS 5
+
+/* The loop's side of the writer: a prepare handle notices, before the
+ * loop blocks for I/O, that records were appended, and wakes the writer
+ * now or arms the timer for when RT_LOG_WAKE_MS has passed since the last
+ * wake. One malloc'd block, freed once both handles are closed. */
+typedef struct rt__waker {
+    uv_prepare_t prepare;
+    uv_timer_t timer;
+    uint64_t last; /* loop time (ms) of the last wake */
+    int armed;     /* the timer runs */
+    int open;      /* handles not closed yet */
+} rt__waker_t;
+
+static void rt__wake(rt__waker_t *w)
 {
-    (void)p;
+    w->last = uv_now(w->prepare.loop);
     rt_log_kick(&rt__stderr);
 }
 
-static void rt__free_handle(uv_handle_t *h)
+static void rt__on_timer(uv_timer_t *t)
 {
-    free(h);
+    rt__waker_t *w = t->data;
+    w->armed = 0;
+    rt__wake(w);
 }
 
-#define RT_LOG_MT "chorus.log.prepare"
-
-/* __gc of the handle's anchor (at lua_close): closes the handle; the loop
- * frees it when it runs next. */
-static int l_handle_gc(lua_State *L)
+static void rt__on_prepare(uv_prepare_t *p)
 {
-    uv_prepare_t **pp = luaL_checkudata(L, 1, RT_LOG_MT);
-    if (*pp != NULL) {
-        uv_close((uv_handle_t *)*pp, rt__free_handle);
-        *pp = NULL;
+    rt__waker_t *w = p->data;
+    uint64_t now;
+    if (w->armed || !atomic_load_explicit(&rt__stderr.kick, memory_order_relaxed))
+        return;
+    now = uv_now(p->loop);
+    if (now - w->last >= RT_LOG_WAKE_MS) {
+        rt__wake(w);
+    } else if (uv_timer_start(&w->timer, rt__on_timer,
+                              RT_LOG_WAKE_MS - (now - w->last), 0) == 0) {
+        w->armed = 1;
+    } else {
+        rt__wake(w);
+    }
+}
+
+static void rt__on_close(uv_handle_t *h)
+{
+    rt__waker_t *w = h->data;
+    if (--w->open == 0)
+        free(w);
+}
+
+#define RT_LOG_MT "chorus.log.waker"
+
+/* __gc of the waker's anchor (at lua_close): closes its handles; the loop
+ * frees it when it runs next. */
+static int l_waker_gc(lua_State *L)
+{
+    rt__waker_t **pw = luaL_checkudata(L, 1, RT_LOG_MT);
+    rt__waker_t *w = *pw;
+    if (w != NULL) {
+        int timer = w->open == 2; /* the timer was made too */
+        *pw = NULL;
+        uv_close((uv_handle_t *)&w->prepare, rt__on_close);
+        if (timer)
+            uv_close((uv_handle_t *)&w->timer, rt__on_close);
     }
     return 0;
 }
@@ -437,7 +484,7 @@ static const luaL_Reg funcs[] = {
 
 void rt_lua_log_open(lua_State *L, rt_lua_sched_t *ls, int table)
 {
-    uv_prepare_t **pp;
+    rt__waker_t **pw, *w;
     lua_pushvalue(L, table);
     luaL_setfuncs(L, funcs, 0);
     lua_pop(L, 1);
@@ -449,20 +496,30 @@ void rt_lua_log_open(lua_State *L, rt_lua_sched_t *ls, int table)
     }
     if (!rt__ready)
         return; /* lines are written directly */
-    /* The handle, anchored in the registry until the state closes. */
-    pp = lua_newuserdata(L, sizeof *pp);
-    *pp = NULL;
+    /* The waker, anchored in the registry until the state closes. */
+    pw = lua_newuserdata(L, sizeof *pw);
+    *pw = NULL;
     luaL_newmetatable(L, RT_LOG_MT);
-    lua_pushcfunction(L, l_handle_gc);
+    lua_pushcfunction(L, l_waker_gc);
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, -2);
-    *pp = malloc(sizeof **pp);
-    if (*pp == NULL || uv_prepare_init(ls->sched.loop, *pp) != 0) {
-        free(*pp);
-        *pp = NULL;
+    w = calloc(1, sizeof *w);
+    if (w == NULL)
+        luaL_error(L, "out of memory");
+    if (uv_prepare_init(ls->sched.loop, &w->prepare) != 0) {
+        free(w);
         luaL_error(L, "cannot make the log's prepare handle");
     }
-    (void)uv_prepare_start(*pp, rt__on_prepare);
-    uv_unref((uv_handle_t *)*pp); /* it must not keep the loop alive */
+    w->open = 1;
+    w->prepare.data = w;
+    *pw = w; /* from here __gc closes what is open */
+    if (uv_timer_init(ls->sched.loop, &w->timer) != 0)
+        luaL_error(L, "cannot make the log's timer");
+    w->open = 2;
+    w->timer.data = w;
+    (void)uv_prepare_start(&w->prepare, rt__on_prepare);
+    /* Neither keeps the loop alive: at the end, atexit flushes. */
+    uv_unref((uv_handle_t *)&w->prepare);
+    uv_unref((uv_handle_t *)&w->timer);
     luaL_ref(L, LUA_REGISTRYINDEX);
 }
