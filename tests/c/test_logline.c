@@ -107,8 +107,43 @@ static void redaction(void)
     rt_logline_free(&b);
 }
 
+/* Numbers are written as %.15g writes them (the fast path for integers
+ * and durations rounded to the microsecond must agree with it). */
+static void numbers(void)
+{
+    rt_logline_t b = {0};
+    char want[64];
+    long k;
+    int bad = 0;
+    for (k = -200000; k <= 200000; k += 7) {
+        double vs[] = {(double)k / 1000.0, (double)k, (double)k * 1e6 + 0.5,
+                       (double)k / 1000.0 + 1e-9, (double)k / 3.0};
+        size_t i;
+        for (i = 0; i < sizeof vs / sizeof vs[0]; i++) {
+            size_t n;
+            rt_logline_begin(&b, 1, T, "info", S("m"));
+            rt_logline_num(&b, S("v"), vs[i]);
+            CHECK(rt_logline_end(&b) == 0);
+            snprintf(want, sizeof want, "%.15g", vs[i]);
+            if (strcmp(want, "-0") == 0)
+                strcpy(want, "0");
+            /* ...,"v":<number>}\n */
+            n = strlen(want);
+            if (b.len < n + 2 || memcmp(b.p + b.len - n - 2, want, n) != 0 ||
+                b.p[b.len - n - 3] != ':') {
+                if (bad++ < 5)
+                    fprintf(stderr, "%.17g: got %.*s want %s\n", vs[i],
+                            (int)b.len, b.p, want);
+            }
+        }
+    }
+    CHECK(bad == 0);
+    rt_logline_free(&b);
+}
+
 int main(void)
 {
+    numbers();
     json_lines();
     text_lines();
     redaction();
