@@ -68,20 +68,21 @@ static int rt__placed(const char *k)
 }
 
 /* Adds the value at the top of L as field key. */
-static void rt__field(lua_State *L, const char *key, size_t klen)
+static void rt__field(lua_State *L, rt_logline_t *b, const char *key,
+                      size_t klen)
 {
     size_t n;
     const char *s;
     switch (lua_type(L, -1)) {
     case LUA_TSTRING:
         s = lua_tolstring(L, -1, &n);
-        rt_logline_str(&rt__line, key, klen, s, n);
+        rt_logline_str(b, key, klen, s, n);
         break;
     case LUA_TNUMBER:
-        rt_logline_num(&rt__line, key, klen, lua_tonumber(L, -1));
+        rt_logline_num(b, key, klen, lua_tonumber(L, -1));
         break;
     case LUA_TBOOLEAN:
-        rt_logline_bool(&rt__line, key, klen, lua_toboolean(L, -1));
+        rt_logline_bool(b, key, klen, lua_toboolean(L, -1));
         break;
     case LUA_TTABLE:
         if (rt__encode_ref != LUA_NOREF) {
@@ -89,24 +90,24 @@ static void rt__field(lua_State *L, const char *key, size_t klen)
             lua_pushvalue(L, -2);
             if (lua_pcall(L, 1, 1, 0) == 0 && lua_type(L, -1) == LUA_TSTRING) {
                 s = lua_tolstring(L, -1, &n);
-                rt_logline_raw(&rt__line, key, klen, s, n);
+                rt_logline_raw(b, key, klen, s, n);
                 lua_pop(L, 1);
                 break;
             }
             lua_pop(L, 1);
         }
-        rt_logline_str(&rt__line, key, klen, "[table]", 7);
+        rt_logline_str(b, key, klen, "[table]", 7);
         break;
     default:
         s = lua_typename(L, lua_type(L, -1));
-        rt_logline_str(&rt__line, key, klen, s, strlen(s));
+        rt_logline_str(b, key, klen, s, strlen(s));
     }
 }
 
 /* Adds the fields of the table at index fields in the list form:
  * {"key", value, "key", value, ...}, in that order; a nil value leaves
  * its field out. */
-static void rt__list_fields(lua_State *L, int fields)
+static void rt__list_fields(lua_State *L, rt_logline_t *b, int fields)
 {
     lua_Integer k;
     for (k = 1;; k += 2) {
@@ -120,7 +121,7 @@ static void rt__list_fields(lua_State *L, int fields)
         key = lua_tolstring(L, -1, &klen);
         lua_rawgeti(L, fields, (int)k + 1);
         if (!lua_isnil(L, -1))
-            rt__field(L, key, klen);
+            rt__field(L, b, key, klen);
         lua_pop(L, 2);
     }
 }
@@ -128,13 +129,13 @@ static void rt__list_fields(lua_State *L, int fields)
 /* Adds the fields of the table at index fields in the map form: the ids
  * first (rt__first), then the others in table order, except the
  * process's fields (rt__base: the caller adds those). */
-static void rt__map_fields(lua_State *L, int fields)
+static void rt__map_fields(lua_State *L, rt_logline_t *b, int fields)
 {
     size_t i;
     for (i = 0; i < RT_NFIRST; i++) {
         lua_getfield(L, fields, rt__first[i]);
         if (!lua_isnil(L, -1))
-            rt__field(L, rt__first[i], strlen(rt__first[i]));
+            rt__field(L, b, rt__first[i], strlen(rt__first[i]));
         lua_pop(L, 1);
     }
     lua_pushnil(L);
@@ -144,24 +145,24 @@ static void rt__map_fields(lua_State *L, int fields)
         if (lua_type(L, -2) == LUA_TSTRING) {
             k = lua_tolstring(L, -2, &klen);
             if (!rt__placed(k))
-                rt__field(L, k, klen);
+                rt__field(L, b, k, klen);
         }
         lua_pop(L, 1);
     }
 }
 
-/* Builds the line of (level, msg, fields) in rt__line: the record's own
- * fields, then the process's (node) unless the map form gave its own
- * value. Returns 0 or -1 (no memory). */
-static int rt__build(lua_State *L)
+/* Builds the line of (level, msg, fields) in b: the record's own fields,
+ * then the process's (node) unless the map form gave its own value.
+ * Returns 0 or -1 (no memory). */
+static int rt__build(lua_State *L, rt_logline_t *b)
 {
     size_t mlen, i;
-    const char *level = luaL_checkstring(L, 1);
-    const char *msg = luaL_checklstring(L, 2, &mlen);
+    const char *level = lua_tostring(L, 1);
+    const char *msg = lua_tolstring(L, 2, &mlen);
     int fields = lua_istable(L, 3) ? 3 : 0, map = 0;
     struct timeval tv;
     gettimeofday(&tv, NULL);
-    rt_logline_begin(&rt__line, rt__json,
+    rt_logline_begin(b, rt__json,
                      (double)tv.tv_sec + (double)tv.tv_usec / 1e6, level, msg,
                      mlen);
     if (fields) {
@@ -169,43 +170,56 @@ static int rt__build(lua_State *L)
         map = lua_type(L, -1) != LUA_TSTRING;
         lua_pop(L, 1);
         if (map)
-            rt__map_fields(L, fields);
+            rt__map_fields(L, b, fields);
         else
-            rt__list_fields(L, fields);
+            rt__list_fields(L, b, fields);
     }
     for (i = 0; i < rt__nbase; i++) {
         rt__kv_t *kv = &rt__base[i];
         if (map) {
             lua_getfield(L, fields, kv->key);
             if (!lua_isnil(L, -1)) {
-                rt__field(L, kv->key, kv->klen);
+                rt__field(L, b, kv->key, kv->klen);
                 lua_pop(L, 1);
                 continue;
             }
             lua_pop(L, 1);
         }
-        rt_logline_str(&rt__line, kv->key, kv->klen, kv->val, kv->vlen);
+        rt_logline_str(b, kv->key, kv->klen, kv->val, kv->vlen);
     }
-    if (rt_logline_end(&rt__line) != 0)
+    if (rt_logline_end(b) != 0)
         return -1;
-    return rt_logline_redact(&rt__line, (const char *const *)rt__secrets,
+    return rt_logline_redact(b, (const char *const *)rt__secrets,
                              rt__secret_lens, rt__nsecrets);
+}
+
+/* Builds the line of the call's arguments: in rt__line, or in *spare
+ * when a line is being built already (a table field's encoder logged).
+ * Returns the builder (the caller frees a spare) or NULL (no memory). */
+static rt_logline_t *rt__line_of(lua_State *L, rt_logline_t *spare)
+{
+    static int building;
+    rt_logline_t *b = building ? spare : &rt__line;
+    int rc;
+    luaL_checkstring(L, 1);
+    luaL_checkstring(L, 2);
+    building++;
+    rc = rt__build(L, b);
+    building--;
+    return rc == 0 ? b : NULL;
 }
 
 /* native.log_emit(level, msg, fields|nil) -> true | false (dropped):
  * the line goes to stderr through the writer thread. */
 static int l_log_emit(lua_State *L)
 {
-    int ok;
-    if (rt__build(L) != 0) {
-        lua_pushboolean(L, 0);
-        return 1;
-    }
-    if (rt__ready) {
-        ok = rt_log_append(&rt__stderr, rt__line.p, rt__line.len) == 0;
-    } else {
-        ok = write(2, rt__line.p, rt__line.len) == (ssize_t)rt__line.len;
-    }
+    rt_logline_t spare = {0}, *b = rt__line_of(L, &spare);
+    int ok = 0;
+    if (b != NULL && rt__ready)
+        ok = rt_log_append(&rt__stderr, b->p, b->len) == 0;
+    else if (b != NULL)
+        ok = write(2, b->p, b->len) == (ssize_t)b->len;
+    rt_logline_free(&spare);
     lua_pushboolean(L, ok);
     return 1;
 }
@@ -213,9 +227,13 @@ static int l_log_emit(lua_State *L)
 /* native.log_format(level, msg, fields|nil) -> the line (for a sink) */
 static int l_log_format(lua_State *L)
 {
-    if (rt__build(L) != 0)
+    rt_logline_t spare = {0}, *b = rt__line_of(L, &spare);
+    if (b == NULL) {
+        rt_logline_free(&spare);
         return luaL_error(L, "out of memory");
-    lua_pushlstring(L, rt__line.p, rt__line.len);
+    }
+    lua_pushlstring(L, b->p, b->len);
+    rt_logline_free(&spare);
     return 1;
 }
 

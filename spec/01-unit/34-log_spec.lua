@@ -95,6 +95,19 @@ describe("chorus.log", function()
     assert.equal("x\ny\tz\1", r[1].nl)
   end)
 
+  it("builds a record while another is being built (a table field's encoder that logs)", function()
+    local native = require "chorus.native"
+    local ok, lines = pcall(capture, function()
+      native.log_setup({ encode = function() log.info("nested %d", 1) return '{"n":1}' end })
+      log.info_with({ t = {}, a = "x" }, "outer")
+    end)
+    assert(log.configure({ format = log.format })) -- the usual encoder again
+    assert(ok, lines)
+    local r = records(lines)
+    assert.same({ "nested 1", "outer" }, { r[1].msg, r[2].msg })
+    assert.same({ { n = 1 }, "x" }, { r[2].t, r[2].a })
+  end)
+
   it("writes text as today's look plus key=value pairs, quoted when needed", function()
     log.set_field("node", "n1")
     local lines = capture(function()
