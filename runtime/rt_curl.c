@@ -943,6 +943,10 @@ static int start(rt_curl_t *c, const rt_curl_opts_t *o, rt_curl_done_cb cb,
     SETOPT(CURLOPT_MAXREDIRS, o->max_redirects < 0
                                   ? (long)RT_CURL_DEFAULT_REDIRECTS
                                   : o->max_redirects);
+    /* Peer and host verification stay on: a CA file widens what is
+     * trusted, it never turns checking off. */
+    if (o->ca_file != NULL)
+        SETOPT(CURLOPT_CAINFO, o->ca_file);
     if (o->deny_internal) {
         r->deny_internal = 1;
         if (o->nallow > 0) {

@@ -56,6 +56,10 @@ typedef struct {
                                        * DNS, but those in allow */
     const rt_cidr_t *allow;           /* nallow ranges (copied) */
     size_t nallow;
+    const char *ca_file;              /* PEM bundle of CAs trusted for
+                                       * https instead of the system's
+                                       * (self-signed engines); NULL:
+                                       * the system's */
 } rt_curl_opts_t;
 
 /* What came back. Pointers are valid only during the callback. */

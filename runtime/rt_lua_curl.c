@@ -204,6 +204,7 @@ static void lc_read_opts(lua_State *L, const char *fname, rt_curl_opts_t *o)
     o->follow_redirects = lua_toboolean(L, -1);
     lua_getfield(L, 1, "max_redirects");
     o->max_redirects = lua_isnil(L, -1) ? -1 : (long)lua_tointeger(L, -1);
+    o->ca_file = lc_opt_str(L, "ca_file", NULL);
     lua_getfield(L, 1, "deny_internal");
     o->deny_internal = lua_toboolean(L, -1);
     lua_getfield(L, 1, "allow");
@@ -273,7 +274,7 @@ static int lc_push_fail(lua_State *L, const char *word, const char *message)
 
 /* native.curl_request({url=, method=, headers={n1, v1, ...}, body=,
  *   timeout_ms=, connect_timeout_ms=, max_body_bytes=, follow_redirects=,
- *   max_redirects=, deny_internal=, allow={"10.0.0.0/8", ...}})
+ *   max_redirects=, deny_internal=, allow={"10.0.0.0/8", ...}, ca_file=})
  *   -> status, headers, body | nil, word, message
  * Bad option types raise (caller bugs); bad values give
  * nil, "invalid request", why. */
@@ -546,6 +547,7 @@ static int l_curl_open(lua_State *L)
 
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
+    luaL_checkstack(L, LUA_MINSTACK, "curl_open"); /* lc_read_opts' pushes */
     lc_read_opts(L, "curl_open", &o);
     buffer = lc_opt_u64(L, "buffer_bytes");
     if (lc_engine(ctx) == NULL)

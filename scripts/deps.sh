@@ -16,9 +16,11 @@ if [ "${1:-}" = "--services" ]; then
   # units and installs the package (its postinst makes the chorus user);
   # chromium: the admin page's browser test (tests/browser, driven by
   # playwright-core from npm with this browser: nothing downloaded at run time);
+  # nginx + openssl: TLS in front of the fake Workload Scheduler (the tws
+  # agent's CA-file path, spec/02-integration/20-tws/tls_spec.lua);
   # jq: the log spec follows a trace id the way docs/DESIGN.md tells operators
   CHORUS_PACKAGES+=(postgresql redis-server curl procps clang libclang-rt-14-dev
-    systemd adduser chromium jq)
+    systemd adduser chromium nginx openssl jq)
 fi
 
 missing=()

@@ -13,7 +13,7 @@ return {
     for _, step in ipairs(ctx:ordered(steps)) do
       local ok, out = ctx:run_step(step, { on_failure = "continue", try_fallbacks = true })
       if ok then
-        local answered = ctx.exec:run_of(step.id).answered_by or step.id
+        local answered = ctx:step(step.id).answered_by or step.id
         ctx:answered_by(answered)
         return out
       end

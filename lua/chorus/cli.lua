@@ -14,8 +14,9 @@ local COMMANDS = {
   worker = "run a node that claims and runs executions from the database",
   status = "print an execution's record from the database",
   keys = "create, list and revoke API keys",
+  kb = "load a directory into the knowledge base (import) or search it",
 }
-local ORDER = { "run", "serve", "validate", "migrate", "enqueue", "worker", "status", "keys", "test", "lua", "version" }
+local ORDER = { "run", "serve", "validate", "migrate", "enqueue", "worker", "status", "keys", "kb", "test", "lua", "version" }
 
 local function usage(out)
   out:write("usage: chorus COMMAND [ARGS]\n\ncommands:\n")

@@ -12,6 +12,7 @@ local native = require "chorus.native"
 local states = require "chorus.states"
 local step_exec = require "chorus.step"
 local context = require "chorus.context"
+local limits = require "chorus.limits"
 
 local now, time = sched.now, sched.time
 local ipairs, pairs, tostring, type, error = ipairs, pairs, tostring, type, error
@@ -101,10 +102,64 @@ end
 
 -- run_of(step_id) -> the step run of that step (nil for an unknown id).
 -- Looked up through the config's shared index: a table per execution
--- for it cost ~160 bytes for each one in flight.
+-- for it cost ~160 bytes for each one in flight. Steps started at run time
+-- (dynamic: ctx:run_step{...}, a map's items) are in self.dyn, made only
+-- when the execution has some.
 function Execution:run_of(step_id)
   local i = self.index_of[step_id]
+  if i then return self.steps[i] end
+  local d = self.dyn
+  i = d and d.index[step_id]
   return i and self.steps[i]
+end
+
+-- step_of(step_id) -> the step's config, declared or dynamic, or nil.
+function Execution:step_of(step_id)
+  local s = self.steps_by_id[step_id]
+  if s then return s end
+  local d = self.dyn
+  return d and d.steps[step_id]
+end
+
+-- position_of(step_id) -> its 1-based position in self.steps, or nil.
+function Execution:position_of(step_id)
+  local i = self.index_of[step_id]
+  if i then return i end
+  local d = self.dyn
+  return d and d.index[step_id]
+end
+
+-- is_dynamic(step_id) -> true for a step the config does not list.
+function Execution:is_dynamic(step_id)
+  local d = self.dyn
+  return d ~= nil and d.steps[step_id] ~= nil
+end
+
+-- add_step(step) -> step run | nil, err: a step the config does not list
+-- (validated and normalized by chorus.validate.dynamic_step), recorded
+-- like a declared one. The same id again gives the step run it already
+-- has (a strategy resumed after a crash starts its steps again: those
+-- that ran are replayed, not run twice). Bounded by settings.max_steps.
+function Execution:add_step(step)
+  local d = self.dyn
+  if d and d.steps[step.id] then return self.steps[d.index[step.id]] end
+  if self.steps_by_id[step.id] then
+    return nil, ("step id '%s' is a step of the config"):format(step.id)
+  end
+  local max = limits.setting(self.config.settings, "max_steps")
+  if #self.steps >= max then
+    return nil, ("the execution has %d steps, its maximum (settings.max_steps); cannot add '%s'")
+      :format(#self.steps, step.id)
+  end
+  if not d then
+    d = { index = {}, steps = {} }
+    self.dyn = d
+  end
+  local sr = { id = step.id, status = "pending", attempts = 0 }
+  local n = #self.steps + 1
+  self.steps[n] = sr
+  d.index[step.id], d.steps[step.id] = n, step
+  return sr
 end
 
 -- The version of the strategy this execution runs (from its pinned
@@ -198,7 +253,7 @@ function Execution:set_step_status(sr, to)
   if self.bus.n > 0 then
     self:emit({ type = "step.status", step_id = sr.id, status = to, previous = from,
       attempts = sr.attempts, latency_ms = sr.latency_ms, error = sr.error,
-      agent = self.steps_by_id[sr.id].agent, agent_version = sr.agent_version })
+      agent = self:step_of(sr.id).agent, agent_version = sr.agent_version })
   end
   return true
 end
@@ -212,7 +267,7 @@ end
 function Execution:emit_step_event(sr, type_, err)
   if self.bus.n > 0 then
     self:emit({ type = type_, step_id = sr.id, attempts = sr.attempts, error = err,
-      agent = self.steps_by_id[sr.id].agent })
+      agent = self:step_of(sr.id).agent })
   end
 end
 
@@ -226,6 +281,40 @@ function Execution:refresh_status()
   end
   if st ~= "running" and st ~= "paused" then return end
   self:set_status(paused and "paused" or "running")
+end
+
+-- Budgets (settings.max_tokens, max_cost): every step's usage is charged
+-- as it is known; a streaming step's running usage is checked too.
+local function commas(n)
+  local s = ("%d"):format(n)
+  return (s:reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", ""))
+end
+
+-- charge(tokens, cost): usage an attempt has finished with.
+function Execution:charge(tokens, cost)
+  self.spent_tokens = (self.spent_tokens or 0) + tokens
+  self.spent_cost = (self.spent_cost or 0) + cost
+  return self:check_budget(0, 0)
+end
+
+-- check_budget(live_tokens, live_cost) -> true | nil: over it, no new step
+-- starts, what is in flight is cancelled, and the execution fails saying
+-- which budget and by how much.
+function Execution:check_budget(live_tokens, live_cost)
+  local s = self.config.settings
+  if not (s.max_tokens or s.max_cost) or self.budget_error then return not self.budget_error end
+  local t = (self.spent_tokens or 0) + live_tokens
+  local c = (self.spent_cost or 0) + live_cost
+  local msg
+  if s.max_tokens and t > s.max_tokens then
+    msg = ("budget exceeded: tokens %s > %s"):format(commas(t), commas(s.max_tokens))
+  elseif s.max_cost and c > s.max_cost then
+    msg = ("budget exceeded: cost %.6g > %.6g"):format(c, s.max_cost)
+  end
+  if not msg then return true end
+  self.budget_error = msg
+  if self.task then self.task:cancel() end
+  return nil
 end
 
 -- A step with on_failure = abort failed: stop every step in flight.
@@ -242,7 +331,7 @@ function Execution:request_approval(sr)
   self.approvals[sr.id] = pending
   self.pending_approvals = self.pending_approvals + 1
   self:refresh_status()
-  if self.bus.n > 0 then self:emit({ type = "step.approval", step_id = sr.id, name = self.steps_by_id[sr.id].name }) end
+  if self.bus.n > 0 then self:emit({ type = "step.approval", step_id = sr.id, name = self:step_of(sr.id).name }) end
   local decision
   if self.auto_approve then
     decision = { approved = true, by = "auto" }
@@ -335,12 +424,12 @@ function Execution:compensate()
   local todo, done = {}, self.completed_order or {}
   for i = #done, 1, -1 do
     local sr = done[i]
-    if self.steps_by_id[sr.id].compensate then todo[#todo + 1] = sr end
+    if self:step_of(sr.id).compensate then todo[#todo + 1] = sr end
   end
   if #todo == 0 then return end
   self:set_status("compensation")
   for _, sr in ipairs(todo) do
-    local comp = self.steps_by_id[sr.id].compensate
+    local comp = self:step_of(sr.id).compensate
     local entry = self.registry.agents[comp.agent]
     local input = { step_id = sr.id, output = sr.output, input = self.input, error = self.error }
     local actx = { execution_id = self.id, trace_id = self.trace_id, step_id = sr.id,
@@ -364,6 +453,7 @@ function Execution:compensate()
 end
 
 local function failure_message(self, ok, out, err)
+  if self.budget_error then return self.budget_error end
   if self.aborted then
     return ("step %s failed: %s"):format(self.aborted.step, tostring(self.aborted.error))
   end
@@ -433,7 +523,9 @@ local function finish(self)
   local settings = self.config.settings
   local ok, out, err = self.task:result()
   local status
-  if self.cancel_requested or (ok == nil and out == "cancelled" and not self.aborted) then
+  if self.budget_error then
+    status, self.error = "failed", self.budget_error
+  elseif self.cancel_requested or (ok == nil and out == "cancelled" and not self.aborted) then
     status, self.error = "cancelled", "cancelled"
   elseif self.aborted or ok == nil or (out == nil and err ~= nil) then
     status, self.error = "failed", failure_message(self, ok, out, err)
@@ -494,14 +586,16 @@ end
 function Execution:record()
   local steps = {}
   for i, sr in ipairs(self.steps) do
-    local step = self.steps_by_id[sr.id]
+    local step = self:step_of(sr.id)
     steps[i] = {
       id = sr.id, name = step.name, status = sr.status, attempts = sr.attempts,
       latency_ms = sr.latency_ms, error = sr.error, agent = step.agent,
       agent_version = sr.agent_version, output = sr.output, tokens = sr.tokens or 0,
       cost = sr.cost or 0, answered_by = sr.answered_by, compensation = sr.compensation,
       approval = sr.approval, started_at = sr.started_at, finished_at = sr.finished_at,
-      input = sr.input,
+      input = sr.input, reason = sr.reason, dynamic = self:is_dynamic(sr.id) or nil,
+      cached = sr.cached, cached_from = sr.cached_from, rate_wait_ms = sr.rate_wait_ms,
+      parent = step.parent, item_index = step.item_index,
     }
   end
   return {
@@ -510,6 +604,7 @@ function Execution:record()
     status = self.status, input = self.input, output = self.output, error = self.error,
     created_at = self.created_at, started_at = self.started_at, finished_at = self.finished_at,
     answered_by = self.answered_by, consensus = self.consensus,
+    session_id = self.session_id, metadata = self.metadata,
     steps = steps,
     metrics = { latency_ms = self.latency_ms, tokens = self.tokens, cost = self.cost },
   }
@@ -520,7 +615,7 @@ function Execution:summary()
   return {
     id = self.id, trace_id = self.trace_id, config = self.config_name, config_id = self.config_id,
     strategy = self.strategy, status = self.status, error = self.error,
-    user_id = self.user_id, tenant_id = self.tenant_id,
+    user_id = self.user_id, tenant_id = self.tenant_id, session_id = self.session_id,
     created_at = self.created_at, started_at = self.started_at, finished_at = self.finished_at,
     metrics = { latency_ms = self.latency_ms, tokens = self.tokens, cost = self.cost },
   }

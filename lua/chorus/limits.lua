@@ -28,12 +28,14 @@ local M = {}
 
 M.MAX_DEPTH = 100
 M.DEFAULTS = {
+  max_steps = 1000,
   max_input_bytes = 1048576,
   max_output_bytes = 1048576,
   max_execution_bytes = 16 * 1048576,
 }
 -- What a config may set them to.
 M.CEILINGS = {
+  max_steps = 10000,
   max_input_bytes = 64 * 1048576,
   max_output_bytes = 64 * 1048576,
   max_execution_bytes = 256 * 1048576,

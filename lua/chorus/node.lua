@@ -96,6 +96,15 @@ function Node:config_of(row)
 end
 
 local function restore_steps(exec, rows)
+  -- Steps started at run time first, in the order they were added, so
+  -- their runs sit where they were (a resumed strategy finds them again).
+  table.sort(rows, function(a, b) return a.step_index < b.step_index end)
+  for _, r in ipairs(rows) do
+    if r.definition ~= nil and r.definition ~= json.null and not exec:run_of(r.step_id) then
+      local ok, err = exec:add_step(r.definition)
+      if not ok then log.warn("node: execution %s: step %s not restored: %s", exec.id, r.step_id, tostring(err)) end
+    end
+  end
   for _, r in ipairs(rows) do
     local sr = exec:run_of(r.step_id)
     if sr then
@@ -119,6 +128,9 @@ local function restore_steps(exec, rows)
         sr.replayed = true
       elseif r.status == "failed" then
         sr.status, sr.error, sr.latency_ms = "failed", r.error, r.latency_ms
+        sr.replayed = true
+      elseif r.status == "skipped" and r.reason then -- its condition was false
+        sr.status, sr.reason = "skipped", r.reason
         sr.replayed = true
       end
       -- running / paused / skipped: it runs again (at-least-once).

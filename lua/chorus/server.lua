@@ -77,6 +77,9 @@ function M.start(opts)
   if opts.redis then
     svc.bridge = require("chorus.events.redis_bridge").new({ url = opts.redis })
   end
+  -- The step cache and rate limits are the cluster's (one Redis) or, with
+  -- none, this process's.
+  require("chorus.cluster").configure({ redis_url = opts.redis })
   svc.hub = hub_mod.new({ bus = engine.bus, node_id = node_id, bridge = svc.bridge })
   if svc.bridge then svc.bridge:start(svc.hub) end
 

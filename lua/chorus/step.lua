@@ -8,15 +8,62 @@
 local sched = require "chorus.sched"
 local native = require "chorus.native"
 local limits = require "chorus.limits"
+local condition = require "chorus.condition"
+local template = require "chorus.template"
+local step_cache = require "chorus.step_cache"
+local rate_limit = require "chorus.rate_limit"
+local json = require "chorus.json"
 
 local with_deadline, sleep, now, cancelled = sched.with_deadline, sched.sleep, sched.now, sched.cancelled
 local scope_open, scope_close = sched.scope_open, sched.scope_close
 local script_enter, script_leave = native.script_enter, native.script_leave
 
--- as_script(fn, ...): fn's call is script code (for the watchdog).
-local function as_script(fn, ...)
+-- gate(exec, step, sr) -> true | nil, why: waits for the agent's rate
+-- limit (settings.rate_limits[agent], else the agent file's rate_limit)
+-- and records the wait on the step.
+local function gate(exec, step, sr)
+  local limits_of = exec.config.settings.rate_limits
+  local limit = limits_of and limits_of[step.agent] or exec.registry.agents[step.agent].module.rate_limit
+  if not limit then return true end
+  local waited, why = rate_limit.acquire(step.agent, limit)
+  if not waited then return nil, why end
+  if waited > 0 then
+    sr.rate_wait_ms = (sr.rate_wait_ms or 0) + waited
+    if exec.bus.n > 0 then
+      exec:emit({ type = "step.rate_limited", step_id = sr.id, agent = step.agent, wait_ms = waited })
+    end
+  end
+  return true
+end
+
+-- gated_call: gate, then the agent as script code (the nested-deadline
+-- path runs it in a task of its own).
+local function gated_call(exec, step, sr, input, actx)
+  local ok, why = gate(exec, step, sr)
+  if not ok then return nil, why end
   script_enter()
-  return script_leave(fn(...))
+  return script_leave(exec.registry.agents[step.agent].module.call(input, actx, step))
+end
+
+-- cache_lookup -> true (a hit: sr.output, sr.cached set) | the key (a
+-- miss: the result goes in once the step succeeds) | nil (not cacheable:
+-- the input is not JSON). Both are told to subscribers (step.cache).
+local function cache_lookup(exec, step, sr, input)
+  local entry = exec.registry.agents[step.agent]
+  local key = step_cache.key(step.agent, entry.version, step.params, input)
+  if not key then return nil end
+  local hit = step_cache.get(key)
+  if exec.bus.n > 0 then
+    exec:emit({ type = "step.cache", step_id = sr.id, agent = step.agent, hit = hit ~= nil })
+  end
+  if not hit then return key end
+  sr.output, sr.cached, sr.cached_from = hit.output, true, hit.execution_id
+  return true
+end
+
+local function cache_store(exec, step, key, out, meta)
+  step_cache.put(key, { output = out, execution_id = exec.id,
+    meta = type(meta) == "table" and { tokens = meta.tokens, cost = meta.cost } or nil }, step.cache.ttl_s)
 end
 local xpcall, traceback = xpcall, debug.traceback
 local pairs, ipairs, type, tostring, random = pairs, ipairs, type, tostring, math.random
@@ -38,7 +85,7 @@ local function alias_mt(exec, step)
   if mt ~= nil then return mt end
   local names, any = {}, false
   for _, dep_id in ipairs(step.dependencies) do
-    local key = exec.steps_by_id[dep_id].output_key
+    local key = exec:step_of(dep_id).output_key
     if key then names["dep_" .. dep_id], any = key, true end
   end
   mt = any and { __index = function(t, k)
@@ -49,7 +96,9 @@ local function alias_mt(exec, step)
   return mt
 end
 
-function M.build_input(exec, step)
+-- build_input(exec, step, extra): extra (a strategy's input for this run
+-- of the step) and a dynamic step's own input come last and win.
+function M.build_input(exec, step, extra)
   local input = {}
   for k, v in pairs(exec.input) do input[k] = v end
   local deps = step.dependencies
@@ -57,10 +106,12 @@ function M.build_input(exec, step)
     local dep_id = deps[i]
     local out = exec.effective[dep_id]
     if out ~= nil then
-      input[exec.steps_by_id[dep_id].output_key or ("dep_" .. dep_id)] = out
+      input[exec:step_of(dep_id).output_key or ("dep_" .. dep_id)] = out
     end
   end
   if exec.consensus_outputs then input.consensus = exec.consensus_outputs end
+  if step.input then for k, v in pairs(step.input) do input[k] = v end end
+  if extra then for k, v in pairs(extra) do input[k] = v end end
   local mt = alias_mt(exec, step)
   if mt then setmetatable(input, mt) end
   return input
@@ -80,7 +131,8 @@ function M.backoff_ms(retry, n)
   return ms
 end
 
--- The agent's ctx: step_id, params and config (the config's name) are the
+-- The agent's ctx: step_id, params, config (the config's name) and
+-- settings (the config's, read only: e.g. allow_unapproved_actions) are the
 -- step's, shared through a class per step (weak: it goes with the config);
 -- execution_id, trace_id, attempt and the execution are the attempt's own.
 -- Its methods (M.agent_methods) are the agent's side of the scripting API:
@@ -106,7 +158,7 @@ function M.flush_deltas(exec)
   for i = 1, #pending, 3 do
     local sr = exec:run_of(pending[i])
     exec:emit({ type = "step.delta", step_id = pending[i], attempt = pending[i + 1],
-      delta = table.concat(pending[i + 2]), agent = exec.steps_by_id[pending[i]].agent,
+      delta = table.concat(pending[i + 2]), agent = exec:step_of(pending[i]).agent,
       status = sr and sr.status })
   end
 end
@@ -133,10 +185,17 @@ function Actx:delta(text)
   pending[#pending + 1] = { text }
 end
 
+-- usage(u): what the attempt has used so far, while it streams; the
+-- execution's budget is checked against it (a stream that takes it over
+-- is stopped with everything else in flight).
 function Actx:usage(u)
   if type(u) ~= "table" then return end
-  local sr = self[EXEC]:run_of(self.step_id)
-  if sr then sr.live_usage = { tokens = tonumber(u.tokens) or 0, cost = tonumber(u.cost) or 0 } end
+  local exec = self[EXEC]
+  local sr = exec:run_of(self.step_id)
+  if not sr then return end
+  local t, c = tonumber(u.tokens) or 0, tonumber(u.cost) or 0
+  sr.live_usage = { tokens = t, cost = c }
+  exec:check_budget(t, c)
 end
 
 -- 00-<trace id>-<parent id>-01: the trace id is the execution's (a UUID
@@ -151,7 +210,8 @@ end
 local function agent_ctx(exec, step, n)
   local class = actx_classes[step]
   if not class then
-    class = setmetatable({ step_id = step.id, params = step.params, config = exec.config_name }, { __index = Actx })
+    class = setmetatable({ step_id = step.id, params = step.params, config = exec.config_name,
+      settings = exec.config.settings }, { __index = Actx })
     class.__index = class
     actx_classes[step] = class
   end
@@ -178,13 +238,17 @@ local function settle(step, timed_out, ok, out, meta, info)
   return true, out, meta
 end
 
--- add_usage(sr, meta): tokens and cost of an attempt, added to the step's
+-- add_usage(exec, sr, meta): tokens and cost of an attempt, added to the step's
 -- (a failed attempt's usage counts too).
-local function add_usage(sr, meta)
+-- add_usage(exec, sr, meta): the execution's budget is charged too
+-- (settings.max_tokens / max_cost: past it, the execution fails).
+local function add_usage(exec, sr, meta)
+  sr.live_usage = nil
   if type(meta) ~= "table" then return end
   local tokens, cost = tonumber(meta.tokens), tonumber(meta.cost)
-  if tokens and tokens > 0 then sr.tokens = (sr.tokens or 0) + tokens end
-  if cost and cost > 0 then sr.cost = (sr.cost or 0) + cost end
+  if tokens and tokens > 0 then sr.tokens = (sr.tokens or 0) + tokens else tokens = 0 end
+  if cost and cost > 0 then sr.cost = (sr.cost or 0) + cost else cost = 0 end
+  if tokens > 0 or cost > 0 then exec:charge(tokens, cost) end
 end
 
 -- Waits while the execution is paused. Returns true, or nil, reason when
@@ -254,16 +318,40 @@ local function fail(exec, step, sr, err, t0, abort)
   return failed(exec, step, err, abort)
 end
 
+-- Conditions (`when`) are parsed once per step config.
+local cond_asts = setmetatable({}, { __mode = "k" })
+
+local function condition_holds(step, input)
+  local ast = cond_asts[step]
+  if not ast then
+    ast = assert(condition.parse(step.when)) -- validated when the config was
+    cond_asts[step] = ast
+  end
+  return condition.eval(ast, input)
+end
+
+-- skip: a false `when`; dependents still run, without this step's output.
+local function skip(exec, sr, step)
+  sr.reason = "condition false: " .. step.when
+  exec:set_step_status(sr, "skipped")
+  return false, "skipped"
+end
+
 -- Runs the step itself (no fallback chain). Returns ok, output_or_err.
 local run_attempts
 
 -- run_own(exec, step, sr, abort): the step itself (no fallback chain);
 -- abort: a failure aborts the execution. Returns ok, output_or_err.
-local function run_own(exec, step, sr, abort)
+local function run_own(exec, step, sr, abort, extra)
   local ok, why = await_running(exec)
   if not ok then
     exec:set_step_status(sr, "skipped")
     return false, why
+  end
+  local input
+  if step.when then
+    input = M.build_input(exec, step, extra)
+    if not condition_holds(step, input) then return skip(exec, sr, step) end
   end
   if step.approval then
     ok, why = await_approval(exec, sr)
@@ -277,14 +365,15 @@ local function run_own(exec, step, sr, abort)
   -- Tail calls from ctx:run_step down to here: these frames are gone while
   -- the agent runs. Every slot of a step task's stack is paid for by each
   -- execution in flight (a stack that needs over ~90 slots doubles).
-  return run_attempts(exec, step, sr, abort)
+  return run_attempts(exec, step, sr, abort, input or extra, input ~= nil)
 end
 
--- Records that the step runs now; returns its input.
-local function begin_attempts(exec, step, sr)
+-- Records that the step runs now; returns its input. extra: the
+-- strategy's input for this run, or (built) the whole input already.
+local function begin_attempts(exec, step, sr, extra, built)
   sr.agent_version = exec.registry.agents[step.agent].version
-  sr.input = exec.keep_inputs and M.build_input(exec, step) or nil
-  local input = sr.input or M.build_input(exec, step)
+  local input = built and extra or M.build_input(exec, step, extra)
+  if exec.keep_inputs then sr.input = input end
   sr.started_at = sched.time()
   -- After a crash the step runs again; attempt numbers go on from the
   -- record (the retry budget is this run's). Each attempt's number is
@@ -309,7 +398,7 @@ end
 -- (repaired). Over a limit, the step fails with why (not retried: the
 -- same agent would answer the same).
 local function succeed(exec, step, sr, out, meta, t0, abort)
-  add_usage(sr, meta)
+  add_usage(exec, sr, meta)
   -- An agent that ignored the cancel and answered anyway: its answer
   -- comes too late to count.
   local why_cancel = cancelled()
@@ -358,7 +447,7 @@ end
 local MAX_RETRY_AFTER_MS = 300000
 
 local function retry_or_stop(exec, step, sr, n, err, t0, abort, info)
-  add_usage(sr, info)
+  add_usage(exec, sr, info)
   -- Cancellation of the execution is never retried.
   local why_cancel = cancelled()
   if why_cancel then return cancel_step(exec, sr, why_cancel, t0) end
@@ -384,32 +473,96 @@ end
 -- waits, the step task's frames then need under a quarter of its stack
 -- and the GC halves that stack — every execution in flight has one or
 -- more such tasks waiting. Keep helpers out of this path.
-function run_attempts(exec, step, sr, abort)
-  local input, t0 = begin_attempts(exec, step, sr), now()
+function run_attempts(exec, step, sr, abort, extra, built)
+  local input, t0 = begin_attempts(exec, step, sr, extra, built), now()
+  local cache_key = step.cache and cache_lookup(exec, step, sr, input)
+  if cache_key == true then return succeed(exec, step, sr, sr.output, nil, t0, abort) end
   local n = 1
   while true do
     local ok, out, meta, info
     if scope_open(step.timeout_ms) then
-      script_enter() -- the agent is script code: the watchdog times it
-      ok, out, meta, info = xpcall(exec.registry.agents[step.agent].module.call, traceback,
-        input, agent_ctx(exec, step, sr.attempts), step)
-      script_leave()
+      ok, out = gate(exec, step, sr) -- a rate limit's wait counts against the timeout
+      if ok then
+        script_enter() -- the agent is script code: the watchdog times it
+        ok, out, meta, info = xpcall(exec.registry.agents[step.agent].module.call, traceback,
+          input, agent_ctx(exec, step, sr.attempts), step)
+        script_leave()
+      end
       ok, out, meta = settle(step, scope_close(), ok, out, meta, info)
     else -- already inside a deadline scope: with_deadline uses a child task
-      ok, out, meta, info = with_deadline(step.timeout_ms, as_script,
-        exec.registry.agents[step.agent].module.call, input, agent_ctx(exec, step, sr.attempts), step)
+      ok, out, meta, info = with_deadline(step.timeout_ms, gated_call, exec, step, sr, input,
+        agent_ctx(exec, step, sr.attempts))
       ok, out, meta = settle(step, false, ok, out, meta, info)
     end
-    if ok then return succeed(exec, step, sr, out, meta, t0, abort) end
+    if ok then
+      if cache_key then cache_store(exec, step, cache_key, out, meta) end
+      return succeed(exec, step, sr, out, meta, t0, abort)
+    end
     local stop, err = retry_or_stop(exec, step, sr, n, out, t0, abort, meta)
     if stop ~= nil then return stop, err end
     n = n + 1
   end
 end
 
+-- run_map: a step with `map` runs once per item of the list its map names
+-- (each a dynamic step "<id>.<n>" with the item in its input as `item`,
+-- and `item_index`), at most settings.parallel_limit at a time; its
+-- output is the list of the items' outputs, in order. One item that fails
+-- fails the step, saying which.
+local function run_map(exec, step, sr, abort, extra)
+  local ok, why = await_running(exec)
+  if not ok then
+    exec:set_step_status(sr, "skipped")
+    return false, why
+  end
+  local input = M.build_input(exec, step, extra)
+  if step.when and not condition_holds(step, input) then return skip(exec, sr, step) end
+  local t0 = now()
+  sr.agent_version = exec.registry.agents[step.agent].version
+  sr.started_at = sched.time()
+  sr.attempts = (sr.attempts or 0) + 1
+  exec:set_step_status(sr, "running")
+  local path = step.map:match("{{%s*(.-)%s*}}")
+  local list = template.lookup(input, path)
+  if type(list) ~= "table" or list == json.null or (next(list) ~= nil and not json.is_array(list)) then
+    return fail(exec, step, sr, ("map: {{%s}} is not a list (%s)"):format(path,
+      list == nil and "no value" or list == json.null and "null" or type(list) == "table" and "an object" or type(list)),
+      t0, abort)
+  end
+  local items = {}
+  for i = 1, #list do
+    local isr, err = exec:add_step({ id = step.id .. "." .. (i - 1), name = step.name .. " [" .. (i - 1) .. "]",
+      agent = step.agent, params = step.params, timeout_ms = step.timeout_ms, retry = step.retry,
+      on_failure = "continue", dependencies = step.dependencies, approval = step.approval,
+      input = { item = list[i], item_index = i - 1 }, parent = step.id, item_index = i - 1 })
+    if not isr then return fail(exec, step, sr, "map: " .. err, t0, abort) end
+    items[i] = exec:step_of(step.id .. "." .. (i - 1))
+  end
+  local fns = {}
+  for i = 1, #items do fns[i] = function() return M.run(exec, items[i], extra and { input = extra } or nil) end end
+  local tasks, werr = sched.run_limited(fns, exec.config.settings.parallel_limit or #fns)
+  if not tasks then return cancel_step(exec, sr, cancelled() or werr, t0) end
+  local outputs, failures = json.array(), {}
+  for i, t in ipairs(tasks) do
+    local _, iok, iout = t:join()
+    if iok then outputs[i] = iout == nil and json.null or iout
+    else
+      outputs[i] = json.null
+      failures[#failures + 1] = ("%s: %s"):format(items[i].id, tostring(iout))
+    end
+  end
+  if cancelled() then return cancel_step(exec, sr, cancelled(), t0) end
+  if #failures > 0 then
+    return fail(exec, step, sr, ("map: %d of %d items failed (%s)"):format(#failures, #items,
+      table.concat(failures, "; ", 1, math.min(#failures, 5))), t0, abort)
+  end
+  return succeed(exec, step, sr, outputs, nil, t0, abort)
+end
+
 -- run(exec, step, opts) -> ok, output_or_err
 -- opts.on_failure overrides the step's on_failure (the fallback strategy
--- treats every alternative as "continue").
+-- treats every alternative as "continue"); opts.input is extra input for
+-- this run of the step (merged over what it gets from its dependencies).
 function M.run(exec, step, opts)
   local sr = exec:run_of(step.id)
   if sr.status == "completed" then -- replayed after a resume: never re-run
@@ -426,11 +579,13 @@ function M.run(exec, step, opts)
   local why = cancelled()
   if why then return false, why end
   local on_failure = opts and opts.on_failure or step.on_failure
+  local extra = opts and opts.input
+  if step.map then return run_map(exec, step, sr, on_failure == "abort", extra) end
   local chain = exec.fallbacks[step.id]
   if not (chain and (on_failure == "fallback" or (opts and opts.try_fallbacks))) then
-    return run_own(exec, step, sr, on_failure == "abort") -- a tail call (see run_own)
+    return run_own(exec, step, sr, on_failure == "abort", extra) -- a tail call (see run_own)
   end
-  local ok, out = run_own(exec, step, sr, false)
+  local ok, out = run_own(exec, step, sr, false, extra)
   if ok then return true, out end
   if out == "cancelled" or cancelled() then return false, out end
   for _, fb in ipairs(chain) do

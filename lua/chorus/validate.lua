@@ -14,6 +14,8 @@ local schema = require "chorus.schema"
 local json = require "chorus.json"
 local limits = require "chorus.limits"
 local native = require "chorus.native"
+local condition = require "chorus.condition"
+local template = require "chorus.template"
 
 local ipairs, pairs, type, tostring = ipairs, pairs, type, tostring
 local concat, sort, format = table.concat, table.sort, string.format
@@ -41,6 +43,14 @@ local COMPENSATE = {
     agent = ident(true),
     params = { type = "object", additional = true, default = {} },
     timeout_ms = { type = "integer", min = 1, max = MAX_TIMEOUT_MS, default = M.DEFAULT_STEP_TIMEOUT_MS },
+  },
+}
+
+local RATE_LIMIT = {
+  type = "object",
+  fields = {
+    per_second = { type = "number", min = 0.001, max = 1e6, required = true },
+    burst = { type = "integer", min = 1, max = 1e6, default = 1 },
   },
 }
 
@@ -77,6 +87,15 @@ M.STEP = {
     weight = { type = "number", min = 0, max = 1e6, default = 1 },
     approval = { type = "boolean", default = false },
     compensate = COMPENSATE,
+    cache = { type = "object", fields = {
+      ttl_s = { type = "integer", min = 1, max = 30 * 86400, required = true,
+        description = "how long a result is reused" } },
+      description = "reuse the result of the same agent version, params and input (chorus.step_cache)" },
+    when = { type = "string", min_len = 1, max_len = 2000,
+      description = "a condition over the step's input; false skips the step (chorus.condition)" },
+    map = { type = "string", max_len = 500, pattern = "^%s*{{[^{}]+}}%s*$",
+      pattern_help = "a single placeholder naming a list, e.g. {{dep_fetch.items}}",
+      description = "run the step once per item of this list; its output is the list of outputs" },
   },
 }
 
@@ -93,6 +112,14 @@ M.SETTINGS = {
     enable_monitoring = { type = "boolean" },
     callback_url = { type = "string", max_len = 2048, pattern = "^https?://[^%s]+$",
       pattern_help = "an http:// or https:// URL" },
+    max_tokens = { type = "integer", min = 1, max = 1e12,
+      description = "budget: tokens the whole execution may use; past it, it fails" },
+    max_cost = { type = "number", min = 0, max = 1e9,
+      description = "budget: cost the whole execution may reach (price table units); past it, it fails" },
+    rate_limits = { type = "object", additional = RATE_LIMIT,
+      description = "per agent name: {per_second, burst}, shared by every execution (and node, with Redis)" },
+    max_steps = { type = "integer", min = 1, max = limits.CEILINGS.max_steps,
+      description = "steps one execution may hold, declared and started at run time (default 1000)" },
     max_input_bytes = { type = "integer", min = 1024, max = limits.CEILINGS.max_input_bytes,
       description = "largest execution input, as JSON (default 1 MiB)" },
     max_output_bytes = { type = "integer", min = 1024, max = limits.CEILINGS.max_output_bytes,
@@ -174,6 +201,30 @@ local function check_params(step, entry, path, errors)
   return schema.check(step.params or {}, s, path, errors)
 end
 
+-- check_flow(s, p, steps, index_of, errors): `when` parses and reads
+-- only what the step can have (its dependencies' outputs, or the
+-- execution input); `map` names a list the same way, on a step that is
+-- not part of a fallback chain or a consensus group.
+local function check_flow(s, p, by_id, errors)
+  if type(s.when) == "string" then
+    local ast, perr = condition.parse(s.when)
+    if not ast then
+      err(errors, p .. ".when", "syntax error %s", perr)
+    else
+      for _, e in ipairs(template.check_paths(s, by_id, condition.paths(ast), p .. ".when")) do
+        errors[#errors + 1] = e
+      end
+    end
+  end
+  if type(s.map) == "string" then
+    local path = s.map:match("{{%s*(.-)%s*}}")
+    for _, e in ipairs(template.check_paths(s, by_id, { path }, p .. ".map")) do errors[#errors + 1] = e end
+    if s.is_fallback or s.fallback_for or s.consensus_group then
+      err(errors, p .. ".map", "a mapped step cannot be a fallback or in a consensus group")
+    end
+  end
+end
+
 local function check_steps(raw, base, snap, errors)
   local steps, index_of = {}, {}
   for i, rs in ipairs(raw) do
@@ -200,7 +251,8 @@ local function check_steps(raw, base, snap, errors)
     end
   end
 
-  local keys = {}
+  local keys, by_id = {}, {}
+  for id, i in pairs(index_of) do by_id[id] = steps[i] end
   for i, s in ipairs(steps) do
     if s then
       local p = schema.join_path(base, i)
@@ -247,6 +299,7 @@ local function check_steps(raw, base, snap, errors)
       elseif s.is_fallback then
         err(errors, p .. ".is_fallback", "a fallback step needs fallback_for")
       end
+      check_flow(s, p, by_id, errors)
       if s.output_key then
         if keys[s.output_key] then
           err(errors, p .. ".output_key", "output_key '%s' is also used by step '%s'", s.output_key, keys[s.output_key])
@@ -415,6 +468,64 @@ function M.document(cfg)
     name = cfg.name, description = cfg.description, strategy = cfg.strategy,
     steps = { steps = cfg.steps, settings = cfg.settings }, metadata = cfg.metadata,
   }
+end
+
+-- dynamic_step(raw, snap, view) -> step | nil, message: a step a strategy
+-- starts at run time (ctx:run_step{...}), checked like a declared one
+-- (schema, agent, params, when; its dependencies must be steps the
+-- execution has). view: {step_of = function(id) -> step, settings}.
+-- raw.input (an object) is extra input for this step only.
+function M.dynamic_step(raw, snap, view)
+  if type(raw) ~= "table" then return nil, "a step must be a table, got " .. type(raw) end
+  local errors = {}
+  local fields = {}
+  for k, v in pairs(raw) do
+    if k ~= "input" then fields[k] = v end
+  end
+  if fields.dependencies == nil then fields.dependencies = json.array() end
+  local s = schema.check(fields, M.STEP, "", errors)
+  if type(s.dependencies) ~= "table" then s.dependencies = json.array({}) end
+  s.retry = s.retry or { max_attempts = 1, backoff_ms = 0 }
+  s.params = s.params or {}
+  if type(s.id) == "string" then s.name = s.name or s.id end
+  if s.map ~= nil then err(errors, "map", "is for declared steps (a strategy starts each item itself)") end
+  if s.is_fallback or s.fallback_for then err(errors, "fallback_for", "is for declared steps") end
+  local entry = type(s.agent) == "string" and snap.agents[s.agent]
+  if type(s.agent) == "string" and not entry then
+    err(errors, "agent", "%s", unknown(snap, "agents", s.agent, "agent"))
+  elseif entry then
+    s.params = check_params(s, entry, "params", errors)
+  end
+  for j, d in ipairs(s.dependencies) do
+    if type(d) == "string" and not view.step_of(d) then
+      err(errors, schema.join_path("dependencies", j), "unknown step '%s'", d)
+    end
+  end
+  local input = raw.input
+  if input ~= nil and (type(input) ~= "table" or (next(input) ~= nil and json.is_array(input))) then
+    err(errors, "input", "must be an object")
+  end
+  if type(s.when) == "string" then
+    local ok, perr = condition.parse(s.when)
+    if not ok then err(errors, "when", "syntax error %s", perr) end
+  end
+  if #errors == 0 and entry and type(entry.module.check_step) == "function" then
+    local by_id = setmetatable({}, { __index = function(_, id) return view.step_of(id) end })
+    local ok, errs = pcall(entry.module.check_step, s, { steps_by_id = by_id, settings = view.settings })
+    if not ok then
+      err(errors, "agent", "agent '%s' could not check this step: %s", s.agent, tostring(errs))
+    elseif type(errs) == "table" then
+      for _, e in ipairs(errs) do errors[#errors + 1] = { path = e.path or "(step)", message = tostring(e.message) } end
+    end
+  end
+  if #errors > 0 then
+    local parts = {}
+    for i, e in ipairs(errors) do parts[i] = (e.path == "" and "(step)" or e.path) .. ": " .. e.message end
+    return nil, ("invalid step %s: %s"):format(type(raw.id) == "string" and ("'" .. raw.id .. "'") or "",
+      concat(parts, "; "))
+  end
+  if input ~= nil and next(input) ~= nil then s.input = input end
+  return s
 end
 
 -- format_errors(errors) -> "path: message" lines

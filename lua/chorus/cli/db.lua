@@ -26,6 +26,8 @@ function M.open(url, opts)
     return nil, "the database has no Chorus schema yet: run `chorus migrate` first"
   end
   local store = require("chorus.store.pg").new({ pool = pool })
+  -- Agents that read the database (kb) use this pool.
+  require("chorus.resources").set_pg(pool)
   return { pool = pool, store = store }
 end
 

@@ -18,9 +18,11 @@ local SPEC = {
   ["poll-ms"] = { type = "string", arg = "MS", help = "claim poll interval besides NOTIFY (default 1000)" },
   ["grace-ms"] = { type = "string", arg = "MS", help = "on SIGTERM, time given to running executions (default 10000)" },
   ["no-callbacks"] = { type = "flag", help = "do not deliver webhooks from this node" },
+  redis = { type = "string", arg = "URL", help = "Redis shared by the nodes: step cache, rate limits (default: $REDIS_URL)" },
   help = { type = "flag", short = "h", help = "show this help" },
 }
-local ORDER = { "db", "scripts", "sandbox", "concurrency", "lease-ms", "poll-ms", "grace-ms", "no-callbacks", "help" }
+local ORDER = { "db", "redis", "scripts", "sandbox", "concurrency", "lease-ms", "poll-ms", "grace-ms", "no-callbacks",
+  "help" }
 logopts.add(SPEC, ORDER)
 
 local function num(opts, name, min)
@@ -49,6 +51,8 @@ return function(argv)
   if not url then return 2 end
   local d, err = db.open(url, { pool_size = 8 })
   if not d then io.stderr:write("chorus worker: " .. err .. "\n") return 1 end
+  local redis_url = opts.redis or os.getenv("REDIS_URL")
+  require("chorus.cluster").configure({ redis_url = redis_url ~= "" and redis_url or nil })
   local engine, eerr, ecode = require("chorus.engine").new({ scripts = opts.scripts, store = d.store, watch = true,
     sandbox = opts.sandbox })
   if not engine then

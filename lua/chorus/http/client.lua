@@ -2,7 +2,9 @@
 --
 --   request({method=, url=, headers={name=value}, body=, timeout_ms=,
 --            connect_timeout_ms=, max_body_bytes=, follow_redirects=,
---            max_redirects=, deny_internal=, allow=}) -> res | nil, err, kind
+--            max_redirects=, deny_internal=, allow=, ca_file=}) -> res | nil, err, kind
+--   ca_file: a PEM file of CAs to trust for https instead of the system's
+--   (an engine with a self-signed certificate); verification stays on
 --   get(url, opts)              -> res | nil, err, kind
 --   post_json(url, value, opts) -> res (+ res.json) | nil, err, kind
 --   open(opts)                  -> stream | nil, err, kind
@@ -128,8 +130,11 @@ local function native_opts(opts)
       end
     end
   end
+  if opts.ca_file ~= nil and (type(opts.ca_file) ~= "string" or opts.ca_file == "" or opts.ca_file:find("%z")) then
+    return invalid("ca_file must be a file path")
+  end
   local n = { url = opts.url, method = upper(method), body = opts.body, headers = flat,
-              follow_redirects = opts.follow_redirects and true or false }
+              follow_redirects = opts.follow_redirects and true or false, ca_file = opts.ca_file }
   for _, key in ipairs({ "timeout_ms", "connect_timeout_ms", "max_redirects" }) do
     n[key], err = check_number(opts, key, 0)
     if n[key] == nil then return invalid(err) end

@@ -77,7 +77,7 @@ function Stats:ended(e)
       local m = floor(sr.finished_at / 60)
       if m ~= minute then minute, su = m, cell(self, sr.finished_at, tenant, user) end
       if su then
-        local agent = e.steps_by_id[sr.id].agent
+        local agent = e:step_of(sr.id).agent
         local a = su.st[agent]
         if not a then a = {}; su.st[agent] = a end
         local b = stats.bucket(sr.latency_ms)
@@ -123,7 +123,7 @@ function Stats:query(live, filter)
       end
       for _, sr in ipairs(e.steps or NONE) do
         if timed(sr) and sr.finished_at >= since then
-          acc:steps(e.steps_by_id[sr.id].agent, stats.bucket(sr.latency_ms), 1, sr.latency_ms)
+          acc:steps(e:step_of(sr.id).agent, stats.bucket(sr.latency_ms), 1, sr.latency_ms)
         end
       end
     end

@@ -172,7 +172,7 @@ end
 -- save_step(exec, sr, wait): wait defaults to true except for "running".
 function Store:save_step(exec, sr, wait)
   if wait == nil then wait = sr.status ~= "running" end
-  local step = exec.steps_by_id[sr.id]
+  local step = exec:step_of(sr.id)
   local out, truncated = nil, false
   if sr.output ~= nil then
     out = jsonb(sr.output)
@@ -183,7 +183,8 @@ function Store:save_step(exec, sr, wait)
   end
   return self:write({ {
     kind = "step", execution_id = exec.id, step_id = sr.id,
-    step_index = exec.index_of[sr.id] - 1, name = step.name,
+    step_index = exec:position_of(sr.id) - 1, name = step.name,
+    definition = exec:is_dynamic(sr.id) and jsonb(step) or nil, reason = sr.reason,
     agent = step.agent, agent_version = sr.agent_version, status = sr.status, attempts = sr.attempts,
     input = jsonb(sr.input), output = out, output_truncated = truncated, error = sr.error,
     latency_ms = sr.latency_ms, tokens = sr.tokens or 0, cost = sr.cost or 0, answered_by = sr.answered_by,
@@ -224,7 +225,8 @@ local EXEC_COLS = exec_cols("orchestration_executions")
 local STEP_COLS = [[
 execution_id::text, step_id, step_index, name, agent, agent_version, status, attempts, input,
 output, output_truncated, error, latency_ms, tokens, cost, answered_by, approval, compensation,
-seq, extract(epoch FROM started_at) AS started_at, extract(epoch FROM finished_at) AS finished_at]]
+seq, definition, reason,
+extract(epoch FROM started_at) AS started_at, extract(epoch FROM finished_at) AS finished_at]]
 M.STEP_COLS = STEP_COLS
 
 local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
@@ -233,7 +235,7 @@ local function summary_of(r)
   return {
     id = r.id, trace_id = r.trace_id, config = r.config_name, config_id = r.config_id,
     strategy = r.config_snapshot and r.config_snapshot.strategy, status = r.status, error = r.error,
-    user_id = r.user_id, tenant_id = r.tenant_id, created_at = r.created_at,
+    user_id = r.user_id, tenant_id = r.tenant_id, session_id = r.session_id, created_at = r.created_at,
     started_at = r.started_at, finished_at = r.finished_at,
     metrics = { latency_ms = r.latency_ms, tokens = r.tokens, cost = r.cost },
   }
@@ -245,20 +247,34 @@ function M.record_of(r, step_rows)
   for _, s in ipairs(step_rows) do by[s.step_id] = s end
   local steps = json.array()
   local cfg = r.config_snapshot or {}
-  for i, step in ipairs(cfg.steps or {}) do
+  -- the declared steps, then those started at run time, in the order
+  -- they were added
+  local list = {}
+  for _, step in ipairs(cfg.steps or {}) do list[#list + 1] = step end
+  local dynamic = {}
+  for _, s in ipairs(step_rows) do
+    if s.definition ~= nil and s.definition ~= null then dynamic[#dynamic + 1] = s end
+  end
+  table.sort(dynamic, function(a, b) return a.step_index < b.step_index end)
+  for _, s in ipairs(dynamic) do list[#list + 1] = s.definition end
+  for i, step in ipairs(list) do
     local s = by[step.id] or {}
+    local dyn = s.definition ~= nil and s.definition ~= null
     steps[i] = {
       id = step.id, name = step.name, status = s.status or "pending", attempts = s.attempts or 0,
       latency_ms = s.latency_ms, error = s.error, agent = step.agent, agent_version = s.agent_version,
       output = s.output, output_truncated = s.output_truncated or nil, tokens = s.tokens or 0,
       cost = s.cost or 0, answered_by = s.answered_by, compensation = s.compensation,
       approval = s.approval, started_at = s.started_at, finished_at = s.finished_at, input = s.input,
+      reason = s.reason, dynamic = dyn or nil, parent = step.parent, item_index = step.item_index,
     }
   end
   local rec = summary_of(r)
   rec.config, rec.strategy_version = r.config_name, r.script_versions and r.script_versions.strategy
   rec.input, rec.output, rec.answered_by, rec.consensus = r.input, r.output, r.answered_by, r.consensus
   rec.node_id, rec.claims = r.node_id, r.claims
+  rec.session_id = r.session_id
+  rec.metadata = r.metadata ~= null and next(r.metadata or {}) and r.metadata or nil
   rec.steps = steps
   return rec
 end

@@ -19,7 +19,7 @@
 --             agent_version, status, attempts, input, output,
 --             output_truncated, error, latency_ms, tokens, cost,
 --             answered_by, approval, compensation, started_at,
---             finished_at, seq, claims}
+--             finished_at, seq, claims, definition, reason}
 --   update   {id, status, output, error, answered_by, consensus, tokens,
 --             cost, latency_ms, started_at, finished_at, script_versions,
 --             paused, seq}
@@ -83,15 +83,15 @@ WITH t AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(execution_id uuid, s
   step_index int, name text, agent text, agent_version text, status text, attempts int, input text,
   output text, output_truncated bool, error text, latency_ms float8, tokens bigint, cost float8,
   answered_by text, approval text, compensation text, started_at float8, finished_at float8,
-  seq bigint, claims int)),
+  seq bigint, claims int, definition text, reason text)),
 ins AS (
 INSERT INTO orchestration_step_runs (execution_id, step_id, step_index, name, agent, agent_version,
   status, attempts, input, output, output_truncated, error, latency_ms, tokens, cost, answered_by,
-  approval, compensation, started_at, finished_at, seq)
+  approval, compensation, started_at, finished_at, seq, definition, reason)
 SELECT t.execution_id, t.step_id, t.step_index, t.name, t.agent, t.agent_version, t.status, t.attempts,
   t.input::jsonb, t.output::jsonb, coalesce(t.output_truncated, false), t.error, t.latency_ms,
   coalesce(t.tokens, 0), coalesce(t.cost, 0), t.answered_by, t.approval::jsonb, t.compensation::jsonb,
-  to_timestamp(t.started_at), to_timestamp(t.finished_at), t.seq
+  to_timestamp(t.started_at), to_timestamp(t.finished_at), t.seq, t.definition::jsonb, t.reason
 FROM t
 JOIN orchestration_executions e ON e.id = t.execution_id AND e.claims = t.claims
 ON CONFLICT (execution_id, step_id) DO UPDATE SET agent_version = EXCLUDED.agent_version,
@@ -100,7 +100,7 @@ ON CONFLICT (execution_id, step_id) DO UPDATE SET agent_version = EXCLUDED.agent
   latency_ms = EXCLUDED.latency_ms, tokens = EXCLUDED.tokens, cost = EXCLUDED.cost,
   answered_by = EXCLUDED.answered_by, approval = EXCLUDED.approval,
   compensation = EXCLUDED.compensation, started_at = EXCLUDED.started_at,
-  finished_at = EXCLUDED.finished_at, seq = EXCLUDED.seq, updated_at = now()
+  finished_at = EXCLUDED.finished_at, seq = EXCLUDED.seq, reason = EXCLUDED.reason, updated_at = now()
 WHERE orchestration_step_runs.seq <= EXCLUDED.seq
 RETURNING execution_id, step_id)
 SELECT t.execution_id::text AS execution_id, t.step_id FROM t

@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS kb_chunks;
+DROP TABLE IF EXISTS kb_documents;

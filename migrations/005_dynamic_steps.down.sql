@@ -1,0 +1,3 @@
+ALTER TABLE orchestration_step_runs
+    DROP COLUMN reason,
+    DROP COLUMN definition;
