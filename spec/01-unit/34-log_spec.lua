@@ -204,6 +204,7 @@ describe("chorus.log", function()
       assert.is_nil(ok)
       assert.equal("--log-level must be one of debug, info, warn, error, off, got 'chatty'", err)
       ok, err = logopts.apply({ ["log-format"] = "yaml" })
+      assert.is_nil(ok)
       assert.equal("--log-format must be json or text, got 'yaml'", err)
     end)
 
@@ -285,6 +286,25 @@ describe("chorus.log", function()
       for _, x in ipairs(r) do if x.step_id == "b" and x.msg == "step failed" then last = x end end
       assert.equal("fail", last.agent)
       assert.matches("failed on purpose", last.error)
+    end)
+
+    it("a strategy's ctx:log carries the execution's ids as fields", function()
+      local dir = h.tmpdir()
+      h.write(dir .. "/strategies/chatty.lua", [[
+        return { name = "chatty", version = "1.0.0", run = function(ctx, steps)
+          ctx:log("warn", "about to run %d steps", #steps)
+          return ctx:run_step(steps[1])
+        end }
+      ]])
+      local engine = h.engine({ scripts = { dir } })
+      local exec
+      local r = records(capture(function()
+        exec = h.run(h.flat("chatty", { { id = "a", agent = "echo" } }), {}, { engine = engine })
+      end, "warn"))
+      os.execute("rm -rf " .. dir)
+      assert.equal(1, #r)
+      assert.equal(("[execution %s trace %s] about to run 1 steps"):format(exec.id, exec.trace_id), r[1].msg)
+      assert.same({ exec.trace_id, exec.id }, { r[1].trace_id, r[1].execution_id })
     end)
 
     it("costs nothing below info: no subscriber on the bus", function()

@@ -166,7 +166,7 @@ describe("logs", function()
       local rec
       assert.is_true(h.wait_until(function()
         st, rec = req(b, "GET", "/api/v1/orchestrations/status/" .. trace, nil, keys.op)
-        return rec and rec.status == "completed"
+        return st == 200 and rec.status == "completed"
       end, 20000), "not completed on node B")
       assert.equal(2, rec.claims)
       assert.equal("done", rec.output)
