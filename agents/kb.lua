@@ -52,10 +52,11 @@ return {
 
   call = function(input, ctx)
     local p = ctx.params or {}
-    local pool = resources.pg()
+    local pool = resources.kb_pg()
     if not pool then
       return fail(ctx, "no database: the kb agent searches the knowledge base in PostgreSQL; run with --db URL "
-        .. "(or DATABASE_URL), after loading it with `chorus kb import DIR --db URL`", NO_RETRY)
+        .. "(or DATABASE_URL), or --kb-db URL (or CHORUS_KB_DB) for a database of its own, after loading it with "
+        .. "`chorus kb import DIR --db URL`", NO_RETRY)
     end
     local query, err = template.render(p.query, input, "params.query")
     if not query then return fail(ctx, err, NO_RETRY) end

@@ -1,24 +1,36 @@
--- status_handler: DEMO stand-in for the TWS job-status lookup (the real
--- adapter queries the Workload Scheduler REST API). Deterministic: the job
--- status is derived from the job name, after params.ms of simulated I/O.
-local sched = require "chorus.sched"
+-- status_handler: a job's status in the Workload Scheduler's current plan
+-- (the plan's first handler), through the tws agent. The job is named by
+-- the execution input's job_name unless params.job says otherwise.
+-- Output: the tws agent's status shape (job_name, job_stream, workstation,
+-- status, internal_status, return_code, times...; docs/agents.md).
+local handler = require "chorus.handler"
+
+local TWS = { type = "object", additional = true,
+  description = "more params for the tws agent: url, url_env, user_env, password_env, ca_file, timeout_ms..." }
+
+-- The tws agent's params for this step: the handler's fields win.
+local function tws_params(p)
+  return handler.merge(p.tws, { operation = "status", job = p.job, job_stream = p.job_stream,
+    workstation = p.workstation })
+end
 
 return {
   name = "status_handler",
-  version = "0.1.0-demo",
-  description = "Demo: simulated TWS job status lookup.",
-  schema = { fields = { ms = { type = "number", default = 120, min = 0, max = 60000 } } },
+  version = "1.0.0",
+  description = "A job's status in the Workload Scheduler plan (tws status).",
+  schema = { fields = {
+    job = { type = "string", default = "{{job_name}}", min_len = 1,
+      description = "job name: a template over the step input" },
+    job_stream = { type = "string", min_len = 1, description = "job stream name (template), when the job name is not enough" },
+    workstation = { type = "string", min_len = 1, description = "workstation (template)" },
+    tws = TWS,
+  } },
+
+  check_step = function(step, view)
+    return view.check_agent(step, "tws", tws_params(step.params or {}))
+  end,
+
   call = function(input, ctx)
-    local ok, why = sched.sleep(ctx.params.ms or 120)
-    if not ok then return nil, why end
-    local job = input.job_name or "UNKNOWN"
-    local failed = #job % 2 == 1
-    return {
-      job_name = job,
-      status = failed and "ABEND" or "SUCC",
-      return_code = failed and 12 or 0,
-      workstation = "MASTER_CPU",
-      scheduled_at = "2026-11-24T02:00:00Z",
-    }
+    return ctx:call("tws", tws_params(ctx.params), input)
   end,
 }

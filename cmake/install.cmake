@@ -6,7 +6,7 @@
 #   share/chorus/                 its home: the Lua tree, built-in
 #                                 strategies/agents/aggregators, migrations,
 #                                 examples, web files (CHORUS_HOME_DIRS below)
-#   share/doc/chorus/             README and docs
+#   share/doc/chorus/             README and docs, grafana/chorus.json
 # and, in the `system` component (the package; `cmake --install` leaves it
 # out unless asked with --component system):
 #   /lib/systemd/system/chorus.service, chorus-worker.service
@@ -43,6 +43,8 @@ endforeach()
 install(FILES README.md DESTINATION ${CMAKE_INSTALL_DOCDIR} COMPONENT runtime)
 install(DIRECTORY docs/ DESTINATION ${CMAKE_INSTALL_DOCDIR}
   COMPONENT runtime FILES_MATCHING PATTERN "*.md")
+install(FILES deploy/grafana/chorus.json DESTINATION ${CMAKE_INSTALL_DOCDIR}/grafana
+  COMPONENT runtime)
 
 # System integration: the systemd units and the environment file they
 # read. Absolute destinations (systemd and /etc do not follow the prefix).

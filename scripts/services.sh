@@ -5,6 +5,8 @@
 #
 #   bash scripts/services.sh start DIR   # prints `export ...` lines
 #   bash scripts/services.sh stop DIR
+#   bash scripts/services.sh start-pg DIR   # PostgreSQL alone (the demo's
+#                                           # knowledge base); stop as above
 #
 # Ports: CHORUS_PG_PORT (45432) and CHORUS_REDIS_PORT (46379). The server
 # runs with stock durability (fsync on): the specs check real behaviour.
@@ -28,9 +30,11 @@ fi
 in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 case "$cmd" in
-start)
+start | start-pg)
   # Refuse rather than run the specs against someone else's servers.
-  for p in "$pgport" "$redisport"; do
+  ports=("$pgport")
+  [ "$cmd" = start-pg ] || ports+=("$redisport")
+  for p in "${ports[@]}"; do
     if in_use "$p"; then
       echo "services.sh: port $p on 127.0.0.1 is in use; set CHORUS_PG_PORT / CHORUS_REDIS_PORT" >&2
       exit 1
@@ -38,7 +42,7 @@ start)
   done
   mkdir -p "$base/pgsock" "$base/redis"
   chmod 755 "$base"
-  echo "$pgport $redisport" >"$base/ports"
+  if [ "$cmd" = start ]; then echo "$pgport $redisport" >"$base/ports"; else echo "$pgport -" >"$base/ports"; fi
   touch "$base/pg.log"
   if [ "$(id -u)" -eq 0 ]; then
     chown postgres:postgres "$base/pgsock" "$base/pg.log"
@@ -53,6 +57,10 @@ start)
     -o "-p $pgport -c listen_addresses=127.0.0.1 -c unix_socket_directories=$base/pgsock -c max_connections=300" \
     start >/dev/null
   as_pg "$pgbin/createdb" -h 127.0.0.1 -p "$pgport" -U postgres chorus_test
+  echo "export CHORUS_TEST_PG=postgresql://postgres@127.0.0.1:$pgport/chorus_test"
+  echo "export CHORUS_TEST_PG_DIR=$base/pgdata"
+  echo "export CHORUS_TEST_PG_BIN=$pgbin"
+  [ "$cmd" = start ] || exit 0
   redis-server --port "$redisport" --bind 127.0.0.1 --daemonize yes \
     --pidfile "$base/redis/redis.pid" --logfile "$base/redis/redis.log" \
     --dir "$base/redis" --save '' --appendonly no >/dev/null
@@ -61,20 +69,17 @@ start)
     sleep 0.1
   done
   redis-cli -p "$redisport" ping >/dev/null
-  echo "export CHORUS_TEST_PG=postgresql://postgres@127.0.0.1:$pgport/chorus_test"
   echo "export CHORUS_TEST_REDIS=redis://127.0.0.1:$redisport/0"
-  echo "export CHORUS_TEST_PG_DIR=$base/pgdata"
-  echo "export CHORUS_TEST_PG_BIN=$pgbin"
   echo "export CHORUS_TEST_REDIS_PORT=$redisport"
   ;;
 stop)
-  redis-cli -p "$redisport" shutdown nosave >/dev/null 2>&1 || true
+  [ "$redisport" = - ] || redis-cli -p "$redisport" shutdown nosave >/dev/null 2>&1 || true
   if [ -d "$base/pgdata" ]; then
     as_pg "$pgbin/pg_ctl" -D "$base/pgdata" -m fast -w stop >/dev/null 2>&1 || true
   fi
   ;;
 *)
-  echo "usage: services.sh start|stop DIR" >&2
+  echo "usage: services.sh start|start-pg|stop DIR" >&2
   exit 2
   ;;
 esac

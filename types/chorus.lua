@@ -132,6 +132,14 @@ function AgentCtx:usage(usage) end
 ---The W3C traceparent header value for an outbound request of this attempt.
 ---@return string
 function AgentCtx:traceparent() end
+---Runs another agent within this attempt (its schema checked, same deadline and cancel).
+---@param agent string
+---@param params table
+---@param input? table
+---@return any output_or_nil
+---@return table|string|nil meta_or_err
+---@return table? info
+function AgentCtx:call(agent, params, input) end
 
 ---@class chorus.Strategy
 ---@field name string

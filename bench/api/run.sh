@@ -150,7 +150,7 @@ scrape_workers() {
     total_c=$((total_c + $(awk '/^chorus_execution_transitions_total\{status="completed"\}/ {s+=$2} END {print s+0}' <<<"$m")))
     total_r=$((total_r + $(awk '/^chorus_execution_transitions_total\{status="running"\}/ {s+=$2} END {print s+0}' <<<"$m")))
     total_f=$((total_f + $(awk '/^chorus_execution_transitions_total\{status="(failed|cancelled)"\}/ {s+=$2} END {print s+0}' <<<"$m")))
-    total_5=$((total_5 + $(awk '/^chorus_http_requests_total\{.*status="5[0-9][0-9]"/ {s+=$2} END {print s+0}' <<<"$m")))
+    total_5=$((total_5 + $(awk '/^chorus_http_requests_total\{.*status_class="5xx"/ {s+=$2} END {print s+0}' <<<"$m")))
     [ "$(wc -w <<<"$seen")" -ge "$want" ] && break
   done
   jq -cn --argjson n "$(wc -w <<<"$seen")" --argjson c "$total_c" --argjson f "$total_f" \

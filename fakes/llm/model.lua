@@ -30,20 +30,70 @@ local ERROR_PATTERNS = {
 
 local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
 
+-- Message ids and exceptions say more than ABEND or a return code: they
+-- come first.
+local SPECIFIC = { "%f[%w]EQQ%w-E%f[^%w]", "%f[%w]AWS%w-E%f[^%w]", "%f[%w]SQL%d+N%f[^%w]", "[Ee]xception" }
+
+-- The message a line carries, without what the shipped handlers wrap
+-- quoted lines in (list marks, "line N:", a summary's lead, a
+-- diagnosis' likelihood and evidence) and without a log's timestamp:
+-- the same error quoted by several steps reads as one.
+local function clean(l)
+  l = trim(l)
+  repeat
+    local before = l
+    l = l:gsub("^[%-%*]%s+", ""):gsub("^%d+%.%s+", ""):gsub("^line %d+:%s*", "")
+      :gsub("^%d+ error line%(s%); the first:%s*", ""):gsub("^investigate and fix:%s*", "")
+      :gsub("^%[%d%d:%d%d:%d%d%]%s*", "")
+  until l == before
+  l = l:gsub("%s+%(%a+%); evidence: .*$", ""):gsub("%s+%(line %d+%)$", ""):gsub("%s+", " ")
+  return l
+end
+
+local function message_key(l)
+  return clean(l):sub(1, 80)
+end
+
+local function specific(l)
+  for _, p in ipairs(SPECIFIC) do
+    if l:find(p) then return true end
+  end
+  return false
+end
+
 -- error_lines(text) -> {{line = n, text = "..."}...}; n counts the lines
--- of the text (a log pasted in a prompt keeps its own order).
+-- of the text (a log pasted in a prompt keeps its own order). When the
+-- text numbers its lines ("12: ..."), as a prompt quoting a log does,
+-- only those are read, by their own numbers. The same message twice is
+-- one; message ids and exceptions come before the rest.
 function M.error_lines(text)
-  local out, n = {}, 0
+  local first, rest, seen, n = {}, {}, {}, 0
+  local numbered = text:find("\n%d+: ") ~= nil
   for l in (text .. "\n"):gmatch("([^\n]*)\n") do
     n = n + 1
-    for _, p in ipairs(ERROR_PATTERNS) do
-      if l:find(p) then
-        out[#out + 1] = { line = n, text = trim(l) }
-        break
+    local num, body = l:match("^(%d+): (.*)$")
+    if numbered and not num then
+      body = nil
+    elseif not numbered then
+      num, body = n, l
+    end
+    -- a knowledge-base passage ("[1] ...") is not an error of this job
+    if body and not body:find("^%s*%[%w+%]%s") then
+      for _, p in ipairs(ERROR_PATTERNS) do
+        if body:find(p) then
+          local key = message_key(body)
+          if not seen[key] then
+            seen[key] = true
+            local list = specific(body) and first or rest
+            list[#list + 1] = { line = tonumber(num), text = clean(body) }
+          end
+          break
+        end
       end
     end
   end
-  return out
+  for _, e in ipairs(rest) do first[#first + 1] = e end
+  return first
 end
 
 -- passages(text) -> {{ref = "1", text = "..."}...} from "[1] ..." lines
@@ -56,8 +106,12 @@ function M.passages(text)
   return out
 end
 
+-- The first sentence of at least 40 bytes (a list's "1." is not one),
+-- without markdown's emphasis marks.
 local function first_sentence(s)
-  local sentence = s:match("^(.-[%.!?])%s") or s:match("^(.-[%.!?])$") or s
+  s = s:gsub("%*%*", ""):gsub("`", "")
+  local stop = s:find("[%.!?]%s", 40) or s:find("[%.!?]$", 40)
+  local sentence = stop and s:sub(1, stop) or s
   if #sentence > 160 then sentence = sentence:sub(1, 157) .. "..." end
   return sentence
 end
@@ -119,7 +173,7 @@ end
 
 local function summary(errors, passages, last_user)
   if #errors > 0 then
-    return ("%d error line(s); the first: %s"):format(#errors, one_line(errors[1].text, 160))
+    return ("%s (line %d)"):format(one_line(errors[1].text, 160), errors[1].line)
   end
   if #passages > 0 then
     return ("%d passage(s); [%s] %s"):format(#passages, passages[1].ref, first_sentence(passages[1].text))
@@ -203,19 +257,27 @@ function M.answer(messages, opts)
     end
     return json.encode(value)
   end
+  -- Prose: what happened (a job's line, as the handlers write it), the
+  -- cause, the other errors, what the passages say and what to do.
   local lines = {}
+  local job = user:match("\n(job [^\n]+)") or user:match("^(job [^\n]+)")
+  if job then lines[#lines + 1] = "What happened: " .. one_line(job, 240) .. "." end
   if #errors > 0 then
-    lines[#lines + 1] = ("The log shows %d error line(s):"):format(#errors)
-    for i = 1, min(#errors, 20) do
-      lines[#lines + 1] = ("- line %d: %s"):format(errors[i].line, errors[i].text)
+    lines[#lines + 1] = ("Most likely cause: %s (line %d)."):format(one_line(errors[1].text, 200), errors[1].line)
+    if #errors > 1 then
+      lines[#lines + 1] = "Other error lines:"
+      for i = 2, min(#errors, 10) do
+        lines[#lines + 1] = ("- line %d: %s"):format(errors[i].line, one_line(errors[i].text, 200))
+      end
     end
-    lines[#lines + 1] = "Most likely cause: " .. one_line(errors[1].text, 200) .. "."
   end
   if #passages > 0 then
-    lines[#lines + 1] = "Summary of the passages:"
-    for _, p in ipairs(passages) do
-      lines[#lines + 1] = ("- [%s] %s"):format(p.ref, first_sentence(p.text))
+    lines[#lines + 1] = "What to do, from the knowledge base:"
+    for i, p in ipairs(passages) do
+      lines[#lines + 1] = ("%d. %s [%s]"):format(i, first_sentence(p.text), p.ref)
     end
+  elseif #errors > 0 then
+    lines[#lines + 1] = "What to do: fix the cause above, then rerun the job."
   end
   if #lines == 0 then
     lines[1] = "You asked: " .. one_line(last_user, 200)

@@ -253,7 +253,8 @@ function Execution:set_step_status(sr, to)
   if self.bus.n > 0 then
     self:emit({ type = "step.status", step_id = sr.id, status = to, previous = from,
       attempts = sr.attempts, latency_ms = sr.latency_ms, error = sr.error,
-      agent = self:step_of(sr.id).agent, agent_version = sr.agent_version })
+      agent = self:step_of(sr.id).agent, agent_version = sr.agent_version,
+      tokens = sr.tokens, cost = sr.cost, config = self.config_name })
   end
   return true
 end

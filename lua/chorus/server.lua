@@ -91,30 +91,15 @@ function M.start(opts)
       tenant_id = "default", user_id = "admin", role = "admin" })
   end
 
-  local reg = metrics_mod.engine(metrics_mod.new(), engine)
+  -- Metrics (docs/metrics.md): the engine's, the process's, this server's.
+  local reg = metrics_mod.new()
+  require("chorus.metrics.engine").register(reg, engine)
+  require("chorus.metrics.process").register(reg)
   svc.metrics = reg
   reg:counter("chorus_log_lines_dropped_total", "Log lines dropped because stderr did not take them in time.", {},
     native.log_dropped)
-  local requests = reg:counter("chorus_http_requests_total", "HTTP requests answered, by method and status.",
-    { "method", "status" })
   local self = setmetatable({ svc = svc, opts = opts }, Server)
-  reg:gauge("chorus_http_connections", "Open HTTP connections.", {}, function()
-    return self.http and self.http:stats().connections_active or 0
-  end)
-  reg:gauge("chorus_websockets", "Open WebSocket connections.", {}, function()
-    return self.http and self.http:stats().websockets_active or 0
-  end)
-  if svc.bridge then
-    reg:gauge("chorus_events_published_total", "Events published to Redis.", {}, function() return svc.bridge.stats.published end)
-    reg:gauge("chorus_events_lost_total", "Events that could not be published to Redis.", {}, function() return svc.bridge.stats.lost end)
-    reg:gauge("chorus_redis_connected", "1 when the event bus is connected to Redis.", {},
-      function() return svc.bridge:connected() and 1 or 0 end)
-  end
-  if d.pool then
-    reg:gauge("chorus_store_commits_total", "Group commits (batches) written.", {}, function() return d.store.committer.stats.batches end)
-    reg:gauge("chorus_store_records_total", "Rows written through group commit.", {}, function() return d.store.committer.stats.records end)
-    reg:gauge("chorus_node_running", "Executions running on this node.", {}, function() return svc.runner.nrunning end)
-  end
+  local hm = require("chorus.metrics.serve").register(reg, svc, self)
 
   svc.ready = function()
     local checks, ok = {}, true
@@ -140,12 +125,12 @@ function M.start(opts)
     local t0 = now()
     if req.is_websocket or req.path:sub(1, 4) == "/ws/" then
       local s, h, b = ws.handle(svc, req)
-      if s then requests:inc(1, req.method, s) end
+      hm:websocket(req, s, t0)
       access(req, s or 101, t0)
       return s, h, b
     end
     local s, h, b = app:handle(req)
-    requests:inc(1, req.method, s)
+    hm:request(req, s, t0)
     access(req, s, t0)
     return s, h, b
   end)

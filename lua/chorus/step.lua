@@ -12,25 +12,27 @@ local condition = require "chorus.condition"
 local template = require "chorus.template"
 local step_cache = require "chorus.step_cache"
 local rate_limit = require "chorus.rate_limit"
+local schema = require "chorus.schema"
 local json = require "chorus.json"
 
 local with_deadline, sleep, now, cancelled = sched.with_deadline, sched.sleep, sched.now, sched.cancelled
 local scope_open, scope_close = sched.scope_open, sched.scope_close
 local script_enter, script_leave = native.script_enter, native.script_leave
 
--- gate(exec, step, sr) -> true | nil, why: waits for the agent's rate
+-- gate(exec, agent, sr) -> true | nil, why: waits for the agent's rate
 -- limit (settings.rate_limits[agent], else the agent file's rate_limit)
--- and records the wait on the step.
-local function gate(exec, step, sr)
+-- and records the wait on the step. A handler's ctx:call passes through
+-- the gate of the agent it calls too.
+local function gate(exec, agent, sr)
   local limits_of = exec.config.settings.rate_limits
-  local limit = limits_of and limits_of[step.agent] or exec.registry.agents[step.agent].module.rate_limit
+  local limit = limits_of and limits_of[agent] or exec.registry.agents[agent].module.rate_limit
   if not limit then return true end
-  local waited, why = rate_limit.acquire(step.agent, limit)
+  local waited, why = rate_limit.acquire(agent, limit)
   if not waited then return nil, why end
   if waited > 0 then
     sr.rate_wait_ms = (sr.rate_wait_ms or 0) + waited
     if exec.bus.n > 0 then
-      exec:emit({ type = "step.rate_limited", step_id = sr.id, agent = step.agent, wait_ms = waited })
+      exec:emit({ type = "step.rate_limited", step_id = sr.id, agent = agent, wait_ms = waited })
     end
   end
   return true
@@ -39,7 +41,7 @@ end
 -- gated_call: gate, then the agent as script code (the nested-deadline
 -- path runs it in a task of its own).
 local function gated_call(exec, step, sr, input, actx)
-  local ok, why = gate(exec, step, sr)
+  local ok, why = gate(exec, step.agent, sr)
   if not ok then return nil, why end
   script_enter()
   return script_leave(exec.registry.agents[step.agent].module.call(input, actx, step))
@@ -205,6 +207,39 @@ function Actx:traceparent()
   local trace = self.trace_id:gsub("-", "")
   local parent = native.sha256(self.execution_id .. "/" .. self.step_id .. "/" .. self.attempt):sub(1, 16)
   return ("00-%s-%s-01"):format(trace, parent)
+end
+
+-- call(agent, params [, input]) -> output, meta | nil, err, info: another
+-- agent of the same script set, run as part of this attempt (the shipped
+-- handlers are Lua over the llm, tws and kb adapters). Its params are
+-- checked against its schema (defaults filled in); it shares the
+-- attempt's deadline, cancel, deltas, trace and rate limit gate; its
+-- usage comes back in meta for the caller to report. A check that
+-- fails is an error that retrying cannot fix.
+local NO_RETRY = { retry = false }
+
+function Actx:call(agent, params, input)
+  local exec = self[EXEC]
+  local entry = type(agent) == "string" and exec.registry.agents[agent]
+  if not entry then
+    return nil, ("step %s: no agent '%s' is loaded"):format(self.step_id, tostring(agent)), NO_RETRY
+  end
+  local mod, p = entry.module, params or {}
+  if mod.schema then
+    local errors, s = {}, mod.schema
+    if not s.type then s = { type = "object", fields = s.fields, additional = s.additional } end
+    p = schema.check(p, s, "params", errors)
+    if #errors > 0 then
+      local parts = {}
+      for i, e in ipairs(errors) do parts[i] = e.path .. ": " .. e.message end
+      return nil, ("step %s: the %s agent's %s"):format(self.step_id, agent, table.concat(parts, "; ")), NO_RETRY
+    end
+  end
+  local ok, why = gate(exec, agent, exec:run_of(self.step_id))
+  if not ok then return nil, why end
+  local step = exec:step_of(self.step_id)
+  return mod.call(input or {}, setmetatable({ params = p }, { __index = self }),
+    setmetatable({ agent = agent, params = p }, { __index = step }))
 end
 
 local function agent_ctx(exec, step, n)
@@ -481,7 +516,7 @@ function run_attempts(exec, step, sr, abort, extra, built)
   while true do
     local ok, out, meta, info
     if scope_open(step.timeout_ms) then
-      ok, out = gate(exec, step, sr) -- a rate limit's wait counts against the timeout
+      ok, out = gate(exec, step.agent, sr) -- a rate limit's wait counts against the timeout
       if ok then
         script_enter() -- the agent is script code: the watchdog times it
         ok, out, meta, info = xpcall(exec.registry.agents[step.agent].module.call, traceback,

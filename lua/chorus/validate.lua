@@ -201,6 +201,37 @@ local function check_params(step, entry, path, errors)
   return schema.check(step.params or {}, s, path, errors)
 end
 
+-- The check_step view's check_agent(step, name, params): a handler over
+-- another agent (agents/status_handler.lua over tws) checks the params it
+-- will give it, with that agent's schema and its own check_step. The
+-- errors' paths are the step's "params"; the message says which agent
+-- and which of its params.
+local function agent_checker(snap, view)
+  return function(step, name, params)
+    local entry = snap.agents[name]
+    if not entry then
+      return { { path = "agent", message = ("works through the agent '%s': %s"):format(tostring(name),
+        unknown(snap, "agents", tostring(name), "agent")) } }
+    end
+    local errors, out = {}, {}
+    local sub = setmetatable({ agent = name, params = params or {} }, { __index = step })
+    sub.params = check_params(sub, entry, "params", errors)
+    local hook = entry.module.check_step
+    if #errors == 0 and type(hook) == "function" then
+      local ok, errs = pcall(hook, sub, view)
+      if not ok then
+        errors[1] = { path = "params", message = "could not be checked: " .. tostring(errs) }
+      elseif type(errs) == "table" then
+        for _, e in ipairs(errs) do errors[#errors + 1] = { path = e.path or "params", message = tostring(e.message) } end
+      end
+    end
+    for i, e in ipairs(errors) do
+      out[i] = { path = "params", message = ("as the %s agent's %s: %s"):format(name, e.path, e.message) }
+    end
+    return out
+  end
+end
+
 -- check_flow(s, p, steps, index_of, errors): `when` parses and reads
 -- only what the step can have (its dependencies' outputs, or the
 -- execution input); `map` names a list the same way, on a step that is
@@ -430,6 +461,7 @@ function M.config(doc, snap)
     local by_id = {}
     for id, i in pairs(index_of) do by_id[id] = steps[i] end
     local view = { steps_by_id = by_id, settings = settings }
+    view.check_agent = agent_checker(snap, view)
     for i, s in ipairs(steps) do
       local entry = s and snap.agents[s.agent]
       local hook = entry and entry.module.check_step
@@ -511,7 +543,9 @@ function M.dynamic_step(raw, snap, view)
   end
   if #errors == 0 and entry and type(entry.module.check_step) == "function" then
     local by_id = setmetatable({}, { __index = function(_, id) return view.step_of(id) end })
-    local ok, errs = pcall(entry.module.check_step, s, { steps_by_id = by_id, settings = view.settings })
+    local hview = { steps_by_id = by_id, settings = view.settings }
+    hview.check_agent = agent_checker(snap, hview)
+    local ok, errs = pcall(entry.module.check_step, s, hview)
     if not ok then
       err(errors, "agent", "agent '%s' could not check this step: %s", s.agent, tostring(errs))
     elseif type(errs) == "table" then

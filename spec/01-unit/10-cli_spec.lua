@@ -7,20 +7,27 @@ local function chorus(args, env)
 end
 
 describe("chorus CLI", function()
-  it("runs the demo example and prints the record with --json", function()
-    local code, out, err = chorus("run examples/incident-triage.json --input '{\"job_name\":\"PAYROLL_DAILY\"}' --json")
+  it("runs a config in memory and prints the record with --json, progress on stderr", function()
+    local dir = h.tmpdir()
+    h.write(dir .. "/cfg.json", json.encode({ name = "cli", strategy = "parallel", steps = {
+      { id = "step_1", agent = "echo", output_key = "first" },
+      { id = "step_2", agent = "flaky", dependencies = { "step_1" }, params = { fail_times = 1 },
+        retry = { max_attempts = 2, backoff_ms = 1 } },
+      { id = "step_3", agent = "echo", dependencies = { "step_1", "step_2" } },
+    }, settings = { output_step = "step_3" } }))
+    local code, out, err = chorus("run " .. dir .. "/cfg.json --input '{\"job_name\":\"PAYROLL_DAILY\"}' --json")
     assert.equal(0, code, err)
     local rec = assert(json.decode(out))
     assert.equal("completed", rec.status)
-    assert.equal(4, #rec.steps)
-    assert.matches("PAYROLL_DAILY", rec.output.answer)
+    assert.equal(3, #rec.steps)
+    assert.equal("PAYROLL_DAILY", rec.output.job_name)
     for _, s in ipairs(rec.steps) do
       assert.equal("completed", s.status)
       assert.is_string(s.agent_version)
     end
-    assert.equal(2, rec.steps[2].attempts) -- the log step retries once
+    assert.equal(2, rec.steps[2].attempts) -- the flaky step retries once
     assert.is_number(rec.metrics.latency_ms)
-    assert.matches("step_4", err) -- live progress on stderr
+    assert.matches("step_3", err) -- live progress on stderr
     assert.matches("completed", err)
   end)
 

@@ -90,7 +90,7 @@ function M.serve(svc, req)
   local path = req.path
   local page = path == "/" or path == "/docs" or path == "/admin" or path:sub(1, 7) == "/admin/"
   if not page then return nil end
-  -- The access log's route: the fixed paths as they are, files as one.
+  -- one label for every file of the page (metrics, logs): never the raw path
   req.route = path:sub(1, 7) == "/admin/" and "/admin/{file}" or path
   if req.method ~= "GET" and req.method ~= "HEAD" then
     return errors.response("method_not_allowed", req.method .. " is not allowed on the admin page", nil,

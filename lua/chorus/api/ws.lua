@@ -22,6 +22,8 @@ local native = require "chorus.native"
 local router = require "chorus.api.router"
 local api = require "chorus.api"
 local auth_mod = require "chorus.auth"
+-- One list of the endpoints' templates, shared with the metrics.
+local ws_route = require("chorus.metrics.http").ws_route
 
 local M = {}
 
@@ -212,9 +214,6 @@ local function principal(svc, req)
   return svc.auth:authenticate(header)
 end
 
--- The route template of each endpoint (access log, metrics).
-local ROUTES = { execute = "/ws/execute/{config}", executions = "/ws/executions/{trace_id}", events = "/ws/events" }
-
 -- handle(service, req) -> status, headers, body (when it refuses before
 -- the upgrade) or nothing (the socket was served). Like the REST API's
 -- handle it leaves req.route, req.principal and req.trace_id.
@@ -223,7 +222,7 @@ function M.handle(svc, req)
   if not kind then kind, arg = req.path:match("^/ws/(executions)/([^/]+)$") end
   if not kind and req.path == "/ws/events" then kind = "events" end
   if not kind then return require("chorus.api.errors").response("not_found", "no WebSocket endpoint " .. req.path) end
-  req.route = ROUTES[kind]
+  req.route = ws_route(req.path) -- the endpoint's template (access log)
   local errors = require "chorus.api.errors"
   local p, code, msg = principal(svc, req)
   if not p then return errors.response(code, msg) end

@@ -31,6 +31,30 @@ function M.open(url, opts)
   return { pool = pool, store = store }
 end
 
+M.KB_SPEC = { type = "string", arg = "URL",
+  help = "the knowledge base's PostgreSQL when it is not --db's (default: $CHORUS_KB_DB)" }
+
+-- open_kb(opts) -> pool | false (none asked for) | nil, err: the knowledge
+-- base's own database (--kb-db, else CHORUS_KB_DB), for the kb agent. It
+-- needs the kb tables (chorus migrate) and nothing else.
+function M.open_kb(opts)
+  local url = opts["kb-db"] or os.getenv("CHORUS_KB_DB")
+  if url == nil or url == "" then return false end
+  local pool = require("chorus.pg").pool(url, { size = 4, connect_timeout_ms = 5000 })
+  local res, err = pool:query("SELECT to_regclass('kb_chunks') IS NOT NULL AS ready")
+  if not res then
+    pool:close()
+    return nil, ("cannot connect to the knowledge base's database (--kb-db / CHORUS_KB_DB): %s"):format(tostring(err))
+  end
+  if not res.rows[1].ready then
+    pool:close()
+    return nil, "the knowledge base's database (--kb-db / CHORUS_KB_DB) has no kb tables: run "
+      .. "`chorus migrate --db URL`, then `chorus kb import DIR --db URL`"
+  end
+  require("chorus.resources").set_kb_pg(pool)
+  return pool
+end
+
 -- need(opts, cmd) -> url | nil after printing why
 function M.need(opts, cmd)
   local u = M.url(opts)

@@ -21,9 +21,10 @@ local SPEC = {
   quiet = { type = "flag", short = "q", help = "no progress output" },
   ["keep-inputs"] = { type = "flag", help = "record each step's input in the record" },
   db = { type = "string", arg = "URL", help = "persist in PostgreSQL (default: $DATABASE_URL; none: in memory)" },
+  ["kb-db"] = require("chorus.cli.db").KB_SPEC,
   help = { type = "flag", short = "h", help = "show this help" },
 }
-local ORDER = { "input", "input-file", "json", "auto-approve", "scripts", "sandbox", "db", "quiet", "keep-inputs", "help" }
+local ORDER = { "input", "input-file", "json", "auto-approve", "scripts", "sandbox", "db", "kb-db", "quiet", "keep-inputs", "help" }
 logopts.add(SPEC, ORDER)
 
 local function usage(out)
@@ -65,17 +66,39 @@ return function(argv)
     dbh, derr = require("chorus.cli.db").open(url)
     if not dbh then io.stderr:write("chorus run: " .. derr .. "\n") return 1 end
   end
+  local kb_pool, kerr = require("chorus.cli.db").open_kb(opts)
+  if kb_pool == nil then
+    io.stderr:write("chorus run: " .. kerr .. "\n")
+    if dbh then dbh.pool:close() end
+    return 1
+  end
+  local function close_pools()
+    if kb_pool then kb_pool:close() end
+    if dbh then dbh.pool:close() end
+  end
   local engine, eerr = engine_mod.new({ scripts = opts.scripts, store = dbh and dbh.store, sandbox = opts.sandbox })
-  if not engine then io.stderr:write("chorus run: " .. eerr .. "\n") return 2 end
+  if not engine then
+    io.stderr:write("chorus run: " .. eerr .. "\n")
+    close_pools()
+    return 2
+  end
+  local function give_up(code)
+    engine:close()
+    close_pools()
+    return code
+  end
   local cfg, errors = engine:validate(doc)
   if not cfg then
     load.report_invalid(pos[1], errors)
-    return 2
+    return give_up(2)
   end
 
   local input_bytes
   input, input_bytes = require("chorus.limits").check_input(input, cfg.settings)
-  if not input then io.stderr:write("chorus run: " .. input_bytes .. "\n") return 2 end
+  if not input then
+    io.stderr:write("chorus run: " .. input_bytes .. "\n")
+    return give_up(2)
+  end
 
   local view = not opts.quiet and progress.new(io.stderr) or nil
   -- Execution records (start, end, resumption) unless the progress view
@@ -94,7 +117,11 @@ return function(argv)
     local node = require("chorus.node").new({ engine = engine, pool = dbh.pool, claim = false })
     node:run({ url = url })
     local r, serr = node:submit(cfg, input, { auto_approve = opts["auto-approve"] })
-    if not r then io.stderr:write("chorus run: " .. tostring(serr) .. "\n") return 1 end
+    if not r then
+      io.stderr:write("chorus run: " .. tostring(serr) .. "\n")
+      node:stop({ grace_ms = 0 })
+      return give_up(1)
+    end
     exec = node.running[r.execution_id]
     dbh.node = node
   else
@@ -106,10 +133,8 @@ return function(argv)
   exec:wait()
   sigint:close()
   engine:close()
-  if dbh then
-    dbh.node:stop({ grace_ms = 0 })
-    dbh.pool:close()
-  end
+  if dbh then dbh.node:stop({ grace_ms = 0 }) end
+  close_pools()
 
   if not dbh and require("chorus.callbacks").urls(exec) then
     -- In memory nobody else will send the webhooks: this process does,

@@ -20,6 +20,7 @@ local native = require "chorus.native"
 local SPEC = {
   listen = { type = "string", arg = "HOST:PORT", help = "address to listen on (default 127.0.0.1:8080)" },
   db = db.SPEC,
+  ["kb-db"] = db.KB_SPEC,
   redis = { type = "string", arg = "URL", help = "Redis for the event bus (default: $REDIS_URL; none: local only)" },
   scripts = { type = "list", arg = "DIR", help = "overlay script directory (repeatable)" },
   sandbox = { type = "flag", help = "load --scripts without os, io, ffi, debug (scripts are trusted code otherwise)" },
@@ -35,7 +36,7 @@ local SPEC = {
   reuseport = { type = "flag", help = "share the port with other processes (set by --workers)" },
   help = { type = "flag", short = "h", help = "show this help" },
 }
-local ORDER = { "listen", "db", "redis", "scripts", "sandbox", "workers", "concurrency", "lease-ms", "grace-ms", "max-body", "max-inflight", "max-pending", "max-client-conns",
+local ORDER = { "listen", "db", "kb-db", "redis", "scripts", "sandbox", "workers", "concurrency", "lease-ms", "grace-ms", "max-body", "max-inflight", "max-pending", "max-client-conns",
   "no-auth", "help" }
 logopts.add(SPEC, ORDER)
 
@@ -195,6 +196,11 @@ return function(argv)
   local redis_url = opts.redis or os.getenv("REDIS_URL")
   if redis_url == "" then redis_url = nil end
   local secret = os.getenv("CHORUS_CALLBACK_SECRET")
+  local kb_pool, kerr = db.open_kb(opts)
+  if kb_pool == nil then
+    io.stderr:write("chorus serve: " .. kerr .. "\n")
+    return 1
+  end
   local srv, err, code = require("chorus.server").start({
     host = host, port = port, reuseport = opts.reuseport, db = db.url(opts), redis = redis_url,
     scripts = opts.scripts, sandbox = opts.sandbox, no_auth = opts["no-auth"], concurrency = n.concurrency, lease_ms = n["lease-ms"],
@@ -204,6 +210,7 @@ return function(argv)
   })
   if not srv then
     io.stderr:write("chorus serve: " .. tostring(err) .. "\n")
+    if kb_pool then kb_pool:close() end
     return code == "bad_scripts" and 2 or 1
   end
   local stop = sched.cond()
@@ -215,5 +222,6 @@ return function(argv)
   log.info("serve: %s, shutting down", tostring(why))
   for _, h in ipairs(hooks) do h:close() end
   srv:stop({ grace_ms = n["grace-ms"] })
+  if kb_pool then kb_pool:close() end
   return 0
 end

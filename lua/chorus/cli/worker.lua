@@ -11,6 +11,7 @@ local native = require "chorus.native"
 
 local SPEC = {
   db = db.SPEC,
+  ["kb-db"] = db.KB_SPEC,
   scripts = { type = "list", arg = "DIR", help = "overlay script directory (repeatable)" },
   sandbox = { type = "flag", help = "load --scripts without os, io, ffi, debug (scripts are trusted code otherwise)" },
   concurrency = { type = "string", arg = "N", help = "executions in flight at most (default 1000)" },
@@ -21,7 +22,7 @@ local SPEC = {
   redis = { type = "string", arg = "URL", help = "Redis shared by the nodes: step cache, rate limits (default: $REDIS_URL)" },
   help = { type = "flag", short = "h", help = "show this help" },
 }
-local ORDER = { "db", "redis", "scripts", "sandbox", "concurrency", "lease-ms", "poll-ms", "grace-ms", "no-callbacks",
+local ORDER = { "db", "kb-db", "redis", "scripts", "sandbox", "concurrency", "lease-ms", "poll-ms", "grace-ms", "no-callbacks",
   "help" }
 logopts.add(SPEC, ORDER)
 
@@ -51,12 +52,19 @@ return function(argv)
   if not url then return 2 end
   local d, err = db.open(url, { pool_size = 8 })
   if not d then io.stderr:write("chorus worker: " .. err .. "\n") return 1 end
+  local kb_pool, kerr = db.open_kb(opts)
+  if kb_pool == nil then
+    io.stderr:write("chorus worker: " .. kerr .. "\n")
+    d.pool:close()
+    return 1
+  end
   local redis_url = opts.redis or os.getenv("REDIS_URL")
   require("chorus.cluster").configure({ redis_url = redis_url ~= "" and redis_url or nil })
   local engine, eerr, ecode = require("chorus.engine").new({ scripts = opts.scripts, store = d.store, watch = true,
     sandbox = opts.sandbox })
   if not engine then
     io.stderr:write("chorus worker: " .. eerr .. "\n")
+    if kb_pool then kb_pool:close() end
     d.pool:close()
     return ecode == "bad_scripts" and 2 or 1
   end
@@ -81,6 +89,7 @@ return function(argv)
   if deliverer then deliverer:stop() end
   node:stop({ grace_ms = n["grace-ms"] or 10000 })
   engine:close()
+  if kb_pool then kb_pool:close() end
   d.pool:close()
   unlog()
   return 0

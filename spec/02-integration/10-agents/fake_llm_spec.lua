@@ -38,7 +38,7 @@ describe("fakes/llm.lua", function()
     assert.truthy(b.id:match("^chatcmpl%-"))
     assert.equal("chorus-sim", b.model)
     assert.equal("assistant", b.choices[1].message.role)
-    assert.truthy(b.choices[1].message.content:find("line 3: ABEND S0C7 in step 2", 1, true))
+    assert.truthy(b.choices[1].message.content:find("Most likely cause: ABEND S0C7 in step 2 (line 3)", 1, true))
     assert.equal("stop", b.choices[1].finish_reason)
     assert.equal(b.usage.prompt_tokens + b.usage.completion_tokens, b.usage.total_tokens)
     -- max_tokens cuts the answer: finish_reason "length"

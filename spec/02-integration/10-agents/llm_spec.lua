@@ -61,7 +61,7 @@ describe("llm agent", function()
       { kind = "TWS", log = LOG })
     assert.equal("completed", rec.status)
     local s = rec.steps[1]
-    assert.truthy(s.output.text:find("line 3: 10:00:09 EQQE036E JOB PAYROLL_DAILY ENDED IN ERROR RC=12", 1, true),
+    assert.truthy(s.output.text:find("Most likely cause: 10:00:09 EQQE036E JOB PAYROLL_DAILY ENDED IN ERROR RC=12 (line 3)", 1, true),
       s.output.text)
     assert.equal("stop", s.output.finish_reason)
     local sent = last_request().json
@@ -113,7 +113,15 @@ describe("llm agent", function()
   end)
 
   it("streams: every delta goes out as step.delta, usage comes from the final chunk", function()
+    -- what the agent reports while it streams (budgets read it)
+    local methods = require("chorus.step").agent_methods
+    local report, reported = methods.usage, nil
+    methods.usage = function(self, u)
+      reported = u
+      return report(self, u)
+    end
     local rec, events, exec = one(p({ prompt = "{{log}}", stream = true, model = "fake-slow" }), nil, { log = LOG })
+    methods.usage = report
     assert.equal("completed", rec.status)
     local deltas, text, ended = 0, {}, false
     for _, e in ipairs(events) do
@@ -135,7 +143,8 @@ describe("llm agent", function()
     -- the server's usage, not an estimate
     local sr = exec:run_of("ask")
     assert.is_true(sr.tokens > 0)
-    assert.equal(sr.tokens, sr.live_usage.tokens)
+    assert.equal(sr.tokens, reported.tokens)
+    assert.is_nil(sr.live_usage) -- the step's own figure took over
   end)
 
   it("estimates usage, and says so, when a stream ends without a usage chunk", function()

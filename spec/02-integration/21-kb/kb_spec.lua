@@ -294,7 +294,8 @@ describe("knowledge base #postgres", function()
       resources.set_pg(pool)
       assert.equal("failed", exec.status)
       assert.equal("kb (step k): no database: the kb agent searches the knowledge base in PostgreSQL; run with "
-        .. "--db URL (or DATABASE_URL), after loading it with `chorus kb import DIR --db URL`", sr.error)
+        .. "--db URL (or DATABASE_URL), or --kb-db URL (or CHORUS_KB_DB) for a database of its own, after loading "
+        .. "it with `chorus kb import DIR --db URL`", sr.error)
       assert.equal(1, sr.attempts)
     end)
 
