@@ -28,6 +28,8 @@
 --   fake-garbage      a 200 whose body is an HTML error page
 --   fake-cut          the answer stops halfway: the stream (or body) is cut
 --   fake-slow         token_ms (50; x-fake-token-ms) between streamed tokens
+--   (header x-fake-stamps: N) a stream of N pieces "@<wall-clock ms> ",
+--                     each stamped as it is written (bench/agents)
 --   fake-huge         a 10 MB answer
 --   fake-no-usage     a stream without the usage chunk
 --
@@ -125,7 +127,10 @@ local function chunk(base, choices, usage, include_usage)
   return "data: " .. json.encode(base) .. "\n\n"
 end
 
-local function stream_answer(self, req, body, text, finish, usage, behavior, token_ms)
+-- stamps (x-fake-stamps: N, for bench/agents): the answer is N pieces
+-- "@<wall-clock ms> ", each stamped as it is written, so a subscriber can
+-- tell how long a piece took to reach it.
+local function stream_answer(self, req, body, text, finish, usage, behavior, token_ms, stamps)
   local include_usage = type(body.stream_options) == "table" and body.stream_options.include_usage == true
   local w = req:stream(200, { ["content-type"] = "text/event-stream; charset=utf-8",
     ["cache-control"] = "no-cache", ["x-request-id"] = request_id(self) })
@@ -135,6 +140,10 @@ local function stream_answer(self, req, body, text, finish, usage, behavior, tok
   if not w:write(chunk(base, { { index = 0, delta = { role = "assistant", content = "" },
     logprobs = json.null, finish_reason = json.null } }, nil, include_usage)) then return end
   local ps = pieces(text)
+  if stamps then
+    ps = {}
+    for i = 1, stamps do ps[i] = true end
+  end
   local cut_at = behavior == "fake-cut" and math.max(1, math.floor(#ps / 2)) or nil
   for i, p in ipairs(ps) do
     if cut_at and i > cut_at then
@@ -142,6 +151,7 @@ local function stream_answer(self, req, body, text, finish, usage, behavior, tok
       return w:abort()
     end
     if token_ms > 0 then sched.sleep(token_ms) end
+    if stamps then p = ("@%.3f "):format(native.time() * 1000) end
     local ok = w:write(chunk(base, { { index = 0, delta = { content = p }, logprobs = json.null,
       finish_reason = json.null } }, nil, include_usage))
     if not ok then -- the client went away
@@ -256,7 +266,9 @@ local function chat(self, req, body, behavior)
   if body.stream == true then
     local token_ms = tonumber(req.headers["x-fake-token-ms"])
       or (behavior == "fake-slow" and self.token_ms) or 0
-    return stream_answer(self, req, body, text, finish, usage, behavior, token_ms)
+    local stamps = tonumber(req.headers["x-fake-stamps"])
+    stamps = stamps and stamps >= 1 and math.min(math.floor(stamps), 100000) or nil
+    return stream_answer(self, req, body, text, finish, usage, behavior, token_ms, stamps)
   end
   local out = json.encode({
     id = "chatcmpl-" .. native.uuid():gsub("-", ""), object = "chat.completion",

@@ -27,9 +27,14 @@
 #include <string.h>
 #include <strings.h>
 
-/* Idle connections kept for reuse; curl's default (4 per added handle)
- * shrinks to nothing as transfers finish, so it is fixed here. */
-#define RT_CURL_MAX_IDLE 64
+/* Connections kept for reuse (curl counts those in use too: below the
+ * number of requests in flight to one service, every transfer that ends
+ * closes one and the next opens another: with 100 in flight and 64 here,
+ * half the requests paid a TCP handshake). curl's default (4 per added
+ * handle) shrinks to nothing as transfers finish, so it is fixed here;
+ * idle ones are closed after curl's CURLOPT_MAXAGE_CONN (118 s) or when
+ * the server drops them. */
+#define RT_CURL_MAX_IDLE 1024
 /* Limit on the response header block: curl bounds each header line but
  * not their number. */
 #define RT_CURL_MAX_HEADER_BYTES (256 * 1024)
