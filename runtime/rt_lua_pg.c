@@ -21,7 +21,7 @@
  *    affected = n, command = "INSERT", json = {name, ...} | nil}
  * Values are converted by type OID: bool -> boolean; int2, int4, int8, oid,
  * float4, float8, numeric -> number; everything else -> string (json and
- * jsonb too: their column names are listed in res.json so that chorus.pg
+ * jsonb too: their column names are listed in res.json so that chorus.db.pg
  * decodes them). SQL NULL leaves the key out.
  * Failures: nil, err, info where info.code is the SQLSTATE of a server
  * error (with severity, message, detail, hint, constraint, table, column,
@@ -39,7 +39,7 @@
 #include "rt_lua_wait.h"
 #include "rt_pg.h"
 
-#define LP_CONN_MT "chorus.pg.conn"
+#define LP_CONN_MT "chorus.db.pg.conn"
 
 /* Notifications kept for a connection nobody waits on; beyond, the oldest
  * are dropped so a LISTEN without a reader cannot grow without bound. */

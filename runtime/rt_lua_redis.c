@@ -45,7 +45,7 @@
 #include "rt_lua_wait.h"
 #include "rt_redis.h"
 
-#define LR_MT "chorus.redis"
+#define LR_MT "chorus.db.redis"
 /* Room for one number argument: "%.17g" needs at most 24 bytes. */
 #define LR_NUMLEN 32
 /* Integers up to 2^53 are exact in a Lua number. */
@@ -905,7 +905,7 @@ static int lr_gc(lua_State *L)
 static int lr_tostring(lua_State *L)
 {
     lr_conn_t *conn = lr_check(L, 1);
-    lua_pushfstring(L, "chorus.redis%s: %p",
+    lua_pushfstring(L, "chorus.db.redis%s: %p",
                     conn->subscriber ? " subscriber" : "", (void *)conn);
     return 1;
 }

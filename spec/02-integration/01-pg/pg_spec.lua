@@ -1,10 +1,10 @@
--- chorus.pg against the real PostgreSQL named by CHORUS_TEST_PG: queries,
+-- chorus.db.pg against the real PostgreSQL named by CHORUS_TEST_PG: queries,
 -- parameters, NULLs, types and JSON, metacharacters as data, server errors
 -- with SQLSTATE, batches (atomic, pipelined), scripts, LISTEN/NOTIFY,
 -- cancellation and deadlines, closing, pools (concurrency, waiting,
 -- transactions, backoff), refused connections, a dropped connection in a
 -- transaction, a server restart, and no connection left open.
-local pg = require "chorus.pg"
+local pg = require "chorus.db.pg"
 local sched = require "chorus.sched"
 local json = require "chorus.json"
 local native = require "chorus.native"
@@ -15,7 +15,7 @@ local PG_BIN = os.getenv("CHORUS_TEST_PG_BIN")
 local REFUSED = "postgresql://postgres@127.0.0.1:1/nothing"
 
 if not URL or URL == "" then
-  describe("chorus.pg #postgres", function()
+  describe("chorus.db.pg #postgres", function()
     pending("CHORUS_TEST_PG is not set")
   end)
   return
@@ -64,7 +64,7 @@ local function others()
                 "AND pid <> pg_backend_pid()")
 end
 
-describe("chorus.pg #postgres", function()
+describe("chorus.db.pg #postgres", function()
   local tables = {}
 
   local function new_table(ddl_cols)

@@ -9,8 +9,8 @@
 -- CHORUS_TEST_PG and CHORUS_TEST_REDIS.
 local native = require "chorus.native"
 local sched = require "chorus.sched"
-local pg = require "chorus.pg"
-local redis = require "chorus.redis"
+local pg = require "chorus.db.pg"
+local redis = require "chorus.db.redis"
 local client = require "chorus.http.client"
 
 local PG = os.getenv("CHORUS_TEST_PG")

@@ -1,4 +1,4 @@
--- chorus.resources: what the process opened that agents may use: the
+-- chorus.run.resources: what the process opened that agents may use: the
 -- PostgreSQL pool of --db / DATABASE_URL, set by chorus.cli.db.open (every
 -- command that opens the database: run, serve, worker...), and the
 -- knowledge base's own pool when it lives elsewhere (--kb-db /

@@ -1,4 +1,4 @@
--- chorus.migrate: numbered SQL migrations (migrations/NNN_name.up.sql and
+-- chorus.db.migrate: numbered SQL migrations (migrations/NNN_name.up.sql and
 -- NNN_name.down.sql), applied in order, each in its own transaction with
 -- its row in schema_migrations, under a session advisory lock so that
 -- nodes starting together apply each migration once. Running `up` twice

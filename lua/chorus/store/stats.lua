@@ -1,4 +1,4 @@
--- chorus.stats: the numbers behind GET /api/v1/stats (the admin page's
+-- chorus.store.stats: the numbers behind GET /api/v1/stats (the admin page's
 -- overview), computed the same way by both stores from their own data.
 --
 -- A window starts on a whole minute (window_start), so the memory store,

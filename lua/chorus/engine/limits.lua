@@ -1,4 +1,4 @@
--- chorus.limits: what one execution may hold, checked where values enter
+-- chorus.engine.limits: what one execution may hold, checked where values enter
 -- it (the execution input at the door, each step output as it is
 -- produced, a strategy's own result), so that no record can outgrow what
 -- the stores, the encoder and the API can carry, and no request can make

@@ -1,4 +1,4 @@
--- chorus.condition: the `when` expressions of steps — a small, safe
+-- chorus.engine.condition: the `when` expressions of steps — a small, safe
 -- language over a step's input, parsed once (at validation) and never run
 -- as Lua source.
 --

@@ -1,4 +1,4 @@
--- chorus.pg: PostgreSQL from tasks (libpq on the loop: runtime/rt_pg.c).
+-- chorus.db.pg: PostgreSQL from tasks (libpq on the loop: runtime/rt_pg.c).
 --
 --   pg.connect(url, {connect_timeout_ms=, cancel_timeout_ms=})
 --                                   -> conn | nil, err, info

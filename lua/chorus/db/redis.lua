@@ -1,4 +1,4 @@
--- chorus.redis: Redis from tasks (hiredis on the loop): commands, pipelines,
+-- chorus.db.redis: Redis from tasks (hiredis on the loop): commands, pipelines,
 -- transactions, pub/sub, and reconnection in the background.
 --
 --   redis.connect(url, opts) -> client | nil, err

@@ -1,4 +1,4 @@
--- chorus.step: the one step executor every strategy uses (ctx:run_step).
+-- chorus.engine.step: the one step executor every strategy uses (ctx:run_step).
 --
 -- It owns the semantics of a step: input building, pause and approval
 -- gates, the agent call in its own task under timeout_ms, retries with
@@ -7,11 +7,11 @@
 -- agent version) with an event and a store write on every transition.
 local sched = require "chorus.sched"
 local native = require "chorus.native"
-local limits = require "chorus.limits"
-local condition = require "chorus.condition"
+local limits = require "chorus.engine.limits"
+local condition = require "chorus.engine.condition"
 local template = require "chorus.template"
-local step_cache = require "chorus.step_cache"
-local rate_limit = require "chorus.rate_limit"
+local step_cache = require "chorus.engine.step_cache"
+local rate_limit = require "chorus.engine.rate_limit"
 local schema = require "chorus.schema"
 local json = require "chorus.json"
 

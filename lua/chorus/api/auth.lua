@@ -1,4 +1,4 @@
--- chorus.auth: bearer API keys, roles and tenants.
+-- chorus.api.auth: bearer API keys, roles and tenants.
 --
 -- A key is "chk_" + 64 hex digits (32 random bytes); only its sha256 is
 -- stored, with a short public prefix for listing. A key belongs to a

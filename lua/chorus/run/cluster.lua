@@ -1,10 +1,10 @@
--- chorus.cluster: what the nodes of a cluster share through Redis besides
--- events — the step result cache (chorus.step_cache) and rate limits
--- (chorus.rate_limit). One connection per process, opened on first use
+-- chorus.run.cluster: what the nodes of a cluster share through Redis besides
+-- events — the step result cache (chorus.engine.step_cache) and rate limits
+-- (chorus.engine.rate_limit). One connection per process, opened on first use
 -- from the URL the server or worker was given (configure); without one,
 -- or while Redis is down, each feature falls back to this process alone
 -- (and says so in its stats), never failing a step.
-local redis = require "chorus.redis"
+local redis = require "chorus.db.redis"
 local log = require "chorus.log"
 
 local M = { url = nil, conn = nil, tried_at = nil }

@@ -1,4 +1,4 @@
--- chorus.rate_limit: token buckets that bound how often an agent is
+-- chorus.engine.rate_limit: token buckets that bound how often an agent is
 -- called — across every node through Redis (one server-side script, the
 -- bucket's state in a hash, Redis's own clock), or in this process alone
 -- without Redis (or while it is down).
@@ -13,7 +13,7 @@
 --   check(limit) -> true | nil, err
 local sched = require "chorus.sched"
 local native = require "chorus.native"
-local cluster = require "chorus.cluster"
+local cluster = require "chorus.run.cluster"
 
 local M = { stats = { waits = 0, waited_ms = 0, local_fallbacks = 0 } }
 

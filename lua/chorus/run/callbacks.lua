@@ -1,4 +1,4 @@
--- chorus.callbacks: webhook delivery. An execution's webhooks are its
+-- chorus.run.callbacks: webhook delivery. An execution's webhooks are its
 -- config's settings.callback_url and the callback_url its execute request
 -- carried (M.urls). With PostgreSQL, when it ends a row per URL in
 -- orchestration_callbacks is written in the same transaction as its

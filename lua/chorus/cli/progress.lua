@@ -1,4 +1,4 @@
--- chorus.progress: the live terminal view of `chorus run`: one line per
+-- chorus.cli.progress: the live terminal view of `chorus run`: one line per
 -- step transition as it happens, the text of streamed answers as it is
 -- written (step.delta), then a summary table. Writes to a file handle
 -- (stderr), with colours only on a terminal.

@@ -1,4 +1,4 @@
--- chorus.prices: what a model's tokens cost, from prices.json files the
+-- chorus.llm.prices: what a model's tokens cost, from prices.json files the
 -- operator edits (USD, or any currency, per million tokens).
 --
 --   { "models": { "gpt-4o-mini": { "input": 0.15, "output": 0.60 }, ... } }

@@ -1,4 +1,4 @@
--- chorus.registry: strategies, agents and aggregation rules loaded from
+-- chorus.engine.registry: strategies, agents and aggregation rules loaded from
 -- script directories, with hot reload.
 --
 -- Directories are layered: the built-ins first, then each --scripts DIR;
@@ -23,7 +23,7 @@ local native = require "chorus.native"
 local schema = require "chorus.schema"
 local sched = require "chorus.sched"
 local log = require "chorus.log"
-local script_env = require "chorus.script_env"
+local script_env = require "chorus.engine.script_env"
 
 local M = {}
 
@@ -38,7 +38,7 @@ Registry.__index = Registry
 
 -- new({dirs = {...}, sandbox = bool}) -> registry (call :load() next).
 -- sandbox: scripts of every directory but the first (the built-ins) are
--- loaded without os, io, ffi, debug (chorus.script_env).
+-- loaded without os, io, ffi, debug (chorus.engine.script_env).
 function M.new(opts)
   assert(type(opts) == "table" and type(opts.dirs) == "table", "registry.new: dirs required")
   return setmetatable({
@@ -56,7 +56,7 @@ local function read_file(path)
 end
 
 -- Loads and checks one file. Returns entry or nil, err. sandbox: load it
--- without os, io, ffi, debug (chorus.script_env). Each script gets its own
+-- without os, io, ffi, debug (chorus.engine.script_env). Each script gets its own
 -- environment (a stray global stays in it) and runs with the JIT off, so
 -- the watchdog can interrupt it.
 function M.load_file(kind, path, name, sandbox)

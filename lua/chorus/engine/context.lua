@@ -1,6 +1,6 @@
--- chorus.context: the `ctx` a strategy receives — the whole scripting API
+-- chorus.engine.context: the `ctx` a strategy receives — the whole scripting API
 -- of a strategy (v1, docs/scripting.md); everything heavy happens in
--- chorus.step. Only what is listed here is reachable: reading any other
+-- chorus.engine.step. Only what is listed here is reachable: reading any other
 -- field of a ctx is an error naming it, so a script cannot grow a
 -- dependency on the engine's insides.
 --
@@ -24,8 +24,8 @@
 --   ctx.steps, ctx.settings, ctx.config (name), ctx.execution_id,
 --   ctx.trace_id; ctx:log(level, fmt, ...) (tagged with the ids)
 local sched = require "chorus.sched"
-local step_exec = require "chorus.step"
-local validate = require "chorus.validate"
+local step_exec = require "chorus.engine.step"
+local validate = require "chorus.engine.validate"
 local log = require "chorus.log"
 
 local Ctx = {}

@@ -1,6 +1,6 @@
--- chorus.step_cache: results of steps with `cache: {ttl_s}`, reused by
+-- chorus.engine.step_cache: results of steps with `cache: {ttl_s}`, reused by
 -- later runs of the same step with the same agent version, params and
--- input. Shared by every node through Redis (chorus.cluster) when there
+-- input. Shared by every node through Redis (chorus.run.cluster) when there
 -- is one, else an in-process LRU. Redis down, or an entry that does not
 -- decode, is a miss — never a failed step.
 --
@@ -10,7 +10,7 @@
 --   M.stats: hits, misses, errors
 local native = require "chorus.native"
 local json = require "chorus.json"
-local cluster = require "chorus.cluster"
+local cluster = require "chorus.run.cluster"
 
 local M = { stats = { hits = 0, misses = 0, errors = 0 }, max_entries = 10000 }
 

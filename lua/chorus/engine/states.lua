@@ -1,4 +1,4 @@
--- chorus.states: the state machines of DESIGN.md, in one place.
+-- chorus.engine.states: the state machines of DESIGN.md, in one place.
 --
 -- Execution: pending -> running -> completed | failed | cancelled, with
 -- running <-> paused, and running -> compensation -> failed. Pausing a
@@ -25,7 +25,20 @@ M.step = {
   completed = {}, failed = {}, skipped = {}, cancelled = {},
 }
 
-M.terminal = { completed = true, failed = true, cancelled = true, skipped = true }
+-- Where each machine ends: an execution in one of these is over (its
+-- events stop, its webhooks go out); a step run in one is settled.
+M.execution_terminal = { completed = true, failed = true, cancelled = true }
+M.step_terminal = { completed = true, failed = true, cancelled = true, skipped = true }
+
+-- The execution statuses each control is accepted in (checked against a
+-- stored record when the execution runs on another node or none yet):
+-- pause holds a pending or running one (pausing a paused one is a no-op);
+-- cancel also stops a compensation.
+M.control = {
+  pause = { pending = true, running = true, paused = true },
+  resume = { paused = true },
+  cancel = { pending = true, running = true, paused = true, compensation = true },
+}
 
 -- allowed(machine, from, to) -> boolean
 function M.allowed(machine, from, to)

@@ -1,4 +1,4 @@
--- chorus.server: one `chorus serve` process: the REST API, the WebSocket
+-- chorus.serve: one `chorus serve` process: the REST API, the WebSocket
 -- endpoints, /metrics, health, over either the in-memory store or
 -- PostgreSQL (then also a node that claims and runs executions), with the
 -- Redis event bus when a Redis URL is given.
@@ -14,7 +14,7 @@
 --   executions reach a durable point, hand the rest to other nodes)
 local api = require "chorus.api"
 local ws = require "chorus.api.ws"
-local auth_mod = require "chorus.auth"
+local auth_mod = require "chorus.api.auth"
 local engine_mod = require "chorus.engine"
 local metrics_mod = require "chorus.metrics"
 local hub_mod = require "chorus.events.hub"
@@ -64,13 +64,13 @@ function M.start(opts)
   end
 
   if d.pool then
-    svc.runner = require("chorus.node").new({ engine = engine, pool = d.pool, node_id = node_id,
+    svc.runner = require("chorus.run.node").new({ engine = engine, pool = d.pool, node_id = node_id,
       concurrency = opts.concurrency, lease_ms = opts.lease_ms, max_pending = opts.max_pending }):run({ url = opts.db })
-    svc.deliverer = require("chorus.callbacks").deliverer(d.pool, { secret = opts.callback_secret }):run()
+    svc.deliverer = require("chorus.run.callbacks").deliverer(d.pool, { secret = opts.callback_secret }):run()
   else
     -- In memory the process delivers webhooks itself (there is no outbox).
-    svc.deliverer = require("chorus.callbacks").local_deliverer({ secret = opts.callback_secret })
-    svc.runner = require("chorus.runner").new({ engine = engine, max_inflight = opts.max_inflight,
+    svc.deliverer = require("chorus.run.callbacks").local_deliverer({ secret = opts.callback_secret })
+    svc.runner = require("chorus.run.memory").new({ engine = engine, max_inflight = opts.max_inflight,
       on_end = function(exec) svc.deliverer:enqueue(exec) end })
   end
 
@@ -79,7 +79,7 @@ function M.start(opts)
   end
   -- The step cache and rate limits are the cluster's (one Redis) or, with
   -- none, this process's.
-  require("chorus.cluster").configure({ redis_url = opts.redis })
+  require("chorus.run.cluster").configure({ redis_url = opts.redis })
   svc.hub = hub_mod.new({ bus = engine.bus, node_id = node_id, bridge = svc.bridge })
   if svc.bridge then svc.bridge:start(svc.hub) end
 

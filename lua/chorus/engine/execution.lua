@@ -1,5 +1,5 @@
--- chorus.execution: one execution of a config, from pending to a terminal
--- status. It owns the state machine (chorus.states), runs the strategy in
+-- chorus.engine.execution: one execution of a config, from pending to a terminal
+-- status. It owns the state machine (chorus.engine.states), runs the strategy in
 -- a child task, and offers the controls: pause, resume, cancel, approve,
 -- reject. Compensation runs when a failed execution has completed steps
 -- with `compensate`. Every transition is written to the store and emitted
@@ -9,10 +9,10 @@
 -- strategy returns (each built-in strategy documents its own).
 local sched = require "chorus.sched"
 local native = require "chorus.native"
-local states = require "chorus.states"
-local step_exec = require "chorus.step"
-local context = require "chorus.context"
-local limits = require "chorus.limits"
+local states = require "chorus.engine.states"
+local step_exec = require "chorus.engine.step"
+local context = require "chorus.engine.context"
+local limits = require "chorus.engine.limits"
 
 local now, time = sched.now, sched.time
 local ipairs, pairs, tostring, type, error = ipairs, pairs, tostring, type, error
@@ -60,14 +60,14 @@ end
 
 local OPTIONAL = { "auto_approve", "keep_inputs", "config_id", "config_version", "user_id", "tenant_id",
   "callback_url", "session_id", "metadata" }
--- opts.input_bytes: the input's size as chorus.limits measured it at the
+-- opts.input_bytes: the input's size as chorus.engine.limits measured it at the
 -- door (exec.bytes: what the execution holds, outputs added as they come).
 
 -- new(opts) -> execution (not started)
 -- opts: config (validated, normalized), input, registry (pinned snapshot),
 -- store, bus, auto_approve, keep_inputs (record each step's input), id,
 -- trace_id, config_id, config_version, user_id, tenant_id, callback_url
--- (a webhook of its own, see chorus.callbacks), session_id, metadata.
+-- (a webhook of its own, see chorus.run.callbacks), session_id, metadata.
 -- Fields that most executions never use are set only when given.
 function M.new(opts)
   local cfg = opts.config
@@ -136,7 +136,7 @@ function Execution:is_dynamic(step_id)
 end
 
 -- add_step(step) -> step run | nil, err: a step the config does not list
--- (validated and normalized by chorus.validate.dynamic_step), recorded
+-- (validated and normalized by chorus.engine.validate.dynamic_step), recorded
 -- like a declared one. The same id again gives the step run it already
 -- has (a strategy resumed after a crash starts its steps again: those
 -- that ran are replayed, not run twice). Bounded by settings.max_steps.
@@ -227,6 +227,39 @@ function Execution:set_status(to)
   return true
 end
 
+-- Restoring what a record says (a node resuming an execution another
+-- node ran): the status is reached by the state machine's own steps from
+-- where a new execution starts, without writing or telling anyone (the
+-- record says it already). A status the machine cannot reach is an error.
+local RESTORE_PATH = {
+  execution = { running = { "running" }, paused = { "paused" }, compensation = { "running", "compensation" } },
+  step = { completed = { "running", "completed" }, failed = { "running", "failed" }, skipped = { "skipped" },
+    cancelled = { "running", "cancelled" } },
+}
+
+local function walk(machine, from, to)
+  local path = RESTORE_PATH[machine][to]
+  if not path then error(("cannot restore a %s to %s"):format(machine, tostring(to)), 3) end
+  for _, s in ipairs(path) do
+    if not allowed(machine, from, s) then
+      error(("cannot restore a %s from %s to %s"):format(machine, from, to), 3)
+    end
+    from = s
+  end
+  return from
+end
+
+-- restore(status, started_at): a claimed execution resumed in status.
+function Execution:restore(status, started_at)
+  self.status = walk("execution", self.status, status)
+  self.started_at = started_at
+end
+
+-- restore_step(sr, status): a step run as its record left it.
+function Execution:restore_step(sr, status)
+  sr.status = walk("step", sr.status, status)
+end
+
 -- set_step_status(sr, to) -> true | nil, err: as set_status; a refused
 -- write leaves the step as it was (the caller fails it instead).
 function Execution:set_step_status(sr, to)
@@ -235,7 +268,7 @@ function Execution:set_step_status(sr, to)
     error(("illegal step transition %s: %s -> %s"):format(sr.id, from, to), 2)
   end
   sr.status = to
-  local terminal = states.terminal[to]
+  local terminal = states.step_terminal[to]
   if terminal then sr.finished_at = time() end
   if not self.fenced then
     local ok, err = self:persist(self.store:save_step(self, sr))
@@ -557,7 +590,7 @@ function Execution:_finish()
     require("chorus.log").error_with({ trace_id = self.trace_id, execution_id = self.id },
       "execution %s: internal error: %s", self.id, tostring(err))
     self.error = "internal error: " .. tostring(err)
-    if not states.terminal[self.status] then self.status = "failed" end
+    if not states.execution_terminal[self.status] then self.status = "failed" end
     finished(self)
   end
 end

@@ -1,7 +1,7 @@
--- chorus.runner: starts executions for the API and applies controls to
+-- chorus.run.memory: starts executions for the API and applies controls to
 -- them. This is the in-process runner used with the memory store: an
 -- execution starts at once in a detached task of this process. (With
--- PostgreSQL, chorus.node's runner writes the execution durably first and
+-- PostgreSQL, chorus.run.node's runner writes the execution durably first and
 -- any node may claim it.)
 --
 --   submit(cfg, input, opts) -> summary | nil, err, code ("invalid_input":
@@ -13,7 +13,8 @@
 --   control(key, action, args, scope) -> true | nil, err, code
 --     action: pause | resume | cancel | approve | reject
 --     code: "not_found" (or not visible in scope), "invalid_state"
-local limits = require "chorus.limits"
+local limits = require "chorus.engine.limits"
+local control = require "chorus.run.control"
 
 local M = {}
 
@@ -79,29 +80,10 @@ function Runner:submit(cfg, input, opts)
   return summary(exec)
 end
 
-local function visible(exec, scope)
-  if not scope or scope.admin then return true end
-  return exec.tenant_id == scope.tenant_id and exec.user_id == scope.user_id
-end
-
--- apply(exec, action, args) -> true | nil, err, "invalid_state": a control
--- on a live execution object (shared with chorus.node).
-function M.apply(exec, action, args)
-  local ok, err
-  if action == "pause" then ok, err = exec:pause()
-  elseif action == "resume" then ok, err = exec:resume()
-  elseif action == "cancel" then ok, err = exec:cancel()
-  elseif action == "approve" then ok, err = exec:approve(args.step_id, args.by)
-  elseif action == "reject" then ok, err = exec:reject(args.step_id, args.reason, args.by)
-  else error("unknown control " .. tostring(action)) end
-  if not ok then return nil, err, "invalid_state" end
-  return true
-end
-
 function Runner:control(key, action, args, scope)
   local exec = self.store:get_execution(key)
-  if not exec or not visible(exec, scope) then return nil, "no such execution", "not_found" end
-  return M.apply(exec, action, args)
+  if not exec or not control.visible(exec, scope) then return nil, "no such execution", "not_found" end
+  return control.apply(exec, action, args)
 end
 
 -- close(): cancels what still runs (memory executions cannot outlive the

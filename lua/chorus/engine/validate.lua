@@ -1,4 +1,4 @@
--- chorus.validate: checks an orchestration config against the schema and
+-- chorus.engine.validate: checks an orchestration config against the schema and
 -- the registry, and returns it normalized (defaults filled in) for the
 -- engine. Used by `chorus validate`, `chorus run` and the API on create and
 -- update: a config is checked when it is stored, not when it runs.
@@ -12,9 +12,9 @@
 -- config(doc, snapshot) -> cfg | nil, errors   (errors: {path, message}...)
 local schema = require "chorus.schema"
 local json = require "chorus.json"
-local limits = require "chorus.limits"
+local limits = require "chorus.engine.limits"
 local native = require "chorus.native"
-local condition = require "chorus.condition"
+local condition = require "chorus.engine.condition"
 local template = require "chorus.template"
 
 local ipairs, pairs, type, tostring = ipairs, pairs, type, tostring
@@ -90,9 +90,9 @@ M.STEP = {
     cache = { type = "object", fields = {
       ttl_s = { type = "integer", min = 1, max = 30 * 86400, required = true,
         description = "how long a result is reused" } },
-      description = "reuse the result of the same agent version, params and input (chorus.step_cache)" },
+      description = "reuse the result of the same agent version, params and input (chorus.engine.step_cache)" },
     when = { type = "string", min_len = 1, max_len = 2000,
-      description = "a condition over the step's input; false skips the step (chorus.condition)" },
+      description = "a condition over the step's input; false skips the step (chorus.engine.condition)" },
     map = { type = "string", max_len = 500, pattern = "^%s*{{[^{}]+}}%s*$",
       pattern_help = "a single placeholder naming a list, e.g. {{dep_fetch.items}}",
       description = "run the step once per item of this list; its output is the list of outputs" },

@@ -2,11 +2,11 @@
 -- the registry (with optional hot reload), the price table (layered over
 -- the same directories, reloaded with them), the store, the event bus. The
 -- CLI uses it for `chorus run`; the server will embed the same object.
-local registry = require "chorus.registry"
+local registry = require "chorus.engine.registry"
 local events = require "chorus.events.bus"
-local validate = require "chorus.validate"
-local execution = require "chorus.execution"
-local prices = require "chorus.prices"
+local validate = require "chorus.engine.validate"
+local execution = require "chorus.engine.execution"
+local prices = require "chorus.llm.prices"
 
 local Engine = {}
 Engine.__index = Engine
@@ -15,7 +15,7 @@ local M = {}
 
 -- new({scripts = {dir...}, store = store, watch = bool, sandbox = bool})
 -- -> engine | nil, err, code (code "bad_scripts": a --scripts directory
--- does not exist) (sandbox: see chorus.script_env)
+-- does not exist) (sandbox: see chorus.engine.script_env)
 function M.new(opts)
   opts = opts or {}
   local dirs_ok, derr = registry.check_dirs(opts.scripts)
@@ -37,6 +37,31 @@ end
 -- validate(doc) -> cfg | nil, errors (against the current registry)
 function Engine:validate(doc)
   return validate.config(doc, self.registry:snapshot())
+end
+
+-- prepare(doc [, key]) -> cfg | nil, errors: validate(doc), remembered
+-- under key (a stored config's "id:version", a claimed row's snapshot)
+-- until the scripts reload. The one config cache: the REST and WebSocket
+-- execute routes and the nodes all prepare through it (validating a
+-- stored config on every execute would cost more than running it).
+-- Bounded: past MAX_PREPARED keys it starts again.
+M.MAX_PREPARED = 1000
+
+function Engine:prepare(doc, key)
+  if key == nil then return self:validate(doc) end
+  local snap = self.registry:snapshot()
+  local cache = self.prepared
+  if not cache or cache.generation ~= snap.generation or cache.n >= M.MAX_PREPARED then
+    cache = { generation = snap.generation, n = 0, cfg = setmetatable({}, { __mode = "v" }) }
+    self.prepared = cache
+  end
+  local cfg = cache.cfg[key]
+  if cfg then return cfg end
+  local errs
+  cfg, errs = validate.config(doc, snap)
+  if not cfg then return nil, errs end
+  cache.cfg[key], cache.n = cfg, cache.n + 1
+  return cfg
 end
 
 -- execute(cfg, input, opts) -> a started execution. The execution pins the

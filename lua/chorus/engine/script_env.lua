@@ -1,4 +1,4 @@
--- chorus.script_env: how a script file (a strategy, an agent, an
+-- chorus.engine.script_env: how a script file (a strategy, an agent, an
 -- aggregation rule) is loaded and what it sees.
 --
 -- Script directories are trusted code: a script can do what Lua can
@@ -23,7 +23,8 @@ local M = {}
 M.PUBLIC = {
   ["chorus.sched"] = true, ["chorus.json"] = true, ["chorus.http"] = true, ["chorus.http.client"] = true,
   ["chorus.http.sse"] = true, ["chorus.template"] = true, ["chorus.log"] = true, ["chorus.votes"] = true,
-  ["chorus.schema"] = true, ["chorus.limits"] = true,
+  ["chorus.schema"] = true, ["chorus.engine.limits"] = true, ["chorus.handler"] = true, ["chorus.text"] = true,
+  ["chorus.base64"] = true,
   ["string.buffer"] = true, ["cjson"] = true, ["cjson.safe"] = true,
   ["table.new"] = true, ["table.clear"] = true, ["table.isempty"] = true, ["table.nkeys"] = true,
   ["table.clone"] = true, ["table.isarray"] = true,
