@@ -6,7 +6,7 @@ local diff = require "chorus.cli.diff"
 local json = require "chorus.json"
 local render = require "chorus.cli.render"
 local remote = require "chorus.cli.remote"
-local auth = require "chorus.auth"
+local auth = require "chorus.api.auth"
 local h = require "spec.helpers"
 
 -- A file standing in for stdout or stderr while a command runs.

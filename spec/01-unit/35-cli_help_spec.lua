@@ -112,7 +112,7 @@ describe("chorus run's output", function()
     local code, out, err = chorus("run -q " .. cfg)
     assert.equal(0, code)
     assert.matches("^out completed in", out)
-    assert.equal("", err)
+    assert.not_matches("%] execution running", err) -- the log's own lines may be there
   end)
 
   it("--json puts only the record on stdout", function()

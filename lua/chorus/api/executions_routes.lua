@@ -15,7 +15,7 @@ local api = require "chorus.api"
 local body = require "chorus.api.body"
 local errors = require "chorus.api.errors"
 local json = require "chorus.json"
-local callbacks = require "chorus.callbacks"
+local callbacks = require "chorus.run.callbacks"
 
 local M = {}
 
@@ -53,7 +53,7 @@ local function read_input(doc)
 end
 
 -- What an execute request may carry besides its input (the plan's API):
--- callback_url (a webhook of this execution's own, see chorus.callbacks),
+-- callback_url (a webhook of this execution's own, see chorus.run.callbacks),
 -- session_id (the client's conversation), metadata (free, stored).
 local function read_extras(doc)
   local x, errs = {}, {}
@@ -116,6 +116,7 @@ local function submit(ctx, cfg, input, c, doc)
     return errors.response("unavailable", "cannot start the execution: " .. tostring(err))
   end
   res.status_url = BASE .. "/status/" .. res.trace_id
+  ctx.req.trace_id = res.trace_id -- for the access log
   return api.json(res.replayed and 200 or 202, res, { location = res.status_url })
 end
 

@@ -6,7 +6,7 @@
 -- (admins) everyone's, narrowed with ?tenant_id= and ?user_id=.
 local api = require "chorus.api"
 local errors = require "chorus.api.errors"
-local stats = require "chorus.stats"
+local stats = require "chorus.store.stats"
 
 local M = {}
 

@@ -25,8 +25,10 @@ local sched = require "chorus.sched"
 local native = require "chorus.native"
 local router = require "chorus.api.router"
 local api = require "chorus.api"
-local auth_mod = require "chorus.auth"
+local auth_mod = require "chorus.api.auth"
 local event_stream = require "chorus.api.event_stream"
+-- One list of the endpoints' templates, shared with the metrics.
+local ws_route = require("chorus.metrics.http").ws_route
 
 local M = {}
 
@@ -39,7 +41,7 @@ M.defaults = { max_queue = 1000, first_message_timeout_ms = 30000,
   -- miss its end: a follower checks the record this often.
   end_poll_ms = 2000 }
 
-local TERMINAL = { completed = true, failed = true, cancelled = true }
+local TERMINAL = require("chorus.engine.states").execution_terminal
 
 -- An event goes to many subscribers: it is encoded once (the cache is
 -- keyed by the event table, weakly, so it goes with the event).
@@ -221,15 +223,18 @@ local serve_socket
 
 -- handle(service, req) -> status, headers, body (when it refuses before
 -- the upgrade) or nothing (the socket was served), or 200, nil, nil, true
--- (an event stream was served).
+-- (an event stream was served). Like the REST API's handle it leaves
+-- req.route, req.principal and req.trace_id.
 function M.handle(svc, req)
   local kind, arg = req.path:match("^/ws/(execute)/([^/]+)$")
   if not kind then kind, arg = req.path:match("^/ws/(executions)/([^/]+)$") end
   if not kind and req.path == "/ws/events" then kind = "events" end
   if not kind then return require("chorus.api.errors").response("not_found", "no WebSocket endpoint " .. req.path) end
+  req.route = ws_route(req.path) -- the endpoint's template (access log)
   local errors = require "chorus.api.errors"
   local p, code, msg = principal(svc, req)
   if not p then return errors.response(code, msg) end
+  req.principal = p
   local need = kind == "execute" and "execute" or kind == "events" and "admin" or "read"
   if not auth_mod.can(p, need) then return errors.response("forbidden", ("the %s role cannot %s"):format(p.role, need)) end
   arg = arg and router.unescape(arg)
@@ -237,6 +242,7 @@ function M.handle(svc, req)
   if kind == "executions" then
     if not api.is_uuid(arg) then return errors.response("bad_request", "trace_id must be a UUID") end
     arg = arg:lower()
+    req.trace_id = arg
     local rec = svc.store:get_record(arg, scope)
     if not rec then return errors.response("not_found", ("no execution %s"):format(arg)) end
   end
@@ -250,7 +256,7 @@ function M.handle(svc, req)
   if sse then ws, werr = event_stream.open(req) else ws, werr = req:websocket() end
   if not ws then return 400, {}, werr end
   local c = client(ws, svc.ws_max_queue or M.defaults.max_queue)
-  serve_socket(svc, c, kind, arg, scope, p)
+  serve_socket(svc, req, c, kind, arg, scope, p)
   if sse then
     -- The stream's last messages go out, then its body ends; the HTTP
     -- metrics count it as the 200 it was (4th value: a stream).
@@ -261,7 +267,7 @@ end
 
 -- serve_socket(...): a socket (or event stream) past its handshake, until
 -- the end of what its endpoint sends.
-serve_socket = function(svc, c, kind, arg, scope, p)
+serve_socket = function(svc, req, c, kind, arg, scope, p)
   local ws = c.ws
   if kind == "executions" then
     return stream(svc, c, arg, scope)
@@ -303,6 +309,7 @@ serve_socket = function(svc, c, kind, arg, scope, p)
     return fail(ws, "validation_failed", "the stored config is no longer valid: " .. errs[1].path .. ": " .. errs[1].message)
   end
   local trace = native.uuid()
+  req.trace_id = trace
   -- Subscribe before it starts: no event can be missed.
   local early = svc.hub:subscribe(trace, function(e) deliver(c, e) end)
   local res, serr, scode = svc.runner:submit(cfg, input, { trace_id = trace, config_id = cfg_rec.id,

@@ -59,7 +59,7 @@ local function normalized(doc, scripts)
   local cfg, errors = engine:validate(doc)
   engine:close()
   if not cfg then return nil, errors end
-  local d = require("chorus.validate").document(cfg)
+  local d = require("chorus.engine.validate").document(cfg)
   d.metadata = d.metadata or {}
   return json.decode_marked(assert(json.encode(d)))
 end

@@ -1,14 +1,14 @@
 -- chorus executions list|show|cancel|pause|resume|approve|reject: the
 -- executions of a running system, through a server's API (--server) or
 -- straight from PostgreSQL (--db). With the database, controls take the
--- durable path the nodes use (chorus.node's control: a pending execution
+-- durable path the nodes use (chorus.run.node's control: a pending execution
 -- nobody runs is cancelled in place; otherwise the request is recorded
 -- and sent to the node running it with NOTIFY chorus_control).
 local args = require "chorus.cli.args"
 local target = require "chorus.cli.target"
 local remote = require "chorus.cli.remote"
 local render = require "chorus.cli.render"
-local progress = require "chorus.progress"
+local progress = require "chorus.cli.progress"
 local json = require "chorus.json"
 
 local BASE = "/api/v1/orchestrations"
@@ -59,7 +59,7 @@ end
 function Db:control(trace, action, a)
   -- Not running in this process: control() takes the durable path. An
   -- admin's view (no scope): whoever holds the database URL may.
-  local node = require("chorus.node").new({ pool = self.d.pool, store = self.d.store, claim = false })
+  local node = require("chorus.run.node").new({ pool = self.d.pool, store = self.d.store, claim = false })
   local ok, err, code = node:control(trace, action, a)
   if not ok then
     if code == "not_found" then err = ("no execution %s"):format(trace) end

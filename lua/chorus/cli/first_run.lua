@@ -6,7 +6,7 @@
 -- to keep it across restarts. A malformed CHORUS_ADMIN_KEY is refused
 -- (exit 2) with the format. With a database, keys are rows made by
 -- `chorus keys create`; the server says so when it finds no admin key.
-local auth = require "chorus.auth"
+local auth = require "chorus.api.auth"
 
 local M = {}
 

@@ -3,7 +3,7 @@
 -- colours (only on a terminal, never with NO_COLOR), and records made
 -- printable (JSON nulls dropped).
 local json = require "chorus.json"
-local progress = require "chorus.progress"
+local progress = require "chorus.cli.progress"
 
 local M = {}
 

@@ -4,9 +4,10 @@
 -- the final execution record (the summary then goes to stderr). Exit 0
 -- completed, 1 failed or cancelled, 2 invalid input.
 local args = require "chorus.cli.args"
+local logopts = require "chorus.cli.logopts"
 local engine_mod = require "chorus.engine"
 local load = require "chorus.cli.load"
-local progress = require "chorus.progress"
+local progress = require "chorus.cli.progress"
 local json = require "chorus.json"
 local native = require "chorus.native"
 local sched = require "chorus.sched"
@@ -26,6 +27,7 @@ local SPEC = {
 }
 local ORDER = { "input", "input-file", "json", "auto-approve", "scripts", "sandbox", "db", "kb-db", "quiet", "keep-inputs",
   "help" }
+logopts.add(SPEC, ORDER)
 
 local function usage(out)
   out:write("usage: chorus run CONFIG.json [options]\n\nRun an execution of CONFIG.json here and now: progress on "
@@ -49,6 +51,8 @@ return function(argv)
   local opts, pos = args.parse(argv, SPEC)
   if not opts then return args.bad_usage("chorus run", pos, "chorus run CONFIG.json [options]") end
   if opts.help then usage(io.stdout) return 0 end
+  local logged, lerr = logopts.apply(opts)
+  if not logged then io.stderr:write("chorus run: " .. lerr .. "\n") return 2 end
   if #pos ~= 1 then usage(io.stderr) return 2 end
 
   local doc, err = load.read_json(pos[1])
@@ -91,13 +95,16 @@ return function(argv)
   end
 
   local input_bytes
-  input, input_bytes = require("chorus.limits").check_input(input, cfg.settings)
+  input, input_bytes = require("chorus.engine.limits").check_input(input, cfg.settings)
   if not input then
     io.stderr:write("chorus run: " .. input_bytes .. "\n")
     return give_up(2)
   end
 
   local view = not opts.quiet and progress.new(io.stderr) or nil
+  -- Execution records (start, end, resumption) unless the progress view
+  -- shows the same on a terminal.
+  if not (view and native.isatty(2)) then require("chorus.log.events").attach(engine) end
   local exec
   engine.bus:subscribe(function(e)
     if view then view.on_event(e) end
@@ -108,7 +115,7 @@ return function(argv)
   if dbh then
     -- Durable: written to the database first, then run by this process
     -- (another node resumes it if this one dies).
-    local node = require("chorus.node").new({ engine = engine, pool = dbh.pool, claim = false })
+    local node = require("chorus.run.node").new({ engine = engine, pool = dbh.pool, claim = false })
     node:run({ url = url })
     local r, serr = node:submit(cfg, input, { auto_approve = opts["auto-approve"] })
     if not r then
@@ -130,11 +137,11 @@ return function(argv)
   if dbh then dbh.node:stop({ grace_ms = 0 }) end
   close_pools()
 
-  if not dbh and require("chorus.callbacks").urls(exec) then
+  if not dbh and require("chorus.run.callbacks").urls(exec) then
     -- In memory nobody else will send the webhooks: this process does,
     -- with its retries, for up to 30 s. (With --db they are in the outbox.)
     local secret = os.getenv("CHORUS_CALLBACK_SECRET")
-    local d = require("chorus.callbacks").local_deliverer({ secret = secret ~= "" and secret or nil })
+    local d = require("chorus.run.callbacks").local_deliverer({ secret = secret ~= "" and secret or nil })
     d:enqueue(exec)
     if not d:wait(30000) then d:stop() end
   end

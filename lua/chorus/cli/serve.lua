@@ -6,7 +6,7 @@
 --
 -- Keys (chorus.cli.first_run): in memory, CHORUS_ADMIN_KEY is the admin
 -- key, made and printed once when not given; a malformed one is refused
--- (exit 2). --no-auth (no keys at all) is logged as a warning.
+-- (exit 2). --no-auth (no keys at all) is logged as a warning (by chorus.serve).
 --
 -- --workers N starts N processes sharing the port (SO_REUSEPORT); this
 -- one supervises: it restarts a worker that dies and passes SIGTERM and
@@ -15,6 +15,7 @@
 -- In memory mode each worker keeps its own executions, so with N > 1 use
 -- a database for status reads to be consistent.
 local args = require "chorus.cli.args"
+local logopts = require "chorus.cli.logopts"
 local db = require "chorus.cli.db"
 local first_run = require "chorus.cli.first_run"
 local log = require "chorus.log"
@@ -43,6 +44,7 @@ local SPEC = {
 }
 local ORDER = { "listen", "db", "kb-db", "redis", "scripts", "sandbox", "workers", "concurrency", "lease-ms", "grace-ms",
   "max-body", "max-inflight", "max-pending", "max-client-conns", "no-auth", "help" }
+logopts.add(SPEC, ORDER)
 
 local function int(opts, name, min, default)
   local v = opts[name]
@@ -184,11 +186,8 @@ admin_keys = function(opts)
   local url = db.url(opts)
   local keys = { key = key }
   if opts["no-auth"] then
-    keys.key = nil
-    keys.announce = function()
-      log.warn("serve: --no-auth: no API keys are checked; every request acts as an admin of tenant default. "
-        .. "Use it only where nobody else can reach the port")
-    end
+    -- No keys at all (chorus.serve logs the warning).
+    keys.key, keys.announce = nil, function() end
     return keys
   end
   if url then
@@ -210,7 +209,7 @@ admin_keys = function(opts)
   end
   local made = false
   if not key then
-    key = require("chorus.auth").generate()
+    key = require("chorus.api.auth").generate()
     made = true
   end
   keys.key, keys.env = key, { CHORUS_ADMIN_KEY = key }
@@ -235,6 +234,8 @@ exit codes: 0 stopped, 1 failed (cannot listen, no database), 2 bad usage or scr
 ]])
     return 0
   end
+  local logged, lerr = logopts.apply(opts)
+  if not logged then io.stderr:write("chorus serve: " .. lerr .. "\n") return 2 end
   if #pos > 0 then return args.bad_usage("chorus serve", "unexpected argument " .. pos[1], "chorus serve [options]") end
   local host, port = "127.0.0.1", 8080
   if opts.listen then
@@ -269,7 +270,7 @@ exit codes: 0 stopped, 1 failed (cannot listen, no database), 2 bad usage or scr
     io.stderr:write("chorus serve: " .. kerr .. "\n")
     return 1
   end
-  local srv, err, code = require("chorus.server").start({
+  local srv, err, code = require("chorus.serve").start({
     host = host, port = port, reuseport = opts.reuseport, db = db.url(opts), redis = redis_url,
     scripts = opts.scripts, sandbox = opts.sandbox, no_auth = opts["no-auth"], concurrency = n.concurrency,
     lease_ms = n["lease-ms"],

@@ -28,7 +28,7 @@ return function(argv)
   if opts.json then
     io.stdout:write(json.encode(rec), "\n")
   else
-    require("chorus.progress").new(io.stdout, { fd = 1 }).summary(rec, { full = true })
+    require("chorus.cli.progress").new(io.stdout, { fd = 1 }).summary(rec, { full = true })
   end
   return 0
 end

@@ -3,6 +3,7 @@
 -- SIGTERM or SIGINT (then it stops claiming, lets running executions
 -- finish for --grace-ms, and hands the rest back to other nodes).
 local args = require "chorus.cli.args"
+local logopts = require "chorus.cli.logopts"
 local db = require "chorus.cli.db"
 local log = require "chorus.log"
 local sched = require "chorus.sched"
@@ -23,6 +24,7 @@ local SPEC = {
 }
 local ORDER = { "db", "kb-db", "redis", "scripts", "sandbox", "concurrency", "lease-ms", "poll-ms", "grace-ms", "no-callbacks",
   "help" }
+logopts.add(SPEC, ORDER)
 
 local function num(opts, name, min)
   local v = opts[name]
@@ -43,6 +45,8 @@ return function(argv)
       .. "\nexit codes: 0 stopped, 1 failed, 2 bad usage or scripts that do not load\n")
     return 0
   end
+  local logged, lerr = logopts.apply(opts)
+  if not logged then io.stderr:write("chorus worker: " .. lerr .. "\n") return 2 end
   local n = {}
   for name, min in pairs({ concurrency = 1, ["lease-ms"] = 300, ["poll-ms"] = 10, ["grace-ms"] = 0 }) do
     local v, err = num(opts, name, min)
@@ -60,7 +64,7 @@ return function(argv)
     return 1
   end
   local redis_url = opts.redis or os.getenv("REDIS_URL")
-  require("chorus.cluster").configure({ redis_url = redis_url ~= "" and redis_url or nil })
+  require("chorus.run.cluster").configure({ redis_url = redis_url ~= "" and redis_url or nil })
   local engine, eerr, ecode = require("chorus.engine").new({ scripts = opts.scripts, store = d.store, watch = true,
     sandbox = opts.sandbox })
   if not engine then
@@ -69,11 +73,13 @@ return function(argv)
     d.pool:close()
     return ecode == "bad_scripts" and 2 or 1
   end
-  local node = require("chorus.node").new({ engine = engine, pool = d.pool, concurrency = n.concurrency,
+  local node = require("chorus.run.node").new({ engine = engine, pool = d.pool, concurrency = n.concurrency,
     lease_ms = n["lease-ms"], poll_ms = n["poll-ms"] })
+  log.set_field("node", node.node_id)
+  local unlog = require("chorus.log.events").attach(engine)
   node:run({ url = url })
   -- Webhooks: signed with CHORUS_CALLBACK_SECRET.
-  local deliverer = not opts["no-callbacks"] and require("chorus.callbacks").deliverer(d.pool, {
+  local deliverer = not opts["no-callbacks"] and require("chorus.run.callbacks").deliverer(d.pool, {
     secret = os.getenv("CHORUS_CALLBACK_SECRET") ~= "" and os.getenv("CHORUS_CALLBACK_SECRET") or nil,
   }):run()
   log.info("worker %s: claiming executions (concurrency %d)", node.node_id, node.concurrency)
@@ -90,5 +96,6 @@ return function(argv)
   engine:close()
   if kb_pool then kb_pool:close() end
   d.pool:close()
+  unlog()
   return 0
 end
