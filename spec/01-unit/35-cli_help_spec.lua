@@ -58,6 +58,32 @@ describe("chorus --help", function()
     end
   end)
 
+  it("docs/cli.md has a section for every command naming each of its options", function()
+    local f = assert(io.open(h.root .. "/docs/cli.md"))
+    local doc = f:read("*a")
+    f:close()
+    local function section(name)
+      local at = doc:find("\n## [^\n]*`chorus " .. name .. "`")
+      assert(at, "docs/cli.md has no section for chorus " .. name)
+      local stop = doc:find("\n## ", at + 1) or #doc
+      return doc:sub(at, stop)
+    end
+    local function check(name, help_args)
+      local text = section(name)
+      local _, out = chorus(help_args .. " --help")
+      for opt in out:gmatch("%-%-[%w%-]+") do
+        if opt ~= "--help" then
+          assert(text:find(opt, 1, true), ("docs/cli.md's chorus %s section lacks %s"):format(name, opt))
+        end
+      end
+    end
+    for _, name in ipairs(commands(top)) do check(name, name) end
+    for _, group in ipairs({ "executions", "configs", "registry" }) do
+      local _, gout = chorus(group .. " --help")
+      for _, sub in ipairs(commands(gout)) do check(group, group .. " " .. sub) end
+    end
+  end)
+
   it("--version and -V print the version", function()
     local _, v = chorus("version")
     assert.matches("^chorus %d+%.%d+%.%d+ %(", v)

@@ -386,9 +386,15 @@ local function paths()
 
   local ws_auth = { name = "api_key", ["in"] = "query", required = false,
     description = "the API key, for browsers (which cannot set headers on a WebSocket)", schema = { type = "string" } }
-  local ws_resp = function(extra)
-    return with_errors({ ["101"] = { description = "switching protocols: messages are Event objects (JSON text frames)" } },
-      extra or { 400, 404 })
+  local ws_resp = function(extra, sse)
+    local t = { ["101"] = { description = "switching protocols: messages are Event objects (JSON text frames)" } }
+    if sse then
+      -- The same messages over plain HTTP (chorus.api.event_stream).
+      t["200"] = { description = "without an upgrade, with Accept: text/event-stream: the same messages as server-sent "
+        .. "events, one `data:` line of JSON each; the body ends where the socket would close",
+        content = { ["text/event-stream"] = { schema = { type = "string" } } } }
+    end
+    return with_errors(t, extra or { 400, 404 })
   end
   op("get", "/ws/executions/{trace_id}", { tags = { "websocket" }, summary = "WebSocket: follow an execution",
     description = "Sends the execution's past events (from this node, or from Redis when it ran elsewhere), then live "
@@ -396,13 +402,14 @@ local function paths()
       .. "`step.delta` — a piece of a streamed answer: `{step_id, attempt, delta, agent}`), then "
       .. "`{\"type\": \"result\", \"execution\": record}` and a close (1000). Events carry `seq`: drop one already seen. "
       .. "A client that does not read fast enough gets `{\"type\": \"error\", \"error\": {\"code\": \"slow_consumer\"}}` and close 1008.",
-    parameters = { P.trace, ws_auth }, responses = ws_resp() })
+    parameters = { P.trace, ws_auth }, responses = ws_resp(nil, true) })
   op("get", "/ws/execute/{config}", { tags = { "websocket" }, summary = "WebSocket: start an execution and follow it",
     description = "Send `{\"input\": {...}}` first (within 30 s); then `{\"type\": \"execution.accepted\", trace_id, execution_id}`, "
       .. "every event, the result, a close. Errors arrive as `{\"type\": \"error\", \"error\": {code, message}}` before a close.",
     parameters = { path_param("config", "the config's id or name"), ws_auth }, responses = ws_resp() })
   op("get", "/ws/events", { tags = { "websocket" }, summary = "WebSocket: every event of every execution (admins)",
-    parameters = { ws_auth }, responses = ws_resp({}) })
+    description = "Every event of every execution this node sees (with Redis, the cluster's), as they happen; no history.",
+    parameters = { ws_auth }, responses = ws_resp({ 400 }, true) })
   return p
 end
 
@@ -418,7 +425,8 @@ executions) < admin (everything, every tenant). WebSockets also take `?api_key=K
 
 **Times** are seconds since the epoch (UTC) in responses; query parameters also take RFC 3339.
 
-**WebSocket messages** (`/ws/...`, JSON text frames, schema `Event`): `execution.accepted`,
+**WebSocket messages** (`/ws/...`, JSON text frames, schema `Event`; `/ws/executions/{trace_id}` and
+`/ws/events` also send them as server-sent events to a plain GET with `Accept: text/event-stream`): `execution.accepted`,
 `execution.status` (`status`, `previous`, `error`), `step.status` (`step_id`, `status`, `attempts`,
 `latency_ms`, `error`, `agent`, `agent_version`), `step.retry`, `step.approval`, `step.compensated`,
 `step.delta` (`step_id`, `attempt`, `delta`: streamed text), then `result` (`execution`: the record)
