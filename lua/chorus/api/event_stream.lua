@@ -12,7 +12,8 @@
 --   s:receive() -> nil, "closed" once the client is gone (a stream has
 --       nothing to receive: this only waits for the end)
 --   s:queued(), s:is_open()
---   s:close() sends what is queued (for up to close_ms) and ends the body
+--   s:close([code]) sends what is queued (for up to close_ms) and ends
+--     the body; close(1008) (a slow consumer) cuts it at once
 --   close_all() ends every open stream after what it has queued, at once
 --     (a server shutting down: its followers open them again elsewhere,
 --     as WebSocket clients do on the close 1001 they get)
@@ -128,9 +129,18 @@ function Stream:is_open()
   return self.open and not self.closing
 end
 
--- close(): the queued messages go out, then the body ends. Waits for
--- the writer (a while at most: a client that stopped reading is cut).
-function Stream:close()
+-- close([code]): the queued messages go out, then the body ends. Waits
+-- for the writer (a while at most: a client that stopped reading is cut).
+-- code 1008 (a slow consumer, as its WebSocket would be closed) cuts the
+-- body at once: the client sees it incomplete and knows it lost events.
+function Stream:close(code)
+  if code == 1008 and not self.joined then
+    self.joined, self.closing = true, true
+    open_streams[self] = nil
+    self.task:cancel()
+    self.w:abort()
+    return
+  end
   self:finish()
   if self.open and not self.joined then
     self.joined = true

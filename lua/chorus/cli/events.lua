@@ -2,7 +2,7 @@
 -- With TRACE: that execution's past events, then live ones, then its
 -- summary; the command ends with the execution (exit 0 completed, 1
 -- failed or cancelled). Without: every event of every execution (admins)
--- until Ctrl-C.
+-- until Ctrl-C (exit 0, with TRACE too).
 --
 -- The events come as server-sent events from the same endpoints as the
 -- WebSocket ones (/ws/executions/{trace_id}, /ws/events, with Accept:
@@ -44,12 +44,14 @@ local function follow(opts, pos, bad)
   local path = trace and ("/ws/executions/" .. remote.escape(trace:lower())) or "/ws/events"
   local view = not opts.json and progress.new(io.stdout, { fd = 1, stamp = stamper(trace == nil) }) or nil
   local seen = {} -- trace -> the last seq shown
-  local code, stream, stopping
+  local code, stopping, follower
+  -- Ctrl-C (or SIGTERM) stops following at once, wherever the follower
+  -- waits (cancelling its task aborts a transfer or a sleep).
   local hooks = {}
   for _, sig in ipairs({ "SIGINT", "SIGTERM" }) do
     hooks[#hooks + 1] = native.on_signal(sig, function()
       stopping = true
-      if stream then stream:close() end
+      if follower then follower:cancel() end
     end)
   end
 
@@ -86,34 +88,45 @@ local function follow(opts, pos, bad)
     return nil
   end
 
-  local attempt = 0
-  while not stopping and not code do
-    local s, err, ecode = r:open_events(path)
-    if not s then
-      -- The first attempt's failure is the answer (no such execution,
-      -- a bad key, no server); later ones are a restart in progress.
-      if attempt == 0 or ecode ~= "unreachable" then say(err) code = 1 break end
-      attempt = attempt + 1
-      sched.sleep(RETRY_MS[math.min(attempt, #RETRY_MS)])
-    else
-      if attempt > 0 then
-        say(trace and "following again" or "following again (events while the stream was down are not shown)")
-      end
-      stream, attempt = s, 1
-      local parser = require("chorus.http.sse").new()
-      local why
-      while not code do
-        local chunk, rerr = s:read()
-        if not chunk then why = rerr or "the server ended the stream" break end
-        parser:feed(chunk, function(_, data) code = code or on_message(data) end)
-      end
-      s:close()
-      stream = nil
-      if not code and not stopping then
-        say(("the stream broke (%s); opening it again"):format(tostring(why)))
-        sched.sleep(RETRY_MS[1])
+  -- follow_loop: opens the stream, prints what comes, opens it again
+  -- when it breaks; sets code when the stream is done.
+  local function follow_loop()
+    local attempt = 0
+    while not stopping and not code do
+      local s, err, ecode = r:open_events(path)
+      if stopping then return end
+      if not s then
+        -- The first attempt's failure is the answer (no such execution,
+        -- a bad key, no server); later ones are a restart in progress.
+        if attempt == 0 or ecode ~= "unreachable" then say(err) code = 1 return end
+        attempt = attempt + 1
+        sched.sleep(RETRY_MS[math.min(attempt, #RETRY_MS)])
+      else
+        if attempt > 0 then
+          say(trace and "following again" or "following again (events while the stream was down are not shown)")
+        end
+        attempt = 1
+        local parser = require("chorus.http.sse").new()
+        local why
+        while not code do
+          local chunk, rerr = s:read()
+          if not chunk then why = rerr or "the server ended the stream" break end
+          parser:feed(chunk, function(_, data) code = code or on_message(data) end)
+        end
+        s:close()
+        if stopping then return end
+        if not code then
+          say(("the stream broke (%s); opening it again"):format(tostring(why)))
+          sched.sleep(RETRY_MS[1])
+        end
       end
     end
+  end
+  follower = sched.spawn(follow_loop)
+  local ok, ferr = follower:join()
+  if not ok and not stopping then
+    say("stopped: " .. tostring(ferr))
+    code = 1
   end
   for _, h in ipairs(hooks) do h:close() end
   io.stdout:flush()
@@ -127,6 +140,6 @@ return args.command({
   spec = { server = target.SERVER, json = { type = "flag", help = "print each message as one line of JSON" } },
   order = { "json", "server" },
   footer = target.SERVER_FOOTER,
-  exit_codes = "exit codes: with TRACE, 0 when it completed, 1 when it failed or was cancelled or could not be\n"
-    .. "followed; without, 0 when stopped (Ctrl-C), 1 when it could not be followed; 2 bad usage",
+  exit_codes = "exit codes: 0 when the execution (TRACE) completed, or when stopped with Ctrl-C; 1 when it failed\n"
+    .. "or was cancelled, or the events could not be followed; 2 bad usage",
 })

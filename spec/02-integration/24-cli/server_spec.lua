@@ -320,6 +320,33 @@ describe("chorus CLI against a server", function()
       assert.matches("Z " .. t:sub(1, 8) .. "   a%s+running", srv.slurp(job.out))
     end)
 
+    it("stops at once on Ctrl-C, while waiting for events and while waiting to reconnect", function()
+      local t = execute("cli-gated")
+      wait_status(t, "paused")
+      local job = srv.spawn_chorus("events " .. t, env)
+      assert.is_true(h.wait_until(function()
+        return srv.slurp(job.out):find("awaiting approval", 1, true) ~= nil
+      end, 10000), srv.slurp(job.out) .. srv.slurp(job.err))
+      local t0 = sched.now()
+      h.kill(job.pid, "INT")
+      assert.equal(0, srv.wait_job(job, 5000))
+      assert.is_true(sched.now() - t0 < 2000)
+      chorus("executions reject " .. t .. " gate")
+      -- A server that went away: it retries until stopped.
+      local gone = srv.start("", { CHORUS_ADMIN_KEY = KEY })
+      local job2 = srv.spawn_chorus("events", { CHORUS_SERVER = gone.base, CHORUS_API_KEY = KEY })
+      sched.sleep(300)
+      srv.stop(gone)
+      assert.is_true(h.wait_until(function()
+        return srv.slurp(job2.err):find("opening it again", 1, true) ~= nil
+      end, 5000))
+      sched.sleep(1500) -- into a wait between attempts
+      t0 = sched.now()
+      h.kill(job2.pid, "INT")
+      assert.equal(0, srv.wait_job(job2, 5000))
+      assert.is_true(sched.now() - t0 < 2000)
+    end)
+
     it("fails clearly on an unknown execution", function()
       local code, _, err = chorus("events 00000000-0000-4000-8000-000000000000")
       assert.equal(1, code)
