@@ -7,6 +7,7 @@
 -- (exit 2) with the format. With a database, keys are rows made by
 -- `chorus keys create`; the server says so when it finds no admin key.
 local auth = require "chorus.api.auth"
+local log = require "chorus.log"
 
 local M = {}
 
@@ -60,6 +61,53 @@ function M.db_notice(out, store)
     .. "  is not used with one). Make one, shown once on its last line:\n"
     .. "    chorus keys create --tenant default --user admin --role admin --db URL\n")
   out:flush()
+end
+
+-- keys(opts, db_url) -> keys | nil, exit code (after saying why), for
+-- `chorus serve` with its options. keys.key: the memory store's admin key
+-- (CHORUS_ADMIN_KEY, or made now); keys.env: what --workers pass their
+-- workers (the same key for all); keys.announce(host, port, store): the
+-- first-run text, once, when the server listens (the caller does not
+-- call it in a worker: its supervisor did).
+function M.keys(opts, url)
+  local key, kerr = M.env_key()
+  if key == false then
+    io.stderr:write("chorus serve: " .. kerr .. "\n")
+    return nil, 2
+  end
+  local keys = { key = key }
+  if opts["no-auth"] then
+    -- No keys at all (chorus.serve logs the warning).
+    keys.key, keys.announce = nil, function() end
+    return keys
+  end
+  if url then
+    keys.key = nil
+    keys.announce = function(_, _, store)
+      if key then log.warn("serve: CHORUS_ADMIN_KEY is not used with a database: keys come from `chorus keys create`") end
+      if store then
+        M.db_notice(io.stderr, store)
+      else
+        -- The supervisor of --workers has no store of its own.
+        local d = require("chorus.cli.db").open(url, { pool_size = 1 })
+        if d then
+          M.db_notice(io.stderr, d.store)
+          d.pool:close()
+        end
+      end
+    end
+    return keys
+  end
+  local made = false
+  if not key then
+    key = auth.generate()
+    made = true
+  end
+  keys.key, keys.env = key, { CHORUS_ADMIN_KEY = key }
+  keys.announce = function(host, port)
+    if made then M.banner(io.stderr, key, M.admin_url(host, port)) end
+  end
+  return keys
 end
 
 return M

@@ -61,8 +61,6 @@ end
 -- database that is restarting gets a moment.
 local START_MS, START_FAILURES, BACKOFF_MS = 2000, 5, 200
 
-local admin_keys
-
 local function how_it_ended(code, sig)
   if sig then return "was killed by " .. sig end
   return "exited with status " .. code
@@ -172,53 +170,6 @@ local function supervise(n, argv, host, port, keys)
   return code
 end
 
--- admin_keys(opts) -> keys | nil, exit code. keys.key: the memory
--- store's admin key (from CHORUS_ADMIN_KEY, or made now); keys.env: what
--- --workers pass their workers (the same key for all); keys.announce(host,
--- port, store): the first-run text, once, when the server listens. A
--- worker (--reuseport) announces nothing: its supervisor did.
-admin_keys = function(opts)
-  local key, kerr = first_run.env_key()
-  if key == false then
-    io.stderr:write("chorus serve: " .. kerr .. "\n")
-    return nil, 2
-  end
-  local url = db.url(opts)
-  local keys = { key = key }
-  if opts["no-auth"] then
-    -- No keys at all (chorus.serve logs the warning).
-    keys.key, keys.announce = nil, function() end
-    return keys
-  end
-  if url then
-    keys.key = nil
-    keys.announce = function(_, _, store)
-      if key then log.warn("serve: CHORUS_ADMIN_KEY is not used with a database: keys come from `chorus keys create`") end
-      if store then
-        first_run.db_notice(io.stderr, store)
-      else
-        -- The supervisor of --workers has no store of its own.
-        local d = db.open(url, { pool_size = 1 })
-        if d then
-          first_run.db_notice(io.stderr, d.store)
-          d.pool:close()
-        end
-      end
-    end
-    return keys
-  end
-  local made = false
-  if not key then
-    key = require("chorus.api.auth").generate()
-    made = true
-  end
-  keys.key, keys.env = key, { CHORUS_ADMIN_KEY = key }
-  keys.announce = function(host, port)
-    if made then first_run.banner(io.stderr, key, first_run.admin_url(host, port)) end
-  end
-  return keys
-end
-
 return function(argv)
   local opts, pos = args.parse(argv, SPEC)
   if not opts then return args.bad_usage("chorus serve", pos, "chorus serve [options]") end
@@ -254,7 +205,7 @@ exit codes: 0 stopped, 1 failed (cannot listen, no database), 2 bad usage or scr
     if err then io.stderr:write("chorus serve: " .. err .. "\n") return 2 end
     n[name] = v
   end
-  local keys, kcode = admin_keys(opts)
+  local keys, kcode = first_run.keys(opts, db.url(opts))
   if not keys then return kcode end
   if n.workers > 1 then
     if not db.url(opts) then
