@@ -35,8 +35,9 @@ end
 function M.main(argv)
   local cmd = argv[1]
   if cmd == "--version" or cmd == "-V" then cmd = "version" end
-  if cmd == "help" and argv[2] and COMMANDS[argv[2]] then
-    return require("chorus.cli." .. argv[2])({ "--help" })
+  if cmd == "help" and argv[2] then
+    if COMMANDS[argv[2]] then return require("chorus.cli." .. argv[2])({ "--help" }) end
+    cmd = argv[2]
   end
   if cmd == nil or cmd == "help" or cmd == "--help" or cmd == "-h" then
     usage(cmd and io.stdout or io.stderr)

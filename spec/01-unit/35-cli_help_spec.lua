@@ -95,7 +95,7 @@ describe("chorus --help", function()
   end)
 
   it("answers a bad command line with exit 2 and the usage on stderr", function()
-    for _, args in ipairs({ "", "nope", "executions --bogus", "executions show", "executions nope",
+    for _, args in ipairs({ "", "nope", "help nope", "executions --bogus", "executions show", "executions nope",
       "configs apply", "events a b", "registry reload extra", "serve --nope", "version extra",
       "executions list --limit 5000", "executions show not-a-uuid", "events not-a-uuid" }) do
       local code, out, err = chorus(args)
