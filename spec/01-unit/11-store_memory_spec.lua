@@ -188,6 +188,7 @@ describe("memory store", function()
   end)
 
   it("survives an archive that cannot take a record or select: logged, lists say why", function()
+    require("spec.support.log_guard").expect("not archived")
     local store = memory.new({ max_finished = 5, recent = 0 })
     local engine = h.engine({ store = store })
     local cfg = assert(engine:validate(h.flat("sequential", { { id = "a", agent = "echo" } })))

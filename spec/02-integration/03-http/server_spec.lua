@@ -251,6 +251,8 @@ describe("chorus.http.server", function()
   end)
 
   it("turns a handler error into a 500 JSON, logs the traceback, and carries on", function()
+    require("spec.support.log_guard").expect("http: handler error on GET /boom") -- on purpose
+    require("spec.support.log_guard").expect("http: bad answer from the handler")
     local errors0 = srv:stats().handler_errors
     local r
     local logged = capture_log(function() r = assert(curl(srv, "/boom")) end)

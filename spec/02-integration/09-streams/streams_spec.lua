@@ -257,6 +257,7 @@ describe("streamed HTTP responses", function()
   end)
 
   it("cuts the stream of a handler that fails mid-stream, and the reader is told", function()
+    require("spec.support.log_guard").expect("http: handler error on GET /fail-mid") -- on purpose
     local before = srv:stats().handler_errors
     local body, err, kind
     local logged = capture_log(function()
@@ -278,6 +279,7 @@ describe("streamed HTTP responses", function()
   end)
 
   it("refuses a second answer once streaming, and a bad head is a 500", function()
+    require("spec.support.log_guard").expect("http: handler error on GET /bad-head") -- on purpose
     local s = assert(client.open({ url = url("/twice") }))
     assert.equal("", (read_all(s)))
     assert.same({ nil, "answered", nil, "answered" }, { probe.twice[1], probe.twice[2], probe.twice[3], probe.twice[4] })
