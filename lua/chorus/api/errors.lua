@@ -43,7 +43,8 @@ end
 function M.validation(errors, message)
   local details = json.array()
   for i, e in ipairs(errors) do details[i] = { path = e.path, message = e.message } end
-  return M.response("validation_failed", message or ("%d validation error%s"):format(#errors, #errors == 1 and "" or "s"), details)
+  return M.response("validation_failed",
+    message or ("%d validation error%s"):format(#errors, #errors == 1 and "" or "s"), details)
 end
 
 -- The API's error code for each way the service (chorus.run.service)

@@ -467,8 +467,8 @@ function M.config(doc, snap)
       local hook = entry and entry.module.check_step
       if type(hook) == "function" then
         local p = schema.join_path(steps_path, i)
-        local ok, errs = pcall(hook, s, view)
-        if not ok then
+        local checked, errs = pcall(hook, s, view)
+        if not checked then
           err(errors, p .. ".agent", "agent '%s' could not check this step: %s", s.agent, tostring(errs))
         elseif type(errs) == "table" then
           for _, e in ipairs(errs) do

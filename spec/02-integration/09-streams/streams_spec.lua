@@ -10,7 +10,7 @@ local sched = require "chorus.sched"
 local log = require "chorus.log"
 local c = require "spec.support.clients"
 
-local q, bg = c.q, c.bg
+local q = c.q
 
 local srv, slow_srv
 local probe = {}
@@ -299,10 +299,10 @@ describe("streamed HTTP responses", function()
     assert.equal("tls error", kind, err)
     s, err, kind = client.open({ url = url("/hello"), buffer_bytes = 0 })
     assert.is_nil(s)
-    assert.equal("invalid request", kind)
+    assert.equal("invalid request", kind, err)
     s, err, kind = client.open({ url = "ftp://x/" })
     assert.is_nil(s)
-    assert.equal("bad url", kind)
+    assert.equal("bad url", kind, err)
     -- a plain response reads as a stream too
     s = assert(client.open({ url = url("/hello") }))
     assert.equal(200, s.status)
