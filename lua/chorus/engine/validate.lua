@@ -128,6 +128,9 @@ M.SETTINGS = {
       description = "the most one execution may hold: input and outputs (default 16 MiB)" },
     allow_unapproved_actions = { type = "boolean", default = false,
       description = "let agents that act on other systems (tws actions) run without approval" },
+    keep_inputs = { type = "boolean", default = false,
+      description = "record each step's input on its record (the admin page shows it); it holds the "
+        .. "dependencies' outputs again, so it costs memory and database space" },
   },
 }
 
