@@ -9,7 +9,6 @@ local auth = require "chorus.api.auth"
 local json = require "chorus.json"
 local memory = require "chorus.store.memory"
 local runner_mod = require "chorus.run.memory"
-local ws = require "chorus.api.ws"
 local schema = require "spec.support.json_schema"
 
 local svc, doc
@@ -140,7 +139,7 @@ describe("OpenAPI document", function()
         local path = pattern:gsub("{([%w_]+)}", function(name) return assert(values[name], name) end)
         if pattern:sub(1, 4) == "/ws/" then
           -- WebSocket routes: without a key, refused with the error shape
-          local status, hd, body = ws.handle(svc, { method = "GET", path = path, query = "", headers = {} })
+          local status, hd, body = svc.app:handle({ method = "GET", path = path, query = "", headers = {}, is_websocket = true })
           assert.equal(401, status, pattern)
           captured[#captured + 1] = { method = "GET", pattern = pattern, path = path, status = status, headers = hd, body = body }
         elseif not (method == "delete") then

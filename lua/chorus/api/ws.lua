@@ -23,12 +23,9 @@
 local json = require "chorus.json"
 local sched = require "chorus.sched"
 local native = require "chorus.native"
-local router = require "chorus.api.router"
 local api = require "chorus.api"
-local auth_mod = require "chorus.api.auth"
+local errors = require "chorus.api.errors"
 local event_stream = require "chorus.api.event_stream"
--- One list of the endpoints' templates, shared with the metrics.
-local ws_route = require("chorus.metrics.http").ws_route
 
 local M = {}
 
@@ -210,78 +207,73 @@ local function stream(svc, c, trace, scope)
   end
 end
 
-local function principal(svc, req)
-  local header = req.headers["authorization"]
-  if not header then
-    local q = router.parse_query(req.query) or {}
-    if q.api_key then header = "Bearer " .. q.api_key end
-  end
-  return svc.auth:authenticate(header)
-end
-
-local serve_socket
-
--- handle(service, req) -> status, headers, body (when it refuses before
--- the upgrade) or nothing (the socket was served), or 200, nil, nil, true
--- (an event stream was served). Like the REST API's handle it leaves
--- req.route, req.principal and req.trace_id.
-function M.handle(svc, req)
-  local kind, arg = req.path:match("^/ws/(execute)/([^/]+)$")
-  if not kind then kind, arg = req.path:match("^/ws/(executions)/([^/]+)$") end
-  if not kind and req.path == "/ws/events" then kind = "events" end
-  if not kind then return require("chorus.api.errors").response("not_found", "no WebSocket endpoint " .. req.path) end
-  req.route = ws_route(req.path) -- the endpoint's template (access log)
-  local errors = require "chorus.api.errors"
-  local p, code, msg = principal(svc, req)
-  if not p then return errors.response(code, msg) end
-  req.principal = p
-  local need = kind == "execute" and "execute" or kind == "events" and "admin" or "read"
-  if not auth_mod.can(p, need) then return errors.response("forbidden", ("the %s role cannot %s"):format(p.role, need)) end
-  arg = arg and router.unescape(arg)
-  local scope = api.scope(p)
-  if kind == "executions" then
-    if not api.is_uuid(arg) then return errors.response("bad_request", "trace_id must be a UUID") end
-    arg = arg:lower()
-    req.trace_id = arg
-    local rec = svc.store:get_record(arg, scope)
-    if not rec then return errors.response("not_found", ("no execution %s"):format(arg)) end
-  end
-  local sse = not req.is_websocket and event_stream.wants(req)
-  if not req.is_websocket and (not sse or kind == "execute") then
-    return errors.response("bad_request", kind == "execute"
-      and "this endpoint needs a WebSocket (the input is its first message)"
-      or "this endpoint needs a WebSocket, or Accept: text/event-stream for server-sent events")
-  end
+-- upgrade(ctx, sse) -> client | nil, error response: the WebSocket, or
+-- with sse, for a plain GET asking for text/event-stream, an event stream
+-- with the socket's methods (req.event_stream is then set: the metrics
+-- and the access log count it as the 200 it is).
+local function upgrade(ctx, sse)
+  local req = ctx.req
   local ws, werr
-  if sse then ws, werr = event_stream.open(req) else ws, werr = req:websocket() end
-  if not ws then return 400, {}, werr end
-  local c = client(ws, svc.ws_max_queue or M.defaults.max_queue)
-  serve_socket(svc, req, c, kind, arg, scope, p)
-  if sse then
-    -- The stream's last messages go out, then its body ends; the HTTP
-    -- metrics count it as the 200 it was (4th value: a stream).
-    ws:close()
-    return 200, nil, nil, true
+  if not req.is_websocket and sse and event_stream.wants(req) then
+    ws, werr = event_stream.open(req)
+    req.event_stream = ws ~= nil
+  elseif not req.is_websocket then
+    return nil, errors.response("bad_request", sse
+      and "this endpoint needs a WebSocket upgrade, or Accept: text/event-stream for server-sent events"
+      or "this endpoint needs a WebSocket upgrade (the input is its first message)")
+  else
+    ws, werr = req:websocket()
+  end
+  if not ws then
+    return nil, errors.response("bad_request", "expected a WebSocket upgrade: " .. tostring(werr))
+  end
+  return client(ws, ctx.service.ws_max_queue or M.defaults.max_queue)
+end
+
+-- done(c) -> 200 for an event stream, whose last messages go out before
+-- its body ends (a WebSocket is closed by the server when the handler
+-- returns).
+local function done(ctx, c)
+  if ctx.req.event_stream then
+    c.ws:close()
+    return 200
   end
 end
 
--- serve_socket(...): a socket (or event stream) past its handshake, until
--- the end of what its endpoint sends.
-serve_socket = function(svc, req, c, kind, arg, scope, p)
+-- /ws/executions/{trace_id}: replay, then live, then the result.
+local function follow(ctx)
+  local svc, scope = ctx.service, api.scope(ctx.principal)
+  local trace = ctx.params.trace_id
+  if not api.is_uuid(trace) then return errors.response("bad_request", "trace_id must be a UUID") end
+  trace = trace:lower()
+  ctx.req.trace_id = trace
+  local rec = svc.store:get_record(trace, scope)
+  if not rec then return errors.response("not_found", ("no execution %s"):format(trace)) end
+  local c, s, h, b = upgrade(ctx, true)
+  if not c then return s, h, b end
+  stream(svc, c, trace, scope)
+  return done(ctx, c)
+end
+
+-- /ws/events: every event of every execution (admins).
+local function events(ctx)
+  local c, s, h, b = upgrade(ctx, true)
+  if not c then return s, h, b end
+  c.live = true
+  local token = ctx.service.hub:subscribe("*", function(e) deliver(c, e) end)
+  serve(c)
+  ctx.service.hub:unsubscribe(token)
+  return done(ctx, c)
+end
+
+-- /ws/execute/{config}: the first message carries the input; the
+-- execution starts through the same service as REST's execute, then is
+-- followed like /ws/executions/{trace_id}.
+local function execute(ctx)
+  local svc, p = ctx.service, ctx.principal
+  local c, s, h, b = upgrade(ctx)
+  if not c then return s, h, b end
   local ws = c.ws
-  if kind == "executions" then
-    return stream(svc, c, arg, scope)
-  end
-
-  if kind == "events" then
-    c.live = true
-    local token = svc.hub:subscribe("*", function(e) deliver(c, e) end)
-    serve(c)
-    svc.hub:unsubscribe(token)
-    return
-  end
-
-  -- execute: the first message carries the input.
   local first, why = ws:receive(M.defaults.first_message_timeout_ms)
   if not first then
     if why == "timeout" then fail(ws, "bad_request", "send {\"input\": {...}} first") end
@@ -301,29 +293,33 @@ serve_socket = function(svc, req, c, kind, arg, scope, p)
   if type(input) ~= "table" or (next(input) ~= nil and json.is_array(input)) then
     return fail(ws, "validation_failed", "input must be a JSON object")
   end
-  local cfg_rec = svc.store:get_config(arg, scope)
-  if not cfg_rec then return fail(ws, "not_found", ("no config '%s'"):format(arg)) end
-  local cfg, errs = svc.engine:validate({ name = cfg_rec.name, description = cfg_rec.description,
-    strategy = cfg_rec.strategy, steps = cfg_rec.steps, metadata = cfg_rec.metadata })
-  if not cfg then
-    return fail(ws, "validation_failed", "the stored config is no longer valid: " .. errs[1].path .. ": " .. errs[1].message)
-  end
   local trace = native.uuid()
-  req.trace_id = trace
+  ctx.req.trace_id = trace
   -- Subscribe before it starts: no event can be missed.
   local early = svc.hub:subscribe(trace, function(e) deliver(c, e) end)
-  local res, serr, scode = svc.runner:submit(cfg, input, { trace_id = trace, config_id = cfg_rec.id,
-    config_version = cfg_rec.version, user_id = p.user_id, tenant_id = p.tenant_id })
+  local scope = api.scope(p)
+  local res, serr, scode, errs = svc.front:execute(ctx.params.config, input,
+    { trace_id = trace, user_id = p.user_id, tenant_id = p.tenant_id }, scope)
   if not res then
     svc.hub:unsubscribe(early)
-    if scode == "invalid_input" then return fail(ws, "validation_failed", serr) end
-    if scode == "busy" then return fail(ws, "too_many_requests", serr, 1013) end
-    return fail(ws, "unavailable", "cannot start the execution: " .. tostring(serr), 1011)
+    local code = errors.SUBMIT_CODES[scode]
+    if not code then return fail(ws, "unavailable", "cannot start the execution: " .. tostring(serr), 1011) end
+    if scode == "invalid_config" and errs then serr = serr .. ": " .. errs[1].path .. ": " .. errs[1].message end
+    return fail(ws, code, serr, scode == "busy" and 1013 or 1008)
   end
   send_json(ws, { type = "execution.accepted", trace_id = res.trace_id, execution_id = res.execution_id })
   local r = stream(svc, c, trace, scope)
   svc.hub:unsubscribe(early)
   return r
+end
+
+-- register(app): the endpoints are routes of the API's router: the same
+-- authentication (a key as a bearer header, or ?api_key= which browsers
+-- must use), roles, access log and metrics as REST.
+function M.register(app)
+  app:route("GET", "/ws/execute/{config}", { auth = "execute", websocket = true }, execute)
+  app:route("GET", "/ws/executions/{trace_id}", { auth = "read", websocket = true }, follow)
+  app:route("GET", "/ws/events", { auth = "admin", websocket = true }, events)
 end
 
 return M

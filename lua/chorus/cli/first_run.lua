@@ -89,7 +89,7 @@ function M.keys(opts, url)
         M.db_notice(io.stderr, store)
       else
         -- The supervisor of --workers has no store of its own.
-        local d = require("chorus.cli.db").open(url, { pool_size = 1 })
+        local d = require("chorus.store.open").open(url, { pool_size = 1 })
         if d then
           M.db_notice(io.stderr, d.store)
           d.pool:close()

@@ -11,7 +11,6 @@
 -- The server's API key comes from $CHORUS_API_KEY only: a key on the
 -- command line would be in the shell's history and in `ps` for everyone.
 local remote = require "chorus.cli.remote"
-local db = require "chorus.cli.db"
 
 local M = {}
 
@@ -59,7 +58,7 @@ end
 
 -- open_db(target) -> {pool, store} | nil, err
 function M.open_db(t)
-  return db.open(t.url, { pool_size = 2 })
+  return require("chorus.store.open").open(t.url, { pool_size = 2 })
 end
 
 return M

@@ -9,8 +9,9 @@
 --                                        -- its duration observed
 --   hm:websocket(req, status)            -- a WebSocket endpoint: status
 --                                        -- when it refused, nil once upgraded
+--                                        -- (req.event_stream: 200, a stream)
 -- req.route is the template the API's router matched (chorus.api sets
--- it); WebSocket paths are mapped here (chorus.api.ws has no router).
+-- it), for the WebSocket routes too.
 local metrics = require "chorus.metrics"
 local now = require("chorus.native").now
 
@@ -26,22 +27,6 @@ M.UNMATCHED = "unmatched"
 
 function M.status_class(status)
   return type(status) == "number" and CLASSES[floor(status / 100)] or "other"
-end
-
--- The WebSocket endpoints as templates (the plan's route under
--- /api/v1/orchestrations too).
-local WS = {
-  { "^/ws/execute/[^/]+$", "/ws/execute/{config}" },
-  { "^/ws/executions/[^/]+$", "/ws/executions/{trace_id}" },
-  { "^/ws/events$", "/ws/events" },
-  { "^/api/v1/orchestrations/ws/execute/[^/]+$", "/api/v1/orchestrations/ws/execute/{config}" },
-}
-
-function M.ws_route(path)
-  for _, w in ipairs(WS) do
-    if path:find(w[1]) then return w[2] end
-  end
-  return M.UNMATCHED
 end
 
 local Http = {}
@@ -65,9 +50,9 @@ function Http:request(req, status, started_ms)
   self.duration:observe((now() - started_ms) / 1000, method, route, class)
 end
 
-function Http:websocket(req, status, started_ms, streamed)
-  local method, route = METHODS[req.method] or "other", M.ws_route(req.path)
-  if streamed then
+function Http:websocket(req, status, started_ms)
+  local method, route = METHODS[req.method] or "other", req.route or M.UNMATCHED
+  if req.event_stream then
     -- Server-sent events: a 200 that lasted as long as it was followed,
     -- counted but kept out of the request durations.
     self.requests:inc(1, method, route, M.status_class(status))

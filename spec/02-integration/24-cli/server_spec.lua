@@ -370,7 +370,7 @@ describe("chorus CLI against a server", function()
       local res = assert(client.request({ url = s.base .. "/ws/executions/" .. t,
         headers = { authorization = "Bearer " .. KEY } }))
       assert.equal(400, res.status)
-      assert.matches("needs a WebSocket, or Accept: text/event%-stream", json.decode(res.body).error.message)
+      assert.matches("needs a WebSocket upgrade, or Accept: text/event%-stream", json.decode(res.body).error.message)
       res = assert(client.request({ url = s.base .. "/ws/execute/cli-slow",
         headers = { authorization = "Bearer " .. KEY, accept = "text/event-stream" } }))
       assert.equal(400, res.status)
