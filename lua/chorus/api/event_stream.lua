@@ -18,7 +18,7 @@
 --     (a server shutting down: its followers open them again elsewhere,
 --     as WebSocket clients do on the close 1001 they get)
 -- A writer task moves queued messages to the response; when the stream
--- has been idle for KEEPALIVE_MS it writes a comment line, which keeps
+-- has been idle for keepalive_ms it writes a comment line, which keeps
 -- proxies from timing it out and finds out that a client went away.
 local sched = require "chorus.sched"
 

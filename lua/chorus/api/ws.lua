@@ -230,7 +230,7 @@ local function upgrade(ctx, sse)
   return client(ws, ctx.service.ws_max_queue or M.defaults.max_queue)
 end
 
--- done(c) -> 200 for an event stream, whose last messages go out before
+-- done(ctx, c) -> 200 for an event stream, whose last messages go out before
 -- its body ends (a WebSocket is closed by the server when the handler
 -- returns).
 local function done(ctx, c)
