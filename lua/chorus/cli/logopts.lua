@@ -2,9 +2,10 @@
 -- run long (serve, worker, run).
 --
 --   logopts.add(SPEC, ORDER)    adds the two options (before --help)
---   logopts.apply(opts) -> true | nil, err   configures chorus.log from
---     the options, else CHORUS_LOG_LEVEL (or CHORUS_LOG) and
---     CHORUS_LOG_FORMAT; a bad value (or CHORUS_LOG_BUFFER_KB) is an
+--   logopts.apply(opts [, default_level]) -> true | nil, err   configures
+--     chorus.log from the options, else CHORUS_LOG_LEVEL (or CHORUS_LOG)
+--     and CHORUS_LOG_FORMAT, else default_level (info); a bad value (or
+--     CHORUS_LOG_BUFFER_KB) is an
 --     error naming where it came from. Also registers the passwords of --db and --redis URLs as
 --     secrets no record may show.
 local log = require "chorus.log"
@@ -13,7 +14,7 @@ local M = {}
 
 M.SPEC = {
   ["log-level"] = { type = "string", arg = "LEVEL",
-    help = "debug, info, warn, error or off (default: $CHORUS_LOG_LEVEL, else info)" },
+    help = "debug, info, warn, error or off (default: $CHORUS_LOG_LEVEL, else info; chorus run: warn)" },
   ["log-format"] = { type = "string", arg = "FORMAT",
     help = "json or text (default: $CHORUS_LOG_FORMAT, else text on a terminal, json otherwise)" },
 }
@@ -43,8 +44,9 @@ local function pick(opts, flag, ...)
   end
 end
 
-function M.apply(opts)
+function M.apply(opts, default_level)
   local level, lfrom = pick(opts, "log-level", "CHORUS_LOG_LEVEL", "CHORUS_LOG")
+  level = level or default_level
   if level then
     local ok, err = log.parse_level(level)
     if not ok then return nil, lfrom .. " " .. err end

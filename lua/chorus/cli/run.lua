@@ -51,7 +51,9 @@ return function(argv)
   local opts, pos = args.parse(argv, SPEC)
   if not opts then return args.bad_usage("chorus run", pos, "chorus run CONFIG.json [options]") end
   if opts.help then usage(io.stdout) return 0 end
-  local logged, lerr = logopts.apply(opts)
+  -- Warnings and errors only, unless asked: the progress view already
+  -- tells what the info records would (the execution, its steps).
+  local logged, lerr = logopts.apply(opts, "warn")
   if not logged then io.stderr:write("chorus run: " .. lerr .. "\n") return 2 end
   if #pos ~= 1 then usage(io.stderr) return 2 end
 

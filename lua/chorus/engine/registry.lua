@@ -57,15 +57,16 @@ end
 
 -- Loads and checks one file. Returns entry or nil, err. sandbox: load it
 -- without os, io, ffi, debug (chorus.engine.script_env). Each script gets its own
--- environment (a stray global stays in it) and runs with the JIT off, so
--- the watchdog can interrupt it.
-function M.load_file(kind, path, name, sandbox)
+-- environment (a stray global stays in it) and, unless builtin (the
+-- engine's own directory), runs with the JIT off, so the watchdog can
+-- interrupt it.
+function M.load_file(kind, path, name, sandbox, builtin)
   local spec
   for _, k in ipairs(M.KINDS) do if k.kind == kind then spec = k end end
   assert(spec, "unknown kind " .. tostring(kind))
   local src, rerr = read_file(path)
   if not src then return nil, rerr end
-  local chunk, cerr = script_env.load(path, src, sandbox)
+  local chunk, cerr = script_env.load(path, src, sandbox, builtin)
   if not chunk then return nil, cerr end
   native.script_enter() -- a file that loops at load time is interrupted
   local ok, mod = xpcall(chunk, debug.traceback)
@@ -134,7 +135,7 @@ function Registry:load()
     for name, found in pairs(scan(self.dirs, spec)) do
       local path = found[1]
       local prev = old and old[spec.kind][name]
-      local entry, err = M.load_file(spec.kind, path, name, self.sandbox and found[2] > 1)
+      local entry, err = M.load_file(spec.kind, path, name, self.sandbox and found[2] > 1, found[2] == 1)
       if entry and prev and prev.version == entry.version and prev.file == path then
         entry = prev -- unchanged: keep the same closures
       end

@@ -3,18 +3,20 @@
 --
 -- Script directories are trusted code: a script can do what Lua can
 -- (os.execute, io.open, ffi) unless the server runs with --sandbox. What
--- holds either way: every function a script defines, or loads later with
--- load/loadstring/loadfile/dofile, runs with the JIT off and is known to
--- the watchdog as script code (native.script_source), so a runaway loop
--- is interrupted ("cpu budget exceeded") and never freezes the node —
--- LuaJIT checks no hook inside compiled traces.
+-- holds either way: every function a user's script defines (the --scripts
+-- directories), or loads later with load/loadstring/loadfile/dofile, runs
+-- with the JIT off and is known to the watchdog as script code
+-- (native.script_source), so a runaway loop is interrupted ("cpu budget
+-- exceeded") and never freezes the node — LuaJIT checks no hook inside
+-- compiled traces. The built-in scripts keep the JIT.
 --
 -- With sandbox, a script of an overlay directory (--scripts; the
 -- built-ins are the engine's own) gets no os, io, ffi, debug, jit,
 -- package, getfenv/setfenv, and can require only the public scripting
 -- modules (M.PUBLIC) and pure libraries.
 --
---   load(path, src, sandbox) -> chunk (jit off, env set) | nil, err
+--   load(path, src, sandbox, builtin) -> chunk (jit off unless builtin,
+--     env set) | nil, err
 local native = require "chorus.native"
 
 local M = {}
@@ -105,11 +107,16 @@ local function sandbox_env(path)
   return env
 end
 
--- load(path, src, sandbox) -> chunk | nil, err
-function M.load(path, src, sandbox)
+-- load(path, src, sandbox, builtin) -> chunk | nil, err. builtin: a
+-- script of the engine's own directory (the first): it keeps the JIT (the
+-- strategies and agents every execution runs through; a runaway loop in
+-- them would be a bug of Chorus, not a user's script), and still gets an
+-- environment of its own.
+function M.load(path, src, sandbox, builtin)
   local chunk, err = loadstring(src, "@" .. path)
   if not chunk then return nil, err end
   local env = sandbox and sandbox_env(path) or trusted_env(path)
+  if builtin then return setfenv(chunk, env) end
   return adopt(chunk, env)
 end
 
