@@ -115,6 +115,7 @@ local function restore_steps(exec, rows)
         sr.output = r.output ~= json.null and r.output or nil
         sr.latency_ms, sr.tokens, sr.cost = r.latency_ms, r.tokens, r.cost
         sr.started_at, sr.finished_at = r.started_at, r.finished_at
+        sr.cached, sr.cached_from, sr.rate_wait_ms = r.cached or nil, r.cached_from, r.rate_wait_ms
         sr.replayed = true
         exec.effective[r.step_id] = sr.output
         if exec.compensates then -- the order compensation runs in
@@ -163,6 +164,7 @@ function Node:rebuild(row)
     -- included: the strategy is resumed and decides again).
     exec.status = row.status == "paused" and "paused" or "running"
     exec.started_at = row.started_at
+    if exec.status == "paused" then exec.paused_at = row.paused_at end
     exec.recovered = true
   end
   return exec, cfg and nil or err

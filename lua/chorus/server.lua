@@ -49,6 +49,7 @@ function M.start(opts)
   end
   local node_id = ("%s:%d:%s"):format(native.hostname(), native.pid(), native.random_hex(4))
   local svc = { engine = engine, store = d.store, pool = d.pool, node_id = node_id }
+  if not d.pool then d.store.node_id = node_id end -- memory: the node of its records
 
   if d.pool then
     svc.runner = require("chorus.node").new({ engine = engine, pool = d.pool, node_id = node_id,
@@ -108,7 +109,7 @@ function M.start(opts)
     reuseport = opts.reuseport, max_body_bytes = opts.max_body_bytes,
     max_client_connections = opts.max_client_connections }, function(req)
     local t0 = now()
-    if req.is_websocket or req.path:sub(1, 4) == "/ws/" then
+    if req.is_websocket or ws.handles(req.path) then
       local s, h, b = ws.handle(svc, req)
       hm:websocket(req, s, t0)
       return s, h, b

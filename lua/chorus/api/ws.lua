@@ -1,16 +1,19 @@
 -- chorus.api.ws: the WebSocket endpoints.
 --
---   /ws/execute/{config}       send {"input": {...}} as the first message;
---                              receive every event, then the final result
+--   /ws/execute/{config}       send {"input": {...}} as the first message
+--                              (callback_url, session_id, metadata as on
+--                              REST); receive every event, then the result
+--     also at /api/v1/orchestrations/ws/execute/{config} (the plan's path)
 --   /ws/executions/{trace_id}  replay the execution's past events, then the
 --                              live ones, then the final result
 --   /ws/events                 every event of every execution (admins)
 --
 -- Authentication as for REST (Authorization: Bearer KEY), or ?api_key=KEY
--- for browsers, which cannot set headers on a WebSocket. Messages from the
--- server are JSON: events {"type": "execution.status" | "step.status" |
--- ..., "seq": n, ...}, then {"type": "result", "execution": record}, or
--- {"type": "error", "error": {"code", "message"}} before a close.
+-- or ?token=KEY (the plan's name) for browsers, which cannot set headers
+-- on a WebSocket. Messages from the server are JSON: events {"type":
+-- "execution.status" | "step.status" | ..., "seq": n, "at": RFC 3339, ...},
+-- then {"type": "result", "execution": record}, or {"type": "error",
+-- "error": {"code", "message"}} before a close.
 --
 -- A slow consumer never makes the server buffer without bound: events
 -- wait in a queue of at most max_queue per client; when it overflows (or
@@ -21,6 +24,7 @@ local sched = require "chorus.sched"
 local native = require "chorus.native"
 local router = require "chorus.api.router"
 local api = require "chorus.api"
+local present = require "chorus.api.present"
 local auth_mod = require "chorus.auth"
 
 local M = {}
@@ -44,7 +48,8 @@ local function send_json(ws, v)
   local s = encoded[v]
   if not s then
     local err
-    s, err = json.encode(v)
+    -- An engine event's time in the API's form (a copy: the event is shared).
+    s, err = json.encode(v.at ~= nil and present.event(v) or v)
     if not s then -- a record stored before the limits: its good parts go
       require("chorus.log").warn("ws: a %s message has a part that cannot be encoded: %s", tostring(v.type), tostring(err))
       s = json.encode_lenient(v)
@@ -60,8 +65,9 @@ local results, result_order = {}, {}
 local function result_message(svc, trace, scope)
   local msg = results[trace]
   if msg then return msg end
-  msg = { type = "result", execution = svc.store:get_record(trace, scope) }
-  if msg.execution and TERMINAL[msg.execution.status] then
+  local rec = svc.store:get_record(trace, scope)
+  msg = { type = "result", execution = rec and present.execution(rec) or json.null }
+  if rec and TERMINAL[rec.status] then
     results[trace] = msg
     result_order[#result_order + 1] = trace
     if #result_order > 200 then results[table.remove(result_order, 1)] = nil end
@@ -207,15 +213,26 @@ local function principal(svc, req)
   local header = req.headers["authorization"]
   if not header then
     local q = router.parse_query(req.query) or {}
-    if q.api_key then header = "Bearer " .. q.api_key end
+    local key = q.api_key or q.token
+    if key then header = "Bearer " .. key end
   end
   return svc.auth:authenticate(header)
+end
+
+-- The plan's path of the execute endpoint.
+local PLAN_EXECUTE = "^/api/v1/orchestrations/ws/(execute)/([^/]+)$"
+
+-- handles(path) -> true for a path this module serves (the server sends
+-- those here, upgrade or not: a plain GET gets the JSON error).
+function M.handles(path)
+  return path:sub(1, 4) == "/ws/" or path:find("^/api/v1/orchestrations/ws/") ~= nil
 end
 
 -- handle(service, req) -> status, headers, body (when it refuses before
 -- the upgrade) or nothing (the socket was served).
 function M.handle(svc, req)
   local kind, arg = req.path:match("^/ws/(execute)/([^/]+)$")
+  if not kind then kind, arg = req.path:match(PLAN_EXECUTE) end
   if not kind then kind, arg = req.path:match("^/ws/(executions)/([^/]+)$") end
   if not kind and req.path == "/ws/events" then kind = "events" end
   if not kind then return require("chorus.api.errors").response("not_found", "no WebSocket endpoint " .. req.path) end
@@ -233,7 +250,7 @@ function M.handle(svc, req)
     if not rec then return errors.response("not_found", ("no execution %s"):format(arg)) end
   end
   local ws, werr = req:websocket()
-  if not ws then return 400, {}, werr end
+  if not ws then return errors.response("bad_request", "this is a WebSocket endpoint: " .. tostring(werr)) end
   local c = client(ws, svc.ws_max_queue or M.defaults.max_queue)
 
   if kind == "executions" then
@@ -268,8 +285,15 @@ function M.handle(svc, req)
   if type(input) ~= "table" or (next(input) ~= nil and json.is_array(input)) then
     return fail(ws, "validation_failed", "input must be a JSON object")
   end
+  local extras, xerrs = require("chorus.api.executions_routes").read_extras(doc, input)
+  if not extras then
+    return fail(ws, "validation_failed", xerrs[1].path .. ": " .. xerrs[1].message)
+  end
   local cfg_rec = svc.store:get_config(arg, scope)
   if not cfg_rec then return fail(ws, "not_found", ("no config '%s'"):format(arg)) end
+  if not cfg_rec.is_active then
+    return fail(ws, "invalid_state", ("config '%s' is not active"):format(cfg_rec.name))
+  end
   local cfg, errs = svc.engine:validate({ name = cfg_rec.name, description = cfg_rec.description,
     strategy = cfg_rec.strategy, steps = cfg_rec.steps, metadata = cfg_rec.metadata })
   if not cfg then
@@ -279,7 +303,8 @@ function M.handle(svc, req)
   -- Subscribe before it starts: no event can be missed.
   local early = svc.hub:subscribe(trace, function(e) deliver(c, e) end)
   local res, serr, scode = svc.runner:submit(cfg, input, { trace_id = trace, config_id = cfg_rec.id,
-    config_version = cfg_rec.version, user_id = p.user_id, tenant_id = p.tenant_id })
+    config_version = cfg_rec.version, user_id = p.user_id, tenant_id = p.tenant_id,
+    callback_url = extras.callback_url, session_id = extras.session_id, metadata = extras.metadata })
   if not res then
     svc.hub:unsubscribe(early)
     if scode == "invalid_input" then return fail(ws, "validation_failed", serr) end
