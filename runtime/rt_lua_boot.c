@@ -8,6 +8,7 @@
 #include "rt_lua_curl.h"
 #include "rt_lua_hooks.h"
 #include "rt_lua_http.h"
+#include "rt_lua_log.h"
 #include "rt_lua_netaddr.h"
 #include "rt_lua_pg.h"
 #include "rt_lua_port.h"
@@ -43,6 +44,7 @@ rt_lua_sched_t *rt_lua_boot_native(lua_State *L, uv_loop_t *loop,
     }
     /* One line per binding: the natives it adds go into table t. */
     rt_lua_util_open(L, t);
+    rt_lua_log_open(L, ls, t);
     rt_lua_value_open(L, t);
     rt_lua_netaddr_open(L, t);
     rt_lua_watchdog_open(L, ls, t);

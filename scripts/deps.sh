@@ -19,9 +19,10 @@ if [ "${1:-}" = "--services" ]; then
   # playwright-core from npm with this browser: nothing downloaded at run time);
   # nginx + openssl: TLS in front of the fake Workload Scheduler (the tws
   # agent's CA-file path, spec/02-integration/20-tws/tls_spec.lua);
+  # jq: the log spec follows a trace id the way docs/DESIGN.md tells operators;
   # prometheus: its promtool checks what /metrics serves (metrics_spec).
   CHORUS_PACKAGES+=(postgresql redis-server curl procps clang libclang-rt-14-dev
-    systemd adduser chromium nginx openssl prometheus)
+    systemd adduser chromium nginx openssl jq prometheus)
 fi
 if [ "${1:-}" = "--demo" ]; then
   CHORUS_PACKAGES+=(postgresql)

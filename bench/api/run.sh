@@ -111,14 +111,18 @@ start_server() {
   [ -n "$up" ] || { cat "$srv_log" >&2; die "server $name did not start"; }
   srv_workers=$srv_pid
   if [[ " $* " == *" --workers "* ]]; then
-    local list=
-    for _ in $(seq 50); do # the supervisor logs them once all are started
-      list=$(sed -n 's/.*workers started on [^ ]* (pids \([0-9, ]*\)).*/\1/p' "$srv_log" | head -1)
-      [ -n "$list" ] && break
+    # The workers are the supervisor's children (not read from its log:
+    # that may be off, CHORUS_LOG_LEVEL=error, to measure logging's cost).
+    local n list= args=" $* "
+    n=${args#* --workers }
+    n=${n%% *}
+    for _ in $(seq 50); do
+      list=$(pgrep -P "$srv_pid" | tr '\n' ' ')
+      [ "$(wc -w <<<"$list")" -ge "$n" ] && break
       sleep 0.1
     done
-    [ -n "$list" ] || die "server $name: no worker pids in its log"
-    srv_workers=${list//,/}
+    [ "$(wc -w <<<"$list")" -ge "$n" ] || die "server $name: $n workers did not start"
+    srv_workers=$list
     local w
     for w in $srv_workers; do started+=("$w"); done
   fi
@@ -177,9 +181,10 @@ stop_server() {
   done
   [ "$left" = 0 ] && started=() # all gone: nothing for cleanup to kill
   local errors
-  errors=$(grep -c ' error \| fatal \|deadlock\|worker [0-9]* exited' "$srv_log" || true)
+  # Text or JSON records (the format follows stderr: JSON into a file).
+  errors=$(grep -c ' error \|"level":"error"\| fatal \|deadlock\|worker [0-9]* exited' "$srv_log" || true)
   emit "$(jq -cn --arg lbl "$label" --argjson procs "$procs" --argjson rc "$rc" \
-    --argjson errors "$errors" --argjson left "$left" --arg log "$(grep -m3 ' error \| fatal \|deadlock\|exited' "$srv_log" || true)" \
+    --argjson errors "$errors" --argjson left "$left" --arg log "$(grep -m3 ' error \|"level":"error"\| fatal \|deadlock\|exited' "$srv_log" || true)" \
     '{name: "server", "label": $lbl, processes: $procs,
       peak_rss_mb: ([$procs[] | select(.role == "worker") | .vmhwm_mb] | max),
       exit_code: $rc, log_errors: $errors, first_errors: $log, workers_left: $left,

@@ -31,9 +31,10 @@ function M.hash(key)
   return native.sha256(key)
 end
 
--- principal(rec) -> what handlers see of the caller
+-- principal(rec) -> what handlers see of the caller (key_prefix: the
+-- key's public prefix, what the access log shows of it)
 function M.principal(rec)
-  return { key_id = rec.id, tenant_id = rec.tenant_id, user_id = rec.user_id,
+  return { key_id = rec.id, key_prefix = rec.prefix, tenant_id = rec.tenant_id, user_id = rec.user_id,
     role = rec.role, admin = rec.role == "admin" }
 end
 

@@ -253,12 +253,14 @@ local function deliver_local(self, url, payload, id)
     end
     if attempt == o.max_attempts or tostring(err):match("^refused") then
       self.stats.failed = self.stats.failed + 1
-      log.warn("callbacks: giving up on %s for execution %s after %d attempts: %s", url,
-        payload.execution_id, attempt, tostring(err))
+      log.warn_with({ trace_id = payload.trace_id, execution_id = payload.execution_id },
+        "callbacks: giving up on %s for execution %s after %d attempts: %s", url, payload.execution_id, attempt,
+        tostring(err))
       return
     end
     self.stats.retried = self.stats.retried + 1
-    log.info("callbacks: %s for execution %s failed (%s); retrying", url, payload.execution_id, tostring(err))
+    log.info_with({ trace_id = payload.trace_id, execution_id = payload.execution_id },
+      "callbacks: %s for execution %s failed (%s); retrying", url, payload.execution_id, tostring(err))
     if not sched.sleep(M.backoff_ms(attempt, o)) then return end
   end
 end

@@ -64,7 +64,8 @@ local LEVELS = { debug = true, info = true, warn = true, error = true }
 
 function Ctx:log(level, fmt, ...)
   if not LEVELS[level] then error("ctx:log: level must be debug, info, warn or error", 2) end
-  return log[level]("[execution %s trace %s] " .. tostring(fmt), self.execution_id, self.trace_id, ...)
+  return log[level .. "_with"]({ trace_id = self.trace_id, execution_id = self.execution_id },
+    "[execution %s trace %s] " .. tostring(fmt), self.execution_id, self.trace_id, ...)
 end
 
 -- dynamic(exec, step) -> the step config run_step runs: a declared step as

@@ -180,12 +180,13 @@ function Execution:persist(ok, err)
   if ok or err == "cancelled" or err == "timeout" or self.fenced then return true end
   if err == "fenced" or err == "closed" then
     self.fenced = true
-    require("chorus.log").warn("execution %s: %s; stopping here", self.id,
-      err == "fenced" and "taken over by another node" or "the store is closing")
+    require("chorus.log").warn_with({ trace_id = self.trace_id, execution_id = self.id },
+      "execution %s: %s; stopping here", self.id, err == "fenced" and "taken over by another node" or "the store is closing")
     if self.task then self.task:cancel() end
     return true
   end
-  require("chorus.log").error("execution %s: store write refused: %s", self.id, tostring(err))
+  require("chorus.log").error_with({ trace_id = self.trace_id, execution_id = self.id },
+    "execution %s: store write refused: %s", self.id, tostring(err))
   return nil, tostring(err)
 end
 
@@ -505,8 +506,8 @@ local function end_refused(self, why)
   self.output, self.consensus = nil, nil
   local ok, again = self:set_status("failed")
   if ok then return end
-  require("chorus.log").error("execution %s: the store refused its end twice (%s); leaving it to recovery",
-    self.id, tostring(again))
+  require("chorus.log").error_with({ trace_id = self.trace_id, execution_id = self.id },
+    "execution %s: the store refused its end twice (%s); leaving it to recovery", self.id, tostring(again))
   self.fenced = true
   if self.store.release then self.store:release(self) end
 end
@@ -556,7 +557,8 @@ end
 function Execution:_finish()
   local ok, err = xpcall(finish, debug.traceback, self)
   if not ok and not self.finalized then
-    require("chorus.log").error("execution %s: internal error: %s", self.id, tostring(err))
+    require("chorus.log").error_with({ trace_id = self.trace_id, execution_id = self.id },
+      "execution %s: internal error: %s", self.id, tostring(err))
     self.error = "internal error: " .. tostring(err)
     if not states.terminal[self.status] then self.status = "failed" end
     finished(self)

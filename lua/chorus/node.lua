@@ -231,7 +231,8 @@ function Node:claim_once()
     if row.status ~= "pending" then
       restore_steps(exec, steps_by[row.id] or {})
       self.stats.recovered = self.stats.recovered + 1
-      log.info("node: resuming execution %s (claim %d)", row.id, row.claims)
+      log.info_with({ trace_id = row.trace_id, execution_id = row.id, config = row.config_name, claim = row.claims },
+        "node: resuming execution %s (claim %d)", row.id, row.claims)
     end
     exec.cancel_requested_at_claim = row.cancel_requested
     self:start(exec, cerr)

@@ -22,6 +22,7 @@ local http = require "chorus.http.server"
 local native = require "chorus.native"
 local sched = require "chorus.sched"
 local log = require "chorus.log"
+local access = require("chorus.log.access").record
 local now = native.now
 
 local M = {}
@@ -39,6 +40,11 @@ local function open_store(opts)
 end
 
 function M.start(opts)
+  -- What no log record may show, whichever way it came in.
+  log.secret(opts.admin_key)
+  log.secret(opts.callback_secret)
+  log.secret_url(opts.db)
+  log.secret_url(opts.redis)
   local d, err = open_store(opts)
   if not d then return nil, err end
   local engine, eerr, ecode = engine_mod.new({ scripts = opts.scripts, store = d.store, watch = opts.watch ~= false,
@@ -50,6 +56,13 @@ function M.start(opts)
   local node_id = ("%s:%d:%s"):format(native.hostname(), native.pid(), native.random_hex(4))
   local svc = { engine = engine, store = d.store, pool = d.pool, node_id = node_id }
   if not d.pool then d.store.node_id = node_id end -- memory: the node of its records
+  -- Every record names this node; executions are recorded from before
+  -- the first one is claimed.
+  log.set_field("node", node_id)
+  svc.unlog = require("chorus.log.events").attach(engine)
+  if opts.no_auth then
+    log.warn("serve: --no-auth: no API keys are checked, every request acts as an admin; never expose this port")
+  end
 
   if d.pool then
     svc.runner = require("chorus.node").new({ engine = engine, pool = d.pool, node_id = node_id,
@@ -84,6 +97,8 @@ function M.start(opts)
   require("chorus.metrics.engine").register(reg, engine)
   require("chorus.metrics.process").register(reg)
   svc.metrics = reg
+  reg:counter("chorus_log_lines_dropped_total", "Log lines dropped because stderr did not take them in time.", {},
+    native.log_dropped)
   local self = setmetatable({ svc = svc, opts = opts }, Server)
   local hm = require("chorus.metrics.serve").register(reg, svc, self)
 
@@ -112,10 +127,12 @@ function M.start(opts)
     if req.is_websocket or ws.handles(req.path) then
       local s, h, b = ws.handle(svc, req)
       hm:websocket(req, s, t0)
+      access(req, s or 101, t0)
       return s, h, b
     end
     local s, h, b = app:handle(req)
     hm:request(req, s, t0)
+    access(req, s, t0)
     return s, h, b
   end)
   if not srv then
@@ -164,6 +181,7 @@ function Server:stop(opts)
   end
   svc.engine:close()
   if svc.pool then svc.pool:close() end
+  if svc.unlog then svc.unlog() end
   self.stopped = true
 end
 

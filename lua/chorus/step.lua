@@ -457,8 +457,8 @@ local function succeed(exec, step, sr, out, meta, t0, abort)
   -- What the agent streamed goes out before the step's end.
   if exec._deltas then M.flush_deltas(exec) end
   if why then
-    require("chorus.log").warn("execution %s: step %s: output text had NUL or malformed UTF-8 bytes; replaced by U+FFFD",
-      exec.id, step.id)
+    require("chorus.log").warn_with({ trace_id = exec.trace_id, execution_id = exec.id, step_id = step.id },
+      "execution %s: step %s: output text had NUL or malformed UTF-8 bytes; replaced by U+FFFD", exec.id, step.id)
   end
   out = v
   sr.latency_ms = now() - t0

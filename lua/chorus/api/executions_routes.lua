@@ -126,6 +126,7 @@ local function submit(ctx, cfg, input, c, doc)
     return errors.response("unavailable", "cannot start the execution: " .. tostring(err))
   end
   res.status_url = BASE .. "/status/" .. res.trace_id
+  ctx.req.trace_id = res.trace_id -- for the access log
   return api.json(res.replayed and 200 or 202, res, { location = res.status_url })
 end
 

@@ -43,13 +43,18 @@ end
 
 local auth_mod = require "chorus.auth"
 
+-- handle(req) -> status, headers, body. It also leaves on req what the
+-- access log and the metrics need: req.route (the matched pattern, e.g.
+-- "/api/v1/orchestrations/status/{trace_id}"; nil when none matched),
+-- req.principal (once authenticated) and req.trace_id (the route's
+-- {trace_id}, or the execution a submit started).
 function App:handle(req)
-  local route, params, allow = self.router:match(req.method, req.path)
-  if route then req.route = allow end -- on a match, the third value is its template (for metrics and logs)
+  -- third: the pattern matched, or the methods allowed (405)
+  local route, params, third = self.router:match(req.method, req.path)
   if not route then
     if params == "method_not_allowed" then
-      return errors.response("method_not_allowed", ("%s is not allowed here (allowed: %s)"):format(req.method, allow),
-        nil, { allow = allow })
+      return errors.response("method_not_allowed", ("%s is not allowed here (allowed: %s)"):format(req.method, third),
+        nil, { allow = third })
     end
     if self.fallback_fn then
       local s, h, b = self.fallback_fn(req)
@@ -57,6 +62,7 @@ function App:handle(req)
     end
     return errors.response("not_found", ("no route for %s %s"):format(req.method, req.path))
   end
+  req.route, req.trace_id = third, params.trace_id
   local query, qerr = router_mod.parse_query(req.query)
   if not query then return errors.response("bad_request", qerr) end
   for name, v in pairs(params) do
@@ -75,11 +81,13 @@ function App:handle(req)
       return errors.response("forbidden", ("the %s role cannot %s"):format(p.role, route.auth))
     end
     principal = p
+    req.principal = p
   end
   local ctx = { req = req, params = params, query = query, principal = principal, service = self.service }
   local ok, status, headers, body = xpcall(route.fn, debug.traceback, ctx)
   if not ok then
-    log.error("api: %s %s failed: %s", req.method, req.path, tostring(status))
+    log.error_with({ route = req.route, trace_id = req.trace_id }, "api: %s %s failed: %s", req.method, req.path,
+      tostring(status))
     return errors.response("internal", "internal error (logged on the server)")
   end
   return status, headers, body

@@ -26,6 +26,8 @@ local router = require "chorus.api.router"
 local api = require "chorus.api"
 local present = require "chorus.api.present"
 local auth_mod = require "chorus.auth"
+-- One list of the endpoints' templates, shared with the metrics.
+local ws_route = require("chorus.metrics.http").ws_route
 
 local M = {}
 
@@ -229,16 +231,19 @@ function M.handles(path)
 end
 
 -- handle(service, req) -> status, headers, body (when it refuses before
--- the upgrade) or nothing (the socket was served).
+-- the upgrade) or nothing (the socket was served). Like the REST API's
+-- handle it leaves req.route, req.principal and req.trace_id.
 function M.handle(svc, req)
   local kind, arg = req.path:match("^/ws/(execute)/([^/]+)$")
   if not kind then kind, arg = req.path:match(PLAN_EXECUTE) end
   if not kind then kind, arg = req.path:match("^/ws/(executions)/([^/]+)$") end
   if not kind and req.path == "/ws/events" then kind = "events" end
   if not kind then return require("chorus.api.errors").response("not_found", "no WebSocket endpoint " .. req.path) end
+  req.route = ws_route(req.path) -- the endpoint's template (access log)
   local errors = require "chorus.api.errors"
   local p, code, msg = principal(svc, req)
   if not p then return errors.response(code, msg) end
+  req.principal = p
   local need = kind == "execute" and "execute" or kind == "events" and "admin" or "read"
   if not auth_mod.can(p, need) then return errors.response("forbidden", ("the %s role cannot %s"):format(p.role, need)) end
   arg = arg and router.unescape(arg)
@@ -246,6 +251,7 @@ function M.handle(svc, req)
   if kind == "executions" then
     if not api.is_uuid(arg) then return errors.response("bad_request", "trace_id must be a UUID") end
     arg = arg:lower()
+    req.trace_id = arg
     local rec = svc.store:get_record(arg, scope)
     if not rec then return errors.response("not_found", ("no execution %s"):format(arg)) end
   end
@@ -300,6 +306,7 @@ function M.handle(svc, req)
     return fail(ws, "validation_failed", "the stored config is no longer valid: " .. errs[1].path .. ": " .. errs[1].message)
   end
   local trace = native.uuid()
+  req.trace_id = trace
   -- Subscribe before it starts: no event can be missed.
   local early = svc.hub:subscribe(trace, function(e) deliver(c, e) end)
   local res, serr, scode = svc.runner:submit(cfg, input, { trace_id = trace, config_id = cfg_rec.id,

@@ -3,6 +3,7 @@
 -- execution record on stdout. Exit 0 completed, 1 failed or cancelled,
 -- 2 invalid input.
 local args = require "chorus.cli.args"
+local logopts = require "chorus.cli.logopts"
 local engine_mod = require "chorus.engine"
 local load = require "chorus.cli.load"
 local progress = require "chorus.progress"
@@ -24,6 +25,7 @@ local SPEC = {
   help = { type = "flag", short = "h", help = "show this help" },
 }
 local ORDER = { "input", "input-file", "json", "auto-approve", "scripts", "sandbox", "db", "kb-db", "quiet", "keep-inputs", "help" }
+logopts.add(SPEC, ORDER)
 
 local function usage(out)
   out:write("usage: chorus run CONFIG.json [options]\n\n" .. args.usage(SPEC, ORDER))
@@ -48,6 +50,8 @@ return function(argv)
     return 2
   end
   if opts.help then usage(io.stdout) return 0 end
+  local logged, lerr = logopts.apply(opts)
+  if not logged then io.stderr:write("chorus run: " .. lerr .. "\n") return 2 end
   if #pos ~= 1 then usage(io.stderr) return 2 end
 
   local doc, err = load.read_json(pos[1])
@@ -97,6 +101,9 @@ return function(argv)
   end
 
   local view = not opts.quiet and progress.new(io.stderr) or nil
+  -- Execution records (start, end, resumption) unless the progress view
+  -- shows the same on a terminal.
+  if not (view and native.isatty(2)) then require("chorus.log.events").attach(engine) end
   local exec
   engine.bus:subscribe(function(e)
     if view then view.on_event(e) end

@@ -11,6 +11,7 @@
 -- In memory mode each worker keeps its own executions, so with N > 1 use
 -- a database for status reads to be consistent.
 local args = require "chorus.cli.args"
+local logopts = require "chorus.cli.logopts"
 local db = require "chorus.cli.db"
 local log = require "chorus.log"
 local sched = require "chorus.sched"
@@ -37,6 +38,7 @@ local SPEC = {
 }
 local ORDER = { "listen", "db", "kb-db", "redis", "scripts", "sandbox", "workers", "concurrency", "lease-ms", "grace-ms", "max-body", "max-inflight", "max-pending", "max-client-conns",
   "no-auth", "help" }
+logopts.add(SPEC, ORDER)
 
 local function int(opts, name, min, default)
   local v = opts[name]
@@ -165,6 +167,8 @@ return function(argv)
   local opts, pos = args.parse(argv, SPEC)
   if not opts then io.stderr:write("chorus serve: " .. pos .. "\n") return 2 end
   if opts.help then io.stdout:write("usage: chorus serve [options]\n\n" .. args.usage(SPEC, ORDER)) return 0 end
+  local logged, lerr = logopts.apply(opts)
+  if not logged then io.stderr:write("chorus serve: " .. lerr .. "\n") return 2 end
   if #pos > 0 then io.stderr:write("chorus serve: unexpected argument " .. pos[1] .. "\n") return 2 end
   local host, port = "127.0.0.1", 8080
   if opts.listen then

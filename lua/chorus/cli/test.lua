@@ -15,8 +15,8 @@ return function(args)
   for _, a in ipairs(args) do argv[#argv + 1] = a end
   if #args == 0 or args[#args]:sub(1, 1) == "-" then argv[#argv + 1] = "spec" end
   -- Specs provoke warnings on purpose (broken scripts, failing agents);
-  -- show only errors unless CHORUS_LOG asks for more.
-  if not os.getenv("CHORUS_LOG") then require("chorus.log").set_level("error") end
+  -- show only errors unless CHORUS_LOG_LEVEL (or CHORUS_LOG) asks for more.
+  if not os.getenv("CHORUS_LOG") and not os.getenv("CHORUS_LOG_LEVEL") then require("chorus.log").set_level("error") end
   _G.arg = argv
   local ok = pcall(require("busted.runner"), { standalone = false })
   -- busted raises a nil error when specs failed (Lua 5.1 path).

@@ -3,6 +3,7 @@
 -- SIGTERM or SIGINT (then it stops claiming, lets running executions
 -- finish for --grace-ms, and hands the rest back to other nodes).
 local args = require "chorus.cli.args"
+local logopts = require "chorus.cli.logopts"
 local db = require "chorus.cli.db"
 local log = require "chorus.log"
 local sched = require "chorus.sched"
@@ -23,6 +24,7 @@ local SPEC = {
 }
 local ORDER = { "db", "kb-db", "redis", "scripts", "sandbox", "concurrency", "lease-ms", "poll-ms", "grace-ms", "no-callbacks",
   "help" }
+logopts.add(SPEC, ORDER)
 
 local function num(opts, name, min)
   local v = opts[name]
@@ -38,6 +40,8 @@ return function(argv)
   local opts, pos = args.parse(argv, SPEC)
   if not opts then io.stderr:write("chorus worker: " .. pos .. "\n") return 2 end
   if opts.help then io.stdout:write("usage: chorus worker [options]\n\n" .. args.usage(SPEC, ORDER)) return 0 end
+  local logged, lerr = logopts.apply(opts)
+  if not logged then io.stderr:write("chorus worker: " .. lerr .. "\n") return 2 end
   local n = {}
   for name, min in pairs({ concurrency = 1, ["lease-ms"] = 300, ["poll-ms"] = 10, ["grace-ms"] = 0 }) do
     local v, err = num(opts, name, min)
@@ -66,6 +70,8 @@ return function(argv)
   end
   local node = require("chorus.node").new({ engine = engine, pool = d.pool, concurrency = n.concurrency,
     lease_ms = n["lease-ms"], poll_ms = n["poll-ms"] })
+  log.set_field("node", node.node_id)
+  local unlog = require("chorus.log.events").attach(engine)
   node:run({ url = url })
   -- Webhooks: signed with CHORUS_CALLBACK_SECRET.
   local deliverer = not opts["no-callbacks"] and require("chorus.callbacks").deliverer(d.pool, {
@@ -85,5 +91,6 @@ return function(argv)
   engine:close()
   if kb_pool then kb_pool:close() end
   d.pool:close()
+  unlog()
   return 0
 end

@@ -138,8 +138,9 @@ end
 
 local function failed(ctx, tp, msg, info)
   if msg ~= "timeout" and msg ~= "cancelled" then
-    log.warn("%s (step %s attempt %d, trace %s, traceparent %s)", msg, tostring(ctx.step_id),
-      ctx.attempt or 0, tostring(ctx.trace_id), tp)
+    log.warn_with({ trace_id = ctx.trace_id, execution_id = ctx.execution_id, step_id = ctx.step_id,
+      attempt = ctx.attempt, traceparent = tp }, "%s (step %s attempt %d, trace %s, traceparent %s)", msg,
+      tostring(ctx.step_id), ctx.attempt or 0, tostring(ctx.trace_id), tp)
   end
   return nil, msg, info
 end

@@ -147,8 +147,9 @@ end
 -- Logs a failed attempt with its trace ids, and returns it.
 local function failed(ctx, tp, msg, info)
   if msg ~= "timeout" and msg ~= "cancelled" then
-    log.warn("%s (step %s attempt %d, trace %s, traceparent %s)", msg, tostring(ctx.step_id),
-      ctx.attempt or 0, tostring(ctx.trace_id), tp)
+    log.warn_with({ trace_id = ctx.trace_id, execution_id = ctx.execution_id, step_id = ctx.step_id,
+      attempt = ctx.attempt, traceparent = tp }, "%s (step %s attempt %d, trace %s, traceparent %s)", msg,
+      tostring(ctx.step_id), ctx.attempt or 0, tostring(ctx.trace_id), tp)
   end
   return nil, msg, info
 end
@@ -270,7 +271,9 @@ function M.call(input, ctx, params)
       { tokens = meta.tokens, cost = meta.cost })
   end
   if log.level <= 1 then
-    log.debug("llm: step %s attempt %d (trace %s, traceparent %s): %s, %d tokens", tostring(ctx.step_id),
+    log.debug_with({ trace_id = ctx.trace_id, execution_id = ctx.execution_id, step_id = ctx.step_id,
+      attempt = ctx.attempt, traceparent = tp, model = ep.model, tokens = meta.tokens },
+      "llm: step %s attempt %d (trace %s, traceparent %s): %s, %d tokens", tostring(ctx.step_id),
       ctx.attempt or 0, tostring(ctx.trace_id), tp, ep.model, meta.tokens)
   end
   return out, meta

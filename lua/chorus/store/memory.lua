@@ -125,7 +125,8 @@ local function archive(self, e)
   codec:reset()
   local ok, err = pcall(codec.encode, codec, e:record())
   if not ok then
-    log.warn("memory store: execution %s: its record cannot be kept (%s); keeping its summary", e.id, err)
+    log.warn_with({ trace_id = e.trace_id, execution_id = e.id },
+      "memory store: execution %s: its record cannot be kept (%s); keeping its summary", e.id, err)
     local r = e:summary()
     r.error = ("%s (record not kept: %s)"):format(tostring(r.error or "no error"), tostring(err))
     r.steps = json.array()
@@ -134,7 +135,10 @@ local function archive(self, e)
   end
   local stored, perr = self.archive:put(e.id, e.trace_id, e.status, e.config_name, e.config_id,
     e.user_id, e.tenant_id, e.created_at, codec:tostring(), e.tokens or 0, e.cost or 0, e.session_id)
-  if not stored then log.error("memory store: execution %s: not archived: %s", e.id, perr) end
+  if not stored then
+    log.error_with({ trace_id = e.trace_id, execution_id = e.id }, "memory store: execution %s: not archived: %s",
+      e.id, perr)
+  end
 end
 
 function Store:update_execution(exec)
