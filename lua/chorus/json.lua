@@ -60,7 +60,9 @@ local EMPTY_KEY, EMPTY_TEXT = "\0[]", '{"\\u0000[]":0}'
 local function has_empty_array(s)
   local i = find(s, "[", 1, true)
   while i do
-    if find(s, "^%s*%]", i + 1) then return true end
+    -- The next byte settles it, unless it is whitespace.
+    local b = byte(s, i + 1)
+    if b == 93 or ((b == 32 or b == 10 or b == 13 or b == 9) and find(s, "^%s*%]", i + 1)) then return true end
     i = find(s, "[", i + 1, true)
   end
   return false

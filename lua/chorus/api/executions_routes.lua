@@ -205,7 +205,8 @@ function M.register(app)
     if not offset then return s, h, b end
     if q.status and not STATUSES[q.status] then
       return errors.response("bad_request", ("unknown status %q"):format(q.status),
-        { { path = "query.status", message = "must be one of pending, running, paused, compensation, completed, failed, cancelled" } })
+        { { path = "query.status",
+          message = "must be one of pending, running, paused, compensation, completed, failed, cancelled" } })
     end
     local since, before
     since, s, h, b = api.time_param(q, "since")

@@ -358,13 +358,16 @@ local function paths()
   op("get", "/healthz", { tags = { "health" }, summary = "Liveness", security = json.array(),
     responses = with_errors({ ["200"] = ok("the process answers", ref("Health")) }, {}, true) })
   op("get", "/readyz", { tags = { "health" }, summary = "Readiness: the database and Redis answer", security = json.array(),
-    responses = with_errors({ ["200"] = ok("ready", ref("Ready")), ["503"] = ok("not ready (checks say which)", ref("Ready")) }, {}, true) })
+    responses = with_errors({ ["200"] = ok("ready", ref("Ready")),
+      ["503"] = ok("not ready (checks say which)", ref("Ready")) }, {}, true) })
   op("get", "/metrics", { tags = { "health" }, summary = "Prometheus text exposition", security = json.array(),
     responses = with_errors({ ["200"] = { description = "metrics",
       content = { ["text/plain"] = { schema = { type = "string" } } } } }, {}, true) })
   op("get", "/api/v1/openapi.json", { tags = { "meta" }, summary = "This document (public)", security = json.array(),
-    responses = with_errors({ ["200"] = ok("the OpenAPI 3.1 document", { type = "object" }), ["304"] = { description = "not modified (If-None-Match)" } }, {}, true) })
-  op("get", "/api/v1/whoami", { tags = { "meta" }, summary = "The caller's role, tenant and user (what the admin page signs in with)",
+    responses = with_errors({ ["200"] = ok("the OpenAPI 3.1 document", { type = "object" }),
+      ["304"] = { description = "not modified (If-None-Match)" } }, {}, true) })
+  op("get", "/api/v1/whoami", { tags = { "meta" },
+    summary = "The caller's role, tenant and user (what the admin page signs in with)",
     responses = with_errors({ ["200"] = ok("the key's principal", ref("WhoAmI")) }, { 503 }) })
 
   op("post", CFG, { tags = { "configs" }, summary = "Create a config", description = "operator; `global: true` needs admin",
@@ -384,7 +387,8 @@ local function paths()
     responses = with_errors({ ["200"] = ok("the new version", ref("Config")) }, { 400, 404, 409, 413, 415, 422, 503 }) })
   op("patch", CFG .. "/{key}", { tags = { "configs" }, summary = "Change some fields of a config",
     description = "The fields given replace the stored ones and the result is validated as a whole (version + 1). "
-      .. "`is_active` alone activates or deactivates without a new version; executing an inactive config answers 409 `invalid_state`.",
+      .. "`is_active` alone activates or deactivates without a new version; "
+      .. "executing an inactive config answers 409 `invalid_state`.",
     parameters = { P.key }, requestBody = json_body(ref("ConfigPatch")),
     responses = with_errors({ ["200"] = ok("the config", ref("Config")) }, { 400, 404, 409, 413, 415, 422, 503 }) })
   op("delete", CFG .. "/{key}", { tags = { "configs" }, summary = "Delete a config (soft: its versions and executions stay)",
@@ -394,7 +398,8 @@ local function paths()
     responses = with_errors({ ["200"] = ok("that version", ref("ConfigVersion")) }, { 400, 404, 503 }) })
 
   local idem = { name = "Idempotency-Key", ["in"] = "header", required = false,
-    description = "1..200 characters: a retry with the same key (same tenant) returns the first execution with 200 and replayed: true",
+    description = "1..200 characters: a retry with the same key (same tenant) returns the first execution "
+      .. "with 200 and replayed: true",
     schema = { type = "string", minLength = 1, maxLength = 200 } }
   op("post", EX .. "/execute/{config}", { tags = { "executions" }, summary = "Start an execution of a stored config",
     description = "Answered at once (202) while it runs; follow it at status_url or over /ws/executions/{trace_id}.",
@@ -435,7 +440,8 @@ local function paths()
       responses = with_errors({ ["200"] = ok("done", ref("ControlResult")) }, { 400, 404, 409, 415, 422, 503 }) })
   end
 
-  op("get", "/api/v1/registry", { tags = { "registry" }, summary = "Strategies, agents and aggregation rules with versions and load errors",
+  op("get", "/api/v1/registry", { tags = { "registry" },
+    summary = "Strategies, agents and aggregation rules with versions and load errors",
     responses = with_errors({ ["200"] = ok("the registry", ref("Registry")) }, {}) })
   op("post", "/api/v1/registry/reload", { tags = { "registry" }, summary = "Reload the scripts now (admins)",
     responses = with_errors({ ["200"] = ok("reloaded", ref("ReloadResult")) }, {}) })
@@ -460,7 +466,8 @@ local function paths()
       .. "ones as they happen (`execution.status`, `step.status`, `step.retry`, `step.approval`, `step.compensated`, "
       .. "`step.delta` — a piece of a streamed answer: `{step_id, attempt, delta, agent}`), then "
       .. "`{\"type\": \"result\", \"execution\": record}` and a close (1000). Events carry `seq`: drop one already seen. "
-      .. "A client that does not read fast enough gets `{\"type\": \"error\", \"error\": {\"code\": \"slow_consumer\"}}` and close 1008.",
+      .. "A client that does not read fast enough gets "
+      .. "`{\"type\": \"error\", \"error\": {\"code\": \"slow_consumer\"}}` and close 1008.",
     parameters = { P.trace, ws_auth, ws_token }, responses = ws_resp() })
   local ws_execute = { tags = { "websocket" }, summary = "WebSocket: start an execution and follow it",
     description = "Send `{\"input\": {...}}` first (within 30 s; `callback_url`, `session_id` and `metadata` as on "

@@ -450,9 +450,11 @@ function Store:create_config(cfg, owner)
   local res, err, info = self.pool:batch({
     { [[INSERT INTO orchestration_configs (id, name, description, strategy, steps, metadata, tenant_id, owner_id)
         VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8)]],
-      id, cfg.name, cfg.description, cfg.strategy, jsonb(doc.steps), jsonb(cfg.metadata or {}), tenant_id, owner.user_id, n = 8 },
+      id, cfg.name, cfg.description, cfg.strategy, jsonb(doc.steps), jsonb(cfg.metadata or {}), tenant_id,
+      owner.user_id, n = 8 },
     { [[INSERT INTO orchestration_config_versions (config_id, version, name, description, strategy, steps, metadata, created_by)
-        SELECT id, version, name, description, strategy, steps, metadata, owner_id FROM orchestration_configs WHERE id = $1]], id },
+        SELECT id, version, name, description, strategy, steps, metadata, owner_id FROM orchestration_configs
+        WHERE id = $1]], id },
     { "SELECT " .. CONFIG_COLS .. " FROM orchestration_configs WHERE id = $1", id },
   })
   if not res then return conflict(err, info, cfg.name) end

@@ -31,7 +31,7 @@
 -- execution was claimed by another node, see chorus.store.pg) is fenced.
 local json = require "chorus.json"
 
-local type, tostring, ipairs, pairs = type, tostring, ipairs, pairs
+local tostring, ipairs, pairs = tostring, ipairs, pairs
 local encode_flat = json.encode_flat
 
 local M = {}
