@@ -4,7 +4,7 @@
 -- embeddings model is configured. The knowledge base is loaded with
 -- `chorus kb import DIR --db URL`; the agent uses the process's database
 -- (--db / DATABASE_URL). Params and output: docs/agents.md ("kb").
-local resources = require "chorus.resources"
+local resources = require "chorus.run.resources"
 local search = require "chorus.kb.search"
 local embeddings = require "chorus.kb.embeddings"
 local template = require "chorus.template"

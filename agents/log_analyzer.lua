@@ -1,3 +1,4 @@
+-- luacheck: max line length 200 (the prompts keep their JSON example on one line)
 -- log_analyzer: reads a job's log from the Workload Scheduler (tws log),
 -- then asks the model what went wrong (llm, JSON answer). The prompts
 -- below are the handler's: edit them here (the file hot-reloads) or

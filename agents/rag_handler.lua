@@ -56,7 +56,8 @@ return {
     limit = { type = "integer", default = 5, min = 1, max = 100, description = "passages returned" },
     min_score = { type = "number", min = -1, max = 1, description = "passages scoring below are dropped" },
     collection = { type = "string", min_len = 1, description = "search one collection (default: all)" },
-    kb = { type = "object", additional = true, description = "more params for the kb agent (match, language, embedding_model...)" },
+    kb = { type = "object", additional = true,
+      description = "more params for the kb agent (match, language, embedding_model...)" },
   } },
 
   check_step = function(step, view)

@@ -1,3 +1,4 @@
+-- luacheck: max line length 200 (the prompts keep their JSON example on one line)
 -- troubleshoot_handler: from a job's status, its log analysis and the
 -- knowledge base's passages (this step's input: the outputs of the steps
 -- it depends on), the model lists the likely causes and ranked

@@ -17,8 +17,7 @@
 
 /* The Lua side of start-up: a string chunk is fine here because busted's
  * runner is called from a file chunk (lua/chorus/cli/test.lua). */
-static const char boot_chunk[] =
-    "return require('chorus.cli').main(...)";
+static const char boot_chunk[] = "return require('chorus.cli').main(...)";
 
 /* Maps the main task's outcome to the process exit code. */
 static int exit_code(lua_State *L, rt_lua_task_t *main_task)
@@ -31,8 +30,8 @@ static int exit_code(lua_State *L, rt_lua_task_t *main_task)
     n = lua_gettop(L) - 1;
     (void)main_task;
     if (lua_toboolean(L, -n)) {
-        code = n >= 2 && lua_isnumber(L, -n + 1)
-                   ? (int)lua_tointeger(L, -n + 1) : 0;
+        code = n >= 2 && lua_isnumber(L, -n + 1) ? (int)lua_tointeger(L, -n + 1)
+                                                 : 0;
     } else if (n >= 2 && !lua_isnil(L, -n + 1)) {
         const char *msg = lua_tostring(L, -n + 1);
         fprintf(stderr, "chorus: %s\n", msg ? msg : "(error object)");
@@ -149,22 +148,25 @@ int main(int argc, char **argv)
 
     /* Checked before anything is allocated: nothing to release on exit. */
     if (gc_soft_bytes(&gc_soft) != 0) {
-        fprintf(stderr, "chorus: CHORUS_GC_SOFT_MB must be a whole number "
-                        "of megabytes (0 = off), got '%s'\n",
+        fprintf(stderr,
+                "chorus: CHORUS_GC_SOFT_MB must be a whole number "
+                "of megabytes (0 = off), got '%s'\n",
                 getenv("CHORUS_GC_SOFT_MB"));
         return 2;
     }
     if (env_uint("CHORUS_CPU_BUDGET_MS", RT_CPU_BUDGET_MS_DEFAULT, 3600000,
                  &cpu_budget_ms) != 0) {
-        fprintf(stderr, "chorus: CHORUS_CPU_BUDGET_MS must be a whole number "
-                        "of milliseconds up to 3600000 (0 = none), got '%s'\n",
+        fprintf(stderr,
+                "chorus: CHORUS_CPU_BUDGET_MS must be a whole number "
+                "of milliseconds up to 3600000 (0 = none), got '%s'\n",
                 getenv("CHORUS_CPU_BUDGET_MS"));
         return 2;
     }
     if (env_uint("CHORUS_HEAP_LIMIT_MB", default_heap_limit_mb(), 1u << 24,
                  &heap_limit_mb) != 0) {
-        fprintf(stderr, "chorus: CHORUS_HEAP_LIMIT_MB must be a whole number "
-                        "of megabytes (0 = none), got '%s'\n",
+        fprintf(stderr,
+                "chorus: CHORUS_HEAP_LIMIT_MB must be a whole number "
+                "of megabytes (0 = none), got '%s'\n",
                 getenv("CHORUS_HEAP_LIMIT_MB"));
         return 2;
     }
@@ -247,8 +249,9 @@ int main(int argc, char **argv)
            uv_run(&loop, UV_RUN_ONCE) != 0)
         rt_sched_drain(&ls->sched);
     if (ls->sched.live > 0) {
-        fprintf(stderr, "chorus: warning: %llu tasks still running %d ms "
-                        "after the end; exiting anyway\n",
+        fprintf(stderr,
+                "chorus: warning: %llu tasks still running %d ms "
+                "after the end; exiting anyway\n",
                 (unsigned long long)ls->sched.live, RT_SHUTDOWN_MS);
         fflush(stdout);
         return code;

@@ -57,7 +57,8 @@ static int rt__grow(rt_addrcount_t *ac)
         rt_addrcount_slot_t *s = &ac->slots[i];
         if (s->count == 0)
             continue;
-        for (j = rt__hash(s->addr, ncap); ns[j].count != 0; j = (j + 1) & (ncap - 1))
+        for (j = rt__hash(s->addr, ncap); ns[j].count != 0;
+             j = (j + 1) & (ncap - 1))
             ;
         ns[j] = *s;
     }

@@ -20,7 +20,7 @@ enum {
     RT_AR_ID,
     RT_AR_TRACE,
     RT_AR_STATUS,
-    RT_AR_CONFIG,    /* config name */
+    RT_AR_CONFIG, /* config name */
     RT_AR_CONFIG_ID,
     RT_AR_USER,
     RT_AR_TENANT,
@@ -37,8 +37,8 @@ typedef struct {
     rt_str_t field[RT_AR_NFIELDS]; /* NUL-terminated copies; s NULL: absent */
     double created_at;
     double tokens, cost; /* the execution's totals (list totals) */
-    rt_str_t record; /* the record's bytes (any, NUL-terminated) */
-    size_t bytes;    /* the size of the block */
+    rt_str_t record;     /* the record's bytes (any, NUL-terminated) */
+    size_t bytes;        /* the size of the block */
 } rt_archive_entry_t;
 
 typedef struct rt_archive rt_archive_t;

@@ -74,39 +74,39 @@ typedef struct {
 
 struct rt_curl_req {
     rt_curl_t *c;
-    CURL *easy;                /* added to c->multi while in flight */
-    struct curl_slist *hdrs;   /* request headers, owned */
+    CURL *easy;              /* added to c->multi while in flight */
+    struct curl_slist *hdrs; /* request headers, owned */
     rt_curl_done_cb cb;
     void *data;
     rt_curl_req_t *prev, *next;
-    char *body;                /* response body, body_len of body_cap */
+    char *body; /* response body, body_len of body_cap */
     size_t body_len, body_cap;
-    uint64_t max_body;         /* 0: unlimited */
-    char *hbuf;                /* response header names and values */
+    uint64_t max_body; /* 0: unlimited */
+    char *hbuf;        /* response header names and values */
     size_t hbuf_len, hbuf_cap;
-    rt_curl_hoff_t *hoff;      /* nh headers in hbuf */
+    rt_curl_hoff_t *hoff; /* nh headers in hbuf */
     size_t nh, hcap;
-    int too_large;             /* 1: body over max_body, 2: headers */
-    int oom;                   /* a response buffer could not grow */
-    int sock_failed;           /* a socket could not be polled */
-    int deny_internal;         /* see rt_curl_opts_t */
+    int too_large;     /* 1: body over max_body, 2: headers */
+    int oom;           /* a response buffer could not grow */
+    int sock_failed;   /* a socket could not be polled */
+    int deny_internal; /* see rt_curl_opts_t */
     rt_cidr_t *allow;
     size_t nallow;
     char blocked[INET6_ADDRSTRLEN]; /* an address refused, or "" */
-    int in_multi;              /* in c->multi and c->reqs (else ended) */
-    uint64_t body_total;       /* body bytes received, for max_body */
+    int in_multi;                   /* in c->multi and c->reqs (else ended) */
+    uint64_t body_total;            /* body bytes received, for max_body */
     char errbuf[CURL_ERROR_SIZE];
     /* Streamed responses (rt_curl_open); body holds the unread bytes. */
-    rt_curl_event_cb ev_cb;    /* non-NULL: a streamed request */
-    size_t buffer_limit;       /* unread bytes before the pause */
-    long last_status;          /* of the last status line seen */
-    int follow;                /* follow_redirects: a 3xx is not final */
-    int paused;                /* write_cb returned CURL_WRITEFUNC_PAUSE */
-    int head_done, head_told;  /* the final head is in / was delivered */
-    int data_pending;          /* bytes came since the last DATA event */
-    int ended, end_told;       /* the transfer is over / END delivered */
-    const char *end_error;     /* NULL, or the error word once ended */
-    int in_notify;             /* in c->notify */
+    rt_curl_event_cb ev_cb;   /* non-NULL: a streamed request */
+    size_t buffer_limit;      /* unread bytes before the pause */
+    long last_status;         /* of the last status line seen */
+    int follow;               /* follow_redirects: a 3xx is not final */
+    int paused;               /* write_cb returned CURL_WRITEFUNC_PAUSE */
+    int head_done, head_told; /* the final head is in / was delivered */
+    int data_pending;         /* bytes came since the last DATA event */
+    int ended, end_told;      /* the transfer is over / END delivered */
+    int end_error;            /* 0, or the error code once ended */
+    int in_notify;            /* in c->notify */
     rt_curl_req_t *nprev, *nnext;
 };
 
@@ -174,8 +174,8 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud)
         r->paused = 1;
         return CURL_WRITEFUNC_PAUSE;
     }
-    if (r->max_body && (len > r->max_body ||
-                        r->body_total > r->max_body - len)) {
+    if (r->max_body &&
+        (len > r->max_body || r->body_total > r->max_body - len)) {
         r->too_large = 1;
         return 0; /* curl fails the transfer with CURLE_WRITE_ERROR */
     }
@@ -396,8 +396,7 @@ static void timeout_cb(uv_timer_t *t)
 {
     rt_curl_t *c = t->data;
     int running;
-    (void)curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0,
-                                   &running);
+    (void)curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     check_info(c);
 }
 
@@ -532,9 +531,11 @@ static curl_socket_t open_socket_cb(void *data, curlsocktype purpose,
             if (rt_cidr_contains(&r->allow[i], &a->addr))
                 break;
         if (i == r->nallow) {
-            const void *ip = a->family == AF_INET6
-                ? (const void *)&((struct sockaddr_in6 *)&a->addr)->sin6_addr
-                : (const void *)&((struct sockaddr_in *)&a->addr)->sin_addr;
+            const void *ip;
+            if (a->family == AF_INET6)
+                ip = &((struct sockaddr_in6 *)&a->addr)->sin6_addr;
+            else
+                ip = &((struct sockaddr_in *)&a->addr)->sin_addr;
             if (inet_ntop(a->family, ip, r->blocked, sizeof r->blocked) == NULL)
                 snprintf(r->blocked, sizeof r->blocked, "?");
             return CURL_SOCKET_BAD;
@@ -543,33 +544,33 @@ static curl_socket_t open_socket_cb(void *data, curlsocktype purpose,
     return socket(a->family, a->socktype, a->protocol);
 }
 
-/* The short word for a failed transfer (see rt_curl_result_t). */
-static const char *error_word(rt_curl_req_t *r, CURLcode rc)
+/* The code (rt_err.h) of a failed transfer (see rt_curl_result_t). */
+static int error_code(rt_curl_req_t *r, CURLcode rc)
 {
     long os_errno = 0;
     if (r->blocked[0] != '\0')
-        return "blocked address";
+        return RT_EBLOCKED;
     if (r->too_large || rc == CURLE_FILESIZE_EXCEEDED)
-        return "too large";
+        return RT_ETOO_LARGE;
     if (r->oom)
-        return "out of memory";
+        return RT_ENOMEM;
     switch (rc) {
     case CURLE_OPERATION_TIMEDOUT:
-        return "timeout";
+        return RT_ETIMEOUT;
     case CURLE_COULDNT_CONNECT:
-        if (curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno) ==
-                CURLE_OK && os_errno == ECONNREFUSED)
-            return "connection refused";
-        return "connect failed";
+        if (curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno) !=
+            CURLE_OK)
+            os_errno = 0;
+        return os_errno == ECONNREFUSED ? RT_EREFUSED : RT_ECONNECT;
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
-        return "cannot resolve";
+        return RT_ERESOLVE;
     case CURLE_UNSUPPORTED_PROTOCOL:
-        return "unsupported protocol";
+        return RT_EPROTOCOL;
     case CURLE_URL_MALFORMAT:
-        return "bad url";
+        return RT_EBAD_URL;
     case CURLE_TOO_MANY_REDIRECTS:
-        return "too many redirects";
+        return RT_EREDIRECTS;
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CERTPROBLEM:
@@ -584,17 +585,17 @@ static const char *error_word(rt_curl_req_t *r, CURLcode rc)
     case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
     case CURLE_SSL_INVALIDCERTSTATUS:
     case CURLE_SSL_CLIENTCERT:
-        return "tls error";
+        return RT_ETLS;
     case CURLE_GOT_NOTHING:
-        return "empty reply";
+        return RT_EEMPTY_REPLY;
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
     case CURLE_PARTIAL_FILE:
-        return "connection error";
+        return RT_ECONNECTION;
     case CURLE_OUT_OF_MEMORY:
-        return "out of memory";
+        return RT_ENOMEM;
     default:
-        return "request failed";
+        return RT_EFAILED;
     }
 }
 
@@ -604,26 +605,26 @@ static void append_errno(rt_curl_req_t *r)
 {
     long os_errno = 0;
     size_t len = strlen(r->errbuf);
-    if (curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno) !=
-            CURLE_OK || os_errno <= 0 || os_errno > INT_MAX)
+    if (curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno) != CURLE_OK ||
+        os_errno <= 0 || os_errno > INT_MAX)
         return;
     snprintf(r->errbuf + len, sizeof(r->errbuf) - len, " (%s)",
              uv_strerror(uv_translate_sys_error((int)os_errno)));
 }
 
-/* The error word of a finished transfer (NULL when it succeeded), with
- * its detail in r->errbuf. */
-static const char *finish_error(rt_curl_req_t *r, CURLcode rc)
+/* The error code of a finished transfer (0 when it succeeded), with its
+ * detail in r->errbuf. */
+static int finish_error(rt_curl_req_t *r, CURLcode rc)
 {
-    const char *word;
+    int code;
     size_t i;
     if (r->sock_failed && rc == CURLE_OK)
         rc = CURLE_COULDNT_CONNECT;
     if (rc == CURLE_OK && !r->sock_failed) {
         r->errbuf[0] = '\0';
-        return NULL;
+        return 0;
     }
-    word = error_word(r, rc);
+    code = error_code(r, rc);
     if (r->blocked[0] != '\0')
         snprintf(r->errbuf, sizeof(r->errbuf),
                  "refused to connect to %s, an internal address", r->blocked);
@@ -636,17 +637,15 @@ static const char *finish_error(rt_curl_req_t *r, CURLcode rc)
                  (unsigned long long)r->max_body);
     else if (r->too_large == 2)
         snprintf(r->errbuf, sizeof(r->errbuf),
-                 "response headers exceed %d bytes",
-                 RT_CURL_MAX_HEADER_BYTES);
+                 "response headers exceed %d bytes", RT_CURL_MAX_HEADER_BYTES);
     else if (r->errbuf[0] == '\0')
-        snprintf(r->errbuf, sizeof(r->errbuf), "%s",
-                 curl_easy_strerror(rc));
+        snprintf(r->errbuf, sizeof(r->errbuf), "%s", curl_easy_strerror(rc));
     i = strlen(r->errbuf); /* curl's messages may end in a newline */
     while (i > 0 && (r->errbuf[i - 1] == '\n' || r->errbuf[i - 1] == ' '))
         r->errbuf[--i] = '\0';
     if (rc == CURLE_COULDNT_CONNECT && !r->sock_failed && r->blocked[0] == '\0')
         append_errno(r);
-    return word;
+    return code;
 }
 
 /* Completes a finished transfer: removes it, calls back, frees it. A
@@ -662,7 +661,7 @@ static void req_finish(rt_curl_req_t *r, CURLcode rc)
     req_unlink(r);
     if (r->ev_cb != NULL) {
         r->end_error = finish_error(r, rc);
-        if (r->end_error == NULL)
+        if (r->end_error == 0)
             r->head_done = 1; /* e.g. a HEAD or 204: no body to wait for */
         r->ended = 1;
         list_add(&c->ended, r);
@@ -674,14 +673,14 @@ static void req_finish(rt_curl_req_t *r, CURLcode rc)
         CURLE_OK)
         res.status = 0;
     res.error = finish_error(r, rc);
-    if (res.error != NULL) {
+    if (res.error != 0) {
         res.message = r->errbuf;
         res.body = "";
     } else {
         if (r->nh > sizeof(small) / sizeof(small[0])) {
             hs = malloc(r->nh * sizeof(*hs));
             if (hs == NULL) {
-                res.error = "out of memory";
+                res.error = RT_ENOMEM;
                 res.message = "cannot collect the response headers";
                 res.body = "";
                 goto call;
@@ -773,7 +772,7 @@ static int name_is(const rt_curl_header_t *h, const char *name)
            strncasecmp(h->name, name, h->name_len) == 0;
 }
 
-/* Builds the curl header list. Returns 0, RT_CURL_EINVAL or ENOMEM. */
+/* Builds the curl header list. Returns 0, RT_EINVAL or ENOMEM. */
 static int build_headers(const rt_curl_opts_t *o, struct curl_slist **out,
                          const char **err)
 {
@@ -831,11 +830,11 @@ static int build_headers(const rt_curl_opts_t *o, struct curl_slist **out,
     return 0;
 fail_inval:
     curl_slist_free_all(list);
-    return RT_CURL_EINVAL;
+    return RT_EINVAL;
 fail_nomem:
     curl_slist_free_all(list);
     *err = "out of memory";
-    return RT_CURL_ENOMEM;
+    return RT_ENOMEM;
 }
 
 static long clamp_long(uint64_t v)
@@ -844,13 +843,11 @@ static long clamp_long(uint64_t v)
 }
 
 /* Sets the method and body options on easy. Returns a CURLcode. */
-static CURLcode set_method(CURL *e, const char *method,
-                           const rt_curl_opts_t *o)
+static CURLcode set_method(CURL *e, const char *method, const rt_curl_opts_t *o)
 {
     CURLcode rc = CURLE_OK;
     int needs_body = strcmp(method, "POST") == 0 ||
-                     strcmp(method, "PUT") == 0 ||
-                     strcmp(method, "PATCH") == 0;
+                     strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0;
 
     if (o->body != NULL || needs_body) {
         /* Size first: COPYPOSTFIELDS copies that many bytes. */
@@ -889,13 +886,13 @@ static int start(rt_curl_t *c, const rt_curl_opts_t *o, rt_curl_done_cb cb,
         *out = NULL;
     if (o->url == NULL) {
         *err = "missing url";
-        return RT_CURL_EINVAL;
+        return RT_EINVAL;
     }
     if (method == NULL)
         method = o->body ? "POST" : "GET";
     if (!is_token(method, strlen(method))) {
         *err = "invalid method";
-        return RT_CURL_EINVAL;
+        return RT_EINVAL;
     }
     r = calloc(1, sizeof(*r));
     if (r == NULL)
@@ -916,10 +913,10 @@ static int start(rt_curl_t *c, const rt_curl_opts_t *o, rt_curl_done_cb cb,
     r->data = data;
     r->max_body = o->max_body;
 
-#define SETOPT(opt, val)                                  \
-    do {                                                  \
-        if (curl_easy_setopt(e, opt, val) != CURLE_OK)    \
-            goto fail_setopt;                             \
+#define SETOPT(opt, val)                                                       \
+    do {                                                                       \
+        if (curl_easy_setopt(e, opt, val) != CURLE_OK)                         \
+            goto fail_setopt;                                                  \
     } while (0)
     SETOPT(CURLOPT_URL, o->url);
     SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
@@ -943,7 +940,8 @@ static int start(rt_curl_t *c, const rt_curl_opts_t *o, rt_curl_done_cb cb,
     if (o->max_body > 0 && strcmp(method, "HEAD") != 0)
         SETOPT(CURLOPT_MAXFILESIZE_LARGE,
                (curl_off_t)(o->max_body > (uint64_t)INT64_MAX
-                                ? INT64_MAX : (int64_t)o->max_body));
+                                ? INT64_MAX
+                                : (int64_t)o->max_body));
     SETOPT(CURLOPT_FOLLOWLOCATION, o->follow_redirects ? 1L : 0L);
     SETOPT(CURLOPT_MAXREDIRS, o->max_redirects < 0
                                   ? (long)RT_CURL_DEFAULT_REDIRECTS
@@ -988,7 +986,7 @@ fail_easy:
     free(r);
 fail_alloc:
     *err = "out of memory";
-    return RT_CURL_ENOMEM;
+    return RT_ENOMEM;
 }
 
 int rt_curl_start(rt_curl_t *c, const rt_curl_opts_t *o, rt_curl_done_cb cb,
@@ -1030,7 +1028,7 @@ size_t rt_curl_header_count(const rt_curl_req_t *r)
 int rt_curl_header(const rt_curl_req_t *r, size_t i, rt_curl_header_t *out)
 {
     if (!r->head_done || i >= r->nh)
-        return RT_CURL_EINVAL;
+        return RT_EINVAL;
     out->name = r->hbuf + r->hoff[i].name_off;
     out->name_len = r->hoff[i].name_len;
     out->value = r->hbuf + r->hoff[i].value_off;
@@ -1064,8 +1062,7 @@ void rt_curl_consume(rt_curl_req_t *r, size_t n)
         (void)uv_timer_start(&c->kick, kick_cb, 0, 0);
 }
 
-int rt_curl_ended(const rt_curl_req_t *r, const char **error,
-                  const char **message)
+int rt_curl_ended(const rt_curl_req_t *r, int *error, const char **message)
 {
     if (!r->ended)
         return 0;

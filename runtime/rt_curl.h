@@ -18,16 +18,16 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "rt_err.h"
 #include "rt_netaddr.h"
 
 typedef struct rt_curl rt_curl_t;
 typedef struct rt_curl_req rt_curl_req_t;
 
-/* Errors of rt_curl_start (negative; 0 is success). */
-enum {
-    RT_CURL_EINVAL = -1, /* bad option (the message says which) */
-    RT_CURL_ENOMEM = -2  /* out of memory, or curl refused the handle */
-};
+/* Errors are codes of rt_err.h (negative; 0 is success). Those of
+ * rt_curl_start and rt_curl_open: RT_EINVAL (a bad option: the message
+ * says which) and RT_ENOMEM (out of memory, or curl refused the handle).
+ */
 
 /* A header: a name and a value, not NUL-terminated. */
 typedef struct {
@@ -40,23 +40,23 @@ typedef struct {
 /* What to send. Every pointer needs to live only during rt_curl_start:
  * the engine copies what it keeps. */
 typedef struct {
-    const char *method;               /* NULL: "GET" (or "POST" if body) */
-    const char *url;                  /* NUL-terminated http(s) URL */
-    const rt_curl_header_t *headers;  /* request headers, nheaders of them */
+    const char *method;              /* NULL: "GET" (or "POST" if body) */
+    const char *url;                 /* NUL-terminated http(s) URL */
+    const rt_curl_header_t *headers; /* request headers, nheaders of them */
     size_t nheaders;
-    const char *body;                 /* NULL: no body */
+    const char *body; /* NULL: no body */
     size_t body_len;
-    uint64_t timeout_ms;              /* whole request; 0: none */
-    uint64_t connect_timeout_ms;      /* 0: curl's default (300 s) */
-    uint64_t max_body;                /* response body limit; 0: none */
-    int follow_redirects;             /* 0 (default): a 3xx is the answer */
-    long max_redirects;               /* with follow_redirects; <0: 5 */
-    int deny_internal;                /* refuse to connect to internal
+    uint64_t timeout_ms;         /* whole request; 0: none */
+    uint64_t connect_timeout_ms; /* 0: curl's default (300 s) */
+    uint64_t max_body;           /* response body limit; 0: none */
+    int follow_redirects;        /* 0 (default): a 3xx is the answer */
+    long max_redirects;          /* with follow_redirects; <0: 5 */
+    int deny_internal;           /* refuse to connect to internal
                                        * addresses (rt_netaddr.h), after
                                        * DNS, but those in allow */
-    const rt_cidr_t *allow;           /* nallow ranges (copied) */
+    const rt_cidr_t *allow;      /* nallow ranges (copied) */
     size_t nallow;
-    const char *ca_file;              /* PEM bundle of CAs trusted for
+    const char *ca_file; /* PEM bundle of CAs trusted for
                                        * https instead of the system's
                                        * (self-signed engines); NULL:
                                        * the system's */
@@ -64,24 +64,23 @@ typedef struct {
 
 /* What came back. Pointers are valid only during the callback. */
 typedef struct {
-    /* NULL on success (any HTTP status is a success), else a short word:
-     * "timeout", "connection refused", "connect failed", "cannot resolve",
-     * "too large", "tls error", "unsupported protocol", "bad url",
-     * "too many redirects", "empty reply", "connection error",
-     * "blocked address" (deny_internal), "out of memory",
-     * "request failed". */
-    const char *error;
-    const char *message;              /* curl's detail; "" on success */
-    long status;                      /* HTTP status of the last response */
-    const rt_curl_header_t *headers;  /* of the last response, in order */
+    /* 0 on success (any HTTP status is a success), else a code of
+     * rt_err.h: RT_ETIMEOUT, RT_EREFUSED, RT_ECONNECT, RT_ERESOLVE,
+     * RT_ETOO_LARGE, RT_ETLS, RT_EPROTOCOL, RT_EBAD_URL, RT_EREDIRECTS,
+     * RT_EEMPTY_REPLY, RT_ECONNECTION, RT_EBLOCKED (deny_internal),
+     * RT_ENOMEM, RT_EFAILED. */
+    int error;
+    const char *message;             /* curl's detail; "" on success */
+    long status;                     /* HTTP status of the last response */
+    const rt_curl_header_t *headers; /* of the last response, in order */
     size_t nheaders;
-    const char *body;                 /* never NULL; body_len bytes */
+    const char *body; /* never NULL; body_len bytes */
     size_t body_len;
 } rt_curl_result_t;
 
 /* Called once when the request ends. req is freed when it returns. */
-typedef void (*rt_curl_done_cb)(rt_curl_req_t *req,
-                                const rt_curl_result_t *res, void *data);
+typedef void (*rt_curl_done_cb)(rt_curl_req_t *req, const rt_curl_result_t *res,
+                                void *data);
 
 /* Creates an engine on loop. Returns NULL when out of memory or when curl
  * cannot be initialised. The engine holds no active handle while idle, so
@@ -95,8 +94,8 @@ rt_curl_t *rt_curl_new(uv_loop_t *loop);
 void rt_curl_close(rt_curl_t *c);
 
 /* Starts a request. On success returns 0 and sets *out (may be NULL if the
- * caller does not need to abort). On failure returns RT_CURL_EINVAL or
- * RT_CURL_ENOMEM, sets *err to a static message (when err is not NULL),
+ * caller does not need to abort). On failure returns RT_EINVAL or
+ * RT_ENOMEM, sets *err to a static message (when err is not NULL),
  * and cb is never called. */
 int rt_curl_start(rt_curl_t *c, const rt_curl_opts_t *o, rt_curl_done_cb cb,
                   void *data, rt_curl_req_t **out, const char **err);
@@ -146,7 +145,7 @@ typedef void (*rt_curl_event_cb)(rt_curl_req_t *req, rt_curl_event_t ev,
 #define RT_CURL_STREAM_BUFFER (256 * 1024)
 
 /* Starts a streamed request. On success returns 0 and sets *out (which
- * must not be NULL). On failure returns RT_CURL_EINVAL or RT_CURL_ENOMEM,
+ * must not be NULL). On failure returns RT_EINVAL or RT_ENOMEM,
  * sets *err, and cb is never called. */
 int rt_curl_open(rt_curl_t *c, const rt_curl_opts_t *o, size_t buffer_bytes,
                  rt_curl_event_cb cb, void *data, rt_curl_req_t **out,
@@ -157,7 +156,7 @@ long rt_curl_status(const rt_curl_req_t *req);
 
 /* Headers of the final response, in order. Pointers are valid until the
  * next event or rt_curl_consume (trailers may be appended). rt_curl_header
- * returns 0, or RT_CURL_EINVAL when i is out of range. */
+ * returns 0, or RT_EINVAL when i is out of range. */
 size_t rt_curl_header_count(const rt_curl_req_t *req);
 int rt_curl_header(const rt_curl_req_t *req, size_t i, rt_curl_header_t *out);
 
@@ -170,10 +169,9 @@ const char *rt_curl_body(const rt_curl_req_t *req, size_t *len);
 void rt_curl_consume(rt_curl_req_t *req, size_t n);
 
 /* 1 once the transfer has ended (END was or is about to be delivered),
- * else 0. When ended, *error is NULL for a complete response, or the
- * short word of rt_curl_result_t, and *message curl's detail ("" when
- * none); both stay valid until the request is released. */
-int rt_curl_ended(const rt_curl_req_t *req, const char **error,
-                  const char **message);
+ * else 0. When ended, *error is 0 for a complete response, or the code
+ * of rt_curl_result_t, and *message curl's detail ("" when none), valid
+ * until the request is released. */
+int rt_curl_ended(const rt_curl_req_t *req, int *error, const char **message);
 
 #endif

@@ -61,9 +61,9 @@
 
 typedef enum {
     RT_SRV_OPEN = 0,
-    RT_SRV_CLOSING,  /* listener closed, in-flight work finishing */
-    RT_SRV_HARD,     /* grace over: pending requests answered 503 */
-    RT_SRV_FINISHED  /* context disposed; waiting for the timer to close */
+    RT_SRV_CLOSING, /* listener closed, in-flight work finishing */
+    RT_SRV_HARD,    /* grace over: pending requests answered 503 */
+    RT_SRV_FINISHED /* context disposed; waiting for the timer to close */
 } rt_srv_state_t;
 
 /* An accepted connection. h2o owns the socket and calls on_conn_close
@@ -74,7 +74,7 @@ typedef struct rt_http_conn {
     struct rt_http_conn *prev, *next; /* in srv->conns */
     uint8_t peer[16];                 /* counted in srv->per_client */
     int counted;
-    int linger_fd;                    /* a duplicate of the socket, or -1:
+    int linger_fd; /* a duplicate of the socket, or -1:
                                        * see rt__linger */
 } rt_http_conn_t;
 
@@ -86,37 +86,37 @@ typedef struct {
 
 struct rt_http_server {
     uv_loop_t *loop;
-    h2o_globalconf_t config;       /* owns hosts, paths and the handler */
-    h2o_context_t ctx;             /* owns h2o's timers and async handle */
+    h2o_globalconf_t config; /* owns hosts, paths and the handler */
+    h2o_context_t ctx;       /* owns h2o's timers and async handle */
     h2o_accept_ctx_t accept_ctx;
     h2o_timeout_t ws_close_timeout; /* peers that never answer a close */
     h2o_timeout_t ws_flush_timeout; /* re-checks a close waiting on sends */
     uv_tcp_t listener;
-    rt_addrcount_t per_client;     /* open connections by peer address */
-    size_t nofile;                 /* RLIMIT_NOFILE: lingering needs a
+    rt_addrcount_t per_client; /* open connections by peer address */
+    size_t nofile;             /* RLIMIT_NOFILE: lingering needs a
                                     * second descriptor per connection */
-    uv_timer_t ticker;             /* sweeps while closing, then finishes */
-    uv_prepare_t flusher;          /* writes dirty WebSockets before poll */
-    struct rt_http_ws **dirty;     /* WebSockets with output to write (a */
-    size_t ndirty, dirty_cap;      /* reference each), see rt__ws_defer */
-    int h2o_ready;                 /* config and context initialised */
-    int listening;                 /* the listener is not closed yet */
-    int open_handles;              /* uv handles not yet closed; the struct
+    uv_timer_t ticker;         /* sweeps while closing, then finishes */
+    uv_prepare_t flusher;      /* writes dirty WebSockets before poll */
+    struct rt_http_ws **dirty; /* WebSockets with output to write (a */
+    size_t ndirty, dirty_cap;  /* reference each), see rt__ws_defer */
+    int h2o_ready;             /* config and context initialised */
+    int listening;             /* the listener is not closed yet */
+    int open_handles;          /* uv handles not yet closed; the struct
                                     * is freed when this drops to 0 */
     rt_srv_state_t state;
-    uint64_t hard_at, kill_at;     /* loop times of the close phases */
+    uint64_t hard_at, kill_at; /* loop times of the close phases */
     int killed;
-    rt_http_opts_t opts;           /* with defaults filled in */
-    char *host;                    /* copy of opts.host */
+    rt_http_opts_t opts; /* with defaults filled in */
+    char *host;          /* copy of opts.host */
     int port;
     rt_http_request_cb on_request;
     void *data;
     rt_http_closed_cb on_closed;
     void *closed_data;
     rt_http_stats_t stats;
-    rt_http_conn_t *conns;         /* accepted and not closed */
-    rt_http_req_t *reqs;           /* handles whose h2o_req_t is alive */
-    rt_http_ws_t *wss;             /* WebSockets not closed */
+    rt_http_conn_t *conns; /* accepted and not closed */
+    rt_http_req_t *reqs;   /* handles whose h2o_req_t is alive */
+    rt_http_ws_t *wss;     /* WebSockets not closed */
 };
 
 struct rt_http_req {
@@ -132,32 +132,32 @@ struct rt_http_req {
     rt_http_stream_cb scb; /* NULL once ended, released or closed */
     void *sud;
     int streaming;
-    int no_body;           /* HEAD, 204, 304: complete with the head */
+    int no_body;             /* HEAD, 204, 304: complete with the head */
     h2o_send_state_t ending; /* IN_PROGRESS until ended: FINAL or ERROR */
-    int inflight;          /* an h2o_send is being written */
-    int final_sent;        /* the last h2o_send went out */
-    char *out, *sending;   /* queued bytes; the bytes of the write */
+    int inflight;            /* an h2o_send is being written */
+    int final_sent;          /* the last h2o_send went out */
+    char *out, *sending;     /* queued bytes; the bytes of the write */
     size_t out_len, out_cap, sending_len, sending_cap;
 };
 
 struct rt_http_ws {
-    rt_http_server_t *srv;       /* valid while conn != NULL */
-    h2o_websocket_conn_t *conn;  /* NULL once closed */
-    rt_http_ws_cb cb;            /* NULL once released by the caller */
+    rt_http_server_t *srv;      /* valid while conn != NULL */
+    h2o_websocket_conn_t *conn; /* NULL once closed */
+    rt_http_ws_cb cb;           /* NULL once released by the caller */
     void *ud;
-    int refs;                    /* the caller's and the engine's (open) */
-    int in_cb;                   /* inside wslay's message callback */
-    int closing;                 /* close asked for: no more sends */
-    int batching;                /* in our wslay_event_send: hold output */
-    int dirty;                   /* in srv->dirty */
-    uint16_t close_code;         /* close frame not queued yet (0: queued) */
+    int refs;            /* the caller's and the engine's (open) */
+    int in_cb;           /* inside wslay's message callback */
+    int closing;         /* close asked for: no more sends */
+    int batching;        /* in our wslay_event_send: hold output */
+    int dirty;           /* in srv->dirty */
+    uint16_t close_code; /* close frame not queued yet (0: queued) */
     h2o_timeout_entry_t close_entry; /* linked while closing */
     h2o_timeout_entry_t flush_entry; /* linked while messages go out first */
     /* Output coalescing (see rt__ws_send_cb): bytes wslay produced while a
      * write was in flight, and the buffer of the write in flight. */
     char *out, *inflight;
     size_t out_len, out_cap, inflight_len;
-    struct rt_http_ws *prev, *next;  /* in srv->wss while conn != NULL */
+    struct rt_http_ws *prev, *next; /* in srv->wss while conn != NULL */
 };
 
 static void rt__maybe_finish(rt_http_server_t *srv);
@@ -187,6 +187,8 @@ static void rt__ws_closed(rt_http_ws_t *ws);
 
 static const char *rt__reason(int status)
 {
+    /* A table: one line a status. */
+    /* clang-format off */
     switch (status) {
     case 200: return "OK";
     case 201: return "Created";
@@ -222,6 +224,7 @@ static const char *rt__reason(int status)
     case 504: return "Gateway Timeout";
     default: break;
     }
+    /* clang-format on */
     if (status < 300)
         return "OK";
     if (status < 400)
@@ -262,8 +265,8 @@ static void rt__send_error(h2o_req_t *req, int status, const char *code,
     req->res.status = status;
     req->res.reason = rt__reason(status);
     req->res.content_length = body.len;
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE,
-                   NULL, H2O_STRLIT("application/json"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("application/json"));
     h2o_start_response(req, &gen);
     if (h2o_memis(req->input.method.base, req->input.method.len,
                   H2O_STRLIT("HEAD")))
@@ -363,8 +366,8 @@ static int rt__conflicting_lengths(h2o_req_t *req)
             continue;
         for (v = p + 15; v < eol && (*v == ' ' || *v == '\t'); v++)
             ;
-        for (ve = eol; ve > v && (ve[-1] == '\r' || ve[-1] == ' ' ||
-                                  ve[-1] == '\t');
+        for (ve = eol;
+             ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t');
              ve--)
             ;
         if (first == NULL) {
@@ -424,7 +427,7 @@ int rt_http_req_info(const rt_http_req_t *h, rt_http_req_info_t *info)
     const char *q;
 
     if (req == NULL)
-        return RT_HTTP_EGONE;
+        return RT_ECLOSED;
     memset(info, 0, sizeof(*info));
     info->method = req->input.method.base;
     info->method_len = req->input.method.len;
@@ -443,8 +446,8 @@ int rt_http_req_info(const rt_http_req_t *h, rt_http_req_info_t *info)
     info->version = req->version;
     {
         const char *key = NULL;
-        info->websocket =
-            h2o_is_websocket_handshake(req, &key) == 0 && key != NULL;
+        info->websocket = h2o_is_websocket_handshake(req, &key) == 0 &&
+                          key != NULL;
     }
     sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
     if (sl > 0 && ss.ss_family == AF_INET) {
@@ -508,8 +511,7 @@ size_t rt_http_req_header_count(const rt_http_req_t *h)
     return n + req->headers.size;
 }
 
-int rt_http_req_header(const rt_http_req_t *h, size_t i,
-                       rt_http_header_t *out)
+int rt_http_req_header(const rt_http_req_t *h, size_t i, rt_http_header_t *out)
 {
     h2o_req_t *req = h->req;
     rt_http_header_t extra[3];
@@ -517,13 +519,13 @@ int rt_http_req_header(const rt_http_req_t *h, size_t i,
     const h2o_header_t *e;
 
     if (req == NULL)
-        return RT_HTTP_EGONE;
+        return RT_ECLOSED;
     if (i >= req->headers.size) {
         /* Extras come last so the common loop needs no allocation. */
         i -= req->headers.size;
         nextra = rt__extra_headers(req, extra);
         if (i >= nextra)
-            return RT_HTTP_EINVAL;
+            return RT_EINVAL;
         *out = extra[i];
         return 0;
     }
@@ -572,32 +574,32 @@ static int rt__skip_header(const char *lc, size_t n)
            (n == 10 && memcmp(lc, "connection", 10) == 0);
 }
 
-/* Checks what rt__set_head will set. Returns 0, RT_HTTP_EGONE,
- * RT_HTTP_EANSWERED or RT_HTTP_EINVAL (with *err when err is not NULL). */
+/* Checks what rt__set_head will set. Returns 0, RT_ECLOSED,
+ * RT_EANSWERED or RT_EINVAL (with *err when err is not NULL). */
 static int rt__check_head(const rt_http_req_t *h, int status,
                           const rt_http_header_t *headers, size_t nheaders,
                           const char **err)
 {
     size_t i;
     if (h->req == NULL)
-        return RT_HTTP_EGONE;
+        return RT_ECLOSED;
     if (h->answered)
-        return RT_HTTP_EANSWERED;
+        return RT_EANSWERED;
     if (status < 200 || status > 599) {
         if (err)
             *err = "status must be 200..599";
-        return RT_HTTP_EINVAL;
+        return RT_EINVAL;
     }
     for (i = 0; i < nheaders; i++) {
         if (!rt__valid_name(headers[i].name, headers[i].name_len)) {
             if (err)
                 *err = "invalid header name";
-            return RT_HTTP_EINVAL;
+            return RT_EINVAL;
         }
         if (!rt__valid_value(headers[i].value, headers[i].value_len)) {
             if (err)
                 *err = "invalid header value (CR, LF or NUL)";
-            return RT_HTTP_EINVAL;
+            return RT_EINVAL;
         }
     }
     return 0;
@@ -627,8 +629,7 @@ static int rt__set_head(rt_http_req_t *h, int status,
             continue;
         h2o_add_header_by_str(
             &req->pool, &req->res.headers, name, headers[i].name_len, 1, NULL,
-            h2o_strdup(&req->pool, headers[i].value, headers[i].value_len)
-                .base,
+            h2o_strdup(&req->pool, headers[i].value, headers[i].value_len).base,
             headers[i].value_len);
     }
     if (srv->state != RT_SRV_OPEN)
@@ -651,8 +652,8 @@ int rt_http_req_respond(rt_http_req_t *h, int status,
     if (rc != 0)
         return rc;
     no_body = rt__set_head(h, status, headers, nheaders);
-    req->res.content_length =
-        (status == 204 || status == 304) ? SIZE_MAX : body_len;
+    req->res.content_length = (status == 204 || status == 304) ? SIZE_MAX
+                                                               : body_len;
     h2o_start_response(req, &gen);
     if (no_body || body_len == 0) {
         h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
@@ -755,21 +756,21 @@ int rt_http_req_stream(rt_http_req_t *h, int status,
 int rt_http_stream_write(rt_http_req_t *h, const char *data, size_t len)
 {
     if (!h->streaming)
-        return RT_HTTP_EINVAL;
+        return RT_EINVAL;
     if (h->req == NULL || h->ending != H2O_SEND_STATE_IN_PROGRESS)
-        return RT_HTTP_ECLOSED;
+        return RT_ECLOSED;
     if (len == 0)
         return 0;
     if (len > h->out_cap - h->out_len) {
         size_t cap = h->out_cap ? h->out_cap : 4096;
         char *nb;
         if (len > SIZE_MAX / 4 - h->out_len)
-            return RT_HTTP_ENOMEM;
+            return RT_ENOMEM;
         while (cap < h->out_len + len)
             cap *= 2;
         nb = realloc(h->out, cap);
         if (nb == NULL)
-            return RT_HTTP_ENOMEM;
+            return RT_ENOMEM;
         h->out = nb;
         h->out_cap = cap;
     }
@@ -790,10 +791,10 @@ size_t rt_http_stream_queued(const rt_http_req_t *h)
 int rt_http_stream_end(rt_http_req_t *h, int ok)
 {
     if (!h->streaming)
-        return RT_HTTP_EINVAL;
+        return RT_EINVAL;
     h->scb = NULL;
     if (h->req == NULL || h->ending != H2O_SEND_STATE_IN_PROGRESS)
-        return RT_HTTP_ECLOSED;
+        return RT_ECLOSED;
     h->ending = ok ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_ERROR;
     rt__stream_pump(h);
     return 0;
@@ -868,8 +869,7 @@ static void rt__ws_closed(rt_http_ws_t *ws)
 /* The peer did not answer our close frame in time. */
 static void rt__ws_close_timeout(h2o_timeout_entry_t *entry)
 {
-    rt_http_ws_t *ws = H2O_STRUCT_FROM_MEMBER(rt_http_ws_t, close_entry,
-                                              entry);
+    rt_http_ws_t *ws = H2O_STRUCT_FROM_MEMBER(rt_http_ws_t, close_entry, entry);
     if (ws->conn != NULL)
         rt__shutdown_sock(ws->conn->sock, SHUT_RDWR);
 }
@@ -987,9 +987,8 @@ static void rt__ws_defer(rt_http_ws_t *ws)
  * h2o closes a socket that is done reading as soon as it is not writing.
  * What comes while an h2o write is in flight is written when it
  * completes. */
-static ssize_t rt__ws_send_cb(wslay_event_context_ptr ctx,
-                              const uint8_t *data, size_t len, int flags,
-                              void *user)
+static ssize_t rt__ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data,
+                              size_t len, int flags, void *user)
 {
     h2o_websocket_conn_t *conn = user;
     rt_http_ws_t *ws = conn->data;
@@ -1070,24 +1069,24 @@ rt_http_ws_t *rt_http_req_websocket(rt_http_req_t *h, rt_http_ws_cb cb,
     const char *key = NULL;
 
     if (req == NULL) {
-        *rc = RT_HTTP_EGONE;
+        *rc = RT_ECLOSED;
         return NULL;
     }
     if (h->answered) {
-        *rc = RT_HTTP_EANSWERED;
+        *rc = RT_EANSWERED;
         return NULL;
     }
     if (h2o_is_websocket_handshake(req, &key) != 0 || key == NULL) {
-        *rc = RT_HTTP_EINVAL;
+        *rc = RT_ENOT_WEBSOCKET;
         return NULL;
     }
     if (srv->state != RT_SRV_OPEN) {
-        *rc = RT_HTTP_ECLOSED;
+        *rc = RT_ECLOSED;
         return NULL;
     }
     ws = calloc(1, sizeof(*ws));
     if (ws == NULL) {
-        *rc = RT_HTTP_ENOMEM;
+        *rc = RT_ENOMEM;
         return NULL;
     }
     ws->srv = srv;
@@ -1107,36 +1106,34 @@ rt_http_ws_t *rt_http_req_websocket(rt_http_req_t *h, rt_http_ws_cb cb,
         cbs.send_callback = rt__ws_send_cb;
         wslay_event_config_set_callbacks(ws->conn->ws_ctx, &cbs);
     }
-    wslay_event_config_set_max_recv_msg_length(
-        ws->conn->ws_ctx, srv->opts.ws_max_message_bytes);
+    wslay_event_config_set_max_recv_msg_length(ws->conn->ws_ctx,
+                                               srv->opts.ws_max_message_bytes);
     *rc = 0;
     return ws;
 }
 
-int rt_http_ws_send(rt_http_ws_t *ws, int binary, const char *data,
-                    size_t len)
+int rt_http_ws_send(rt_http_ws_t *ws, int binary, const char *data, size_t len)
 {
     struct wslay_event_msg msg;
     size_t queued;
     int rc;
 
     if (ws->conn == NULL || ws->closing)
-        return RT_HTTP_ECLOSED;
-    queued = wslay_event_get_queued_msg_length(ws->conn->ws_ctx) +
-             ws->out_len;
+        return RT_ECLOSED;
+    queued = wslay_event_get_queued_msg_length(ws->conn->ws_ctx) + ws->out_len;
     if (queued > 0 && queued + len > ws->srv->opts.ws_max_queued_bytes)
-        return RT_HTTP_EBACKPRESSURE;
+        return RT_EBACKPRESSURE;
     msg.opcode = binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME;
     msg.msg = (const uint8_t *)data;
     msg.msg_length = len;
     rc = wslay_event_queue_msg(ws->conn->ws_ctx, &msg);
     if (rc == WSLAY_ERR_NOMEM)
-        return RT_HTTP_ENOMEM;
+        return RT_ENOMEM;
     if (rc != 0)
-        return RT_HTTP_ECLOSED; /* wslay refuses after a close frame */
+        return RT_ECLOSED; /* wslay refuses after a close frame */
     ws->srv->stats.bytes_out += len;
     rt__ws_proceed(ws); /* may close the socket and call back CLOSED */
-    return ws->conn == NULL ? RT_HTTP_ECLOSED : 0;
+    return ws->conn == NULL ? RT_ECLOSED : 0;
 }
 
 /* Queues the close frame now. Fails only when a close frame was already
@@ -1153,8 +1150,7 @@ static void rt__ws_queue_close(rt_http_ws_t *ws)
  * waits until they are written (or the close timeout ends it all). */
 static void rt__ws_flush_check(h2o_timeout_entry_t *entry)
 {
-    rt_http_ws_t *ws = H2O_STRUCT_FROM_MEMBER(rt_http_ws_t, flush_entry,
-                                              entry);
+    rt_http_ws_t *ws = H2O_STRUCT_FROM_MEMBER(rt_http_ws_t, flush_entry, entry);
     if (ws->conn == NULL || ws->close_code == 0)
         return;
     if (wslay_event_get_queued_msg_count(ws->conn->ws_ctx) > 0) {
@@ -1341,7 +1337,7 @@ static void on_rejected_close(uv_handle_t *handle)
 }
 
 #define RT_HTTP_BUSY_BODY                                                      \
-    "{\"error\":{\"code\":\"unavailable\","                                  \
+    "{\"error\":{\"code\":\"unavailable\","                                    \
     "\"message\":\"too many connections\"}}"
 _Static_assert(sizeof(RT_HTTP_BUSY_BODY) - 1 == 65, "fix Content-Length");
 static const char rt__busy_response[] = "HTTP/1.1 503 Service Unavailable\r\n"
@@ -1350,7 +1346,7 @@ static const char rt__busy_response[] = "HTTP/1.1 503 Service Unavailable\r\n"
                                         "Content-Length: 65\r\n"
                                         "\r\n" RT_HTTP_BUSY_BODY;
 #define RT_HTTP_CLIENT_BODY                                                    \
-    "{\"error\":{\"code\":\"too_many_requests\","                             \
+    "{\"error\":{\"code\":\"too_many_requests\","                              \
     "\"message\":\"too many connections from this address\"}}"
 _Static_assert(sizeof(RT_HTTP_CLIENT_BODY) - 1 == 89, "fix Content-Length");
 static const char rt__client_response[] = "HTTP/1.1 429 Too Many Requests\r\n"
@@ -1519,8 +1515,8 @@ static int rt__listen(rt_http_server_t *srv, int *inited, char *errbuf,
     if (srv->opts.reuseport) {
         int one = 1;
         rc = uv_fileno((uv_handle_t *)&srv->listener, &fd);
-        if (rc == 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one,
-                                  sizeof(one)) != 0)
+        if (rc == 0 &&
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
             rc = UV_EINVAL;
         if (rc < 0) {
             snprintf(errbuf, errlen, "cannot set SO_REUSEPORT");
@@ -1591,7 +1587,7 @@ rt_http_server_t *rt_http_server_new(uv_loop_t *loop, const rt_http_opts_t *o,
                     (void)getrlimit(RLIMIT_NOFILE, &rl);
             }
             srv->nofile = rl.rlim_cur == RLIM_INFINITY ? (size_t)-1
-                                                        : (size_t)rl.rlim_cur;
+                                                       : (size_t)rl.rlim_cur;
         }
     }
     srv->host = strdup(srv->opts.host);
@@ -1627,8 +1623,8 @@ rt_http_server_t *rt_http_server_new(uv_loop_t *loop, const rt_http_opts_t *o,
     hostconf = h2o_config_register_host(
         &srv->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     /* On the fallback path: every request-target reaches on_req. */
-    handler = (rt_http_handler_t *)h2o_create_handler(
-        &hostconf->fallback_path, sizeof(*handler));
+    handler = (rt_http_handler_t *)h2o_create_handler(&hostconf->fallback_path,
+                                                      sizeof(*handler));
     handler->super.on_req = on_req;
     handler->srv = srv;
     h2o_context_init(&srv->ctx, loop, &srv->config);
@@ -1681,8 +1677,7 @@ static int rt__sweep_one(h2o_req_t *req, void *data)
 {
     (void)data;
     if (req->version == 0)
-        rt__shutdown_sock(req->conn->callbacks->get_socket(req->conn),
-                          SHUT_RD);
+        rt__shutdown_sock(req->conn->callbacks->get_socket(req->conn), SHUT_RD);
     return 0;
 }
 

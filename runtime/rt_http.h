@@ -38,36 +38,34 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "rt_err.h"
+
 typedef struct rt_http_server rt_http_server_t;
 typedef struct rt_http_req rt_http_req_t;
 typedef struct rt_http_ws rt_http_ws_t;
 
-/* Errors (negative; 0 is success). */
-enum {
-    RT_HTTP_EINVAL = -1,       /* bad argument (the message says which) */
-    RT_HTTP_ENOMEM = -2,       /* out of memory */
-    RT_HTTP_EGONE = -3,        /* the request's connection is gone */
-    RT_HTTP_EANSWERED = -4,    /* the request was already answered */
-    RT_HTTP_ECLOSED = -5,      /* the WebSocket (or server) is closed */
-    RT_HTTP_EBACKPRESSURE = -6 /* the WebSocket's send queue is full */
-};
+/* Errors are codes of rt_err.h (negative; 0 is success): RT_EINVAL (bad
+ * argument: the message says which), RT_ENOMEM, RT_ECLOSED (the request's
+ * connection is gone, or the WebSocket or server is closed), RT_EANSWERED
+ * (the request was already answered), RT_EBACKPRESSURE (the WebSocket's
+ * send queue is full), RT_ENOT_WEBSOCKET (not a handshake). */
 
 /* Options. Zero means "the default" for every field. */
 typedef struct {
-    const char *host;           /* numeric address or name; "127.0.0.1" */
-    int port;                   /* 0: any free port (see rt_http_port) */
-    int reuseport;              /* SO_REUSEPORT: N processes, one port */
-    int backlog;                /* listen backlog; 511 */
-    size_t max_body_bytes;      /* larger request bodies: 413; 1 MiB */
-    size_t max_header_bytes;    /* request line + headers: 431; 64 KiB */
+    const char *host;              /* numeric address or name; "127.0.0.1" */
+    int port;                      /* 0: any free port (see rt_http_port) */
+    int reuseport;                 /* SO_REUSEPORT: N processes, one port */
+    int backlog;                   /* listen backlog; 511 */
+    size_t max_body_bytes;         /* larger request bodies: 413; 1 MiB */
+    size_t max_header_bytes;       /* request line + headers: 431; 64 KiB */
     uint64_t request_timeout_ms;   /* whole request / keep-alive idle;
                                     * 10000 */
-    size_t max_connections;     /* open connections (WebSockets too);
+    size_t max_connections;        /* open connections (WebSockets too);
                                  * 10000 */
     size_t max_client_connections; /* of them, from one address: one
                                     * client must not lock the others
                                     * out; 2048 */
-    size_t ws_max_queued_bytes; /* outbound bytes queued per WebSocket
+    size_t ws_max_queued_bytes;    /* outbound bytes queued per WebSocket
                                  * before send fails; 1 MiB */
     size_t ws_max_message_bytes;   /* inbound message limit (close 1009);
                                     * 1 MiB */
@@ -86,8 +84,8 @@ typedef struct {
     uint64_t client_rejected;      /* over max_client_connections */
     uint64_t websockets_total;
     uint64_t websockets_active;
-    uint64_t bytes_in;             /* request bodies + WebSocket messages */
-    uint64_t bytes_out;            /* response bodies + WebSocket messages */
+    uint64_t bytes_in;  /* request bodies + WebSocket messages */
+    uint64_t bytes_out; /* response bodies + WebSocket messages */
 } rt_http_stats_t;
 
 /* A header: a name and a value, not NUL-terminated. */
@@ -103,15 +101,15 @@ typedef struct {
 typedef struct {
     const char *method;
     size_t method_len;
-    const char *path;  /* raw request-target before '?', not decoded */
+    const char *path; /* raw request-target before '?', not decoded */
     size_t path_len;
     const char *query; /* raw text after '?'; "" when there is none */
     size_t query_len;
-    const char *body;  /* "" when there is none */
+    const char *body; /* "" when there is none */
     size_t body_len;
-    int version;       /* 0x100 (HTTP/1.0) or 0x101 (HTTP/1.1) */
-    int websocket;     /* 1 if this is a WebSocket handshake */
-    char remote[46];   /* peer address ("127.0.0.1", "::1"), "" unknown */
+    int version;     /* 0x100 (HTTP/1.0) or 0x101 (HTTP/1.1) */
+    int websocket;   /* 1 if this is a WebSocket handshake */
+    char remote[46]; /* peer address ("127.0.0.1", "::1"), "" unknown */
     int remote_port;
 } rt_http_req_info_t;
 
@@ -151,12 +149,12 @@ void rt_http_server_close(rt_http_server_t *srv, uint64_t grace_ms,
  * again (later requests get 503). For owners that go away first. */
 void rt_http_server_detach(rt_http_server_t *srv);
 
-/* Fills *info. Returns 0, or RT_HTTP_EGONE when the request is gone. */
+/* Fills *info. Returns 0, or RT_ECLOSED when the request is gone. */
 int rt_http_req_info(const rt_http_req_t *req, rt_http_req_info_t *info);
 
 /* Number of request headers (host, content-length and upgrade included,
  * names in lower case) and the i-th one. rt_http_req_header returns 0, or
- * RT_HTTP_EGONE / RT_HTTP_EINVAL (i out of range). */
+ * RT_ECLOSED / RT_EINVAL (i out of range). */
 size_t rt_http_req_header_count(const rt_http_req_t *req);
 int rt_http_req_header(const rt_http_req_t *req, size_t i,
                        rt_http_header_t *out);
@@ -164,7 +162,7 @@ int rt_http_req_header(const rt_http_req_t *req, size_t i,
 /* Answers the request: status 200..599, headers (names are sent in lower
  * case; content-length, transfer-encoding and connection are h2o's and
  * are skipped), and a body (copied; not sent for HEAD, 204 and 304).
- * Returns 0, RT_HTTP_EGONE, RT_HTTP_EANSWERED or RT_HTTP_EINVAL (bad
+ * Returns 0, RT_ECLOSED, RT_EANSWERED or RT_EINVAL (bad
  * status, header name or a CR/LF/NUL in a value; *err says which, when
  * err is not NULL). Nothing is sent on error. */
 int rt_http_req_respond(rt_http_req_t *req, int status,
@@ -187,7 +185,7 @@ void rt_http_req_release(rt_http_req_t *req);
  * too much is queued for a slow client. RT_HTTP_STREAM_CLOSED says the
  * client went away (noticed when a write fails: HTTP/1 does not read the
  * socket while it answers) or the server cut the stream at the end of a
- * graceful close; later writes fail with RT_HTTP_ECLOSED. The callback is
+ * graceful close; later writes fail with RT_ECLOSED. The callback is
  * never called after rt_http_stream_end or release; it may be called from
  * inside rt_http_server_close (hard stop). */
 typedef enum {
@@ -195,18 +193,18 @@ typedef enum {
     RT_HTTP_STREAM_CLOSED = 2    /* the stream is gone; no more events */
 } rt_http_stream_event_t;
 
-typedef void (*rt_http_stream_cb)(rt_http_req_t *req,
-                                  rt_http_stream_event_t ev, void *ud);
+typedef void (*rt_http_stream_cb)(rt_http_req_t *req, rt_http_stream_event_t ev,
+                                  void *ud);
 
 /* Starts a streamed response (status, headers as rt_http_req_respond; the
- * head is sent at once). Returns 0, RT_HTTP_EGONE, RT_HTTP_EANSWERED or
- * RT_HTTP_EINVAL (*err says why). The caller keeps its reference. */
+ * head is sent at once). Returns 0, RT_ECLOSED, RT_EANSWERED or
+ * RT_EINVAL (*err says why). The caller keeps its reference. */
 int rt_http_req_stream(rt_http_req_t *req, int status,
                        const rt_http_header_t *headers, size_t nheaders,
                        rt_http_stream_cb cb, void *ud, const char **err);
 
-/* Queues len bytes (copied). Returns 0, RT_HTTP_ECLOSED (the client is
- * gone, or the stream was ended), RT_HTTP_ENOMEM, or RT_HTTP_EINVAL (not
+/* Queues len bytes (copied). Returns 0, RT_ECLOSED (the client is
+ * gone, or the stream was ended), RT_ENOMEM, or RT_EINVAL (not
  * a streamed response). A response without a body (HEAD, 204, 304) is
  * complete with its head: writing to it (and ending it) is ECLOSED. */
 int rt_http_stream_write(rt_http_req_t *req, const char *data, size_t len);
@@ -217,7 +215,7 @@ size_t rt_http_stream_queued(const rt_http_req_t *req);
 /* Ends the stream after what is queued: ok = 1 completes the body (the
  * last chunk), ok = 0 cuts it (a broken chunk, then the connection is
  * closed), so the client knows the body is incomplete. Returns 0,
- * RT_HTTP_ECLOSED (already gone or ended) or RT_HTTP_EINVAL. */
+ * RT_ECLOSED (already gone or ended) or RT_EINVAL. */
 int rt_http_stream_end(rt_http_req_t *req, int ok);
 
 /* WebSocket events. */
@@ -235,19 +233,19 @@ typedef void (*rt_http_ws_cb)(rt_http_ws_t *ws, rt_http_ws_event_t ev,
 
 /* Upgrades the request (a WebSocket handshake, see info.websocket) and
  * answers it with 101. Returns the socket with one reference owned by the
- * caller, or NULL with *rc set to RT_HTTP_EINVAL (not a handshake),
- * RT_HTTP_EGONE, RT_HTTP_EANSWERED or RT_HTTP_ECLOSED (server closing).
+ * caller, or NULL with *rc set to RT_ENOT_WEBSOCKET (not a handshake),
+ * RT_ECLOSED (the request is gone, or the server is closing) or
+ * RT_EANSWERED.
  * Messages may be sent at once: they leave when the 101 has. */
 rt_http_ws_t *rt_http_req_websocket(rt_http_req_t *req, rt_http_ws_cb cb,
                                     void *ud, int *rc);
 
-/* Queues a message (copied). Returns 0, RT_HTTP_ECLOSED (closed or
- * closing), RT_HTTP_EBACKPRESSURE (messages already queued plus this one
+/* Queues a message (copied). Returns 0, RT_ECLOSED (closed or
+ * closing), RT_EBACKPRESSURE (messages already queued plus this one
  * exceed ws_max_queued_bytes: nothing was queued; the caller drops the
- * message or closes the slow consumer), or RT_HTTP_ENOMEM. A message
+ * message or closes the slow consumer), or RT_ENOMEM. A message
  * larger than the limit is accepted only when nothing else is queued. */
-int rt_http_ws_send(rt_http_ws_t *ws, int binary, const char *data,
-                    size_t len);
+int rt_http_ws_send(rt_http_ws_t *ws, int binary, const char *data, size_t len);
 
 /* Writes the messages and closes queued on every WebSocket since the last
  * flush, one write per socket. Without it they go out just before the

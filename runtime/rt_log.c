@@ -148,8 +148,8 @@ int rt_log_append(rt_log_t *lg, const char *line, size_t len)
     pthread_mutex_lock(&lg->mu);
     if (lg->thread == 0) {
         /* The thread exists from the first line on. */
-        lg->thread = pthread_create(&lg->tid, NULL, rt__writer, lg) == 0
-                         ? 1 : -1;
+        lg->thread = pthread_create(&lg->tid, NULL, rt__writer, lg) == 0 ? 1
+                                                                         : -1;
     }
     if (lg->thread < 0) {
         pthread_mutex_unlock(&lg->mu);

@@ -34,14 +34,14 @@ typedef struct rt_log {
     pthread_cond_t idle; /* flushers wait here for the writer to be idle */
     char *buf;           /* lines waiting (malloc'd, grows up to cap) */
     size_t len, size;
-    uint64_t buf_lines;  /* lines in buf */
-    char *out;           /* the batch the writer holds (swapped with buf) */
+    uint64_t buf_lines; /* lines in buf */
+    char *out;          /* the batch the writer holds (swapped with buf) */
     size_t out_size;
-    int writing;         /* the writer holds a batch */
-    int stop;            /* rt_log_close asked the writer to end */
-    int thread;          /* 0 not started, 1 running, -1 could not start */
+    int writing; /* the writer holds a batch */
+    int stop;    /* rt_log_close asked the writer to end */
+    int thread;  /* 0 not started, 1 running, -1 could not start */
     pthread_t tid;
-    atomic_int kick;     /* appended since the last kick */
+    atomic_int kick;              /* appended since the last kick */
     atomic_uint_fast64_t lines;   /* lines written */
     atomic_uint_fast64_t dropped; /* lines dropped (full buffer, failed
                                      write, longer than cap) */

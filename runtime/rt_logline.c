@@ -91,8 +91,8 @@ static const unsigned char rt__plain[256] = {
 /* Appends s (well-formed UTF-8, no NUL) with JSON's escapes: control
  * characters, and quote and backslash when quotes is set (a text line's
  * message keeps them: one line per record is what matters there). */
-static void rt__escape_valid(rt_logline_t *b, const unsigned char *s,
-                             size_t n, int quotes)
+static void rt__escape_valid(rt_logline_t *b, const unsigned char *s, size_t n,
+                             int quotes)
 {
     static const char hex[] = "0123456789abcdef";
     size_t i = 0, run;
@@ -107,6 +107,8 @@ static void rt__escape_valid(rt_logline_t *b, const unsigned char *s,
         if (run == n)
             return;
         c = s[run];
+        /* A table: one line an escape. */
+        /* clang-format off */
         switch (c) {
         case '"': rt__put(b, "\\\"", 2); break;
         case '\\': rt__put(b, "\\\\", 2); break;
@@ -118,6 +120,7 @@ static void rt__escape_valid(rt_logline_t *b, const unsigned char *s,
             rt__put(b, u, sizeof u);
         }
         }
+        /* clang-format on */
         i = run + 1;
     }
 }
@@ -152,8 +155,8 @@ static void rt__escape(rt_logline_t *b, const char *s, size_t n, int quotes)
     const unsigned char *u = (const unsigned char *)s;
     unsigned char *fixed;
     size_t m, i = rt__plain_prefix(u, n);
-    while (i < n && (rt__plain[u[i]] ||
-                     (!quotes && (u[i] == '"' || u[i] == '\\'))))
+    while (i < n &&
+           (rt__plain[u[i]] || (!quotes && (u[i] == '"' || u[i] == '\\'))))
         i++;
     if (i == n) {
         rt__put(b, s, n);
@@ -328,7 +331,10 @@ void rt_logline_num(rt_logline_t *b, const char *key, size_t klen, double v)
         if (b->json)
             rt__put(b, "null", 4);
         else
-            rt__put(b, isnan(v) ? "nan" : v > 0 ? "inf" : "-inf",
+            rt__put(b,
+                    isnan(v) ? "nan"
+                    : v > 0  ? "inf"
+                             : "-inf",
                     isnan(v) || v > 0 ? 3 : 4);
         return;
     }
@@ -420,9 +426,8 @@ static int rt__redact_urls(rt_logline_t *b)
     while (i < b->len &&
            (hit = rt__find(b->p + i, b->len - i, "://", 3)) != NULL) {
         size_t start = (size_t)(hit - b->p) + 3, j, colon = 0;
-        for (j = start; j < b->len && b->p[j] != '@' &&
-                        !rt__ends_authority(b->p[j]);
-             j++)
+        for (j = start;
+             j < b->len && b->p[j] != '@' && !rt__ends_authority(b->p[j]); j++)
             if (b->p[j] == ':' && colon == 0)
                 colon = j;
         i = start;
@@ -471,8 +476,7 @@ int rt_logline_redact(rt_logline_t *b, const char *const *secrets,
         while (i < b->len && (hit = rt__find(b->p + i, b->len - i, secrets[k],
                                              lens[k])) != NULL) {
             size_t off = (size_t)(hit - b->p);
-            if (rt__splice(b, off, lens[k], RT_REDACTED, RT_REDACTED_LEN) !=
-                0)
+            if (rt__splice(b, off, lens[k], RT_REDACTED, RT_REDACTED_LEN) != 0)
                 return -1;
             i = off + RT_REDACTED_LEN;
         }

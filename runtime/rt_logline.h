@@ -16,11 +16,11 @@
 #include <stddef.h>
 
 typedef struct rt_logline {
-    char *p;        /* the line so far (malloc'd) */
+    char *p; /* the line so far (malloc'd) */
     size_t len, cap;
-    int json;       /* JSON, else text */
-    int failed;     /* an allocation failed: the line is lost */
-    long last_sec;  /* the second ts_prefix was formatted for */
+    int json;           /* JSON, else text */
+    int failed;         /* an allocation failed: the line is lost */
+    long last_sec;      /* the second ts_prefix was formatted for */
     char ts_prefix[24]; /* "YYYY-MM-DDTHH:MM:SS." of last_sec */
 } rt_logline_t;
 

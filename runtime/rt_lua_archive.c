@@ -22,6 +22,7 @@
 #include <math.h>
 
 #include "rt_archive.h"
+#include "rt_err.h"
 #include "rt_lua_util.h"
 
 #define ARCHIVE "chorus.archive"
@@ -85,7 +86,7 @@ static int l_put(lua_State *L)
     if (rt_archive_put(ar, f, created, luaL_optnumber(L, 11, 0),
                        luaL_optnumber(L, 12, 0), rec, len) != 0) {
         lua_pushnil(L);
-        lua_pushliteral(L, "out of memory");
+        lua_pushstring(L, rt_err_word(RT_ENOMEM));
         return 2;
     }
     lua_pushboolean(L, 1);
@@ -140,7 +141,7 @@ static int l_select(lua_State *L)
     total = rt_archive_select(ar, &f, out, n, sums);
     if (total == (size_t)-1) {
         lua_pushnil(L);
-        lua_pushliteral(L, "out of memory");
+        lua_pushstring(L, rt_err_word(RT_ENOMEM));
         return 2;
     }
     if (n > total)
@@ -184,7 +185,7 @@ static int l_new(lua_State *L)
     u->ar = rt_archive_new((size_t)cap);
     if (u->ar == NULL) {
         lua_pushnil(L);
-        lua_pushliteral(L, "out of memory");
+        lua_pushstring(L, rt_err_word(RT_ENOMEM));
         return 2;
     }
     return 1;
@@ -194,7 +195,8 @@ void rt_lua_archive_open(lua_State *L, int table)
 {
     static const luaL_Reg methods[] = {
         {"put", l_put},     {"get", l_get},     {"select", l_select},
-        {"count", l_count}, {"bytes", l_bytes}, {NULL, NULL}};
+        {"count", l_count}, {"bytes", l_bytes}, {NULL, NULL},
+    };
     rt_lua_new_class(L, ARCHIVE, methods, NULL, l_gc);
     lua_pushcfunction(L, l_new);
     lua_setfield(L, table, "archive");

@@ -29,6 +29,7 @@
 
 #include "rt_curl.h"
 #include "rt_lua_util.h"
+#include "rt_lua_wait.h"
 
 #define RT_CURL_CTX_MT "chorus.curl"
 #define RT_CURL_STREAM_MT "chorus.curl.stream"
@@ -47,30 +48,22 @@ typedef struct {
 /* A streamed response: the block of its userdata, which the waiting task
  * keeps alive (it is the method's self). */
 struct lcs {
-    rt_op_t op;            /* the wait in head() or read(); first */
-    lc_ctx_t *ctx;         /* NULL once the context is gone */
-    rt_curl_req_t *req;    /* NULL once released */
-    rt_lua_task_t *waiter; /* the task in head() or read(), or NULL */
-    rt_curl_event_t want;  /* what it waits for: HEAD or DATA */
-    const char *gone;      /* why req was released: "closed", "timeout" */
-    lcs_t *prev, *next;    /* in ctx->streams while req != NULL */
+    rt_lua_wait_t wait;   /* a task in head() or read() */
+    lc_ctx_t *ctx;        /* NULL once the context is gone */
+    rt_curl_req_t *req;   /* NULL once released */
+    rt_curl_event_t want; /* what the wait is for: HEAD or DATA */
+    int gone;             /* why req was released: RT_ECLOSED, ... */
+    lcs_t *prev, *next;   /* in ctx->streams while req != NULL */
 };
 
-/* One request a task waits on. Freed by exactly one of: the completion
- * callback, the cancel hook, or the context's __gc. */
+/* One request a task waits on, in ctx->ops until its wait ends. Freed
+ * when the wait ends (rt_lua_wait.h), or by the context's __gc. */
 struct lc_op {
-    rt_op_t op;        /* must stay first: the scheduler hands it back */
+    rt_lua_wait_t wait;
     lc_ctx_t *ctx;
-    rt_lua_task_t *task;
     rt_curl_req_t *req; /* the transfer, owned by the engine */
     lc_op_t *prev, *next;
 };
-
-/* What lc_build turns into Lua values. */
-typedef struct {
-    const rt_curl_result_t *res;
-    lua_State *co;
-} lc_build_t;
 
 static lc_ctx_t *lc_ctx(lua_State *L)
 {
@@ -87,18 +80,15 @@ static void lc_unlink(lc_op_t *op)
         op->next->prev = op->prev;
 }
 
-/* Run by lua_cpcall on the main state, so that a memory error is caught
- * here and never unwinds through curl's or libuv's frames. Pushes the three
- * results and moves them onto the waiting coroutine. */
-static int lc_build(lua_State *L)
+/* Pushes the three results of a finished request (rt_lua_wait_done). */
+static int lc_build(lua_State *L, void *arg)
 {
-    lc_build_t *b = lua_touserdata(L, 1);
-    const rt_curl_result_t *res = b->res;
+    const rt_curl_result_t *res = arg;
     size_t i;
 
-    if (res->error != NULL) {
+    if (res->error != 0) {
         lua_pushnil(L);
-        lua_pushstring(L, res->error);
+        lua_pushstring(L, rt_err_word(res->error));
         lua_pushstring(L, res->message);
     } else {
         lua_pushinteger(L, (lua_Integer)res->status);
@@ -112,46 +102,34 @@ static int lc_build(lua_State *L)
         }
         lua_pushlstring(L, res->body, res->body_len);
     }
-    /* co yielded from curl_request with stack room reserved (see there). */
-    lua_xmove(L, b->co, 3);
-    return 0;
+    return 3;
 }
 
 /* The engine's completion callback: results go to the task, which is
  * queued (never resumed on this stack). */
-static void lc_done(rt_curl_req_t *req, const rt_curl_result_t *res,
-                    void *data)
+static void lc_done(rt_curl_req_t *req, const rt_curl_result_t *res, void *data)
 {
     lc_op_t *op = data;
-    rt_lua_task_t *t = op->task;
-    lua_State *L = op->ctx->ls->L;
-    lc_build_t b;
-    int n = 3;
-
     (void)req;
-    b.res = res;
-    b.co = t->co;
-    if (lua_cpcall(L, lc_build, &b) != 0) {
-        /* Out of memory: a bare nil tells the caller (client.lua says
-         * "out of memory"); pushing it needs no allocation. */
-        lua_pop(L, 1);
-        lua_pushnil(t->co);
-        n = 1;
-    }
     lc_unlink(op);
-    free(op);
-    rt_lua_wake(t, n);
+    rt_lua_wait_done(&op->wait, lc_build, (void *)res);
 }
 
-/* Cancel hook: abort the transfer; no completion will come. */
-static void lc_cancel(rt_op_t *o, rt_task_t *task)
+/* The wait was cancelled: abort the transfer; no completion will come. */
+static void lc_cancel(rt_lua_wait_t *w, int why)
 {
-    lc_op_t *op = (lc_op_t *)o;
-    (void)task;
+    lc_op_t *op = (lc_op_t *)w;
+    (void)why;
     rt_curl_abort(op->req);
     lc_unlink(op);
-    free(op);
 }
+
+static void lc_free(rt_lua_wait_t *w)
+{
+    free(w);
+}
+
+static const rt_lua_wait_vt_t lc_vt = {lc_cancel, lc_free, NULL};
 
 /* Reads opts[key] as a non-negative whole number of ms or bytes (nil: 0).
  * Leaves the stack as it was. */
@@ -220,8 +198,10 @@ static void lc_read_opts(lua_State *L, const char *fname, rt_curl_opts_t *o)
             lua_rawgeti(L, at, (int)i + 1);
             if (lua_type(L, -1) != LUA_TSTRING ||
                 rt_cidr_parse(lua_tostring(L, -1), &cidrs[i]) != 0)
-                luaL_error(L, "%s: allow[%d] is not an address or a CIDR "
-                              "range", fname, (int)i + 1);
+                luaL_error(L,
+                           "%s: allow[%d] is not an address or a CIDR "
+                           "range",
+                           fname, (int)i + 1);
             lua_pop(L, 1);
         }
         o->allow = cidrs;
@@ -264,10 +244,11 @@ static rt_curl_t *lc_engine(lc_ctx_t *ctx)
     return ctx->eng;
 }
 
-static int lc_push_fail(lua_State *L, const char *word, const char *message)
+/* Pushes nil, the word of code (rt_err.h), message; returns 3. */
+static int lc_push_fail(lua_State *L, int code, const char *message)
 {
     lua_pushnil(L);
-    lua_pushstring(L, word);
+    lua_pushstring(L, rt_err_word(code));
     lua_pushstring(L, message);
     return 3;
 }
@@ -286,43 +267,31 @@ static int l_curl_request(lua_State *L)
     const char *err = "";
     lc_op_t *op;
     int rc;
-    rt_wake_t why;
 
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    /* Room for every push below and, after the yield, for the three
-     * results lc_build moves here (see lc_build). */
     luaL_checkstack(L, LUA_MINSTACK, "curl_request");
     cur = rt_lua_current(L, ctx->ls, "curl_request");
     lc_read_opts(L, "curl_request", &o);
     if (lc_engine(ctx) == NULL)
-        return lc_push_fail(L, "out of memory", "cannot initialise libcurl");
+        return lc_push_fail(L, RT_ENOMEM, "cannot initialise libcurl");
     op = malloc(sizeof(*op));
     if (op == NULL)
         return luaL_error(L, "out of memory");
     rc = rt_curl_start(ctx->eng, &o, lc_done, op, &op->req, &err);
     if (rc < 0) {
         free(op);
-        return lc_push_fail(L, rc == RT_CURL_EINVAL ? "invalid request"
-                                                    : "out of memory",
-                            err);
+        return lc_push_fail(L, rc, err);
     }
     lua_settop(L, 1); /* curl copied what it keeps */
-    op->op.cancel = lc_cancel;
+    rt_lua_wait_init(&op->wait, &lc_vt);
     op->ctx = ctx;
-    op->task = cur;
-    why = rt_task_suspend(&cur->task, &op->op);
-    if (why != RT_WAKE_OK) {
-        rt_curl_abort(op->req);
-        free(op);
-        return rt_lua_push_wake(L, why);
-    }
     op->prev = NULL;
     op->next = ctx->ops;
     if (ctx->ops)
         ctx->ops->prev = op;
     ctx->ops = op;
-    return lua_yield(L, 0);
+    return rt_lua_wait_suspend(L, &op->wait, cur, -1);
 }
 
 /* ---- streamed responses ------------------------------------------------ */
@@ -340,7 +309,7 @@ static void lcs_unlink(lcs_t *s)
 }
 
 /* Releases the request (aborting a transfer still running). */
-static void lcs_release(lcs_t *s, const char *why)
+static void lcs_release(lcs_t *s, int why)
 {
     if (s->req == NULL)
         return;
@@ -353,13 +322,14 @@ static void lcs_release(lcs_t *s, const char *why)
 /* Pushes what head() returns onto L. Returns the count. */
 static int lcs_push_head(lua_State *L, rt_curl_req_t *req)
 {
-    const char *word, *message;
+    const char *message;
     rt_curl_header_t h;
     size_t i, n;
     long status = rt_curl_status(req);
+    int code;
 
-    if (status == 0 && rt_curl_ended(req, &word, &message) && word != NULL)
-        return lc_push_fail(L, word, message);
+    if (status == 0 && rt_curl_ended(req, &code, &message) && code != 0)
+        return lc_push_fail(L, code, message);
     n = rt_curl_header_count(req);
     lua_pushinteger(L, (lua_Integer)status);
     lua_createtable(L, (int)(n * 2), 0);
@@ -378,7 +348,8 @@ static int lcs_push_head(lua_State *L, rt_curl_req_t *req)
  * Returns the count. */
 static int lcs_push_read(lua_State *L, rt_curl_req_t *req)
 {
-    const char *word, *message, *p;
+    const char *message, *p;
+    int code;
     size_t len;
 
     p = rt_curl_body(req, &len);
@@ -387,50 +358,21 @@ static int lcs_push_read(lua_State *L, rt_curl_req_t *req)
         rt_curl_consume(req, len); /* after the copy: may resume curl */
         return 1;
     }
-    if (rt_curl_ended(req, &word, &message) && word != NULL)
-        return lc_push_fail(L, word, message);
+    if (rt_curl_ended(req, &code, &message) && code != 0)
+        return lc_push_fail(L, code, message);
     lua_pushboolean(L, 0); /* the end: a bare nil means out of memory */
     return 1;
 }
 
-typedef struct {
-    lcs_t *s;
-    lua_State *co;
-    int n;
-} lcs_build_t;
-
-/* Run by lua_cpcall on the main state (a memory error is caught there,
- * never unwinding through the loop's frames): builds the results of the
- * wait and moves them onto the waiting coroutine, which yielded with
- * LUA_MINSTACK slots reserved. */
-static int lcs_build(lua_State *L)
+/* Pushes the results of the wait (rt_lua_wait_done). */
+static int lcs_build(lua_State *L, void *arg)
 {
-    lcs_build_t *b = lua_touserdata(L, 1);
-    lua_settop(L, 0);
-    if (b->s->req == NULL)
-        b->n = lc_push_fail(L, b->s->gone, "");
-    else if (b->s->want == RT_CURL_EV_HEAD)
-        b->n = lcs_push_head(L, b->s->req);
-    else
-        b->n = lcs_push_read(L, b->s->req);
-    lua_xmove(L, b->co, b->n);
-    return 0;
-}
-
-/* Hands the waiting task t its results and queues it (from the loop). */
-static void lcs_wake(lcs_t *s, lua_State *L, rt_lua_task_t *t)
-{
-    lcs_build_t b;
-    s->waiter = NULL;
-    b.s = s;
-    b.co = t->co;
-    b.n = 0;
-    if (lua_cpcall(L, lcs_build, &b) != 0) {
-        lua_pop(L, 1);
-        lua_pushnil(t->co); /* out of memory: client.lua says so */
-        b.n = 1;
-    }
-    rt_lua_wake(t, b.n);
+    lcs_t *s = arg;
+    if (s->req == NULL)
+        return lc_push_fail(L, s->gone, "");
+    if (s->want == RT_CURL_EV_HEAD)
+        return lcs_push_head(L, s->req);
+    return lcs_push_read(L, s->req);
 }
 
 /* The engine's event: wakes the waiting task when what it waits for (or
@@ -439,19 +381,19 @@ static void lcs_event(rt_curl_req_t *req, rt_curl_event_t ev, void *data)
 {
     lcs_t *s = data;
     (void)req;
-    if (s->waiter == NULL || (ev != RT_CURL_EV_END && ev != s->want))
+    if (!rt_lua_wait_active(&s->wait) ||
+        (ev != RT_CURL_EV_END && ev != s->want))
         return;
-    lcs_wake(s, s->ctx->ls->L, s->waiter);
+    rt_lua_wait_done(&s->wait, lcs_build, s);
 }
 
-/* Cancel hook of a wait: the transfer is aborted mid-stream. */
-static void lcs_cancel(rt_op_t *op, rt_task_t *task)
+/* The wait was cancelled: the transfer is aborted mid-stream. */
+static void lcs_cancel(rt_lua_wait_t *w, int why)
 {
-    lcs_t *s = (lcs_t *)op;
-    s->waiter = NULL;
-    lcs_release(s, rt_task_stop_reason(task) == RT_WAKE_TIMEOUT
-                       ? "timeout" : "cancelled");
+    lcs_release((lcs_t *)w, why);
 }
+
+static const rt_lua_wait_vt_t lcs_vt = {lcs_cancel, NULL, NULL};
 
 static lcs_t *lcs_check(lua_State *L)
 {
@@ -463,14 +405,13 @@ static int lcs_wait(lua_State *L, rt_curl_event_t want, const char *fname)
 {
     lcs_t *s = lcs_check(L);
     rt_lua_task_t *cur;
-    const char *word, *message;
-    rt_wake_t why;
-    int ready;
+    const char *message;
+    int ready, code;
 
     if (s->req == NULL)
         return lc_push_fail(L, s->gone, "");
-    if (s->waiter != NULL)
-        return lc_push_fail(L, "busy", "another task is reading");
+    if (rt_lua_wait_active(&s->wait))
+        return lc_push_fail(L, RT_EBUSY, "another task is reading");
     if (want == RT_CURL_EV_HEAD) {
         ready = rt_curl_status(s->req) != 0;
     } else {
@@ -478,20 +419,12 @@ static int lcs_wait(lua_State *L, rt_curl_event_t want, const char *fname)
         (void)rt_curl_body(s->req, &len);
         ready = len > 0;
     }
-    if (ready || rt_curl_ended(s->req, &word, &message))
+    if (ready || rt_curl_ended(s->req, &code, &message))
         return want == RT_CURL_EV_HEAD ? lcs_push_head(L, s->req)
                                        : lcs_push_read(L, s->req);
-    luaL_checkstack(L, LUA_MINSTACK, fname); /* for lcs_build's results */
     cur = rt_lua_current(L, s->ctx->ls, fname);
-    s->op.cancel = lcs_cancel;
-    why = rt_task_suspend(&cur->task, &s->op);
-    if (why != RT_WAKE_OK) {
-        lcs_release(s, why == RT_WAKE_TIMEOUT ? "timeout" : "cancelled");
-        return rt_lua_push_wake(L, why);
-    }
-    s->waiter = cur;
     s->want = want;
-    return lua_yield(L, 0);
+    return rt_lua_wait_suspend(L, &s->wait, cur, -1);
 }
 
 static int m_stream_head(lua_State *L)
@@ -509,19 +442,11 @@ static int m_stream_read(lua_State *L)
 static int m_stream_close(lua_State *L)
 {
     lcs_t *s = lcs_check(L);
-    rt_lua_task_t *t = s->waiter;
     if (s->req == NULL)
         return 0;
-    if (t != NULL) { /* its results first: a memory error changes nothing */
-        lua_settop(L, 1);
-        lc_push_fail(L, "closed", "");
-    }
-    lcs_release(s, "closed");
-    if (t != NULL) {
-        s->waiter = NULL;
-        lua_xmove(L, t->co, 3); /* t reserved the room before yielding */
-        rt_lua_wake(t, 3);
-    }
+    lcs_release(s, RT_ECLOSED);
+    if (rt_lua_wait_active(&s->wait))
+        rt_lua_wait_done(&s->wait, lcs_build, s);
     return 0;
 }
 
@@ -530,7 +455,7 @@ static int m_stream_gc(lua_State *L)
     lcs_t *s = lcs_check(L);
     /* A waiting task keeps its stream alive, so none waits here. */
     if (s->ctx != NULL)
-        lcs_release(s, "closed");
+        lcs_release(s, RT_ECLOSED);
     return 0;
 }
 
@@ -551,11 +476,12 @@ static int l_curl_open(lua_State *L)
     lc_read_opts(L, "curl_open", &o);
     buffer = lc_opt_u64(L, "buffer_bytes");
     if (lc_engine(ctx) == NULL)
-        return lc_push_fail(L, "out of memory", "cannot initialise libcurl");
+        return lc_push_fail(L, RT_ENOMEM, "cannot initialise libcurl");
     s = lua_newuserdata(L, sizeof(*s));
     memset(s, 0, sizeof(*s));
+    rt_lua_wait_init(&s->wait, &lcs_vt);
     s->ctx = ctx;
-    s->gone = "closed";
+    s->gone = RT_ECLOSED;
     luaL_getmetatable(L, RT_CURL_STREAM_MT);
     lua_setmetatable(L, -2);
     rc = rt_curl_open(ctx->eng, &o, (size_t)buffer, lcs_event, s, &s->req,
@@ -563,9 +489,7 @@ static int l_curl_open(lua_State *L)
     if (rc < 0) {
         s->req = NULL;
         s->ctx = NULL;
-        return lc_push_fail(L, rc == RT_CURL_EINVAL ? "invalid request"
-                                                    : "out of memory",
-                            err);
+        return lc_push_fail(L, rc, err);
     }
     s->next = ctx->streams;
     if (ctx->streams)
@@ -589,7 +513,7 @@ static int lc_gc(lua_State *L)
     lc_ctx_t *ctx = luaL_checkudata(L, 1, RT_CURL_CTX_MT);
     while (ctx->streams != NULL) {
         lcs_t *s = ctx->streams;
-        lcs_release(s, "closed");
+        lcs_release(s, RT_ECLOSED);
         s->ctx = NULL; /* its own __gc may come later */
     }
     while (ctx->ops != NULL) {
@@ -605,15 +529,19 @@ static int lc_gc(lua_State *L)
     return 0;
 }
 
-static const luaL_Reg lc_funcs[] = {{"curl_request", l_curl_request},
-                                    {"curl_open", l_curl_open},
-                                    {"curl_active", l_curl_active},
-                                    {NULL, NULL}};
+static const luaL_Reg lc_funcs[] = {
+    {"curl_request", l_curl_request},
+    {"curl_open", l_curl_open},
+    {"curl_active", l_curl_active},
+    {NULL, NULL},
+};
 
-static const luaL_Reg lcs_methods[] = {{"head", m_stream_head},
-                                       {"read", m_stream_read},
-                                       {"close", m_stream_close},
-                                       {NULL, NULL}};
+static const luaL_Reg lcs_methods[] = {
+    {"head", m_stream_head},
+    {"read", m_stream_read},
+    {"close", m_stream_close},
+    {NULL, NULL},
+};
 
 void rt_lua_curl_open(lua_State *L, rt_lua_sched_t *ls, int table)
 {

@@ -31,7 +31,7 @@ static void rt__pace(uv_timer_t *timer)
                   (size_t)lua_gc(g->L, LUA_GCCOUNTB, 0);
     int pause = rt_lua_gc_pause_for(heap, g->soft);
     int stepmul = pause < RT_GC_DEFAULT_PAUSE ? RT_GC_PRESSED_STEPMUL
-                                               : RT_GC_DEFAULT_STEPMUL;
+                                              : RT_GC_DEFAULT_STEPMUL;
     if (pause != g->pause) {
         (void)lua_gc(g->L, LUA_GCSETPAUSE, pause); /* returns the old one */
         g->pause = pause;
@@ -42,8 +42,7 @@ static void rt__pace(uv_timer_t *timer)
     }
 }
 
-int rt_lua_gc_start(rt_lua_gc_t *g, uv_loop_t *loop, lua_State *L,
-                    size_t soft)
+int rt_lua_gc_start(rt_lua_gc_t *g, uv_loop_t *loop, lua_State *L, size_t soft)
 {
     int rc;
     g->L = L;
@@ -56,8 +55,7 @@ int rt_lua_gc_start(rt_lua_gc_t *g, uv_loop_t *loop, lua_State *L,
     g->timer.data = g;
     if (soft == 0)
         return 0; /* the handle exists (stop closes it) but never fires */
-    rc = uv_timer_start(&g->timer, rt__pace, RT_GC_PERIOD_MS,
-                        RT_GC_PERIOD_MS);
+    rc = uv_timer_start(&g->timer, rt__pace, RT_GC_PERIOD_MS, RT_GC_PERIOD_MS);
     uv_unref((uv_handle_t *)&g->timer);
     return rc;
 }

@@ -10,8 +10,8 @@
 typedef struct {
     uv_timer_t timer;
     lua_State *L;
-    size_t soft;     /* bytes of Lua heap under which LuaJIT's defaults hold */
-    int pause;       /* the pause and step multiplier last set */
+    size_t soft; /* bytes of Lua heap under which LuaJIT's defaults hold */
+    int pause;   /* the pause and step multiplier last set */
     int stepmul;
 } rt_lua_gc_t;
 
@@ -22,8 +22,7 @@ int rt_lua_gc_pause_for(size_t heap, size_t soft);
 
 /* Starts pacing L's collector every 100 ms (the timer does not keep the
  * loop alive). soft == 0 turns pacing off. Returns 0 or a uv error. */
-int rt_lua_gc_start(rt_lua_gc_t *g, uv_loop_t *loop, lua_State *L,
-                    size_t soft);
+int rt_lua_gc_start(rt_lua_gc_t *g, uv_loop_t *loop, lua_State *L, size_t soft);
 /* Stops the timer and closes its handle (run the loop once to finish). */
 void rt_lua_gc_stop(rt_lua_gc_t *g);
 

@@ -41,6 +41,7 @@
 
 #include "rt_http.h"
 #include "rt_lua_util.h"
+#include "rt_lua_wait.h"
 
 #define RT_SRV_MT "chorus.http.server"
 #define RT_REQ_MT "chorus.http.request"
@@ -63,21 +64,21 @@ typedef struct lsrv_wait lsrv_wait_t;
 typedef struct {
     rt_http_server_t *srv; /* NULL once closed */
     rt_lua_sched_t *ls;
-    int runner_ref;        /* runner function, until closed */
-    int self_ref;          /* this userdata, anchored until closed */
+    int runner_ref; /* runner function, until closed */
+    int self_ref;   /* this userdata, anchored until closed */
     int port;
     size_t ws_max_inbound;
     uint64_t handler_timeout_ms; /* deadline of plain request tasks; 0 none */
-    size_t stream_max_queued; /* a stream's write() waits beyond this */
-    rt_http_stats_t last;  /* counters at close */
-    rt_sched_hook_t flush; /* rt_http_server_flush after each resume */
-    lsrv_wait_t *waiters;  /* tasks in wait_closed */
+    size_t stream_max_queued;    /* a stream's write() waits beyond this */
+    rt_http_stats_t last;        /* counters at close */
+    rt_sched_hook_t flush;       /* rt_http_server_flush after each resume */
+    lsrv_wait_t *waiters;        /* tasks in wait_closed */
 } lsrv_t;
 
-/* A task in server:wait_closed(). */
+/* A task in server:wait_closed(), in s->waiters until its wait ends
+ * (then freed). */
 struct lsrv_wait {
-    rt_op_t op;
-    rt_lua_task_t *task;
+    rt_lua_wait_t wait;
     lsrv_t *s;
     lsrv_wait_t *prev, *next;
 };
@@ -87,11 +88,10 @@ struct lsrv_wait {
 /* The request userdata: the handle until answered (then NULL; a
  * streamed response keeps it until finished). */
 typedef struct {
-    rt_op_t op;            /* a write() waiting for the client; first */
+    rt_lua_wait_t wait; /* a task in write(), waiting for the client */
     rt_http_req_t *h;
     size_t ws_max_inbound; /* the server's, for a WebSocket upgrade */
     size_t max_queued;     /* the server's stream_max_queued */
-    rt_lua_task_t *waiter; /* the task in write(), if any */
     int streaming;         /* stream() succeeded */
     int closed;            /* the stream's client is gone */
 } lreq_t;
@@ -107,22 +107,19 @@ typedef struct lws_wait lws_wait_t;
 
 /* A WebSocket; the userdata holds a pointer to it. */
 typedef struct {
-    rt_http_ws_t *ws;       /* NULL once released (userdata collected) */
+    rt_http_ws_t *ws; /* NULL once released (userdata collected) */
     rt_lua_sched_t *ls;
     lws_msg_t *head, *tail; /* messages not yet received */
     size_t nbytes;          /* their total size */
     size_t max_inbound;
-    int closed;             /* the engine said RT_HTTP_WS_CLOSED */
-    lws_wait_t *waiter;     /* the task in receive(), if any */
+    int closed;         /* the engine said RT_HTTP_WS_CLOSED */
+    lws_wait_t *waiter; /* the task in receive(), if any */
 } lws_t;
 
-/* A task in ws:receive(); malloc'd, freed when its timer is closed (or at
- * once when it has none). */
+/* A task in ws:receive() (w->waiter); malloc'd, freed when its wait
+ * ends. Its timeout is the wait's own time limit. */
 struct lws_wait {
-    rt_op_t op;
-    uv_timer_t timer;
-    int has_timer;
-    rt_lua_task_t *task;
+    rt_lua_wait_t wait;
     lws_t *w;
 };
 
@@ -133,44 +130,37 @@ static rt_lua_sched_t *http_ctx(lua_State *L)
 
 /* ---- receive waits ---------------------------------------------------- */
 
-static void lws_wait_closed_cb(uv_handle_t *h)
-{
-    free(h->data);
-}
-
-/* Detaches and frees the wait (its timer closes first if it has one). */
-static void lws_wait_end(lws_wait_t *wt)
+/* Detaches the wait from its WebSocket. */
+static void lws_wait_detach(lws_wait_t *wt)
 {
     if (wt->w != NULL && wt->w->waiter == wt)
         wt->w->waiter = NULL;
     wt->w = NULL;
-    if (wt->has_timer) {
-        uv_timer_stop(&wt->timer);
-        uv_close((uv_handle_t *)&wt->timer, lws_wait_closed_cb);
-    } else {
-        free(wt);
-    }
 }
 
-static void lws_wait_cancel(rt_op_t *op, rt_task_t *t)
+static void lws_wait_cancel(rt_lua_wait_t *w, int why)
 {
-    (void)t;
-    lws_wait_end((lws_wait_t *)op);
+    (void)why;
+    lws_wait_detach((lws_wait_t *)w);
 }
 
-static void lws_wait_timeout(uv_timer_t *timer)
+static void lws_wait_free(rt_lua_wait_t *w)
 {
-    lws_wait_t *wt = timer->data;
-    lua_State *co = wt->task->co;
-    lua_pushnil(co);
-    lua_pushliteral(co, "timeout");
-    rt_lua_wake(wt->task, 2);
-    lws_wait_end(wt);
+    free(w);
+}
+
+static const rt_lua_wait_vt_t lws_wait_vt = {lws_wait_cancel, lws_wait_free,
+                                             NULL};
+
+/* Ends the wait with nil and the word of code. */
+static void lws_wait_fail(lws_wait_t *wt, int code)
+{
+    lws_wait_detach(wt);
+    rt_lua_wait_fail(&wt->wait, code);
 }
 
 /* Pushes a message onto co: data, "text"|"binary". Returns 2. */
-static int lws_push_msg(lua_State *co, const char *data, size_t len,
-                        int binary)
+static int lws_push_msg(lua_State *co, const char *data, size_t len, int binary)
 {
     lua_pushlstring(co, data, len);
     if (binary)
@@ -180,10 +170,23 @@ static int lws_push_msg(lua_State *co, const char *data, size_t len,
     return 2;
 }
 
+/* An inbound message for rt_lua_wait_done. */
+typedef struct {
+    const char *data;
+    size_t len;
+    int binary;
+} lws_in_t;
+
+static int lws_build_msg(lua_State *L, void *arg)
+{
+    lws_in_t *m = arg;
+    return lws_push_msg(L, m->data, m->len, m->binary);
+}
+
 /* The engine's WebSocket callback. May run inside the engine's send or
  * close (CLOSED) and inside h2o (messages): it only queues and wakes. */
-static void lws_event(rt_http_ws_t *ws, rt_http_ws_event_t ev,
-                      const char *data, size_t len, void *ud)
+static void lws_event(rt_http_ws_t *ws, rt_http_ws_event_t ev, const char *data,
+                      size_t len, void *ud)
 {
     lws_t *w = ud;
     lws_wait_t *wt = w->waiter;
@@ -191,21 +194,18 @@ static void lws_event(rt_http_ws_t *ws, rt_http_ws_event_t ev,
 
     if (ev == RT_HTTP_WS_CLOSED) {
         w->closed = 1;
-        if (wt != NULL) {
-            lua_pushnil(wt->task->co);
-            lua_pushliteral(wt->task->co, "closed");
-            rt_lua_wake(wt->task, 2);
-            lws_wait_end(wt);
-        }
+        if (wt != NULL)
+            lws_wait_fail(wt, RT_ECLOSED);
         return;
     }
     if (wt != NULL) {
-        if (lua_checkstack(wt->task->co, 2)) {
-            rt_lua_wake(wt->task, lws_push_msg(wt->task->co, data, len,
-                                               ev == RT_HTTP_WS_BINARY));
-            lws_wait_end(wt);
-            return;
-        }
+        lws_in_t in;
+        in.data = data;
+        in.len = len;
+        in.binary = ev == RT_HTTP_WS_BINARY;
+        lws_wait_detach(wt);
+        rt_lua_wait_done(&wt->wait, lws_build_msg, &in);
+        return;
     }
     if (w->nbytes + len > w->max_inbound ||
         (m = malloc(sizeof(*m) + len)) == NULL) {
@@ -242,21 +242,14 @@ static int m_ws_send(lua_State *L)
     int binary = lua_toboolean(L, 3), rc;
 
     if (w->ws == NULL || w->closed)
-        rc = RT_HTTP_ECLOSED;
+        rc = RT_ECLOSED;
     else
         rc = rt_http_ws_send(w->ws, binary, data, len);
     if (rc == 0) {
         lua_pushboolean(L, 1);
         return 1;
     }
-    lua_pushnil(L);
-    if (rc == RT_HTTP_EBACKPRESSURE)
-        lua_pushliteral(L, "backpressure");
-    else if (rc == RT_HTTP_ENOMEM)
-        lua_pushliteral(L, "out of memory");
-    else
-        lua_pushliteral(L, "closed");
-    return 2;
+    return rt_lua_fail(L, w->ls, rc);
 }
 
 /* ws:receive([timeout_ms]) -> message, kind | nil, reason */
@@ -268,7 +261,6 @@ static int m_ws_receive(lua_State *L)
     rt_lua_task_t *cur;
     lws_wait_t *wt;
     lws_msg_t *m;
-    rt_wake_t why;
     int n;
 
     if (!(ms < 1e12))
@@ -283,48 +275,19 @@ static int m_ws_receive(lua_State *L)
         free(m);
         return n;
     }
-    if (w->closed || w->ws == NULL) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "closed");
-        return 2;
-    }
-    if (w->waiter != NULL) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "busy");
-        return 2;
-    }
-    if (ms == 0) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "timeout");
-        return 2;
-    }
+    if (w->closed || w->ws == NULL)
+        return rt_lua_fail(L, ls, RT_ECLOSED);
+    if (w->waiter != NULL)
+        return rt_lua_fail(L, ls, RT_EBUSY);
+    if (ms == 0)
+        return rt_lua_fail(L, ls, RT_ETIMEOUT);
     wt = malloc(sizeof(*wt));
     if (wt == NULL)
         return luaL_error(L, "out of memory");
-    wt->op.cancel = lws_wait_cancel;
-    wt->task = cur;
+    rt_lua_wait_init(&wt->wait, &lws_wait_vt);
     wt->w = w;
-    wt->has_timer = 0;
-    if (ms > 0) {
-        if (uv_timer_init(ls->sched.loop, &wt->timer) < 0) {
-            free(wt);
-            return luaL_error(L, "ws:receive: cannot create a timer");
-        }
-        wt->timer.data = wt;
-        wt->has_timer = 1;
-    }
-    why = rt_task_suspend(&cur->task, &wt->op);
-    if (why != RT_WAKE_OK) {
-        lws_wait_end(wt);
-        return rt_lua_push_wake(L, why);
-    }
     w->waiter = wt;
-    if (wt->has_timer) {
-        uv_update_time(ls->sched.loop);
-        (void)uv_timer_start(&wt->timer, lws_wait_timeout,
-                             (uint64_t)(ms + 0.5), 0);
-    }
-    return lua_yield(L, 0);
+    return rt_lua_wait_suspend(L, &wt->wait, cur, ms);
 }
 
 /* ws:close([code]) */
@@ -342,8 +305,8 @@ static int m_ws_close(lua_State *L)
 static int m_ws_is_open(lua_State *L)
 {
     lws_t *w = lws_check(L);
-    lua_pushboolean(L, w->ws != NULL && !w->closed &&
-                           rt_http_ws_is_open(w->ws));
+    lua_pushboolean(L,
+                    w->ws != NULL && !w->closed && rt_http_ws_is_open(w->ws));
     return 1;
 }
 
@@ -351,8 +314,7 @@ static int m_ws_is_open(lua_State *L)
 static int m_ws_queued(lua_State *L)
 {
     lws_t *w = lws_check(L);
-    lua_pushnumber(L, w->ws != NULL ? (lua_Number)rt_http_ws_queued(w->ws)
-                                    : 0);
+    lua_pushnumber(L, w->ws != NULL ? (lua_Number)rt_http_ws_queued(w->ws) : 0);
     lua_pushnumber(L, (lua_Number)w->nbytes);
     return 2;
 }
@@ -388,11 +350,10 @@ static lreq_t *lreq_check(lua_State *L)
     return luaL_checkudata(L, 1, RT_REQ_MT);
 }
 
-static int push_fail(lua_State *L, const char *word)
+/* nil and the word of code, in a request method. */
+static int push_fail(lua_State *L, int code)
 {
-    lua_pushnil(L);
-    lua_pushstring(L, word);
-    return 2;
+    return rt_lua_fail(L, http_ctx(L), code);
 }
 
 /* Pushes a flat array {name1, value1, name2, value2, ...} of the header
@@ -414,8 +375,9 @@ static size_t flatten_headers(lua_State *L, int idx)
             for (k = 1; k <= len; k++) {
                 lua_rawgeti(L, -1, (int)k);
                 if (!lua_isstring(L, -1))
-                    luaL_error(L, "respond: header %s: values must be "
-                                  "strings or numbers",
+                    luaL_error(L,
+                               "respond: header %s: values must be "
+                               "strings or numbers",
                                lua_tostring(L, -3));
                 lua_tostring(L, -1); /* converts a number in place */
                 lua_pushvalue(L, -3);
@@ -429,8 +391,9 @@ static size_t flatten_headers(lua_State *L, int idx)
             lua_rawseti(L, flat, ++i);
             lua_rawseti(L, flat, ++i);
         } else {
-            luaL_error(L, "respond: header %s: values must be strings or "
-                          "numbers",
+            luaL_error(L,
+                       "respond: header %s: values must be strings or "
+                       "numbers",
                        lua_tostring(L, -2));
         }
         lua_pop(L, 1);
@@ -469,9 +432,9 @@ static int m_req_respond(lua_State *L)
     if (!lua_isnoneornil(L, 4))
         body = luaL_checklstring(L, 4, &body_len);
     if (r->h == NULL)
-        return push_fail(L, "closed");
+        return push_fail(L, RT_ECLOSED);
     if (r->streaming)
-        return push_fail(L, "answered");
+        return push_fail(L, RT_EANSWERED);
     lua_settop(L, 4);
     if (lua_istable(L, 3)) {
         n = flatten_headers(L, 3); /* at index 5 */
@@ -482,16 +445,15 @@ static int m_req_respond(lua_State *L)
         }
         fill_headers(L, 5, hdrs, n);
     }
-    rc = rt_http_req_respond(r->h, (int)status, hdrs, n, body, body_len,
-                             &err);
+    rc = rt_http_req_respond(r->h, (int)status, hdrs, n, body, body_len, &err);
     if (hdrs != small)
         free(hdrs);
-    if (rc == RT_HTTP_EINVAL)
+    if (rc == RT_EINVAL)
         return luaL_error(L, "respond: %s", err ? err : "invalid response");
     rt_http_req_release(r->h);
     r->h = NULL;
     if (rc != 0)
-        return push_fail(L, "closed");
+        return push_fail(L, RT_ECLOSED);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -504,9 +466,9 @@ static int m_req_websocket(lua_State *L)
     int rc = 0;
 
     if (r->h == NULL)
-        return push_fail(L, "closed");
+        return push_fail(L, RT_ECLOSED);
     if (r->streaming)
-        return push_fail(L, "answered");
+        return push_fail(L, RT_EANSWERED);
     w = calloc(1, sizeof(*w));
     if (w == NULL)
         return luaL_error(L, "out of memory");
@@ -519,16 +481,7 @@ static int m_req_websocket(lua_State *L)
     w->ws = rt_http_req_websocket(r->h, lws_event, w, &rc);
     if (w->ws == NULL) {
         free(w);
-        switch (rc) {
-        case RT_HTTP_EINVAL:
-            return push_fail(L, "not a websocket request");
-        case RT_HTTP_ENOMEM:
-            return push_fail(L, "out of memory");
-        case RT_HTTP_EANSWERED:
-            return push_fail(L, "answered");
-        default:
-            return push_fail(L, "closed");
-        }
+        return push_fail(L, rc);
     }
     *ud = w;
     rt_http_req_release(r->h);
@@ -540,33 +493,26 @@ static int m_req_websocket(lua_State *L)
 
 /* The engine's stream event (on the loop, or inside the server's close):
  * only pushes results and queues the writer. */
-static void lstream_event(rt_http_req_t *h, rt_http_stream_event_t ev,
-                          void *ud)
+static void lstream_event(rt_http_req_t *h, rt_http_stream_event_t ev, void *ud)
 {
     lreq_t *r = ud;
-    rt_lua_task_t *t = r->waiter;
     if (ev == RT_HTTP_STREAM_CLOSED)
         r->closed = 1;
     else if (rt_http_stream_queued(h) > r->max_queued)
         return; /* still too much queued: wait for the next write */
-    if (t == NULL)
+    if (!rt_lua_wait_active(&r->wait))
         return;
-    r->waiter = NULL;
     if (r->closed) {
-        lua_pushnil(t->co);
-        lua_pushliteral(t->co, "closed");
-        rt_lua_wake(t, 2);
-    } else {
-        lua_pushboolean(t->co, 1);
-        rt_lua_wake(t, 1);
+        rt_lua_wait_fail(&r->wait, RT_ECLOSED);
+        return;
     }
+    lua_pushboolean(rt_lua_wait_co(&r->wait), 1);
+    rt_lua_wait_wake(&r->wait, 1);
 }
 
-static void lstream_cancel(rt_op_t *op, rt_task_t *t)
-{
-    (void)t;
-    ((lreq_t *)op)->waiter = NULL; /* what was written stays queued */
-}
+/* A cancelled write() wait: what was written stays queued, nothing to
+ * abort or free (the wait lives in the request's userdata). */
+static const rt_lua_wait_vt_t lstream_vt = {NULL, NULL, NULL};
 
 /* handle:stream(status, headers) -> true | nil, "closed" | "answered" */
 static int m_req_stream(lua_State *L)
@@ -583,9 +529,9 @@ static int m_req_stream(lua_State *L)
     if (!lua_isnoneornil(L, 3))
         luaL_checktype(L, 3, LUA_TTABLE);
     if (r->h == NULL)
-        return push_fail(L, "closed");
+        return push_fail(L, RT_ECLOSED);
     if (r->streaming)
-        return push_fail(L, "answered");
+        return push_fail(L, RT_EANSWERED);
     lua_settop(L, 3);
     if (lua_istable(L, 3)) {
         n = flatten_headers(L, 3); /* at index 4 */
@@ -596,16 +542,15 @@ static int m_req_stream(lua_State *L)
         }
         fill_headers(L, 4, hdrs, n);
     }
-    rc = rt_http_req_stream(r->h, (int)status, hdrs, n, lstream_event, r,
-                            &err);
+    rc = rt_http_req_stream(r->h, (int)status, hdrs, n, lstream_event, r, &err);
     if (hdrs != small)
         free(hdrs);
-    if (rc == RT_HTTP_EINVAL)
+    if (rc == RT_EINVAL)
         return luaL_error(L, "stream: %s", err ? err : "invalid response");
     if (rc != 0) {
         rt_http_req_release(r->h);
         r->h = NULL;
-        return push_fail(L, "closed");
+        return push_fail(L, RT_ECLOSED);
     }
     r->streaming = 1;
     lua_pushboolean(L, 1);
@@ -627,31 +572,24 @@ static int m_req_write(lua_State *L)
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
     rt_lua_task_t *cur;
-    rt_wake_t why;
     int rc;
 
     if (r->h == NULL || r->closed)
-        return push_fail(L, "closed");
-    if (r->waiter != NULL)
-        return push_fail(L, "busy");
+        return push_fail(L, RT_ECLOSED);
+    if (rt_lua_wait_active(&r->wait))
+        return push_fail(L, RT_EBUSY);
     rc = rt_http_stream_write(r->h, data, len);
-    if (rc == RT_HTTP_ENOMEM)
-        return push_fail(L, "out of memory");
+    if (rc == RT_ENOMEM)
+        return push_fail(L, RT_ENOMEM);
     if (rc != 0)
-        return push_fail(L, "closed");
+        return push_fail(L, RT_ECLOSED);
     if (rt_http_stream_queued(r->h) <= r->max_queued) {
         lua_pushboolean(L, 1);
         return 1;
     }
     /* A slow client: wait until the socket has taken enough. */
-    luaL_checkstack(L, 2, "write");
     cur = rt_lua_current(L, http_ctx(L), "write");
-    r->op.cancel = lstream_cancel;
-    why = rt_task_suspend(&cur->task, &r->op);
-    if (why != RT_WAKE_OK)
-        return rt_lua_push_wake(L, why);
-    r->waiter = cur;
-    return lua_yield(L, 0);
+    return rt_lua_wait_suspend(L, &r->wait, cur, -1);
 }
 
 /* handle:finish([ok = true]) -> true | nil, "closed" */
@@ -660,14 +598,14 @@ static int m_req_finish(lua_State *L)
     lreq_t *r = lstream_check(L, "finish");
     int ok = lua_isnoneornil(L, 2) ? 1 : lua_toboolean(L, 2), rc;
     if (r->h == NULL)
-        return push_fail(L, "closed");
-    if (r->waiter != NULL)
-        return push_fail(L, "busy");
+        return push_fail(L, RT_ECLOSED);
+    if (rt_lua_wait_active(&r->wait))
+        return push_fail(L, RT_EBUSY);
     rc = rt_http_stream_end(r->h, ok);
     rt_http_req_release(r->h);
     r->h = NULL;
     if (rc != 0 || r->closed)
-        return push_fail(L, "closed");
+        return push_fail(L, RT_ECLOSED);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -776,6 +714,7 @@ static int dispatch(lua_State *L)
     fn = lua_gettop(L);
     r = lua_newuserdata(L, sizeof(*r));
     memset(r, 0, sizeof(*r));
+    rt_lua_wait_init(&r->wait, &lstream_vt);
     r->h = d->h;
     r->ws_max_inbound = s->ws_max_inbound;
     r->max_queued = s->stream_max_queued;
@@ -840,9 +779,8 @@ static void on_closed(rt_http_server_t *srv, void *data)
     s->srv = NULL;
     while ((w = s->waiters) != NULL) {
         s->waiters = w->next;
-        lua_pushboolean(w->task->co, 1);
-        rt_lua_wake(w->task, 1);
-        free(w);
+        lua_pushboolean(rt_lua_wait_co(&w->wait), 1);
+        rt_lua_wait_wake(&w->wait, 1);
     }
     luaL_unref(L, LUA_REGISTRYINDEX, s->runner_ref);
     s->runner_ref = LUA_NOREF;
@@ -898,18 +836,25 @@ static int m_srv_close(lua_State *L)
     return 0;
 }
 
-static void lsrv_wait_cancel(rt_op_t *op, rt_task_t *t)
+static void lsrv_wait_cancel(rt_lua_wait_t *rw, int why)
 {
-    lsrv_wait_t *w = (lsrv_wait_t *)op;
-    (void)t;
+    lsrv_wait_t *w = (lsrv_wait_t *)rw;
+    (void)why;
     if (w->prev)
         w->prev->next = w->next;
     else
         w->s->waiters = w->next;
     if (w->next)
         w->next->prev = w->prev;
+}
+
+static void lsrv_wait_free(rt_lua_wait_t *w)
+{
     free(w);
 }
+
+static const rt_lua_wait_vt_t lsrv_wait_vt = {lsrv_wait_cancel, lsrv_wait_free,
+                                              NULL};
 
 /* server:wait_closed() -> true | nil, reason */
 static int m_srv_wait_closed(lua_State *L)
@@ -917,7 +862,6 @@ static int m_srv_wait_closed(lua_State *L)
     lsrv_t *s = lsrv_check(L);
     rt_lua_task_t *cur = rt_lua_current(L, s->ls, "server:wait_closed");
     lsrv_wait_t *w;
-    rt_wake_t why;
     if (s->srv == NULL) {
         lua_pushboolean(L, 1);
         return 1;
@@ -925,20 +869,14 @@ static int m_srv_wait_closed(lua_State *L)
     w = malloc(sizeof(*w));
     if (w == NULL)
         return luaL_error(L, "out of memory");
-    w->op.cancel = lsrv_wait_cancel;
-    w->task = cur;
+    rt_lua_wait_init(&w->wait, &lsrv_wait_vt);
     w->s = s;
-    why = rt_task_suspend(&cur->task, &w->op);
-    if (why != RT_WAKE_OK) {
-        free(w);
-        return rt_lua_push_wake(L, why);
-    }
     w->prev = NULL;
     w->next = s->waiters;
     if (w->next)
         w->next->prev = w;
     s->waiters = w;
-    return lua_yield(L, 0);
+    return rt_lua_wait_suspend(L, &w->wait, cur, -1);
 }
 
 static int m_srv_is_closed(lua_State *L)
@@ -978,8 +916,7 @@ static uint64_t opt_uint(lua_State *L, const char *k, double max)
     v = lua_tonumber(L, -1);
     lua_pop(L, 1);
     if (!(v >= 0 && v <= max) || v != (double)(uint64_t)v)
-        luaL_error(L, "http_listen: %s must be an integer in 0..%.0f", k,
-                   max);
+        luaL_error(L, "http_listen: %s must be an integer in 0..%.0f", k, max);
     return (uint64_t)v;
 }
 
@@ -1008,11 +945,10 @@ static int l_http_listen(lua_State *L)
     o.max_header_bytes = (size_t)opt_uint(L, "max_header_bytes", big);
     o.request_timeout_ms = opt_uint(L, "request_timeout_ms", 1e12);
     o.max_connections = (size_t)opt_uint(L, "max_connections", big);
-    o.max_client_connections =
-        (size_t)opt_uint(L, "max_client_connections", big);
+    o.max_client_connections = (size_t)opt_uint(L, "max_client_connections",
+                                                big);
     o.ws_max_queued_bytes = (size_t)opt_uint(L, "ws_max_queued_bytes", big);
-    o.ws_max_message_bytes = (size_t)opt_uint(L, "ws_max_message_bytes",
-                                              big);
+    o.ws_max_message_bytes = (size_t)opt_uint(L, "ws_max_message_bytes", big);
     o.ws_close_timeout_ms = opt_uint(L, "ws_close_timeout_ms", 1e12);
 
     s = lua_newuserdata(L, sizeof(*s));
@@ -1024,8 +960,7 @@ static int l_http_listen(lua_State *L)
     if (s->ws_max_inbound == 0)
         s->ws_max_inbound = RT_LWS_DEF_INBOUND;
     s->handler_timeout_ms = opt_uint(L, "handler_timeout_ms", 1e12);
-    s->stream_max_queued = (size_t)opt_uint(L, "stream_max_queued_bytes",
-                                            big);
+    s->stream_max_queued = (size_t)opt_uint(L, "stream_max_queued_bytes", big);
     if (s->stream_max_queued == 0)
         s->stream_max_queued = RT_LSTREAM_DEF_QUEUE;
     luaL_getmetatable(L, RT_SRV_MT);
@@ -1049,20 +984,22 @@ static int l_http_listen(lua_State *L)
 }
 
 static const luaL_Reg srv_methods[] = {
-    {"port", m_srv_port},          {"stats", m_srv_stats},
-    {"close", m_srv_close},        {"wait_closed", m_srv_wait_closed},
-    {"is_closed", m_srv_is_closed}, {NULL, NULL}};
+    {"port", m_srv_port},           {"stats", m_srv_stats},
+    {"close", m_srv_close},         {"wait_closed", m_srv_wait_closed},
+    {"is_closed", m_srv_is_closed}, {NULL, NULL},
+};
 
 static const luaL_Reg req_methods[] = {
-    {"respond", m_req_respond}, {"websocket", m_req_websocket},
+    {"respond", m_req_respond},   {"websocket", m_req_websocket},
     {"answered", m_req_answered}, {"stream", m_req_stream},
-    {"write", m_req_write},     {"finish", m_req_finish},
-    {"queued", m_req_queued},   {NULL, NULL}};
+    {"write", m_req_write},       {"finish", m_req_finish},
+    {"queued", m_req_queued},     {NULL, NULL},
+};
 
 static const luaL_Reg ws_methods[] = {
-    {"send", m_ws_send},       {"receive", m_ws_receive},
-    {"close", m_ws_close},     {"is_open", m_ws_is_open},
-    {"queued", m_ws_queued},   {NULL, NULL}};
+    {"send", m_ws_send},       {"receive", m_ws_receive}, {"close", m_ws_close},
+    {"is_open", m_ws_is_open}, {"queued", m_ws_queued},   {NULL, NULL},
+};
 
 void rt_lua_http_open(lua_State *L, rt_lua_sched_t *ls, int table)
 {

@@ -51,8 +51,7 @@ static rt_logline_t rt__line; /* reused for every line */
 
 /* The ids an operator greps by come first, in this order (the process's
  * own fields, such as node, come last). */
-static const char *const rt__first[] = {"trace_id", "execution_id",
-                                        "step_id"};
+static const char *const rt__first[] = {"trace_id", "execution_id", "step_id"};
 #define RT_NFIRST (sizeof(rt__first) / sizeof(rt__first[0]))
 
 static int rt__placed(const char *k)
@@ -162,9 +161,8 @@ static int rt__build(lua_State *L, rt_logline_t *b)
     int fields = lua_istable(L, 3) ? 3 : 0, map = 0;
     struct timeval tv;
     gettimeofday(&tv, NULL);
-    rt_logline_begin(b, rt__json,
-                     (double)tv.tv_sec + (double)tv.tv_usec / 1e6, level, msg,
-                     mlen);
+    rt_logline_begin(b, rt__json, (double)tv.tv_sec + (double)tv.tv_usec / 1e6,
+                     level, msg, mlen);
     if (fields) {
         lua_rawgeti(L, fields, 1);
         map = lua_type(L, -1) != LUA_TSTRING;
@@ -369,8 +367,8 @@ static int l_log_flush(lua_State *L)
 {
     lua_Integer ms = luaL_optinteger(L, 1, 1000);
     luaL_argcheck(L, ms >= 0 && ms <= 600000, 1, "0..600000 ms");
-    lua_pushboolean(L, !rt__ready ||
-                           rt_log_flush(&rt__stderr, (unsigned)ms) == 0);
+    lua_pushboolean(L,
+                    !rt__ready || rt_log_flush(&rt__stderr, (unsigned)ms) == 0);
     return 1;
 }
 
@@ -386,15 +384,14 @@ static int l_log_dropped(lua_State *L)
 static int l_log_stats(lua_State *L)
 {
     lua_createtable(L, 0, 4);
-    lua_pushnumber(L, rt__ready ? (lua_Number)atomic_load(&rt__stderr.lines)
-                                : 0);
+    lua_pushnumber(L,
+                   rt__ready ? (lua_Number)atomic_load(&rt__stderr.lines) : 0);
     lua_setfield(L, -2, "lines");
-    lua_pushnumber(L, rt__ready ? (lua_Number)atomic_load(&rt__stderr.bytes)
-                                : 0);
+    lua_pushnumber(L,
+                   rt__ready ? (lua_Number)atomic_load(&rt__stderr.bytes) : 0);
     lua_setfield(L, -2, "bytes");
-    lua_pushnumber(L, rt__ready
-                          ? (lua_Number)atomic_load(&rt__stderr.dropped)
-                          : 0);
+    lua_pushnumber(L, rt__ready ? (lua_Number)atomic_load(&rt__stderr.dropped)
+                                : 0);
     lua_setfield(L, -2, "dropped");
     lua_pushnumber(L, rt__ready ? (lua_Number)rt_log_queued(&rt__stderr) : 0);
     lua_setfield(L, -2, "queued");
@@ -454,7 +451,8 @@ static void rt__on_prepare(uv_prepare_t *p)
 {
     rt__waker_t *w = p->data;
     uint64_t now;
-    if (w->armed || !atomic_load_explicit(&rt__stderr.kick, memory_order_relaxed))
+    if (w->armed ||
+        !atomic_load_explicit(&rt__stderr.kick, memory_order_relaxed))
         return;
     now = uv_now(p->loop);
     if (now - w->last >= RT_LOG_WAKE_MS) {
@@ -493,12 +491,18 @@ static int l_waker_gc(lua_State *L)
 }
 
 static const luaL_Reg funcs[] = {
-    {"log_emit", l_log_emit},       {"log_format", l_log_format},
-    {"log_setup", l_log_setup},     {"log_field", l_log_field},
+    {"log_emit", l_log_emit},
+    {"log_format", l_log_format},
+    {"log_setup", l_log_setup},
+    {"log_field", l_log_field},
     {"log_secret", l_log_secret},
-    {"log_write", l_log_write},     {"log_flush", l_log_flush},
-    {"log_dropped", l_log_dropped}, {"log_stats", l_log_stats},
-    {"environ", l_environ},         {NULL, NULL}};
+    {"log_write", l_log_write},
+    {"log_flush", l_log_flush},
+    {"log_dropped", l_log_dropped},
+    {"log_stats", l_log_stats},
+    {"environ", l_environ},
+    {NULL, NULL},
+};
 
 void rt_lua_log_open(lua_State *L, rt_lua_sched_t *ls, int table)
 {

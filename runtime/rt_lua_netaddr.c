@@ -55,10 +55,12 @@ static int l_is_cidr(lua_State *L)
     return 1;
 }
 
-static const luaL_Reg funcs[] = {{"is_internal_address", l_is_internal_address},
-                                 {"address_in", l_address_in},
-                                 {"is_cidr", l_is_cidr},
-                                 {NULL, NULL}};
+static const luaL_Reg funcs[] = {
+    {"is_internal_address", l_is_internal_address},
+    {"address_in", l_address_in},
+    {"is_cidr", l_is_cidr},
+    {NULL, NULL},
+};
 
 void rt_lua_netaddr_open(lua_State *L, int table)
 {

@@ -21,13 +21,14 @@
  *    affected = n, command = "INSERT", json = {name, ...} | nil}
  * Values are converted by type OID: bool -> boolean; int2, int4, int8, oid,
  * float4, float8, numeric -> number; everything else -> string (json and
- * jsonb too: their column names are listed in res.json so that chorus.pg
+ * jsonb too: their column names are listed in res.json so that chorus.db.pg
  * decodes them). SQL NULL leaves the key out.
  * Failures: nil, err, info where info.code is the SQLSTATE of a server
  * error (with severity, message, detail, hint, constraint, table, column,
  * schema, datatype, position, where, and index: the failing statement) or
- * a word: "closed" (connection lost or closed), "invalid" (a NUL byte in
- * the SQL or a parameter), "out of memory". */
+ * a word of rt_err.h: "closed" (connection lost or closed), "invalid
+ * request" (a NUL byte in the SQL or a parameter), "request failed" (no
+ * SQLSTATE: libpq's own error, an aborted pipeline), "out of memory". */
 #include "rt_lua_pg.h"
 
 #include <lauxlib.h>
@@ -35,9 +36,10 @@
 #include <string.h>
 
 #include "rt_lua_util.h"
+#include "rt_lua_wait.h"
 #include "rt_pg.h"
 
-#define LP_CONN_MT "chorus.pg.conn"
+#define LP_CONN_MT "chorus.db.pg.conn"
 
 /* Notifications kept for a connection nobody waits on; beyond, the oldest
  * are dropped so a LISTEN without a reader cannot grow without bound. */
@@ -45,24 +47,19 @@
 
 typedef struct lp_conn lp_conn_t;
 
-/* A task waiting on a connect or a query. Freed by exactly one of: the
- * completion, the cancel hook, or lp_close. */
+/* A task waiting on a connect or a query, in c->ops until its wait ends
+ * (then freed: rt_lua_wait.h). */
 typedef struct lp_op {
-    rt_op_t op;         /* must stay first: the scheduler hands it back */
+    rt_lua_wait_t wait;
     lp_conn_t *c;
-    rt_lua_task_t *task;
-    rt_pg_req_t *req;   /* the query, owned by the engine; NULL: connect */
+    rt_pg_req_t *req; /* the query, owned by the engine; NULL: connect */
     struct lp_op *prev, *next;
 } lp_op_t;
 
-/* A task in wait_notify. The struct is freed with its timer's close
- * callback (or at once when there is no timer). */
+/* A task in wait_notify, c->waiter until its wait ends (then freed). */
 typedef struct {
-    rt_op_t op;         /* must stay first */
+    rt_lua_wait_t wait;
     lp_conn_t *c;
-    rt_lua_task_t *task;
-    uv_timer_t timer;   /* the timeout, when has_timer */
-    int has_timer;
 } lp_wait_t;
 
 /* A notification nobody waited for yet: channel and payload follow. */
@@ -77,21 +74,20 @@ typedef struct lp_note {
  * a task waiting on the connection has the userdata on its stack. */
 struct lp_conn {
     rt_lua_sched_t *ls;
-    rt_pg_t *pg;          /* the engine's connection; NULL once closed */
-    lp_op_t *ops;         /* tasks waiting on a connect or a query */
-    lp_wait_t *waiter;    /* the task in wait_notify, or NULL */
+    rt_pg_t *pg;       /* the engine's connection; NULL once closed */
+    lp_op_t *ops;      /* tasks waiting on a connect or a query */
+    lp_wait_t *waiter; /* the task in wait_notify, or NULL */
     lp_note_t *notes, *notes_tail; /* queued notifications, oldest first */
     size_t nnotes;
-    int lost;             /* the engine reported the connection lost */
+    int lost; /* the engine reported the connection lost */
 };
 
-/* Arguments of the builders run under lua_cpcall. */
+/* Arguments of the builders (run under lua_cpcall by rt_lua_wait_done). */
 typedef struct {
-    lua_State *co;              /* where the values go */
-    int n;                      /* how many were moved there */
-    const rt_pg_result_t *res;  /* lp_build_result */
-    const char *word, *msg;     /* lp_build_error */
-    int ok;                     /* lp_build_connect: connected */
+    const rt_pg_result_t *res; /* lp_build_result */
+    int code;                  /* lp_build_error, lp_build_connect */
+    const char *msg;
+    int ok;                        /* lp_build_connect: connected */
     const char *channel, *payload; /* lp_build_note */
     size_t channel_len, payload_len;
     int pid;
@@ -123,16 +119,23 @@ static void lp_unlink(lp_op_t *op)
 
 /* ---- building results (under lua_cpcall on the main state) ------------ */
 
-/* Pushes nil, "word: msg" (or "word"), {code = word, message = msg}. */
-static void lp_push_error(lua_State *L, const char *word, const char *msg)
+/* Pushes "word: msg" (or "word") for code (rt_err.h). */
+static void lp_push_message(lua_State *L, int code, const char *msg)
 {
-    lua_pushnil(L);
-    if (msg != NULL && *msg != '\0')
+    const char *word = rt_err_word(code);
+    if (rt_err_detail(code, msg) != NULL)
         lua_pushfstring(L, "%s: %s", word, msg);
     else
         lua_pushstring(L, word);
+}
+
+/* Pushes nil, "word: msg" (or "word"), {code = word, message = msg}. */
+static void lp_push_error(lua_State *L, int code, const char *msg)
+{
+    lua_pushnil(L);
+    lp_push_message(L, code, msg);
     lua_createtable(L, 0, 2);
-    lua_pushstring(L, word);
+    lua_pushstring(L, rt_err_word(code));
     lua_setfield(L, -2, "code");
     lua_pushstring(L, msg ? msg : "");
     lua_setfield(L, -2, "message");
@@ -167,10 +170,10 @@ static void lp_push_server_error(lua_State *L, const PGresult *r, int index)
         lua_pushlstring(L, len ? m : "query failed", len ? len : 12);
     }
     lua_createtable(L, 0, 8);
-    if (PQresultErrorField(r, PG_DIAG_SQLSTATE) != NULL)
+    if (PQresultErrorField(r, PG_DIAG_SQLSTATE) != NULL) {
         lp_set_field(L, r, PG_DIAG_SQLSTATE, "code");
-    else {
-        lua_pushliteral(L, "error");
+    } else {
+        lua_pushstring(L, rt_err_word(RT_EFAILED));
         lua_setfield(L, -2, "code");
     }
     lua_pushvalue(L, -2);
@@ -195,8 +198,15 @@ static void lp_push_server_error(lua_State *L, const PGresult *r, int index)
 /* Type OIDs (pg_type.dat) converted to Lua numbers, booleans or marked as
  * JSON. */
 enum {
-    LP_BOOL = 16, LP_INT8 = 20, LP_INT2 = 21, LP_INT4 = 23, LP_OID = 26,
-    LP_JSON = 114, LP_FLOAT4 = 700, LP_FLOAT8 = 701, LP_NUMERIC = 1700,
+    LP_BOOL = 16,
+    LP_INT8 = 20,
+    LP_INT2 = 21,
+    LP_INT4 = 23,
+    LP_OID = 26,
+    LP_JSON = 114,
+    LP_FLOAT4 = 700,
+    LP_FLOAT8 = 701,
+    LP_NUMERIC = 1700,
     LP_JSONB = 3802
 };
 
@@ -278,24 +288,15 @@ static void lp_push_res(lua_State *L, PGresult *r)
     lua_setfield(L, -2, "command");
 }
 
-static int lp_move(lua_State *L, lp_build_t *b, int n)
-{
-    lua_xmove(L, b->co, n);
-    b->n = n;
-    return 0;
-}
-
 /* The values for a finished query: {res, ...} | nil, err, info. */
-static int lp_build_result(lua_State *L)
+static int lp_build_result(lua_State *L, void *arg)
 {
-    lp_build_t *b = lua_touserdata(L, 1);
-    const rt_pg_result_t *res = b->res;
+    const rt_pg_result_t *res = ((lp_build_t *)arg)->res;
     size_t i;
 
-    lua_settop(L, 0);
-    if (res->error != NULL) {
+    if (res->error != 0) {
         lp_push_error(L, res->error, res->message);
-        return lp_move(L, b, 3);
+        return 3;
     }
     /* The first failure explains the others (PGRES_PIPELINE_ABORTED). */
     for (i = 0; i < res->nresults; i++) {
@@ -303,13 +304,13 @@ static int lp_build_result(lua_State *L)
         if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR ||
             st == PGRES_BAD_RESPONSE) {
             lp_push_server_error(L, res->results[i], (int)i + 1);
-            return lp_move(L, b, 3);
+            return 3;
         }
     }
     for (i = 0; i < res->nresults; i++) {
         if (PQresultStatus(res->results[i]) == PGRES_PIPELINE_ABORTED) {
-            lp_push_error(L, "error", "the pipeline was aborted");
-            return lp_move(L, b, 3);
+            lp_push_error(L, RT_EFAILED, "the pipeline was aborted");
+            return 3;
         }
     }
     lua_createtable(L, (int)res->nresults, 0);
@@ -317,140 +318,91 @@ static int lp_build_result(lua_State *L)
         lp_push_res(L, res->results[i]);
         lua_rawseti(L, -2, (int)i + 1);
     }
-    return lp_move(L, b, 1);
+    return 1;
 }
 
 /* nil, "word: msg", {code = word, ...} */
-static int lp_build_error(lua_State *L)
+static int lp_build_error(lua_State *L, void *arg)
 {
-    lp_build_t *b = lua_touserdata(L, 1);
-    lua_settop(L, 0);
-    lp_push_error(L, b->word, b->msg);
-    return lp_move(L, b, 3);
+    lp_build_t *b = arg;
+    lp_push_error(L, b->code, b->msg);
+    return 3;
 }
 
 /* true | nil, "word: msg", word */
-static int lp_build_connect(lua_State *L)
+static int lp_build_connect(lua_State *L, void *arg)
 {
-    lp_build_t *b = lua_touserdata(L, 1);
-    lua_settop(L, 0);
+    lp_build_t *b = arg;
     if (b->ok) {
         lua_pushboolean(L, 1);
-        return lp_move(L, b, 1);
+        return 1;
     }
     lua_pushnil(L);
-    if (b->msg != NULL && *b->msg != '\0')
-        lua_pushfstring(L, "%s: %s", b->word, b->msg);
-    else
-        lua_pushstring(L, b->word);
-    lua_pushstring(L, b->word);
-    return lp_move(L, b, 3);
+    lp_push_message(L, b->code, b->msg);
+    lua_pushstring(L, rt_err_word(b->code));
+    return 3;
 }
 
 /* channel, payload, pid */
-static int lp_build_note(lua_State *L)
+static int lp_build_note(lua_State *L, void *arg)
 {
-    lp_build_t *b = lua_touserdata(L, 1);
-    lua_settop(L, 0);
+    lp_build_t *b = arg;
     lua_pushlstring(L, b->channel, b->channel_len);
     lua_pushlstring(L, b->payload, b->payload_len);
     lua_pushinteger(L, b->pid);
-    return lp_move(L, b, 3);
-}
-
-/* nil, word (the scheduler's shape for a wait that ended without value) */
-static int lp_build_word(lua_State *L)
-{
-    lp_build_t *b = lua_touserdata(L, 1);
-    lua_settop(L, 0);
-    lua_pushnil(L);
-    lua_pushstring(L, b->word);
-    return lp_move(L, b, 2);
-}
-
-/* Runs builder under lua_cpcall on the main state (a memory error is
- * caught here, never unwinding through libpq's or libuv's frames), then
- * wakes the task with the values it moved there. Out of memory: a bare
- * nil, which chorus.pg reports as "out of memory". */
-static void lp_wake(lp_conn_t *c, rt_lua_task_t *t, lua_CFunction builder,
-                    lp_build_t *b)
-{
-    lua_State *L = c->ls->L;
-    b->co = t->co;
-    b->n = 0;
-    if (lua_cpcall(L, builder, b) != 0) {
-        lua_pop(L, 1);
-        lua_pushnil(t->co);
-        b->n = 1;
-    }
-    rt_lua_wake(t, b->n);
+    return 3;
 }
 
 /* ---- the engine's callbacks -------------------------------------------- */
 
-static void lp_wait_closed(uv_handle_t *h)
-{
-    free(h->data);
-}
-
-/* Ends a wait_notify: the waiter is detached and freed. */
-static void lp_wait_end(lp_wait_t *w)
-{
-    w->c->waiter = NULL;
-    if (w->has_timer)
-        uv_close((uv_handle_t *)&w->timer, lp_wait_closed);
-    else
-        free(w);
-}
-
-static void lp_wake_waiter(lp_conn_t *c, const char *word)
+/* Ends a wait_notify with the values build pushes. */
+static void lp_wake_waiter(lp_conn_t *c, rt_lua_build_fn build, lp_build_t *b)
 {
     lp_wait_t *w = c->waiter;
-    lp_build_t b = {0};
-    rt_lua_task_t *t = w->task;
-    lp_wait_end(w);
-    b.word = word;
-    lp_wake(c, t, lp_build_word, &b);
+    c->waiter = NULL;
+    rt_lua_wait_done(&w->wait, build, b);
 }
 
-static void lp_on_connected(rt_pg_t *pg, const char *err, const char *msg,
-                            void *data)
+/* Ends a wait_notify with nil and the word of code. */
+static void lp_end_waiter(lp_conn_t *c, int code)
+{
+    lp_wait_t *w = c->waiter;
+    c->waiter = NULL;
+    rt_lua_wait_fail(&w->wait, code);
+}
+
+static void lp_on_connected(rt_pg_t *pg, int err, const char *msg, void *data)
 {
     lp_conn_t *c = data;
     lp_op_t *op;
     lp_build_t b = {0};
-    rt_lua_task_t *t;
     (void)pg;
     for (op = c->ops; op != NULL && op->req != NULL; op = op->next)
         ;
     if (op == NULL)
         return; /* nobody waits (cannot happen: cancel closes) */
-    t = op->task;
     lp_unlink(op);
-    free(op);
-    b.ok = err == NULL;
-    b.word = err;
+    b.ok = err == 0;
+    b.code = err;
     b.msg = msg;
-    lp_wake(c, t, lp_build_connect, &b);
+    rt_lua_wait_done(&op->wait, lp_build_connect, &b);
 }
 
-static void lp_on_notify(rt_pg_t *pg, const char *channel,
-                         const char *payload, int pid, void *data)
+static void lp_on_notify(rt_pg_t *pg, const char *channel, const char *payload,
+                         int pid, void *data)
 {
     lp_conn_t *c = data;
     size_t cl = strlen(channel), pl = strlen(payload);
     lp_note_t *n;
     (void)pg;
     if (c->waiter != NULL) {
-        rt_lua_task_t *t = c->waiter->task;
         lp_build_t b = {0};
-        lp_wait_end(c->waiter);
         b.channel = channel;
         b.channel_len = cl;
         b.payload = payload;
         b.payload_len = pl;
         b.pid = pid;
-        lp_wake(c, t, lp_build_note, &b);
+        lp_wake_waiter(c, lp_build_note, &b);
         return;
     }
     if (cl > SIZE_MAX - sizeof(*n) - pl - 2)
@@ -484,33 +436,29 @@ static void lp_on_lost(rt_pg_t *pg, const char *msg, void *data)
     (void)msg;
     c->lost = 1;
     if (c->waiter != NULL)
-        lp_wake_waiter(c, "closed");
+        lp_end_waiter(c, RT_ECLOSED);
 }
 
 static const rt_pg_handlers_t lp_handlers = {lp_on_connected, lp_on_notify,
                                              lp_on_lost};
 
-static void lp_on_done(rt_pg_req_t *req, const rt_pg_result_t *res,
-                       void *data)
+static void lp_on_done(rt_pg_req_t *req, const rt_pg_result_t *res, void *data)
 {
     lp_op_t *op = data;
-    lp_conn_t *c = op->c;
-    rt_lua_task_t *t = op->task;
     lp_build_t b = {0};
     (void)req;
     lp_unlink(op);
-    free(op);
     b.res = res;
-    lp_wake(c, t, lp_build_result, &b);
+    rt_lua_wait_done(&op->wait, lp_build_result, &b);
 }
 
-/* ---- cancel hooks -------------------------------------------------------- */
+/* ---- wait hooks ---------------------------------------------------------- */
 
-static void lp_op_cancel(rt_op_t *o, rt_task_t *task)
+static void lp_op_cancel(rt_lua_wait_t *w, int why)
 {
-    lp_op_t *op = (lp_op_t *)o;
+    lp_op_t *op = (lp_op_t *)w;
     lp_conn_t *c = op->c;
-    (void)task;
+    (void)why;
     lp_unlink(op);
     if (op->req != NULL) {
         rt_pg_req_cancel(op->req);
@@ -519,20 +467,23 @@ static void lp_op_cancel(rt_op_t *o, rt_task_t *task)
         rt_pg_close(c->pg);
         c->pg = NULL;
     }
-    free(op);
 }
 
-static void lp_wait_cancel(rt_op_t *o, rt_task_t *task)
+static void lp_free(rt_lua_wait_t *w)
 {
-    (void)task;
-    lp_wait_end((lp_wait_t *)o);
+    free(w);
 }
 
-static void lp_wait_timeout(uv_timer_t *timer)
+static const rt_lua_wait_vt_t lp_op_vt = {lp_op_cancel, lp_free, NULL};
+
+static void lp_wait_cancel(rt_lua_wait_t *w, int why)
 {
-    lp_wait_t *w = timer->data;
-    lp_wake_waiter(w->c, "timeout");
+    (void)why;
+    ((lp_wait_t *)w)->c->waiter = NULL;
 }
+
+/* Its own time limit ends it with nil, "timeout" (rt_lua_wait.h). */
+static const rt_lua_wait_vt_t lp_wait_vt = {lp_wait_cancel, lp_free, NULL};
 
 /* ---- methods ------------------------------------------------------------- */
 
@@ -558,16 +509,15 @@ static void lp_close(lp_conn_t *c)
     }
     while (c->ops != NULL) {
         lp_op_t *op = c->ops;
-        rt_lua_task_t *t = op->task;
         lp_unlink(op);
-        b.word = "closed";
+        b.code = RT_ECLOSED;
         b.msg = "the connection was closed";
         b.ok = 0;
-        lp_wake(c, t, op->req ? lp_build_error : lp_build_connect, &b);
-        free(op);
+        rt_lua_wait_done(&op->wait, op->req ? lp_build_error : lp_build_connect,
+                         &b);
     }
     if (c->waiter != NULL)
-        lp_wake_waiter(c, "closed");
+        lp_end_waiter(c, RT_ECLOSED);
     lp_free_notes(c);
 }
 
@@ -594,26 +544,16 @@ static int l_pg_new(lua_State *L)
     return 1;
 }
 
-/* Suspends the current task on a new op for req (NULL: connect). Use as
- * `return lp_suspend(...)`. On an immediate cancel the request is
- * cancelled again. The caller has made room on L's stack for the values
- * lp_move puts there on completion. */
+/* Suspends the current task on op for req (NULL: connect), started. Use
+ * as `return lp_suspend(...)`. */
 static int lp_suspend(lua_State *L, lp_conn_t *c, rt_lua_task_t *cur,
                       lp_op_t *op, rt_pg_req_t *req)
 {
-    rt_wake_t why;
-    op->op.cancel = lp_op_cancel;
+    rt_lua_wait_init(&op->wait, &lp_op_vt);
     op->c = c;
-    op->task = cur;
     op->req = req;
-    why = rt_task_suspend(&cur->task, &op->op);
-    if (why != RT_WAKE_OK) {
-        lp_link(c, op);
-        lp_op_cancel(&op->op, &cur->task);
-        return rt_lua_push_wake(L, why);
-    }
     lp_link(c, op);
-    return lua_yield(L, 0);
+    return rt_lua_wait_suspend(L, &op->wait, cur, -1);
 }
 
 /* conn:connect(conninfo) -> true | nil, err, word */
@@ -634,9 +574,8 @@ static int m_connect(lua_State *L)
     rc = rt_pg_connect(c->pg, info);
     if (rc < 0) {
         free(op);
-        lua_pushnil(L);
-        lua_pushliteral(L, "out of memory");
-        lua_pushliteral(L, "out of memory");
+        rt_lua_fail(L, c->ls, rc);
+        rt_lua_push_err(L, c->ls, rc);
         return 3;
     }
     return lp_suspend(L, c, cur, op, NULL);
@@ -661,8 +600,7 @@ static rt_pg_stmt_t *lp_read_stmts(lua_State *L, size_t *count,
         lua_getfield(L, -1, "n");
         np = lua_isnil(L, -1) ? 0 : luaL_checkinteger(L, -1);
         if (np < 0 || np > 65535)
-            luaL_error(L, "pg exec: statement %d: bad parameter count",
-                       (int)i);
+            luaL_error(L, "pg exec: statement %d: bad parameter count", (int)i);
         total += (size_t)np;
         lua_pop(L, 2);
     }
@@ -696,8 +634,10 @@ static rt_pg_stmt_t *lp_read_stmts(lua_State *L, size_t *count,
                 if (strlen(ptrs[j]) != len)
                     *bad = "a parameter contains a NUL byte";
             } else {
-                luaL_error(L, "pg exec: statement %d: parameter %d must be "
-                              "a string or nil", (int)i + 1, j + 1);
+                luaL_error(L,
+                           "pg exec: statement %d: parameter %d must be "
+                           "a string or nil",
+                           (int)i + 1, j + 1);
             }
             lua_pop(L, 1);
         }
@@ -727,14 +667,14 @@ static int m_exec(lua_State *L)
     cur = rt_lua_current(L, c->ls, "pg exec");
     stmts = lp_read_stmts(L, &n, &bad);
     if (stmts == NULL) {
-        lp_push_error(L, "invalid", bad);
+        lp_push_error(L, RT_EINVAL, bad);
         return 3;
     }
     if (simple && (n != 1 || stmts[0].nparams != 0))
         return luaL_error(L, "pg exec: a simple query is one statement "
                              "without parameters");
     if (c->pg == NULL || c->lost) {
-        lp_push_error(L, "closed", "the connection is closed");
+        lp_push_error(L, RT_ECLOSED, "the connection is closed");
         return 3;
     }
     op = malloc(sizeof(*op));
@@ -743,12 +683,12 @@ static int m_exec(lua_State *L)
     rc = rt_pg_exec(c->pg, stmts, n, simple, lp_on_done, op, &req);
     if (rc < 0) {
         free(op);
-        if (rc == RT_PG_ENOMEM)
-            lp_push_error(L, "out of memory", "");
-        else if (rc == RT_PG_EINVAL)
-            lp_push_error(L, "invalid", "bad statement");
+        if (rc == RT_ENOMEM)
+            lp_push_error(L, RT_ENOMEM, "");
+        else if (rc == RT_EINVAL)
+            lp_push_error(L, RT_EINVAL, "bad statement");
         else
-            lp_push_error(L, "closed", "the connection is not open");
+            lp_push_error(L, RT_ECLOSED, "the connection is not open");
         return 3;
     }
     lua_settop(L, 2); /* the engine copied what it keeps */
@@ -764,7 +704,6 @@ static int m_wait_notify(lua_State *L)
     lua_Number ms = luaL_optnumber(L, 2, -1);
     rt_lua_task_t *cur = rt_lua_current(L, c->ls, "pg wait_notify");
     lp_wait_t *w;
-    rt_wake_t why;
 
     luaL_argcheck(L, ms < 1e12, 2, "out of range");
     if (c->notes != NULL) {
@@ -780,47 +719,19 @@ static int m_wait_notify(lua_State *L)
         free(n);
         return 3;
     }
-    lua_pushnil(L);
-    if (c->pg == NULL || c->lost) {
-        lua_pushliteral(L, "closed");
-        return 2;
-    }
-    if (c->waiter != NULL) {
-        lua_pushliteral(L, "busy");
-        return 2;
-    }
-    if (ms == 0) {
-        lua_pushliteral(L, "timeout");
-        return 2;
-    }
-    lua_pop(L, 1);
-    luaL_checkstack(L, 4, "pg"); /* room for the values woken with */
+    if (c->pg == NULL || c->lost)
+        return rt_lua_fail(L, c->ls, RT_ECLOSED);
+    if (c->waiter != NULL)
+        return rt_lua_fail(L, c->ls, RT_EBUSY);
+    if (ms == 0)
+        return rt_lua_fail(L, c->ls, RT_ETIMEOUT);
     w = malloc(sizeof(*w));
     if (w == NULL)
         return luaL_error(L, "out of memory");
-    w->op.cancel = lp_wait_cancel;
+    rt_lua_wait_init(&w->wait, &lp_wait_vt);
     w->c = c;
-    w->task = cur;
-    w->has_timer = ms > 0;
-    if (w->has_timer) {
-        if (uv_timer_init(c->ls->sched.loop, &w->timer) < 0) {
-            free(w);
-            return luaL_error(L, "pg wait_notify: cannot create a timer");
-        }
-        w->timer.data = w;
-    }
     c->waiter = w;
-    why = rt_task_suspend(&cur->task, &w->op);
-    if (why != RT_WAKE_OK) {
-        lp_wait_end(w);
-        return rt_lua_push_wake(L, why);
-    }
-    if (w->has_timer) {
-        uv_update_time(c->ls->sched.loop);
-        (void)uv_timer_start(&w->timer, lp_wait_timeout,
-                             (uint64_t)(ms + 0.5), 0);
-    }
-    return lua_yield(L, 0);
+    return rt_lua_wait_suspend(L, &w->wait, cur, ms);
 }
 
 /* conn:close(): idempotent; tasks waiting on it get nil, "closed". */
@@ -832,8 +743,7 @@ static int m_close(lua_State *L)
 
 static const char *lp_state_name(lp_conn_t *c, rt_pg_state_t st)
 {
-    static const char *const names[] = {"new", "connecting", "ready",
-                                        "closed"};
+    static const char *const names[] = {"new", "connecting", "ready", "closed"};
     if (c->pg == NULL || c->lost)
         return "closed";
     return names[st];
@@ -843,8 +753,8 @@ static const char *lp_state_name(lp_conn_t *c, rt_pg_state_t st)
 static int m_status(lua_State *L)
 {
     lp_conn_t *c = lp_check(L);
-    lua_pushstring(L, lp_state_name(c, c->pg ? rt_pg_state(c->pg)
-                                             : RT_PG_CLOSED));
+    lua_pushstring(L,
+                   lp_state_name(c, c->pg ? rt_pg_state(c->pg) : RT_PG_CLOSED));
     return 1;
 }
 
@@ -853,8 +763,8 @@ static int m_status(lua_State *L)
 static int m_check(lua_State *L)
 {
     lp_conn_t *c = lp_check(L);
-    lua_pushstring(L, lp_state_name(c, c->pg ? rt_pg_check(c->pg)
-                                             : RT_PG_CLOSED));
+    lua_pushstring(L,
+                   lp_state_name(c, c->pg ? rt_pg_check(c->pg) : RT_PG_CLOSED));
     return 1;
 }
 
@@ -873,8 +783,7 @@ static int m_pid(lua_State *L)
 static int m_txstatus(lua_State *L)
 {
     lp_conn_t *c = lp_check(L);
-    lua_pushstring(L, c->pg && !c->lost ? rt_pg_txstatus(c->pg)
-                                        : "unknown");
+    lua_pushstring(L, c->pg && !c->lost ? rt_pg_txstatus(c->pg) : "unknown");
     return 1;
 }
 
@@ -893,11 +802,17 @@ static int m_gc(lua_State *L)
 }
 
 static const luaL_Reg lp_methods[] = {
-    {"connect", m_connect},   {"exec", m_exec},
-    {"wait_notify", m_wait_notify}, {"close", m_close},
-    {"status", m_status},     {"check", m_check},
-    {"pid", m_pid},           {"txstatus", m_txstatus},
-    {"pending", m_pending},   {NULL, NULL}};
+    {"connect", m_connect},
+    {"exec", m_exec},
+    {"wait_notify", m_wait_notify},
+    {"close", m_close},
+    {"status", m_status},
+    {"check", m_check},
+    {"pid", m_pid},
+    {"txstatus", m_txstatus},
+    {"pending", m_pending},
+    {NULL, NULL},
+};
 
 void rt_lua_pg_open(lua_State *L, rt_lua_sched_t *ls, int table)
 {

@@ -18,6 +18,7 @@
 
 #include <lauxlib.h>
 
+#include "rt_err.h"
 #include "rt_lua_util.h"
 
 #define RESERVATION "chorus.port_reservation"
@@ -76,7 +77,7 @@ static int l_reserve_port(lua_State *L)
     rc = getaddrinfo(host, service, &hints, &res);
     if (rc != 0 || res == NULL) {
         lua_pushnil(L);
-        lua_pushfstring(L, "cannot resolve %s: %s", host,
+        lua_pushfstring(L, "%s %s: %s", rt_err_word(RT_ERESOLVE), host,
                         rc != 0 ? gai_strerror(rc) : "no address");
         if (res)
             freeaddrinfo(res);

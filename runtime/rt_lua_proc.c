@@ -42,24 +42,24 @@
 
 #include "rt_home.h"
 #include "rt_lua_util.h"
+#include "rt_lua_wait.h"
 
 #define RT_PROC_MT "chorus.process"
 
 extern char **environ;
 
 typedef struct {
-    uv_process_t h;        /* h.data = this */
-    rt_op_t op;            /* a task's wait() */
+    uv_process_t h;     /* h.data = this */
+    rt_lua_wait_t wait; /* a task in wait() */
     rt_lua_sched_t *ls;
-    rt_lua_task_t *waiter; /* the task in wait(), or NULL */
-    int self_ref;          /* anchors the userdata until exit, or NOREF */
+    int self_ref; /* anchors the userdata until exit, or NOREF */
     int pid;
-    int64_t status;        /* exit status, once exited */
-    int signal;            /* terminating signal, 0 = none */
-    unsigned exited : 1;   /* exit_cb ran */
-    unsigned closing : 1;  /* uv_close called */
-    unsigned closed : 1;   /* the close callback ran */
-    unsigned orphan : 1;   /* the userdata is gone: close_cb frees */
+    int64_t status;       /* exit status, once exited */
+    int signal;           /* terminating signal, 0 = none */
+    unsigned exited : 1;  /* exit_cb ran */
+    unsigned closing : 1; /* uv_close called */
+    unsigned closed : 1;  /* the close callback ran */
+    unsigned orphan : 1;  /* the userdata is gone: close_cb frees */
 } rt_proc_t;
 
 static const struct {
@@ -88,6 +88,13 @@ static rt_proc_t *proc_check(lua_State *L)
 }
 
 /* Pushes `code, signal` for an exited child; returns 2. */
+static int proc_push_status(lua_State *L, const rt_proc_t *p);
+
+static int proc_build_status(lua_State *L, void *arg)
+{
+    return proc_push_status(L, arg);
+}
+
 static int proc_push_status(lua_State *L, const rt_proc_t *p)
 {
     int i;
@@ -123,11 +130,8 @@ static void proc_exit_cb(uv_process_t *h, int64_t status, int sig)
     p->signal = sig;
     p->closing = 1;
     uv_close((uv_handle_t *)h, proc_close_cb);
-    if (p->waiter != NULL) {
-        rt_lua_task_t *t = p->waiter;
-        p->waiter = NULL;
-        rt_lua_wake(t, proc_push_status(t->co, p));
-    }
+    if (rt_lua_wait_active(&p->wait))
+        rt_lua_wait_done(&p->wait, proc_build_status, p);
     /* Last: this may let the userdata be collected. */
     if (p->self_ref != LUA_NOREF) {
         int ref = p->self_ref;
@@ -136,14 +140,16 @@ static void proc_exit_cb(uv_process_t *h, int64_t status, int sig)
     }
 }
 
-static void proc_wait_cancel(rt_op_t *op, rt_task_t *t)
+static void proc_wait_cancel(rt_lua_wait_t *w, int why)
 {
-    rt_proc_t *p = (rt_proc_t *)((char *)op - offsetof(rt_proc_t, op));
-    (void)t;
-    p->waiter = NULL;
+    rt_proc_t *p = (rt_proc_t *)((char *)w - offsetof(rt_proc_t, wait));
+    (void)why;
     if (!p->closing)
         uv_unref((uv_handle_t *)&p->h);
 }
+
+/* The wait lives in the process object. */
+static const rt_lua_wait_vt_t proc_wait_vt = {proc_wait_cancel, NULL, NULL};
 
 /* Signal number from a name ("SIGTERM", "TERM") or a number at idx. */
 static int proc_signal_arg(lua_State *L, int idx)
@@ -177,11 +183,8 @@ static int m_kill(lua_State *L)
 {
     rt_proc_t *p = proc_check(L);
     int sig = proc_signal_arg(L, 2), rc;
-    if (p->exited || p->closing) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "exited");
-        return 2;
-    }
+    if (p->exited || p->closing)
+        return rt_lua_fail(L, p->ls, RT_EEXITED);
     rc = uv_process_kill(&p->h, sig);
     if (rc < 0) {
         lua_pushnil(L);
@@ -196,21 +199,13 @@ static int m_wait(lua_State *L)
 {
     rt_proc_t *p = proc_check(L);
     rt_lua_task_t *cur;
-    rt_wake_t why;
     if (p->exited)
         return proc_push_status(L, p);
     cur = rt_lua_current(L, p->ls, "process:wait");
-    if (p->waiter != NULL) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "busy");
-        return 2;
-    }
-    why = rt_task_suspend(&cur->task, &p->op);
-    if (why != RT_WAKE_OK)
-        return rt_lua_push_wake(L, why);
-    p->waiter = cur;
+    if (rt_lua_wait_active(&p->wait))
+        return rt_lua_fail(L, p->ls, RT_EBUSY);
     uv_ref((uv_handle_t *)&p->h); /* a waiting task keeps the loop alive */
-    return lua_yield(L, 0);
+    return rt_lua_wait_suspend(L, &p->wait, cur, -1);
 }
 
 /* Only when the child has exited (or the state is closing: the registry
@@ -323,8 +318,10 @@ static char **proc_env(lua_State *L)
         while (lua_next(L, env_idx)) {
             const char *name = proc_cstring(L, -2, "each env name"), *value;
             if (*name == '\0' || strchr(name, '=') != NULL)
-                luaL_error(L, "spawn_process: env name '%s' is not a "
-                              "variable name", name);
+                luaL_error(L,
+                           "spawn_process: env name '%s' is not a "
+                           "variable name",
+                           name);
             if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
                 lua_pop(L, 1); /* false: removed */
                 continue;
@@ -358,8 +355,10 @@ static void proc_stdio(lua_State *L, uv_stdio_container_t *c, int fd,
     } else if (strcmp(mode, "null") == 0) {
         c->flags = UV_IGNORE; /* libuv opens /dev/null for 0-2 */
     } else {
-        luaL_error(L, "spawn_process: opts.%s must be \"inherit\" or "
-                      "\"null\", got \"%s\"", field, mode);
+        luaL_error(L,
+                   "spawn_process: opts.%s must be \"inherit\" or "
+                   "\"null\", got \"%s\"",
+                   field, mode);
     }
 }
 
@@ -376,9 +375,9 @@ static int l_spawn_process(lua_State *L)
         luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 2);
     memset(&o, 0, sizeof(o));
-    o.args = proc_argv(L);  /* pushes 1 */
+    o.args = proc_argv(L); /* pushes 1 */
     o.file = o.args[0];
-    o.env = proc_env(L);    /* pushes 1 */
+    o.env = proc_env(L); /* pushes 1 */
     proc_stdio(L, &stdio[0], 0, "stdin");
     proc_stdio(L, &stdio[1], 1, "stdout");
     proc_stdio(L, &stdio[2], 2, "stderr");
@@ -401,7 +400,7 @@ static int l_spawn_process(lua_State *L)
     if (p == NULL)
         return luaL_error(L, "out of memory");
     p->ls = ls;
-    p->op.cancel = proc_wait_cancel;
+    rt_lua_wait_init(&p->wait, &proc_wait_vt);
     p->self_ref = LUA_NOREF;
     p->h.data = p;
     /* uv_spawn returns once the child has exec'd, or with exec's error. */
@@ -416,8 +415,7 @@ static int l_spawn_process(lua_State *L)
             lua_pushfstring(L, "cannot run '%s' in %s: %s", o.file, o.cwd,
                             uv_strerror(rc));
         else
-            lua_pushfstring(L, "cannot run '%s': %s", o.file,
-                            uv_strerror(rc));
+            lua_pushfstring(L, "cannot run '%s': %s", o.file, uv_strerror(rc));
         return 2;
     }
     *ud = p;
@@ -443,10 +441,12 @@ static int l_exepath(lua_State *L)
 
 void rt_lua_proc_open(lua_State *L, rt_lua_sched_t *ls, int table)
 {
-    static const luaL_Reg methods[] = {{"pid", m_pid},
-                                       {"kill", m_kill},
-                                       {"wait", m_wait},
-                                       {NULL, NULL}};
+    static const luaL_Reg methods[] = {
+        {"pid", m_pid},
+        {"kill", m_kill},
+        {"wait", m_wait},
+        {NULL, NULL},
+    };
     rt_lua_new_class(L, RT_PROC_MT, methods, NULL, m_gc);
     lua_pushlightuserdata(L, ls);
     lua_pushcclosure(L, l_spawn_process, 1);

@@ -1,11 +1,12 @@
 /* rt_lua_redis.c - the Lua face of the Redis engine (rt_redis.h).
  *
- *   native.redis_open(opts) -> handle | nil, err
+ *   native.redis_open(opts) -> handle | nil, err, word
  *       opts: host, port, path, db, user, password, connect_timeout_ms,
  *       command_timeout_ms, reconnect, backoff_min_ms, backoff_max_ms,
  *       subscriber, max_queue (see rt_redis_opts_t). Yields until the first
  *       attempt ends: a failed first attempt closes the connection and
- *       returns its error ("Connection refused", "timeout", ...).
+ *       returns its error ("connection refused", "timeout", "connect
+ *       failed: WRONGPASS ...") and its word (rt_err.h).
  *   native.redis_command(h, name, arg...) -> reply | nil, err [, "redis"]
  *   native.redis_pipeline(h, {{name, arg...}, ...}) -> {reply...} | nil, err
  *   native.redis_subscribe(h, pattern, name...) -> true | nil, err
@@ -23,19 +24,16 @@
  * number (a decimal string beyond 2^53), nil -> lightuserdata NULL (the
  * same value as cjson.null), array -> table. An error reply is
  * `nil, message, "redis"` for a command, and {err = message} inside an
- * array or in a pipeline's results. Failures: "closed" (the connection
- * closed or was lost while waiting, or the handle was closed),
- * "disconnected" (reconnecting now), "timeout", "cancelled",
- * "out of memory". Caller bugs (bad argument types, a command refused on
- * this kind of connection) raise.
+ * array or in a pipeline's results. Failures (words of rt_err.h):
+ * "closed" (the connection closed or was lost while waiting, or the
+ * handle was closed), "disconnected" (reconnecting now), "timeout",
+ * "cancelled", "out of memory". Caller bugs (bad argument types, a
+ * command refused on this kind of connection) raise.
  *
- * Results are built in two ways. From a loop callback (a reply, a
- * message) the main state is idle: values are built there under
- * lua_cpcall, so a memory error never unwinds through hiredis or libuv,
- * then moved to the waiting coroutine. From inside a task (closing a
- * handle fails the other tasks' waits) only interned words are pushed,
- * which allocates nothing. Every yielding function reserves stack room on
- * its coroutine for the results before it yields. */
+ * Every wait goes through rt_lua_wait.h. Values are built on the main
+ * state under lua_cpcall (rt_lua_wait_done), so a memory error never
+ * unwinds through hiredis or libuv; a failure pushes an interned word,
+ * which allocates nothing. */
 #include "rt_lua_redis.h"
 
 #include <lauxlib.h>
@@ -44,55 +42,37 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rt_lua_wait.h"
 #include "rt_redis.h"
 
-#define LR_MT "chorus.redis"
-#define LR_CTX_MT "chorus.redis.ctx"
+#define LR_MT "chorus.db.redis"
 /* Room for one number argument: "%.17g" needs at most 24 bytes. */
 #define LR_NUMLEN 32
 /* Integers up to 2^53 are exact in a Lua number. */
 #define LR_MAX_EXACT 9007199254740992LL
 
-/* Words pushed without allocating (interned at open). */
-enum {
-    W_CLOSED = 0,
-    W_TIMEOUT,
-    W_DISCONNECTED,
-    W_NOMEM,
-    W_BUSY,
-    W_CONNECTED,
-    W_REDIS,
-    W_COUNT
-};
-static const char *const lr_words[W_COUNT] = {
-    "closed", "timeout", "disconnected", "out of memory",
-    "busy",   "connected", "redis"};
-
-/* Per Lua state context: a full userdata, upvalue of every function. */
-typedef struct {
-    rt_lua_sched_t *ls;
-    int words[W_COUNT]; /* registry refs, released by the context's __gc */
-} lr_ctx_t;
+/* The context of every function (its upvalue) is the scheduler's: its
+ * interned words (rt_err.h) are pushed without allocating. */
+typedef rt_lua_sched_t lr_ctx_t;
 
 typedef struct lr_open lr_open_t;
 typedef struct lr_next lr_next_t;
 
 /* A handle (the userdata's memory). */
 typedef struct {
-    rt_redis_t *r;      /* the engine connection; NULL once closed */
+    rt_redis_t *r; /* the engine connection; NULL once closed */
     lr_ctx_t *ctx;
     lr_open_t *opening; /* redis_open waiting for the first attempt */
     lr_next_t *next_w;  /* the task waiting in redis_next */
     int subscriber;
-    int up;             /* connected, as last seen */
-    int up_changed;     /* up changed while no watcher waited */
+    int up;         /* connected, as last seen */
+    int up_changed; /* up changed while no watcher waited */
 } lr_conn_t;
 
-/* redis_open's wait. Freed by its end (lr_open_end) or cancel hook. */
+/* redis_open's wait (conn->opening), freed when it ends. */
 struct lr_open {
-    rt_op_t op; /* first: the scheduler hands it back */
+    rt_lua_wait_t wait;
     lr_conn_t *conn;
-    rt_lua_task_t *task;
     int ud_ref; /* anchors the handle until the wait ends */
 };
 
@@ -104,47 +84,38 @@ typedef struct {
     rt_redis_cmd_t *h; /* pending in the engine, or NULL */
 } lr_slot_t;
 
-/* A command or pipeline wait. Freed by the callback that completes it,
- * by the first failure, or by the cancel hook. */
+/* A command or pipeline wait, freed when it ends: by the last reply,
+ * the first failure, or a cancel. */
 struct lr_cmd_op {
-    rt_op_t op;
+    rt_lua_wait_t wait;
     lr_ctx_t *ctx;
-    rt_lua_task_t *task;
     size_t n, left; /* slots, and replies still to come */
     int tbl_ref;    /* pipeline: its results table; LUA_NOREF: one command */
     lr_slot_t slots[];
 };
 
-/* A subscription's wait for its confirmations. */
+/* A subscription's wait for its confirmations, freed when it ends. */
 typedef struct {
-    rt_op_t op;
+    rt_lua_wait_t wait;
     lr_ctx_t *ctx;
-    rt_lua_task_t *task;
     rt_redis_cmd_t *h;
 } lr_sub_op_t;
 
-/* redis_next's wait; freed by its timer's close callback. */
+/* redis_next's wait (conn->next_w), freed when it ends; timeout_ms is
+ * the wait's own time limit. */
 struct lr_next {
-    rt_op_t op;
-    uv_timer_t timer; /* timeout_ms, when given */
+    rt_lua_wait_t wait;
     lr_conn_t *conn;
-    rt_lua_task_t *task;
     int watch; /* also end on a change of the connected state */
 };
 
-/* What lr_build makes on the main state. */
-enum { B_VALUE = 0, B_STORE, B_MSG, B_ERROR };
+/* A reply stored into a pipeline's results table (lr_store). */
 typedef struct {
-    int mode;
     lr_ctx_t *ctx;
-    lua_State *co;            /* B_VALUE, B_MSG, B_ERROR: results go here */
-    const redisReply *reply;  /* B_VALUE, B_STORE */
-    const rt_redis_msg_t *msg; /* B_MSG */
-    const char *str;          /* B_ERROR: the message */
-    int tbl_ref;              /* B_STORE: table, and index in it */
+    const redisReply *reply;
+    int tbl_ref;
     size_t idx;
-    int nres;                 /* out: values moved to co */
-} lr_build_t;
+} lr_store_t;
 
 /* Argument scratch: pointers, lengths and number texts of one command. */
 typedef struct {
@@ -158,17 +129,6 @@ static void lr_close(lr_conn_t *conn);
 static lr_ctx_t *lr_ctx(lua_State *L)
 {
     return lua_touserdata(L, lua_upvalueindex(1));
-}
-
-static void lr_push_word(lr_ctx_t *ctx, lua_State *L, int w)
-{
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->words[w]);
-}
-
-/* The word for an engine callback's err. */
-static int lr_word_of(const char *err)
-{
-    return strcmp(err, "timeout") == 0 ? W_TIMEOUT : W_CLOSED;
 }
 
 /* ---- replies to values --------------------------------------------------- */
@@ -225,49 +185,54 @@ static void lr_push_msg(lua_State *L, const rt_redis_msg_t *m)
     }
 }
 
-/* Run by lua_cpcall on the main state (see the header comment). */
-static int lr_build(lua_State *L)
+/* Builders run by rt_lua_wait_done (see the header comment). */
+
+/* A command's reply: value | nil, message, "redis". */
+static int lr_build_reply(lua_State *L, void *arg)
 {
-    lr_build_t *b = lua_touserdata(L, 1);
-    int n = 1;
-    lua_settop(L, 0);
-    switch (b->mode) {
-    case B_VALUE:
-        if (b->reply->type == REDIS_REPLY_ERROR) {
-            lua_pushnil(L);
-            lua_pushlstring(L, b->reply->str, b->reply->len);
-            lr_push_word(b->ctx, L, W_REDIS);
-            n = 3;
-        } else {
-            lr_push_value(L, b->reply);
-        }
-        break;
-    case B_STORE:
-        lua_rawgeti(L, LUA_REGISTRYINDEX, b->tbl_ref);
-        lr_push_value(L, b->reply);
-        lua_rawseti(L, -2, (int)b->idx);
-        lua_pop(L, 1);
-        n = 0;
-        break;
-    case B_MSG:
-        lr_push_msg(L, b->msg);
-        break;
-    default: /* B_ERROR */
-        lua_pushnil(L);
-        lua_pushstring(L, b->str);
-        n = 2;
-        break;
+    const redisReply *r = ((lr_store_t *)arg)->reply;
+    if (r->type != REDIS_REPLY_ERROR) {
+        lr_push_value(L, r);
+        return 1;
     }
-    lua_xmove(L, b->co, n);
-    b->nres = n;
+    lua_pushnil(L);
+    lua_pushlstring(L, r->str, r->len);
+    lua_pushliteral(L, "redis"); /* the kind: an error reply */
+    return 3;
+}
+
+/* A message for redis_next. */
+static int lr_build_msg(lua_State *L, void *arg)
+{
+    lr_push_msg(L, arg);
+    return 1;
+}
+
+/* nil, message, word: why the first attempt failed (redis_open). */
+static int lr_build_open_fail(lua_State *L, void *arg)
+{
+    int code = rt_redis_last_code(arg);
+    lua_pushnil(L);
+    lua_pushstring(L, rt_redis_last_error(arg));
+    lua_pushstring(L, rt_err_word(code ? code : RT_ECONNECT));
+    return 3;
+}
+
+/* Under lua_cpcall: stores a pipeline's reply into its results table. */
+static int lr_store_cp(lua_State *L)
+{
+    lr_store_t *b = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, b->tbl_ref);
+    lr_push_value(L, b->reply);
+    lua_rawseti(L, -2, (int)b->idx);
     return 0;
 }
 
-/* Builds b from a loop callback. Returns 0, or -1 when out of memory. */
-static int lr_run_build(lr_build_t *b)
+/* Stores from a loop callback. Returns 0, or -1 when out of memory. */
+static int lr_store(lr_store_t *b)
 {
-    lua_State *L = b->ctx->ls->L;
-    if (lua_cpcall(L, lr_build, b) != 0) {
+    lua_State *L = b->ctx->L;
+    if (lua_cpcall(L, lr_store_cp, b) != 0) {
         lua_pop(L, 1);
         return -1;
     }
@@ -315,16 +280,6 @@ static void lr_arg(lua_State *L, int idx, lr_args_t *a, size_t i)
     }
 }
 
-/* Pushes nil and the word for an engine error code; returns 2. */
-static int lr_push_rc(lua_State *L, lr_ctx_t *ctx, int rc)
-{
-    lua_pushnil(L);
-    lr_push_word(ctx, L, rc == RT_REDIS_EDISCONNECTED ? W_DISCONNECTED
-                         : rc == RT_REDIS_ECLOSED     ? W_CLOSED
-                                                      : W_NOMEM);
-    return 2;
-}
-
 static lr_conn_t *lr_check(lua_State *L, int idx)
 {
     return luaL_checkudata(L, idx, LR_MT);
@@ -332,83 +287,57 @@ static lr_conn_t *lr_check(lua_State *L, int idx)
 
 /* ---- opening ------------------------------------------------------------- */
 
-/* Ends redis_open's wait: the handle, or nil and the first error. */
+/* Ends redis_open's wait: the handle, or nil and the first error. The
+ * handle stays anchored until the end: it is closed after the wait. */
 static void lr_open_end(lr_conn_t *conn, int ok)
 {
     lr_open_t *op = conn->opening;
-    rt_lua_task_t *t = op->task;
-    lua_State *L = conn->ctx->ls->L;
-    lr_build_t b;
-    int n = 1;
+    int ref = op->ud_ref;
 
     conn->opening = NULL;
     if (ok) {
-        lua_rawgeti(t->co, LUA_REGISTRYINDEX, op->ud_ref);
+        lua_rawgeti(rt_lua_wait_co(&op->wait), LUA_REGISTRYINDEX, ref);
         conn->up = 1;
+        rt_lua_wait_wake(&op->wait, 1);
     } else {
-        memset(&b, 0, sizeof(b));
-        b.mode = B_ERROR;
-        b.ctx = conn->ctx;
-        b.co = t->co;
-        b.str = rt_redis_last_error(conn->r);
-        if (lr_run_build(&b) == 0) {
-            n = b.nres;
-        } else {
-            lua_pushnil(t->co);
-            lr_push_word(conn->ctx, t->co, W_NOMEM);
-            n = 2;
-        }
+        rt_lua_wait_done(&op->wait, lr_build_open_fail, conn->r);
         lr_close(conn); /* a failed first attempt is final */
     }
-    luaL_unref(L, LUA_REGISTRYINDEX, op->ud_ref);
-    free(op);
-    rt_lua_wake(t, n);
+    luaL_unref(conn->ctx->L, LUA_REGISTRYINDEX, ref);
 }
 
-static void lr_open_cancel(rt_op_t *o, rt_task_t *task)
+static void lr_open_cancel(rt_lua_wait_t *w, int why)
 {
-    lr_open_t *op = (lr_open_t *)o;
+    lr_open_t *op = (lr_open_t *)w;
     lr_conn_t *conn = op->conn;
-    (void)task;
+    (void)why;
     conn->opening = NULL;
     lr_close(conn);
-    luaL_unref(conn->ctx->ls->L, LUA_REGISTRYINDEX, op->ud_ref);
-    free(op);
+    luaL_unref(conn->ctx->L, LUA_REGISTRYINDEX, op->ud_ref);
 }
+
+static void lr_free(rt_lua_wait_t *w)
+{
+    free(w);
+}
+
+static const rt_lua_wait_vt_t lr_open_vt = {lr_open_cancel, lr_free, NULL};
 
 /* ---- redis_next ---------------------------------------------------------- */
 
-static void lr_next_closed(uv_handle_t *h)
+static void lr_next_cancel(rt_lua_wait_t *w, int why)
 {
-    free(h->data);
+    (void)why;
+    ((lr_next_t *)w)->conn->next_w = NULL;
 }
 
-/* Detaches w from its handle and closes its timer (which frees it). */
-static void lr_next_release(lr_next_t *w)
+static const rt_lua_wait_vt_t lr_next_vt = {lr_next_cancel, lr_free, NULL};
+
+/* Ends redis_next's wait with nil and the word of code. */
+static void lr_next_end(lr_next_t *w, int code)
 {
     w->conn->next_w = NULL;
-    uv_timer_stop(&w->timer);
-    uv_close((uv_handle_t *)&w->timer, lr_next_closed);
-}
-
-static void lr_next_end(lr_next_t *w, int word)
-{
-    rt_lua_task_t *t = w->task;
-    lua_pushnil(t->co);
-    lr_push_word(w->conn->ctx, t->co, word);
-    lr_next_release(w);
-    rt_lua_wake(t, 2);
-}
-
-static void lr_next_timeout_cb(uv_timer_t *timer)
-{
-    lr_next_end(timer->data, W_TIMEOUT);
-}
-
-static void lr_next_cancel(rt_op_t *o, rt_task_t *task)
-{
-    (void)task;
-    lr_next_release((lr_next_t *)o);
+    rt_lua_wait_fail(&w->wait, code);
 }
 
 /* A message arrived: hand the oldest to the waiting task, if any. */
@@ -416,26 +345,11 @@ static void lr_next_deliver(lr_conn_t *conn)
 {
     lr_next_t *w = conn->next_w;
     const rt_redis_msg_t *m;
-    rt_lua_task_t *t;
-    lr_build_t b;
-    int n = 1;
     if (w == NULL || (m = rt_redis_peek(conn->r)) == NULL)
         return;
-    t = w->task;
-    memset(&b, 0, sizeof(b));
-    b.mode = B_MSG;
-    b.ctx = conn->ctx;
-    b.co = t->co;
-    b.msg = m;
-    if (lr_run_build(&b) == 0) {
+    conn->next_w = NULL;
+    if (rt_lua_wait_done(&w->wait, lr_build_msg, (void *)m) == 0)
         rt_redis_shift(conn->r);
-    } else {
-        lua_pushnil(t->co);
-        lr_push_word(conn->ctx, t->co, W_NOMEM);
-        n = 2;
-    }
-    lr_next_release(w);
-    rt_lua_wake(t, n);
 }
 
 /* ---- engine events and closing ------------------------------------------- */
@@ -455,7 +369,7 @@ static void lr_event(rt_redis_t *r, rt_redis_event_t ev, void *data)
             conn->up_changed = 1;
             if (w != NULL && w->watch) {
                 conn->up_changed = 0;
-                lr_next_end(w, conn->up ? W_CONNECTED : W_DISCONNECTED);
+                lr_next_end(w, conn->up ? RT_ECONNECTED : RT_EDISCONNECTED);
             }
         }
         break;
@@ -474,12 +388,12 @@ static void lr_close(lr_conn_t *conn)
     conn->r = NULL;
     rt_redis_close(r); /* command and subscription waits: "closed" */
     if (conn->next_w != NULL)
-        lr_next_end(conn->next_w, W_CLOSED);
+        lr_next_end(conn->next_w, RT_ECLOSED);
     if (conn->opening != NULL) {
         /* Only reachable from __gc at exit: no task waits then. */
         lr_open_t *op = conn->opening;
         conn->opening = NULL;
-        luaL_unref(conn->ctx->ls->L, LUA_REGISTRYINDEX, op->ud_ref);
+        luaL_unref(conn->ctx->L, LUA_REGISTRYINDEX, op->ud_ref);
         free(op);
     }
 }
@@ -489,8 +403,13 @@ static void lr_close(lr_conn_t *conn)
 static void lr_cmd_free(lr_cmd_op_t *op)
 {
     if (op->tbl_ref != LUA_NOREF)
-        luaL_unref(op->ctx->ls->L, LUA_REGISTRYINDEX, op->tbl_ref);
+        luaL_unref(op->ctx->L, LUA_REGISTRYINDEX, op->tbl_ref);
     free(op);
+}
+
+static void lr_cmd_wait_free(rt_lua_wait_t *w)
+{
+    lr_cmd_free((lr_cmd_op_t *)w);
 }
 
 static void lr_cmd_abort_all(lr_cmd_op_t *op)
@@ -504,68 +423,55 @@ static void lr_cmd_abort_all(lr_cmd_op_t *op)
     }
 }
 
-static void lr_cmd_cancel(rt_op_t *o, rt_task_t *task)
+static void lr_cmd_cancel(rt_lua_wait_t *w, int why)
 {
-    lr_cmd_op_t *op = (lr_cmd_op_t *)o;
-    (void)task;
-    lr_cmd_abort_all(op);
-    lr_cmd_free(op);
+    (void)why;
+    lr_cmd_abort_all((lr_cmd_op_t *)w);
 }
 
-/* Ends the wait with nil and a word (the other commands are abandoned). */
-static void lr_cmd_fail(lr_cmd_op_t *op, int word)
+static const rt_lua_wait_vt_t lr_cmd_vt = {lr_cmd_cancel, lr_cmd_wait_free,
+                                           NULL};
+
+/* Ends the wait with nil and the word of code (the other commands are
+ * abandoned). */
+static void lr_cmd_fail(lr_cmd_op_t *op, int code)
 {
-    rt_lua_task_t *t = op->task;
     lr_cmd_abort_all(op);
-    lua_pushnil(t->co);
-    lr_push_word(op->ctx, t->co, word);
-    lr_cmd_free(op);
-    rt_lua_wake(t, 2);
+    rt_lua_wait_fail(&op->wait, code);
 }
 
-static void lr_cmd_cb(rt_redis_cmd_t *cmd, const redisReply *reply,
-                      const char *err, void *data)
+static void lr_cmd_cb(rt_redis_cmd_t *cmd, const redisReply *reply, int err,
+                      void *data)
 {
     lr_slot_t *s = data;
     lr_cmd_op_t *op = s->op;
-    rt_lua_task_t *t = op->task;
-    lr_build_t b;
+    lr_store_t b;
     (void)cmd;
     s->h = NULL;
-    if (err != NULL) {
-        lr_cmd_fail(op, lr_word_of(err));
+    if (err != 0) {
+        lr_cmd_fail(op, err);
         return;
     }
-    memset(&b, 0, sizeof(b));
     b.ctx = op->ctx;
-    b.co = t->co;
     b.reply = reply;
     if (op->tbl_ref == LUA_NOREF) {
-        b.mode = B_VALUE;
-        if (lr_run_build(&b) < 0) {
-            lr_cmd_fail(op, W_NOMEM);
-            return;
-        }
-        lr_cmd_free(op);
-        rt_lua_wake(t, b.nres);
+        rt_lua_wait_done(&op->wait, lr_build_reply, &b);
         return;
     }
-    b.mode = B_STORE;
     b.tbl_ref = op->tbl_ref;
     b.idx = (size_t)(s - op->slots) + 1;
-    if (lr_run_build(&b) < 0) {
-        lr_cmd_fail(op, W_NOMEM);
+    if (lr_store(&b) < 0) {
+        lr_cmd_fail(op, RT_ENOMEM);
         return;
     }
     if (--op->left > 0)
         return;
-    lua_rawgeti(t->co, LUA_REGISTRYINDEX, op->tbl_ref);
-    lr_cmd_free(op);
-    rt_lua_wake(t, 1);
+    lua_rawgeti(rt_lua_wait_co(&op->wait), LUA_REGISTRYINDEX, op->tbl_ref);
+    rt_lua_wait_wake(&op->wait, 1);
 }
 
 /* A wait for n commands, or NULL when out of memory. */
-static lr_cmd_op_t *lr_cmd_new(lr_ctx_t *ctx, rt_lua_task_t *cur, size_t n)
+static lr_cmd_op_t *lr_cmd_new(lr_ctx_t *ctx, size_t n)
 {
     lr_cmd_op_t *op;
     size_t i;
@@ -574,9 +480,8 @@ static lr_cmd_op_t *lr_cmd_new(lr_ctx_t *ctx, rt_lua_task_t *cur, size_t n)
     op = malloc(sizeof(*op) + n * sizeof(lr_slot_t));
     if (op == NULL)
         return NULL;
-    op->op.cancel = lr_cmd_cancel;
+    rt_lua_wait_init(&op->wait, &lr_cmd_vt);
     op->ctx = ctx;
-    op->task = cur;
     op->n = op->left = n;
     op->tbl_ref = LUA_NOREF;
     for (i = 0; i < n; i++) {
@@ -592,22 +497,10 @@ static int lr_refused(lua_State *L, lr_conn_t *conn, const char *name)
     if (conn->subscriber)
         return luaL_error(L, "redis: a subscriber connection only takes "
                              "subscribe and unsubscribe");
-    return luaL_error(L, "redis: %s is not allowed on a shared connection "
-                         "(it would change its state for every caller)",
+    return luaL_error(L,
+                      "redis: %s is not allowed on a shared connection "
+                      "(it would change its state for every caller)",
                       name);
-}
-
-/* Suspends cur on op (already sent). Returns lua_yield's value, or the
- * wake reason when cur is cancelled (the commands are abandoned). */
-static int lr_cmd_wait(lua_State *L, rt_lua_task_t *cur, lr_cmd_op_t *op)
-{
-    rt_wake_t why = rt_task_suspend(&cur->task, &op->op);
-    if (why != RT_WAKE_OK) {
-        lr_cmd_abort_all(op);
-        lr_cmd_free(op);
-        return rt_lua_push_wake(L, why);
-    }
-    return lua_yield(L, 0);
 }
 
 /* native.redis_command(h, name, arg...) */
@@ -625,27 +518,27 @@ static int l_redis_command(lua_State *L)
     for (i = 2; i <= n + 1; i++)
         if (!lr_arg_ok(L, i))
             return luaL_argerror(L, i, "string or number expected");
-    cur = rt_lua_current(L, ctx->ls, "redis_command");
+    cur = rt_lua_current(L, ctx, "redis_command");
     luaL_checkstack(L, LUA_MINSTACK, "redis_command");
     if (conn->r == NULL)
-        return lr_push_rc(L, ctx, RT_REDIS_ECLOSED);
-    if (cur->task.cancel_reason != RT_WAKE_OK)
-        return rt_lua_push_wake(L, cur->task.cancel_reason);
+        return rt_lua_fail(L, ctx, RT_ECLOSED);
+    if (rt_lua_wait_stopped(L, cur))
+        return 2;
     lr_args_new(L, (size_t)n, &a);
     for (i = 0; i < n; i++)
         lr_arg(L, i + 2, &a, (size_t)i);
-    op = lr_cmd_new(ctx, cur, 1);
+    op = lr_cmd_new(ctx, 1);
     if (op == NULL)
         return luaL_error(L, "out of memory");
-    rc = rt_redis_command(conn->r, n, a.argv, a.lens, lr_cmd_cb,
-                          &op->slots[0], &op->slots[0].h);
+    rc = rt_redis_command(conn->r, n, a.argv, a.lens, lr_cmd_cb, &op->slots[0],
+                          &op->slots[0].h);
     if (rc < 0) {
         free(op);
-        if (rc == RT_REDIS_EINVAL)
+        if (rc == RT_EINVAL)
             return lr_refused(L, conn, lua_tostring(L, 2));
-        return lr_push_rc(L, ctx, rc);
+        return rt_lua_fail(L, ctx, rc);
     }
-    return lr_cmd_wait(L, cur, op);
+    return rt_lua_wait_suspend(L, &op->wait, cur, -1);
 }
 
 /* native.redis_pipeline(h, cmds): every command is sent before the first
@@ -666,13 +559,16 @@ static int l_redis_pipeline(lua_State *L)
     for (i = 1; i <= n; i++) {
         lua_rawgeti(L, 2, (int)i);
         if (!lua_istable(L, -1) || (m = lua_objlen(L, -1)) == 0)
-            return luaL_error(L, "redis_pipeline: command %d must be a "
-                                 "non-empty array", (int)i);
+            return luaL_error(L,
+                              "redis_pipeline: command %d must be a "
+                              "non-empty array",
+                              (int)i);
         for (j = 1; j <= m; j++) {
             lua_rawgeti(L, -1, (int)j);
             if (!lr_arg_ok(L, -1))
-                return luaL_error(L, "redis_pipeline: command %d, argument "
-                                     "%d: string or number expected",
+                return luaL_error(L,
+                                  "redis_pipeline: command %d, argument "
+                                  "%d: string or number expected",
                                   (int)i, (int)j);
             lua_pop(L, 1);
         }
@@ -680,20 +576,20 @@ static int l_redis_pipeline(lua_State *L)
             maxargs = m;
         lua_pop(L, 1);
     }
-    cur = rt_lua_current(L, ctx->ls, "redis_pipeline");
+    cur = rt_lua_current(L, ctx, "redis_pipeline");
     luaL_checkstack(L, LUA_MINSTACK, "redis_pipeline");
     if (n == 0) {
         lua_newtable(L);
         return 1;
     }
     if (conn->r == NULL)
-        return lr_push_rc(L, ctx, RT_REDIS_ECLOSED);
-    if (cur->task.cancel_reason != RT_WAKE_OK)
-        return rt_lua_push_wake(L, cur->task.cancel_reason);
+        return rt_lua_fail(L, ctx, RT_ECLOSED);
+    if (rt_lua_wait_stopped(L, cur))
+        return 2;
     lr_args_new(L, maxargs, &a); /* index 3 */
     lua_createtable(L, n > INT_MAX ? INT_MAX : (int)n, 0);
     ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    op = lr_cmd_new(ctx, cur, n);
+    op = lr_cmd_new(ctx, n);
     if (op == NULL) {
         luaL_unref(L, LUA_REGISTRYINDEX, ref);
         return luaL_error(L, "out of memory");
@@ -714,45 +610,40 @@ static int l_redis_pipeline(lua_State *L)
         if (rc < 0) {
             lr_cmd_abort_all(op);
             lr_cmd_free(op);
-            if (rc == RT_REDIS_EINVAL) {
+            if (rc == RT_EINVAL) {
                 lua_rawgeti(L, 2, (int)i + 1);
                 lua_rawgeti(L, -1, 1);
                 return lr_refused(L, conn, lua_tostring(L, -1));
             }
-            return lr_push_rc(L, ctx, rc);
+            return rt_lua_fail(L, ctx, rc);
         }
     }
-    return lr_cmd_wait(L, cur, op);
+    return rt_lua_wait_suspend(L, &op->wait, cur, -1);
 }
 
 /* ---- pub/sub ------------------------------------------------------------- */
 
-static void lr_sub_cb(rt_redis_cmd_t *cmd, const redisReply *reply,
-                      const char *err, void *data)
+static void lr_sub_cb(rt_redis_cmd_t *cmd, const redisReply *reply, int err,
+                      void *data)
 {
     lr_sub_op_t *op = data;
-    rt_lua_task_t *t = op->task;
-    int n = 1;
     (void)cmd;
     (void)reply;
-    if (err != NULL) {
-        lua_pushnil(t->co);
-        lr_push_word(op->ctx, t->co, lr_word_of(err));
-        n = 2;
-    } else {
-        lua_pushboolean(t->co, 1);
+    if (err != 0) {
+        rt_lua_wait_fail(&op->wait, err);
+        return;
     }
-    free(op);
-    rt_lua_wake(t, n);
+    lua_pushboolean(rt_lua_wait_co(&op->wait), 1);
+    rt_lua_wait_wake(&op->wait, 1);
 }
 
-static void lr_sub_cancel(rt_op_t *o, rt_task_t *task)
+static void lr_sub_cancel(rt_lua_wait_t *w, int why)
 {
-    lr_sub_op_t *op = (lr_sub_op_t *)o;
-    (void)task;
-    rt_redis_cmd_abort(op->h); /* the subscription itself stays */
-    free(op);
+    (void)why;
+    rt_redis_cmd_abort(((lr_sub_op_t *)w)->h); /* the subscription stays */
 }
+
+static const rt_lua_wait_vt_t lr_sub_vt = {lr_sub_cancel, lr_free, NULL};
 
 /* Checks redis_(un)subscribe's arguments; fills a (pushed at the top). */
 static int lr_names(lua_State *L, const char *fname, lr_args_t *a)
@@ -779,35 +670,27 @@ static int l_redis_subscribe(lua_State *L)
     lr_ctx_t *ctx = lr_ctx(L);
     lr_conn_t *conn = lr_check(L, 1);
     int pattern = lua_toboolean(L, 2), n, rc;
-    rt_lua_task_t *cur = rt_lua_current(L, ctx->ls, "redis_subscribe");
+    rt_lua_task_t *cur = rt_lua_current(L, ctx, "redis_subscribe");
     lr_sub_op_t *op;
     lr_args_t a;
-    rt_wake_t why;
 
     n = lr_names(L, "redis_subscribe", &a);
     if (conn->r == NULL)
-        return lr_push_rc(L, ctx, RT_REDIS_ECLOSED);
-    if (cur->task.cancel_reason != RT_WAKE_OK)
-        return rt_lua_push_wake(L, cur->task.cancel_reason);
+        return rt_lua_fail(L, ctx, RT_ECLOSED);
+    if (rt_lua_wait_stopped(L, cur))
+        return 2;
     op = malloc(sizeof(*op));
     if (op == NULL)
         return luaL_error(L, "out of memory");
-    op->op.cancel = lr_sub_cancel;
+    rt_lua_wait_init(&op->wait, &lr_sub_vt);
     op->ctx = ctx;
-    op->task = cur;
-    rc = rt_redis_subscribe(conn->r, pattern, n, a.argv, a.lens, lr_sub_cb,
-                            op, &op->h);
+    rc = rt_redis_subscribe(conn->r, pattern, n, a.argv, a.lens, lr_sub_cb, op,
+                            &op->h);
     if (rc < 0) {
         free(op);
-        return lr_push_rc(L, ctx, rc);
+        return rt_lua_fail(L, ctx, rc);
     }
-    why = rt_task_suspend(&cur->task, &op->op);
-    if (why != RT_WAKE_OK) {
-        rt_redis_cmd_abort(op->h);
-        free(op);
-        return rt_lua_push_wake(L, why);
-    }
-    return lua_yield(L, 0);
+    return rt_lua_wait_suspend(L, &op->wait, cur, -1);
 }
 
 /* native.redis_unsubscribe(h, pattern, name...) */
@@ -819,10 +702,10 @@ static int l_redis_unsubscribe(lua_State *L)
     lr_args_t a;
     n = lr_names(L, "redis_unsubscribe", &a);
     if (conn->r == NULL)
-        return lr_push_rc(L, ctx, RT_REDIS_ECLOSED);
+        return rt_lua_fail(L, ctx, RT_ECLOSED);
     rc = rt_redis_unsubscribe(conn->r, pattern, n, a.argv, a.lens);
     if (rc < 0)
-        return lr_push_rc(L, ctx, rc);
+        return rt_lua_fail(L, ctx, rc);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -837,65 +720,39 @@ static int l_redis_next(lua_State *L)
     const rt_redis_msg_t *m;
     rt_lua_task_t *cur;
     lr_next_t *w;
-    rt_wake_t why;
 
     if (!conn->subscriber)
         return luaL_error(L, "redis_next: not a subscriber connection");
     if (!(ms < 1e12))
         return luaL_argerror(L, 2, "out of range");
-    cur = rt_lua_current(L, ctx->ls, "redis_next");
+    cur = rt_lua_current(L, ctx, "redis_next");
     luaL_checkstack(L, LUA_MINSTACK, "redis_next");
     if (conn->r == NULL)
-        return lr_push_rc(L, ctx, RT_REDIS_ECLOSED);
+        return rt_lua_fail(L, ctx, RT_ECLOSED);
     if ((m = rt_redis_peek(conn->r)) != NULL) {
         lr_push_msg(L, m); /* may raise: the message is still queued */
         rt_redis_shift(conn->r);
         return 1;
     }
-    if (conn->next_w != NULL) {
-        lua_pushnil(L);
-        lr_push_word(ctx, L, W_BUSY);
-        return 2;
-    }
+    if (conn->next_w != NULL)
+        return rt_lua_fail(L, ctx, RT_EBUSY);
     if (watch && conn->up_changed) {
         /* A change that came while the watcher was busy elsewhere. */
         conn->up_changed = 0;
-        lua_pushnil(L);
-        lr_push_word(ctx, L, conn->up ? W_CONNECTED : W_DISCONNECTED);
-        return 2;
+        return rt_lua_fail(L, ctx, conn->up ? RT_ECONNECTED : RT_EDISCONNECTED);
     }
-    if (cur->task.cancel_reason != RT_WAKE_OK)
-        return rt_lua_push_wake(L, cur->task.cancel_reason);
-    if (ms == 0) {
-        lua_pushnil(L);
-        lr_push_word(ctx, L, W_TIMEOUT);
+    if (rt_lua_wait_stopped(L, cur))
         return 2;
-    }
+    if (ms == 0)
+        return rt_lua_fail(L, ctx, RT_ETIMEOUT);
     w = malloc(sizeof(*w));
     if (w == NULL)
         return luaL_error(L, "out of memory");
-    if (uv_timer_init(ctx->ls->sched.loop, &w->timer) < 0) {
-        free(w);
-        return luaL_error(L, "redis_next: cannot create a timer");
-    }
-    w->timer.data = w;
-    w->op.cancel = lr_next_cancel;
+    rt_lua_wait_init(&w->wait, &lr_next_vt);
     w->conn = conn;
-    w->task = cur;
     w->watch = watch;
-    why = rt_task_suspend(&cur->task, &w->op);
-    if (why != RT_WAKE_OK) {
-        uv_close((uv_handle_t *)&w->timer, lr_next_closed);
-        return rt_lua_push_wake(L, why);
-    }
     conn->next_w = w;
-    if (ms > 0) {
-        uv_update_time(ctx->ls->sched.loop);
-        if (uv_timer_start(&w->timer, lr_next_timeout_cb,
-                           (uint64_t)(ms + 0.5), 0) < 0)
-            lr_next_end(w, W_NOMEM); /* queued: the yield returns at once */
-    }
-    return lua_yield(L, 0);
+    return rt_lua_wait_suspend(L, &w->wait, cur, ms);
 }
 
 /* ---- the rest ------------------------------------------------------------ */
@@ -943,13 +800,12 @@ static int l_redis_open(lua_State *L)
     rt_lua_task_t *cur;
     lr_conn_t *conn;
     lr_open_t *op;
-    rt_wake_t why;
     int err = 0, ref;
 
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
     luaL_checkstack(L, LUA_MINSTACK, "redis_open");
-    cur = rt_lua_current(L, ctx->ls, "redis_open");
+    cur = rt_lua_current(L, ctx, "redis_open");
     memset(&o, 0, sizeof(o));
     o.host = lr_opt_str(L, "host");
     o.path = lr_opt_str(L, "path");
@@ -968,8 +824,8 @@ static int l_redis_open(lua_State *L)
     o.subscriber = lua_toboolean(L, -1);
     if (o.host == NULL && o.path == NULL)
         return luaL_error(L, "redis_open: host or path is required");
-    if (cur->task.cancel_reason != RT_WAKE_OK)
-        return rt_lua_push_wake(L, cur->task.cancel_reason);
+    if (rt_lua_wait_stopped(L, cur))
+        return 2;
 
     conn = lua_newuserdata(L, sizeof(*conn));
     memset(conn, 0, sizeof(*conn));
@@ -983,28 +839,17 @@ static int l_redis_open(lua_State *L)
         luaL_unref(L, LUA_REGISTRYINDEX, ref);
         return luaL_error(L, "out of memory");
     }
-    conn->r = rt_redis_new(ctx->ls->sched.loop, &o, lr_event, conn, &err);
+    conn->r = rt_redis_new(ctx->sched.loop, &o, lr_event, conn, &err);
     if (conn->r == NULL) {
         free(op);
         luaL_unref(L, LUA_REGISTRYINDEX, ref);
-        lua_pushnil(L);
-        lua_pushstring(L, err == RT_REDIS_EINVAL ? "invalid options"
-                                                 : "out of memory");
-        return 2;
+        return rt_lua_fail(L, ctx, err);
     }
-    op->op.cancel = lr_open_cancel;
+    rt_lua_wait_init(&op->wait, &lr_open_vt);
     op->conn = conn;
-    op->task = cur;
     op->ud_ref = ref;
-    why = rt_task_suspend(&cur->task, &op->op);
-    if (why != RT_WAKE_OK) {
-        lr_close(conn);
-        luaL_unref(L, LUA_REGISTRYINDEX, ref);
-        free(op);
-        return rt_lua_push_wake(L, why);
-    }
     conn->opening = op;
-    return lua_yield(L, 0);
+    return rt_lua_wait_suspend(L, &op->wait, cur, -1);
 }
 
 /* native.redis_close(h) */
@@ -1060,20 +905,9 @@ static int lr_gc(lua_State *L)
 static int lr_tostring(lua_State *L)
 {
     lr_conn_t *conn = lr_check(L, 1);
-    lua_pushfstring(L, "chorus.redis%s: %p",
+    lua_pushfstring(L, "chorus.db.redis%s: %p",
                     conn->subscriber ? " subscriber" : "", (void *)conn);
     return 1;
-}
-
-static int lr_ctx_gc(lua_State *L)
-{
-    lr_ctx_t *ctx = luaL_checkudata(L, 1, LR_CTX_MT);
-    int i;
-    for (i = 0; i < W_COUNT; i++) {
-        luaL_unref(L, LUA_REGISTRYINDEX, ctx->words[i]);
-        ctx->words[i] = LUA_NOREF;
-    }
-    return 0;
 }
 
 static const luaL_Reg lr_funcs[] = {
@@ -1085,13 +919,11 @@ static const luaL_Reg lr_funcs[] = {
     {"redis_next", l_redis_next},
     {"redis_close", l_redis_close},
     {"redis_info", l_redis_info},
-    {NULL, NULL}};
+    {NULL, NULL},
+};
 
 void rt_lua_redis_open(lua_State *L, rt_lua_sched_t *ls, int table)
 {
-    lr_ctx_t *ctx;
-    int i;
-
     luaL_newmetatable(L, LR_MT);
     lua_pushcfunction(L, lr_gc);
     lua_setfield(L, -2, "__gc");
@@ -1099,20 +931,8 @@ void rt_lua_redis_open(lua_State *L, rt_lua_sched_t *ls, int table)
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
 
-    ctx = lua_newuserdata(L, sizeof(*ctx));
-    ctx->ls = ls;
-    for (i = 0; i < W_COUNT; i++)
-        ctx->words[i] = LUA_NOREF;
-    luaL_newmetatable(L, LR_CTX_MT);
-    lua_pushcfunction(L, lr_ctx_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_setmetatable(L, -2);
-    for (i = 0; i < W_COUNT; i++) {
-        lua_pushstring(L, lr_words[i]);
-        ctx->words[i] = luaL_ref(L, LUA_REGISTRYINDEX);
-    }
     lua_pushvalue(L, table);
-    lua_insert(L, -2);
+    lua_pushlightuserdata(L, ls);
     luaL_setfuncs(L, lr_funcs, 1);
     lua_pop(L, 1);
 }

@@ -14,10 +14,10 @@
  * kills its coroutine: that one is not reused. */
 #include "rt_lua_sched.h"
 
+#include "rt_lua_wait.h"
 #include "rt_lua_watchdog.h"
 
 #include <lauxlib.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,34 +35,46 @@ static const char lt_trampoline[] =
     "local function run(fn, ...) return run(yield(done, fn(...))) end\n"
     "return run, function() end\n";
 
-static const char *const rt__wake_names[] = {"ok", "cancelled", "timeout"};
-
 static void lt_resume(rt_task_t *t, rt_wake_t wake);
 static void lt_free(rt_task_t *t);
 static void lt_done(rt_task_t *t);
 
 static const rt_task_vtable_t lt_vtable = {lt_resume, lt_free, lt_done};
 
-/* The op of a task parked by native.suspend(); only task:wake() ends it. */
-static void lt_manual_cancel(rt_op_t *op, rt_task_t *t)
+/* The wait of a task parked by native.suspend(): nothing to abort, and
+ * only task:wake() (or a cancel) ends it. */
+static void lt_park_free(rt_lua_wait_t *w)
 {
-    (void)op;
-    (void)t;
+    free(w);
 }
-static rt_op_t lt_manual_op = {lt_manual_cancel};
-/* The op of sleep(0): the task is queued again at once. */
-static rt_op_t lt_yield_op = {lt_manual_cancel};
+static const rt_lua_wait_vt_t lt_park_vt = {NULL, lt_park_free, NULL};
+/* The wait of sleep(0), which ends as soon as it began. */
+static const rt_lua_wait_vt_t lt_yield_vt = {NULL, NULL, NULL};
 
 static rt_lua_sched_t *lt_ctx(lua_State *L)
 {
     return lua_touserdata(L, lua_upvalueindex(1));
 }
 
-int rt_lua_push_wake(lua_State *L, rt_wake_t why)
+void rt_lua_push_err(lua_State *L, rt_lua_sched_t *ls, int code)
+{
+    int i = rt_err_index(code);
+    if (i >= 0)
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ls->words[i]);
+    else
+        lua_pushstring(L, rt_err_word(code));
+}
+
+int rt_lua_fail(lua_State *L, rt_lua_sched_t *ls, int code)
 {
     lua_pushnil(L);
-    lua_pushstring(L, rt__wake_names[why]);
+    rt_lua_push_err(L, ls, code);
     return 2;
+}
+
+int rt_lua_push_wake(lua_State *L, rt_lua_sched_t *ls, rt_wake_t why)
+{
+    return rt_lua_fail(L, ls, rt_lua_wake_err(why));
 }
 
 /* Anchoring. While a task is not done, the registry anchors its coroutine
@@ -186,7 +198,7 @@ static void lt_resume(rt_task_t *t, rt_wake_t wake)
         lt->base.started = 1;
         nargs = lt->base.nargs;
     } else if (wake != RT_WAKE_OK) {
-        nargs = rt_lua_push_wake(co, wake);
+        nargs = rt_lua_push_wake(co, ls, wake);
     } else if (lt->base.nargs == 0) {
         lua_pushboolean(co, 1);
         nargs = 1;
@@ -231,8 +243,8 @@ static void lt_resume(rt_task_t *t, rt_wake_t wake)
     rt_task_finish(t, RT_OUTCOME_ERROR);
 }
 
-static void lt_push_userdata(lua_State *L, rt_lua_sched_t *ls,
-                             rt_lua_task_t *t, int adopt)
+static void lt_push_userdata(lua_State *L, rt_lua_sched_t *ls, rt_lua_task_t *t,
+                             int adopt)
 {
     rt_lua_task_t **ud;
     lua_rawgeti(L, LUA_REGISTRYINDEX, ls->tasks_ref);
@@ -283,7 +295,8 @@ rt_lua_task_t *rt_lua_task_spawn(rt_lua_sched_t *ls, lua_State *L, int fn_idx,
         ls->npool--;
         co = ls->pool[ls->npool];
         lt->base.co_ref = ls->pool_refs[ls->npool];
-        lt->reusable = 1; /* until it runs: a cancelled new task gives it back */
+        /* Until it runs: a cancelled new task gives it back. */
+        lt->reusable = 1;
     } else {
         co = lua_newthread(L);
         lt->base.co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -312,23 +325,11 @@ rt_lua_task_t *rt_lua_current(lua_State *L, rt_lua_sched_t *ls,
 {
     rt_lua_task_t *t = (rt_lua_task_t *)ls->sched.current;
     if (t == NULL || t->co != L)
-        luaL_error(L, "%s must be called from a chorus task (not the main "
-                      "thread or a nested coroutine)", fname);
+        luaL_error(L,
+                   "%s must be called from a chorus task (not the main "
+                   "thread or a nested coroutine)",
+                   fname);
     return t;
-}
-
-int rt_lua_suspend(lua_State *L, rt_lua_task_t *t, rt_op_t *op)
-{
-    rt_wake_t why = rt_task_suspend(&t->task, op);
-    if (why != RT_WAKE_OK)
-        return rt_lua_push_wake(L, why);
-    return lua_yield(L, 0);
-}
-
-void rt_lua_wake(rt_lua_task_t *t, int nresults)
-{
-    t->nargs = nresults;
-    rt_task_wake(&t->task);
 }
 
 /* native.spawn(opts|nil, fn, ...) -> task
@@ -417,35 +418,28 @@ static int l_wait(lua_State *L)
     case RT_WAIT_SUSPENDED:
         return lua_yield(L, 0);
     case RT_WAIT_CANCELLED:
-        return rt_lua_push_wake(L, rt_task_stop_reason(&cur->task));
+        return rt_lua_push_wake(L, ls, rt_task_stop_reason(&cur->task));
     default:
-        lua_pushnil(L);
-        lua_pushliteral(L, "out of memory");
-        return 2;
+        return rt_lua_fail(L, ls, RT_ENOMEM);
     }
 }
 
-/* Sleep: one malloc'd op holding its timer (in the scheduler's heap). */
-typedef struct {
-    rt_op_t op;
-    rt_timer_t timer;
-    rt_lua_task_t *task;
-} lt_sleep_t;
-
-static void lt_sleep_fire(rt_timer_t *tm)
+/* Sleep: a wait on nothing but its own time limit, which ends it with
+ * true (the wait is malloc'd: a task's sleep outlives no one). */
+static int lt_sleep_expire(rt_lua_wait_t *w, lua_State *co)
 {
-    lt_sleep_t *s = (lt_sleep_t *)((char *)tm - offsetof(lt_sleep_t, timer));
-    lua_pushboolean(s->task->co, 1);
-    rt_lua_wake(s->task, 1);
-    free(s);
+    (void)w;
+    lua_pushboolean(co, 1);
+    return 1;
 }
 
-static void lt_sleep_cancel(rt_op_t *op, rt_task_t *t)
+static void lt_sleep_free(rt_lua_wait_t *w)
 {
-    lt_sleep_t *s = (lt_sleep_t *)op;
-    rt_timer_stop(&t->sched->timers, &s->timer);
-    free(s);
+    free(w);
 }
+
+static const rt_lua_wait_vt_t lt_sleep_vt = {NULL, lt_sleep_free,
+                                             lt_sleep_expire};
 
 /* native.sleep(ms) -> true | nil, reason. sleep(0) lets others run. */
 static int l_sleep(lua_State *L)
@@ -453,40 +447,24 @@ static int l_sleep(lua_State *L)
     rt_lua_sched_t *ls = lt_ctx(L);
     double ms = luaL_checknumber(L, 1);
     rt_lua_task_t *cur = rt_lua_current(L, ls, "sleep");
-    uv_loop_t *loop = ls->sched.loop;
-    lt_sleep_t *s;
-    rt_wake_t why;
+    rt_lua_wait_t *w;
+    int n;
 
     if (!(ms < 1e12))
         return luaL_argerror(L, 1, "out of range");
     if (ms <= 0) {
-        why = rt_task_suspend(&cur->task, &lt_yield_op);
-        if (why != RT_WAKE_OK)
-            return rt_lua_push_wake(L, why);
-        rt_task_wake(&cur->task);
-        return lua_yield(L, 0);
+        /* Queued again behind the tasks already ready: lua_yield only
+         * takes effect when this function returns. */
+        n = rt_lua_wait_suspend(L, &ls->yield_wait, cur, -1);
+        if (rt_lua_wait_active(&ls->yield_wait))
+            rt_lua_wait_wake(&ls->yield_wait, 0);
+        return n;
     }
-    s = malloc(sizeof(*s));
-    if (s == NULL)
+    w = malloc(sizeof(*w));
+    if (w == NULL)
         return luaL_error(L, "out of memory");
-    s->op.cancel = lt_sleep_cancel;
-    s->task = cur;
-    rt_timer_init(&s->timer, lt_sleep_fire);
-    /* From a fresh clock: the loop time is stale after CPU work. Armed
-     * before suspending, so a full timer heap is an error, not a hang. */
-    uv_update_time(loop);
-    if (rt_timer_start(&ls->sched.timers, &s->timer,
-                       uv_now(loop) + (uint64_t)(ms + 0.5)) != 0) {
-        free(s);
-        return luaL_error(L, "out of memory");
-    }
-    why = rt_task_suspend(&cur->task, &s->op);
-    if (why != RT_WAKE_OK) {
-        rt_timer_stop(&ls->sched.timers, &s->timer);
-        free(s);
-        return rt_lua_push_wake(L, why);
-    }
-    return lua_yield(L, 0);
+    rt_lua_wait_init(w, &lt_sleep_vt);
+    return rt_lua_wait_suspend(L, w, cur, ms);
 }
 
 /* native.suspend() -> values passed to task:wake(...) | nil, reason */
@@ -494,7 +472,11 @@ static int l_suspend(lua_State *L)
 {
     rt_lua_sched_t *ls = lt_ctx(L);
     rt_lua_task_t *cur = rt_lua_current(L, ls, "suspend");
-    return rt_lua_suspend(L, cur, &lt_manual_op);
+    rt_lua_wait_t *w = malloc(sizeof(*w));
+    if (w == NULL)
+        return luaL_error(L, "out of memory");
+    rt_lua_wait_init(w, &lt_park_vt);
+    return rt_lua_wait_suspend(L, w, cur, -1);
 }
 
 /* native.current() -> task | nil */
@@ -515,7 +497,7 @@ static int l_cancelled(lua_State *L)
     rt_wake_t why = t ? rt_task_stop_reason(t) : RT_WAKE_OK;
     if (why == RT_WAKE_OK)
         return 0;
-    lua_pushstring(L, rt__wake_names[why]);
+    rt_lua_push_err(L, ls, rt_lua_wake_err(why));
     return 1;
 }
 
@@ -528,11 +510,8 @@ static int l_scope_open(lua_State *L)
     rt_lua_task_t *cur = rt_lua_current(L, ls, "scope_open");
     if (!(ms >= 0 && ms < 1e12))
         return luaL_argerror(L, 1, "out of range");
-    if (rt_task_scope_open(&cur->task, (uint64_t)(ms + 0.5)) != 0) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "nested");
-        return 2;
-    }
+    if (rt_task_scope_open(&cur->task, (uint64_t)(ms + 0.5)) != 0)
+        return rt_lua_fail(L, ls, RT_ENESTED);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -604,9 +583,9 @@ static int m_result(lua_State *L)
         lua_remove(L, -2);
         return 2;
     case RT_OUTCOME_TIMEOUT:
-        return rt_lua_push_wake(L, RT_WAKE_TIMEOUT);
+        return rt_lua_push_wake(L, lt_ctx(L), RT_WAKE_TIMEOUT);
     default:
-        return rt_lua_push_wake(L, RT_WAKE_CANCELLED);
+        return rt_lua_push_wake(L, lt_ctx(L), RT_WAKE_CANCELLED);
     }
 }
 
@@ -635,15 +614,16 @@ static int m_on_done(lua_State *L)
 static int m_wake(lua_State *L)
 {
     rt_lua_task_t *t = lt_check(L, 1);
+    rt_lua_wait_t *w = rt_lua_wait_of(t);
     int n = lua_gettop(L) - 1;
-    if (t->task.state != RT_TASK_SUSPENDED || t->task.op != &lt_manual_op) {
+    if (w == NULL || w->vt != &lt_park_vt) {
         lua_pushboolean(L, 0);
         return 1;
     }
     if (!lua_checkstack(t->co, n + 1))
         return luaL_error(L, "too many values");
     lua_xmove(L, t->co, n);
-    rt_lua_wake(t, n);
+    rt_lua_wait_wake(w, n);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -686,21 +666,28 @@ static int m_tostring(lua_State *L)
 }
 
 static const luaL_Reg lt_methods[] = {
-    {"cancel", m_cancel},   {"done", m_done},       {"result", m_result},
-    {"wake", m_wake},       {"status", m_status},   {"outcome", m_outcome},
-    {"on_done", m_on_done},
-    {NULL, NULL}};
+    {"cancel", m_cancel},   {"done", m_done},     {"result", m_result},
+    {"wake", m_wake},       {"status", m_status}, {"outcome", m_outcome},
+    {"on_done", m_on_done}, {NULL, NULL},
+};
 
 static const luaL_Reg lt_funcs[] = {
-    {"spawn", l_spawn},         {"wait", l_wait},
-    {"sleep", l_sleep},         {"suspend", l_suspend},
-    {"current", l_current},     {"cancelled", l_cancelled},
-    {"live_tasks", l_live_tasks}, {"scope_open", l_scope_open},
-    {"scope_close", l_scope_close}, {NULL, NULL}};
+    {"spawn", l_spawn},
+    {"wait", l_wait},
+    {"sleep", l_sleep},
+    {"suspend", l_suspend},
+    {"current", l_current},
+    {"cancelled", l_cancelled},
+    {"live_tasks", l_live_tasks},
+    {"scope_open", l_scope_open},
+    {"scope_close", l_scope_close},
+    {NULL, NULL},
+};
 
 rt_lua_sched_t *rt_lua_sched_open(lua_State *L, uv_loop_t *loop, int table)
 {
     rt_lua_sched_t *ls = malloc(sizeof(*ls));
+    int i;
     if (ls == NULL)
         return NULL;
     if (rt_sched_init(&ls->sched, loop) < 0) {
@@ -709,6 +696,11 @@ rt_lua_sched_t *rt_lua_sched_open(lua_State *L, uv_loop_t *loop, int table)
     }
     ls->L = L;
     ls->wd = NULL;
+    rt_lua_wait_init(&ls->yield_wait, &lt_yield_vt);
+    for (i = 0; i < RT_ERR_COUNT; i++) {
+        lua_pushstring(L, rt_err_word(-1 - i));
+        ls->words[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     if (table < 0)
         table = lua_gettop(L) + table + 1;
     ls->npool = 0;

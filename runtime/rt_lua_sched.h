@@ -1,25 +1,27 @@
 /* rt_lua_sched.h - the Lua face of the scheduler: tasks are coroutines.
  *
- * Other bindings use these helpers to write yielding functions in the
- * OpenResty sequence: check arguments, get the current task (raises when
- * called outside one), suspend on an operation (or return the cancel reason
- * at once), and later push results onto the task's coroutine and wake it. */
+ * Other bindings find the current task here (rt_lua_current raises when
+ * called outside one) and wait through rt_lua_wait.h, which suspends the
+ * task on an operation and resumes it with the operation's results. */
 #ifndef RT_LUA_SCHED_H
 #define RT_LUA_SCHED_H
 
 #include <lua.h>
 
+#include "rt_err.h"
+#include "rt_lua_wait.h"
 #include "rt_sched.h"
 
 typedef struct rt_lua_task {
-    rt_task_t task;   /* must stay first: the engine hands back rt_task_t* */
-    lua_State *co;    /* the coroutine running the body */
-    int co_ref;       /* registry ref anchoring co until the task is done */
-    int nargs;        /* values pushed on co for the next resume */
-    int started;      /* the body has been entered */
-    int report;       /* log the error if nobody ever joins (root tasks) */
-    int joined;       /* someone read the outcome */
-    int script;       /* > 0 while it runs script code (the watchdog) */
+    rt_task_t task; /* must stay first: the engine hands back rt_task_t* */
+    lua_State *co;  /* the coroutine running the body */
+    int co_ref;     /* registry ref anchoring co until the task is done */
+    int nargs;      /* values pushed on co for the next resume (set by
+                         rt_lua_wait.c when a wait ends) */
+    int started;    /* the body has been entered */
+    int report;     /* log the error if nobody ever joins (root tasks) */
+    int joined;     /* someone read the outcome */
+    int script;     /* > 0 while it runs script code (the watchdog) */
 } rt_lua_task_t;
 
 struct rt_lua_wd;
@@ -27,14 +29,16 @@ struct rt_lua_wd;
 /* Per Lua state scheduler context, kept as an upvalue of every function. */
 typedef struct rt_lua_sched {
     rt_sched_t sched;
-    lua_State *L;    /* the main state */
-    int tasks_ref;   /* weak table: lightuserdata(task) -> userdata */
-    int run_ref;     /* the trampoline every task coroutine runs */
-    int park_ref;    /* a no-op body that parks a pooled coroutine */
-    lua_State **pool;  /* idle coroutines, waiting in the trampoline */
-    int *pool_refs;    /* their registry anchors */
+    lua_State *L;     /* the main state */
+    int tasks_ref;    /* weak table: lightuserdata(task) -> userdata */
+    int run_ref;      /* the trampoline every task coroutine runs */
+    int park_ref;     /* a no-op body that parks a pooled coroutine */
+    lua_State **pool; /* idle coroutines, waiting in the trampoline */
+    int *pool_refs;   /* their registry anchors */
     int npool;
-    struct rt_lua_wd *wd; /* the watchdog marks each resume (or NULL) */
+    struct rt_lua_wd *wd;     /* the watchdog marks each resume (or NULL) */
+    rt_lua_wait_t yield_wait; /* sleep(0)'s (see l_sleep) */
+    int words[RT_ERR_COUNT];  /* registry refs of rt_err.h's words */
 } rt_lua_sched_t;
 
 /* Creates the scheduler for L on loop and leaves the `chorus.native` task
@@ -59,14 +63,25 @@ void rt_lua_task_push(lua_State *L, rt_lua_sched_t *ls, rt_lua_task_t *t);
  * is not a running task (main thread, nested plain coroutine). */
 rt_lua_task_t *rt_lua_current(lua_State *L, rt_lua_sched_t *ls,
                               const char *fname);
-/* Suspends the current task on op and yields. When the task is already
- * cancelled, returns `nil, reason` at once instead. Use as
- * `return rt_lua_suspend(L, t, op);` from a lua_CFunction. */
-int rt_lua_suspend(lua_State *L, rt_lua_task_t *t, rt_op_t *op);
+/* The words of rt_err.h are interned when the state opens: pushing one
+ * allocates nothing, so a loop callback may push it onto a waiting
+ * coroutine. */
+
+/* Pushes the word of code (an RT_E* of rt_err.h). */
+void rt_lua_push_err(lua_State *L, rt_lua_sched_t *ls, int code);
+/* Pushes nil and the word of code; returns 2. */
+int rt_lua_fail(lua_State *L, rt_lua_sched_t *ls, int code);
+/* The code of a cancel reason: RT_ECANCELLED or RT_ETIMEOUT. */
+static inline int rt_lua_wake_err(rt_wake_t why)
+{
+    return why == RT_WAKE_TIMEOUT ? RT_ETIMEOUT : RT_ECANCELLED;
+}
 /* Pushes `nil, reason` for a cancel reason; returns 2. */
-int rt_lua_push_wake(lua_State *L, rt_wake_t why);
-/* Marks that the values just pushed onto t->co are the results of the
- * pending operation, and queues t. */
-void rt_lua_wake(rt_lua_task_t *t, int nresults);
+int rt_lua_push_wake(lua_State *L, rt_lua_sched_t *ls, rt_wake_t why);
+/* The scheduler context of t. */
+static inline rt_lua_sched_t *rt_lua_task_sched(const rt_lua_task_t *t)
+{
+    return (rt_lua_sched_t *)t->task.sched; /* sched is its first member */
+}
 
 #endif

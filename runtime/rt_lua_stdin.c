@@ -3,6 +3,8 @@
  * human answers an approval prompt. */
 #include "rt_lua_stdin.h"
 
+#include "rt_lua_wait.h"
+
 #include <lauxlib.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -17,10 +19,9 @@ struct rt_lua_stdin {
         uv_tty_t tty;
         uv_pipe_t pipe;
     } u;
-    rt_op_t op;
+    rt_lua_wait_t wait; /* a task waiting for a line */
     rt_lua_sched_t *ls;
-    rt_lua_task_t *reader; /* the task waiting for a line, or NULL */
-    char *buf;             /* bytes read and not yet returned */
+    char *buf; /* bytes read and not yet returned */
     size_t len, cap;
     int stream_ok; /* u is an initialised tty or pipe handle */
     int eof;
@@ -47,8 +48,17 @@ static int stdin_append(rt_lua_stdin_t *in, const char *p, size_t n)
     return 0;
 }
 
+/* A line can be returned now: one is complete, the buffer is full, or
+ * the input ended. */
+static int stdin_ready(const rt_lua_stdin_t *in)
+{
+    return in->eof || in->len >= RT_STDIN_MAX_LINE ||
+           (in->len > 0 && memchr(in->buf, '\n', in->len) != NULL);
+}
+
 /* Pushes the next line (without its newline) if one is complete, or the
- * rest at end of input. Returns 1 if it pushed, 0 if more input is needed. */
+ * rest at end of input. Returns the number of values it pushed, 0 if
+ * more input is needed. */
 static int stdin_take_line(rt_lua_stdin_t *in, lua_State *L)
 {
     char *nl = in->len ? memchr(in->buf, '\n', in->len) : NULL;
@@ -56,17 +66,12 @@ static int stdin_take_line(rt_lua_stdin_t *in, lua_State *L)
     if (nl == NULL) {
         if (in->len >= RT_STDIN_MAX_LINE) {
             in->len = 0;
-            lua_pushnil(L);
-            lua_pushliteral(L, "line too long");
-            return 2;
+            return rt_lua_fail(L, in->ls, RT_ETOO_LARGE);
         }
         if (!in->eof)
             return 0;
-        if (in->len == 0) {
-            lua_pushnil(L);
-            lua_pushliteral(L, "eof");
-            return 2;
-        }
+        if (in->len == 0)
+            return rt_lua_fail(L, in->ls, RT_EEOF);
         n = in->len;
         lua_pushlstring(L, in->buf, n);
         in->len = 0;
@@ -86,33 +91,35 @@ static void stdin_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     buf->len = buf->base ? hint : 0;
 }
 
+static int stdin_build_line(lua_State *L, void *arg)
+{
+    return stdin_take_line(arg, L);
+}
+
 static void stdin_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     rt_lua_stdin_t *in = s->data;
-    int n;
     if (nread > 0 && stdin_append(in, buf->base, (size_t)nread) < 0)
         in->eof = 1; /* out of memory: end the input rather than lose it */
     else if (nread < 0)
         in->eof = 1;
     free(buf->base);
-    if (in->reader == NULL)
-        return;
-    n = stdin_take_line(in, in->reader->co);
-    if (n == 0)
+    if (!rt_lua_wait_active(&in->wait) || !stdin_ready(in))
         return;
     uv_read_stop(&in->u.stream);
-    rt_lua_wake(in->reader, n);
-    in->reader = NULL;
+    rt_lua_wait_done(&in->wait, stdin_build_line, in);
 }
 
-static void stdin_cancel(rt_op_t *op, rt_task_t *t)
+static void stdin_cancel(rt_lua_wait_t *w, int why)
 {
-    rt_lua_stdin_t *in = (rt_lua_stdin_t *)((char *)op -
-                                            offsetof(rt_lua_stdin_t, op));
-    (void)t;
+    rt_lua_stdin_t *in = (rt_lua_stdin_t *)((char *)w -
+                                            offsetof(rt_lua_stdin_t, wait));
+    (void)why;
     uv_read_stop(&in->u.stream);
-    in->reader = NULL;
 }
+
+/* The wait lives in the reader, which lives as long as the process. */
+static const rt_lua_wait_vt_t stdin_vt = {stdin_cancel, NULL, NULL};
 
 /* Regular files and /dev/null cannot be polled; they never block either. */
 static void stdin_read_blocking(rt_lua_stdin_t *in)
@@ -147,16 +154,15 @@ static int stdin_open_stream(rt_lua_stdin_t *in)
     return 0;
 }
 
-/* native.read_line() -> line | nil, "eof" | nil, "cancelled" ... */
+/* native.read_line() -> line | nil, "eof" | "too large" (a line over
+ * RT_STDIN_MAX_LINE bytes) | "busy" | "cancelled" | "timeout" */
 static int l_read_line(lua_State *L)
 {
     rt_lua_stdin_t *in = lua_touserdata(L, lua_upvalueindex(1));
     rt_lua_task_t *cur = rt_lua_current(L, in->ls, "read_line");
     int n;
-    if (in->reader != NULL) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "busy");
-        return 2;
+    if (rt_lua_wait_active(&in->wait)) {
+        return rt_lua_fail(L, in->ls, RT_EBUSY);
     }
     n = stdin_take_line(in, L);
     if (n > 0)
@@ -169,13 +175,7 @@ static int l_read_line(lua_State *L)
         in->eof = 1;
         return stdin_take_line(in, L);
     }
-    n = rt_task_suspend(&cur->task, &in->op);
-    if (n != RT_WAKE_OK) {
-        uv_read_stop(&in->u.stream);
-        return rt_lua_push_wake(L, (rt_wake_t)n);
-    }
-    in->reader = cur;
-    return lua_yield(L, 0);
+    return rt_lua_wait_suspend(L, &in->wait, cur, -1);
 }
 
 rt_lua_stdin_t *rt_lua_stdin_open(lua_State *L, rt_lua_sched_t *ls, int table)
@@ -184,7 +184,7 @@ rt_lua_stdin_t *rt_lua_stdin_open(lua_State *L, rt_lua_sched_t *ls, int table)
     if (in == NULL)
         return NULL;
     in->ls = ls;
-    in->op.cancel = stdin_cancel;
+    rt_lua_wait_init(&in->wait, &stdin_vt);
     lua_pushlightuserdata(L, in);
     lua_pushcclosure(L, l_read_line, 1);
     lua_setfield(L, table, "read_line");

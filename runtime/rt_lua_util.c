@@ -222,12 +222,20 @@ static int l_random_hex(lua_State *L)
 }
 
 static const luaL_Reg funcs[] = {
-    {"utf8_valid", l_utf8_valid}, {"hmac_sha256", l_hmac_sha256},
+    {"utf8_valid", l_utf8_valid},
+    {"hmac_sha256", l_hmac_sha256},
     {"random_hex", l_random_hex},
     {"list_dir", l_list_dir},
-    {"now", l_now},         {"time", l_time},       {"sha256", l_sha256},
-    {"uuid", l_uuid},       {"isatty", l_isatty},   {"hostname", l_hostname},
-    {"pid", l_pid},         {"rss", l_rss},         {NULL, NULL}};
+    {"now", l_now},
+    {"time", l_time},
+    {"sha256", l_sha256},
+    {"uuid", l_uuid},
+    {"isatty", l_isatty},
+    {"hostname", l_hostname},
+    {"pid", l_pid},
+    {"rss", l_rss},
+    {NULL, NULL},
+};
 
 void rt_lua_util_open(lua_State *L, int table)
 {

@@ -184,9 +184,9 @@ static int l_value_check(lua_State *L)
         switch (rc) {
         case VC_TOO_LARGE:
             lua_pushliteral(L, "too_large");
-            lua_pushfstring(L, "larger than %d bytes as JSON",
-                            (int)(max_bytes > 2147483647.0 ? 2147483647.0
-                                                           : max_bytes));
+            lua_pushfstring(
+                L, "larger than %d bytes as JSON",
+                (int)(max_bytes > 2147483647.0 ? 2147483647.0 : max_bytes));
             break;
         case VC_TOO_DEEP:
             lua_pushliteral(L, "too_deep");
@@ -222,9 +222,11 @@ static int l_utf8_repair(lua_State *L)
     return 1;
 }
 
-static const luaL_Reg funcs[] = {{"value_check", l_value_check},
-                                 {"utf8_repair", l_utf8_repair},
-                                 {NULL, NULL}};
+static const luaL_Reg funcs[] = {
+    {"value_check", l_value_check},
+    {"utf8_repair", l_utf8_repair},
+    {NULL, NULL},
+};
 
 void rt_lua_value_open(lua_State *L, int table)
 {

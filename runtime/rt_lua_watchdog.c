@@ -6,8 +6,9 @@
  * notices a resume of a task in script code (a task spawned with
  * {script = true}, or between native.script_enter and script_leave: an
  * agent's call, a strategy's run, a script file's loading) running past
- * its budget, or the heap past its limit, and arms a count hook; the hook raises "cpu budget exceeded (N ms)" or "memory
- * limit exceeded (...)" when the code running is a script's (a chunk the
+ * its budget, or the heap past its limit, and arms a count hook; the
+ * hook raises "cpu budget exceeded (N ms)" or "memory limit exceeded
+ * (...)" when the code running is a script's (a chunk the
  * registry loaded: native.script_source), so the error ends the agent's
  * attempt or the strategy, never framework bookkeeping. LuaJIT runs no
  * hook inside compiled traces, hence scripts run with the JIT off for
@@ -64,8 +65,7 @@ static int rt__in_script(lua_State *L, rt_lua_wd_t *wd)
     lua_Debug d;
     int yes;
     memset(&d, 0, sizeof d);
-    if (!lua_getstack(L, 0, &d) || !lua_getinfo(L, "S", &d) ||
-        d.source == NULL)
+    if (!lua_getstack(L, 0, &d) || !lua_getinfo(L, "S", &d) || d.source == NULL)
         return 0;
     lua_rawgeti(L, LUA_REGISTRYINDEX, wd->sources_ref);
     lua_getfield(L, -1, d.source);
@@ -274,13 +274,17 @@ static int l_watchdog_stats(lua_State *L)
     return 1;
 }
 
-static const luaL_Reg funcs[] = {{"script_source", l_script_source},
-                                 {"watchdog_config", l_watchdog_config},
-                                 {"watchdog_stats", l_watchdog_stats},
-                                 {NULL, NULL}};
-static const luaL_Reg task_funcs[] = {{"script_enter", l_script_enter},
-                                      {"script_leave", l_script_leave},
-                                      {NULL, NULL}};
+static const luaL_Reg funcs[] = {
+    {"script_source", l_script_source},
+    {"watchdog_config", l_watchdog_config},
+    {"watchdog_stats", l_watchdog_stats},
+    {NULL, NULL},
+};
+static const luaL_Reg task_funcs[] = {
+    {"script_enter", l_script_enter},
+    {"script_leave", l_script_leave},
+    {NULL, NULL},
+};
 
 void rt_lua_watchdog_open(lua_State *L, rt_lua_sched_t *ls, int table)
 {

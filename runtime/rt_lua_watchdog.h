@@ -11,15 +11,15 @@
 typedef struct rt_lua_wd {
     rt_watchdog_t w;
     lua_State *L;
-    int running;         /* the thread runs (CPU budget and heap ceiling) */
-    atomic_int reasons;  /* RT_WD_CPU | RT_WD_MEM: why the hook is armed */
+    int running;        /* the thread runs (CPU budget and heap ceiling) */
+    atomic_int reasons; /* RT_WD_CPU | RT_WD_MEM: why the hook is armed */
     atomic_uint_fast64_t doomed; /* the resume over its CPU budget */
-    int sources_ref;     /* registry: chunk name -> true for script code */
-    lua_Alloc alloc;     /* LuaJIT's allocator, wrapped */
+    int sources_ref; /* registry: chunk name -> true for script code */
+    lua_Alloc alloc; /* LuaJIT's allocator, wrapped */
     void *alloc_ud;
-    long long heap;      /* bytes the wrapper counted (main thread) */
-    long long hard;      /* allocations past this fail (0: none) */
-    int collected;       /* a full collection ran for this memory alarm */
+    long long heap; /* bytes the wrapper counted (main thread) */
+    long long hard; /* allocations past this fail (0: none) */
+    int collected;  /* a full collection ran for this memory alarm */
     unsigned long long overruns, cpu_interrupts, mem_interrupts, refused;
 } rt_lua_wd_t;
 

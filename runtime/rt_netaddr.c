@@ -30,8 +30,7 @@ int rt_cidr_parse(const char *s, rt_cidr_t *out)
     }
     if (slash) {
         bits = strtol(slash + 1, &end, 10);
-        if (*end != '\0' || end == slash + 1 || bits < 0 ||
-            bits > out->prefix)
+        if (*end != '\0' || end == slash + 1 || bits < 0 || bits > out->prefix)
             return -1;
         out->prefix = (int)bits;
     }
@@ -51,8 +50,8 @@ static int rt__prefix_match(const uint8_t *a, const uint8_t *b, int bits)
 /* The address's bytes and family, an IPv4-mapped IPv6 address unmapped. */
 static int rt__bytes(const struct sockaddr *sa, uint8_t out[16])
 {
-    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff,
-                                       0xff};
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0,    0,
+                                       0, 0, 0, 0, 0xff, 0xff};
     if (sa->sa_family == AF_INET) {
         memcpy(out, &((const struct sockaddr_in *)sa)->sin_addr, 4);
         return AF_INET;
@@ -79,12 +78,12 @@ int rt_cidr_contains(const rt_cidr_t *c, const struct sockaddr *sa)
 int rt_netaddr_is_internal(const struct sockaddr *sa)
 {
     static const char *const ranges[] = {
-        "0.0.0.0/8",      "10.0.0.0/8",     "100.64.0.0/10", "127.0.0.0/8",
-        "169.254.0.0/16", "172.16.0.0/12",  "192.0.0.0/24",  "192.0.2.0/24",
-        "192.168.0.0/16", "198.18.0.0/15",  "198.51.100.0/24",
-        "203.0.113.0/24", "224.0.0.0/4",    "240.0.0.0/4",   "::/128",
-        "::1/128",        "fc00::/7",       "fe80::/10",     "ff00::/8",
-        "64:ff9b::/96",   "100::/64",       "2001:db8::/32"};
+        "0.0.0.0/8",      "10.0.0.0/8",    "100.64.0.0/10",   "127.0.0.0/8",
+        "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24",    "192.0.2.0/24",
+        "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24",
+        "224.0.0.0/4",    "240.0.0.0/4",   "::/128",          "::1/128",
+        "fc00::/7",       "fe80::/10",     "ff00::/8",        "64:ff9b::/96",
+        "100::/64",       "2001:db8::/32"};
     static rt_cidr_t parsed[sizeof ranges / sizeof ranges[0]];
     static int ready;
     uint8_t a[16];

@@ -28,37 +28,37 @@ struct rt_pg_req {
     rt_pg_req_t *next; /* queue link */
     rt_pg_done_cb cb;  /* NULL once cancelled: results are discarded */
     void *data;
-    int simple;        /* PQsendQuery of stmts[0].sql */
-    int sent;          /* sent to the server: it is the running request */
-    int oom;           /* a result was dropped for lack of memory */
+    int simple; /* PQsendQuery of stmts[0].sql */
+    int sent;   /* sent to the server: it is the running request */
+    int oom;    /* a result was dropped for lack of memory */
     size_t nstmts;
     rt_pg_stmt_t *stmts; /* copies; they and their strings live in arena */
     void *arena;
-    PGresult **results;  /* owned; pipeline: nstmts slots */
+    PGresult **results; /* owned; pipeline: nstmts slots */
     size_t nresults, cap;
-    size_t cur;          /* pipeline: statement whose results come next */
+    size_t cur; /* pipeline: statement whose results come next */
 };
 
 struct rt_pg {
     uv_loop_t *loop;
     rt_pg_handlers_t h;
     void *data;
-    PGconn *conn;          /* owned; NULL before connect and when closed */
-    uv_poll_t *poll;       /* owned (freed by its close cb); on poll_fd */
+    PGconn *conn;    /* owned; NULL before connect and when closed */
+    uv_poll_t *poll; /* owned (freed by its close cb); on poll_fd */
     int poll_fd;
-    int poll_events;       /* events the poll was started with, 0: stopped */
-    int want_write;        /* PQflush has more to send */
-    uv_timer_t timer;      /* see rt__timer_why_t */
+    int poll_events;  /* events the poll was started with, 0: stopped */
+    int want_write;   /* PQflush has more to send */
+    uv_timer_t timer; /* see rt__timer_why_t */
     rt__timer_why_t timer_why;
-    int handles;           /* handles not yet through their close cb */
+    int handles; /* handles not yet through their close cb */
     rt_pg_state_t state;
-    int broken;            /* lost; the loss is reported from the timer */
-    int closed;            /* rt_pg_close called; freed when handles == 0 */
-    const char *fail_word; /* connect failure to report (RT__T_CONNECT_*) */
+    int broken;    /* lost; the loss is reported from the timer */
+    int closed;    /* rt_pg_close called; freed when handles == 0 */
+    int fail_code; /* connect failure to report (RT__T_CONNECT_*) */
     uint64_t connect_timeout_ms, cancel_timeout_ms;
     rt_pg_req_t *head, *tail; /* requests; head runs when head->sent */
-    rt__cancel_t *cancel;  /* the cancel the next request waits for */
-    char *errmsg;          /* owned copy of the last error, or NULL */
+    rt__cancel_t *cancel;     /* the cancel the next request waits for */
+    char *errmsg;             /* owned copy of the last error, or NULL */
 };
 
 static void rt__on_io(uv_poll_t *p, int status, int events);
@@ -215,15 +215,15 @@ static int rt__add(size_t *total, size_t a)
 
 /* Builds a request holding copies of the statements, or NULL (*rc says
  * why). */
-static rt_pg_req_t *rt__req_new(const rt_pg_stmt_t *stmts, size_t n,
-                                int simple, int *rc)
+static rt_pg_req_t *rt__req_new(const rt_pg_stmt_t *stmts, size_t n, int simple,
+                                int *rc)
 {
     size_t i, j, size = 0, nptr = 0;
     rt_pg_req_t *req;
     const char **ptrs;
     char *text;
 
-    *rc = RT_PG_EINVAL;
+    *rc = RT_EINVAL;
     if (n == 0 || stmts == NULL)
         return NULL;
     if (simple && (n != 1 || stmts[0].nparams != 0))
@@ -248,7 +248,7 @@ static rt_pg_req_t *rt__req_new(const rt_pg_stmt_t *stmts, size_t n,
         rt__add(&size, nptr * sizeof(char *)) < 0)
         return NULL;
 
-    *rc = RT_PG_ENOMEM;
+    *rc = RT_ENOMEM;
     req = calloc(1, sizeof(*req));
     if (req == NULL)
         return NULL;
@@ -341,8 +341,8 @@ static void rt__send_cancel(rt_pg_t *pg, int attach)
     c->pg = attach ? pg : NULL;
     c->err[0] = '\0';
     c->work.data = c;
-    if (uv_queue_work(pg->loop, &c->work, rt__cancel_work,
-                      rt__cancel_done) < 0) {
+    if (uv_queue_work(pg->loop, &c->work, rt__cancel_work, rt__cancel_done) <
+        0) {
         PQfreeCancel(pc);
         free(c);
         return;
@@ -353,29 +353,27 @@ static void rt__send_cancel(rt_pg_t *pg, int attach)
 
 /* ---- connecting --------------------------------------------------------- */
 
-static const char *rt__connect_word(const char *msg)
+static int rt__connect_code(const char *msg)
 {
-    return strstr(msg, "Connection refused") ? "connection refused"
-                                             : "connect failed";
+    return strstr(msg, "Connection refused") ? RT_EREFUSED : RT_ECONNECT;
 }
 
-/* The connect attempt failed with word: drop the socket now and report
+/* The connect attempt failed with code: drop the socket now and report
  * from the loop (now: we are in a loop callback; else via the timer). */
-static void rt__connect_fail(rt_pg_t *pg, const char *word, const char *msg,
-                             int now)
+static void rt__connect_fail(rt_pg_t *pg, int code, const char *msg, int now)
 {
     rt__set_error(pg, msg);
     rt__unwatch(pg);
     PQfinish(pg->conn);
     pg->conn = NULL;
-    pg->fail_word = word;
+    pg->fail_code = code;
     if (!now) {
         rt__arm(pg, RT__T_CONNECT_REPORT, 0);
         return;
     }
     rt__disarm(pg, RT__T_CONNECT_TIMEOUT);
     pg->state = RT_PG_CLOSED;
-    pg->h.connected(pg, word, rt_pg_error_message(pg), pg->data);
+    pg->h.connected(pg, code, rt_pg_error_message(pg), pg->data);
 }
 
 /* One step of PQconnectPoll after the socket became ready. */
@@ -390,29 +388,29 @@ static void rt__connect_step(rt_pg_t *pg)
     pg->poll_events = 0;
     st = PQconnectPoll(pg->conn);
     if (st == PGRES_POLLING_READING || st == PGRES_POLLING_WRITING) {
-        rc = rt__watch(pg, st == PGRES_POLLING_READING ? UV_READABLE
-                                                       : UV_WRITABLE);
+        rc = rt__watch(pg,
+                       st == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE);
         if (rc < 0)
-            rt__connect_fail(pg, "connect failed", uv_strerror(rc), 1);
+            rt__connect_fail(pg, RT_ECONNECT, uv_strerror(rc), 1);
         return;
     }
     if (st != PGRES_POLLING_OK) {
         const char *msg = PQerrorMessage(pg->conn);
-        rt__connect_fail(pg, rt__connect_word(msg), msg, 1);
+        rt__connect_fail(pg, rt__connect_code(msg), msg, 1);
         return;
     }
     if (PQsetnonblocking(pg->conn, 1) != 0) {
-        rt__connect_fail(pg, "connect failed", PQerrorMessage(pg->conn), 1);
+        rt__connect_fail(pg, RT_ECONNECT, PQerrorMessage(pg->conn), 1);
         return;
     }
     rc = rt__watch(pg, UV_READABLE);
     if (rc < 0) {
-        rt__connect_fail(pg, "connect failed", uv_strerror(rc), 1);
+        rt__connect_fail(pg, RT_ECONNECT, uv_strerror(rc), 1);
         return;
     }
     rt__disarm(pg, RT__T_CONNECT_TIMEOUT);
     pg->state = RT_PG_READY;
-    pg->h.connected(pg, NULL, "", pg->data);
+    pg->h.connected(pg, 0, "", pg->data);
 }
 
 /* ---- the connection at work --------------------------------------------- */
@@ -474,7 +472,7 @@ static void rt__lost(rt_pg_t *pg)
     while ((req = pg->head) != NULL) {
         rt__unlink(pg, req);
         if (req->cb != NULL) {
-            res.error = "closed";
+            res.error = RT_ECLOSED;
             res.message = rt_pg_error_message(pg);
             res.results = req->results;
             res.nresults = req->nresults;
@@ -531,7 +529,7 @@ static int rt__complete(rt_pg_t *pg, rt_pg_req_t *req)
     if (pg->cancel == NULL)
         rt__disarm(pg, RT__T_CANCEL_TIMEOUT);
     if (req->cb != NULL) {
-        res.error = req->oom ? "out of memory" : NULL;
+        res.error = req->oom ? RT_ENOMEM : 0;
         res.message = req->oom ? "a result was dropped" : "";
         res.results = req->results;
         res.nresults = req->nresults;
@@ -557,8 +555,7 @@ static int rt__take(rt_pg_t *pg, rt_pg_req_t *req, PGresult *r)
         return 1;
     }
     st = PQresultStatus(r);
-    if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT ||
-        st == PGRES_COPY_BOTH) {
+    if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
         PQclear(r);
         rt__fail(pg, "COPY is not supported");
         return 0;
@@ -575,8 +572,7 @@ static int rt__take(rt_pg_t *pg, rt_pg_req_t *req, PGresult *r)
         if (req->nresults == req->cap) {
             PGresult **grown = NULL;
             if (req->cap <= SIZE_MAX / 2 / sizeof(*grown))
-                grown = realloc(req->results,
-                                2 * req->cap * sizeof(*grown));
+                grown = realloc(req->results, 2 * req->cap * sizeof(*grown));
             if (grown == NULL) {
                 req->oom = 1;
                 PQclear(r);
@@ -601,8 +597,8 @@ static int rt__deliver_notifies(rt_pg_t *pg)
     PGnotify *n;
     while (pg->conn != NULL && (n = PQnotifies(pg->conn)) != NULL) {
         if (pg->h.notify != NULL)
-            pg->h.notify(pg, n->relname, n->extra ? n->extra : "",
-                         n->be_pid, pg->data);
+            pg->h.notify(pg, n->relname, n->extra ? n->extra : "", n->be_pid,
+                         pg->data);
         PQfreemem(n);
         if (pg->closed || pg->broken)
             return 0;
@@ -667,12 +663,11 @@ static void rt__on_timer(uv_timer_t *t)
     case RT__T_CONNECT_TIMEOUT:
         (void)snprintf(msg, sizeof(msg), "no connection after %llu ms",
                        (unsigned long long)pg->connect_timeout_ms);
-        rt__connect_fail(pg, "timeout", msg, 1);
+        rt__connect_fail(pg, RT_ETIMEOUT, msg, 1);
         break;
     case RT__T_CONNECT_REPORT:
         pg->state = RT_PG_CLOSED;
-        pg->h.connected(pg, pg->fail_word, rt_pg_error_message(pg),
-                        pg->data);
+        pg->h.connected(pg, pg->fail_code, rt_pg_error_message(pg), pg->data);
         break;
     case RT__T_CANCEL_TIMEOUT:
         rt__fail(pg, "a cancelled query did not end in time");
@@ -716,21 +711,21 @@ int rt_pg_connect(rt_pg_t *pg, const char *conninfo)
 {
     int rc;
     if (pg->state != RT_PG_NEW || pg->closed)
-        return RT_PG_ESTATE;
+        return RT_EBUSY;
     pg->conn = PQconnectStart(conninfo);
     if (pg->conn == NULL)
-        return RT_PG_ENOMEM;
+        return RT_ENOMEM;
     PQsetNoticeProcessor(pg->conn, rt__notice, NULL);
     pg->state = RT_PG_CONNECTING;
     if (PQstatus(pg->conn) == CONNECTION_BAD) {
         const char *msg = PQerrorMessage(pg->conn);
-        rt__connect_fail(pg, rt__connect_word(msg), msg, 0);
+        rt__connect_fail(pg, rt__connect_code(msg), msg, 0);
         return 0;
     }
     /* libpq's rule: the first PQconnectPoll waits for writability. */
     rc = rt__watch(pg, UV_WRITABLE);
     if (rc < 0) {
-        rt__connect_fail(pg, "connect failed", uv_strerror(rc), 0);
+        rt__connect_fail(pg, RT_ECONNECT, uv_strerror(rc), 0);
         return 0;
     }
     if (pg->connect_timeout_ms > 0) {
@@ -775,11 +770,11 @@ int rt_pg_exec(rt_pg_t *pg, const rt_pg_stmt_t *stmts, size_t n, int simple,
     int rc;
 
     if (pg->closed || pg->broken || pg->state == RT_PG_CLOSED)
-        return RT_PG_ECLOSED;
+        return RT_ECLOSED;
     if (pg->state != RT_PG_READY)
-        return RT_PG_ESTATE;
+        return RT_EBUSY;
     if (cb == NULL)
-        return RT_PG_EINVAL;
+        return RT_EINVAL;
     req = rt__req_new(stmts, n, simple, &rc);
     if (req == NULL)
         return rc;

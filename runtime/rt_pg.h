@@ -41,16 +41,16 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "rt_err.h"
+
 typedef struct rt_pg rt_pg_t;
 typedef struct rt_pg_req rt_pg_req_t;
 
-/* Errors (negative; 0 is success). */
-enum {
-    RT_PG_ENOMEM = -1,  /* out of memory */
-    RT_PG_EINVAL = -2,  /* bad arguments (too many parameters, ...) */
-    RT_PG_ECLOSED = -3, /* the connection is lost, failed or closed */
-    RT_PG_ESTATE = -4   /* already connecting or connected */
-};
+/* Errors are codes of rt_err.h (negative; 0 is success): RT_ENOMEM,
+ * RT_EINVAL (bad arguments: too many parameters, ...), RT_ECLOSED (the
+ * connection is lost, failed or closed), RT_EBUSY (already connecting or
+ * connected), and for a connect attempt RT_ETIMEOUT, RT_EREFUSED and
+ * RT_ECONNECT (any other reason, bad conninfo included). */
 
 /* Connection states, as rt_pg_state reports them. */
 typedef enum {
@@ -61,13 +61,11 @@ typedef enum {
 } rt_pg_state_t;
 
 typedef struct {
-    /* The connect attempt ended. err is NULL on success, else a word:
-     * "timeout", "connection refused", "connect failed" (any other reason,
-     * bad conninfo included) or "out of memory"; msg says more (libpq's
+    /* The connect attempt ended. err is 0 on success, else RT_ETIMEOUT,
+     * RT_EREFUSED, RT_ECONNECT or RT_ENOMEM; msg says more (libpq's
      * message) and is "" on success. Called exactly once per successful
      * rt_pg_connect. */
-    void (*connected)(rt_pg_t *pg, const char *err, const char *msg,
-                      void *data);
+    void (*connected)(rt_pg_t *pg, int err, const char *msg, void *data);
     /* A NOTIFY arrived on a channel this session listens to. */
     void (*notify)(rt_pg_t *pg, const char *channel, const char *payload,
                    int pid, void *data);
@@ -97,9 +95,10 @@ typedef struct {
 
 /* The outcome of a request; valid only during the done callback. */
 typedef struct {
-    /* NULL: the request ran (each result has its own status, server errors
-     * included); "closed": the connection was lost or closed first. */
-    const char *error;
+    /* 0: the request ran (each result has its own status, server errors
+     * included); RT_ECLOSED: the connection was lost or closed first;
+     * RT_ENOMEM: a result was dropped for lack of memory. */
+    int error;
     const char *message; /* libpq's message with error; "" otherwise */
     /* Pipeline: one entry per statement, in order; an entry is NULL when
      * the connection was lost before its result came. Simple query: every
@@ -117,8 +116,8 @@ rt_pg_t *rt_pg_new(uv_loop_t *loop, const rt_pg_handlers_t *h,
                    const rt_pg_opts_t *o, void *data);
 
 /* Starts connecting with a libpq conninfo string or URI. Returns 0 (then
- * h->connected is called exactly once, later) or RT_PG_ENOMEM /
- * RT_PG_ESTATE. Host names are resolved by libpq synchronously: use IP
+ * h->connected is called exactly once, later) or RT_ENOMEM /
+ * RT_EBUSY. Host names are resolved by libpq synchronously: use IP
  * addresses where that matters. */
 int rt_pg_connect(rt_pg_t *pg, const char *conninfo);
 
@@ -133,8 +132,9 @@ void rt_pg_close(rt_pg_t *pg);
  * non-zero) one statement without parameters sent with PQsendQuery. On
  * success returns 0, sets *out when out is not NULL, and cb is called once
  * when the request ends, unless it is cancelled or the connection closed.
- * Returns RT_PG_EINVAL (n == 0, bad statement), RT_PG_ECLOSED (not
- * connected) or RT_PG_ENOMEM; cb is then never called. */
+ * Returns RT_EINVAL (n == 0, bad statement), RT_ECLOSED (not
+ * connected), RT_EBUSY (still connecting) or RT_ENOMEM; cb is then never
+ * called. */
 int rt_pg_exec(rt_pg_t *pg, const rt_pg_stmt_t *stmts, size_t n, int simple,
                rt_pg_done_cb cb, void *data, rt_pg_req_t **out);
 

@@ -45,10 +45,10 @@ struct rt_redis_cmd {
     rt_redis_t *r;
     rt_redis_reply_cb cb; /* the owner's callback; NULL once it is gone */
     void *data;
-    uint64_t deadline;    /* command: loop time of "timeout"; 0: none */
-    int kind;             /* RR_CMD_USER or RR_CMD_SUB */
-    int ready;            /* subscription: the connection is ready after */
-    size_t left;          /* subscription: confirmations still expected */
+    uint64_t deadline; /* command: loop time of "timeout"; 0: none */
+    int kind;          /* RR_CMD_USER or RR_CMD_SUB */
+    int ready;         /* subscription: the connection is ready after */
+    size_t left;       /* subscription: confirmations still expected */
     /* command with an owner: in r->pending; subscription: in r->subq */
     rt_redis_cmd_t *prev, *next;
 };
@@ -93,16 +93,18 @@ struct rt_redis {
 
     redisAsyncContext *ac; /* the live context, or NULL */
     rt_redis_state_t state;
-    int closed;           /* rt_redis_close was called */
-    unsigned refs;        /* see the header comment */
-    int handles;          /* timers still open once refs reached 0 */
-    unsigned attempt;     /* number of the current attempt */
-    int resolving;        /* the current attempt waits for its lookup */
-    int hs_left;          /* handshake replies still expected */
-    int ready_wait;       /* subscriber: waiting for the resubscription */
-    int ever_ready;       /* it was ready at least once */
-    rr_str_t fail;        /* why we free the context ourselves */
-    rr_str_t err;         /* rt_redis_last_error */
+    int closed;       /* rt_redis_close was called */
+    unsigned refs;    /* see the header comment */
+    int handles;      /* timers still open once refs reached 0 */
+    unsigned attempt; /* number of the current attempt */
+    int resolving;    /* the current attempt waits for its lookup */
+    int hs_left;      /* handshake replies still expected */
+    int ready_wait;   /* subscriber: waiting for the resubscription */
+    int ever_ready;   /* it was ready at least once */
+    rr_str_t fail;    /* why we free the context ourselves: detail */
+    int fail_code;    /* and its rt_err.h code */
+    rr_str_t err;     /* rt_redis_last_error */
+    int err_code;     /* rt_redis_last_code */
 
     uv_timer_t connect_timer; /* connect_timeout_ms of an attempt */
     uv_timer_t retry_timer;   /* next attempt (or a deferred failure) */
@@ -121,8 +123,8 @@ struct rt_redis {
 };
 
 static void rr_attempt(rt_redis_t *r);
-static void rr_lost(rt_redis_t *r, const char *why);
-static void rr_fail(rt_redis_t *r, const char *why, const char *detail);
+static void rr_lost(rt_redis_t *r, int code, const char *detail);
+static void rr_fail(rt_redis_t *r, int code, const char *detail);
 static void rr_release(rt_redis_t *r);
 static void rr_sub_cb(redisAsyncContext *ac, void *reply, void *privdata);
 
@@ -222,7 +224,7 @@ static void rr_subq_flush(rt_redis_t *r)
         rt_redis_reply_cb cb = e->cb;
         e->cb = NULL;
         if (cb != NULL)
-            cb(e, NULL, "closed", e->data);
+            cb(e, NULL, RT_ECLOSED, e->data);
         free(e);
     }
 }
@@ -295,9 +297,13 @@ static void rr_fail_now_cb(uv_timer_t *t)
         redisAsyncFree(r->ac); /* reports r->fail via the cleanup hook */
 }
 
-static void rr_fail_soon(rt_redis_t *r, const char *why, int status)
+static void rr_fail_soon(rt_redis_t *r, int code, const char *what, int status)
 {
-    rr_str_set(&r->fail, why, uv_strerror(status));
+    r->fail_code = code;
+    if (what != NULL)
+        rr_str_set(&r->fail, what, uv_strerror(status));
+    else
+        rr_str_set(&r->fail, "", NULL);
     /* The retry timer is idle while a context lives. */
     if (uv_timer_start(&r->retry_timer, rr_fail_now_cb, 0, 0) < 0)
         rr_str_set(&r->fail, "cannot start a timer", NULL);
@@ -322,7 +328,7 @@ static void rr_poll_error(rr_ev_t *p, int status)
     else
         redisAsyncHandleRead(ac);
     if (p->ac != NULL)
-        rr_fail(r, "connection error", uv_strerror(status));
+        rr_fail(r, RT_ECONNECTION, uv_strerror(status));
 }
 
 static void rr_poll_cb(uv_poll_t *h, int status, int events)
@@ -350,7 +356,7 @@ static void rr_ev_update(rr_ev_t *p, int events)
     else
         rc = uv_poll_stop(&p->poll);
     if (rc < 0 && p->ac != NULL)
-        rr_fail_soon(p->ac->data, "cannot poll the socket", rc);
+        rr_fail_soon(p->ac->data, RT_ECONNECTION, "cannot poll the socket", rc);
 }
 
 static void rr_ev_add_read(void *privdata)
@@ -377,18 +383,30 @@ static void rr_ev_del_write(void *privdata)
     rr_ev_update(p, p->events & ~UV_WRITABLE);
 }
 
+/* The code of hiredis' error message errstr: a connection that was up
+ * was closed (or lost); one that never was, refused or failed. */
+static int rr_code_of(const char *errstr, int was_connected)
+{
+    if (was_connected)
+        return RT_ECLOSED;
+    return strstr(errstr, "Connection refused") ? RT_EREFUSED : RT_ECONNECT;
+}
+
 /* The context is going away: pending callbacks already ran (with NULL);
  * only onDisconnect (if it was connected) and the free remain. */
 static void rr_ac_gone(rt_redis_t *r, redisAsyncContext *ac)
 {
     int disconnect_follows = (ac->c.flags & REDIS_CONNECTED) != 0;
     const char *why = r->fail.s;
-    if (why == NULL)
+    int code = r->fail_code;
+    if (why == NULL) {
         why = ac->err ? ac->errstr : "connection closed";
+        code = rr_code_of(why, disconnect_follows);
+    }
     r->ac = NULL;
     r->hs_left = 0;
     r->ready_wait = 0;
-    rr_lost(r, why);
+    rr_lost(r, code, why);
     rr_str_clear(&r->fail);
     if (!disconnect_follows)
         rr_release(r); /* the context's reference */
@@ -448,8 +466,9 @@ static void rr_timer_closed(uv_handle_t *h)
 
 static uv_timer_t *rr_timer(rt_redis_t *r, int i)
 {
-    return i == 0 ? &r->connect_timer : i == 1 ? &r->retry_timer
-                                               : &r->cmd_timer;
+    return i == 0   ? &r->connect_timer
+           : i == 1 ? &r->retry_timer
+                    : &r->cmd_timer;
 }
 
 /* Closes the timers that were initialised; the last one frees r. */
@@ -494,13 +513,15 @@ static uint64_t rr_next_delay(rt_redis_t *r)
 }
 
 /* The attempt failed or the connection was lost (the context, if any, is
- * gone): keep why, fail the waiting subscriptions, schedule the next
- * attempt and tell the user. */
-static void rr_lost(rt_redis_t *r, const char *why)
+ * gone): keep why (code, and the detail when it says more than the code's
+ * word), fail the waiting subscriptions, schedule the next attempt and
+ * tell the user. */
+static void rr_lost(rt_redis_t *r, int code, const char *detail)
 {
     if (r->closed)
         return;
-    rr_str_set(&r->err, why, NULL);
+    r->err_code = code;
+    rr_str_set(&r->err, rt_err_word(code), rt_err_detail(code, detail));
     r->state = RT_REDIS_DISCONNECTED;
     r->resolving = 0;
     r->st.errors++;
@@ -518,11 +539,12 @@ static void rr_lost(rt_redis_t *r, const char *why)
 /* Tears the live context down with a reason (reported by the cleanup
  * hook). Inside a reply callback hiredis defers the free until it
  * returns. */
-static void rr_fail(rt_redis_t *r, const char *why, const char *detail)
+static void rr_fail(rt_redis_t *r, int code, const char *detail)
 {
     if (r->ac == NULL)
         return;
-    rr_str_set(&r->fail, why, detail);
+    r->fail_code = code;
+    rr_str_set(&r->fail, detail ? detail : "", NULL);
     redisAsyncFree(r->ac);
 }
 
@@ -535,7 +557,7 @@ static void rr_hs_cb(redisAsyncContext *ac, void *reply, void *privdata)
     if (rep == NULL || r->closed || r->hs_left == 0)
         return; /* going away: the cleanup hook reports */
     if (rep->type == REDIS_REPLY_ERROR) {
-        rr_fail(r, rep->str, NULL);
+        rr_fail(r, RT_ECONNECT, rep->str); /* AUTH refused, ... */
         return;
     }
     if (--r->hs_left == 0 && !r->ready_wait)
@@ -558,8 +580,8 @@ static int rr_send_names(rt_redis_t *r, const char *cmd, int n,
         argv[i + 1] = names[i];
         argvlen[i + 1] = lens[i];
     }
-    if (redisAsyncCommandArgv(r->ac, fn, fn ? r : NULL, n + 1, argv,
-                              argvlen) == REDIS_OK)
+    if (redisAsyncCommandArgv(r->ac, fn, fn ? r : NULL, n + 1, argv, argvlen) ==
+        REDIS_OK)
         rc = 0;
 out:
     free(argv);
@@ -610,8 +632,8 @@ static int rr_resubscribe(rt_redis_t *r)
             lens[n++] = r->names[i].len;
         }
         rc = n == 0 ? 0
-                    : rr_send_names(r, pattern ? "PSUBSCRIBE" : "SUBSCRIBE",
-                                    n, names, lens, rr_sub_cb);
+                    : rr_send_names(r, pattern ? "PSUBSCRIBE" : "SUBSCRIBE", n,
+                                    names, lens, rr_sub_cb);
         free(names);
         free(lens);
         if (rc < 0)
@@ -680,7 +702,7 @@ static void rr_open(rt_redis_t *r, const char *ip)
     ac = r->path ? redisAsyncConnectUnix(r->path)
                  : redisAsyncConnect(ip, r->port);
     if (ac == NULL) {
-        rr_lost(r, "out of memory");
+        rr_lost(r, RT_ENOMEM, NULL);
         return;
     }
     bad = ac->c.err != 0;
@@ -689,21 +711,21 @@ static void rr_open(rt_redis_t *r, const char *ip)
     if (!bad && r->path == NULL)
         bad = redisEnableKeepAlive(&ac->c) != REDIS_OK;
     if (bad) {
-        rr_lost(r, ac->c.errstr[0] ? ac->c.errstr : "cannot connect");
+        rr_lost(r, rr_code_of(ac->c.errstr, 0), ac->c.errstr);
         redisAsyncFree(ac); /* no hooks attached yet */
         return;
     }
     p = malloc(sizeof(*p));
     if (p == NULL) {
         redisAsyncFree(ac);
-        rr_lost(r, "out of memory");
+        rr_lost(r, RT_ENOMEM, NULL);
         return;
     }
     rc = uv_poll_init(r->loop, &p->poll, ac->c.fd);
     if (rc < 0) {
         free(p);
         redisAsyncFree(ac);
-        rr_lost(r, uv_strerror(rc));
+        rr_lost(r, RT_ECONNECT, uv_strerror(rc));
         return;
     }
     p->poll.data = p;
@@ -721,7 +743,7 @@ static void rr_open(rt_redis_t *r, const char *ip)
     if (redisAsyncSetDisconnectCallback(ac, rr_on_disconnect) != REDIS_OK ||
         redisAsyncSetConnectCallback(ac, rr_on_connect) != REDIS_OK ||
         rr_handshake(r) < 0)
-        rr_fail(r, "out of memory", NULL); /* not in a callback: at once */
+        rr_fail(r, RT_ENOMEM, NULL); /* not in a callback: at once */
 }
 
 static void rr_lookup_cb(uv_getaddrinfo_t *req, int status,
@@ -738,22 +760,18 @@ static void rr_lookup_cb(uv_getaddrinfo_t *req, int status,
         /* IPv4 first: "localhost" often resolves to ::1 first while Redis
          * listens on 127.0.0.1 only. */
         for (a = status == 0 ? res : NULL; a != NULL; a = a->ai_next) {
-            if (pick == NULL || (a->ai_family == AF_INET &&
-                                 pick->ai_family != AF_INET))
+            if (pick == NULL ||
+                (a->ai_family == AF_INET && pick->ai_family != AF_INET))
                 pick = a;
         }
         if (status < 0)
-            rr_str_set(&r->fail, "cannot resolve host", uv_strerror(status));
+            rr_lost(r, RT_ERESOLVE, uv_strerror(status));
         else if (pick == NULL)
-            rr_str_set(&r->fail, "cannot resolve host", "no address");
+            rr_lost(r, RT_ERESOLVE, "no address");
         else if ((rc = uv_ip_name(pick->ai_addr, ip, sizeof(ip))) < 0)
-            rr_str_set(&r->fail, "cannot resolve host", uv_strerror(rc));
-        if (r->fail.s != NULL) {
-            rr_lost(r, r->fail.s);
-            rr_str_clear(&r->fail);
-        } else {
+            rr_lost(r, RT_ERESOLVE, uv_strerror(rc));
+        else
             rr_open(r, ip);
-        }
     }
     uv_freeaddrinfo(res);
     free(q);
@@ -764,9 +782,9 @@ static void rr_connect_timeout_cb(uv_timer_t *t)
 {
     rt_redis_t *r = t->data;
     if (r->ac != NULL)
-        rr_fail(r, "timeout", NULL);
+        rr_fail(r, RT_ETIMEOUT, NULL);
     else if (r->state == RT_REDIS_CONNECTING)
-        rr_lost(r, "timeout"); /* the lookup's answer will be ignored */
+        rr_lost(r, RT_ETIMEOUT, NULL); /* the lookup's answer is ignored */
 }
 
 static int rr_is_ip(const char *host)
@@ -788,7 +806,7 @@ static void rr_attempt(rt_redis_t *r)
     if (r->connect_timeout_ms > 0 &&
         uv_timer_start(&r->connect_timer, rr_connect_timeout_cb,
                        r->connect_timeout_ms, 0) < 0) {
-        rr_lost(r, "cannot start a timer");
+        rr_lost(r, RT_ECONNECT, "cannot start a timer");
         return;
     }
     if (r->path != NULL || rr_is_ip(r->host)) {
@@ -797,7 +815,7 @@ static void rr_attempt(rt_redis_t *r)
     }
     q = malloc(sizeof(*q));
     if (q == NULL) {
-        rr_lost(r, "out of memory");
+        rr_lost(r, RT_ENOMEM, NULL);
         return;
     }
     q->r = r;
@@ -806,13 +824,10 @@ static void rr_attempt(rt_redis_t *r)
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    rc = uv_getaddrinfo(r->loop, &q->req, rr_lookup_cb, r->host, NULL,
-                        &hints);
+    rc = uv_getaddrinfo(r->loop, &q->req, rr_lookup_cb, r->host, NULL, &hints);
     if (rc < 0) {
         free(q);
-        rr_str_set(&r->fail, "cannot resolve host", uv_strerror(rc));
-        rr_lost(r, r->fail.s);
-        rr_str_clear(&r->fail);
+        rr_lost(r, RT_ERESOLVE, uv_strerror(rc));
         return;
     }
     r->refs++; /* released by rr_lookup_cb */
@@ -825,20 +840,19 @@ rt_redis_t *rt_redis_new(uv_loop_t *loop, const rt_redis_opts_t *o,
     rt_redis_t *r;
     int i;
 
-    *err = RT_REDIS_EINVAL;
+    *err = RT_EINVAL;
     if ((o->host == NULL || *o->host == '\0') &&
         (o->path == NULL || *o->path == '\0'))
         return NULL;
     if (o->port < 0 || o->port > 65535 || o->db < 0)
         return NULL;
-    *err = RT_REDIS_ENOMEM;
+    *err = RT_ENOMEM;
     r = calloc(1, sizeof(*r));
     if (r == NULL)
         return NULL;
     if (rr_dup(&r->path, o->path) < 0 ||
         (r->path == NULL && rr_dup(&r->host, o->host) < 0) ||
-        rr_dup(&r->user, o->user) < 0 ||
-        rr_dup(&r->password, o->password) < 0)
+        rr_dup(&r->user, o->user) < 0 || rr_dup(&r->password, o->password) < 0)
         goto fail_strings;
     r->loop = loop;
     r->cb = cb;
@@ -892,7 +906,7 @@ void rt_redis_close(rt_redis_t *r)
         rt_redis_reply_cb cb = c->cb;
         rr_pending_unlink(r, c);
         c->cb = NULL; /* hiredis still owns c: freed when its reply comes */
-        cb(c, NULL, "closed", c->data);
+        cb(c, NULL, RT_ECLOSED, c->data);
     }
     rr_subq_flush(r);
     rr_msgs_free(r);
@@ -913,7 +927,7 @@ static void rr_reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
         rt_redis_reply_cb cb = c->cb;
         rr_pending_unlink(c->r, c);
         c->cb = NULL;
-        cb(c, reply, reply ? NULL : "closed", c->data);
+        cb(c, reply, reply ? 0 : RT_ECLOSED, c->data);
     }
     free(c);
 }
@@ -928,14 +942,13 @@ static void rr_cmd_timer_cb(uv_timer_t *t)
         rr_pending_unlink(r, c);
         c->cb = NULL; /* the late reply will be discarded */
         r->st.timeouts++;
-        cb(c, NULL, "timeout", c->data);
+        cb(c, NULL, RT_ETIMEOUT, c->data);
         if (r->closed)
             return;
     }
-    if (c != NULL &&
-        uv_timer_start(&r->cmd_timer, rr_cmd_timer_cb, c->deadline - now, 0)
-            < 0)
-        rr_fail(r, "cannot start a timer", NULL);
+    if (c != NULL && uv_timer_start(&r->cmd_timer, rr_cmd_timer_cb,
+                                    c->deadline - now, 0) < 0)
+        rr_fail(r, RT_ECONNECTION, "cannot start a timer");
 }
 
 /* Commands that would change the connection's mode or state for every
@@ -943,9 +956,9 @@ static void rr_cmd_timer_cb(uv_timer_t *t)
 static int rr_refused(int argc, const char **argv, const size_t *len)
 {
     static const char *const words[] = {
-        "SUBSCRIBE",   "PSUBSCRIBE",   "SSUBSCRIBE", "UNSUBSCRIBE",
+        "SUBSCRIBE",    "PSUBSCRIBE",   "SSUBSCRIBE", "UNSUBSCRIBE",
         "PUNSUBSCRIBE", "SUNSUBSCRIBE", "MONITOR",    "SELECT",
-        "HELLO",       "RESET"};
+        "HELLO",        "RESET"};
     size_t i;
     for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
         if (rr_is(argv[0], len[0], words[i]))
@@ -960,14 +973,14 @@ int rt_redis_command(rt_redis_t *r, int argc, const char **argv,
 {
     rt_redis_cmd_t *c;
     if (r->closed)
-        return RT_REDIS_ECLOSED;
+        return RT_ECLOSED;
     if (argc < 1 || r->subscriber || rr_refused(argc, argv, argvlen))
-        return RT_REDIS_EINVAL;
+        return RT_EINVAL;
     if (r->state != RT_REDIS_CONNECTED || !rr_ac_usable(r))
-        return RT_REDIS_EDISCONNECTED;
+        return RT_EDISCONNECTED;
     c = calloc(1, sizeof(*c));
     if (c == NULL)
-        return RT_REDIS_ENOMEM;
+        return RT_ENOMEM;
     c->r = r;
     c->cb = cb;
     c->data = data;
@@ -975,7 +988,7 @@ int rt_redis_command(rt_redis_t *r, int argc, const char **argv,
     if (redisAsyncCommandArgv(r->ac, rr_reply_cb, c, argc, argv, argvlen) !=
         REDIS_OK) {
         free(c);
-        return RT_REDIS_ENOMEM;
+        return RT_ENOMEM;
     }
     c->prev = r->pending_tail;
     if (r->pending_tail)
@@ -1013,8 +1026,8 @@ void rt_redis_cmd_abort(rt_redis_cmd_t *cmd)
 
 static int rr_is_str(const redisReply *e)
 {
-    return e != NULL && (e->type == REDIS_REPLY_STRING ||
-                         e->type == REDIS_REPLY_STATUS);
+    return e != NULL &&
+           (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS);
 }
 
 /* Copies a message into the queue, dropping the oldest beyond the limit. */
@@ -1080,7 +1093,7 @@ static void rr_confirmed(rt_redis_t *r)
     cb = e->cb;
     e->cb = NULL;
     if (cb != NULL)
-        cb(e, NULL, NULL, e->data);
+        cb(e, NULL, 0, e->data);
     free(e);
     if (ready && !r->closed) {
         r->ready_wait = 0;
@@ -1093,7 +1106,7 @@ static void rr_confirmed(rt_redis_t *r)
 static void rr_sub_cb(redisAsyncContext *ac, void *reply, void *privdata)
 {
     rt_redis_t *r = privdata;
-    const redisReply *rep = reply, *const *e;
+    const redisReply *rep = reply, *const * e;
     (void)ac;
     if (rep == NULL || r->closed || rep->type != REDIS_REPLY_ARRAY ||
         rep->elements < 3 || !rr_is_str(rep->element[0]))
@@ -1104,9 +1117,8 @@ static void rr_sub_cb(redisAsyncContext *ac, void *reply, void *privdata)
         /* Unsubscribed names may still have messages on the way. */
         if (rr_name_find(r, 0, e[1]->str, e[1]->len) >= 0)
             rr_queue(r, NULL, e[1], e[2]);
-    } else if (rr_is(e[0]->str, e[0]->len, "PMESSAGE") &&
-               rep->elements == 4 && rr_is_str(e[1]) && rr_is_str(e[2]) &&
-               rr_is_str(e[3])) {
+    } else if (rr_is(e[0]->str, e[0]->len, "PMESSAGE") && rep->elements == 4 &&
+               rr_is_str(e[1]) && rr_is_str(e[2]) && rr_is_str(e[3])) {
         if (rr_name_find(r, 1, e[1]->str, e[1]->len) >= 0)
             rr_queue(r, e[1], e[2], e[3]);
     } else if (rr_is(e[0]->str, e[0]->len, "SUBSCRIBE") ||
@@ -1122,29 +1134,29 @@ int rt_redis_subscribe(rt_redis_t *r, int pattern, int n, const char **names,
     rt_redis_cmd_t *e;
     int i;
     if (r->closed)
-        return RT_REDIS_ECLOSED;
+        return RT_ECLOSED;
     if (!r->subscriber || n < 1)
-        return RT_REDIS_EINVAL;
+        return RT_EINVAL;
     pattern = pattern != 0;
     for (i = 0; i < n; i++)
         if (rr_name_add(r, pattern, names[i], lens[i]) < 0)
-            return RT_REDIS_ENOMEM;
+            return RT_ENOMEM;
     /* Without a context the next handshake subscribes to them. */
     if (!rr_ac_usable(r))
-        return RT_REDIS_EDISCONNECTED;
+        return RT_EDISCONNECTED;
     if (rr_send_names(r, pattern ? "PSUBSCRIBE" : "SUBSCRIBE", n, names, lens,
                       rr_sub_cb) < 0)
-        return RT_REDIS_ENOMEM;
+        return RT_ENOMEM;
     /* The confirmations must be counted whatever happens to the caller. */
     e = rr_subq_push(r, (size_t)n);
     if (e == NULL) {
         /* The count would be wrong: drop the context, from the loop (no
          * event may be sent from inside this call). */
-        rr_fail_soon(r, "out of memory", UV_ENOMEM);
-        return RT_REDIS_ENOMEM;
+        rr_fail_soon(r, RT_ENOMEM, NULL, 0);
+        return RT_ENOMEM;
     }
     if (r->state != RT_REDIS_CONNECTED)
-        return RT_REDIS_EDISCONNECTED; /* sent; ready comes with the rest */
+        return RT_EDISCONNECTED; /* sent; ready comes with the rest */
     e->cb = cb;
     e->data = data;
     if (out != NULL)
@@ -1152,24 +1164,24 @@ int rt_redis_subscribe(rt_redis_t *r, int pattern, int n, const char **names,
     return 0;
 }
 
-int rt_redis_unsubscribe(rt_redis_t *r, int pattern, int n,
-                         const char **names, const size_t *lens)
+int rt_redis_unsubscribe(rt_redis_t *r, int pattern, int n, const char **names,
+                         const size_t *lens)
 {
     const char **known;
     size_t *klens;
     int i, k = 0;
     long at;
     if (r->closed)
-        return RT_REDIS_ECLOSED;
+        return RT_ECLOSED;
     if (!r->subscriber || n < 1)
-        return RT_REDIS_EINVAL;
+        return RT_EINVAL;
     pattern = pattern != 0;
     known = malloc((size_t)n * sizeof(*known));
     klens = malloc((size_t)n * sizeof(*klens));
     if (known == NULL || klens == NULL) {
         free(known);
         free(klens);
-        return RT_REDIS_ENOMEM;
+        return RT_ENOMEM;
     }
     for (i = 0; i < n; i++) {
         at = rr_name_find(r, pattern, names[i], lens[i]);
@@ -1217,6 +1229,11 @@ rt_redis_state_t rt_redis_state(const rt_redis_t *r)
 const char *rt_redis_last_error(const rt_redis_t *r)
 {
     return r->err.s ? r->err.s : "";
+}
+
+int rt_redis_last_code(const rt_redis_t *r)
+{
+    return r->err.s ? r->err_code : 0;
 }
 
 void rt_redis_stats(const rt_redis_t *r, rt_redis_stats_t *out)

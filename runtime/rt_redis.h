@@ -30,6 +30,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "rt_err.h"
+
 typedef struct rt_redis rt_redis_t;
 /* A pending request: a command waiting for its reply, or a subscription
  * waiting for its confirmations. Valid until its callback starts or it is
@@ -37,12 +39,14 @@ typedef struct rt_redis rt_redis_t;
 typedef struct rt_redis_cmd rt_redis_cmd_t;
 
 /* Errors (negative; 0 is success). */
-enum {
-    RT_REDIS_ENOMEM = -1,        /* out of memory */
-    RT_REDIS_EINVAL = -2,        /* bad options or a command refused here */
-    RT_REDIS_EDISCONNECTED = -3, /* not connected right now (reconnecting) */
-    RT_REDIS_ECLOSED = -4        /* rt_redis_close was called */
-};
+/* Errors are codes of rt_err.h (negative; 0 is success): RT_ENOMEM,
+ * RT_EINVAL (bad options or a command refused here), RT_EDISCONNECTED
+ * (not connected right now: reconnecting), RT_ECLOSED (rt_redis_close was
+ * called, or the connection closed while a reply was awaited),
+ * RT_ETIMEOUT; and why an attempt failed or a connection was lost
+ * (rt_redis_last_code): RT_EREFUSED, RT_ERESOLVE, RT_ETIMEOUT,
+ * RT_ECONNECT (any other reason, the server refusing AUTH included),
+ * RT_ECONNECTION, RT_ECLOSED (the server closed it), RT_ENOMEM. */
 
 typedef enum {
     RT_REDIS_CONNECTING = 0, /* resolving, connecting or handshaking */
@@ -67,14 +71,14 @@ typedef void (*rt_redis_event_cb)(rt_redis_t *r, rt_redis_event_t ev,
                                   void *data);
 
 /* A command's reply, or a subscription's confirmation, or a failure.
- * On success err is NULL and reply is the reply (a Redis error reply is a
+ * On success err is 0 and reply is the reply (a Redis error reply is a
  * reply: type REDIS_REPLY_ERROR); for a subscription reply is NULL. On
- * failure reply is NULL and err is "closed" (the connection closed or was
- * lost before the reply came) or "timeout" (command_timeout_ms passed; a
- * late reply is discarded). reply is freed when the callback returns. */
-typedef void (*rt_redis_reply_cb)(rt_redis_cmd_t *cmd,
-                                  const redisReply *reply, const char *err,
-                                  void *data);
+ * failure reply is NULL and err is RT_ECLOSED (the connection closed or
+ * was lost before the reply came) or RT_ETIMEOUT (command_timeout_ms
+ * passed; a late reply is discarded). reply is freed when the callback
+ * returns. */
+typedef void (*rt_redis_reply_cb)(rt_redis_cmd_t *cmd, const redisReply *reply,
+                                  int err, void *data);
 
 /* Where and how to connect. Strings need to live only during rt_redis_new:
  * the engine copies them. */
@@ -122,7 +126,7 @@ typedef struct {
 
 /* Creates a connection and starts connecting from the loop. The result of
  * the first attempt arrives as an event. On failure returns NULL and sets
- * *err (RT_REDIS_ENOMEM, or RT_REDIS_EINVAL when neither host nor path is
+ * *err (RT_ENOMEM, or RT_EINVAL when neither host nor path is
  * given); cb is then never called. */
 rt_redis_t *rt_redis_new(uv_loop_t *loop, const rt_redis_opts_t *o,
                          rt_redis_event_cb cb, void *data, int *err);
@@ -138,8 +142,8 @@ void rt_redis_close(rt_redis_t *r);
  * success returns 0, sets *out (if out is not NULL) and cb is called once
  * with the reply, "closed" or "timeout", unless the command is aborted or
  * the connection closed first (then cb is called with "closed" by
- * rt_redis_close). Errors: RT_REDIS_EDISCONNECTED (not connected now),
- * RT_REDIS_ECLOSED, RT_REDIS_ENOMEM, RT_REDIS_EINVAL (argc < 1, a
+ * rt_redis_close). Errors: RT_EDISCONNECTED (not connected now),
+ * RT_ECLOSED, RT_ENOMEM, RT_EINVAL (argc < 1, a
  * subscriber, or a command that would change the connection's mode or
  * state behind hiredis' back: (P|S)SUBSCRIBE, (P|S)UNSUBSCRIBE, MONITOR,
  * SELECT, HELLO, RESET, CLIENT REPLY). */
@@ -155,19 +159,19 @@ void rt_redis_cmd_abort(rt_redis_cmd_t *cmd);
  * 1). The names are remembered (subscribed again after a reconnection)
  * whatever the result. Returns 0 when connected: cb is called once every
  * name is confirmed by the server (reply NULL, err NULL) or with "closed".
- * Returns RT_REDIS_EDISCONNECTED when not connected now: the names will be
- * subscribed when the connection is back. Other errors: RT_REDIS_ECLOSED,
- * RT_REDIS_ENOMEM, RT_REDIS_EINVAL (n < 1, or not a subscriber). */
+ * Returns RT_EDISCONNECTED when not connected now: the names will be
+ * subscribed when the connection is back. Other errors: RT_ECLOSED,
+ * RT_ENOMEM, RT_EINVAL (n < 1, or not a subscriber). */
 int rt_redis_subscribe(rt_redis_t *r, int pattern, int n, const char **names,
                        const size_t *lens, rt_redis_reply_cb cb, void *data,
                        rt_redis_cmd_t **out);
 
 /* Subscriber: forgets n channels or patterns and unsubscribes from them
  * (without waiting for the confirmations). From then on, no new message
- * for them is queued. Returns 0, RT_REDIS_ECLOSED, RT_REDIS_ENOMEM or
- * RT_REDIS_EINVAL. */
-int rt_redis_unsubscribe(rt_redis_t *r, int pattern, int n,
-                         const char **names, const size_t *lens);
+ * for them is queued. Returns 0, RT_ECLOSED, RT_ENOMEM or
+ * RT_EINVAL. */
+int rt_redis_unsubscribe(rt_redis_t *r, int pattern, int n, const char **names,
+                         const size_t *lens);
 
 /* Subscriber: the oldest queued message, or NULL. rt_redis_shift frees it
  * and moves to the next. */
@@ -175,11 +179,14 @@ const rt_redis_msg_t *rt_redis_peek(const rt_redis_t *r);
 void rt_redis_shift(rt_redis_t *r);
 
 rt_redis_state_t rt_redis_state(const rt_redis_t *r);
-/* Why the last attempt failed or the connection was lost: hiredis' message
- * ("Connection refused", "Server closed the connection"), the server's
- * error reply to the handshake, "timeout" (connect timeout), or "" if
+/* Why the last attempt failed or the connection was lost: the word of
+ * rt_redis_last_code, then what hiredis, libuv or the server said when it
+ * adds to it ("connection refused", "closed: Server closed the
+ * connection", "connect failed: WRONGPASS ...", "timeout"), or "" if
  * nothing failed yet. Valid until the next event. */
 const char *rt_redis_last_error(const rt_redis_t *r);
+/* The code (rt_err.h) of rt_redis_last_error, 0 if nothing failed yet. */
+int rt_redis_last_code(const rt_redis_t *r);
 void rt_redis_stats(const rt_redis_t *r, rt_redis_stats_t *out);
 
 #endif

@@ -264,8 +264,7 @@ int rt_task_set_deadline(rt_task_t *t, uint64_t ms)
 static uint64_t rt__due(const rt_task_t *t)
 {
     uint64_t due = t->deadline;
-    if (t->scope && !t->scope_fired &&
-        (due == 0 || t->scope_deadline < due))
+    if (t->scope && !t->scope_fired && (due == 0 || t->scope_deadline < due))
         due = t->scope_deadline;
     return due;
 }
@@ -301,7 +300,8 @@ static void rt__scope_fire(rt_task_t *t)
 static void rt__arm(rt_task_t *t)
 {
     uint64_t due = rt__due(t);
-    if (due == 0 || (rt_timer_armed(&t->deadline_tm) && t->deadline_tm.due == due))
+    if (due == 0 ||
+        (rt_timer_armed(&t->deadline_tm) && t->deadline_tm.due == due))
         return;
     (void)rt_timer_start(&t->sched->timers, &t->deadline_tm, due);
 }

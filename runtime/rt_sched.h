@@ -73,9 +73,9 @@ typedef struct {
 /* Someone waiting for tasks to finish (see rt_task_wait). */
 struct rt_waiter {
     rt_op_t op;
-    rt_task_t *task;     /* the waiting task */
-    uint32_t need;       /* wake when this many are done */
-    uint32_t done;       /* how many are done so far */
+    rt_task_t *task; /* the waiting task */
+    uint32_t need;   /* wake when this many are done */
+    uint32_t done;   /* how many are done so far */
     uint32_t nlinks;
     struct rt_wait_link *links; /* one per watched task */
 };
@@ -104,8 +104,8 @@ struct rt_task {
     uint32_t refs;                /* binding refs + 1 while not done */
     uint32_t nchildren;
     rt_task_state_t state;
-    rt_wake_t wake;               /* reason of the pending resume */
-    rt_wake_t cancel_reason;      /* RT_WAKE_OK = not cancelled */
+    rt_wake_t wake;          /* reason of the pending resume */
+    rt_wake_t cancel_reason; /* RT_WAKE_OK = not cancelled */
     rt_outcome_t outcome;
 };
 
@@ -126,10 +126,10 @@ struct rt_sched {
     rt_task_t *roots;   /* live root tasks, linked through siblings */
     rt_timers_t timers; /* deadlines (and the Lua binding's sleeps) */
     uint64_t live;      /* tasks not yet done */
-    rt_sched_hook_t *after_resume;      /* see rt_sched_hook_add */
+    rt_sched_hook_t *after_resume; /* see rt_sched_hook_add */
     int draining;
-    int closing;                        /* handles still closing */
-    void (*on_closed)(rt_sched_t *s);   /* see rt_sched_close */
+    int closing;                      /* handles still closing */
+    void (*on_closed)(rt_sched_t *s); /* see rt_sched_close */
 };
 
 /* Prepares the scheduler on loop. Returns 0 or a negative uv error. */

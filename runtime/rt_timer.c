@@ -35,7 +35,8 @@ static void rt__sift_down(rt_timers_t *ts, uint32_t i)
         uint32_t child = 2 * i + 1;
         if (child >= ts->len)
             break;
-        if (child + 1 < ts->len && rt__before(ts->heap[child + 1], ts->heap[child]))
+        if (child + 1 < ts->len &&
+            rt__before(ts->heap[child + 1], ts->heap[child]))
             child++;
         if (!rt__before(ts->heap[child], tm))
             break;
@@ -75,7 +76,8 @@ static void rt__rearm(rt_timers_t *ts)
         return;
     now = uv_now(ts->handle.loop);
     /* uv_timer_start fails only on a closing handle or a NULL callback. */
-    (void)uv_timer_start(&ts->handle, rt__timers_cb, due > now ? due - now : 0, 0);
+    (void)uv_timer_start(&ts->handle, rt__timers_cb, due > now ? due - now : 0,
+                         0);
     ts->armed = due;
 }
 

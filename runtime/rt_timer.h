@@ -15,9 +15,9 @@
 typedef struct rt_timer rt_timer_t;
 
 struct rt_timer {
-    uint64_t due;  /* uv_now() milliseconds */
-    uint64_t seq;  /* start order, for ties */
-    uint32_t slot; /* heap index + 1; 0 = not armed */
+    uint64_t due;                 /* uv_now() milliseconds */
+    uint64_t seq;                 /* start order, for ties */
+    uint32_t slot;                /* heap index + 1; 0 = not armed */
     void (*fire)(rt_timer_t *tm); /* called once due; tm is disarmed */
 };
 

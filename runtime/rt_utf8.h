@@ -22,6 +22,6 @@ size_t rt_utf8_check_text(const unsigned char *s, size_t len);
 size_t rt_utf8_repair(const unsigned char *s, size_t len, unsigned char *out);
 
 /* The most rt_utf8_repair writes for len bytes of input (3 per byte). */
-#define rt_utf8_repair_size(len) ((len) * 3)
+#define rt_utf8_repair_size(len) ((len)*3)
 
 #endif

@@ -19,9 +19,9 @@ typedef struct rt_watchdog {
     atomic_uint_fast64_t seq; /* resumes begun */
     atomic_int active;        /* a resume is running */
     atomic_int stop;
-    atomic_uint budget_ms;    /* 0: no budget */
-    atomic_llong mem;         /* a gauge the caller keeps (bytes) */
-    atomic_llong mem_limit;   /* 0: none */
+    atomic_uint budget_ms;  /* 0: no budget */
+    atomic_llong mem;       /* a gauge the caller keeps (bytes) */
+    atomic_llong mem_limit; /* 0: none */
     void (*on_overrun)(void *arg, uint64_t seq);
     void (*on_memory)(void *arg, long long mem);
     void *arg;

@@ -13,6 +13,7 @@ CHORUS_PACKAGES=(
 )
 if [ "${1:-}" = "--services" ]; then
   # clang + libclang-rt: the libFuzzer targets (scripts/fuzz.sh);
+  # clang-format: the C style check (scripts/format.sh --check);
   # systemd (systemd-analyze), adduser: scripts/package-test checks the
   # units and installs the package (its postinst makes the chorus user);
   # chromium: the admin page's browser test (tests/browser, driven by
@@ -22,7 +23,7 @@ if [ "${1:-}" = "--services" ]; then
   # jq: the log spec follows a trace id the way docs/DESIGN.md tells operators;
   # prometheus: its promtool checks what /metrics serves (metrics_spec).
   CHORUS_PACKAGES+=(postgresql redis-server curl procps clang libclang-rt-14-dev
-    systemd adduser chromium nginx openssl jq prometheus)
+    clang-format systemd adduser chromium nginx openssl jq prometheus)
 fi
 if [ "${1:-}" = "--demo" ]; then
   CHORUS_PACKAGES+=(postgresql)

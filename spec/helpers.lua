@@ -31,7 +31,7 @@ function M.run(doc, input, opts)
   opts = opts or {}
   local engine = opts.engine or M.engine()
   local cfg, errs = engine:validate(doc)
-  if not cfg then error("invalid config in spec: " .. require("chorus.validate").format_errors(errs), 2) end
+  if not cfg then error("invalid config in spec: " .. require("chorus.engine.validate").format_errors(errs), 2) end
   local events = {}
   local tok = engine.bus:subscribe(function(e) events[#events + 1] = e end)
   local exec = engine:execute(cfg, input or {}, opts)
@@ -116,14 +116,14 @@ end
 -- fresh_db(prefix) -> url of a new, migrated database of the test server
 function M.fresh_db(prefix)
   local base = assert(M.pg_url(), "CHORUS_TEST_PG is not set")
-  local pg = require "chorus.pg"
+  local pg = require "chorus.db.pg"
   local name = ("%s_%s"):format(prefix or "spec", native.random_hex(4))
   local admin = assert(pg.connect(base))
   assert(admin:query("CREATE DATABASE " .. pg.quote_ident(name)))
   admin:close()
   local url = base:gsub("/[^/]*$", "/" .. name)
   local pool = pg.pool(url, { size = 1 })
-  assert(require("chorus.migrate").up(pool))
+  assert(require("chorus.db.migrate").up(pool))
   pool:close()
   return url
 end
@@ -164,7 +164,7 @@ end
 -- again as it is configured now (dir, pidfile, logfile, bind, unix
 -- socket), read from the running server, for specs that stop it.
 function M.redis_restart_command(port)
-  local redis = require "chorus.redis"
+  local redis = require "chorus.db.redis"
   local c = assert(redis.connect(("redis://127.0.0.1:%d/0"):format(port)))
   local function config(name)
     local r = c:call("CONFIG", "GET", name)

@@ -13,9 +13,9 @@ local engine_mod = require "chorus.engine"
 local json = require "chorus.json"
 local native = require "chorus.native"
 local sched = require "chorus.sched"
-local pg = require "chorus.pg"
+local pg = require "chorus.db.pg"
 local pgstore = require "chorus.store.pg"
-local node_mod = require "chorus.node"
+local node_mod = require "chorus.run.node"
 
 local url, workload_path, mode, n, inflight = ...
 n, inflight = tonumber(n) or 2000, tonumber(inflight) or 1

@@ -21,7 +21,7 @@ local M = {
   live_tasks = native.live_tasks,
   -- scope_open(ms) -> true (false inside an open scope); scope_close() ->
   -- true if the deadline passed. The parts of with_deadline, for a caller
-  -- that must not add a frame between itself and fn (chorus.step).
+  -- that must not add a frame between itself and fn (chorus.engine.step).
   scope_open = native.scope_open,
   scope_close = native.scope_close,
 }
@@ -33,7 +33,7 @@ end
 
 -- spawn_with({timeout_ms = n, detached = bool, script = bool}, fn, ...) -> task
 -- script: fn is script code (a strategy's or agent's): the watchdog times
--- the task's resumes and may interrupt it (chorus.script_env).
+-- the task's resumes and may interrupt it (chorus.engine.script_env).
 function M.spawn_with(opts, fn, ...)
   return spawn_native(opts, fn, ...)
 end

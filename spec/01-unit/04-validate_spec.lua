@@ -1,6 +1,6 @@
 -- Config validation: both forms, defaults, and every error with its path.
-local registry = require "chorus.registry"
-local validate = require "chorus.validate"
+local registry = require "chorus.engine.registry"
+local validate = require "chorus.engine.validate"
 local json = require "chorus.json"
 local h = require "spec.helpers"
 

@@ -1,5 +1,5 @@
 -- Aggregation rules: majority, weighted, merge.
-local registry = require "chorus.registry"
+local registry = require "chorus.engine.registry"
 
 local snap = registry.new({ dirs = registry.default_dirs() }):load()
 local function agg(name, results, opts)

@@ -1,7 +1,7 @@
 -- The step executor: input, params, timeout, retries, backoff, on_failure,
 -- Lua errors, metrics, versions.
 local h = require "spec.helpers"
-local step = require "chorus.step"
+local step = require "chorus.engine.step"
 local sched = require "chorus.sched"
 
 describe("step executor", function()

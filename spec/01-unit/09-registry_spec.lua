@@ -1,7 +1,7 @@
 -- Registry: layered script directories, contract checks, hot reload that
 -- never replaces a working file with a broken one, pinned versions.
 local h = require "spec.helpers"
-local registry = require "chorus.registry"
+local registry = require "chorus.engine.registry"
 local native = require "chorus.native"
 local sched = require "chorus.sched"
 

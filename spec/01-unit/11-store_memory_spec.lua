@@ -4,7 +4,7 @@
 local h = require "spec.helpers"
 local memory = require "chorus.store.memory"
 local json = require "chorus.json"
-local runner_mod = require "chorus.runner"
+local runner_mod = require "chorus.run.memory"
 
 describe("memory store", function()
   require("spec.shared.store_contract")(function()

@@ -3,10 +3,10 @@
 -- spec/02-integration drives the same API through a real server process.
 local h = require "spec.helpers"
 local api = require "chorus.api"
-local auth = require "chorus.auth"
+local auth = require "chorus.api.auth"
 local json = require "chorus.json"
 local memory = require "chorus.store.memory"
-local runner_mod = require "chorus.runner"
+local runner_mod = require "chorus.run.memory"
 local sched = require "chorus.sched"
 
 local function new_service()

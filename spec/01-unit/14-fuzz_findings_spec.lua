@@ -1,13 +1,13 @@
 -- What the fuzz targets (tests/fuzz) found, kept as specs: each input made
 -- the validator raise (a 500 through the API), or the API answer wrong.
 local api = require "chorus.api"
-local auth = require "chorus.auth"
+local auth = require "chorus.api.auth"
 local h = require "spec.helpers"
 local json = require "chorus.json"
 local memory = require "chorus.store.memory"
-local registry = require "chorus.registry"
-local runner_mod = require "chorus.runner"
-local validate = require "chorus.validate"
+local registry = require "chorus.engine.registry"
+local runner_mod = require "chorus.run.memory"
+local validate = require "chorus.engine.validate"
 
 local snap = registry.new({ dirs = registry.default_dirs() }):load()
 

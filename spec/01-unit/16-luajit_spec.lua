@@ -6,7 +6,7 @@
 -- recorded, blacklisted and patched, and compares with the interpreter.
 local json = require "chorus.json"
 local native = require "chorus.native"
-local registry = require "chorus.registry"
+local registry = require "chorus.engine.registry"
 local votes = require "chorus.votes"
 
 -- jit_off(fn): fn's result with the JIT off for the whole state.

@@ -1,4 +1,4 @@
--- What one execution may hold (chorus.limits): outputs carried once,
+-- What one execution may hold (chorus.engine.limits): outputs carried once,
 -- size and depth limits enforced where values enter an execution, text
 -- the stores would refuse repaired, and reads that answer even a record
 -- that cannot be encoded whole.
@@ -6,9 +6,9 @@ local h = require "spec.helpers"
 local json = require "chorus.json"
 local sched = require "chorus.sched"
 local memory = require "chorus.store.memory"
-local runner_mod = require "chorus.runner"
+local runner_mod = require "chorus.run.memory"
 local api = require "chorus.api"
-local auth = require "chorus.auth"
+local auth = require "chorus.api.auth"
 
 local function chain(n)
   local steps = {}

@@ -5,10 +5,10 @@
 -- is documented for its status and valid against its schema.
 local h = require "spec.helpers"
 local api = require "chorus.api"
-local auth = require "chorus.auth"
+local auth = require "chorus.api.auth"
 local json = require "chorus.json"
 local memory = require "chorus.store.memory"
-local runner_mod = require "chorus.runner"
+local runner_mod = require "chorus.run.memory"
 local ws = require "chorus.api.ws"
 local schema = require "spec.support.json_schema"
 

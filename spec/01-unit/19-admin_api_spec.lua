@@ -4,10 +4,10 @@
 -- with their line, and the page's own files (safe paths, types, ETag).
 local h = require "spec.helpers"
 local api = require "chorus.api"
-local auth = require "chorus.auth"
+local auth = require "chorus.api.auth"
 local json = require "chorus.json"
 local memory = require "chorus.store.memory"
-local runner_mod = require "chorus.runner"
+local runner_mod = require "chorus.run.memory"
 local admin_routes = require "chorus.api.admin_routes"
 
 local function new_service(opts)

@@ -5,7 +5,7 @@
 local h = require "spec.helpers"
 local native = require "chorus.native"
 local sched = require "chorus.sched"
-local registry = require "chorus.registry"
+local registry = require "chorus.engine.registry"
 
 local function scripts(files)
   local dir = h.tmpdir()

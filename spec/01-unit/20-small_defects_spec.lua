@@ -3,11 +3,11 @@
 local h = require "spec.helpers"
 local json = require "chorus.json"
 local native = require "chorus.native"
-local registry = require "chorus.registry"
+local registry = require "chorus.engine.registry"
 local memory = require "chorus.store.memory"
-local runner_mod = require "chorus.runner"
+local runner_mod = require "chorus.run.memory"
 local api = require "chorus.api"
-local auth = require "chorus.auth"
+local auth = require "chorus.api.auth"
 
 local function service()
   local store = memory.new()

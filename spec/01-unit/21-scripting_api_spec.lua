@@ -1,4 +1,4 @@
--- The strategy scripting API v1 (chorus.context, docs/scripting.md):
+-- The strategy scripting API v1 (chorus.engine.context, docs/scripting.md):
 -- steps started at run time, a step's record, fan-out with `map`,
 -- conditions with `when`, and nothing of the engine reachable from ctx.
 local h = require "spec.helpers"

@@ -3,9 +3,9 @@
 -- nodes through Redis in spec/02-integration).
 local h = require "spec.helpers"
 local sched = require "chorus.sched"
-local step_cache = require "chorus.step_cache"
-local rate_limit = require "chorus.rate_limit"
-local cluster = require "chorus.cluster"
+local step_cache = require "chorus.engine.step_cache"
+local rate_limit = require "chorus.engine.rate_limit"
+local cluster = require "chorus.run.cluster"
 
 local function engine_with(agents)
   local dir = h.tmpdir()

@@ -5,12 +5,12 @@
 -- contract over real servers: spec/02-integration/07-serve/contract_spec.lua.
 local h = require "spec.helpers"
 local api = require "chorus.api"
-local auth = require "chorus.auth"
+local auth = require "chorus.api.auth"
 local json = require "chorus.json"
 local memory = require "chorus.store.memory"
 local present = require "chorus.api.present"
 local rfc3339 = require "chorus.rfc3339"
-local runner_mod = require "chorus.runner"
+local runner_mod = require "chorus.run.memory"
 local ws = require "chorus.api.ws"
 
 describe("chorus.rfc3339", function()

@@ -1,12 +1,12 @@
--- chorus.prices: the price table's format, layering, lookup by dated
+-- chorus.llm.prices: the price table's format, layering, lookup by dated
 -- names, unknown models (cost 0 and a note), refused files and reloads.
-local prices = require "chorus.prices"
+local prices = require "chorus.llm.prices"
 local native = require "chorus.native"
 local h = require "spec.helpers"
 
 local function write(dir, text) h.write(dir .. "/prices.json", text) end
 
-describe("chorus.prices", function()
+describe("chorus.llm.prices", function()
   after_each(function() prices.use({ native.home }) end)
 
   it("ships a valid built-in table", function()

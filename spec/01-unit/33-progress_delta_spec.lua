@@ -1,5 +1,5 @@
 -- chorus run's live view shows a streamed answer as it is written.
-local progress = require "chorus.progress"
+local progress = require "chorus.cli.progress"
 
 describe("progress view: streamed answers", function()
   it("writes step.delta text under its step, and ends the line before the next event", function()

@@ -30,10 +30,10 @@ typedef struct conn {
     uv_timer_t timer; /* delays the answer of /delay */
     char *buf;        /* bytes received and not yet parsed */
     size_t len, cap;
-    int hang;         /* a /hang request is waiting, forever */
-    int waiting;      /* an answer is delayed: parse nothing more */
-    int drip;         /* /drip chunks sent so far */
-    int handles;      /* handles not yet closed; free at 0 */
+    int hang;    /* a /hang request is waiting, forever */
+    int waiting; /* an answer is delayed: parse nothing more */
+    int drip;    /* /drip chunks sent so far */
+    int handles; /* handles not yet closed; free at 0 */
     struct conn *prev, *next;
 } conn_t;
 
@@ -91,8 +91,8 @@ static void send_bytes(conn_t *c, char *data, size_t len)
 }
 
 /* Sends a response with a Content-Length (no body bytes for HEAD). */
-static void respond(conn_t *c, int status, const char *extra,
-                    const char *body, size_t blen, int head)
+static void respond(conn_t *c, int status, const char *extra, const char *body,
+                    size_t blen, int head)
 {
     const char *fmt = "HTTP/1.1 %d X\r\nContent-Length: %zu\r\n%s\r\n";
     int n = snprintf(NULL, 0, fmt, status, blen, extra);
@@ -168,8 +168,8 @@ static const char *find_header(const char *head, size_t len, const char *name,
         const char *line = p + 1, *eol = memchr(line, '\n', end - line);
         if (eol == NULL)
             break;
-        if ((size_t)(eol - line) > nlen &&
-            strncasecmp(line, name, nlen) == 0 && line[nlen] == ':') {
+        if ((size_t)(eol - line) > nlen && strncasecmp(line, name, nlen) == 0 &&
+            line[nlen] == ':') {
             const char *v = line + nlen + 1;
             while (*v == ' ')
                 v++;
@@ -185,7 +185,7 @@ static const char *find_header(const char *head, size_t len, const char *name,
 
 /* Answers one complete request. Returns 0, or -1 when c was closed. */
 static int handle(conn_t *c, const char *head, size_t hlen, const char *body,
-                   size_t blen)
+                  size_t blen)
 {
     char method[16] = "", path[64] = "";
     const char *v;
@@ -198,8 +198,7 @@ static int handle(conn_t *c, const char *head, size_t hlen, const char *body,
     }
     head_only = strcmp(method, "HEAD") == 0;
     if (strcmp(path, "/hello") == 0) {
-        respond(c, 200, "Content-Type: text/plain\r\n", "hello", 5,
-                head_only);
+        respond(c, 200, "Content-Type: text/plain\r\n", "hello", 5, head_only);
     } else if (strcmp(path, "/echo") == 0) {
         /* METHOD|content-type or -|body */
         size_t cap = strlen(method) + hlen + blen + 4, n;
@@ -207,8 +206,8 @@ static int handle(conn_t *c, const char *head, size_t hlen, const char *body,
         if (out == NULL)
             return 0;
         v = find_header(head, hlen, "content-type", &vlen);
-        n = (size_t)snprintf(out, cap, "%s|%.*s|", method,
-                             v ? (int)vlen : 1, v ? v : "-");
+        n = (size_t)snprintf(out, cap, "%s|%.*s|", method, v ? (int)vlen : 1,
+                             v ? v : "-");
         memcpy(out + n, body, blen);
         respond(c, 200, "", out, n + blen, 0);
         free(out);
@@ -216,8 +215,7 @@ static int handle(conn_t *c, const char *head, size_t hlen, const char *body,
         v = find_header(head, hlen, "x-test", &vlen);
         respond(c, 200, "", v ? v : "", v ? vlen : 0, 0);
     } else if (strcmp(path, "/headers") == 0) {
-        respond(c, 200, "X-One: 1\r\nX-Two:   spaced  value  \r\n", "h", 1,
-                0);
+        respond(c, 200, "X-One: 1\r\nX-Two:   spaced  value  \r\n", "h", 1, 0);
     } else if (strcmp(path, "/delay") == 0) {
         c->waiting = 1;
         (void)uv_timer_start(&c->timer, delay_cb, 10, 0);
@@ -284,8 +282,9 @@ static int handle(conn_t *c, const char *head, size_t hlen, const char *body,
         int n;
         if (out == NULL)
             return 0;
-        n = snprintf(out, 128, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n"
-                               "\r\n0123456789");
+        n = snprintf(out, 128,
+                     "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n"
+                     "\r\n0123456789");
         send_bytes(c, out, (size_t)n);
         conn_close(c); /* uv_close lets the queued write finish first */
         return -1;
@@ -407,7 +406,7 @@ static void server_stop(void)
 
 typedef struct {
     int called;
-    char *error;   /* copies of the result, freed by result_clear */
+    char *error; /* copies of the result, freed by result_clear */
     char *message;
     long status;
     char *body;
@@ -428,8 +427,7 @@ static char *dup_n(const char *p, size_t n)
     return s;
 }
 
-static void done_cb(rt_curl_req_t *req, const rt_curl_result_t *res,
-                    void *data)
+static void done_cb(rt_curl_req_t *req, const rt_curl_result_t *res, void *data)
 {
     result_t *r = data;
     size_t i;
@@ -438,7 +436,9 @@ static void done_cb(rt_curl_req_t *req, const rt_curl_result_t *res,
     r->called++;
     r->at = uv_now(&loop);
     r->status = res->status;
-    r->error = res->error ? dup_n(res->error, strlen(res->error)) : NULL;
+    r->error = res->error ? dup_n(rt_err_word(res->error),
+                                  strlen(rt_err_word(res->error)))
+                          : NULL;
     r->message = dup_n(res->message, strlen(res->message));
     r->body = dup_n(res->body, res->body_len);
     r->body_len = res->body_len;
@@ -613,8 +613,8 @@ static void test_concurrent(void)
     CHECK(run_until(&callbacks, before + N, 5000));
     took = uv_now(&loop) - t0;
     for (i = 0; i < N; i++) {
-        ok += rs[i].called == 1 && rs[i].error == NULL &&
-              rs[i].status == 200 && strcmp(rs[i].body, "late") == 0;
+        ok += rs[i].called == 1 && rs[i].error == NULL && rs[i].status == 200 &&
+              strcmp(rs[i].body, "late") == 0;
         result_clear(&rs[i]);
     }
     CHECK(ok == N);
@@ -811,16 +811,16 @@ static void test_invalid(void)
 
     o.headers = &bad_value;
     o.nheaders = 1;
-    CHECK(rt_curl_start(eng, &o, done_cb, &r, NULL, &err) == RT_CURL_EINVAL);
+    CHECK(rt_curl_start(eng, &o, done_cb, &r, NULL, &err) == RT_EINVAL);
     CHECK(err && strstr(err, "CR") != NULL);
     o.headers = &bad_name;
-    CHECK(rt_curl_start(eng, &o, done_cb, &r, NULL, &err) == RT_CURL_EINVAL);
+    CHECK(rt_curl_start(eng, &o, done_cb, &r, NULL, &err) == RT_EINVAL);
     o.nheaders = 0;
     o.method = "GE T";
-    CHECK(rt_curl_start(eng, &o, done_cb, &r, NULL, &err) == RT_CURL_EINVAL);
+    CHECK(rt_curl_start(eng, &o, done_cb, &r, NULL, &err) == RT_EINVAL);
     o.method = NULL;
     o.url = NULL;
-    CHECK(rt_curl_start(eng, &o, done_cb, &r, NULL, &err) == RT_CURL_EINVAL);
+    CHECK(rt_curl_start(eng, &o, done_cb, &r, NULL, &err) == RT_EINVAL);
     run_for(10);
     CHECK(callbacks == before && rt_curl_active(eng) == 0);
 
@@ -853,13 +853,13 @@ static void test_broken(void)
                       strcmp(r.error, "connection error") == 0));
     fprintf(stderr, "close: %s: %s\n", r.error ? r.error : "", r.message);
     result_clear(&r);
-    {   /* A fresh engine has no pooled connection to retry from. */
+    { /* A fresh engine has no pooled connection to retry from. */
         rt_curl_t *saved = eng;
         eng = rt_curl_new(&loop);
         CHECK(eng != NULL);
         CHECK(fetch(&o, &r) == 0);
-        fprintf(stderr, "close (fresh): %s: %s\n",
-                r.error ? r.error : "", r.message);
+        fprintf(stderr, "close (fresh): %s: %s\n", r.error ? r.error : "",
+                r.message);
         CHECK(r.error && strcmp(r.error, "empty reply") == 0);
         result_clear(&r);
         rt_curl_close(eng);
@@ -886,13 +886,13 @@ typedef struct {
     rt_curl_req_t *req;
     int heads, datas, ends, bad_order;
     long status;
-    char *ctype;          /* the content-type header at HEAD */
-    char *body;           /* what was consumed, in order */
+    char *ctype; /* the content-type header at HEAD */
+    char *body;  /* what was consumed, in order */
     size_t len, cap;
-    int consume;          /* consume on DATA (else leave it buffered) */
-    size_t peak;          /* most bytes ever buffered */
+    int consume; /* consume on DATA (else leave it buffered) */
+    size_t peak; /* most bytes ever buffered */
     char *error, *message;
-    int release_on;       /* release the request inside this event */
+    int release_on; /* release the request inside this event */
     uint64_t head_at, end_at;
 } sres_t;
 
@@ -919,7 +919,8 @@ static void stream_cb(rt_curl_req_t *req, rt_curl_event_t ev, void *data)
 {
     sres_t *r = data;
     rt_curl_header_t h;
-    const char *err, *msg;
+    const char *msg;
+    int err;
     size_t i;
     CHECK(req == r->req);
     callbacks++;
@@ -936,7 +937,7 @@ static void stream_cb(rt_curl_req_t *req, rt_curl_event_t ev, void *data)
                 strncasecmp(h.name, "content-type", 12) == 0)
                 r->ctype = dup_n(h.value, h.value_len);
         }
-        CHECK(rt_curl_header(req, i, &h) == RT_CURL_EINVAL);
+        CHECK(rt_curl_header(req, i, &h) == RT_EINVAL);
     } else if (ev == RT_CURL_EV_DATA) {
         if (r->heads != 1)
             r->bad_order++;
@@ -946,7 +947,8 @@ static void stream_cb(rt_curl_req_t *req, rt_curl_event_t ev, void *data)
         r->ends++;
         r->end_at = uv_now(&loop);
         CHECK(rt_curl_ended(req, &err, &msg) == 1);
-        r->error = err ? dup_n(err, strlen(err)) : NULL;
+        r->error = err ? dup_n(rt_err_word(err), strlen(rt_err_word(err)))
+                       : NULL;
         r->message = dup_n(msg, strlen(msg));
         sres_take(r);
     }
@@ -967,8 +969,7 @@ static void sres_clear(sres_t *r)
     memset(r, 0, sizeof(*r));
 }
 
-static int sopen(const char *path, rt_curl_opts_t *o, size_t buffer,
-                 sres_t *r)
+static int sopen(const char *path, rt_curl_opts_t *o, size_t buffer, sres_t *r)
 {
     static char url[128];
     const char *err = NULL;
@@ -982,7 +983,8 @@ static void test_stream_pieces(void)
 {
     rt_curl_opts_t o = {0};
     sres_t r = {0};
-    const char *err, *msg;
+    const char *msg;
+    int err;
     o.max_redirects = -1;
     CHECK(sopen("/drip", &o, 0, &r) == 0);
     CHECK(r.req != NULL && rt_curl_status(r.req) == 0);
@@ -1146,8 +1148,7 @@ static void test_stream_failures(void)
 
     /* Bad options: no request, no callback. */
     o.method = "GE T";
-    CHECK(rt_curl_open(eng, &o, 0, stream_cb, &r, &r.req, NULL) ==
-          RT_CURL_EINVAL);
+    CHECK(rt_curl_open(eng, &o, 0, stream_cb, &r, &r.req, NULL) == RT_EINVAL);
     CHECK(r.req == NULL);
 }
 

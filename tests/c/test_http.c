@@ -37,18 +37,18 @@ static int port_main, port_tiny, port_hard;
 static atomic_int closed_main, closed_tiny, closed_hard;
 
 /* Server-side observations, read by the client thread. */
-static atomic_int seen_requests;   /* callback calls on srv_main */
+static atomic_int seen_requests;       /* callback calls on srv_main */
 static atomic_int respond_late_rc = 1; /* rc of answering a gone client */
 static atomic_int ws_messages, ws_closed_events;
 static atomic_int flood_sent, flood_rc, flood_closed;
 static atomic_int hard_late_rc = 1;
 /* Streamed responses. */
-static atomic_int stream_big_waits;    /* writes that had to wait */
-static atomic_long stream_big_peak;    /* most bytes ever queued */
-static atomic_int stream_gone_closed;  /* CLOSED events of /stream-gone */
-static atomic_int stream_gone_rc = 1;  /* the write after CLOSED */
-static atomic_int stream_cut_closed;   /* CLOSED events on srv_scut */
-static rt_http_server_t *srv_scut;     /* cuts its stream when closing */
+static atomic_int stream_big_waits;   /* writes that had to wait */
+static atomic_long stream_big_peak;   /* most bytes ever queued */
+static atomic_int stream_gone_closed; /* CLOSED events of /stream-gone */
+static atomic_int stream_gone_rc = 1; /* the write after CLOSED */
+static atomic_int stream_cut_closed;  /* CLOSED events on srv_scut */
+static rt_http_server_t *srv_scut;    /* cuts its stream when closing */
 static int port_scut;
 static atomic_int closed_scut;
 
@@ -71,10 +71,9 @@ static void free_handle_data(uv_handle_t *h)
 static void later_cb(uv_timer_t *t)
 {
     later_t *l = t->data;
-    static const rt_http_header_t hdr = {"content-type", 12, "text/plain",
-                                         10};
-    int rc = rt_http_req_respond(l->req, 200, &hdr, 1, l->body,
-                                 strlen(l->body), NULL);
+    static const rt_http_header_t hdr = {"content-type", 12, "text/plain", 10};
+    int rc = rt_http_req_respond(l->req, 200, &hdr, 1, l->body, strlen(l->body),
+                                 NULL);
     if (l->rc_out)
         atomic_store(l->rc_out, rc);
     else
@@ -188,7 +187,7 @@ static void flood_tick(uv_timer_t *t)
     CHECK(rt_http_ws_queued(f->ws) > 0);
     rt_http_ws_close(f->ws, 1008);
     CHECK(!rt_http_ws_is_open(f->ws));
-    CHECK(rt_http_ws_send(f->ws, 0, "x", 1) == RT_HTTP_ECLOSED);
+    CHECK(rt_http_ws_send(f->ws, 0, "x", 1) == RT_ECLOSED);
     uv_close((uv_handle_t *)&f->timer, flood_closed_cb);
 }
 
@@ -251,8 +250,7 @@ static void strm_cb(rt_http_req_t *req, rt_http_stream_event_t ev, void *ud)
     if (ev == RT_HTTP_STREAM_CLOSED) {
         if (st->mode == S_GONE) {
             atomic_fetch_add(&stream_gone_closed, 1);
-            atomic_store(&stream_gone_rc,
-                         rt_http_stream_write(req, "late", 4));
+            atomic_store(&stream_gone_rc, rt_http_stream_write(req, "late", 4));
         } else if (st->mode == S_SCUT) {
             atomic_fetch_add(&stream_cut_closed, 1);
         } else {
@@ -273,8 +271,8 @@ static void strm_tick(uv_timer_t *t)
     if (st->mode == S_PIECES) {
         if (st->step == 3) {
             CHECK(rt_http_stream_end(st->req, 1) == 0);
-            CHECK(rt_http_stream_end(st->req, 1) == RT_HTTP_ECLOSED);
-            CHECK(rt_http_stream_write(st->req, "x", 1) == RT_HTTP_ECLOSED);
+            CHECK(rt_http_stream_end(st->req, 1) == RT_ECLOSED);
+            CHECK(rt_http_stream_write(st->req, "x", 1) == RT_ECLOSED);
             st->ended = 1;
             strm_release(st);
             return;
@@ -297,15 +295,13 @@ static strm_t *strm_start(rt_http_req_t *req, strm_mode_t mode, int status,
     st->mode = mode;
     CHECK(uv_timer_init(&loop, &st->timer) == 0);
     st->timer.data = st;
-    CHECK(rt_http_stream_write(req, "x", 1) == RT_HTTP_EINVAL);
+    CHECK(rt_http_stream_write(req, "x", 1) == RT_EINVAL);
     CHECK(rt_http_req_stream(req, status, &ct, 1, strm_cb, st, NULL) == 0);
     CHECK(rt_http_req_stream(req, status, &ct, 1, strm_cb, st, NULL) ==
-          RT_HTTP_EANSWERED);
-    CHECK(rt_http_req_respond(req, 200, NULL, 0, "", 0, NULL) ==
-          RT_HTTP_EANSWERED);
+          RT_EANSWERED);
+    CHECK(rt_http_req_respond(req, 200, NULL, 0, "", 0, NULL) == RT_EANSWERED);
     if (every_ms > 0)
-        CHECK(uv_timer_start(&st->timer, strm_tick, every_ms, every_ms) ==
-              0);
+        CHECK(uv_timer_start(&st->timer, strm_tick, every_ms, every_ms) == 0);
     return st;
 }
 
@@ -328,14 +324,14 @@ static int find_header(rt_http_req_t *req, const char *name,
             memcmp(out->name, name, out->name_len) == 0)
             return 1;
     }
-    CHECK(rt_http_req_header(req, n, out) == RT_HTTP_EINVAL);
+    CHECK(rt_http_req_header(req, n, out) == RT_EINVAL);
     return 0;
 }
 
 static void respond_text(rt_http_req_t *req, int status, const char *body)
 {
-    CHECK(rt_http_req_respond(req, status, NULL, 0, body, strlen(body),
-                              NULL) == 0);
+    CHECK(rt_http_req_respond(req, status, NULL, 0, body, strlen(body), NULL) ==
+          0);
     rt_http_req_release(req);
 }
 
@@ -365,7 +361,7 @@ static void on_main(rt_http_server_t *srv, rt_http_req_t *req, void *data)
         CHECK(!find_header(req, "content-length", &h));
         CHECK(rt_http_req_respond(req, 200, out, 2, "hello", 5, NULL) == 0);
         CHECK(rt_http_req_respond(req, 200, NULL, 0, "x", 1, NULL) ==
-              RT_HTTP_EANSWERED);
+              RT_EANSWERED);
         rt_http_req_release(req);
     } else if (path_is(&info, "/echo")) {
         CHECK(info.body_len == 11 && memcmp(info.body, "hello there", 11) == 0);
@@ -378,13 +374,11 @@ static void on_main(rt_http_server_t *srv, rt_http_req_t *req, void *data)
     } else if (path_is(&info, "/bad-header")) {
         rt_http_header_t bad = {"x-bad", 5, "a\r\nx-injected: 1", 17};
         rt_http_header_t badname = {"x bad", 5, "v", 1};
-        CHECK(rt_http_req_respond(req, 200, &bad, 1, "", 0, &err) ==
-              RT_HTTP_EINVAL);
+        CHECK(rt_http_req_respond(req, 200, &bad, 1, "", 0, &err) == RT_EINVAL);
         CHECK(err != NULL);
         CHECK(rt_http_req_respond(req, 200, &badname, 1, "", 0, NULL) ==
-              RT_HTTP_EINVAL);
-        CHECK(rt_http_req_respond(req, 99, NULL, 0, "", 0, NULL) ==
-              RT_HTTP_EINVAL);
+              RT_EINVAL);
+        CHECK(rt_http_req_respond(req, 99, NULL, 0, "", 0, NULL) == RT_EINVAL);
         respond_text(req, 204, "ignored body");
     } else if (path_is(&info, "/defer")) {
         answer_later(req, 30, "deferred", NULL);
@@ -403,7 +397,7 @@ static void on_main(rt_http_server_t *srv, rt_http_req_t *req, void *data)
         /* Server push, queued before the 101 has even been written. */
         CHECK(rt_http_ws_send(ws, 0, "welcome", 7) == 0);
         CHECK(rt_http_req_respond(req, 200, NULL, 0, "", 0, NULL) ==
-              RT_HTTP_EANSWERED);
+              RT_EANSWERED);
         rt_http_req_release(req);
     } else if (path_is(&info, "/ws-flood")) {
         int rc = -100;
@@ -420,15 +414,15 @@ static void on_main(rt_http_server_t *srv, rt_http_req_t *req, void *data)
     } else if (path_is(&info, "/not-ws")) {
         int rc = 0;
         CHECK(rt_http_req_websocket(req, echo_ws_cb, NULL, &rc) == NULL);
-        CHECK(rc == RT_HTTP_EINVAL);
+        CHECK(rc == RT_ENOT_WEBSOCKET);
         respond_text(req, 400, "not a websocket");
     } else if (path_is(&info, "/stream")) {
         (void)strm_start(req, S_PIECES, 200, 10);
     } else if (path_is(&info, "/stream-head")) {
         /* HEAD: complete with the head; nothing can be written. */
         strm_t *st = strm_start(req, S_PIECES, 200, 0);
-        CHECK(rt_http_stream_write(req, "x", 1) == RT_HTTP_ECLOSED);
-        CHECK(rt_http_stream_end(req, 1) == RT_HTTP_ECLOSED);
+        CHECK(rt_http_stream_write(req, "x", 1) == RT_ECLOSED);
+        CHECK(rt_http_stream_end(req, 1) == RT_ECLOSED);
         strm_release(st);
     } else if (path_is(&info, "/stream-404")) { /* no chunking: until EOF */
         (void)strm_start(req, S_PIECES, 404, 5);
@@ -448,10 +442,10 @@ static void on_main(rt_http_server_t *srv, rt_http_req_t *req, void *data)
     } else if (path_is(&info, "/stream-bad")) {
         rt_http_header_t bad = {"x-bad", 5, "a\r\nb", 4};
         CHECK(rt_http_req_stream(req, 200, &bad, 1, NULL, NULL, &err) ==
-              RT_HTTP_EINVAL);
+              RT_EINVAL);
         CHECK(err != NULL);
         CHECK(rt_http_req_stream(req, 700, NULL, 0, NULL, NULL, NULL) ==
-              RT_HTTP_EINVAL);
+              RT_EINVAL);
         respond_text(req, 400, "bad stream");
     } else if (path_is(&info, "/close-server")) {
         /* Graceful close while this very request is still pending. */
@@ -501,8 +495,7 @@ static void on_closed(rt_http_server_t *srv, void *data)
     if (srv == srv_hard) {
         /* The engine answered 503 at the hard stop; ours is too late. */
         atomic_store(&hard_late_rc,
-                     rt_http_req_respond(hard_held, 200, NULL, 0, "", 0,
-                                         NULL));
+                     rt_http_req_respond(hard_held, 200, NULL, 0, "", 0, NULL));
         rt_http_req_release(hard_held);
     }
     atomic_store(flag, 1);
@@ -628,8 +621,7 @@ static void resp_free(resp_t *r)
 }
 
 /* Value of header name in head (case-insensitive), or NULL. */
-static const char *head_value(const char *head, const char *name,
-                              size_t *len)
+static const char *head_value(const char *head, const char *name, size_t *len)
 {
     const char *p = strstr(head, "\r\n");
     size_t nl = strlen(name);
@@ -735,7 +727,7 @@ static int c_read_chunked(conn_t *c, char **out, size_t *out_len)
                 goto out;
         n = strtoul(c->buf, &end, 16);
         if (end == c->buf || end != eol)
-            goto out; /* not a chunk size line: broken */
+            goto out;                    /* not a chunk size line: broken */
         hl = (size_t)(eol - c->buf) + 2; /* c_fill moves the buffer */
         while (c->len < hl + n + 2)
             if (c_fill(c) <= 0)
@@ -975,14 +967,14 @@ static void t_deferred_keepalive(void)
     /* More requests on the same connection, one pipelined pair too. */
     for (i = 0; i < 20; i++) {
         CHECK(c_sends(&c, "GET /hello?a=1&b=2 HTTP/1.1\r\nHost: x\r\n"
-                         "X-Test: Value\r\n\r\n") == 0);
+                          "X-Test: Value\r\n\r\n") == 0);
         CHECK(c_read_response(&c, &r, 0) == 0);
         CHECK(r.status == 200 && strcmp(r.body, "hello") == 0);
         resp_free(&r);
     }
     CHECK(c_sends(&c, "HEAD /hello?a=1&b=2 HTTP/1.1\r\nHost: x\r\n"
-                     "X-Test: Value\r\n\r\n"
-                     "GET /defer HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+                      "X-Test: Value\r\n\r\n"
+                      "GET /defer HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
     CHECK(c_read_response(&c, &r, 1) == 0);
     CHECK(r.status == 200 && r.body_len == 0);
     resp_free(&r);
@@ -1076,7 +1068,7 @@ static void t_slow_consumer(void)
     for (i = 0; i < 500 && !atomic_load(&flood_closed); i++)
         sleep_ms(10);
     CHECK(atomic_load(&flood_closed) == 1);
-    CHECK(atomic_load(&flood_rc) == RT_HTTP_EBACKPRESSURE);
+    CHECK(atomic_load(&flood_rc) == RT_EBACKPRESSURE);
     CHECK(atomic_load(&flood_sent) > 1);
     c_close(&c);
 }
@@ -1186,7 +1178,7 @@ static void t_stream_client_gone(void)
     for (i = 0; i < 300 && atomic_load(&stream_gone_closed) == 0; i++)
         sleep_ms(5);
     CHECK(atomic_load(&stream_gone_closed) == 1);
-    CHECK(atomic_load(&stream_gone_rc) == RT_HTTP_ECLOSED);
+    CHECK(atomic_load(&stream_gone_rc) == RT_ECLOSED);
 }
 
 static void t_stream_server_close(void)
@@ -1389,8 +1381,8 @@ int main(void)
     CHECK(atomic_load(&closed_hard) == 1);
     CHECK(atomic_load(&closed_tiny) == 1);
     CHECK(atomic_load(&closed_scut) == 1);
-    CHECK(atomic_load(&hard_late_rc) == RT_HTTP_EGONE ||
-          atomic_load(&hard_late_rc) == RT_HTTP_EANSWERED);
+    CHECK(atomic_load(&hard_late_rc) == RT_ECLOSED ||
+          atomic_load(&hard_late_rc) == RT_EANSWERED);
     /* Everything is closed: the loop has no handle left. */
     CHECK(uv_loop_close(&loop) == 0);
     st = main_stats;

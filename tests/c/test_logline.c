@@ -93,8 +93,9 @@ static void redaction(void)
     rt_logline_str(&b, S("db"),
                    S("postgresql://chorus:hunter22@db:5432/chorus"));
     rt_logline_str(&b, S("redis"), S("redis://:p%40ss@127.0.0.1:6379/0"));
-    rt_logline_str(&b, S("plain"), S("postgresql://postgres@h/db and "
-                                     "https://h/x?u=a:b@c"));
+    rt_logline_str(&b, S("plain"),
+                   S("postgresql://postgres@h/db and "
+                     "https://h/x?u=a:b@c"));
     CHECK(rt_logline_end(&b) == 0);
     CHECK(rt_logline_redact(&b, secrets, lens, 3) == 0);
     CHECK(is(&b, "{\"ts\":\"2024-05-01T12:00:00.123Z\",\"level\":\"info\","

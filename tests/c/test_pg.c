@@ -22,22 +22,21 @@ static const char *url;
 
 typedef struct {
     rt_pg_t *pg;
-    int connected;      /* the connected handler ran */
-    char err[64];       /* its error word, "" on success */
+    int connected; /* the connected handler ran */
+    char err[64];  /* its error word, "" on success */
     char msg[512];
-    int lost;           /* the lost handler ran */
-    int notes;          /* notifications seen */
+    int lost;  /* the lost handler ran */
+    int notes; /* notifications seen */
     char channel[64], payload[64];
     int note_pid;
 } conn_t;
 
-static void on_connected(rt_pg_t *pg, const char *err, const char *msg,
-                         void *data)
+static void on_connected(rt_pg_t *pg, int err, const char *msg, void *data)
 {
     conn_t *c = data;
     (void)pg;
     c->connected++;
-    snprintf(c->err, sizeof(c->err), "%s", err ? err : "");
+    snprintf(c->err, sizeof(c->err), "%s", err ? rt_err_word(err) : "");
     snprintf(c->msg, sizeof(c->msg), "%s", msg);
 }
 
@@ -107,15 +106,15 @@ static void open_conn(conn_t *c, const char *conninfo, uint64_t timeout_ms,
 
 typedef struct {
     int done;
-    char error[32];     /* res->error, "" when NULL */
+    char error[32]; /* the word of res->error, "" when 0 */
     size_t nresults;
     ExecStatusType status[8];
-    char value[8][64];  /* first value of each result, "<null>" if NULL */
+    char value[8][64]; /* first value of each result, "<null>" if NULL */
     char sqlstate[8][8];
     char constraint[64];
     int ntuples[8];
     char cmdtuples[8][16];
-    int order;          /* completion order */
+    int order; /* completion order */
 } req_t;
 
 static int completions;
@@ -127,7 +126,8 @@ static void on_done(rt_pg_req_t *req, const rt_pg_result_t *res, void *data)
     (void)req;
     r->done = 1;
     r->order = ++completions;
-    snprintf(r->error, sizeof(r->error), "%s", res->error ? res->error : "");
+    snprintf(r->error, sizeof(r->error), "%s",
+             res->error ? rt_err_word(res->error) : "");
     r->nresults = res->nresults;
     for (i = 0; i < res->nresults && i < 8; i++) {
         PGresult *p = res->results[i];
@@ -214,13 +214,10 @@ static void test_query_and_params(void)
         rt_pg_stmt_t s = {"SELECT 1", 70000, params};
         req_t bad;
         memset(&bad, 0, sizeof(bad));
-        CHECK(rt_pg_exec(c.pg, &s, 1, 0, on_done, &bad, NULL) ==
-              RT_PG_EINVAL);
-        CHECK(rt_pg_exec(c.pg, &s, 0, 0, on_done, &bad, NULL) ==
-              RT_PG_EINVAL);
+        CHECK(rt_pg_exec(c.pg, &s, 1, 0, on_done, &bad, NULL) == RT_EINVAL);
+        CHECK(rt_pg_exec(c.pg, &s, 0, 0, on_done, &bad, NULL) == RT_EINVAL);
         s.nparams = 1;
-        CHECK(rt_pg_exec(c.pg, &s, 1, 1, on_done, &bad, NULL) ==
-              RT_PG_EINVAL);
+        CHECK(rt_pg_exec(c.pg, &s, 1, 1, on_done, &bad, NULL) == RT_EINVAL);
         sleep_ms(20);
         CHECK(bad.done == 0);
     }
@@ -233,18 +230,17 @@ static void test_pipeline(void)
     conn_t c;
     req_t r, *q;
     const char *one[1] = {"1"}, *two[1] = {"2"}, *three[1] = {"3"};
-    rt_pg_stmt_t ok[3] = {
-        {"INSERT INTO t VALUES ($1::int)", 1, one},
-        {"INSERT INTO t VALUES ($1::int)", 1, two},
-        {"SELECT count(*) FROM t", 0, NULL}};
+    rt_pg_stmt_t ok[3] = {{"INSERT INTO t VALUES ($1::int)", 1, one},
+                          {"INSERT INTO t VALUES ($1::int)", 1, two},
+                          {"SELECT count(*) FROM t", 0, NULL}};
     rt_pg_stmt_t bad[3] = {
         {"INSERT INTO t VALUES ($1::int)", 1, three},
         {"INSERT INTO t VALUES ($1::int)", 1, one}, /* duplicate key */
         {"SELECT count(*) FROM t", 0, NULL}};
 
     open_conn(&c, url, 5000, 0);
-    q = query(&c, "CREATE TEMP TABLE t (id int CONSTRAINT t_pk PRIMARY KEY)",
-              0, NULL);
+    q = query(&c, "CREATE TEMP TABLE t (id int CONSTRAINT t_pk PRIMARY KEY)", 0,
+              NULL);
     CHECK(q->status[0] == PGRES_COMMAND_OK);
 
     memset(&r, 0, sizeof(r));
@@ -282,7 +278,7 @@ static void test_pipeline(void)
     {
         enum { N = 1000 };
         rt_pg_stmt_t *s = calloc(N, sizeof(*s));
-        char (*vals)[16] = calloc(N, sizeof(*vals));
+        char(*vals)[16] = calloc(N, sizeof(*vals));
         const char **ps = calloc(N, sizeof(*ps));
         int i;
         CHECK(s && vals && ps);
@@ -357,9 +353,11 @@ static int sleeping(conn_t *admin, int pid)
     const char *p[1] = {buf};
     req_t *q;
     snprintf(buf, sizeof(buf), "%d", pid);
-    q = query(admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = "
-                     "$1::int AND query LIKE '%pg_sleep%' AND state = "
-                     "'active'", 1, p);
+    q = query(admin,
+              "SELECT count(*) FROM pg_stat_activity WHERE pid = "
+              "$1::int AND query LIKE '%pg_sleep%' AND state = "
+              "'active'",
+              1, p);
     return strcmp(q->value[0], "1") == 0;
 }
 
@@ -415,7 +413,7 @@ static void test_cancel(void)
     CHECK(a.done == 0);
     CHECK(strstr(c.msg, "did not end in time") != NULL);
     CHECK(rt_pg_state(c.pg) == RT_PG_CLOSED);
-    CHECK(exec1(&c, &b, "SELECT 1", 0, NULL, NULL) == RT_PG_ECLOSED);
+    CHECK(exec1(&c, &b, "SELECT 1", 0, NULL, NULL) == RT_ECLOSED);
     rt_pg_close(c.pg);
     sleep_ms(50); /* the fire-and-forget cancel lands */
     CHECK(!sleeping(&admin, pid));
@@ -469,7 +467,8 @@ static void test_lost(void)
         /* Terminate without running our loop: psql from a shell. */
         snprintf(cmd, sizeof(cmd),
                  "psql -qAt '%s' -c 'SELECT pg_terminate_backend(%d)' "
-                 ">/dev/null 2>&1", url, pid);
+                 ">/dev/null 2>&1",
+                 url, pid);
         if (system(cmd) == 0) {
             struct timespec ts = {0, 100 * 1000 * 1000};
             nanosleep(&ts, NULL); /* the FIN reaches our socket */
@@ -526,7 +525,7 @@ static void test_connect_failures(void)
     CHECK(rt_pg_state(c.pg) == RT_PG_CLOSED);
     {
         req_t r;
-        CHECK(exec1(&c, &r, "SELECT 1", 0, NULL, NULL) == RT_PG_ECLOSED);
+        CHECK(exec1(&c, &r, "SELECT 1", 0, NULL, NULL) == RT_ECLOSED);
     }
     rt_pg_close(c.pg);
 
@@ -557,7 +556,7 @@ static void test_connect_failures(void)
     memset(&c, 0, sizeof(c));
     c.pg = rt_pg_new(&loop, &handlers, NULL, &c);
     CHECK(rt_pg_connect(c.pg, url) == 0);
-    CHECK(rt_pg_connect(c.pg, url) == RT_PG_ESTATE);
+    CHECK(rt_pg_connect(c.pg, url) == RT_EBUSY);
     rt_pg_close(c.pg);
     sleep_ms(50);
     CHECK(c.connected == 0);
@@ -565,8 +564,7 @@ static void test_connect_failures(void)
 
 /* Closing from a callback, and with requests pending: no more callbacks. */
 static conn_t closing;
-static void close_in_cb(rt_pg_req_t *req, const rt_pg_result_t *res,
-                        void *data)
+static void close_in_cb(rt_pg_req_t *req, const rt_pg_result_t *res, void *data)
 {
     on_done(req, res, data);
     rt_pg_close(closing.pg);

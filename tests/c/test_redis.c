@@ -22,10 +22,10 @@ static char redis_host[256];
 static int redis_port;
 
 /* A script that keeps the server busy for about ms milliseconds. */
-#define BUSY_SCRIPT                                                          \
-    "local s = redis.call('TIME') local t0 = s[1] * 1e6 + s[2] "            \
-    "while true do local n = redis.call('TIME') "                          \
-    "if n[1] * 1e6 + n[2] - t0 > tonumber(ARGV[1]) * 1000 then break end " \
+#define BUSY_SCRIPT                                                            \
+    "local s = redis.call('TIME') local t0 = s[1] * 1e6 + s[2] "               \
+    "while true do local n = redis.call('TIME') "                              \
+    "if n[1] * 1e6 + n[2] - t0 > tonumber(ARGV[1]) * 1000 then break end "     \
     "end return 1"
 
 /* ---- waiting ------------------------------------------------------------ */
@@ -62,6 +62,7 @@ typedef struct {
     int connected, disconnected, messages;
     int close_on_disconnect; /* close the connection from the event */
     char last_error[256];
+    int last_code; /* rt_redis_last_code */
 } events_t;
 
 static void on_event(rt_redis_t *r, rt_redis_event_t ev, void *data)
@@ -75,6 +76,7 @@ static void on_event(rt_redis_t *r, rt_redis_event_t ev, void *data)
         e->disconnected++;
         snprintf(e->last_error, sizeof(e->last_error), "%s",
                  rt_redis_last_error(r));
+        e->last_code = rt_redis_last_code(r);
         if (e->close_on_disconnect)
             rt_redis_close(r);
     }
@@ -87,8 +89,8 @@ typedef struct {
     size_t elements;
     char *str; /* copy of the reply's string */
     size_t len;
-    const char *err; /* "closed", "timeout" (static strings) */
-    rt_redis_t *close_me; /* close this connection from the callback */
+    const char *err;        /* the word of the error: "closed", "timeout" */
+    rt_redis_t *close_me;   /* close this connection from the callback */
     rt_redis_state_t state; /* close_me's state after closing it */
 } reply_t;
 
@@ -98,13 +100,13 @@ static void reply_reset(reply_t *x)
     memset(x, 0, sizeof(*x));
 }
 
-static void on_reply(rt_redis_cmd_t *cmd, const redisReply *reply,
-                     const char *err, void *data)
+static void on_reply(rt_redis_cmd_t *cmd, const redisReply *reply, int err,
+                     void *data)
 {
     reply_t *x = data;
     (void)cmd;
     x->called++;
-    x->err = err;
+    x->err = err ? rt_err_word(err) : NULL;
     x->type = reply ? reply->type : -1;
     if (reply != NULL) {
         x->integer = reply->integer;
@@ -339,7 +341,7 @@ static void test_commands(void)
     if (r == NULL)
         return;
     CHECK(rt_redis_state(r) == RT_REDIS_CONNECTING);
-    CHECK(send_cmd(r, &x, NULL, "PING", NULL) == RT_REDIS_EDISCONNECTED);
+    CHECK(send_cmd(r, &x, NULL, "PING", NULL) == RT_EDISCONNECTED);
     CHECK(wait_for(&ev.connected, 1, 3000));
     CHECK(rt_redis_state(r) == RT_REDIS_CONNECTED);
 
@@ -397,15 +399,14 @@ static void test_commands(void)
     CHECK(done == 100 && in_order);
 
     /* Commands that would break the connection's mode are refused. */
-    CHECK(send_cmd(r, &x, NULL, "subscribe", "x", NULL) == RT_REDIS_EINVAL);
-    CHECK(send_cmd(r, &x, NULL, "SELECT", "1", NULL) == RT_REDIS_EINVAL);
-    CHECK(send_cmd(r, &x, NULL, "CLIENT", "REPLY", "OFF", NULL) ==
-          RT_REDIS_EINVAL);
+    CHECK(send_cmd(r, &x, NULL, "subscribe", "x", NULL) == RT_EINVAL);
+    CHECK(send_cmd(r, &x, NULL, "SELECT", "1", NULL) == RT_EINVAL);
+    CHECK(send_cmd(r, &x, NULL, "CLIENT", "REPLY", "OFF", NULL) == RT_EINVAL);
     CHECK(rt_redis_subscribe(r, 0, 1, argv, lens, on_reply, &x, NULL) ==
-          RT_REDIS_EINVAL);
+          RT_EINVAL);
 
     rt_redis_close(r);
-    CHECK(send_cmd(r, &x, NULL, "PING", NULL) == RT_REDIS_ECLOSED);
+    CHECK(send_cmd(r, &x, NULL, "PING", NULL) == RT_ECLOSED);
     run_for(5);
     CHECK(ev.disconnected == 0);
     reply_reset(&x);
@@ -457,16 +458,14 @@ static void test_pubsub(void)
         return;
     CHECK(wait_for(&cev.connected, 1, 3000));
     CHECK(wait_for(&sev.connected, 1, 3000));
-    CHECK(send_cmd(s, &pub, NULL, "PING", NULL) == RT_REDIS_EINVAL);
+    CHECK(send_cmd(s, &pub, NULL, "PING", NULL) == RT_EINVAL);
 
     names[0] = "chorus:test:ch";
     lens[0] = strlen(names[0]);
-    CHECK(rt_redis_subscribe(s, 0, 1, names, lens, on_reply, &sub, NULL) ==
-          0);
+    CHECK(rt_redis_subscribe(s, 0, 1, names, lens, on_reply, &sub, NULL) == 0);
     names[0] = "chorus:test:p.*";
     lens[0] = strlen(names[0]);
-    CHECK(rt_redis_subscribe(s, 1, 1, names, lens, on_reply, &psub, NULL) ==
-          0);
+    CHECK(rt_redis_subscribe(s, 1, 1, names, lens, on_reply, &psub, NULL) == 0);
     CHECK(wait_for(&psub.called, 1, 2000));
     CHECK(sub.called == 1 && sub.err == NULL && psub.err == NULL);
 
@@ -531,8 +530,8 @@ static void test_pubsub(void)
     names[0] = "chorus:test:ch";
     lens[0] = strlen(names[0]);
     CHECK(rt_redis_unsubscribe(s, 0, 1, names, lens) == 0);
-    CHECK(send_cmd(c, &pub, NULL, "PUBLISH", "chorus:test:ch", "late",
-                   NULL) == 0);
+    CHECK(send_cmd(c, &pub, NULL, "PUBLISH", "chorus:test:ch", "late", NULL) ==
+          0);
     CHECK(wait_for(&pub.called, 1, 2000));
     run_for(20);
     CHECK(rt_redis_peek(s) == NULL);
@@ -541,15 +540,15 @@ static void test_pubsub(void)
     reply_reset(&pub);
 
     /* Kill the subscriber's connection: it comes back, subscribed. */
-    CHECK(send_cmd(c, &pub, NULL, "CLIENT", "KILL", "TYPE", "pubsub",
-                   NULL) == 0);
+    CHECK(send_cmd(c, &pub, NULL, "CLIENT", "KILL", "TYPE", "pubsub", NULL) ==
+          0);
     CHECK(wait_for(&sev.disconnected, 1, 2000));
     CHECK(rt_redis_state(s) != RT_REDIS_CONNECTED);
     /* Subscribing while down: remembered, subscribed after reconnecting. */
     names[0] = "chorus:test:later";
     lens[0] = strlen(names[0]);
     CHECK(rt_redis_subscribe(s, 0, 1, names, lens, on_reply, &sub, NULL) ==
-          RT_REDIS_EDISCONNECTED);
+          RT_EDISCONNECTED);
     CHECK(wait_for(&sev.connected, 2, 3000));
     reply_reset(&pub);
     CHECK(send_cmd(c, &pub, NULL, "PUBLISH", "chorus:test:later", "again",
@@ -592,8 +591,7 @@ static void test_timeout_and_abort(void)
     /* A command slower than the timeout fails with "timeout"... */
     uv_update_time(&loop);
     t0 = uv_now(&loop);
-    CHECK(send_cmd(r, &slow, NULL, "EVAL", BUSY_SCRIPT, "0", "200", NULL) ==
-          0);
+    CHECK(send_cmd(r, &slow, NULL, "EVAL", BUSY_SCRIPT, "0", "200", NULL) == 0);
     CHECK(send_cmd(r, &next, NULL, "PING", NULL) == 0);
     CHECK(wait_for(&slow.called, 1, 2000));
     CHECK(slow.err != NULL && strcmp(slow.err, "timeout") == 0);
@@ -614,8 +612,7 @@ static void test_timeout_and_abort(void)
 
     /* An aborted command is never called back. */
     reply_reset(&next);
-    CHECK(send_cmd(r, &aborted, &h, "EVAL", BUSY_SCRIPT, "0", "20", NULL) ==
-          0);
+    CHECK(send_cmd(r, &aborted, &h, "EVAL", BUSY_SCRIPT, "0", "20", NULL) == 0);
     if (h != NULL) /* NULL when the send failed (checked above) */
         rt_redis_cmd_abort(h);
     CHECK(send_cmd(r, &next, NULL, "ECHO", "after", NULL) == 0);
@@ -667,16 +664,17 @@ static void test_refused(void)
     int err = 0;
 
     CHECK(rt_redis_new(&loop, &o, on_event, &ev, &err) == NULL &&
-          err == RT_REDIS_EINVAL);
+          err == RT_EINVAL);
     o.host = "127.0.0.1";
     o.port = free_port();
     r = open_conn(&o, &ev);
     if (r == NULL)
         return;
     CHECK(wait_for(&ev.disconnected, 1, 2000));
-    CHECK(strstr(ev.last_error, "refused") != NULL);
+    CHECK(strcmp(ev.last_error, "connection refused") == 0);
+    CHECK(ev.last_code == RT_EREFUSED);
     CHECK(rt_redis_state(r) == RT_REDIS_DISCONNECTED);
-    CHECK(send_cmd(r, &x, NULL, "PING", NULL) == RT_REDIS_EDISCONNECTED);
+    CHECK(send_cmd(r, &x, NULL, "PING", NULL) == RT_EDISCONNECTED);
     run_for(50);
     CHECK(ev.disconnected == 1 && ev.connected == 0); /* no reconnect */
     rt_redis_close(r);
@@ -730,8 +728,9 @@ static void test_fake_server(void)
     CHECK(wait_for(&x.called, 1, 2000));
     CHECK(x.err && strcmp(x.err, "closed") == 0);
     CHECK(ev.disconnected == 1);
-    CHECK(strstr(ev.last_error, "closed") != NULL);
-    CHECK(send_cmd(r, &x, NULL, "PING", NULL) == RT_REDIS_EDISCONNECTED);
+    CHECK(strstr(ev.last_error, "closed: ") == ev.last_error);
+    CHECK(ev.last_code == RT_ECLOSED);
+    CHECK(send_cmd(r, &x, NULL, "PING", NULL) == RT_EDISCONNECTED);
     CHECK(wait_for(&ev.connected, 2, 2000));
     rt_redis_stats(r, &st);
     CHECK(st.reconnects == 1 && st.errors == 1);
@@ -744,7 +743,7 @@ static void test_fake_server(void)
     /* The server goes away: attempts fail (refused) with capped backoff. */
     fake_stop();
     CHECK(wait_for(&ev.disconnected, 4, 2000));
-    CHECK(strstr(ev.last_error, "refused") != NULL);
+    CHECK(ev.last_code == RT_EREFUSED);
     CHECK(rt_redis_state(r) != RT_REDIS_CONNECTED);
     /* It comes back on the same port. */
     CHECK(fake_start(FAKE_NORMAL) == 0);
@@ -765,6 +764,7 @@ static void test_fake_server(void)
     r = open_conn(&o, &ev);
     CHECK(wait_for(&ev.disconnected, 1, 2000));
     CHECK(strcmp(ev.last_error, "timeout") == 0 && ev.connected == 0);
+    CHECK(ev.last_code == RT_ETIMEOUT);
     CHECK(fsrv_accepted > 0);
     rt_redis_close(r);
     fake_stop();
@@ -779,7 +779,9 @@ static void test_fake_server(void)
     o.connect_timeout_ms = 1000;
     r = open_conn(&o, &ev);
     CHECK(wait_for(&ev.disconnected, 1, 2000));
-    CHECK(strstr(ev.last_error, "WRONGPASS") != NULL && ev.connected == 0);
+    CHECK(strstr(ev.last_error, "connect failed: WRONGPASS") == ev.last_error &&
+          ev.connected == 0);
+    CHECK(ev.last_code == RT_ECONNECT);
     rt_redis_close(r);
     fake_stop();
     run_for(5);

@@ -368,8 +368,8 @@ static void test_wait_cancelled(void)
     CHECK(w->wakes[1] == RT_WAKE_TIMEOUT);
     CHECK(w->task.outcome == RT_OUTCOME_TIMEOUT);
     for (i = 0; i < 3; i++) {
-        CHECK(targets[i]->task.outcome == (i == 0 ? RT_OUTCOME_OK
-                                                  : RT_OUTCOME_TIMEOUT));
+        CHECK(targets[i]->task.outcome ==
+              (i == 0 ? RT_OUTCOME_OK : RT_OUTCOME_TIMEOUT));
         rt_task_release(&targets[i]->task);
     }
     rt_task_release(&w->task);

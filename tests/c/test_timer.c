@@ -73,7 +73,8 @@ static void test_order(void)
     CHECK(rt_timer_start(&timers, &p[3].tm, now + 10) == 0);
     CHECK(rt_timer_start(&timers, &p[4].tm, now) == 0);
     CHECK(rt_timer_start(&timers, &p[5].tm, now + 20) == 0);
-    CHECK(uv_run(&loop, UV_RUN_DEFAULT) == 0); /* nothing armed: the loop ends */
+    /* Nothing armed: the loop ends. */
+    CHECK(uv_run(&loop, UV_RUN_DEFAULT) == 0);
     CHECK(nfired == 6);
     {
         int want[6] = {4, 1, 3, 2, 5, 0};
@@ -125,7 +126,8 @@ static void test_many(void)
     for (i = 0; i < N; i++) {
         probe_init(&p[i], i);
         /* pseudo-random dues within 20 ms */
-        CHECK(rt_timer_start(&timers, &p[i].tm, now + (uint64_t)((i * 7919) % 20)) == 0);
+        CHECK(rt_timer_start(&timers, &p[i].tm,
+                             now + (uint64_t)((i * 7919) % 20)) == 0);
     }
     for (i = 0; i < N; i += 3) /* a third is stopped again */
         rt_timer_stop(&timers, &p[i].tm);

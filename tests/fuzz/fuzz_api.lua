@@ -24,13 +24,13 @@
 -- code of that status and details [{path, message}] (a 405 needs Allow,
 -- a 401 WWW-Authenticate: Bearer); the admin page's 404 is its HTML page.
 local api = require "chorus.api"
-local auth = require "chorus.auth"
+local auth = require "chorus.api.auth"
 local engine_mod = require "chorus.engine"
 local errors = require "chorus.api.errors"
 local json = require "chorus.json"
 local log = require "chorus.log"
 local memory = require "chorus.store.memory"
-local runner_mod = require "chorus.runner"
+local runner_mod = require "chorus.run.memory"
 local sched = require "chorus.sched"
 local fuzz_mutate = require "fuzz_mutate"
 

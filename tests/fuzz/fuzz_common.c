@@ -21,18 +21,18 @@
 /* Lua line coverage, fed to libFuzzer as extra counters: without it the
  * fuzzer would only see the C code, and the code under test is Lua. */
 #define FZ_COV_SIZE (1u << 16)
-__attribute__((section("__libfuzzer_extra_counters"), used))
-static unsigned char fz_cov[FZ_COV_SIZE];
+__attribute__((section("__libfuzzer_extra_counters"),
+               used)) static unsigned char fz_cov[FZ_COV_SIZE];
 
 typedef struct {
     uv_loop_t loop;
     uv_timer_t watchdog; /* bounds the wall time of one fz_run */
     lua_State *L;
-    rt_lua_sched_t *ls;  /* the scheduler of L, freed at exit */
-    rt_lua_stdin_t *in;  /* native.read_line's reader, freed at exit */
-    int harness_ref;     /* registry ref of the harness module table */
-    int expired;         /* the watchdog fired during this fz_run */
-    int ready;           /* all of the above is set up (until exit) */
+    rt_lua_sched_t *ls; /* the scheduler of L, freed at exit */
+    rt_lua_stdin_t *in; /* native.read_line's reader, freed at exit */
+    int harness_ref;    /* registry ref of the harness module table */
+    int expired;        /* the watchdog fired during this fz_run */
+    int ready;          /* all of the above is set up (until exit) */
 } fz_t;
 
 static fz_t fz;

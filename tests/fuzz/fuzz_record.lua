@@ -1,5 +1,5 @@
 -- tests/fuzz/fuzz_record.lua: the Lua half of the fuzz_record target: the
--- record encoder and the checks in front of it (chorus.limits).
+-- record encoder and the checks in front of it (chorus.engine.limits).
 --
 -- An input is a JSON document, or else bytes read as a small value
 -- grammar (so strings with NUL or malformed UTF-8, non-finite numbers,
@@ -15,7 +15,7 @@
 --      execution ends, and its record encodes — the step either completed
 --      with the value, repaired, or failed saying which limit it broke.
 local json = require "chorus.json"
-local limits = require "chorus.limits"
+local limits = require "chorus.engine.limits"
 local native = require "chorus.native"
 local engine_mod = require "chorus.engine"
 local log = require "chorus.log"

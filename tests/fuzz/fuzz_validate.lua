@@ -9,8 +9,8 @@
 -- config (compared as chorus.json.canonical text), both as is and after a
 -- JSON encode/decode round trip (what a store and the API do to it).
 local json = require "chorus.json"
-local registry = require "chorus.registry"
-local validate = require "chorus.validate"
+local registry = require "chorus.engine.registry"
+local validate = require "chorus.engine.validate"
 local log = require "chorus.log"
 local fuzz_mutate = require "fuzz_mutate"
 

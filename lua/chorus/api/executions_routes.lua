@@ -17,7 +17,7 @@ local body = require "chorus.api.body"
 local errors = require "chorus.api.errors"
 local present = require "chorus.api.present"
 local json = require "chorus.json"
-local callbacks = require "chorus.callbacks"
+local callbacks = require "chorus.run.callbacks"
 
 local M = {}
 
@@ -61,7 +61,7 @@ end
 -- read_extras(doc, input) -> extras | nil, {path, message}...: what an
 -- execute request (REST body, the WebSocket's first message) may carry
 -- besides its input (the plan's API): callback_url (a webhook of this
--- execution's own, see chorus.callbacks), session_id (the client's
+-- execution's own, see chorus.run.callbacks), session_id (the client's
 -- conversation; when absent, the input's own session_id string, where
 -- the plan's clients put it), metadata (free, stored).
 function M.read_extras(doc, input)

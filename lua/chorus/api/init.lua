@@ -1,6 +1,6 @@
 -- chorus.api: the REST API as one function, handle(req) -> status,
 -- headers, body, independent of the HTTP server that carries it (specs
--- call it directly; chorus.server wires it to the H2O binding).
+-- call it directly; chorus.serve wires it to the H2O binding).
 --
 -- req: {method, path, query (raw string), headers (lower-case names),
 -- body}. Every route is registered by one of chorus/api/*_routes.lua;
@@ -41,7 +41,7 @@ function App:fallback(fn)
   self.fallback_fn = fn
 end
 
-local auth_mod = require "chorus.auth"
+local auth_mod = require "chorus.api.auth"
 
 -- handle(req) -> status, headers, body. It also leaves on req what the
 -- access log and the metrics need: req.route (the matched pattern, e.g.

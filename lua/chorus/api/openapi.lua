@@ -4,10 +4,10 @@
 -- Every route the router serves is here (spec/01-unit/18-openapi_spec.lua
 -- fails for a route that is not, and validates real responses against
 -- these schemas). The config step and settings schemas are converted from
--- the validator's own (chorus.validate), so they cannot drift from what
+-- the validator's own (chorus.engine.validate), so they cannot drift from what
 -- is enforced. WebSocket routes are described as GET operations whose
 -- description gives the messages, which OpenAPI has no way to express.
-local validate = require "chorus.validate"
+local validate = require "chorus.engine.validate"
 local errors = require "chorus.api.errors"
 local present = require "chorus.api.present"
 local json = require "chorus.json"

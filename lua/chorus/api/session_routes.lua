@@ -3,7 +3,7 @@
 -- every call).
 --   GET /api/v1/whoami -> {role, tenant_id, user_id, key_id, can: {...}}
 local api = require "chorus.api"
-local auth = require "chorus.auth"
+local auth = require "chorus.api.auth"
 
 local M = {}
 

@@ -7,7 +7,7 @@
 local api = require "chorus.api"
 local errors = require "chorus.api.errors"
 local present = require "chorus.api.present"
-local stats = require "chorus.stats"
+local stats = require "chorus.store.stats"
 
 local M = {}
 

@@ -25,7 +25,7 @@ local native = require "chorus.native"
 local router = require "chorus.api.router"
 local api = require "chorus.api"
 local present = require "chorus.api.present"
-local auth_mod = require "chorus.auth"
+local auth_mod = require "chorus.api.auth"
 -- One list of the endpoints' templates, shared with the metrics.
 local ws_route = require("chorus.metrics.http").ws_route
 
@@ -40,7 +40,7 @@ M.defaults = { max_queue = 1000, first_message_timeout_ms = 30000,
   -- miss its end: a follower checks the record this often.
   end_poll_ms = 2000 }
 
-local TERMINAL = { completed = true, failed = true, cancelled = true }
+local TERMINAL = require("chorus.engine.states").execution_terminal
 
 -- An event goes to many subscribers: it is encoded once (the cache is
 -- keyed by the event table, weakly, so it goes with the event).

@@ -14,7 +14,7 @@ end
 -- open(url, opts) -> {pool, store} | nil, err. Checks the connection and
 -- that the schema is migrated, so commands fail with a clear message.
 function M.open(url, opts)
-  local pg = require "chorus.pg"
+  local pg = require "chorus.db.pg"
   local pool = pg.pool(url, { size = opts and opts.pool_size or 8, connect_timeout_ms = 5000 })
   local res, err = pool:query("SELECT to_regclass('orchestration_executions') IS NOT NULL AS ready")
   if not res then
@@ -27,7 +27,7 @@ function M.open(url, opts)
   end
   local store = require("chorus.store.pg").new({ pool = pool })
   -- Agents that read the database (kb) use this pool.
-  require("chorus.resources").set_pg(pool)
+  require("chorus.run.resources").set_pg(pool)
   return { pool = pool, store = store }
 end
 
@@ -40,7 +40,7 @@ M.KB_SPEC = { type = "string", arg = "URL",
 function M.open_kb(opts)
   local url = opts["kb-db"] or os.getenv("CHORUS_KB_DB")
   if url == nil or url == "" then return false end
-  local pool = require("chorus.pg").pool(url, { size = 4, connect_timeout_ms = 5000 })
+  local pool = require("chorus.db.pg").pool(url, { size = 4, connect_timeout_ms = 5000 })
   local res, err = pool:query("SELECT to_regclass('kb_chunks') IS NOT NULL AS ready")
   if not res then
     pool:close()
@@ -51,7 +51,7 @@ function M.open_kb(opts)
     return nil, "the knowledge base's database (--kb-db / CHORUS_KB_DB) has no kb tables: run "
       .. "`chorus migrate --db URL`, then `chorus kb import DIR --db URL`"
   end
-  require("chorus.resources").set_kb_pg(pool)
+  require("chorus.run.resources").set_kb_pg(pool)
   return pool
 end
 

@@ -43,7 +43,7 @@ return function(argv)
     load.report_invalid(pos[1], errors)
     return 2
   end
-  local node = require("chorus.node").new({ engine = engine, pool = d.pool, claim = false, concurrency = 0 })
+  local node = require("chorus.run.node").new({ engine = engine, pool = d.pool, claim = false, concurrency = 0 })
   for _ = 1, count do
     local r, serr, code = node:submit(cfg, input, {})
     if not r then

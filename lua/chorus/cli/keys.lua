@@ -3,7 +3,7 @@
 -- (it is shown once: only its hash is stored).
 local args = require "chorus.cli.args"
 local db = require "chorus.cli.db"
-local auth = require "chorus.auth"
+local auth = require "chorus.api.auth"
 
 local SPEC = {
   db = db.SPEC,

@@ -3,7 +3,7 @@
 -- lock; running `up` twice changes nothing).
 local args = require "chorus.cli.args"
 local db = require "chorus.cli.db"
-local migrate = require "chorus.migrate"
+local migrate = require "chorus.db.migrate"
 
 local SPEC = { db = db.SPEC, help = { type = "flag", short = "h", help = "show this help" } }
 

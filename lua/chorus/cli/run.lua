@@ -6,7 +6,7 @@ local args = require "chorus.cli.args"
 local logopts = require "chorus.cli.logopts"
 local engine_mod = require "chorus.engine"
 local load = require "chorus.cli.load"
-local progress = require "chorus.progress"
+local progress = require "chorus.cli.progress"
 local json = require "chorus.json"
 local native = require "chorus.native"
 local sched = require "chorus.sched"
@@ -94,7 +94,7 @@ return function(argv)
   end
 
   local input_bytes
-  input, input_bytes = require("chorus.limits").check_input(input, cfg.settings)
+  input, input_bytes = require("chorus.engine.limits").check_input(input, cfg.settings)
   if not input then
     io.stderr:write("chorus run: " .. input_bytes .. "\n")
     return give_up(2)
@@ -114,7 +114,7 @@ return function(argv)
   if dbh then
     -- Durable: written to the database first, then run by this process
     -- (another node resumes it if this one dies).
-    local node = require("chorus.node").new({ engine = engine, pool = dbh.pool, claim = false })
+    local node = require("chorus.run.node").new({ engine = engine, pool = dbh.pool, claim = false })
     node:run({ url = url })
     local r, serr = node:submit(cfg, input, { auto_approve = opts["auto-approve"] })
     if not r then
@@ -136,11 +136,11 @@ return function(argv)
   if dbh then dbh.node:stop({ grace_ms = 0 }) end
   close_pools()
 
-  if not dbh and require("chorus.callbacks").urls(exec) then
+  if not dbh and require("chorus.run.callbacks").urls(exec) then
     -- In memory nobody else will send the webhooks: this process does,
     -- with its retries, for up to 30 s. (With --db they are in the outbox.)
     local secret = os.getenv("CHORUS_CALLBACK_SECRET")
-    local d = require("chorus.callbacks").local_deliverer({ secret = secret ~= "" and secret or nil })
+    local d = require("chorus.run.callbacks").local_deliverer({ secret = secret ~= "" and secret or nil })
     d:enqueue(exec)
     if not d:wait(30000) then d:stop() end
   end

@@ -201,7 +201,7 @@ return function(argv)
     io.stderr:write("chorus serve: " .. kerr .. "\n")
     return 1
   end
-  local srv, err, code = require("chorus.server").start({
+  local srv, err, code = require("chorus.serve").start({
     host = host, port = port, reuseport = opts.reuseport, db = db.url(opts), redis = redis_url,
     scripts = opts.scripts, sandbox = opts.sandbox, no_auth = opts["no-auth"], concurrency = n.concurrency, lease_ms = n["lease-ms"],
     max_body_bytes = n["max-body"], admin_key = os.getenv("CHORUS_ADMIN_KEY"),

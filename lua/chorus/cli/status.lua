@@ -23,7 +23,7 @@ return function(argv)
   if opts.json then
     io.stdout:write(json.encode(rec), "\n")
   else
-    require("chorus.progress").new(io.stdout, { color = false }).summary(rec)
+    require("chorus.cli.progress").new(io.stdout, { color = false }).summary(rec)
   end
   return 0
 end

@@ -59,7 +59,7 @@ return function(argv)
     return 1
   end
   local redis_url = opts.redis or os.getenv("REDIS_URL")
-  require("chorus.cluster").configure({ redis_url = redis_url ~= "" and redis_url or nil })
+  require("chorus.run.cluster").configure({ redis_url = redis_url ~= "" and redis_url or nil })
   local engine, eerr, ecode = require("chorus.engine").new({ scripts = opts.scripts, store = d.store, watch = true,
     sandbox = opts.sandbox })
   if not engine then
@@ -68,13 +68,13 @@ return function(argv)
     d.pool:close()
     return ecode == "bad_scripts" and 2 or 1
   end
-  local node = require("chorus.node").new({ engine = engine, pool = d.pool, concurrency = n.concurrency,
+  local node = require("chorus.run.node").new({ engine = engine, pool = d.pool, concurrency = n.concurrency,
     lease_ms = n["lease-ms"], poll_ms = n["poll-ms"] })
   log.set_field("node", node.node_id)
   local unlog = require("chorus.log.events").attach(engine)
   node:run({ url = url })
   -- Webhooks: signed with CHORUS_CALLBACK_SECRET.
-  local deliverer = not opts["no-callbacks"] and require("chorus.callbacks").deliverer(d.pool, {
+  local deliverer = not opts["no-callbacks"] and require("chorus.run.callbacks").deliverer(d.pool, {
     secret = os.getenv("CHORUS_CALLBACK_SECRET") ~= "" and os.getenv("CHORUS_CALLBACK_SECRET") or nil,
   }):run()
   log.info("worker %s: claiming executions (concurrency %d)", node.node_id, node.concurrency)

@@ -16,7 +16,7 @@ local M = {}
 local Hub = {}
 Hub.__index = Hub
 
-local TERMINAL = { completed = true, failed = true, cancelled = true }
+local TERMINAL = require("chorus.engine.states").execution_terminal
 
 function M.new(opts)
   local self = setmetatable({

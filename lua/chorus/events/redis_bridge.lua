@@ -10,14 +10,14 @@
 -- and never waits on an execution; while Redis is down, events are
 -- dropped from the bridge (they still reach this node's subscribers) and
 -- counted in stats.lost; the client and the subscriber reconnect by
--- themselves (chorus.redis).
+-- themselves (chorus.db.redis).
 --
 --   bridge.new({url, stream_max = 1000, stream_ttl_s = 86400, max_queue = 10000})
 --   bridge:start(hub) / bridge:stop()
 --   bridge:publish(event); bridge:watch(trace); bridge:unwatch(trace)
 --   bridge:history(trace) -> events | nil, err
 --   bridge:connected() -> boolean; bridge.stats: published, lost, received
-local redis = require "chorus.redis"
+local redis = require "chorus.db.redis"
 local json = require "chorus.json"
 local sched = require "chorus.sched"
 local log = require "chorus.log"

@@ -24,7 +24,7 @@
 local client = require "chorus.http.client"
 local json = require "chorus.json"
 local template = require "chorus.template"
-local prices = require "chorus.prices"
+local prices = require "chorus.llm.prices"
 local failure = require "chorus.http.failure"
 local endpoint = require "chorus.llm.endpoint"
 local stream = require "chorus.llm.stream"

@@ -12,7 +12,7 @@
 --                                       aggregators, errors (warn when
 --                                       some scripts failed to load)
 --
--- A resumed execution (another node died) is recorded by chorus.node
+-- A resumed execution (another node died) is recorded by chorus.run.node
 -- ("node: resuming execution"): its status does not change then.
 --
 --   attach(engine) -> detach(): the level is read now; at info, step
@@ -24,7 +24,7 @@ local floor = math.floor
 
 local M = {}
 
-local TERMINAL = { completed = true, failed = true, cancelled = true }
+local TERMINAL = require("chorus.engine.states").execution_terminal
 
 local function ms(v)
   return v and floor(v * 1000 + 0.5) / 1000 or nil

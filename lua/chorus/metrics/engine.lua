@@ -7,7 +7,7 @@
 --   require("chorus.metrics.engine").register(reg, engine) -> reg
 --
 -- Labels are bounded: agent (the scripts loaded), config (the configs
--- that exist), status (the states of chorus.states), never an id.
+-- that exist), status (the states of chorus.engine.states), never an id.
 local metrics = require "chorus.metrics"
 local native = require "chorus.native"
 

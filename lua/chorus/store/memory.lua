@@ -7,7 +7,7 @@
 -- spec spec/shared/store_contract.lua runs against both). Writes return
 -- once the change is durable (here: at once); reads return plain tables.
 --
--- Executions (called by chorus.execution):
+-- Executions (called by chorus.engine.execution):
 --   insert_execution(exec)          -> true | nil, err
 --   update_execution(exec)          -> true | nil, err   status, totals, output
 --   save_step(exec, step_run, wait) -> true | nil, err   wait=false: no need
@@ -27,7 +27,7 @@
 --     consensus, node_id, claims, steps (each as Execution:record gives it)
 --   execution_config(id_or_trace, scope) -> the normalized config it ran | nil
 --      (nil too when the store no longer has it: here, archived executions)
---   stats(filter)                   -> the overview numbers (chorus.stats)
+--   stats(filter)                   -> the overview numbers (chorus.store.stats)
 --      filter: window_s, tenant_id, user_id
 -- Configs (called by the API and the CLI):
 --   create_config(cfg, owner)       -> config | nil, err, code
@@ -53,14 +53,14 @@
 -- metadata, tenant_id, owner_id, is_global, is_active, version,
 -- created_at, updated_at} (the seed's form, as the API returns it).
 local native = require "chorus.native"
-local validate = require "chorus.validate"
+local validate = require "chorus.engine.validate"
 local schema = require "chorus.schema"
 local json = require "chorus.json"
 local buffer = require "string.buffer"
 local log = require "chorus.log"
 local sched = require "chorus.sched"
 local memory_stats = require "chorus.store.memory_stats"
-local Execution = require("chorus.execution").Execution
+local Execution = require("chorus.engine.execution").Execution
 
 local Store = {}
 Store.__index = Store
@@ -111,7 +111,7 @@ function Store:insert_execution(exec)
   return true
 end
 
-local TERMINAL = { completed = true, failed = true, cancelled = true }
+local TERMINAL = require("chorus.engine.states").execution_terminal
 
 -- Records are archived with LuaJIT's serializer (string.buffer): 0.3 us
 -- a record against 4.3 for JSON, and they read back exactly (numbers,
@@ -179,7 +179,7 @@ local function visible(e, scope)
 end
 
 -- An archived execution as get_execution returns it: its identity and
--- status, and the controls of chorus.execution, which refuse every action
+-- status, and the controls of chorus.engine.execution, which refuse every action
 -- on an ended execution with the same messages as on a live one.
 local Ended = {}
 Ended.__index = Ended

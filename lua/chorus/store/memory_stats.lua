@@ -13,7 +13,7 @@
 --   }
 -- Tenant and user nil are stored under "". Nested tables rather than
 -- concatenated keys: recording allocates nothing once its cells exist.
-local stats = require "chorus.stats"
+local stats = require "chorus.store.stats"
 local native = require "chorus.native"
 
 local floor = math.floor

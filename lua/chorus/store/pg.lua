@@ -18,16 +18,16 @@
 -- claim to be the writer's. Such a write affects nothing and comes back
 -- "fenced".
 --
--- Outputs are bounded by the execution's limits (chorus.limits) before
+-- Outputs are bounded by the execution's limits (chorus.engine.limits) before
 -- they get here; as a safety net, one larger than max_output_bytes
 -- (default 128 MiB) is stored truncated (output_truncated = true), and a
 -- truncated step is run again on recovery rather than replayed.
 local json = require "chorus.json"
 local committer_mod = require "chorus.store.committer"
-local callbacks = require "chorus.callbacks"
-local validate = require "chorus.validate"
+local callbacks = require "chorus.run.callbacks"
+local validate = require "chorus.engine.validate"
 local native = require "chorus.native"
-local stats_mod = require "chorus.stats"
+local stats_mod = require "chorus.store.stats"
 
 local type, tostring, ipairs, pairs = type, tostring, ipairs, pairs
 local encode, null = json.encode, json.null
@@ -77,7 +77,7 @@ local function next_seq(exec)
   return (exec.claims or 0) * M.SEQ_PER_CLAIM + n
 end
 
-local TERMINAL = { completed = true, failed = true, cancelled = true }
+local TERMINAL = require("chorus.engine.states").execution_terminal
 
 -- Snapshots are stored once per distinct normalized config; the hash of
 -- each config table is computed once (weak: it goes with the config).
@@ -380,7 +380,7 @@ function Store:list_executions(filter)
   return items, total, totals
 end
 
--- stats(filter) -> the overview numbers (see chorus.stats), from two
+-- stats(filter) -> the overview numbers (see chorus.store.stats), from two
 -- grouped queries: executions by creation minute, status and config, and
 -- finished steps by agent and latency bucket.
 function Store:stats(filter)

@@ -1,10 +1,10 @@
--- chorus.pg against the real PostgreSQL named by CHORUS_TEST_PG: queries,
+-- chorus.db.pg against the real PostgreSQL named by CHORUS_TEST_PG: queries,
 -- parameters, NULLs, types and JSON, metacharacters as data, server errors
 -- with SQLSTATE, batches (atomic, pipelined), scripts, LISTEN/NOTIFY,
 -- cancellation and deadlines, closing, pools (concurrency, waiting,
 -- transactions, backoff), refused connections, a dropped connection in a
 -- transaction, a server restart, and no connection left open.
-local pg = require "chorus.pg"
+local pg = require "chorus.db.pg"
 local sched = require "chorus.sched"
 local json = require "chorus.json"
 local native = require "chorus.native"
@@ -15,7 +15,7 @@ local PG_BIN = os.getenv("CHORUS_TEST_PG_BIN")
 local REFUSED = "postgresql://postgres@127.0.0.1:1/nothing"
 
 if not URL or URL == "" then
-  describe("chorus.pg #postgres", function()
+  describe("chorus.db.pg #postgres", function()
     pending("CHORUS_TEST_PG is not set")
   end)
   return
@@ -64,7 +64,7 @@ local function others()
                 "AND pid <> pg_backend_pid()")
 end
 
-describe("chorus.pg #postgres", function()
+describe("chorus.db.pg #postgres", function()
   local tables = {}
 
   local function new_table(ddl_cols)
@@ -171,14 +171,14 @@ describe("chorus.pg #postgres", function()
       assert.equal(1, res.rows[1].n)
     end)
 
-    it("reports a NUL byte as invalid, and the connection goes on", function()
+    it("reports a NUL byte as an invalid request, and the connection goes on", function()
       local res, err, info = c:query("SELECT $1::text", "a\0b")
       assert.is_nil(res)
-      assert.equal("invalid", info.code)
+      assert.equal("invalid request", info.code)
       assert.matches("NUL", err)
       res, err, info = c:query("SELECT 1\0")
       assert.is_nil(res)
-      assert.equal("invalid", info.code)
+      assert.equal("invalid request", info.code)
       assert.equal(1, c:query("SELECT 1 AS x").rows[1].x)
     end)
 

@@ -1,4 +1,4 @@
--- chorus.redis against the real Redis named by CHORUS_TEST_REDIS (port in
+-- chorus.db.redis against the real Redis named by CHORUS_TEST_REDIS (port in
 -- CHORUS_TEST_REDIS_PORT): reply types, binary values, error replies, many
 -- tasks on one client, pipelines and transactions, pub/sub with patterns
 -- (next_message and on_message), bounded buffering, cancellation of a
@@ -7,7 +7,7 @@
 -- and subscriber reconnect, messages flow again). The server is left
 -- running as it was found.
 local h = require "spec.helpers"
-local redis = require "chorus.redis"
+local redis = require "chorus.db.redis"
 local sched = require "chorus.sched"
 local json = require "chorus.json"
 local native = require "chorus.native"
@@ -17,7 +17,7 @@ local URL = os.getenv("CHORUS_TEST_REDIS")
 local PORT = tonumber(os.getenv("CHORUS_TEST_REDIS_PORT") or "")
 
 if not URL or URL == "" or not PORT then
-  describe("chorus.redis #redis", function()
+  describe("chorus.db.redis #redis", function()
     pending("CHORUS_TEST_REDIS and CHORUS_TEST_REDIS_PORT are not set")
   end)
   return
@@ -53,7 +53,7 @@ local function ping_ok()
   return sh("(redis-cli -p " .. PORT .. " ping 2>&1 | grep -q PONG)")
 end
 
-describe("chorus.redis #redis", function()
+describe("chorus.db.redis #redis", function()
   local c
 
   setup(function()

@@ -4,7 +4,7 @@
 -- did not; a skipped step's reason is kept. #postgres
 local h = require "spec.helpers"
 local json = require "chorus.json"
-local pg = require "chorus.pg"
+local pg = require "chorus.db.pg"
 
 describe("dynamic steps across a killed node #postgres", function()
   if not h.pg_url() then

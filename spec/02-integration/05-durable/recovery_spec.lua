@@ -3,7 +3,7 @@
 -- journal agent's log shows which steps ran again. #postgres
 local h = require "spec.helpers"
 local json = require "chorus.json"
-local pg = require "chorus.pg"
+local pg = require "chorus.db.pg"
 local sched = require "chorus.sched"
 
 -- Steps last ms plus up to ms at random, so executions do not move in

@@ -2,11 +2,11 @@
 -- constraint errors, fencing, and a server restart in the middle of a run.
 -- #postgres
 local h = require "spec.helpers"
-local pg = require "chorus.pg"
+local pg = require "chorus.db.pg"
 local pgstore = require "chorus.store.pg"
-local migrate = require "chorus.migrate"
+local migrate = require "chorus.db.migrate"
 local sched = require "chorus.sched"
-local node_mod = require "chorus.node"
+local node_mod = require "chorus.run.node"
 
 local function open(url)
   local pool = pg.pool(url, { size = 4 })

@@ -431,7 +431,7 @@ describe("/metrics", function()
 
         -- The queue is counted in PostgreSQL under a deadline: with the
         -- table locked the scrape still answers, at once, without it.
-        local pg = require "chorus.pg"
+        local pg = require "chorus.db.pg"
         local sched = require "chorus.sched"
         local locker = assert(pg.connect(url))
         assert(locker:query("BEGIN"))

@@ -2,14 +2,14 @@
 -- with an HMAC signature, retried with backoff, given up after
 -- max_attempts, and delivered once even with two deliverers. #postgres
 local h = require "spec.helpers"
-local pg = require "chorus.pg"
+local pg = require "chorus.db.pg"
 local json = require "chorus.json"
 local native = require "chorus.native"
 local sched = require "chorus.sched"
 local http = require "chorus.http.server"
-local callbacks = require "chorus.callbacks"
+local callbacks = require "chorus.run.callbacks"
 local pgstore = require "chorus.store.pg"
-local node_mod = require "chorus.node"
+local node_mod = require "chorus.run.node"
 
 -- The receiver runs on loopback, which webhooks may not reach unless
 -- allowed (SSRF): these deliverers allow it.

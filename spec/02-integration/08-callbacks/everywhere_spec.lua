@@ -6,7 +6,7 @@ local json = require "chorus.json"
 local sched = require "chorus.sched"
 local http = require "chorus.http.server"
 local client = require "chorus.http.client"
-local callbacks = require "chorus.callbacks"
+local callbacks = require "chorus.run.callbacks"
 
 describe("webhooks everywhere", function()
   local received, srv = {}, nil

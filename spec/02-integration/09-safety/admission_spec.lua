@@ -127,12 +127,12 @@ describe("admission control", function()
 
   it("a PostgreSQL node refuses submits once the pending backlog reaches --max-pending", function()
     if not h.pg_url() then pending("CHORUS_TEST_PG is not set") return end
-    local pg = require "chorus.pg"
+    local pg = require "chorus.db.pg"
     local url = h.fresh_db("admission")
     local pool = pg.pool(url, { size = 2 })
     local store = require("chorus.store.pg").new({ pool = pool })
     local engine = h.engine({ store = store })
-    local node = require("chorus.node").new({ engine = engine, pool = pool, claim = false, concurrency = 0,
+    local node = require("chorus.run.node").new({ engine = engine, pool = pool, claim = false, concurrency = 0,
       max_pending = 3 })
     local cfg = assert(engine:validate(h.flat("sequential", { { id = "e", agent = "echo" } })))
     for _ = 1, 3 do assert.is_table(node:submit(cfg, {}, {})) end

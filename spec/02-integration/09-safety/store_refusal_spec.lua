@@ -5,11 +5,11 @@
 -- malformed text with a 4xx, not the database's 503. #postgres
 local h = require "spec.helpers"
 local json = require "chorus.json"
-local pg = require "chorus.pg"
+local pg = require "chorus.db.pg"
 local pgstore = require "chorus.store.pg"
-local node_mod = require "chorus.node"
+local node_mod = require "chorus.run.node"
 local api = require "chorus.api"
-local auth = require "chorus.auth"
+local auth = require "chorus.api.auth"
 
 local function open(url, agents)
   local dir = h.tmpdir()

@@ -8,7 +8,7 @@ local fake_llm = require "fakes.llm"
 local json = require "chorus.json"
 local sched = require "chorus.sched"
 local log = require "chorus.log"
-local prices = require "chorus.prices"
+local prices = require "chorus.llm.prices"
 local native = require "chorus.native"
 
 local fake
@@ -114,7 +114,7 @@ describe("llm agent", function()
 
   it("streams: every delta goes out as step.delta, usage comes from the final chunk", function()
     -- what the agent reports while it streams (budgets read it)
-    local methods = require("chorus.step").agent_methods
+    local methods = require("chorus.engine.step").agent_methods
     local report, reported = methods.usage, nil
     methods.usage = function(self, u)
       reported = u

@@ -11,8 +11,8 @@ local c = require "spec.support.clients"
 local fake_llm = require "fakes.llm"
 local client = require "chorus.http.client"
 local json = require "chorus.json"
-local pg = require "chorus.pg"
-local redis = require "chorus.redis"
+local pg = require "chorus.db.pg"
+local redis = require "chorus.db.redis"
 
 local KEY = "sk-spec-" .. ("5ecret"):rep(6)
 local TOKEN = "crm-tok-" .. ("7oken"):rep(6)

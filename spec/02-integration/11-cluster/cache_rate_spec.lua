@@ -3,9 +3,9 @@
 local h = require "spec.helpers"
 local c = require "spec.support.clients"
 local json = require "chorus.json"
-local cluster = require "chorus.cluster"
-local step_cache = require "chorus.step_cache"
-local redis = require "chorus.redis"
+local cluster = require "chorus.run.cluster"
+local step_cache = require "chorus.engine.step_cache"
+local redis = require "chorus.db.redis"
 
 describe("cluster features over Redis #redis", function()
   local url = os.getenv("CHORUS_TEST_REDIS")
@@ -39,8 +39,8 @@ describe("cluster features over Redis #redis", function()
     local name = "shared_" .. require("chorus.native").random_hex(4)
     local script = os.tmpname() .. ".lua"
     h.write(script, ([[
-      local cluster = require "chorus.cluster"
-      local rate_limit = require "chorus.rate_limit"
+      local cluster = require "chorus.run.cluster"
+      local rate_limit = require "chorus.engine.rate_limit"
       local native = require "chorus.native"
       cluster.configure({ redis_url = %q })
       local start = tonumber((...))

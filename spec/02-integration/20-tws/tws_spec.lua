@@ -10,7 +10,7 @@ local log = require "chorus.log"
 local native = require "chorus.native"
 local sched = require "chorus.sched"
 local base64 = require "chorus.base64"
-local validate = require "chorus.validate"
+local validate = require "chorus.engine.validate"
 
 local fake_mod = dofile(native.home .. "/fakes/tws.lua")
 

@@ -7,11 +7,11 @@
 -- #postgres
 local h = require "spec.helpers"
 local env = require "spec.support.env"
-local pg = require "chorus.pg"
+local pg = require "chorus.db.pg"
 local json = require "chorus.json"
 local log = require "chorus.log"
 local server = require "chorus.http.server"
-local resources = require "chorus.resources"
+local resources = require "chorus.run.resources"
 local import = require "chorus.kb.import"
 local embeddings = require "chorus.kb.embeddings"
 

@@ -8,11 +8,11 @@
 local h = require "spec.helpers"
 local env = require "spec.support.env"
 local json = require "chorus.json"
-local pg = require "chorus.pg"
+local pg = require "chorus.db.pg"
 local native = require "chorus.native"
 local sched = require "chorus.sched"
-local resources = require "chorus.resources"
-local validate = require "chorus.validate"
+local resources = require "chorus.run.resources"
+local validate = require "chorus.engine.validate"
 
 local fake_llm = require "fakes.llm"
 local fake_tws = dofile(native.home .. "/fakes/tws.lua")

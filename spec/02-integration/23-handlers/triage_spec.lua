@@ -106,7 +106,7 @@ describe("examples/incident-triage.json, as the demo runs it #postgres", functio
     assert.equal(1, code)
     assert.matches("cannot connect to the knowledge base's database", err, 1, true)
     local base = h.pg_url()
-    local pg = require "chorus.pg"
+    local pg = require "chorus.db.pg"
     local name = "triage_empty_" .. require("chorus.native").random_hex(3)
     local admin = assert(pg.connect(base))
     assert(admin:query("CREATE DATABASE " .. pg.quote_ident(name)))
