@@ -93,7 +93,6 @@ function Node:rebuild(row)
     -- Resumed after its node died: it goes on running (compensation
     -- included: the strategy is resumed and decides again).
     exec:restore(row.status == "paused" and "paused" or "running", row.started_at)
-    if exec.status == "paused" then exec.paused_at = row.paused_at end
     exec.recovered = true
   end
   return exec, cfg and nil or err
