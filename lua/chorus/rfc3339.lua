@@ -5,8 +5,8 @@
 -- a webhook or the WebSocket.
 --
 --   format(seconds) -> "YYYY-MM-DDTHH:MM:SS.mmmZ"
--- Arithmetic rather than os.date: LuaJIT compiles it, and it has no
--- process-wide state (os.date's gmtime buffer).
+-- Arithmetic rather than os.date: no process-wide state (os.date's gmtime
+-- buffer).
 local floor, format = math.floor, string.format
 
 local M = {}
@@ -27,16 +27,30 @@ local function civil(z)
   return y, m, d
 end
 
+-- A record's times fall within a few seconds of each other: the text up
+-- to the second is made once per second (a bounded cache), the
+-- milliseconds are one of a thousand ready-made endings. A time costs a
+-- lookup and a concatenation, not a string.format (half the time; a
+-- record with its steps has ten times).
+local MS = {}
+for i = 0, 999 do MS[i] = format(".%03dZ", i) end
+local seconds, cached, MAX_CACHED = {}, 0, 4096
+
+local function second(s)
+  local days = floor(s / 86400)
+  local sod = s - days * 86400
+  local y, m, d = civil(days)
+  local text = format("%04d-%02d-%02dT%02d:%02d:%02d", y, m, d, floor(sod / 3600), floor(sod % 3600 / 60), sod % 60)
+  if cached >= MAX_CACHED then seconds, cached = {}, 0 end
+  seconds[s], cached = text, cached + 1
+  return text
+end
+
 function M.format(t)
   -- Rounded to the millisecond first, so .9996 carries into the second.
   local ms = floor(t * 1000 + 0.5)
   local s = floor(ms / 1000)
-  ms = ms - s * 1000
-  local days = floor(s / 86400)
-  local sod = s - days * 86400
-  local y, m, d = civil(days)
-  return format("%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", y, m, d, floor(sod / 3600), floor(sod % 3600 / 60),
-    sod % 60, ms)
+  return (seconds[s] or second(s)) .. MS[ms - s * 1000]
 end
 
 return M
