@@ -28,7 +28,7 @@ local cfg = assert(engine:validate(doc))
 
 local function c_heap() return tonumber(ffi.C.mallinfo2().uordblks) end
 local function live() collectgarbage() collectgarbage() return collectgarbage("count") * 1024 end
-local lua0, c0, rss0 = live(), c_heap(), native.rss()
+local lua0, c0 = live(), c_heap()
 local ended = 0
 for i = 1, n do
   engine:execute(cfg, { job_name = "JOB_" .. (i % 3) }, { detached = true }).on_end = function() ended = ended + 1 end

@@ -23,6 +23,8 @@
 --   log.flush(ms) -> true | false   wait for stderr to take what is queued
 --   log.level (1 debug .. 5 off), log.format ("json" | "text"),
 --   log.sink (nil: stderr; specs set a {write = fn} to capture records)
+--   log.observe (nil; the spec runner's guard: fn(level, msg, fields) sees
+--   every record written, spec/support/log_guard.lua)
 --
 -- JSON: {"ts":"<RFC 3339 UTC, ms>","level":"info","msg":"...","node":...,
 -- "trace_id":...,"execution_id":...,"step_id":...,...}; text (a
@@ -97,6 +99,7 @@ local function write(lvl, fields, fmt, ...)
   else
     msg = tostring(fmt)
   end
+  if M.observe then M.observe(NAMES[lvl], msg, fields) end
   local sink = M.sink
   if sink then
     sink:write(format_line(NAMES[lvl], msg, fields))

@@ -187,7 +187,8 @@ function M.check_paths(step, steps_by_id, paths, where)
           or ("placeholder {{%s}} names no step ('%s')"):format(path, dep) }
       elseif not dep and all_keys[head] and not keys[head] then
         errors[#errors + 1] = { path = where, message =
-          ("placeholder {{%s}} names the output of step '%s', which is not a dependency of this step"):format(path, all_keys[head]) }
+          ("placeholder {{%s}} names the output of step '%s', which is not a dependency of this step")
+            :format(path, all_keys[head]) }
       end
     end
   end

@@ -9,13 +9,13 @@ describe("chorus.sched", function()
     assert.same({ true, 5, "x" }, { t:join() })
   end)
 
-  it("runs children concurrently (two 30 ms sleeps take ~30 ms)", function()
+  it("runs children concurrently (two 300 ms sleeps take ~300 ms)", function()
     local t0 = sched.now()
-    local a = sched.spawn(function() return sched.sleep(30) end)
-    local b = sched.spawn(function() return sched.sleep(30) end)
+    local a = sched.spawn(function() return sched.sleep(300) end)
+    local b = sched.spawn(function() return sched.sleep(300) end)
     assert.is_true(sched.wait_all({ a, b }))
     local took = sched.now() - t0
-    assert.is_true(took >= 29 and took < 55, "took " .. took)
+    assert.is_true(took >= 299 and took < 550, "took " .. took) -- one after the other: 600
   end)
 
   it("wait_any returns the first task done", function()
@@ -49,7 +49,7 @@ describe("chorus.sched", function()
     assert.same({ nil, "timeout" }, { t:join() })
     local took = sched.now() - t0
     assert.same({ nil, "timeout" }, seen)
-    assert.is_true(took >= 49 and took < 60, "took " .. took)
+    assert.is_true(took >= 49 and took < 2000, "took " .. took) -- the 10 s sleep was cut
   end)
 
   it("a task that never waits is not interrupted by its deadline", function()
@@ -198,7 +198,7 @@ describe("chorus.sched", function()
     assert.is_nil(ok)
     assert.equal("timeout", why)
     local took = sched.now() - t0
-    assert.is_true(took >= 29 and took < 55, "took " .. took)
+    assert.is_true(took >= 29 and took < 2000, "took " .. took) -- cut at the deadline
     assert.same({ nil, "timeout" }, { child:join() })
     assert.is_nil(sched.cancelled())
     assert.is_true(sched.sleep(1)) -- the task itself goes on
@@ -242,7 +242,7 @@ describe("chorus.sched", function()
     local arg = {}
     seen[arg] = true
     sched.spawn(function(a) return #a end, arg):join()
-    arg = nil
+    arg = nil -- luacheck: ignore 311 (the only reference goes: the collector may take it)
     collectgarbage()
     collectgarbage()
     assert.is_nil(next(seen), "the last task's argument is still reachable")

@@ -133,7 +133,7 @@ describe("memory store", function()
       assert.equal("invalid_state", code)
       assert.equal("cannot cancel an execution that is completed", err)
       -- Out of scope: not found, as for a live one.
-      _, _, code = runner:control(execs[4].id, "cancel", {}, { tenant_id = "t1", user_id = "u1" })
+      code = select(3, runner:control(execs[4].id, "cancel", {}, { tenant_id = "t1", user_id = "u1" }))
       assert.equal("not_found", code)
     end)
 
@@ -189,6 +189,7 @@ describe("memory store", function()
   end)
 
   it("survives an archive that cannot take a record or select: logged, lists say why", function()
+    require("spec.support.log_guard").expect("not archived")
     local store = memory.new({ max_finished = 5, recent = 0 })
     local engine = h.engine({ store = store })
     local cfg = assert(engine:validate(h.flat("sequential", { { id = "a", agent = "echo" } })))

@@ -9,7 +9,6 @@ local auth = require "chorus.api.auth"
 local json = require "chorus.json"
 local memory = require "chorus.store.memory"
 local runner_mod = require "chorus.run.memory"
-local ws = require "chorus.api.ws"
 local schema = require "spec.support.json_schema"
 
 local svc, doc
@@ -45,6 +44,9 @@ local function call(method, path, body, key, headers)
   local ok, decoded = pcall(json.decode, rb)
   return status, ok and decoded or nil
 end
+
+-- A WebSocket route: /ws/... or the plan's /api/v1/orchestrations/ws/...
+local function is_ws(path) return path:find("/ws/", 1, true) ~= nil end
 
 local function operation(method, pattern)
   local item = doc.paths[pattern]
@@ -138,9 +140,9 @@ describe("OpenAPI document", function()
     for pattern, item in pairs(doc.paths) do
       for method in pairs(item) do
         local path = pattern:gsub("{([%w_]+)}", function(name) return assert(values[name], name) end)
-        if ws.handles(pattern) then
+        if is_ws(pattern) then
           -- WebSocket routes: without a key, refused with the error shape
-          local status, hd, body = ws.handle(svc, { method = "GET", path = path, query = "", headers = {} })
+          local status, hd, body = svc.app:handle({ method = "GET", path = path, query = "", headers = {}, is_websocket = true })
           assert.equal(401, status, pattern)
           captured[#captured + 1] = { method = "GET", pattern = pattern, path = path, status = status, headers = hd, body = body }
         elseif not (method == "delete") then
@@ -203,14 +205,14 @@ describe("OpenAPI document", function()
       if c.pattern then
         check_response(c)
         seen[c.method:lower() .. " " .. c.pattern] = true
-      elseif c.pattern == nil and ws.handles(c.path) then
+      elseif c.pattern == nil and is_ws(c.path) then
         check_response(c)
       end
     end
     -- every documented operation had at least one real answer checked
     for pattern, item in pairs(doc.paths) do
       for method in pairs(item) do
-        if not ws.handles(pattern) then
+        if not is_ws(pattern) then
           assert(seen[method .. " " .. pattern], ("no response of %s %s was checked"):format(method:upper(), pattern))
         end
       end

@@ -11,7 +11,6 @@ local memory = require "chorus.store.memory"
 local present = require "chorus.api.present"
 local rfc3339 = require "chorus.rfc3339"
 local runner_mod = require "chorus.run.memory"
-local ws = require "chorus.api.ws"
 
 describe("chorus.rfc3339", function()
   it("writes UTC with milliseconds", function()
@@ -195,20 +194,25 @@ describe("the plan's request fields", function()
     assert.equal(1, l.total)
   end)
 
-  it("serves the WebSocket execute route at the plan's path too", function()
-    assert.is_true(ws.handles("/ws/execute/x"))
-    assert.is_true(ws.handles("/api/v1/orchestrations/ws/execute/x"))
-    assert.is_false(ws.handles("/api/v1/orchestrations/configs"))
-    -- before the upgrade: the key from ?token= (bad: 401), as from ?api_key= or the header
-    local s = ws.handle(svc, { method = "GET", path = "/api/v1/orchestrations/ws/execute/g", query = "token=nope",
-      headers = {} })
-    assert.equal(401, s)
-    s = ws.handle(svc, { method = "GET", path = "/api/v1/orchestrations/ws/execute/g", query = "", headers = {} })
-    assert.equal(401, s)
-    local _, body
-    s, _, body = ws.handle(svc, { method = "GET", path = "/api/v1/orchestrations/ws/execute/g", query = "token=" .. op,
-      headers = {}, websocket = function() return nil, "not a WebSocket handshake" end })
+  it("serves the WebSocket execute route at the plan's path too, with ?token=", function()
+    local function upgrade(query, path)
+      local s, _, body = svc.app:handle({ method = "GET", path = path or "/api/v1/orchestrations/ws/execute/g",
+        query = query, headers = {}, is_websocket = true,
+        websocket = function() return nil, "not a WebSocket handshake" end })
+      return s, body and json.decode(body)
+    end
+    assert.equal(401, (upgrade("token=nope")))
+    assert.equal(401, (upgrade("token=chk_" .. ("0"):rep(64))))
+    assert.equal(401, (upgrade("")))
+    -- a good key gets as far as the upgrade (which this fake refuses)
+    local s, e = upgrade("token=" .. op)
     assert.equal(400, s)
-    assert.equal("bad_request", json.decode(body).error.code)
+    assert.equal("bad_request", e.error.code)
+    assert.equal(400, (upgrade("api_key=" .. op)))
+    assert.equal(400, (upgrade("token=" .. op, "/ws/execute/g")))
+    -- ?token= is for WebSocket routes only: REST wants the header
+    local rs = svc.app:handle({ method = "GET", path = "/api/v1/orchestrations/configs", query = "token=" .. op,
+      headers = {} })
+    assert.equal(401, rs)
   end)
 end)

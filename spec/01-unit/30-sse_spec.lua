@@ -84,6 +84,7 @@ describe("chorus.http.sse", function()
     assert.equal(1, #ev)
     assert.is_true(cut)
     ev, cut = same_every_cut("data: done\n\n: a comment\n")
+    assert.equal(1, #ev)
     assert.is_false(cut)
   end)
 

@@ -42,6 +42,8 @@ end
 
 describe("chorus.log", function()
   after_each(function() log.set_field("node", nil) end)
+  -- These specs write error records on purpose (into their own sink).
+  before_each(function() require("spec.support.log_guard").expect("") end)
 
   it("writes JSON lines with ts (RFC 3339, UTC, ms), level, msg and fields as values", function()
     local lines = capture(function()

@@ -51,7 +51,7 @@ return {
     if arrays > 0 and arrays < #ok_results then
       return nil, "merge cannot mix array and object answers"
     end
-    local agreed, out = 0, nil
+    local agreed, out = 0
     if arrays > 0 then
       out = json.array({})
       local seen = {}

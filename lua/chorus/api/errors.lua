@@ -43,7 +43,24 @@ end
 function M.validation(errors, message)
   local details = json.array()
   for i, e in ipairs(errors) do details[i] = { path = e.path, message = e.message } end
-  return M.response("validation_failed", message or ("%d validation error%s"):format(#errors, #errors == 1 and "" or "s"), details)
+  return M.response("validation_failed",
+    message or ("%d validation error%s"):format(#errors, #errors == 1 and "" or "s"), details)
+end
+
+-- The API's error code for each way the service (chorus.run.service)
+-- refuses to start an execution; anything else is "unavailable".
+M.SUBMIT_CODES = { not_found = "not_found", inactive = "invalid_state", invalid_config = "validation_failed",
+  invalid_input = "validation_failed", busy = "too_many_requests", conflict = "conflict" }
+
+-- refused(code, message, errors) -> the response for a refused start
+-- (REST; the WebSocket routes send the same code and message).
+function M.refused(code, message, errs)
+  local api_code = M.SUBMIT_CODES[code] or "unavailable"
+  if code == "invalid_config" and errs then return M.validation(errs, message) end
+  if code == "invalid_input" then return M.validation({ { path = "input", message = message } }, message) end
+  if code == "busy" then return M.response(api_code, message, nil, { ["retry-after"] = "1" }) end
+  if api_code == "unavailable" then message = "cannot start the execution: " .. tostring(message) end
+  return M.response(api_code, message)
 end
 
 return M

@@ -22,27 +22,7 @@ local callbacks = require "chorus.run.callbacks"
 local M = {}
 
 local BASE = "/api/v1/orchestrations"
-local STATUSES = { pending = true, running = true, paused = true, compensation = true,
-  completed = true, failed = true, cancelled = true }
-
--- Normalized configs per (id, version, registry generation): validating
--- a stored config on every execute would cost more than running it.
-local cache, cached, MAX_CACHE = setmetatable({}, { __mode = "v" }), 0, 1000
-
-local function normalized(ctx, c)
-  local engine = ctx.service.engine
-  local gen = engine.registry:snapshot().generation
-  local key = c.id .. ":" .. c.version .. ":" .. gen
-  local cfg = cache[key]
-  if cfg then return cfg end
-  local errs
-  cfg, errs = engine:validate({ name = c.name, description = c.description, strategy = c.strategy,
-    steps = c.steps, metadata = c.metadata })
-  if not cfg then return nil, errs end
-  if cached >= MAX_CACHE then cache, cached = setmetatable({}, { __mode = "v" }), 0 end
-  cache[key], cached = cfg, cached + 1
-  return cfg
-end
+local STATUSES = require("chorus.engine.states").execution -- its keys: every execution status
 
 local function read_input(doc)
   local input = doc.input
@@ -108,23 +88,24 @@ local function idempotency_key(ctx)
   return k
 end
 
-local function submit(ctx, cfg, input, c, doc)
+-- start(ctx, doc, input, ref, cfg): through the service, a stored config
+-- (ref: its id or name) or an ad hoc one (cfg, already validated).
+local function start(ctx, doc, input, ref, cfg)
   local ikey, s, h, b = idempotency_key(ctx)
   if s then return s, h, b end
-  local x, errs = M.read_extras(doc, input)
-  if not x then return errors.validation(errs) end
+  local x, xerrs = M.read_extras(doc, input)
+  if not x then return errors.validation(xerrs) end
   local p = ctx.principal
-  local res, err, code = ctx.service.runner:submit(cfg, input, {
-    config_id = c and c.id, config_version = c and c.version,
-    user_id = p.user_id, tenant_id = p.tenant_id, idempotency_key = ikey,
-    callback_url = x.callback_url, session_id = x.session_id, metadata = x.metadata,
-  })
-  if not res then
-    if code == "conflict" then return errors.response("conflict", err) end
-    if code == "invalid_input" then return errors.validation({ { path = "input", message = err } }, err) end
-    if code == "busy" then return errors.response("too_many_requests", err, nil, { ["retry-after"] = "1" }) end
-    return errors.response("unavailable", "cannot start the execution: " .. tostring(err))
+  local opts = { user_id = p.user_id, tenant_id = p.tenant_id, idempotency_key = ikey,
+    callback_url = x.callback_url, session_id = x.session_id, metadata = x.metadata }
+  local front = ctx.service.front
+  local res, err, code, errs
+  if ref then
+    res, err, code, errs = front:execute(ref, input, opts, api.scope(p))
+  else
+    res, err, code = front:submit(cfg, input, opts)
   end
+  if not res then return errors.refused(code, err, errs) end
   res.status_url = BASE .. "/status/" .. res.trace_id
   ctx.req.trace_id = res.trace_id -- for the access log
   return api.json(res.replayed and 200 or 202, res, { location = res.status_url })
@@ -142,7 +123,7 @@ end
 local function control(ctx, action, args)
   local trace, s, h, b = trace_param(ctx)
   if not trace then return s, h, b end
-  local ok, err, code = ctx.service.runner:control(trace, action, args or {}, api.scope(ctx.principal))
+  local ok, err, code = ctx.service.front:control(trace, action, args, api.scope(ctx.principal))
   if not ok then
     if code == "not_found" then return errors.response("not_found", ("no execution %s"):format(trace)) end
     if code == "invalid_state" then return errors.response("invalid_state", err) end
@@ -159,15 +140,7 @@ function M.register(app)
     local input
     input, s, h, b = read_input(doc)
     if not input then return s, h, b end
-    -- Read only here: the store may hand out its own record (no copy).
-    local c = ctx.service.store:get_config(ctx.params.config, api.scope(ctx.principal), true)
-    if not c then return errors.response("not_found", ("no config '%s'"):format(ctx.params.config)) end
-    if not c.is_active then return errors.response("invalid_state", ("config '%s' is not active"):format(c.name)) end
-    local cfg, errs = normalized(ctx, c)
-    if not cfg then
-      return errors.validation(errs, "the stored config is no longer valid against the loaded scripts")
-    end
-    return submit(ctx, cfg, input, c, doc)
+    return start(ctx, doc, input, ctx.params.config)
   end)
 
   app:route("POST", BASE .. "/execute", { auth = "execute" }, function(ctx)
@@ -184,7 +157,7 @@ function M.register(app)
       for _, e in ipairs(errs) do e.path = "config." .. e.path end
       return errors.validation(errs, "the config is invalid")
     end
-    return submit(ctx, cfg, input, nil, doc)
+    return start(ctx, doc, input, nil, cfg)
   end)
 
   app:route("GET", BASE .. "/status/{trace_id}", { auth = "read" }, function(ctx)

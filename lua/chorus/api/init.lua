@@ -17,22 +17,28 @@ local M = {}
 local App = {}
 App.__index = App
 
--- new(service) -> app. service: {engine, store, runner, auth, metrics,
--- ready = function() -> ok, checks}
+-- new(service) -> app. service: {engine, store, runner, front, auth,
+-- metrics, hub, ready = function() -> ok, checks}
 function M.new(service)
+  -- The front door the execute routes (REST and WebSocket) go through;
+  -- made from the engine, store and runner when the caller has none.
+  service.front = service.front or require("chorus.run.service").new(service)
   local app = setmetatable({ service = service, router = router_mod.new() }, App)
   for _, name in ipairs({ "health", "configs", "executions", "registry", "stats", "session", "graph", "openapi", "admin" }) do
     require("chorus.api." .. name .. "_routes").register(app)
   end
+  require("chorus.api.ws").register(app)
   return app
 end
 
 -- route(method, pattern, opts, fn): opts.auth = action needed ("read",
--- "write", "execute", "control", "admin") or false for public routes.
--- fn(ctx) -> status, headers, body; ctx = {req, params, query, principal,
--- service}.
+-- "write", "execute", "control", "admin") or false for public routes;
+-- opts.websocket: a WebSocket endpoint (its key may also come as
+-- ?api_key= or ?token=, browsers cannot set headers on one). fn(ctx) -> status,
+-- headers, body (nothing once it served an upgraded socket); ctx = {req,
+-- params, query, principal, service}.
 function App:route(method, pattern, opts, fn)
-  self.router:add(method, pattern, { auth = opts.auth, fn = fn })
+  self.router:add(method, pattern, { auth = opts.auth, websocket = opts.websocket, fn = fn })
 end
 
 -- fallback(fn): fn(req) -> status, headers, body | nil, asked for a path
@@ -73,7 +79,11 @@ function App:handle(req)
   end
   local principal
   if route.auth then
-    local p, code, msg = self.service.auth:authenticate(req.headers["authorization"])
+    local header = req.headers["authorization"]
+    -- A WebSocket's key may come as ?api_key= or ?token= (the plan's name).
+    local qkey = route.websocket and (query.api_key or query.token)
+    if not header and qkey then header = "Bearer " .. qkey end
+    local p, code, msg = self.service.auth:authenticate(header)
     if not p then
       return errors.response(code, msg, nil, code == "unauthorized" and { ["www-authenticate"] = "Bearer" } or nil)
     end

@@ -9,11 +9,11 @@
 --   /ws/events                 every event of every execution (admins)
 --
 -- Authentication as for REST (Authorization: Bearer KEY), or ?api_key=KEY
--- or ?token=KEY (the plan's name) for browsers, which cannot set headers
--- on a WebSocket. Messages from the server are JSON: events {"type":
--- "execution.status" | "step.status" | ..., "seq": n, "at": RFC 3339, ...},
--- then {"type": "result", "execution": record}, or {"type": "error",
--- "error": {"code", "message"}} before a close.
+-- (?token=KEY, the plan's name) for browsers, which cannot set headers on
+-- a WebSocket. Messages from the server are JSON: events {"type":
+-- "execution.status" | "step.status" | ..., "seq": n, "at": RFC 3339,
+-- ...}, then {"type": "result", "execution": record}, or {"type":
+-- "error", "error": {"code", "message"}} before a close.
 --
 -- A slow consumer never makes the server buffer without bound: events
 -- wait in a queue of at most max_queue per client; when it overflows (or
@@ -22,12 +22,9 @@
 local json = require "chorus.json"
 local sched = require "chorus.sched"
 local native = require "chorus.native"
-local router = require "chorus.api.router"
 local api = require "chorus.api"
+local errors = require "chorus.api.errors"
 local present = require "chorus.api.present"
-local auth_mod = require "chorus.api.auth"
--- One list of the endpoints' templates, shared with the metrics.
-local ws_route = require("chorus.metrics.http").ws_route
 
 local M = {}
 
@@ -211,67 +208,46 @@ local function stream(svc, c, trace, scope)
   end
 end
 
-local function principal(svc, req)
-  local header = req.headers["authorization"]
-  if not header then
-    local q = router.parse_query(req.query) or {}
-    local key = q.api_key or q.token
-    if key then header = "Bearer " .. key end
+local function upgrade(ctx)
+  local ws, werr = ctx.req:websocket()
+  if not ws then
+    return nil, require("chorus.api.errors").response("bad_request", "expected a WebSocket upgrade: " .. tostring(werr))
   end
-  return svc.auth:authenticate(header)
+  return client(ws, ctx.service.ws_max_queue or M.defaults.max_queue)
 end
 
--- The plan's path of the execute endpoint.
-local PLAN_EXECUTE = "^/api/v1/orchestrations/ws/(execute)/([^/]+)$"
-
--- handles(path) -> true for a path this module serves (the server sends
--- those here, upgrade or not: a plain GET gets the JSON error).
-function M.handles(path)
-  return path:sub(1, 4) == "/ws/" or path:find("^/api/v1/orchestrations/ws/") ~= nil
+-- /ws/executions/{trace_id}: replay, then live, then the result.
+local function follow(ctx)
+  local svc, scope = ctx.service, api.scope(ctx.principal)
+  local trace = ctx.params.trace_id
+  if not api.is_uuid(trace) then return errors.response("bad_request", "trace_id must be a UUID") end
+  trace = trace:lower()
+  ctx.req.trace_id = trace
+  local rec = svc.store:get_record(trace, scope)
+  if not rec then return errors.response("not_found", ("no execution %s"):format(trace)) end
+  local c, s, h, b = upgrade(ctx)
+  if not c then return s, h, b end
+  return stream(svc, c, trace, scope)
 end
 
--- handle(service, req) -> status, headers, body (when it refuses before
--- the upgrade) or nothing (the socket was served). Like the REST API's
--- handle it leaves req.route, req.principal and req.trace_id.
-function M.handle(svc, req)
-  local kind, arg = req.path:match("^/ws/(execute)/([^/]+)$")
-  if not kind then kind, arg = req.path:match(PLAN_EXECUTE) end
-  if not kind then kind, arg = req.path:match("^/ws/(executions)/([^/]+)$") end
-  if not kind and req.path == "/ws/events" then kind = "events" end
-  if not kind then return require("chorus.api.errors").response("not_found", "no WebSocket endpoint " .. req.path) end
-  req.route = ws_route(req.path) -- the endpoint's template (access log)
-  local errors = require "chorus.api.errors"
-  local p, code, msg = principal(svc, req)
-  if not p then return errors.response(code, msg) end
-  req.principal = p
-  local need = kind == "execute" and "execute" or kind == "events" and "admin" or "read"
-  if not auth_mod.can(p, need) then return errors.response("forbidden", ("the %s role cannot %s"):format(p.role, need)) end
-  arg = arg and router.unescape(arg)
-  local scope = api.scope(p)
-  if kind == "executions" then
-    if not api.is_uuid(arg) then return errors.response("bad_request", "trace_id must be a UUID") end
-    arg = arg:lower()
-    req.trace_id = arg
-    local rec = svc.store:get_record(arg, scope)
-    if not rec then return errors.response("not_found", ("no execution %s"):format(arg)) end
-  end
-  local ws, werr = req:websocket()
-  if not ws then return errors.response("bad_request", "this is a WebSocket endpoint: " .. tostring(werr)) end
-  local c = client(ws, svc.ws_max_queue or M.defaults.max_queue)
+-- /ws/events: every event of every execution (admins).
+local function events(ctx)
+  local c, s, h, b = upgrade(ctx)
+  if not c then return s, h, b end
+  c.live = true
+  local token = ctx.service.hub:subscribe("*", function(e) deliver(c, e) end)
+  serve(c)
+  ctx.service.hub:unsubscribe(token)
+end
 
-  if kind == "executions" then
-    return stream(svc, c, arg, scope)
-  end
-
-  if kind == "events" then
-    c.live = true
-    local token = svc.hub:subscribe("*", function(e) deliver(c, e) end)
-    serve(c)
-    svc.hub:unsubscribe(token)
-    return
-  end
-
-  -- execute: the first message carries the input.
+-- /ws/execute/{config}: the first message carries the input; the
+-- execution starts through the same service as REST's execute, then is
+-- followed like /ws/executions/{trace_id}.
+local function execute(ctx)
+  local svc, p = ctx.service, ctx.principal
+  local c, s, h, b = upgrade(ctx)
+  if not c then return s, h, b end
+  local ws = c.ws
   local first, why = ws:receive(M.defaults.first_message_timeout_ms)
   if not first then
     if why == "timeout" then fail(ws, "bad_request", "send {\"input\": {...}} first") end
@@ -295,33 +271,35 @@ function M.handle(svc, req)
   if not extras then
     return fail(ws, "validation_failed", xerrs[1].path .. ": " .. xerrs[1].message)
   end
-  local cfg_rec = svc.store:get_config(arg, scope)
-  if not cfg_rec then return fail(ws, "not_found", ("no config '%s'"):format(arg)) end
-  if not cfg_rec.is_active then
-    return fail(ws, "invalid_state", ("config '%s' is not active"):format(cfg_rec.name))
-  end
-  local cfg, errs = svc.engine:validate({ name = cfg_rec.name, description = cfg_rec.description,
-    strategy = cfg_rec.strategy, steps = cfg_rec.steps, metadata = cfg_rec.metadata })
-  if not cfg then
-    return fail(ws, "validation_failed", "the stored config is no longer valid: " .. errs[1].path .. ": " .. errs[1].message)
-  end
   local trace = native.uuid()
-  req.trace_id = trace
+  ctx.req.trace_id = trace
   -- Subscribe before it starts: no event can be missed.
   local early = svc.hub:subscribe(trace, function(e) deliver(c, e) end)
-  local res, serr, scode = svc.runner:submit(cfg, input, { trace_id = trace, config_id = cfg_rec.id,
-    config_version = cfg_rec.version, user_id = p.user_id, tenant_id = p.tenant_id,
-    callback_url = extras.callback_url, session_id = extras.session_id, metadata = extras.metadata })
+  local scope = api.scope(p)
+  local res, serr, scode, errs = svc.front:execute(ctx.params.config, input,
+    { trace_id = trace, user_id = p.user_id, tenant_id = p.tenant_id, callback_url = extras.callback_url,
+      session_id = extras.session_id, metadata = extras.metadata }, scope)
   if not res then
     svc.hub:unsubscribe(early)
-    if scode == "invalid_input" then return fail(ws, "validation_failed", serr) end
-    if scode == "busy" then return fail(ws, "too_many_requests", serr, 1013) end
-    return fail(ws, "unavailable", "cannot start the execution: " .. tostring(serr), 1011)
+    local code = errors.SUBMIT_CODES[scode]
+    if not code then return fail(ws, "unavailable", "cannot start the execution: " .. tostring(serr), 1011) end
+    if scode == "invalid_config" and errs then serr = serr .. ": " .. errs[1].path .. ": " .. errs[1].message end
+    return fail(ws, code, serr, scode == "busy" and 1013 or 1008)
   end
   send_json(ws, { type = "execution.accepted", trace_id = res.trace_id, execution_id = res.execution_id })
   local r = stream(svc, c, trace, scope)
   svc.hub:unsubscribe(early)
   return r
+end
+
+-- register(app): the endpoints are routes of the API's router: the same
+-- authentication (a key as a bearer header, or ?api_key= / ?token= which
+-- browsers must use), roles, access log and metrics as REST.
+function M.register(app)
+  app:route("GET", "/ws/execute/{config}", { auth = "execute", websocket = true }, execute)
+  app:route("GET", "/api/v1/orchestrations/ws/execute/{config}", { auth = "execute", websocket = true }, execute)
+  app:route("GET", "/ws/executions/{trace_id}", { auth = "read", websocket = true }, follow)
+  app:route("GET", "/ws/events", { auth = "admin", websocket = true }, events)
 end
 
 return M

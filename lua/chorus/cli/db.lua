@@ -1,5 +1,5 @@
 -- chorus.cli.db: the database options shared by the commands that use
--- PostgreSQL (--db URL, else DATABASE_URL) and opening the pool and store.
+-- PostgreSQL (--db URL, else DATABASE_URL; --kb-db URL, else CHORUS_KB_DB).
 local M = {}
 
 M.SPEC = { type = "string", arg = "URL", help = "PostgreSQL URL (default: $DATABASE_URL)" }
@@ -11,48 +11,15 @@ function M.url(opts)
   return u
 end
 
--- open(url, opts) -> {pool, store} | nil, err. Checks the connection and
--- that the schema is migrated, so commands fail with a clear message.
-function M.open(url, opts)
-  local pg = require "chorus.db.pg"
-  local pool = pg.pool(url, { size = opts and opts.pool_size or 8, connect_timeout_ms = 5000 })
-  local res, err = pool:query("SELECT to_regclass('orchestration_executions') IS NOT NULL AS ready")
-  if not res then
-    pool:close()
-    return nil, ("cannot connect to the database: %s"):format(tostring(err))
-  end
-  if not res.rows[1].ready and not (opts and opts.no_schema) then
-    pool:close()
-    return nil, "the database has no Chorus schema yet: run `chorus migrate` first"
-  end
-  local store = require("chorus.store.pg").new({ pool = pool })
-  -- Agents that read the database (kb) use this pool.
-  require("chorus.run.resources").set_pg(pool)
-  return { pool = pool, store = store }
-end
-
 M.KB_SPEC = { type = "string", arg = "URL",
   help = "the knowledge base's PostgreSQL when it is not --db's (default: $CHORUS_KB_DB)" }
 
 -- open_kb(opts) -> pool | false (none asked for) | nil, err: the knowledge
--- base's own database (--kb-db, else CHORUS_KB_DB), for the kb agent. It
--- needs the kb tables (chorus migrate) and nothing else.
+-- base's own database, from --kb-db, else CHORUS_KB_DB.
 function M.open_kb(opts)
   local url = opts["kb-db"] or os.getenv("CHORUS_KB_DB")
   if url == nil or url == "" then return false end
-  local pool = require("chorus.db.pg").pool(url, { size = 4, connect_timeout_ms = 5000 })
-  local res, err = pool:query("SELECT to_regclass('kb_chunks') IS NOT NULL AS ready")
-  if not res then
-    pool:close()
-    return nil, ("cannot connect to the knowledge base's database (--kb-db / CHORUS_KB_DB): %s"):format(tostring(err))
-  end
-  if not res.rows[1].ready then
-    pool:close()
-    return nil, "the knowledge base's database (--kb-db / CHORUS_KB_DB) has no kb tables: run "
-      .. "`chorus migrate --db URL`, then `chorus kb import DIR --db URL`"
-  end
-  require("chorus.run.resources").set_kb_pg(pool)
-  return pool
+  return require("chorus.store.open").open_kb(url)
 end
 
 -- need(opts, cmd) -> url | nil after printing why

@@ -30,7 +30,7 @@ return function(argv)
   if not doc then io.stderr:write("chorus enqueue: " .. err .. "\n") return 2 end
   local input, ierr = load.input(opts)
   if not input then io.stderr:write("chorus enqueue: " .. ierr .. "\n") return 2 end
-  local d, derr = db.open(url)
+  local d, derr = require("chorus.store.open").open(url)
   if not d then io.stderr:write("chorus enqueue: " .. derr .. "\n") return 1 end
   local engine, eerr = require("chorus.engine").new({ scripts = opts.scripts, store = d.store })
   if not engine then

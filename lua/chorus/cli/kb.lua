@@ -96,7 +96,7 @@ return function(argv)
   if (sub ~= "import" and sub ~= "search") or not target or #pos > 2 then usage(io.stderr) return 2 end
   local url = db.need(opts, "kb")
   if not url then return 2 end
-  local d, err = db.open(url, { pool_size = 2 })
+  local d, err = require("chorus.store.open").open(url, { pool_size = 2 })
   if not d then say(err) return 1 end
   local code
   if sub == "import" then code = import(opts, target, d) else code = search(opts, target, d) end

@@ -32,7 +32,7 @@ return function(argv)
   end
   local url = db.need(opts, "keys")
   if not url then return 2 end
-  local d, err = db.open(url, { pool_size = 1 })
+  local d, err = require("chorus.store.open").open(url, { pool_size = 1 })
   if not d then io.stderr:write("chorus keys: " .. err .. "\n") return 1 end
   local code = 0
   if action == "create" then

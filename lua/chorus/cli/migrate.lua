@@ -21,7 +21,7 @@ return function(argv)
   end
   local url = db.need(opts, "migrate")
   if not url then return 2 end
-  local d, err = db.open(url, { no_schema = true, pool_size = 1 })
+  local d, err = require("chorus.store.open").open(url, { no_schema = true, pool_size = 1 })
   if not d then io.stderr:write("chorus migrate: " .. err .. "\n") return 1 end
   local res
   if action == "up" then

@@ -63,7 +63,7 @@ return function(argv)
   local url = require("chorus.cli.db").url(opts)
   if url then
     local derr
-    dbh, derr = require("chorus.cli.db").open(url)
+    dbh, derr = require("chorus.store.open").open(url)
     if not dbh then io.stderr:write("chorus run: " .. derr .. "\n") return 1 end
   end
   local kb_pool, kerr = require("chorus.cli.db").open_kb(opts)

@@ -14,7 +14,7 @@ return function(argv)
   if #pos ~= 1 then io.stderr:write("usage: chorus status TRACE_ID [--json] [--db URL]\n") return 2 end
   local url = db.need(opts, "status")
   if not url then return 2 end
-  local d, err = db.open(url, { pool_size = 1 })
+  local d, err = require("chorus.store.open").open(url, { pool_size = 1 })
   if not d then io.stderr:write("chorus status: " .. err .. "\n") return 1 end
   local rec, rerr = d.store:get_record(pos[1])
   d.pool:close()

@@ -4,13 +4,18 @@
 -- called from a file.
 return function(args)
   local argv = { [0] = "busted" }
-  local has_output = false
+  local has_output, has_helper = false, false
   for _, a in ipairs(args) do
     if a == "-o" or a:match("^%-%-output") then has_output = true end
+    if a:match("^%-%-helper") then has_helper = true end
   end
   if not has_output then
     argv[#argv + 1] = "-o"
     argv[#argv + 1] = "plainTerminal"
+  end
+  -- A spec that logs an error it does not expect fails (the guard).
+  if not has_helper then
+    argv[#argv + 1] = "--helper=" .. require("chorus.native").home .. "/spec/support/log_guard.lua"
   end
   for _, a in ipairs(args) do argv[#argv + 1] = a end
   if #args == 0 or args[#args]:sub(1, 1) == "-" then argv[#argv + 1] = "spec" end

@@ -50,7 +50,7 @@ return function(argv)
   end
   local url = db.need(opts, "worker")
   if not url then return 2 end
-  local d, err = db.open(url, { pool_size = 8 })
+  local d, err = require("chorus.store.open").open(url, { pool_size = 8 })
   if not d then io.stderr:write("chorus worker: " .. err .. "\n") return 1 end
   local kb_pool, kerr = db.open_kb(opts)
   if kb_pool == nil then

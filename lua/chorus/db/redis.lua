@@ -260,9 +260,9 @@ end
 
 -- client:pipeline(cmds) -> replies | nil, err. Sends every command before
 -- reading the first reply; error replies are {err = "..."} in the results.
-function Client:pipeline(cmds, _tx)
+function Client:pipeline(cmds, tx)
   if type(cmds) ~= "table" then error("redis: pipeline expects an array of commands", 2) end
-  if not _tx then
+  if not tx then
     for i, c in ipairs(cmds) do
       if type(c) ~= "table" then error("redis: pipeline command " .. i .. " must be an array", 2) end
       local up = check_name(c[1], 2)

@@ -10,12 +10,11 @@
 local sched = require "chorus.sched"
 local native = require "chorus.native"
 local states = require "chorus.engine.states"
-local step_exec = require "chorus.engine.step"
 local context = require "chorus.engine.context"
 local limits = require "chorus.engine.limits"
 
 local now, time = sched.now, sched.time
-local ipairs, pairs, tostring, type, error = ipairs, pairs, tostring, type, error
+local ipairs, tostring, type, error = ipairs, tostring, type, error
 local allowed = states.allowed
 
 local Execution = {}
@@ -580,8 +579,8 @@ local function finish(self)
   self.latency_ms = now() - self.started_mono
   self.finished_at = time()
   if self.error then self.error = native.utf8_repair(self.error) end -- a strategy's own words
-  local ok, refused = self:set_status(status)
-  if not ok then end_refused(self, refused) end
+  local recorded, refused = self:set_status(status)
+  if not recorded then end_refused(self, refused) end
   return finished(self)
 end
 

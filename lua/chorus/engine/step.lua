@@ -408,7 +408,7 @@ end
 local function begin_attempts(exec, step, sr, extra, built)
   sr.agent_version = exec.registry.agents[step.agent].version
   local input = built and extra or M.build_input(exec, step, extra)
-  if exec.keep_inputs then sr.input = input end
+  if exec.keep_inputs or exec.config.settings.keep_inputs then sr.input = input end
   sr.started_at = sched.time()
   -- After a crash the step runs again; attempt numbers go on from the
   -- record (the retry budget is this run's). Each attempt's number is

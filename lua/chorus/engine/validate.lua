@@ -128,6 +128,9 @@ M.SETTINGS = {
       description = "the most one execution may hold: input and outputs (default 16 MiB)" },
     allow_unapproved_actions = { type = "boolean", default = false,
       description = "let agents that act on other systems (tws actions) run without approval" },
+    keep_inputs = { type = "boolean", default = false,
+      description = "record each step's input on its record (the admin page shows it); it holds the "
+        .. "dependencies' outputs again, so it costs memory and database space" },
   },
 }
 
@@ -467,8 +470,8 @@ function M.config(doc, snap)
       local hook = entry and entry.module.check_step
       if type(hook) == "function" then
         local p = schema.join_path(steps_path, i)
-        local ok, errs = pcall(hook, s, view)
-        if not ok then
+        local checked, errs = pcall(hook, s, view)
+        if not checked then
           err(errors, p .. ".agent", "agent '%s' could not check this step: %s", s.agent, tostring(errs))
         elseif type(errs) == "table" then
           for _, e in ipairs(errs) do

@@ -49,7 +49,8 @@ local INCLUDE_USAGE = { include_usage = true }
 
 -- messages(params, input) -> messages | nil, err
 function M.messages(params, input)
-  local msgs, err, n = {}, nil, 0
+  local msgs, n = {}, 0
+  local err
   if params.system then
     local s
     s, err = render(params.system, input, "params.system")

@@ -13,7 +13,7 @@ local native = require "chorus.native"
 
 local M = {}
 
-local ENDED = { completed = true, failed = true, cancelled = true }
+local ENDED = require("chorus.engine.states").execution_terminal
 
 -- luajit label: the VM's version and the branch it was built against
 -- (both matter: an upstream snapshot miscompiles pairs() loops).

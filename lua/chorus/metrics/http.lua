@@ -10,7 +10,7 @@
 --   hm:websocket(req, status)            -- a WebSocket endpoint: status
 --                                        -- when it refused, nil once upgraded
 -- req.route is the template the API's router matched (chorus.api sets
--- it); WebSocket paths are mapped here (chorus.api.ws has no router).
+-- it), for the WebSocket routes too.
 local metrics = require "chorus.metrics"
 local now = require("chorus.native").now
 
@@ -26,22 +26,6 @@ M.UNMATCHED = "unmatched"
 
 function M.status_class(status)
   return type(status) == "number" and CLASSES[floor(status / 100)] or "other"
-end
-
--- The WebSocket endpoints as templates (the plan's route under
--- /api/v1/orchestrations too).
-local WS = {
-  { "^/ws/execute/[^/]+$", "/ws/execute/{config}" },
-  { "^/ws/executions/[^/]+$", "/ws/executions/{trace_id}" },
-  { "^/ws/events$", "/ws/events" },
-  { "^/api/v1/orchestrations/ws/execute/[^/]+$", "/api/v1/orchestrations/ws/execute/{config}" },
-}
-
-function M.ws_route(path)
-  for _, w in ipairs(WS) do
-    if path:find(w[1]) then return w[2] end
-  end
-  return M.UNMATCHED
 end
 
 local Http = {}
@@ -66,7 +50,7 @@ function Http:request(req, status, started_ms)
 end
 
 function Http:websocket(req, status, started_ms)
-  local method, route = METHODS[req.method] or "other", M.ws_route(req.path)
+  local method, route = METHODS[req.method] or "other", req.route or M.UNMATCHED
   if type(status) == "number" then
     local class = M.status_class(status)
     self.requests:inc(1, method, route, class)

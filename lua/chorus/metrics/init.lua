@@ -120,8 +120,8 @@ end
 -- counter(name, help, labels, fn) -> c; c:inc(n, label values...) (n >= 0)
 function Registry:counter(name, help, labels, fn)
   local m = add(self, "counter", name, help, labels, { fn = fn })
-  function m:inc(n, a, b, c)
-    local s = series(self, a, b, c)
+  function m.inc(metric, n, a, b, c)
+    local s = series(metric, a, b, c)
     s.value = s.value + (n or 1)
   end
   return m
@@ -131,11 +131,11 @@ end
 -- g:add(v, label values...)
 function Registry:gauge(name, help, labels, fn)
   local m = add(self, "gauge", name, help, labels, { fn = fn })
-  function m:set(v, a, b, c)
-    series(self, a, b, c).value = v
+  function m.set(metric, v, a, b, c)
+    series(metric, a, b, c).value = v
   end
-  function m:add(v, a, b, c)
-    local s = series(self, a, b, c)
+  function m.add(metric, v, a, b, c)
+    local s = series(metric, a, b, c)
     s.value = s.value + v
   end
   return m
@@ -159,9 +159,9 @@ function Registry:histogram(name, help, labels, buckets)
   for i = 2, #buckets do assert(buckets[i] > buckets[i - 1], "buckets must increase: " .. name) end
   local m = add(self, "histogram", name, help, labels, { buckets = buckets })
   local nb = #buckets
-  function m:observe(v, a, b, c)
-    local s = series(self, a, b, c)
-    local bk = self.buckets
+  function m.observe(metric, v, a, b, c)
+    local s = series(metric, a, b, c)
+    local bk = metric.buckets
     for i = 1, nb do
       if v <= bk[i] then
         s.counts[i] = s.counts[i] + 1

@@ -13,7 +13,9 @@
 --   control(key, action, args, scope) -> true | nil, err, code
 --     action: pause | resume | cancel | approve | reject
 --     code: "not_found" (or not visible in scope), "invalid_state"
+--   stop({grace_ms}), close()
 local limits = require "chorus.engine.limits"
+local sched = require "chorus.sched"
 local control = require "chorus.run.control"
 
 local M = {}
@@ -86,8 +88,15 @@ function Runner:control(key, action, args, scope)
   return control.apply(exec, action, args)
 end
 
--- close(): cancels what still runs (memory executions cannot outlive the
--- process anyway) and waits until they ended.
+-- stop({grace_ms}): executions still running get grace_ms (10000) to
+-- end, then are cancelled (memory executions cannot outlive the process).
+function Runner:stop(opts)
+  local deadline = sched.now() + (opts and opts.grace_ms or 10000)
+  while self.inflight > 0 and sched.now() < deadline do sched.sleep(20) end
+  self:close()
+end
+
+-- close(): cancels what still runs and waits until it ended.
 function Runner:close()
   local live = {}
   for _, exec in pairs(self.store.by_id) do

@@ -63,9 +63,9 @@ local function take(self)
   return batch, n
 end
 
-local function requeue_front(self, writes)
+local function requeue_front(self, again)
   local q = {}
-  for _, w in ipairs(writes) do q[#q + 1] = w end
+  for _, w in ipairs(again) do q[#q + 1] = w end
   for _, w in ipairs(self.queue) do q[#q + 1] = w end
   self.queue = q
 end
@@ -124,7 +124,7 @@ local function send(self, batch, n)
     return true
   end
   for i, w in ipairs(batch) do
-    local ok, why = send(self, { w }, #w.records)
+    local ok = send(self, { w }, #w.records)
     if not ok then
       -- The connection went away meanwhile: the rest go again later.
       local rest = {}

@@ -286,9 +286,9 @@ function Store:list_executions(filter)
   for pos = 1, math.min(total, offset + limit) do
     -- A long answer is built in slices: other requests run between them.
     if pos % 200 == 0 and native.current() then sched.sleep(0) end
-    local e = live[i]
-    local take_live = e ~= nil
-    if e and ids[j] then take_live = newer(e.created_at, e.id, created[j], ids[j]) end
+    local e, take_live = live[i]
+    if e and ids[j] then take_live = newer(e.created_at, e.id, created[j], ids[j])
+    else take_live = e ~= nil end
     if pos > offset then
       items[#items + 1] = take_live and e:summary() or archived_summary(self, ids[j])
     end

@@ -453,8 +453,8 @@ function Store:create_config(cfg, owner)
       id, cfg.name, cfg.description, cfg.strategy, jsonb(doc.steps), jsonb(cfg.metadata or {}), tenant_id,
       owner.user_id, n = 8 },
     { [[INSERT INTO orchestration_config_versions (config_id, version, name, description, strategy, steps, metadata, created_by)
-        SELECT id, version, name, description, strategy, steps, metadata, owner_id FROM orchestration_configs
-        WHERE id = $1]], id },
+        SELECT id, version, name, description, strategy, steps, metadata, owner_id
+        FROM orchestration_configs WHERE id = $1]], id },
     { "SELECT " .. CONFIG_COLS .. " FROM orchestration_configs WHERE id = $1", id },
   })
   if not res then return conflict(err, info, cfg.name) end

@@ -354,6 +354,7 @@ describe("chorus.db.redis #redis", function()
     end)
 
     it("runs on_message handlers in tasks and logs failures", function()
+      require("spec.support.log_guard").expect("redis subscriber: handler failed") -- on purpose
       local logged = {}
       local sink = log.sink
       log.sink = { write = function(_, s) logged[#logged + 1] = s end }

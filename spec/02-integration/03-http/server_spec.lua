@@ -20,7 +20,7 @@ local log = require "chorus.log"
 
 local c = require "spec.support.clients"
 local tmp, q, slurp, write, bg, run = c.tmp, c.q, c.slurp, c.write, c.bg, c.run
-local parse_response, curl_job, finish_curl, curl, raw = c.parse_response, c.curl_job, c.finish_curl, c.curl, c.raw
+local curl_job, finish_curl, curl, raw = c.curl_job, c.finish_curl, c.curl, c.raw
 local node_ws, node_result, stuck_ws_client = c.node_ws, c.node_result, c.stuck_ws_client
 local has_node
 
@@ -251,6 +251,8 @@ describe("chorus.http.server", function()
   end)
 
   it("turns a handler error into a 500 JSON, logs the traceback, and carries on", function()
+    require("spec.support.log_guard").expect("http: handler error on GET /boom") -- on purpose
+    require("spec.support.log_guard").expect("http: bad answer from the handler")
     local errors0 = srv:stats().handler_errors
     local r
     local logged = capture_log(function() r = assert(curl(srv, "/boom")) end)

@@ -340,6 +340,7 @@ describe("chorus.http.client", function()
     res, err, kind = client.get(url("/bigchunked?n=100000"), { max_body_bytes = 1000 })
     assert.is_nil(res)
     assert.equal("too large", kind)
+    assert.matches("exceeds 1000 bytes", err)
     -- Exactly the limit is fine.
     res = assert(client.get(url("/bigchunked?n=100000"), { max_body_bytes = 100000 }))
     assert.equal(100000, #res.body)

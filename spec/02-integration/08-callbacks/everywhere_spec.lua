@@ -3,7 +3,6 @@
 -- address unless CHORUS_WEBHOOK_ALLOW says so (SSRF).
 local h = require "spec.helpers"
 local json = require "chorus.json"
-local sched = require "chorus.sched"
 local http = require "chorus.http.server"
 local client = require "chorus.http.client"
 local callbacks = require "chorus.run.callbacks"

@@ -63,6 +63,8 @@ describe("store refusals #postgres", function()
   end)
 
   it("a step result the database refuses fails that step; its dependent never runs", function()
+    require("spec.support.log_guard").expect("store: write failed") -- on purpose
+    require("spec.support.log_guard").expect("store write refused")
     local env = open(url, { boom = 'function() return { verdict = "BOOM" } end' })
     assert(env.pool:query([[ALTER TABLE orchestration_step_runs ADD CONSTRAINT spec_no_boom
       CHECK (output IS NULL OR output::text NOT LIKE '%BOOM%')]]))
@@ -86,6 +88,8 @@ describe("store refusals #postgres", function()
   end)
 
   it("an end the database refuses is recorded failed, without the output", function()
+    require("spec.support.log_guard").expect("store: write failed") -- on purpose
+    require("spec.support.log_guard").expect("store write refused")
     local env = open(url, { final = 'function() return { answer = "FINALBOOM" } end' })
     assert(env.pool:query([[ALTER TABLE orchestration_executions ADD CONSTRAINT spec_no_final
       CHECK (output IS NULL OR output::text NOT LIKE '%FINALBOOM%')]]))

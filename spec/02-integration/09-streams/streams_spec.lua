@@ -10,7 +10,7 @@ local sched = require "chorus.sched"
 local log = require "chorus.log"
 local c = require "spec.support.clients"
 
-local q, bg = c.q, c.bg
+local q = c.q
 
 local srv, slow_srv
 local probe = {}
@@ -257,6 +257,7 @@ describe("streamed HTTP responses", function()
   end)
 
   it("cuts the stream of a handler that fails mid-stream, and the reader is told", function()
+    require("spec.support.log_guard").expect("http: handler error on GET /fail-mid") -- on purpose
     local before = srv:stats().handler_errors
     local body, err, kind
     local logged = capture_log(function()
@@ -278,6 +279,7 @@ describe("streamed HTTP responses", function()
   end)
 
   it("refuses a second answer once streaming, and a bad head is a 500", function()
+    require("spec.support.log_guard").expect("http: handler error on GET /bad-head") -- on purpose
     local s = assert(client.open({ url = url("/twice") }))
     assert.equal("", (read_all(s)))
     assert.same({ nil, "answered", nil, "answered" }, { probe.twice[1], probe.twice[2], probe.twice[3], probe.twice[4] })
@@ -297,10 +299,10 @@ describe("streamed HTTP responses", function()
     assert.equal("tls error", kind, err)
     s, err, kind = client.open({ url = url("/hello"), buffer_bytes = 0 })
     assert.is_nil(s)
-    assert.equal("invalid request", kind)
+    assert.equal("invalid request", kind, err)
     s, err, kind = client.open({ url = "ftp://x/" })
     assert.is_nil(s)
-    assert.equal("bad url", kind)
+    assert.equal("bad url", kind, err)
     -- a plain response reads as a stream too
     s = assert(client.open({ url = url("/hello") }))
     assert.equal(200, s.status)

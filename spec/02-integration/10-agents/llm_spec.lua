@@ -5,7 +5,6 @@
 -- input" of issue 13 as a clear step error naming the step and the cause.
 local h = require "spec.helpers"
 local fake_llm = require "fakes.llm"
-local json = require "chorus.json"
 local sched = require "chorus.sched"
 local log = require "chorus.log"
 local prices = require "chorus.llm.prices"
@@ -159,6 +158,7 @@ describe("llm agent", function()
     assert.is_true(meta.usage_estimated)
     assert.is_true(meta.tokens > 0)
     out, meta = agent.call({}, ctx, p({ prompt = "hello there", stream = true }))
+    assert.truthy(out.text:find("You asked: hello there", 1, true))
     assert.is_nil(meta.usage_estimated)
   end)
 

@@ -2,7 +2,6 @@
 -- Three processes sharing a 10/s limit stay within it together. #redis
 local h = require "spec.helpers"
 local c = require "spec.support.clients"
-local json = require "chorus.json"
 local cluster = require "chorus.run.cluster"
 local step_cache = require "chorus.engine.step_cache"
 local redis = require "chorus.db.redis"

@@ -174,7 +174,7 @@ export async function render(el, params) {
       stream ? h("div", { class: "stream-box" }, h("div", { class: "muted small" }, `streamed (attempt ${stream.attempt})`),
         h("pre", { class: "stream", "data-stream": step.id }, stream.text)) : null,
       h("div", { class: "io" },
-        h("div", {}, h("h4", {}, "Input"), step.input !== undefined && step.input !== null ? h("pre", {}, fmt.json(step.input)) : h("p", { class: "muted small" }, "not recorded")),
+        h("div", {}, h("h4", {}, "Input"), step.input !== undefined && step.input !== null ? h("pre", {}, fmt.json(step.input)) : h("p", { class: "muted small" }, "not recorded (settings.keep_inputs: true records it)")),
         h("div", {}, h("h4", {}, "Output"), step.output !== undefined && step.output !== null ? h("pre", { "data-output": step.id }, fmt.json(step.output)) : h("p", { class: "muted small" }, STEP_TERMINAL.has(step.status) ? "none" : "not yet"))));
   }
 
