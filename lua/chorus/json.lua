@@ -5,7 +5,8 @@
 --   encode(v) -> string | nil, err
 --   canonical(v) -> string: keys sorted, so equal values give equal text
 --                   (consensus votes, content hashes)
---   array(t) -> t marked to encode as a JSON array even when empty
+--   array(t) -> t marked to encode as a JSON array even when empty (decode
+--                marks the empty arrays it reads: [] stays [])
 --   is_array(t) -> true when t is a sequence (or marked, or empty)
 local cjson = require "cjson.safe"
 
@@ -47,9 +48,88 @@ local function has_huge(v, depth)
   return false
 end
 
+-- Empty arrays. lua-cjson 2.1.0 decodes [] as a plain empty table, which
+-- encodes back as {}: an input's or a stored output's empty list would
+-- come back as an object. A text holding an empty array outside a string
+-- is decoded with each [] replaced by a sentinel object, and those become
+-- marked arrays. Texts without one (nearly all) pay one memchr-like scan
+-- per "[" they hold.
+local find, sub, byte = string.find, string.sub, string.byte
+local EMPTY_KEY, EMPTY_TEXT = "\0[]", '{"\\u0000[]":0}'
+
+local function has_empty_array(s)
+  local i = find(s, "[", 1, true)
+  while i do
+    -- The next byte settles it, unless it is whitespace.
+    local b = byte(s, i + 1)
+    if b == 93 or ((b == 32 or b == 10 or b == 13 or b == 9) and find(s, "^%s*%]", i + 1)) then return true end
+    i = find(s, "[", i + 1, true)
+  end
+  return false
+end
+
+-- with_sentinels(s) -> s with every empty array outside strings replaced
+-- by the sentinel | nil when there is none (or the text is malformed:
+-- cjson then says where, on the original).
+local function with_sentinels(s)
+  local out, n, pos, from = {}, 0, 1, 1
+  while true do
+    local i = find(s, '["%[]', pos)
+    if not i then break end
+    if byte(s, i) == 34 then
+      local j = i + 1
+      while true do
+        local q = find(s, '["\\]', j)
+        if not q then return nil end
+        if byte(s, q) == 92 then
+          j = q + 2
+        else
+          pos = q + 1
+          break
+        end
+      end
+    else
+      local _, close = find(s, "^%s*%]", i + 1)
+      if close then
+        out[n + 1], out[n + 2] = sub(s, from, i - 1), EMPTY_TEXT
+        n = n + 2
+        from, pos = close + 1, close + 1
+      else
+        pos = i + 1
+      end
+    end
+  end
+  if n == 0 then return nil end
+  out[n + 1] = sub(s, from)
+  return concat(out)
+end
+
+local function is_sentinel(t)
+  local k, v = next(t)
+  return k == EMPTY_KEY and v == 0 and next(t, k) == nil
+end
+
+local function mark_arrays(v)
+  for k, x in pairs(v) do
+    if type(x) == "table" then
+      if is_sentinel(x) then v[k] = setmetatable({}, ARRAY_MT) else mark_arrays(x) end
+    end
+  end
+  return v
+end
+
+local function decode_marked(s)
+  local text = has_empty_array(s) and with_sentinels(s)
+  if not text then return decode_raw(s) end
+  local v = decode_raw(text)
+  if type(v) ~= "table" then return decode_raw(s) end -- malformed: the original's error
+  if is_sentinel(v) then return setmetatable({}, ARRAY_MT) end
+  return mark_arrays(v)
+end
+
 function M.decode(s)
   if type(s) ~= "string" then return nil, "invalid JSON: expected a string, got " .. type(s) end
-  local v, err = decode_raw(s)
+  local v, err = decode_marked(s)
   if v == nil and err then return nil, "invalid JSON: " .. tostring(err) end
   -- A number beyond the double range decodes as inf. Walking the value
   -- costs a tenth of scanning the text for long exponents and digit runs
