@@ -222,7 +222,7 @@ describe("pg store #postgres", function()
 
   it("writes a webhook outbox row in the same transaction as the terminal status", function()
     local url = h.fresh_db("outbox")
-    local store, engine, node, pool = open(url)
+    local _, engine, node, pool = open(url)
     local cfg = assert(engine:validate(h.flat("sequential", { { id = "a", agent = "echo", params = { output = 5 } } },
       { callback_url = "http://127.0.0.1:9/hook" })))
     local _, exec = node:submit(cfg, {}, {})
@@ -238,7 +238,7 @@ describe("pg store #postgres", function()
     local dir, bin = os.getenv("CHORUS_TEST_PG_DIR"), os.getenv("CHORUS_TEST_PG_BIN")
     if not dir or not bin then pending("CHORUS_TEST_PG_DIR/BIN not set") return end
     local url = h.fresh_db("restart")
-    local store, engine, node, pool = open(url)
+    local _, engine, node, pool = open(url)
     local cfg = assert(engine:validate(h.flat("sequential", {
       { id = "a", agent = "delay", params = { ms = 50 } }, { id = "b", agent = "delay", params = { ms = 400 } },
       { id = "c", agent = "echo", params = { output = "done" } } })))
