@@ -68,7 +68,7 @@ return {
   call = function(input, ctx)
     local p = ctx.params
     if p.query then return ctx:call("kb", kb_params(p, p.query), input) end
-    local q = handler.question(input, nil) or job_query(input)
+    local q = handler.asked(input) or job_query(input)
     if not q then
       return handler.fail("rag_handler", ctx, "nothing to search for: set params.query, or give the input "
         .. "a question, message, query or job_name", { retry = false })

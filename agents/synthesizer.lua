@@ -7,7 +7,6 @@
 -- Output: {answer, sources = [{ref, title, document, chunk_id, score}]}
 -- (sources: the knowledge-base passages the prompt numbered); docs/agents.md.
 local handler = require "chorus.handler"
-local template = require "chorus.template"
 
 local SYSTEM = [[
 You are the on-call assistant of a team that runs IBM Workload Scheduler.
@@ -26,15 +25,8 @@ What the investigation found:
 
 -- The question: params.question (a template), else the input's own
 -- question or message (text, not a template), else one about the job.
-local function question_of(p, input)
-  if p.question then return template.render(p.question, input, "params.question") end
-  local q = handler.question(input)
-  if q then return q end
-  if type(input.job_name) == "string" then
-    return ("What happened to job %s, why, and what should the operator do?"):format(input.job_name)
-  end
-  return "What happened, why, and what should the operator do?"
-end
+local ABOUT_JOB = "What happened to job %s, why, and what should the operator do?"
+local OTHERWISE = "What happened, why, and what should the operator do?"
 
 local function llm_params(p)
   return handler.merge({ system = SYSTEM, prompt = PROMPT, stream = true, temperature = 0.2 }, p.llm)
@@ -62,7 +54,7 @@ return {
 
   call = function(input, ctx)
     local p = ctx.params
-    local question, err = question_of(p, input)
+    local question, err = handler.question(p, input, ABOUT_JOB, OTHERWISE)
     if not question then return handler.fail("synthesizer", ctx, err, { retry = false }) end
     local context, sources = handler.context(input, { max_bytes = p.max_context_bytes,
       skip = { question = true, message = true } })

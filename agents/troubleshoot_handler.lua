@@ -10,7 +10,6 @@
 -- recommendations = [{rank, action, rationale}] (rank 1 first), sources};
 -- docs/agents.md.
 local handler = require "chorus.handler"
-local template = require "chorus.template"
 local json = require "chorus.json"
 
 local type, tostring, ipairs = type, tostring, ipairs
@@ -36,13 +35,10 @@ local function llm_params(p)
   return handler.merge({ system = SYSTEM, prompt = PROMPT, temperature = 0 }, p.llm, { response_format = "json" })
 end
 
-local function question_of(p, input)
-  if p.question then return template.render(p.question, input, "params.question") end
-  local q = handler.question(input)
-  if q then return q end
-  if type(input.job_name) == "string" then return ("Job %s did not end as expected."):format(input.job_name) end
-  return "A job did not end as expected."
-end
+-- The question: params.question (a template), else the input's own
+-- question or message (text, not a template), else one about the job.
+local ABOUT_JOB = "Job %s did not end as expected."
+local OTHERWISE = "A job did not end as expected."
 
 local function str(v) return type(v) == "string" and v or (v ~= nil and v ~= json.null and tostring(v) or "") end
 
@@ -99,7 +95,7 @@ return {
 
   call = function(input, ctx)
     local p = ctx.params
-    local question, err = question_of(p, input)
+    local question, err = handler.question(p, input, ABOUT_JOB, OTHERWISE)
     if not question then return handler.fail("troubleshoot_handler", ctx, err, { retry = false }) end
     local context, sources = handler.context(input, { max_bytes = p.max_context_bytes,
       skip = { question = true, message = true } })

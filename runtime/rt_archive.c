@@ -248,9 +248,15 @@ size_t rt_archive_select(const rt_archive_t *ar, const rt_archive_filter_t *f,
             !rt__eq(&e->field[RT_AR_CONFIG], &f->config) &&
             !rt__eq(&e->field[RT_AR_CONFIG_ID], &f->config))
             continue;
+        if (f->config_id.s != NULL &&
+            !rt__eq(&e->field[RT_AR_CONFIG_ID], &f->config_id))
+            continue;
         if (f->user.s != NULL && !rt__eq(&e->field[RT_AR_USER], &f->user))
             continue;
         if (f->tenant.s != NULL && !rt__eq(&e->field[RT_AR_TENANT], &f->tenant))
+            continue;
+        if (f->session.s != NULL &&
+            !rt__eq(&e->field[RT_AR_SESSION], &f->session))
             continue;
         if (!(e->created_at >= f->since && e->created_at < f->until))
             continue;

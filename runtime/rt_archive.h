@@ -24,6 +24,7 @@ enum {
     RT_AR_CONFIG_ID,
     RT_AR_USER,
     RT_AR_TENANT,
+    RT_AR_SESSION, /* the client's session_id */
     RT_AR_NFIELDS
 };
 
@@ -62,10 +63,10 @@ size_t rt_archive_count(const rt_archive_t *ar);
 size_t rt_archive_bytes(const rt_archive_t *ar);
 
 /* What select matches: every field given (s NULL: any; config matches the
- * config name or the config id) and created_at in [since, until) (use
- * -HUGE_VAL / HUGE_VAL for no bound). */
+ * config name or the config id, config_id the config id only) and
+ * created_at in [since, until) (use -HUGE_VAL / HUGE_VAL for no bound). */
 typedef struct {
-    rt_str_t status, config, user, tenant;
+    rt_str_t status, config, config_id, user, tenant, session;
     double since, until;
 } rt_archive_filter_t;
 

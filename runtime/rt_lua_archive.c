@@ -1,15 +1,17 @@
 /* rt_lua_archive.c - native.archive(capacity) -> archive | nil, err.
  *
  *   ar:put(id, trace_id, status, config, config_id, user_id, tenant_id,
- *          created_at, record [, tokens, cost]) -> true | nil, "out of memory"
+ *          created_at, record [, tokens, cost, session_id])
+ *          -> true | nil, "out of memory"
  *          (the oldest record goes when capacity are held)
  *   ar:get(id_or_trace) -> record, status, id, trace_id, config,
- *          config_id, user_id, tenant_id, created_at | nil
- *   ar:select(status, config, user_id, tenant_id, max [, since, until])
+ *          config_id, user_id, tenant_id, created_at, session_id | nil
+ *   ar:select(status, config, user_id, tenant_id, max [, since, until,
+ *          config_id, session_id])
  *          -> total, ids, created, tokens, cost: the records matching every
- *          non-nil filter (config: name or id; created_at in [since,
- *          until)), newest first; ids and created_at of the first max, and
- *          the tokens and cost of all that match
+ *          non-nil filter (config: name or id; config_id: the id only;
+ *          created_at in [since, until)), newest first; ids and created_at
+ *          of the first max, and the tokens and cost of all that match
  *   ar:count(), ar:bytes()
  * record is any string (the memory store's serialized record). Strings
  * other than id and trace_id may be nil; a wrong type raises (a bug of
@@ -78,6 +80,7 @@ static int l_put(lua_State *L)
     f[RT_AR_CONFIG_ID] = rt__opt_str(L, 6);
     f[RT_AR_USER] = rt__opt_str(L, 7);
     f[RT_AR_TENANT] = rt__opt_str(L, 8);
+    f[RT_AR_SESSION] = rt__opt_str(L, 13);
     created = luaL_checknumber(L, 9);
     rec = luaL_checklstring(L, 10, &len);
     if (rt_archive_put(ar, f, created, luaL_optnumber(L, 11, 0),
@@ -108,7 +111,8 @@ static int l_get(lua_State *L)
     for (f = RT_AR_CONFIG; f <= RT_AR_TENANT; f++)
         rt__push_str(L, &e->field[f]);
     lua_pushnumber(L, e->created_at);
-    return 9;
+    rt__push_str(L, &e->field[RT_AR_SESSION]);
+    return 10;
 }
 
 static int l_select(lua_State *L)
@@ -126,6 +130,8 @@ static int l_select(lua_State *L)
     max = luaL_checkinteger(L, 6);
     f.since = luaL_optnumber(L, 7, -HUGE_VAL);
     f.until = luaL_optnumber(L, 8, HUGE_VAL);
+    f.config_id = rt__opt_str(L, 9);
+    f.session = rt__opt_str(L, 10);
     if (max < 0)
         return luaL_argerror(L, 6, "must be >= 0");
     n = (size_t)max < rt_archive_count(ar) ? (size_t)max : rt_archive_count(ar);

@@ -100,7 +100,8 @@ async function main() {
       const e = JSON.parse(s.texts[i]);
       if (e.type === "step.delta" && e.step_id === "ask") {
         events++;
-        const at = Number(e.at) * (e.at < 1e11 ? 1000 : 1); // seconds or ms
+        // RFC 3339 with milliseconds (older servers: epoch seconds)
+        const at = typeof e.at === "string" ? Date.parse(e.at) : Number(e.at) * 1000;
         toSub.push(s.arrivals[i] - at);
         for (const m of e.delta.matchAll(/@(\d+\.\d+) /g)) {
           pieces++;

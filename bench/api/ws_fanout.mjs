@@ -140,7 +140,8 @@ function analyse(subs, trace, t) {
       seqs.push(m.seq);
       if (m.type === "step.approval" && m.step_id === GATE) gateSeq = m.seq;
       if (gateSeq !== null && m.seq > gateSeq) {
-        const d = s.arrivals[k] - m.at * 1000;
+        // an event's `at`: RFC 3339 with milliseconds (older servers: epoch seconds)
+        const d = s.arrivals[k] - (typeof m.at === "string" ? Date.parse(m.at) : m.at * 1000);
         delays.push(d);
         let ev = perEvent.get(m.seq);
         if (!ev) perEvent.set(m.seq, ev = { type: m.type, step_id: m.step_id, status: m.status, delays: [] });

@@ -20,10 +20,15 @@
 --                 references in sources), a job as one line, a job log as
 --                 its tail, a log analysis or a diagnosis as lists; text
 --                 as it is; anything else as JSON. opts.skip: names left out.
---   question(input, fallback) -> the operator's question: input.question,
+--   asked(input) -> the input's own question: input.question,
 --                 input.message or input.query when one is a non-empty
---                 string, else fallback
+--                 string (text, never a template), else nil
+--   question(params, input, about_job, otherwise) -> text | nil, err:
+--                 params.question (a template over the input), else
+--                 asked(input), else about_job:format(input.job_name)
+--                 when the input names a job, else otherwise
 local json = require "chorus.json"
+local template = require "chorus.template"
 
 local type, pairs, ipairs, tostring, format = type, pairs, ipairs, tostring, string.format
 local byte, sub, concat, sort = string.byte, string.sub, table.concat, table.sort
@@ -197,12 +202,20 @@ function M.context(input, opts)
   return concat(parts, "\n\n"), sources
 end
 
-function M.question(input, fallback)
+function M.asked(input)
   for _, k in ipairs({ "question", "message", "query" }) do
     local v = input[k]
     if type(v) == "string" and v:find("%S") then return v end
   end
-  return fallback
+  return nil
+end
+
+function M.question(params, input, about_job, otherwise)
+  if params.question then return template.render(params.question, input, "params.question") end
+  local q = M.asked(input)
+  if q then return q end
+  if type(input.job_name) == "string" then return format(about_job, input.job_name) end
+  return otherwise
 end
 
 return M

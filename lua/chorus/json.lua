@@ -5,10 +5,9 @@
 --   encode(v) -> string | nil, err
 --   canonical(v) -> string: keys sorted, so equal values give equal text
 --                   (consensus votes, content hashes)
---   array(t) -> t marked to encode as a JSON array even when empty
+--   array(t) -> t marked to encode as a JSON array even when empty (decode
+--                marks the empty arrays it reads: [] stays [])
 --   is_array(t) -> true when t is a sequence (or marked, or empty)
---   decode_marked(s) -> value | nil, err: decode, with every array marked
---                   (an empty [] stays an array, not {})
 --   pretty(v) -> string | nil, err: canonical, indented two spaces a level
 local cjson = require "cjson.safe"
 
@@ -50,9 +49,88 @@ local function has_huge(v, depth)
   return false
 end
 
+-- Empty arrays. lua-cjson 2.1.0 decodes [] as a plain empty table, which
+-- encodes back as {}: an input's or a stored output's empty list would
+-- come back as an object. A text holding an empty array outside a string
+-- is decoded with each [] replaced by a sentinel object, and those become
+-- marked arrays. Texts without one (nearly all) pay one memchr-like scan
+-- per "[" they hold.
+local find, sub, byte = string.find, string.sub, string.byte
+local EMPTY_KEY, EMPTY_TEXT = "\0[]", '{"\\u0000[]":0}'
+
+local function has_empty_array(s)
+  local i = find(s, "[", 1, true)
+  while i do
+    -- The next byte settles it, unless it is whitespace.
+    local b = byte(s, i + 1)
+    if b == 93 or ((b == 32 or b == 10 or b == 13 or b == 9) and find(s, "^%s*%]", i + 1)) then return true end
+    i = find(s, "[", i + 1, true)
+  end
+  return false
+end
+
+-- with_sentinels(s) -> s with every empty array outside strings replaced
+-- by the sentinel | nil when there is none (or the text is malformed:
+-- cjson then says where, on the original).
+local function with_sentinels(s)
+  local out, n, pos, from = {}, 0, 1, 1
+  while true do
+    local i = find(s, '["%[]', pos)
+    if not i then break end
+    if byte(s, i) == 34 then
+      local j = i + 1
+      while true do
+        local q = find(s, '["\\]', j)
+        if not q then return nil end
+        if byte(s, q) == 92 then
+          j = q + 2
+        else
+          pos = q + 1
+          break
+        end
+      end
+    else
+      local _, close = find(s, "^%s*%]", i + 1)
+      if close then
+        out[n + 1], out[n + 2] = sub(s, from, i - 1), EMPTY_TEXT
+        n = n + 2
+        from, pos = close + 1, close + 1
+      else
+        pos = i + 1
+      end
+    end
+  end
+  if n == 0 then return nil end
+  out[n + 1] = sub(s, from)
+  return concat(out)
+end
+
+local function is_sentinel(t)
+  local k, v = next(t)
+  return k == EMPTY_KEY and v == 0 and next(t, k) == nil
+end
+
+local function mark_arrays(v)
+  for k, x in pairs(v) do
+    if type(x) == "table" then
+      if is_sentinel(x) then v[k] = setmetatable({}, ARRAY_MT) else mark_arrays(x) end
+    end
+  end
+  return v
+end
+
+local function decode_marked(s)
+  local text = has_empty_array(s) and with_sentinels(s)
+  if not text then return decode_raw(s) end
+  local v = decode_raw(text)
+  if type(v) ~= "table" then return decode_raw(s) end -- malformed: the original's error
+  if is_sentinel(v) then return setmetatable({}, ARRAY_MT) end
+  return mark_arrays(v)
+end
+
 function M.decode(s)
   if type(s) ~= "string" then return nil, "invalid JSON: expected a string, got " .. type(s) end
-  local v, err = decode_raw(s)
+  local v, err = decode_marked(s)
   if v == nil and err then return nil, "invalid JSON: " .. tostring(err) end
   -- A number beyond the double range decodes as inf. Walking the value
   -- costs a tenth of scanning the text for long exponents and digit runs
@@ -198,58 +276,6 @@ function M.canonical(v)
   local ok, s = pcall(canonical, v, 1)
   if not ok then return nil, s end
   return s
-end
-
--- decode_marked: cjson 2.1.0 decodes [] as a plain empty table, which
--- encodes back as {}. Each empty array of the text (outside strings) is
--- first replaced by an array holding one sentinel string (text with a NUL,
--- which no document the API accepts holds), then every array of the
--- result is marked, and a sentinel array becomes an empty marked one.
-local EMPTY_SENTINEL = "\0chorus:empty-array"
-local EMPTY_TEXT = '["\\u0000chorus:empty-array"]'
-
-local function mark_arrays(v, depth)
-  if type(v) ~= "table" or depth > MAX_DEPTH then return v end
-  if #v == 1 and v[1] == EMPTY_SENTINEL and next(v, 1) == nil then return M.array() end
-  if #v > 0 and M.is_array(v) then M.array(v) end
-  for k, x in pairs(v) do
-    if type(x) == "table" then v[k] = mark_arrays(x, depth + 1) end
-  end
-  return v
-end
-
-function M.decode_marked(s)
-  if type(s) ~= "string" then return M.decode(s) end
-  local out, i, n, last = {}, 1, #s, 1
-  while i <= n do
-    local c = s:sub(i, i)
-    if c == '"' then
-      -- skip the string, escapes included
-      i = i + 1
-      while i <= n do
-        local d = s:sub(i, i)
-        if d == "\\" then i = i + 2
-        elseif d == '"' then break
-        else i = i + 1 end
-      end
-      i = i + 1
-    elseif c == "[" then
-      local j = s:find("[^ \t\r\n]", i + 1)
-      if j and s:sub(j, j) == "]" then
-        out[#out + 1] = s:sub(last, i - 1)
-        out[#out + 1] = EMPTY_TEXT
-        last, i = j + 1, j + 1
-      else
-        i = i + 1
-      end
-    else
-      i = i + 1
-    end
-  end
-  out[#out + 1] = s:sub(last)
-  local v, err = M.decode(concat(out))
-  if v == nil then return nil, err end
-  return mark_arrays(v, 1)
 end
 
 local function pretty(v, depth, indent)

@@ -274,7 +274,7 @@ describe("admin API", function()
 
     it("serves the repository's web/ by default", function()
       svc.web_dir = nil
-      local s, hd, b = get("/admin/")
+      local s, _, b = get("/admin/")
       assert.equal(200, s)
       assert.matches('src="/admin/js/app.js"', b, 1, true)
       assert.equal(200, (get("/admin/css/app.css")))

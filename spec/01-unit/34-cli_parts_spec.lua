@@ -218,15 +218,7 @@ describe("chorus.cli.diff", function()
   end)
 end)
 
-describe("chorus.json decode_marked and pretty", function()
-  it("keeps empty arrays arrays, strings untouched", function()
-    local v = assert(json.decode_marked('{"a":[ ],"b":{},"c":[1,[],{"x":"[]"}],"d":"q\\"[ ]"}'))
-    assert.equal('{"a":[],"b":{},"c":[1,[],{"x":"[]"}],"d":"q\\"[ ]"}', json.canonical(v))
-    assert.equal("[]", json.encode(json.decode_marked("[]")))
-    assert.same({ nil, "invalid JSON: Expected comma or array end but found T_END at character 3" },
-      { json.decode_marked("[1") })
-  end)
-
+describe("chorus.json pretty", function()
   it("prints canonical JSON indented, one member a line", function()
     assert.equal('{\n  "a": [],\n  "b": {},\n  "c": [\n    1,\n    {\n      "x": "y"\n    }\n  ],\n  "z": null\n}',
       json.pretty({ z = json.null, c = { 1, { x = "y" } }, b = {}, a = json.array() }))

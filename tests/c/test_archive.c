@@ -1,8 +1,8 @@
 /* test_archive.c - unit tests of the ended-execution archive (rt_archive.c):
  * lookups by id and trace id, the oldest dropped first with both of its
  * keys, an index that stays right through many wraps (deletions shift
- * runs back), select's filters (fields, time range), order, bounds and
- * sums, and bad input. */
+ * runs back), select's filters (fields, config id, session, time range),
+ * order, bounds and sums, and bad input. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +35,8 @@ static int put(rt_archive_t *ar, int n, double created, const char *status,
     f[RT_AR_CONFIG_ID] = S(config != NULL ? "cfg-id" : NULL);
     f[RT_AR_USER] = S(user);
     f[RT_AR_TENANT] = S(tenant);
+    /* a session for records of user u1 */
+    f[RT_AR_SESSION] = S(user != NULL && strcmp(user, "u1") == 0 ? "s1" : NULL);
     /* tokens n, cost n / 4: sums are easy to check */
     return rt_archive_put(ar, f, created, n, n / 4.0, rec, strlen(rec));
 }
@@ -46,7 +48,9 @@ static rt_archive_filter_t F(const char *status, const char *config,
     rt_archive_filter_t f;
     f.status = S(status);
     f.config = S(config);
+    f.config_id = S(NULL);
     f.user = S(user);
+    f.session = S(NULL);
     f.tenant = S(tenant);
     f.since = -HUGE_VAL;
     f.until = HUGE_VAL;
@@ -164,6 +168,24 @@ static void test_select(void)
     CHECK(rt_archive_select(ar, &f, out, 10, NULL) == 4);
     f = F(NULL, NULL, "u1", NULL);
     CHECK(rt_archive_select(ar, &f, out, 10, NULL) == 3);
+    /* config_id matches the id only, never a name */
+    f = all;
+    f.config_id = S("cfg-id");
+    CHECK(rt_archive_select(ar, &f, out, 10, NULL) == 4);
+    f.config_id = S("a");
+    CHECK(rt_archive_select(ar, &f, out, 10, NULL) == 0);
+    /* session: exact; records without one never match */
+    f = all;
+    f.session = S("s1");
+    CHECK(rt_archive_select(ar, &f, out, 10, NULL) == 3);
+    f.status = S("completed");
+    f.tenant = S("t2");
+    n = rt_archive_select(ar, &f, out, 10, NULL);
+    CHECK(n == 1);
+    CHECK(strcmp(out[0]->field[RT_AR_ID].s, "id-3") == 0);
+    f = all;
+    f.session = S("s2");
+    CHECK(rt_archive_select(ar, &f, out, 10, NULL) == 0);
     f = F("cancelled", NULL, NULL, NULL);
     CHECK(rt_archive_select(ar, &f, out, 10, sums) == 0);
     CHECK(sums[0] == 0 && sums[1] == 0);

@@ -3,17 +3,19 @@
 --   POST /api/v1/orchestrations/execute/{config}   {"input": {...}} -> 202
 --   POST /api/v1/orchestrations/execute            {"config": {...}, "input": {...}} -> 202 (ad hoc)
 --   GET  /api/v1/orchestrations/status/{trace_id}  the record with every step
---   GET  /api/v1/orchestrations/executions         ?config&status&since&until&user_id&limit&offset
+--   GET  /api/v1/orchestrations/executions         ?config&config_id&session_id&status&since&until
+--                                                  &user_id&tenant_id&limit&offset
 --                                                  (+ totals: tokens and cost of every match)
 --   POST /api/v1/orchestrations/executions/{trace_id}/pause|resume|cancel
 --   POST /api/v1/orchestrations/executions/{trace_id}/steps/{step_id}/approve|reject
 -- Idempotency-Key (header, up to 200 characters): a retried execute with
 -- the same key in the same tenant returns the first execution (200, not
 -- 202) instead of starting another. Executions are visible to the user
--- who started them; admins see all.
+-- who started them; admins see all. Records are chorus.api.present's.
 local api = require "chorus.api"
 local body = require "chorus.api.body"
 local errors = require "chorus.api.errors"
+local present = require "chorus.api.present"
 local json = require "chorus.json"
 local callbacks = require "chorus.run.callbacks"
 
@@ -32,10 +34,17 @@ local function read_input(doc)
   return input
 end
 
--- What an execute request may carry besides its input (the plan's API):
--- callback_url (a webhook of this execution's own, see chorus.run.callbacks),
--- session_id (the client's conversation), metadata (free, stored).
-local function read_extras(doc)
+local function valid_session(sid)
+  return type(sid) == "string" and #sid >= 1 and #sid <= 200
+end
+
+-- read_extras(doc, input) -> extras | nil, {path, message}...: what an
+-- execute request (REST body, the WebSocket's first message) may carry
+-- besides its input (the plan's API): callback_url (a webhook of this
+-- execution's own, see chorus.run.callbacks), session_id (the client's
+-- conversation; when absent, the input's own session_id string, where
+-- the plan's clients put it), metadata (free, stored).
+function M.read_extras(doc, input)
   local x, errs = {}, {}
   local url = doc.callback_url
   if url ~= nil and url ~= json.null then
@@ -48,10 +57,12 @@ local function read_extras(doc)
   end
   local sid = doc.session_id
   if sid ~= nil and sid ~= json.null then
-    if type(sid) ~= "string" or #sid == 0 or #sid > 200 then
+    if not valid_session(sid) then
       errs[#errs + 1] = { path = "session_id", message = "must be a string of 1 to 200 characters" }
     end
     x.session_id = sid
+  elseif input and valid_session(input.session_id) then
+    x.session_id = input.session_id
   end
   local md = doc.metadata
   if md ~= nil and md ~= json.null then
@@ -61,7 +72,7 @@ local function read_extras(doc)
       x.metadata = md
     end
   end
-  if #errs > 0 then return nil, errors.validation(errs) end
+  if #errs > 0 then return nil, errs end
   return x
 end
 
@@ -82,9 +93,8 @@ end
 local function start(ctx, doc, input, ref, cfg)
   local ikey, s, h, b = idempotency_key(ctx)
   if s then return s, h, b end
-  local x
-  x, s, h, b = read_extras(doc)
-  if not x then return s, h, b end
+  local x, xerrs = M.read_extras(doc, input)
+  if not x then return errors.validation(xerrs) end
   local p = ctx.principal
   local opts = { user_id = p.user_id, tenant_id = p.tenant_id, idempotency_key = ikey,
     callback_url = x.callback_url, session_id = x.session_id, metadata = x.metadata }
@@ -156,7 +166,7 @@ function M.register(app)
     local rec, err = ctx.service.store:get_record(trace, api.scope(ctx.principal))
     if err then return errors.response("unavailable", err) end
     if not rec then return errors.response("not_found", ("no execution %s"):format(trace)) end
-    return api.json(200, rec)
+    return api.json(200, present.execution(rec))
   end)
 
   app:route("GET", BASE .. "/executions", { auth = "read" }, function(ctx)
@@ -176,7 +186,16 @@ function M.register(app)
     if s then return s, h, b end
     before, s, h, b = api.time_param(q, "until")
     if s then return s, h, b end
-    local filter = { config = q.config, status = q.status, since = since, before = before, limit = limit, offset = offset }
+    if q.config_id and not api.is_uuid(q.config_id) then
+      return errors.response("bad_request", ("query parameter config_id must be a UUID, got %q"):format(q.config_id),
+        { { path = "query.config_id", message = "must be a UUID (a config's id; ?config= takes a name)" } })
+    end
+    if q.session_id and not valid_session(q.session_id) then
+      return errors.response("bad_request", "query parameter session_id must be 1 to 200 characters",
+        { { path = "query.session_id", message = "must be 1 to 200 characters" } })
+    end
+    local filter = { config = q.config, config_id = q.config_id and q.config_id:lower(), session_id = q.session_id,
+      status = q.status, since = since, before = before, limit = limit, offset = offset }
     if p.admin then
       filter.tenant_id, filter.user_id = q.tenant_id, q.user_id
     else
@@ -184,8 +203,8 @@ function M.register(app)
     end
     local items, total, totals = ctx.service.store:list_executions(filter)
     if not items then return errors.response("unavailable", total) end
-    return api.json(200, { items = json.array(items), total = total, limit = limit, offset = offset,
-      totals = totals })
+    return api.json(200, { items = present.list(items, present.summary), total = total, limit = limit,
+      offset = offset, totals = totals })
   end)
 
   for _, action in ipairs({ "pause", "resume", "cancel" }) do

@@ -34,7 +34,7 @@ end
 -- route(method, pattern, opts, fn): opts.auth = action needed ("read",
 -- "write", "execute", "control", "admin") or false for public routes;
 -- opts.websocket: a WebSocket endpoint (its key may also come as
--- ?api_key=, browsers cannot set headers on one). fn(ctx) -> status,
+-- ?api_key= or ?token=, browsers cannot set headers on one). fn(ctx) -> status,
 -- headers, body (nothing once it served an upgraded socket); ctx = {req,
 -- params, query, principal, service}.
 function App:route(method, pattern, opts, fn)
@@ -80,7 +80,9 @@ function App:handle(req)
   local principal
   if route.auth then
     local header = req.headers["authorization"]
-    if not header and route.websocket and query.api_key then header = "Bearer " .. query.api_key end
+    -- A WebSocket's key may come as ?api_key= or ?token= (the plan's name).
+    local qkey = route.websocket and (query.api_key or query.token)
+    if not header and qkey then header = "Bearer " .. qkey end
     local p, code, msg = self.service.auth:authenticate(header)
     if not p then
       return errors.response(code, msg, nil, code == "unauthorized" and { ["www-authenticate"] = "Bearer" } or nil)

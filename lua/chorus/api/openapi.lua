@@ -9,6 +9,7 @@
 -- description gives the messages, which OpenAPI has no way to express.
 local validate = require "chorus.engine.validate"
 local errors = require "chorus.api.errors"
+local present = require "chorus.api.present"
 local json = require "chorus.json"
 
 local M = {}
@@ -74,7 +75,25 @@ end
 M.from_chorus = from_chorus
 
 local STATUSES = { "pending", "running", "paused", "compensation", "completed", "failed", "cancelled" }
-local STEP_STATUSES = { "pending", "running", "completed", "failed", "skipped", "paused" }
+local STEP_STATUSES = { "pending", "running", "completed", "failed", "skipped", "paused", "cancelled" }
+
+-- record(name, props): an object with exactly the fields chorus.api.present
+-- gives that shape, every one always there (null when unknown). A field
+-- given without a schema here, or documented and not given, is a bug the
+-- document's spec finds.
+local function record(name, props, extra)
+  local required = {}
+  for i, f in ipairs(present.FIELDS[name]) do
+    assert(props[f], ("openapi: %s.%s has no schema"):format(name, f))
+    required[i] = f
+  end
+  for f in pairs(props) do
+    local known = false
+    for _, g in ipairs(required) do if g == f then known = true end end
+    assert(known, ("openapi: %s.%s is not a field chorus.api.present gives"):format(name, f))
+  end
+  return obj(props, required, extra or { additionalProperties = false })
+end
 
 local function error_codes()
   local codes = { "internal_error", "timeout" } -- the HTTP server's own (chorus.http.server)
@@ -85,9 +104,33 @@ end
 
 local function schemas()
   local usage = obj({ tokens = { type = "number" }, cost = { type = "number" } }, { "tokens", "cost" })
-  local metrics = obj({ latency_ms = nullable("number"), tokens = { type = "number" }, cost = { type = "number" } })
-  local time = { type = "number", description = "seconds since the epoch (UTC)" }
-  local ntime = { type = { "number", "null" }, description = "seconds since the epoch (UTC)" }
+  local metrics = obj({ latency_ms = nullable("number"), tokens = { type = "number" }, cost = { type = "number" } },
+    { "latency_ms", "tokens", "cost" }, { additionalProperties = false })
+  local time = { type = "string", format = "date-time", description = "RFC 3339, UTC, milliseconds" }
+  local ntime = { type = { "string", "null" }, format = "date-time",
+    description = "RFC 3339, UTC, milliseconds; null until it happens" }
+  local summary = {
+    id = { type = "string", format = "uuid" }, trace_id = { type = "string", format = "uuid" },
+    config = { type = "string", description = "the config's name" },
+    config_id = { type = { "string", "null" }, description = "null: an ad hoc execution (config in the request)" },
+    config_version = { type = { "integer", "null" }, description = "the config's version it ran" },
+    strategy = nullable("string"), status = { type = "string", enum = STATUSES }, error = nullable("string"),
+    user_id = nullable("string"), tenant_id = nullable("string"),
+    session_id = { type = { "string", "null" }, description = "the client's session (execute's session_id)" },
+    metadata = { type = "object", description = "execute's metadata ({} when none)" },
+    created_at = time, started_at = ntime,
+    paused_at = { type = { "string", "null" }, format = "date-time",
+      description = "when the current pause began (RFC 3339); null unless status is paused" },
+    finished_at = ntime, metrics = metrics,
+  }
+  local execution = {}
+  for k, v in pairs(summary) do execution[k] = v end
+  for k, v in pairs({ strategy_version = nullable("string"), input = { type = "object" }, output = ANY,
+    answered_by = nullable("string"), consensus = ANY,
+    node_id = { type = { "string", "null" }, description = "the node that runs (or ran) it" },
+    claims = { type = "integer", description = "times a node claimed it from PostgreSQL (more than 1: resumed "
+      .. "after its node died); 0 in memory, where nothing is claimed" },
+    steps = arr(ref("StepRun")) }) do execution[k] = v end
   return {
     Error = obj({ error = obj({
       code = { type = "string", enum = error_codes(),
@@ -111,61 +154,77 @@ local function schemas()
         description = "the seed form {steps, settings} or the flat form [steps] with settings beside it" },
       settings = ref("Settings"),
       metadata = { type = "object" },
-      global = { type = "boolean", description = "admins: visible to every tenant (create only)" },
+      is_global = { type = "boolean", description = "admins: visible to every tenant (set at creation only)" },
+      global = { type = "boolean", description = "the same as is_global" },
     }, { "name", "strategy", "steps" }),
     ConfigPatch = obj({
       name = { type = "string" }, description = { type = { "string", "null" } }, strategy = { type = "string" },
       steps = { oneOf = { ref("StepsDocument"), arr(ref("Step")) } }, settings = ref("Settings"),
       metadata = { type = "object" },
       is_active = { type = "boolean", description = "alone, it changes no version" },
-      global = { type = "boolean", description = "may be given only with its current value" },
+      is_global = { type = "boolean", description = "may be given only with its current value" },
+      global = { type = "boolean", description = "the same as is_global" },
     }, nil, { additionalProperties = false }),
-    Config = obj({
+    Config = record("Config", {
       id = { type = "string", format = "uuid" }, name = { type = "string" },
       description = nullable("string"), strategy = { type = "string" },
-      steps = ref("StepsDocument"), metadata = { type = "object" },
-      tenant_id = nullable("string"), owner_id = nullable("string"), updated_by = nullable("string"),
-      is_global = { type = "boolean" }, is_active = { type = "boolean" },
+      steps = ref("StepsDocument"), steps_count = { type = "integer", minimum = 0, description = "how many steps" },
+      metadata = { type = "object" },
+      tenant_id = { type = { "string", "null" }, description = "null for a global config" },
+      owner_id = nullable("string"), updated_by = nullable("string"),
+      is_global = { type = "boolean", description = "visible to every tenant" },
+      is_active = { type = "boolean", description = "false: executing it answers 409 invalid_state" },
       version = { type = "integer", minimum = 1 }, created_at = time, updated_at = time,
-    }, { "id", "name", "strategy", "steps", "is_active", "is_global", "version", "created_at", "updated_at" }),
-    ConfigVersion = obj({
+    }),
+    ConfigVersion = record("ConfigVersion", {
       id = { type = "string", description = "the config's id" }, version = { type = "integer", minimum = 1 },
       name = { type = "string" }, description = nullable("string"), strategy = { type = "string" },
-      steps = ref("StepsDocument"), metadata = { type = "object" }, created_at = time,
+      steps = ref("StepsDocument"), steps_count = { type = "integer", minimum = 0 }, metadata = { type = "object" },
+      created_at = { type = "string", format = "date-time", description = "when this version was written (RFC 3339)" },
       created_by = nullable("string"),
-    }, { "id", "version", "name", "strategy", "steps" }),
+    }),
     ConfigList = obj({ items = arr(ref("Config")), total = { type = "integer" },
       limit = { type = "integer" }, offset = { type = "integer" } }, { "items", "total", "limit", "offset" }),
     ExecuteRequest = obj({
       input = { type = "object", description = "the execution input (default {})" },
       input_data = { type = "object", description = "the seed's name for input" },
+      callback_url = { type = "string", maxLength = 2048,
+        description = "a webhook of this execution's own (besides the config's settings.callback_url)" },
+      session_id = { type = "string", minLength = 1, maxLength = 200,
+        description = "the client's session, stored and filterable (default: input.session_id when a string)" },
+      metadata = { type = "object", description = "free, stored with the execution" },
     }),
-    AdHocExecuteRequest = obj({ config = ref("ConfigInput"), input = { type = "object" } }, { "config" }),
+    AdHocExecuteRequest = obj({ config = ref("ConfigInput"), input = { type = "object" },
+      callback_url = { type = "string" }, session_id = { type = "string" }, metadata = { type = "object" } },
+      { "config" }),
     ExecuteAccepted = obj({
       trace_id = { type = "string", format = "uuid" }, execution_id = { type = "string", format = "uuid" },
       status = { type = "string", enum = STATUSES }, status_url = { type = "string" },
       replayed = { type = "boolean", description = "true when an Idempotency-Key matched an earlier execution" },
     }, { "trace_id", "execution_id", "status", "status_url" }),
-    StepRun = obj({
+    StepRun = record("StepRun", {
       id = { type = "string" }, name = nullable("string"), status = { type = "string", enum = STEP_STATUSES },
       attempts = { type = "integer", minimum = 0 }, latency_ms = nullable("number"), error = nullable("string"),
-      agent = { type = "string" }, agent_version = nullable("string"), output = ANY, input = ANY,
-      output_truncated = { type = "boolean" },
+      reason = { type = { "string", "null" }, description = "why a step was skipped (its condition)" },
+      agent = { type = "string" }, agent_version = nullable("string"), output = ANY,
+      input = { description = "the step's input (settings.keep_inputs), else null" },
+      output_truncated = { type = "boolean", description = "the stored output was over the size limit" },
       tokens = { type = "number" }, cost = { type = "number" }, answered_by = nullable("string"),
-      compensation = ANY, approval = ANY, started_at = ntime, finished_at = ntime,
-    }, { "id", "status", "attempts", "agent" }),
-    ExecutionSummary = obj({
-      id = { type = "string", format = "uuid" }, trace_id = { type = "string", format = "uuid" },
-      config = { type = "string", description = "the config's name" }, config_id = nullable("string"),
-      strategy = nullable("string"), status = { type = "string", enum = STATUSES }, error = nullable("string"),
-      user_id = nullable("string"), tenant_id = nullable("string"),
-      created_at = time, started_at = ntime, finished_at = ntime, metrics = metrics,
-    }, { "id", "trace_id", "config", "status", "created_at", "metrics" }),
-    Execution = { allOf = { ref("ExecutionSummary"), obj({
-      strategy_version = nullable("string"), input = ANY, output = ANY, answered_by = nullable("string"),
-      consensus = ANY, node_id = nullable("string"), claims = { type = "integer" },
-      steps = arr(ref("StepRun")),
-    }, { "steps" }) } },
+      compensation = ANY, approval = ANY,
+      cached = { type = "boolean", description = "answered from the step cache" },
+      cached_from = { type = { "string", "null" }, description = "the execution whose result was reused" },
+      rate_wait_ms = { type = { "number", "null" }, description = "time spent waiting for the agent's rate limit" },
+      dynamic = { type = "boolean", description = "started at run time by the strategy (not declared)" },
+      parent = nullable("string"), item_index = { type = { "integer", "null" } },
+      started_at = ntime, finished_at = ntime,
+    }),
+    ExecutionSummary = record("ExecutionSummary", summary),
+    Execution = obj(execution, (function()
+      local req = {}
+      for _, f in ipairs(present.FIELDS.ExecutionSummary) do req[#req + 1] = f end
+      for _, f in ipairs(present.FIELDS.ExecutionExtra) do req[#req + 1] = f end
+      return req
+    end)(), { additionalProperties = false }),
     ExecutionList = obj({ items = arr(ref("ExecutionSummary")), total = { type = "integer" },
       limit = { type = "integer" }, offset = { type = "integer" },
       totals = { allOf = { usage }, description = "tokens and cost of every execution that matches, not just this page" },
@@ -212,13 +271,13 @@ local function schemas()
       checks = { type = "object", additionalProperties = { type = "string" } } }, { "status" }),
     Event = obj({
       type = { type = "string", enum = { "execution.accepted", "execution.status", "step.status", "step.retry",
-        "step.approval", "step.compensated", "step.delta", "result", "error" } },
+        "step.approval", "step.compensated", "step.delta", "step.cache", "step.rate_limited", "result", "error" } },
       seq = { type = "number", description = "per execution, increasing: drop a seq already seen when replay and live overlap" },
       at = time, node = { type = "string" }, execution_id = { type = "string" }, trace_id = { type = "string" },
       status = { type = "string" }, previous = { type = "string" }, step_id = { type = "string" },
       attempts = { type = "integer" }, attempt = { type = "integer" }, delta = { type = "string" },
       agent = { type = "string" }, agent_version = { type = "string" }, latency_ms = { type = "number" },
-      error = ANY, execution = ref("Execution"),
+      error = ANY, execution = { oneOf = { ref("Execution"), { type = "null" } } },
     }, { "type" }, { description = "a WebSocket message from the server" }),
   }
 end
@@ -299,13 +358,16 @@ local function paths()
   op("get", "/healthz", { tags = { "health" }, summary = "Liveness", security = json.array(),
     responses = with_errors({ ["200"] = ok("the process answers", ref("Health")) }, {}, true) })
   op("get", "/readyz", { tags = { "health" }, summary = "Readiness: the database and Redis answer", security = json.array(),
-    responses = with_errors({ ["200"] = ok("ready", ref("Ready")), ["503"] = ok("not ready (checks say which)", ref("Ready")) }, {}, true) })
+    responses = with_errors({ ["200"] = ok("ready", ref("Ready")),
+      ["503"] = ok("not ready (checks say which)", ref("Ready")) }, {}, true) })
   op("get", "/metrics", { tags = { "health" }, summary = "Prometheus text exposition", security = json.array(),
     responses = with_errors({ ["200"] = { description = "metrics",
       content = { ["text/plain"] = { schema = { type = "string" } } } } }, {}, true) })
   op("get", "/api/v1/openapi.json", { tags = { "meta" }, summary = "This document (public)", security = json.array(),
-    responses = with_errors({ ["200"] = ok("the OpenAPI 3.1 document", { type = "object" }), ["304"] = { description = "not modified (If-None-Match)" } }, {}, true) })
-  op("get", "/api/v1/whoami", { tags = { "meta" }, summary = "The caller's role, tenant and user (what the admin page signs in with)",
+    responses = with_errors({ ["200"] = ok("the OpenAPI 3.1 document", { type = "object" }),
+      ["304"] = { description = "not modified (If-None-Match)" } }, {}, true) })
+  op("get", "/api/v1/whoami", { tags = { "meta" },
+    summary = "The caller's role, tenant and user (what the admin page signs in with)",
     responses = with_errors({ ["200"] = ok("the key's principal", ref("WhoAmI")) }, { 503 }) })
 
   op("post", CFG, { tags = { "configs" }, summary = "Create a config", description = "operator; `global: true` needs admin",
@@ -314,6 +376,7 @@ local function paths()
   op("get", CFG, { tags = { "configs" }, summary = "List configs (the caller's tenant and global ones), by name",
     parameters = { query("strategy", "only this strategy"),
       query("active", "only active (true) or inactive (false)", { type = "string", enum = { "true", "false" } }),
+      query("is_active", "the same as active (the plan's name)", { type = "string", enum = { "true", "false" } }),
       query("search", "a piece of the name or description, any case"), query("owner", "only this owner's"),
       query("tenant_id", "admins: only this tenant's (and global) configs"), P.limit, P.offset },
     responses = with_errors({ ["200"] = ok("a page", ref("ConfigList")) }, { 400, 503 }) })
@@ -324,7 +387,8 @@ local function paths()
     responses = with_errors({ ["200"] = ok("the new version", ref("Config")) }, { 400, 404, 409, 413, 415, 422, 503 }) })
   op("patch", CFG .. "/{key}", { tags = { "configs" }, summary = "Change some fields of a config",
     description = "The fields given replace the stored ones and the result is validated as a whole (version + 1). "
-      .. "`is_active` alone activates or deactivates without a new version; executing an inactive config answers 409 `invalid_state`.",
+      .. "`is_active` alone activates or deactivates without a new version; "
+      .. "executing an inactive config answers 409 `invalid_state`.",
     parameters = { P.key }, requestBody = json_body(ref("ConfigPatch")),
     responses = with_errors({ ["200"] = ok("the config", ref("Config")) }, { 400, 404, 409, 413, 415, 422, 503 }) })
   op("delete", CFG .. "/{key}", { tags = { "configs" }, summary = "Delete a config (soft: its versions and executions stay)",
@@ -334,7 +398,8 @@ local function paths()
     responses = with_errors({ ["200"] = ok("that version", ref("ConfigVersion")) }, { 400, 404, 503 }) })
 
   local idem = { name = "Idempotency-Key", ["in"] = "header", required = false,
-    description = "1..200 characters: a retry with the same key (same tenant) returns the first execution with 200 and replayed: true",
+    description = "1..200 characters: a retry with the same key (same tenant) returns the first execution "
+      .. "with 200 and replayed: true",
     schema = { type = "string", minLength = 1, maxLength = 200 } }
   op("post", EX .. "/execute/{config}", { tags = { "executions" }, summary = "Start an execution of a stored config",
     description = "Answered at once (202) while it runs; follow it at status_url or over /ws/executions/{trace_id}.",
@@ -351,6 +416,9 @@ local function paths()
   op("get", EX .. "/executions", { tags = { "executions" }, summary = "List executions, newest first, with totals",
     description = "A non-admin sees the executions it started; admins see all and may filter by tenant_id and user_id.",
     parameters = { query("config", "the config's name or id"),
+      query("config_id", "the config's id only (400 if it is not a UUID)", { type = "string", format = "uuid" }),
+      query("session_id", "one session's executions (execute's session_id)",
+        { type = "string", minLength = 1, maxLength = 200 }),
       query("status", "one status", { type = "string", enum = STATUSES }),
       query("since", "created at or after: RFC 3339 date-time or epoch seconds"),
       query("until", "created before: RFC 3339 date-time or epoch seconds"),
@@ -372,7 +440,8 @@ local function paths()
       responses = with_errors({ ["200"] = ok("done", ref("ControlResult")) }, { 400, 404, 409, 415, 422, 503 }) })
   end
 
-  op("get", "/api/v1/registry", { tags = { "registry" }, summary = "Strategies, agents and aggregation rules with versions and load errors",
+  op("get", "/api/v1/registry", { tags = { "registry" },
+    summary = "Strategies, agents and aggregation rules with versions and load errors",
     responses = with_errors({ ["200"] = ok("the registry", ref("Registry")) }, {}) })
   op("post", "/api/v1/registry/reload", { tags = { "registry" }, summary = "Reload the scripts now (admins)",
     responses = with_errors({ ["200"] = ok("reloaded", ref("ReloadResult")) }, {}) })
@@ -386,6 +455,8 @@ local function paths()
 
   local ws_auth = { name = "api_key", ["in"] = "query", required = false,
     description = "the API key, for browsers (which cannot set headers on a WebSocket)", schema = { type = "string" } }
+  local ws_token = { name = "token", ["in"] = "query", required = false,
+    description = "the same as api_key (the plan's name)", schema = { type = "string" } }
   local ws_resp = function(extra, sse)
     local t = { ["101"] = { description = "switching protocols: messages are Event objects (JSON text frames)" } }
     if sse then
@@ -401,15 +472,22 @@ local function paths()
       .. "ones as they happen (`execution.status`, `step.status`, `step.retry`, `step.approval`, `step.compensated`, "
       .. "`step.delta` — a piece of a streamed answer: `{step_id, attempt, delta, agent}`), then "
       .. "`{\"type\": \"result\", \"execution\": record}` and a close (1000). Events carry `seq`: drop one already seen. "
-      .. "A client that does not read fast enough gets `{\"type\": \"error\", \"error\": {\"code\": \"slow_consumer\"}}` and close 1008.",
-    parameters = { P.trace, ws_auth }, responses = ws_resp(nil, true) })
-  op("get", "/ws/execute/{config}", { tags = { "websocket" }, summary = "WebSocket: start an execution and follow it",
-    description = "Send `{\"input\": {...}}` first (within 30 s); then `{\"type\": \"execution.accepted\", trace_id, execution_id}`, "
-      .. "every event, the result, a close. Errors arrive as `{\"type\": \"error\", \"error\": {code, message}}` before a close.",
-    parameters = { path_param("config", "the config's id or name"), ws_auth }, responses = ws_resp() })
+      .. "A client that does not read fast enough gets "
+      .. "`{\"type\": \"error\", \"error\": {\"code\": \"slow_consumer\"}}` and close 1008.",
+    parameters = { P.trace, ws_auth, ws_token }, responses = ws_resp(nil, true) })
+  local ws_execute = { tags = { "websocket" }, summary = "WebSocket: start an execution and follow it",
+    description = "Send `{\"input\": {...}}` first (within 30 s; `callback_url`, `session_id` and `metadata` as on "
+      .. "POST execute); then `{\"type\": \"execution.accepted\", trace_id, execution_id}`, every event, the result, "
+      .. "a close. Errors arrive as `{\"type\": \"error\", \"error\": {code, message}}` before a close "
+      .. "(`invalid_state` for an inactive config).",
+    parameters = { path_param("config", "the config's id or name"), ws_auth, ws_token }, responses = ws_resp() }
+  op("get", "/ws/execute/{config}", ws_execute)
+  op("get", "/api/v1/orchestrations/ws/execute/{config}", { tags = ws_execute.tags,
+    summary = "WebSocket: the same as /ws/execute/{config}, at the plan's path", description = ws_execute.description,
+    parameters = ws_execute.parameters, responses = ws_resp() })
   op("get", "/ws/events", { tags = { "websocket" }, summary = "WebSocket: every event of every execution (admins)",
     description = "Every event of every execution this node sees (with Redis, the cluster's), as they happen; no history.",
-    parameters = { ws_auth }, responses = ws_resp({ 400 }, true) })
+    parameters = { ws_auth, ws_token }, responses = ws_resp({ 400 }, true) })
   return p
 end
 
@@ -418,12 +496,14 @@ The REST and WebSocket API of Chorus, a multi-agent orchestration runtime.
 
 **Authentication**: every `/api/v1` route except this document needs `Authorization: Bearer <key>`
 (`chk_` + 64 hex digits). Roles: viewer (read) < operator (write configs, execute, control its
-executions) < admin (everything, every tenant). WebSockets also take `?api_key=KEY`.
+executions) < admin (everything, every tenant). WebSockets also take `?api_key=KEY` (or `?token=KEY`).
 
 **Errors** always have the shape `{"error": {"code", "message", "details": [{"path", "message"}]}}`;
 `details` lists every validation problem with the path of the field it names.
 
-**Times** are seconds since the epoch (UTC) in responses; query parameters also take RFC 3339.
+**Times** are RFC 3339 strings in UTC with milliseconds (`2026-12-03T10:15:30.123Z`) in every response,
+event and webhook; query parameters take RFC 3339 or epoch seconds. Every field of a record is always
+there, `null` when unknown.
 
 **WebSocket messages** (`/ws/...`, JSON text frames, schema `Event`; `/ws/executions/{trace_id}` and
 `/ws/events` also send them as server-sent events to a plain GET with `Accept: text/event-stream`): `execution.accepted`,

@@ -6,6 +6,7 @@
 -- (admins) everyone's, narrowed with ?tenant_id= and ?user_id=.
 local api = require "chorus.api"
 local errors = require "chorus.api.errors"
+local present = require "chorus.api.present"
 local stats = require "chorus.store.stats"
 
 local M = {}
@@ -23,7 +24,7 @@ function M.register(app)
     end
     local res, err = ctx.service.store:stats(filter)
     if not res then return errors.response("unavailable", "cannot read the stats: " .. tostring(err)) end
-    return api.json(200, res)
+    return api.json(200, present.stats(res))
   end)
 end
 

@@ -1,20 +1,23 @@
 -- chorus.api.ws: the WebSocket endpoints.
 --
---   /ws/execute/{config}       send {"input": {...}} as the first message;
---                              receive every event, then the final result
+--   /ws/execute/{config}       send {"input": {...}} as the first message
+--                              (callback_url, session_id, metadata as on
+--                              REST); receive every event, then the result
+--     also at /api/v1/orchestrations/ws/execute/{config} (the plan's path)
 --   /ws/executions/{trace_id}  replay the execution's past events, then the
 --                              live ones, then the final result
 --   /ws/events                 every event of every execution (admins)
 --
 -- Authentication as for REST (Authorization: Bearer KEY), or ?api_key=KEY
--- for browsers, which cannot set headers on a WebSocket.
+-- (?token=KEY, the plan's name) for browsers, which cannot set headers on
+-- a WebSocket. Messages from the server are JSON: events {"type":
+-- "execution.status" | "step.status" | ..., "seq": n, "at": RFC 3339,
+-- ...}, then {"type": "result", "execution": record}, or {"type":
+-- "error", "error": {"code", "message"}} before a close.
 --
 -- /ws/executions/{trace_id} and /ws/events also answer a plain GET with
 -- Accept: text/event-stream, with the same messages as server-sent events
--- (chorus.api.event_stream): for curl, EventSource and `chorus events`. Messages from the
--- server are JSON: events {"type": "execution.status" | "step.status" |
--- ..., "seq": n, ...}, then {"type": "result", "execution": record}, or
--- {"type": "error", "error": {"code", "message"}} before a close.
+-- (chorus.api.event_stream): for curl, EventSource and `chorus events`.
 --
 -- A slow consumer never makes the server buffer without bound: events
 -- wait in a queue of at most max_queue per client; when it overflows (or
@@ -26,6 +29,7 @@ local native = require "chorus.native"
 local api = require "chorus.api"
 local errors = require "chorus.api.errors"
 local event_stream = require "chorus.api.event_stream"
+local present = require "chorus.api.present"
 
 local M = {}
 
@@ -48,7 +52,8 @@ local function send_json(ws, v)
   local s = encoded[v]
   if not s then
     local err
-    s, err = json.encode(v)
+    -- An engine event's time in the API's form (a copy: the event is shared).
+    s, err = json.encode(v.at ~= nil and present.event(v) or v)
     if not s then -- a record stored before the limits: its good parts go
       require("chorus.log").warn("ws: a %s message has a part that cannot be encoded: %s", tostring(v.type), tostring(err))
       s = json.encode_lenient(v)
@@ -64,8 +69,9 @@ local results, result_order = {}, {}
 local function result_message(svc, trace, scope)
   local msg = results[trace]
   if msg then return msg end
-  msg = { type = "result", execution = svc.store:get_record(trace, scope) }
-  if msg.execution and TERMINAL[msg.execution.status] then
+  local rec = svc.store:get_record(trace, scope)
+  msg = { type = "result", execution = rec and present.execution(rec) or json.null }
+  if rec and TERMINAL[rec.status] then
     results[trace] = msg
     result_order[#result_order + 1] = trace
     if #result_order > 200 then results[table.remove(result_order, 1)] = nil end
@@ -293,13 +299,18 @@ local function execute(ctx)
   if type(input) ~= "table" or (next(input) ~= nil and json.is_array(input)) then
     return fail(ws, "validation_failed", "input must be a JSON object")
   end
+  local extras, xerrs = require("chorus.api.executions_routes").read_extras(doc, input)
+  if not extras then
+    return fail(ws, "validation_failed", xerrs[1].path .. ": " .. xerrs[1].message)
+  end
   local trace = native.uuid()
   ctx.req.trace_id = trace
   -- Subscribe before it starts: no event can be missed.
   local early = svc.hub:subscribe(trace, function(e) deliver(c, e) end)
   local scope = api.scope(p)
   local res, serr, scode, errs = svc.front:execute(ctx.params.config, input,
-    { trace_id = trace, user_id = p.user_id, tenant_id = p.tenant_id }, scope)
+    { trace_id = trace, user_id = p.user_id, tenant_id = p.tenant_id, callback_url = extras.callback_url,
+      session_id = extras.session_id, metadata = extras.metadata }, scope)
   if not res then
     svc.hub:unsubscribe(early)
     local code = errors.SUBMIT_CODES[scode]
@@ -314,10 +325,11 @@ local function execute(ctx)
 end
 
 -- register(app): the endpoints are routes of the API's router: the same
--- authentication (a key as a bearer header, or ?api_key= which browsers
--- must use), roles, access log and metrics as REST.
+-- authentication (a key as a bearer header, or ?api_key= / ?token= which
+-- browsers must use), roles, access log and metrics as REST.
 function M.register(app)
   app:route("GET", "/ws/execute/{config}", { auth = "execute", websocket = true }, execute)
+  app:route("GET", "/api/v1/orchestrations/ws/execute/{config}", { auth = "execute", websocket = true }, execute)
   app:route("GET", "/ws/executions/{trace_id}", { auth = "read", websocket = true }, follow)
   app:route("GET", "/ws/events", { auth = "admin", websocket = true }, events)
 end

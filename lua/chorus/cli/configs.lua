@@ -61,12 +61,12 @@ local function normalized(doc, scripts)
   if not cfg then return nil, errors end
   local d = require("chorus.engine.validate").document(cfg)
   d.metadata = d.metadata or {}
-  return json.decode_marked(assert(json.encode(d)))
+  return json.decode(assert(json.encode(d)))
 end
 
 -- stored(r, name) -> record | false (none of that name) | nil, err
 local function stored(r, name)
-  local rec, err, code = r:call("GET", BASE .. "/" .. remote.escape(name), { marked = true })
+  local rec, err, code = r:call("GET", BASE .. "/" .. remote.escape(name))
   if rec then return rec end
   if code == "not_found" then return false end
   return nil, err
@@ -103,7 +103,7 @@ local function show(opts, pos, bad)
   if not r then return rcode end
   local path = BASE .. "/" .. remote.escape(pos[1])
   if version then path = path .. "/versions/" .. version end
-  local rec, err = r:call("GET", path, { marked = true })
+  local rec, err = r:call("GET", path)
   if not rec then say("show", err) return 1 end
   if opts.json then return render.print_json(rec) and 0 end
   local doc = assert(json.pretty(document_of(rec)))

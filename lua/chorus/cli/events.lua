@@ -24,12 +24,12 @@ local RETRY_MS = { 500, 1000, 2000, 5000 } -- waits between attempts to reopen a
 
 local function say(msg) io.stderr:write("chorus events: " .. msg .. "\n") end
 
--- stamp(e) -> "2026-01-02T03:04:05.678Z" (and the trace's first 8
--- characters when following every execution)
+-- stamp(e) -> "2026-01-02T03:04:05.678Z", the event's time as the API
+-- gives it (and the trace's first 8 characters when following every
+-- execution)
 local function stamper(all)
   return function(e)
-    local at = type(e.at) == "number" and e.at or native.time()
-    local t = os.date("!%Y-%m-%dT%H:%M:%S", math.floor(at)) .. (".%03dZ"):format(math.floor((at % 1) * 1000))
+    local t = type(e.at) == "string" and e.at or require("chorus.rfc3339").format(tonumber(e.at) or native.time())
     if all then t = t .. " " .. tostring(e.trace_id or "-"):sub(1, 8) end
     return t
   end

@@ -9,7 +9,8 @@ local target = require "chorus.cli.target"
 local remote = require "chorus.cli.remote"
 local render = require "chorus.cli.render"
 local progress = require "chorus.cli.progress"
-local json = require "chorus.json"
+-- With --db, answers take the API's form: --json prints the same shape.
+local present = require "chorus.api.present"
 
 local BASE = "/api/v1/orchestrations"
 local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
@@ -46,14 +47,14 @@ function Db:list(f)
   local items, total, totals = self.d.store:list_executions({ config = f.config, status = f.status, limit = f.limit,
     offset = 0 })
   if not items then return nil, total, "unavailable" end
-  return { items = json.array(items), total = total, limit = f.limit, offset = 0, totals = totals }
+  return { items = present.list(items, present.summary), total = total, limit = f.limit, offset = 0, totals = totals }
 end
 
 function Db:show(trace)
   local rec, err = self.d.store:get_record(trace)
   if err then return nil, err, "unavailable" end
   if not rec then return nil, ("no execution %s"):format(trace), "not_found" end
-  return rec
+  return present.execution(rec)
 end
 
 function Db:control(trace, action, a)

@@ -1,9 +1,8 @@
 -- chorus.cli.remote: the CLI's client of a running server's REST API.
 --
 --   local r = remote.new({base = "http://127.0.0.1:8080", key = "chk_..."})
---   r:call(method, path, {query = {k = v}, body = table, marked = bool})
+--   r:call(method, path, {query = {k = v}, body = table})
 --     -> value, status | nil, err, code
---     marked: arrays come back marked (json.decode_marked: [] stays [])
 --   r:open_events(path, {headers}) -> stream | nil, err, code (server-sent events)
 --
 -- Errors are one sentence a person can act on:
@@ -118,7 +117,7 @@ function Remote:call(method, path, opts)
   local ctype = res.headers["content-type"]
   if res.status >= 400 then return nil, self:api_error(res.status, res.body, ctype) end
   if res.status == 204 or res.body == "" then return true, res.status end
-  local v = client.is_json(ctype) and (opts.marked and json.decode_marked or json.decode)(res.body)
+  local v = client.is_json(ctype) and json.decode(res.body)
   if v == nil then
     return nil, ("the server at %s answered HTTP %d (%s), not the Chorus API's answer"):format(self.base,
       res.status, ctype or "no content type"), "bad_answer"

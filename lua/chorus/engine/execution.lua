@@ -212,10 +212,13 @@ function Execution:set_status(to)
   end
   self.status = to
   if to == "running" and not self.started_at then self.started_at = time() end
+  -- paused_at: when the current pause began; set only while paused.
+  local paused_at = self.paused_at
+  if to == "paused" then self.paused_at = time() elseif from == "paused" then self.paused_at = nil end
   if not self.fenced then
     local ok, err = self:persist(self.store:update_execution(self))
     if not ok then
-      self.status = from
+      self.status, self.paused_at = from, paused_at
       return nil, err
     end
   end
@@ -635,9 +638,10 @@ function Execution:record()
     id = self.id, trace_id = self.trace_id, config = self.config_name,
     strategy = self.strategy, strategy_version = self:strategy_version(),
     status = self.status, input = self.input, output = self.output, error = self.error,
-    created_at = self.created_at, started_at = self.started_at, finished_at = self.finished_at,
-    answered_by = self.answered_by, consensus = self.consensus,
-    session_id = self.session_id, metadata = self.metadata,
+    created_at = self.created_at, started_at = self.started_at, paused_at = self.paused_at,
+    finished_at = self.finished_at, answered_by = self.answered_by, consensus = self.consensus,
+    config_id = self.config_id, config_version = self.config_version, user_id = self.user_id,
+    tenant_id = self.tenant_id, session_id = self.session_id, metadata = self.metadata,
     steps = steps,
     metrics = { latency_ms = self.latency_ms, tokens = self.tokens, cost = self.cost },
   }
@@ -647,9 +651,10 @@ end
 function Execution:summary()
   return {
     id = self.id, trace_id = self.trace_id, config = self.config_name, config_id = self.config_id,
-    strategy = self.strategy, status = self.status, error = self.error,
-    user_id = self.user_id, tenant_id = self.tenant_id, session_id = self.session_id,
-    created_at = self.created_at, started_at = self.started_at, finished_at = self.finished_at,
+    config_version = self.config_version, strategy = self.strategy, status = self.status, error = self.error,
+    user_id = self.user_id, tenant_id = self.tenant_id, session_id = self.session_id, metadata = self.metadata,
+    created_at = self.created_at, started_at = self.started_at, paused_at = self.paused_at,
+    finished_at = self.finished_at,
     metrics = { latency_ms = self.latency_ms, tokens = self.tokens, cost = self.cost },
   }
 end

@@ -27,6 +27,7 @@
 local sched = require "chorus.sched"
 local native = require "chorus.native"
 local json = require "chorus.json"
+local rfc3339 = require "chorus.rfc3339"
 local log = require "chorus.log"
 local client = require "chorus.http.client"
 
@@ -110,10 +111,11 @@ function M.urls(exec)
 end
 
 -- payload(exec) -> the body a webhook receives when an execution ends
+-- (its time in the API's form, RFC 3339)
 function M.payload(exec)
   return { event = "execution." .. exec.status, execution_id = exec.id, trace_id = exec.trace_id,
     config = exec.config.name, status = exec.status, output = exec.output, error = exec.error,
-    finished_at = exec.finished_at, session_id = exec.session_id,
+    finished_at = exec.finished_at and rfc3339.format(exec.finished_at), session_id = exec.session_id,
     metrics = { latency_ms = exec.latency_ms, tokens = exec.tokens, cost = exec.cost } }
 end
 

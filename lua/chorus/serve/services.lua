@@ -59,6 +59,7 @@ function M.build(opts, node_id)
     return nil, eerr, ecode
   end
   local svc = { engine = engine, store = d.store, pool = d.pool, node_id = node_id }
+  if not d.pool then d.store.node_id = node_id end -- memory: the node of its records
   -- Every record names this node; executions are recorded from before
   -- the first one is claimed.
   log.set_field("node", node_id)

@@ -14,9 +14,17 @@
 --                                       to wait for durability ("running")
 --   get_record(id_or_trace, scope)  -> execution record | nil
 --   list_executions(filter)         -> records (no step outputs), total, totals
---      filter: config, status, user_id, tenant_id, since, before (created_at
---      in [since, before), epoch seconds), limit, offset; totals =
---      {tokens, cost} of every execution that matches, not just the page
+--      filter: config (name or id), config_id (id only), session_id,
+--      status, user_id, tenant_id, since, before (created_at in [since,
+--      before), epoch seconds), limit, offset; totals = {tokens, cost} of
+--      every execution that matches, not just the page
+-- Records and summaries have the same fields in both stores (times as
+-- epoch seconds; chorus.api.present gives them their API form):
+--   summary: id, trace_id, config, config_id, config_version, strategy,
+--     status, error, user_id, tenant_id, session_id, metadata, created_at,
+--     started_at, paused_at, finished_at, metrics {latency_ms, tokens, cost}
+--   record: the summary + strategy_version, input, output, answered_by,
+--     consensus, node_id, claims, steps (each as Execution:record gives it)
 --   execution_config(id_or_trace, scope) -> the normalized config it ran | nil
 --      (nil too when the store no longer has it: here, archived executions)
 --   stats(filter)                   -> the overview numbers (chorus.store.stats)
@@ -38,7 +46,8 @@
 --      when set, is applied in the same write
 --   set_config_active(id, active, by) -> config | nil, err, code ("not_found")
 --      activation is not a new version of the content: no bump
---   config_version(id, version)     -> config | nil
+--   config_version(id, version)     -> {id, version, name, description,
+--      strategy, steps, metadata, created_at, created_by} | nil
 --   delete_config(id)               -> true | nil, err, code (soft delete)
 -- A config is {id, name, description, strategy, steps = {steps, settings},
 -- metadata, tenant_id, owner_id, is_global, is_active, version,
@@ -70,8 +79,9 @@ local M = {}
 -- lists filter on, in malloc'd memory the collector never sees.
 local RECENT = 32
 
--- new({max_finished = n, recent = m}) keeps at most n finished executions
--- (default 10000), the last m of them (default 32) as objects.
+-- new({max_finished = n, recent = m, node_id = s}) keeps at most n finished
+-- executions (default 10000), the last m of them (default 32) as objects;
+-- node_id: this process's, the node_id of its records.
 function M.new(opts)
   opts = opts or {}
   local cap = opts.max_finished or 10000
@@ -81,6 +91,7 @@ function M.new(opts)
   if cap > recent then archive = assert(native.archive(cap - recent)) end
   return setmetatable({
     kind = "memory",
+    node_id = opts.node_id,
     by_id = {}, by_trace = {}, -- execution objects: running, or among the recent ended
     -- The recent ended ones: a ring of `recent` slots, the n-th to end in
     -- slot (n - 1) % recent + 1; the one it replaces goes to the archive.
@@ -123,7 +134,7 @@ local function archive(self, e)
     codec:encode(r)
   end
   local stored, perr = self.archive:put(e.id, e.trace_id, e.status, e.config_name, e.config_id,
-    e.user_id, e.tenant_id, e.created_at, codec:tostring(), e.tokens or 0, e.cost or 0)
+    e.user_id, e.tenant_id, e.created_at, codec:tostring(), e.tokens or 0, e.cost or 0, e.session_id)
   if not stored then
     log.error_with({ trace_id = e.trace_id, execution_id = e.id }, "memory store: execution %s: not archived: %s",
       e.id, perr)
@@ -179,10 +190,10 @@ end
 -- archived(key) -> serialized record, fields as a table | nil
 local function archived(self, key)
   if not self.archive or type(key) ~= "string" then return nil end
-  local blob, status, id, trace, config, config_id, user, tenant, created = self.archive:get(key)
+  local blob, status, id, trace, config, config_id, user, tenant, created, session = self.archive:get(key)
   if not blob then return nil end
   return blob, { id = id, trace_id = trace, status = status, config_name = config, config_id = config_id,
-    user_id = user, tenant_id = tenant, created_at = created, finalized = true }
+    user_id = user, tenant_id = tenant, created_at = created, session_id = session, finalized = true }
 end
 
 -- decode(blob) -> the archived record (a fresh table each time).
@@ -200,15 +211,22 @@ function Store:get_execution(key)
   return nil
 end
 
+-- Executions here are never claimed through a database: claims stays 0
+-- and the node is this process.
+local function stamped(self, r)
+  r.node_id, r.claims = self.node_id, 0
+  return r
+end
+
 function Store:get_record(key, scope)
   local e = self.by_id[key] or self.by_trace[key]
   if e then
     if not visible(e, scope) then return nil end
-    return e:record()
+    return stamped(self, e:record())
   end
   local blob, fields = archived(self, key)
   if not blob or not visible(fields, scope) then return nil end
-  return decode(blob)
+  return stamped(self, decode(blob))
 end
 
 function Store:execution_config(key, scope)
@@ -223,10 +241,10 @@ local function archived_summary(self, id)
   local r = decode(blob)
   return {
     id = r.id, trace_id = r.trace_id, config = r.config, config_id = f.config_id,
-    strategy = r.strategy, status = r.status, error = r.error,
-    user_id = f.user_id, tenant_id = f.tenant_id,
-    created_at = r.created_at, started_at = r.started_at, finished_at = r.finished_at,
-    metrics = r.metrics,
+    config_version = r.config_version, strategy = r.strategy, status = r.status, error = r.error,
+    user_id = f.user_id, tenant_id = f.tenant_id, session_id = f.session_id, metadata = r.metadata,
+    created_at = r.created_at, started_at = r.started_at, paused_at = r.paused_at,
+    finished_at = r.finished_at, metrics = r.metrics,
   }
 end
 
@@ -241,11 +259,13 @@ end
 function Store:list_executions(filter)
   filter = filter or {}
   local fs, fc, fu, ft = filter.status, filter.config, filter.user_id, filter.tenant_id
+  local fci, fss = filter.config_id, filter.session_id
   local since, before = filter.since or -math.huge, filter.before or math.huge
   local offset, limit = filter.offset or 0, filter.limit or 50
   local live, tokens, cost = {}, 0, 0
   for _, e in pairs(self.by_id) do
     if (not fs or e.status == fs) and (not fc or e.config_name == fc or e.config_id == fc)
+      and (not fci or e.config_id == fci) and (not fss or e.session_id == fss)
       and (not fu or e.user_id == fu) and (not ft or e.tenant_id == ft)
       and e.created_at >= since and e.created_at < before then
       live[#live + 1] = e
@@ -256,7 +276,7 @@ function Store:list_executions(filter)
   local total, ids, created = 0, {}, {}
   if self.archive then
     local t, c
-    total, ids, created, t, c = self.archive:select(fs, fc, fu, ft, offset + limit, since, before)
+    total, ids, created, t, c = self.archive:select(fs, fc, fu, ft, offset + limit, since, before, fci, fss)
     if not total then return nil, ids end
     tokens, cost = tokens + t, cost + c
   end
@@ -400,9 +420,14 @@ function Store:set_config_active(id, active, by)
   return public(c)
 end
 
+-- A version as the PostgreSQL store keeps it: created when it was written
+-- (the config's updated_at then), by whoever wrote it.
 function Store:config_version(id, version)
   local h = self.config_history[id]
-  return public(h and h[version])
+  local c = h and h[version]
+  if not c then return nil end
+  return { id = c.id, version = c.version, name = c.name, description = c.description, strategy = c.strategy,
+    steps = c.steps, metadata = c.metadata, created_at = c.updated_at, created_by = c.updated_by or c.owner_id }
 end
 
 function Store:delete_config(id)

@@ -149,7 +149,7 @@ function Store:update_execution(exec)
     kind = "update", id = exec.id, status = exec.status, output = jsonb(exec.output), error = exec.error,
     answered_by = exec.answered_by, consensus = jsonb(exec.consensus), tokens = exec.tokens or 0,
     cost = exec.cost or 0, latency_ms = exec.latency_ms, started_at = exec.started_at,
-    finished_at = exec.finished_at, script_versions = exec.started_at
+    finished_at = exec.finished_at, paused_at = exec.paused_at, script_versions = exec.started_at
       and ('{"strategy":' .. encode(exec:strategy_version()) .. "}") or "{}",
     paused = exec.paused_by_user == true, seq = seq,
   } }
@@ -190,6 +190,7 @@ function Store:save_step(exec, sr, wait)
     latency_ms = sr.latency_ms, tokens = sr.tokens or 0, cost = sr.cost or 0, answered_by = sr.answered_by,
     approval = jsonb(sr.approval), compensation = jsonb(sr.compensation), started_at = sr.started_at,
     finished_at = sr.finished_at, seq = next_seq(exec), claims = exec.claims or 0,
+    cached = sr.cached, cached_from = sr.cached_from, rate_wait_ms = sr.rate_wait_ms,
   } }, wait, exec)
 end
 
@@ -215,8 +216,8 @@ A.config_name, (SELECT snapshot FROM orchestration_config_snapshots s WHERE s.ha
 AS config_snapshot, A.script_versions, A.status, A.input, A.output, A.error, A.answered_by,
 A.consensus, A.user_id, A.tenant_id, A.node_id, A.claims, A.tokens, A.cost, A.latency_ms,
 A.paused_by_user, A.cancel_requested, A.callback_url, A.session_id, A.metadata,
-extract(epoch FROM A.created_at) AS created_at,
-extract(epoch FROM A.started_at) AS started_at, extract(epoch FROM A.finished_at) AS finished_at]])
+extract(epoch FROM A.created_at) AS created_at, extract(epoch FROM A.started_at) AS started_at,
+extract(epoch FROM A.paused_at) AS paused_at, extract(epoch FROM A.finished_at) AS finished_at]])
     :gsub("A%.", a .. "."))
 end
 M.exec_cols = exec_cols
@@ -225,18 +226,25 @@ local EXEC_COLS = exec_cols("orchestration_executions")
 local STEP_COLS = [[
 execution_id::text, step_id, step_index, name, agent, agent_version, status, attempts, input,
 output, output_truncated, error, latency_ms, tokens, cost, answered_by, approval, compensation,
-seq, definition, reason,
+seq, definition, reason, cached, cached_from, rate_wait_ms,
 extract(epoch FROM started_at) AS started_at, extract(epoch FROM finished_at) AS finished_at]]
 M.STEP_COLS = STEP_COLS
 
 local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
 
+-- metadata: NULL and {} read as none (the memory store keeps none).
+local function metadata_of(m)
+  if m == nil or m == null or next(m) == nil then return nil end
+  return m
+end
+
 local function summary_of(r)
   return {
     id = r.id, trace_id = r.trace_id, config = r.config_name, config_id = r.config_id,
-    strategy = r.config_snapshot and r.config_snapshot.strategy, status = r.status, error = r.error,
-    user_id = r.user_id, tenant_id = r.tenant_id, session_id = r.session_id, created_at = r.created_at,
-    started_at = r.started_at, finished_at = r.finished_at,
+    config_version = r.config_version, strategy = r.config_snapshot and r.config_snapshot.strategy,
+    status = r.status, error = r.error, user_id = r.user_id, tenant_id = r.tenant_id,
+    session_id = r.session_id, metadata = metadata_of(r.metadata), created_at = r.created_at,
+    started_at = r.started_at, paused_at = r.paused_at, finished_at = r.finished_at,
     metrics = { latency_ms = r.latency_ms, tokens = r.tokens, cost = r.cost },
   }
 end
@@ -267,14 +275,13 @@ function M.record_of(r, step_rows)
       cost = s.cost or 0, answered_by = s.answered_by, compensation = s.compensation,
       approval = s.approval, started_at = s.started_at, finished_at = s.finished_at, input = s.input,
       reason = s.reason, dynamic = dyn or nil, parent = step.parent, item_index = step.item_index,
+      cached = s.cached or nil, cached_from = s.cached_from, rate_wait_ms = s.rate_wait_ms,
     }
   end
   local rec = summary_of(r)
   rec.config, rec.strategy_version = r.config_name, r.script_versions and r.script_versions.strategy
   rec.input, rec.output, rec.answered_by, rec.consensus = r.input, r.output, r.answered_by, r.consensus
   rec.node_id, rec.claims = r.node_id, r.claims
-  rec.session_id = r.session_id
-  rec.metadata = r.metadata ~= null and next(r.metadata or {}) and r.metadata or nil
   rec.steps = steps
   return rec
 end
@@ -328,6 +335,11 @@ function Store:list_executions(filter)
     where[#where + 1] = col .. " = $" .. #args
   end
   add("status", filter.status)
+  add("session_id", filter.session_id)
+  if filter.config_id ~= nil then
+    args[#args + 1] = filter.config_id
+    where[#where + 1] = "config_id = $" .. #args .. "::uuid"
+  end
   if filter.config ~= nil then
     args[#args + 1] = filter.config
     where[#where + 1] = ("(config_name = $%d OR config_id::text = $%d)"):format(#args, #args)
@@ -438,7 +450,8 @@ function Store:create_config(cfg, owner)
   local res, err, info = self.pool:batch({
     { [[INSERT INTO orchestration_configs (id, name, description, strategy, steps, metadata, tenant_id, owner_id)
         VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8)]],
-      id, cfg.name, cfg.description, cfg.strategy, jsonb(doc.steps), jsonb(cfg.metadata or {}), tenant_id, owner.user_id, n = 8 },
+      id, cfg.name, cfg.description, cfg.strategy, jsonb(doc.steps), jsonb(cfg.metadata or {}), tenant_id,
+      owner.user_id, n = 8 },
     { [[INSERT INTO orchestration_config_versions (config_id, version, name, description, strategy, steps, metadata, created_by)
         SELECT id, version, name, description, strategy, steps, metadata, owner_id
         FROM orchestration_configs WHERE id = $1]], id },

@@ -19,10 +19,11 @@
 --             agent_version, status, attempts, input, output,
 --             output_truncated, error, latency_ms, tokens, cost,
 --             answered_by, approval, compensation, started_at,
---             finished_at, seq, claims, definition, reason}
+--             finished_at, seq, claims, definition, reason, cached,
+--             cached_from, rate_wait_ms}
 --   update   {id, status, output, error, answered_by, consensus, tokens,
---             cost, latency_ms, started_at, finished_at, script_versions,
---             paused, seq}
+--             cost, latency_ms, started_at, finished_at, paused_at,
+--             script_versions, paused, seq}
 --   callback {execution_id, url, payload, seq}
 -- JSON-valued fields (input, output, consensus, approval, compensation,
 -- script_versions, payload, json) are JSON text already. Times are unix
@@ -54,13 +55,14 @@ WITH t AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(id uuid, trace_id uu
   tenant_id text, idempotency_key text, priority int, node_id text, claim_token uuid, lease_ms float8,
   claims int, created_at float8, output text, error text, answered_by text, consensus text,
   tokens bigint, cost float8, latency_ms float8, started_at float8, finished_at float8,
-  script_versions text, paused bool, seq bigint, callback_url text, session_id text, metadata text)),
+  paused_at float8, script_versions text, paused bool, seq bigint, callback_url text, session_id text,
+  metadata text)),
 ins AS (
 INSERT INTO orchestration_executions (id, trace_id, config_id, config_version, config_name, config_hash,
   status, active, input, user_id, tenant_id, idempotency_key, priority, node_id, claim_token,
   lease_expires_at, claims, created_at, output, error, answered_by, consensus, tokens, cost,
-  latency_ms, started_at, finished_at, script_versions, paused_by_user, seq, callback_url, session_id,
-  metadata)
+  latency_ms, started_at, finished_at, paused_at, script_versions, paused_by_user, seq, callback_url,
+  session_id, metadata)
 SELECT t.id, t.trace_id, t.config_id, t.config_version, t.config_name, t.config_hash, t.status,
   t.status NOT IN ('completed', 'failed', 'cancelled'),
   coalesce(t.input, '{}')::jsonb, t.user_id, t.tenant_id, t.idempotency_key, coalesce(t.priority, 0),
@@ -68,7 +70,7 @@ SELECT t.id, t.trace_id, t.config_id, t.config_version, t.config_name, t.config_
   CASE WHEN t.node_id IS NULL THEN NULL ELSE now() + t.lease_ms * interval '1 millisecond' END,
   coalesce(t.claims, 0), to_timestamp(t.created_at), t.output::jsonb, t.error, t.answered_by,
   t.consensus::jsonb, coalesce(t.tokens, 0), coalesce(t.cost, 0), t.latency_ms,
-  to_timestamp(t.started_at), to_timestamp(t.finished_at),
+  to_timestamp(t.started_at), to_timestamp(t.finished_at), to_timestamp(t.paused_at),
   coalesce(t.script_versions, '{}')::jsonb, coalesce(t.paused, false), coalesce(t.seq, 0),
   t.callback_url, t.session_id, coalesce(t.metadata, '{}')::jsonb
 FROM t
@@ -76,22 +78,25 @@ ON CONFLICT DO NOTHING
 RETURNING id)
 SELECT t.id::text AS id FROM t WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.id = t.id)]]
 local MERGED = { "status", "output", "error", "answered_by", "consensus", "tokens", "cost", "latency_ms",
-  "started_at", "finished_at", "script_versions", "paused", "seq" }
+  "started_at", "finished_at", "paused_at", "script_versions", "paused", "seq" }
 
 local STEPS = [[
 WITH t AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(execution_id uuid, step_id text,
   step_index int, name text, agent text, agent_version text, status text, attempts int, input text,
   output text, output_truncated bool, error text, latency_ms float8, tokens bigint, cost float8,
   answered_by text, approval text, compensation text, started_at float8, finished_at float8,
-  seq bigint, claims int, definition text, reason text)),
+  seq bigint, claims int, definition text, reason text, cached bool, cached_from text,
+  rate_wait_ms float8)),
 ins AS (
 INSERT INTO orchestration_step_runs (execution_id, step_id, step_index, name, agent, agent_version,
   status, attempts, input, output, output_truncated, error, latency_ms, tokens, cost, answered_by,
-  approval, compensation, started_at, finished_at, seq, definition, reason)
+  approval, compensation, started_at, finished_at, seq, definition, reason, cached, cached_from,
+  rate_wait_ms)
 SELECT t.execution_id, t.step_id, t.step_index, t.name, t.agent, t.agent_version, t.status, t.attempts,
   t.input::jsonb, t.output::jsonb, coalesce(t.output_truncated, false), t.error, t.latency_ms,
   coalesce(t.tokens, 0), coalesce(t.cost, 0), t.answered_by, t.approval::jsonb, t.compensation::jsonb,
-  to_timestamp(t.started_at), to_timestamp(t.finished_at), t.seq, t.definition::jsonb, t.reason
+  to_timestamp(t.started_at), to_timestamp(t.finished_at), t.seq, t.definition::jsonb, t.reason,
+  coalesce(t.cached, false), t.cached_from, t.rate_wait_ms
 FROM t
 JOIN orchestration_executions e ON e.id = t.execution_id AND e.claims = t.claims
 ON CONFLICT (execution_id, step_id) DO UPDATE SET agent_version = EXCLUDED.agent_version,
@@ -100,7 +105,9 @@ ON CONFLICT (execution_id, step_id) DO UPDATE SET agent_version = EXCLUDED.agent
   latency_ms = EXCLUDED.latency_ms, tokens = EXCLUDED.tokens, cost = EXCLUDED.cost,
   answered_by = EXCLUDED.answered_by, approval = EXCLUDED.approval,
   compensation = EXCLUDED.compensation, started_at = EXCLUDED.started_at,
-  finished_at = EXCLUDED.finished_at, seq = EXCLUDED.seq, reason = EXCLUDED.reason, updated_at = now()
+  finished_at = EXCLUDED.finished_at, seq = EXCLUDED.seq, reason = EXCLUDED.reason,
+  cached = EXCLUDED.cached, cached_from = EXCLUDED.cached_from, rate_wait_ms = EXCLUDED.rate_wait_ms,
+  updated_at = now()
 WHERE orchestration_step_runs.seq <= EXCLUDED.seq
 RETURNING execution_id, step_id)
 SELECT t.execution_id::text AS execution_id, t.step_id FROM t
@@ -109,13 +116,15 @@ WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.execution_id = t.execution_id AND 
 local UPDATES = [[
 WITH t AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(id uuid, status text, output text,
   error text, answered_by text, consensus text, tokens bigint, cost float8, latency_ms float8,
-  started_at float8, finished_at float8, script_versions text, paused bool, seq bigint)),
+  started_at float8, finished_at float8, paused_at float8, script_versions text, paused bool,
+  seq bigint)),
 upd AS (
 UPDATE orchestration_executions e SET status = t.status,
   active = t.status NOT IN ('completed', 'failed', 'cancelled'), output = t.output::jsonb, error = t.error,
   answered_by = t.answered_by, consensus = t.consensus::jsonb, tokens = coalesce(t.tokens, 0),
   cost = coalesce(t.cost, 0), latency_ms = t.latency_ms, started_at = to_timestamp(t.started_at),
-  finished_at = to_timestamp(t.finished_at), script_versions = coalesce(t.script_versions, '{}')::jsonb,
+  finished_at = to_timestamp(t.finished_at), paused_at = to_timestamp(t.paused_at),
+  script_versions = coalesce(t.script_versions, '{}')::jsonb,
   paused_by_user = coalesce(t.paused, false), seq = t.seq, updated_at = now()
 FROM t
 WHERE e.id = t.id AND e.seq <= t.seq

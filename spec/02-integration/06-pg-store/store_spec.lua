@@ -161,6 +161,48 @@ describe("pg store #postgres", function()
     assert.is_nil(rec.steps[2].compensation) -- b has no compensate
   end)
 
+  it("a paused execution taken over by another node is paused again there, with its new paused_at", function()
+    local url = h.fresh_db("resume_paused")
+    local store, engine, node, pool = open(url)
+    local cfg = assert(engine:validate(h.flat("sequential", {
+      { id = "a", agent = "echo" }, { id = "gate", agent = "echo", approval = true, dependencies = { "a" } } })))
+    local _, exec = node:submit(cfg, {}, {})
+    local rec
+    assert.is_true(h.wait_until(function()
+      rec = store:get_record(exec.id)
+      return rec and rec.status == "paused"
+    end, 5000))
+    local since = assert(rec.paused_at)
+    -- This node loses it while it waits for approval; its lease lapses.
+    assert(pool:query("UPDATE orchestration_executions SET claims = claims + 1, seq = 2 * 1e9 WHERE id = $1", exec.id))
+    exec:cancel()
+    exec:wait()
+    assert.is_true(exec.fenced)
+    assert(pool:query("UPDATE orchestration_executions SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
+      exec.id))
+    local store2, _, node2 = open(url)
+    assert.equal(1, node2:claim_once())
+    local live
+    assert.is_true(h.wait_until(function()
+      live = store2:get_execution(exec.id)
+      return live and live.pending_approvals == 1
+    end, 5000))
+    -- The new node runs it again (running, step a replayed) and pauses at
+    -- the gate anew: the pause it reports is its own.
+    assert.equal("paused", live.status)
+    assert.is_true(live.paused_at > since)
+    assert.is_true(h.wait_until(function()
+      rec = store2:get_record(exec.id)
+      return rec.paused_at ~= nil and rec.paused_at > since
+    end, 5000))
+    assert(node2:control(exec.id, "approve", { step_id = "gate", by = "u" }))
+    assert.is_true(h.wait_until(function()
+      rec = store2:get_record(exec.id)
+      return rec and rec.status == "completed"
+    end, 5000))
+    assert.is_nil(rec.paused_at)
+  end)
+
   it("an idempotency key given twice in a tenant starts one execution", function()
     local url = h.fresh_db("idem")
     local _, engine, node, pool = open(url)
@@ -180,7 +222,7 @@ describe("pg store #postgres", function()
 
   it("writes a webhook outbox row in the same transaction as the terminal status", function()
     local url = h.fresh_db("outbox")
-    local store, engine, node, pool = open(url)
+    local _, engine, node, pool = open(url)
     local cfg = assert(engine:validate(h.flat("sequential", { { id = "a", agent = "echo", params = { output = 5 } } },
       { callback_url = "http://127.0.0.1:9/hook" })))
     local _, exec = node:submit(cfg, {}, {})
@@ -196,7 +238,7 @@ describe("pg store #postgres", function()
     local dir, bin = os.getenv("CHORUS_TEST_PG_DIR"), os.getenv("CHORUS_TEST_PG_BIN")
     if not dir or not bin then pending("CHORUS_TEST_PG_DIR/BIN not set") return end
     local url = h.fresh_db("restart")
-    local store, engine, node, pool = open(url)
+    local _, engine, node, pool = open(url)
     local cfg = assert(engine:validate(h.flat("sequential", {
       { id = "a", agent = "delay", params = { ms = 50 } }, { id = "b", agent = "delay", params = { ms = 400 } },
       { id = "c", agent = "echo", params = { output = "done" } } })))

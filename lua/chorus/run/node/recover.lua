@@ -43,6 +43,7 @@ function Node.restore_steps(exec, rows)
         sr.output = r.output ~= json.null and r.output or nil
         sr.latency_ms, sr.tokens, sr.cost = r.latency_ms, r.tokens, r.cost
         sr.started_at, sr.finished_at = r.started_at, r.finished_at
+        sr.cached, sr.cached_from, sr.rate_wait_ms = r.cached or nil, r.cached_from, r.rate_wait_ms
         sr.replayed = true
         exec.effective[r.step_id] = sr.output
         if exec.compensates then -- the order compensation runs in

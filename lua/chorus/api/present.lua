@@ -1,0 +1,146 @@
+-- chorus.api.present: records as the API gives them, whichever store
+-- they come from. Every response that carries a config, an execution, a
+-- step, the stats or an event goes through here, so that
+--   * every field is always there (null when unknown), with one type:
+--     a client sees the same keys from the memory and the PostgreSQL
+--     store, running or ended, archived or not;
+--   * times are RFC 3339 strings in UTC with milliseconds (chorus.rfc3339):
+--     the engine and the stores keep epoch seconds, converted once, here;
+--   * metadata is an object ({} when none), booleans are booleans.
+-- The field lists below are the contract; chorus.api.openapi documents
+-- the same ones (its spec checks every response against them).
+local json = require "chorus.json"
+local rfc3339 = require "chorus.rfc3339"
+
+local null, type, pairs, ipairs, next = json.null, type, pairs, ipairs, next
+
+local M = {}
+
+-- time(t) -> RFC 3339 | json.null
+local function time(t)
+  if type(t) == "number" then return rfc3339.format(t) end
+  if type(t) == "string" then return t end -- already given its form
+  return null
+end
+M.time = time
+
+local function opt(v)
+  if v == nil then return null end
+  return v
+end
+
+-- An object: none, an empty table (of either kind) or json.null is {}.
+local function object(v)
+  if type(v) ~= "table" or next(v) == nil then return {} end
+  return v
+end
+
+local function steps_count(doc)
+  local list = type(doc) == "table" and doc.steps
+  return type(list) == "table" and #list or 0
+end
+
+-- config(c) -> the API's config
+function M.config(c)
+  return {
+    id = c.id, name = c.name, description = opt(c.description), strategy = c.strategy,
+    steps = c.steps, steps_count = steps_count(c.steps), metadata = object(c.metadata),
+    tenant_id = opt(c.tenant_id), owner_id = opt(c.owner_id), updated_by = opt(c.updated_by),
+    is_global = c.tenant_id == nil, is_active = c.is_active == true, version = c.version,
+    created_at = time(c.created_at), updated_at = time(c.updated_at),
+  }
+end
+
+-- config_version(v) -> an earlier version of a config
+function M.config_version(v)
+  return {
+    id = v.id, version = v.version, name = v.name, description = opt(v.description), strategy = v.strategy,
+    steps = v.steps, steps_count = steps_count(v.steps), metadata = object(v.metadata),
+    created_at = time(v.created_at), created_by = opt(v.created_by),
+  }
+end
+
+local function metrics(m)
+  m = m or {}
+  return { latency_ms = opt(m.latency_ms), tokens = m.tokens or 0, cost = m.cost or 0 }
+end
+
+-- summary(r) -> an execution in a list
+function M.summary(r)
+  return {
+    id = r.id, trace_id = r.trace_id, config = r.config, config_id = opt(r.config_id),
+    config_version = opt(r.config_version), strategy = opt(r.strategy), status = r.status,
+    error = opt(r.error), user_id = opt(r.user_id), tenant_id = opt(r.tenant_id),
+    session_id = opt(r.session_id), metadata = object(r.metadata),
+    created_at = time(r.created_at), started_at = time(r.started_at), paused_at = time(r.paused_at),
+    finished_at = time(r.finished_at), metrics = metrics(r.metrics),
+  }
+end
+
+-- step(s) -> a step run of an execution record
+function M.step(s)
+  return {
+    id = s.id, name = opt(s.name), agent = s.agent, agent_version = opt(s.agent_version), status = s.status,
+    attempts = s.attempts or 0, latency_ms = opt(s.latency_ms), error = opt(s.error), reason = opt(s.reason),
+    input = opt(s.input), output = opt(s.output), output_truncated = s.output_truncated == true,
+    tokens = s.tokens or 0, cost = s.cost or 0, answered_by = opt(s.answered_by), approval = opt(s.approval),
+    compensation = opt(s.compensation), cached = s.cached == true, cached_from = opt(s.cached_from),
+    rate_wait_ms = opt(s.rate_wait_ms), dynamic = s.dynamic == true, parent = opt(s.parent),
+    item_index = opt(s.item_index), started_at = time(s.started_at), finished_at = time(s.finished_at),
+  }
+end
+
+-- execution(r) -> an execution record with every step
+function M.execution(r)
+  local out = M.summary(r)
+  out.strategy_version = opt(r.strategy_version)
+  out.input, out.output = object(r.input), opt(r.output)
+  out.answered_by, out.consensus = opt(r.answered_by), opt(r.consensus)
+  out.node_id, out.claims = opt(r.node_id), r.claims or 0
+  local steps = json.array()
+  for i, s in ipairs(r.steps or {}) do steps[i] = M.step(s) end
+  out.steps = steps
+  return out
+end
+
+-- list(items, fn) -> the items in their API form (an array, [] when none)
+function M.list(items, fn)
+  local out = json.array()
+  for i, x in ipairs(items) do out[i] = fn(x) end
+  return out
+end
+
+-- stats(st) -> the overview numbers with their times (st is the store's
+-- fresh answer: changed in place)
+function M.stats(st)
+  st.since, st["until"] = time(st.since), time(st["until"])
+  for _, p in ipairs(st.per_minute or {}) do p.at = time(p.at) end
+  return st
+end
+
+-- event(e) -> a copy of an engine event with its time ("at") in the API's
+-- form. The engine's event is shared (history, the Redis bridge, other
+-- subscribers): it is not changed.
+function M.event(e)
+  local out = {}
+  for k, v in pairs(e) do out[k] = v end
+  if e.at ~= nil then out.at = time(e.at) end
+  return out
+end
+
+-- The fields of each shape (for the OpenAPI document and the specs).
+M.FIELDS = {
+  Config = { "id", "name", "description", "strategy", "steps", "steps_count", "metadata", "tenant_id", "owner_id",
+    "updated_by", "is_global", "is_active", "version", "created_at", "updated_at" },
+  ConfigVersion = { "id", "version", "name", "description", "strategy", "steps", "steps_count", "metadata",
+    "created_at", "created_by" },
+  ExecutionSummary = { "id", "trace_id", "config", "config_id", "config_version", "strategy", "status", "error",
+    "user_id", "tenant_id", "session_id", "metadata", "created_at", "started_at", "paused_at", "finished_at",
+    "metrics" },
+  ExecutionExtra = { "strategy_version", "input", "output", "answered_by", "consensus", "node_id", "claims", "steps" },
+  StepRun = { "id", "name", "agent", "agent_version", "status", "attempts", "latency_ms", "error", "reason", "input",
+    "output", "output_truncated", "tokens", "cost", "answered_by", "approval", "compensation", "cached",
+    "cached_from", "rate_wait_ms", "dynamic", "parent", "item_index", "started_at", "finished_at" },
+}
+
+return M
