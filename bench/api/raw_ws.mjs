@@ -106,6 +106,3 @@ export class RawWebSocket {
     if (this.onclose) this.onclose({ code });
   }
 }
-const CLIENT = process.env.WS_CLIENT === "raw" ? "raw" : "builtin";
-const WS = CLIENT === "raw" ? RawWebSocket : globalThis.WebSocket;
-

@@ -40,6 +40,9 @@ function serverCpuMs() {
 const cpuMs = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; };
 const problems = [];
 
+const CLIENT = process.env.WS_CLIENT === "raw" ? "raw" : "builtin";
+const WS = CLIENT === "raw" ? RawWebSocket : globalThis.WebSocket;
+
 function out(obj) {
   process.stdout.write(JSON.stringify(obj) + "\n");
 }
