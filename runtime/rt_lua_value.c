@@ -3,7 +3,7 @@
  * that they are JSON at all, and whether any string would be refused by
  * the stores (NUL, malformed UTF-8).
  *
- * native.value_check(v, max_bytes, max_depth) -> bytes, bad_strings
+ * native.value_check(v, max_bytes, max_depth [, seen]) -> bytes, bad_strings
  *     | nil, kind, message
  *   bytes: about what v takes as JSON (each occurrence of a table shared
  *   by reference counted again, as an encoder would write it); the walk
@@ -11,12 +11,18 @@
  *   max_bytes however v was built. bad_strings: strings (keys too) with
  *   a NUL byte or malformed UTF-8. kind: "too_large" | "too_deep" |
  *   "not_json"; message names the path ("items[3].name", 0-based).
+ *   seen: a table (weak keys) of tables checked before, to their size
+ *   and nesting: met anywhere in v, they count without being walked
+ *   again (a step's output that carries its dependencies' outputs costs
+ *   its own part only); v goes in when it is a table that needed no
+ *   repair. A table changed after it was checked keeps its old figures.
  * native.utf8_repair(s) -> s with NUL and malformed bytes as U+FFFD (s
  *   itself when nothing needed repair). */
 #include "rt_lua_value.h"
 
 #include <lauxlib.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,8 +34,10 @@
 typedef struct {
     double bytes, max_bytes;
     int max_depth, bad, kind, top;
+    int seen;         /* stack index of the seen table, 0: none */
+    const char *what; /* for not_json: the type */
+    /* Last: only the fields above are cleared before a walk. */
     int key_at[RT_VALUE_MAX_DEPTH + 1]; /* stack index of each level's key */
-    const char *what;                   /* for not_json: the type */
 } vc_t;
 
 enum { VC_OK, VC_TOO_LARGE, VC_TOO_DEEP, VC_NOT_JSON };
@@ -44,9 +52,15 @@ static int vc_string(vc_t *c, lua_State *L, int idx)
     return VC_OK;
 }
 
-static int vc_walk(vc_t *c, lua_State *L, int idx, int depth)
+/* seen[t] packs a checked table's size and nesting height. */
+#define VC_HEIGHT 1024.0
+
+/* vc_walk: *height is the nesting below idx (0 for a scalar, 1 for a
+ * table of scalars...). */
+static int vc_walk(vc_t *c, lua_State *L, int idx, int depth, int *height)
 {
-    int t = lua_type(L, idx), rc;
+    int t = lua_type(L, idx), rc, h, sub;
+    *height = 0;
     switch (t) {
     case LUA_TNIL:
         c->bytes += 4;
@@ -83,6 +97,24 @@ static int vc_walk(vc_t *c, lua_State *L, int idx, int depth)
             c->what = "a structure too deep for the stack";
             return VC_NOT_JSON;
         }
+        if (c->seen) {
+            lua_pushvalue(L, idx);
+            lua_rawget(L, c->seen);
+            if (lua_type(L, -1) == LUA_TNUMBER) {
+                double p = lua_tonumber(L, -1);
+                double hh = fmod(p, VC_HEIGHT);
+                lua_pop(L, 1);
+                /* Too deep here: walked, for the error's path. */
+                if (depth + (int)hh <= c->max_depth) {
+                    c->bytes += (p - hh) / VC_HEIGHT;
+                    *height = (int)hh;
+                    break;
+                }
+            } else {
+                lua_pop(L, 1);
+            }
+        }
+        h = 0;
         c->bytes += 2;
         lua_pushnil(L);
         while (lua_next(L, idx) != 0) {
@@ -109,12 +141,15 @@ static int vc_walk(vc_t *c, lua_State *L, int idx, int depth)
                 lua_pop(L, 2);
                 return VC_TOO_LARGE;
             }
-            rc = vc_walk(c, L, lua_gettop(L), depth + 1);
+            rc = vc_walk(c, L, lua_gettop(L), depth + 1, &sub);
             if (rc != VC_OK)
                 return rc; /* the stack keeps the path */
+            if (sub > h)
+                h = sub;
             lua_pop(L, 1);
         }
         c->top = depth;
+        *height = h + 1;
         break;
     default:
         c->what = lua_typename(L, t);
@@ -153,27 +188,33 @@ static void vc_push_path(vc_t *c, lua_State *L)
 
 static int l_value_check(lua_State *L)
 {
-    vc_t *c;
-    int rc, base;
+    /* On the C stack (~4 KB: the key stack): a check is often made on
+     * every step's output, a malloc and a clear of it each time cost more
+     * than a small walk. Only the header is cleared. */
+    vc_t cs, *c = &cs;
+    int rc, base, height;
     double max_bytes = luaL_checknumber(L, 2);
     int max_depth = (int)luaL_checkinteger(L, 3);
     if (max_depth < 1 || max_depth > RT_VALUE_MAX_DEPTH)
         return luaL_error(L, "value_check: max_depth must be 1..%d",
                           RT_VALUE_MAX_DEPTH);
-    c = malloc(sizeof *c);
-    if (c == NULL)
-        return luaL_error(L, "out of memory");
-    memset(c, 0, sizeof *c);
+    memset(c, 0, offsetof(vc_t, key_at));
     c->max_bytes = max_bytes;
     c->max_depth = max_depth;
-    lua_settop(L, 1);
+    if (lua_istable(L, 4))
+        c->seen = 4;
+    lua_settop(L, c->seen ? 4 : 1);
     base = lua_gettop(L);
-    rc = vc_walk(c, L, 1, 0);
+    rc = vc_walk(c, L, 1, 0, &height);
     if (rc == VC_OK) {
         lua_settop(L, base);
+        if (c->seen && c->bad == 0 && lua_istable(L, 1)) {
+            lua_pushvalue(L, 1);
+            lua_pushnumber(L, c->bytes * VC_HEIGHT + height);
+            lua_rawset(L, c->seen);
+        }
         lua_pushnumber(L, c->bytes);
         lua_pushinteger(L, c->bad);
-        free(c);
         return 2;
     }
     vc_push_path(c, L);
@@ -200,7 +241,6 @@ static int l_value_check(lua_State *L)
             break;
         }
     }
-    free(c);
     return 3;
 }
 

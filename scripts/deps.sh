@@ -21,9 +21,10 @@ if [ "${1:-}" = "--services" ]; then
   # nginx + openssl: TLS in front of the fake Workload Scheduler (the tws
   # agent's CA-file path, spec/02-integration/20-tws/tls_spec.lua);
   # jq: the log spec follows a trace id the way docs/DESIGN.md tells operators;
-  # prometheus: its promtool checks what /metrics serves (metrics_spec).
+  # prometheus: its promtool checks what /metrics serves (metrics_spec);
+  # lua-check: luacheck over every Lua file (.luacheckrc).
   CHORUS_PACKAGES+=(postgresql redis-server curl procps clang libclang-rt-14-dev
-    clang-format systemd adduser chromium nginx openssl jq prometheus)
+    clang-format systemd adduser chromium nginx openssl jq prometheus lua-check)
 fi
 if [ "${1:-}" = "--demo" ]; then
   CHORUS_PACKAGES+=(postgresql)

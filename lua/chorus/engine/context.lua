@@ -72,6 +72,18 @@ end
 -- it is; a table that is not one of the config's steps is a step started
 -- at run time, checked and added to the execution (the same id again
 -- gives the same step: a resumed strategy replays it).
+-- A new step, checked and added (a function of its own: the closure it
+-- makes would keep dynamic(), which runs for every step, from being
+-- compiled: LuaJIT's NYI UCLO).
+local function add_dynamic(exec, step)
+  local s, err = validate.dynamic_step(step, exec.registry, {
+    step_of = function(id) return exec:step_of(id) end, settings = exec.config.settings })
+  if not s then return nil, err end
+  local sr, aerr = exec:add_step(s)
+  if not sr then return nil, aerr end
+  return exec:step_of(s.id)
+end
+
 local function dynamic(exec, step)
   if type(step) ~= "table" then
     return nil, "run_step: a step must be a table, got " .. type(step)
@@ -79,12 +91,7 @@ local function dynamic(exec, step)
   if type(step.id) == "string" and exec.steps_by_id[step.id] == step then return step end
   local existing = type(step.id) == "string" and exec:is_dynamic(step.id) and exec:step_of(step.id)
   if existing then return existing end
-  local s, err = validate.dynamic_step(step, exec.registry, {
-    step_of = function(id) return exec:step_of(id) end, settings = exec.config.settings })
-  if not s then return nil, err end
-  local sr, aerr = exec:add_step(s)
-  if not sr then return nil, aerr end
-  return exec:step_of(s.id)
+  return add_dynamic(exec, step)
 end
 
 function Ctx:run_step(step, overrides)

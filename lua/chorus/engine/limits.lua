@@ -61,10 +61,15 @@ M.human = human
 local repair = json.repair
 M.repair = repair
 
+-- Tables checked already (weak keys): a step's output that carries its
+-- dependencies' outputs (an agent that returns its input) is walked for
+-- its own part only, not again for theirs at every step.
+local seen = setmetatable({}, { __mode = "k" })
+
 -- check(v, max_bytes) -> v (repaired if needed), bytes, repaired | nil, kind, message
 -- kind: "too_large" | "too_deep" | "not_json"
 function M.check(v, max_bytes)
-  local bytes, bad, msg = value_check(v, max_bytes, M.MAX_DEPTH)
+  local bytes, bad, msg = value_check(v, max_bytes, M.MAX_DEPTH, seen)
   if not bytes then return nil, bad, msg end
   if bad > 0 then return repair(v), bytes, true end
   return v, bytes, false

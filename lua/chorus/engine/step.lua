@@ -82,6 +82,16 @@ local M = {}
 -- double it at every step.
 local alias_mts = setmetatable({}, { __mode = "k" })
 
+-- The closure is made in a function of its own: one that makes a
+-- closure and returns early cannot be compiled (LuaJIT: NYI UCLO), and
+-- alias_mt runs for every step.
+local function aliases(names)
+  return { __index = function(t, k)
+    local real = names[k]
+    if real then return rawget(t, real) end
+  end }
+end
+
 local function alias_mt(exec, step)
   local mt = alias_mts[step]
   if mt ~= nil then return mt end
@@ -90,10 +100,7 @@ local function alias_mt(exec, step)
     local key = exec:step_of(dep_id).output_key
     if key then names["dep_" .. dep_id], any = key, true end
   end
-  mt = any and { __index = function(t, k)
-    local real = names[k]
-    if real then return rawget(t, real) end
-  end } or false
+  mt = any and aliases(names) or false
   alias_mts[step] = mt
   return mt
 end
