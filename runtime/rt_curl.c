@@ -35,6 +35,10 @@
  * idle ones are closed after curl's CURLOPT_MAXAGE_CONN (118 s) or when
  * the server drops them. */
 #define RT_CURL_MAX_IDLE 1024
+/* Easy handles kept between requests (see struct rt_curl): enough for
+ * the requests that end in one loop turn of a busy node; each is a few
+ * KB plus its transfer buffers. */
+#define RT_CURL_IDLE_EASY 64
 /* Limit on the response header block: curl bounds each header line but
  * not their number. */
 #define RT_CURL_MAX_HEADER_BYTES (256 * 1024)
@@ -57,6 +61,11 @@ struct rt_curl {
     size_t active;         /* length of reqs */
     size_t nfailed;        /* requests whose socket could not be polled */
     int closing;           /* rt_curl_close runs: ignore curl callbacks */
+    /* Easy handles of ended requests, reset, for the next ones: a new
+     * handle costs its allocations (the handle, its transfer buffers)
+     * and their frees on every request. */
+    CURL *idle[RT_CURL_IDLE_EASY];
+    size_t nidle;
 };
 
 /* A socket curl asked us to watch. Freed by its handle's close callback. */
@@ -505,10 +514,28 @@ static void deliver(rt_curl_t *c)
     }
 }
 
+/* An easy handle for a new request: an idle one, or a new one. */
+static CURL *easy_get(rt_curl_t *c)
+{
+    return c->nidle > 0 ? c->idle[--c->nidle] : curl_easy_init();
+}
+
+/* An easy handle out of the multi: kept for the next request with none
+ * of this one's options (curl_easy_reset), or freed. */
+static void easy_put(rt_curl_t *c, CURL *e)
+{
+    if (c->closing || c->nidle == RT_CURL_IDLE_EASY) {
+        curl_easy_cleanup(e);
+        return;
+    }
+    curl_easy_reset(e);
+    c->idle[c->nidle++] = e;
+}
+
 /* Frees a request that is no longer in the multi nor in the list. */
 static void req_free(rt_curl_req_t *r)
 {
-    curl_easy_cleanup(r->easy);
+    easy_put(r->c, r->easy);
     curl_slist_free_all(r->hdrs);
     free(r->body);
     free(r->hbuf);
@@ -902,7 +929,7 @@ static int start(rt_curl_t *c, const rt_curl_opts_t *o, rt_curl_done_cb cb,
         free(r);
         return rc;
     }
-    e = r->easy = curl_easy_init();
+    e = r->easy = easy_get(c);
     if (e == NULL)
         goto fail_easy;
     r->c = c;
@@ -1136,6 +1163,8 @@ void rt_curl_close(rt_curl_t *c)
         rt_curl_abort(c->reqs);
     while (c->ended != NULL)
         rt_curl_abort(c->ended);
+    while (c->nidle > 0)
+        curl_easy_cleanup(c->idle[--c->nidle]);
     /* Stop polling before curl closes the pooled sockets. */
     while (c->socks != NULL)
         sock_close(c, c->socks);
