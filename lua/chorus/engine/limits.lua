@@ -61,14 +61,21 @@ M.human = human
 local repair = json.repair
 M.repair = repair
 
--- Tables checked already (weak keys): a step's output that carries its
--- dependencies' outputs (an agent that returns its input) is walked for
--- its own part only, not again for theirs at every step.
-local seen = setmetatable({}, { __mode = "k" })
+-- Tables checked lately (weak keys; a check adds the value it checked):
+-- a step's output that carries its dependencies' outputs (an agent that
+-- returns its input) is walked for its own part only, not again for
+-- theirs at every step. A new table every SEEN_SPAN checks: a weak table
+-- keeps the size it grew to, and every collection cycle walks it (a
+-- table of every output since start made the engine's heap, and each
+-- cycle, a fifth larger); a chain pays one full walk per span.
+local SEEN_SPAN = 256
+local seen, seen_n = setmetatable({}, { __mode = "k" }), 0
 
 -- check(v, max_bytes) -> v (repaired if needed), bytes, repaired | nil, kind, message
 -- kind: "too_large" | "too_deep" | "not_json"
 function M.check(v, max_bytes)
+  seen_n = seen_n + 1
+  if seen_n > SEEN_SPAN then seen, seen_n = setmetatable({}, { __mode = "k" }), 1 end
   local bytes, bad, msg = value_check(v, max_bytes, M.MAX_DEPTH, seen)
   if not bytes then return nil, bad, msg end
   if bad > 0 then return repair(v), bytes, true end
