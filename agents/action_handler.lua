@@ -7,7 +7,9 @@
 -- is true, and validation says so.
 -- Output: the tws agent's action shape (action, job, before, after,
 -- new_job_id, approved_by, message; docs/agents.md).
-local handler = require "chorus.handler"
+-- Loaded when first called (chorus.lazy): a node loads every agent at start.
+local lazy = require "chorus.lazy"
+local handler = lazy "chorus.handler"
 
 local ACTIONS = { "rerun", "hold", "release", "cancel", "kill" }
 

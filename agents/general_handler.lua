@@ -4,7 +4,9 @@
 -- system prompt below (edit it here: the file hot-reloads; or set
 -- params.system per step).
 -- Output: {response, finish_reason}; docs/agents.md.
-local handler = require "chorus.handler"
+-- Loaded when first called (chorus.lazy): a node loads every agent at start.
+local lazy = require "chorus.lazy"
+local handler = lazy "chorus.handler"
 
 local SYSTEM = [[
 You are the assistant of a team that runs IBM Workload Scheduler (HCL Workload Automation)

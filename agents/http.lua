@@ -5,7 +5,9 @@
 -- the expected statuses; JSON is decoded and `extract` picks a value out
 -- of it. 429 and 5xx may be retried (Retry-After is honoured). The work
 -- is in lua/chorus/http/call.lua; docs/agents.md has the reference.
-local call = require "chorus.http.call"
+-- Loaded when first called (chorus.lazy): a node loads every agent at start.
+local lazy = require "chorus.lazy"
+local call = lazy "chorus.http.call"
 
 local STATUS = { type = { "integer", "string" } }
 

@@ -4,9 +4,11 @@
 -- embeddings model is configured. The knowledge base is loaded with
 -- `chorus kb import DIR --db URL`; the agent uses the process's database
 -- (--db / DATABASE_URL). Params and output: docs/agents.md ("kb").
-local resources = require "chorus.run.resources"
-local search = require "chorus.kb.search"
-local embeddings = require "chorus.kb.embeddings"
+-- Loaded when first called (chorus.lazy): a node loads every agent at start.
+local lazy = require "chorus.lazy"
+local resources = lazy "chorus.run.resources"
+local search = lazy "chorus.kb.search"
+local embeddings = lazy "chorus.kb.embeddings"
 local template = require "chorus.template"
 local json = require "chorus.json"
 

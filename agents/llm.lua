@@ -7,9 +7,11 @@
 -- CHORUS_LLM_MODEL, OPENAI_API_KEY); the key only ever from the
 -- environment. The work is in lua/chorus/llm/ (chat.lua); docs/agents.md
 -- has the reference.
-local chat = require "chorus.llm.chat"
+-- Loaded when first called (chorus.lazy): a node loads every agent at start.
+local lazy = require "chorus.lazy"
+local chat = lazy "chorus.llm.chat"
 local template = require "chorus.template"
-local http_call = require "chorus.http.call"
+local http_call = lazy "chorus.http.call"
 
 local ENV_NAME = "^[%a_][%w_]*$"
 

@@ -5,7 +5,9 @@
 -- override them per step with params.llm.system / params.llm.prompt.
 -- Output: {job, summary, findings = [{line, text, meaning}], log =
 -- {total_bytes, returned_bytes, truncated}}; docs/agents.md.
-local handler = require "chorus.handler"
+-- Loaded when first called (chorus.lazy): a node loads every agent at start.
+local lazy = require "chorus.lazy"
+local handler = lazy "chorus.handler"
 local json = require "chorus.json"
 
 local SYSTEM = [[

@@ -6,7 +6,9 @@
 -- log analysis' summary when the step depends on one.
 -- Output: the kb agent's shape (query, results = [{rank, title, snippet,
 -- score, document...}], count...; docs/agents.md).
-local handler = require "chorus.handler"
+-- Loaded when first called (chorus.lazy): a node loads every agent at start.
+local lazy = require "chorus.lazy"
+local handler = lazy "chorus.handler"
 local json = require "chorus.json"
 
 local type, pairs, tostring = type, pairs, tostring

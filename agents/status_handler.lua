@@ -3,7 +3,9 @@
 -- the execution input's job_name unless params.job says otherwise.
 -- Output: the tws agent's status shape (job_name, job_stream, workstation,
 -- status, internal_status, return_code, times...; docs/agents.md).
-local handler = require "chorus.handler"
+-- Loaded when first called (chorus.lazy): a node loads every agent at start.
+local lazy = require "chorus.lazy"
+local handler = lazy "chorus.handler"
 
 local TWS = { type = "object", additional = true,
   description = "more params for the tws agent: url, url_env, user_env, password_env, ca_file, timeout_ms..." }

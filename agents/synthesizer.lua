@@ -6,7 +6,9 @@
 -- params.llm.prompt ({{question}} and {{context}} are filled in).
 -- Output: {answer, sources = [{ref, title, document, chunk_id, score}]}
 -- (sources: the knowledge-base passages the prompt numbered); docs/agents.md.
-local handler = require "chorus.handler"
+-- Loaded when first called (chorus.lazy): a node loads every agent at start.
+local lazy = require "chorus.lazy"
+local handler = lazy "chorus.handler"
 
 local SYSTEM = [[
 You are the on-call assistant of a team that runs IBM Workload Scheduler.

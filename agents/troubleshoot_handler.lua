@@ -9,7 +9,9 @@
 -- Output: {summary, causes = [{cause, likelihood, evidence}],
 -- recommendations = [{rank, action, rationale}] (rank 1 first), sources};
 -- docs/agents.md.
-local handler = require "chorus.handler"
+-- Loaded when first called (chorus.lazy): a node loads every agent at start.
+local lazy = require "chorus.lazy"
+local handler = lazy "chorus.handler"
 local json = require "chorus.json"
 
 local type, tostring, ipairs = type, tostring, ipairs

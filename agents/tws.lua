@@ -9,10 +9,12 @@
 -- run waits for a person) unless the config's settings say
 -- allow_unapproved_actions: true. Checked when the config is validated
 -- and again before the request is sent.
-local client = require "chorus.tws.client"
-local jobmod = require "chorus.tws.job"
+-- Loaded when first called (chorus.lazy): a node loads every agent at start.
+local lazy = require "chorus.lazy"
+local client = lazy "chorus.tws.client"
+local jobmod = lazy "chorus.tws.job"
 local template = require "chorus.template"
-local text = require "chorus.text"
+local text = lazy "chorus.text"
 local json = require "chorus.json"
 local sched = require "chorus.sched"
 

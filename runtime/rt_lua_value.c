@@ -14,8 +14,9 @@
  *   seen: a table (weak keys) of tables checked before, to their size
  *   and nesting: met anywhere in v, they count without being walked
  *   again (a step's output that carries its dependencies' outputs costs
- *   its own part only); v goes in when it is a table that needed no
- *   repair. A table changed after it was checked keeps its old figures.
+ *   its own part only); v goes in when it is a table of 4 KB or more as
+ *   JSON that needed no repair. A table changed after it was checked
+ *   keeps its old figures.
  * native.utf8_repair(s) -> s with NUL and malformed bytes as U+FFFD (s
  *   itself when nothing needed repair). */
 #include "rt_lua_value.h"
@@ -54,6 +55,11 @@ static int vc_string(vc_t *c, lua_State *L, int idx)
 
 /* seen[t] packs a checked table's size and nesting height. */
 #define VC_HEIGHT 1024.0
+/* Only values this large go into seen: a smaller one costs less to walk
+ * again than to remember (an insert in a weak table the collector clears,
+ * a look-up per nested table while seen is not empty), and a walk that
+ * meets no remembered table stays under this size plus its own part. */
+#define RT_VALUE_SEEN_MIN_BYTES 4096.0
 
 /* vc_walk: *height is the nesting below idx (0 for a scalar, 1 for a
  * table of scalars...). */
@@ -201,17 +207,24 @@ static int l_value_check(lua_State *L)
     memset(c, 0, offsetof(vc_t, key_at));
     c->max_bytes = max_bytes;
     c->max_depth = max_depth;
-    if (lua_istable(L, 4))
-        c->seen = 4;
-    lua_settop(L, c->seen ? 4 : 1);
+    /* An empty seen table is no table: nothing to look up per table. */
+    if (lua_istable(L, 4)) {
+        lua_pushnil(L);
+        if (lua_next(L, 4) != 0) {
+            lua_pop(L, 2);
+            c->seen = 4;
+        }
+    }
+    lua_settop(L, 4);
     base = lua_gettop(L);
     rc = vc_walk(c, L, 1, 0, &height);
     if (rc == VC_OK) {
         lua_settop(L, base);
-        if (c->seen && c->bad == 0 && lua_istable(L, 1)) {
+        if (lua_istable(L, 4) && c->bad == 0 && lua_istable(L, 1) &&
+            c->bytes >= RT_VALUE_SEEN_MIN_BYTES) {
             lua_pushvalue(L, 1);
             lua_pushnumber(L, c->bytes * VC_HEIGHT + height);
-            lua_rawset(L, c->seen);
+            lua_rawset(L, 4);
         }
         lua_pushnumber(L, c->bytes);
         lua_pushinteger(L, c->bad);

@@ -28,13 +28,15 @@ local function civil(z)
 end
 
 -- A record's times fall within a few seconds of each other: the text up
--- to the second is made once per second (a bounded cache), the
+-- to the second is made once per second (a small cache), the
 -- milliseconds are one of a thousand ready-made endings. A time costs a
 -- lookup and a concatenation, not a string.format (half the time; a
--- record with its steps has ten times).
+-- record with its steps has ten times). The cache starts again past
+-- MAX_CACHED seconds: a server's heap is walked by every collection
+-- cycle, and an hour of seconds kept would be a quarter of it.
 local MS = {}
 for i = 0, 999 do MS[i] = format(".%03dZ", i) end
-local seconds, cached, MAX_CACHED = {}, 0, 4096
+local seconds, cached, MAX_CACHED = {}, 0, 64
 
 local function second(s)
   local days = floor(s / 86400)

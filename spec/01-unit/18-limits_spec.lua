@@ -88,6 +88,31 @@ describe("limits", function()
     assert.is_true(sched.now() - t0 < 5000, "took " .. (sched.now() - t0) .. " ms")
   end)
 
+  -- native.value_check's table of checked values (limits.check passes
+  -- one): a large value met again counts without a walk, with the same
+  -- figures; small ones are not remembered (walking them again is cheaper).
+  it("remembers large checked values, not small ones, and counts them the same", function()
+    local value_check = require("chorus.native").value_check
+    local seen = setmetatable({}, { __mode = "k" })
+    local small = { a = "x", b = { 1, 2, 3 } }
+    local big = { blob = ("y"):rep(5000), list = { 1, 2, { deep = true } } }
+    local n_small = value_check(small, math.huge, 100, seen)
+    assert.is_nil(seen[small])
+    local n_big = value_check(big, math.huge, 100, seen)
+    assert.is_number(seen[big])
+    local outer = { one = big, two = big, small = small }
+    local with = value_check(outer, math.huge, 100, seen)
+    assert.equal(value_check(outer, math.huge, 100), with)
+    assert.is_true(with >= 2 * n_big + n_small)
+    -- nesting is remembered too: too deep still fails, and says where
+    local _, kind, msg = value_check({ { { big } } }, math.huge, 4, seen)
+    assert.equal("too_deep", kind)
+    assert.matches("nested deeper than 4 levels", msg)
+    -- a byte budget still stops at a remembered value
+    local _, k2 = value_check(outer, 2 * n_big, 100, seen)
+    assert.equal("too_large", k2)
+  end)
+
   it("an output over max_output_bytes fails its step (no retry); a config may raise the limit", function()
     local engine = engine_with({ big = 'function(_, ctx) return ("y"):rep(ctx.params.n or 2 * 1048576) end' })
     local exec = h.run(h.flat("sequential", { { id = "s", agent = "big", retry = { max_attempts = 3 } } }), {},

@@ -1,10 +1,11 @@
 -- GET /api/v1/openapi.json: the API's OpenAPI 3.1 document
 -- (chorus.api.openapi). Public: it describes the API, not any tenant's
 -- data, and clients and the admin page read it before they have a key.
--- Encoded once; an ETag lets clients revalidate with If-None-Match.
+-- Encoded once, when first asked for (the document's builder stays out
+-- of a server's heap until then); an ETag lets clients revalidate with
+-- If-None-Match.
 local native = require "chorus.native"
 local json = require "chorus.json"
-local openapi = require "chorus.api.openapi"
 
 local M = {}
 
@@ -12,7 +13,7 @@ local encoded, etag
 
 local function document()
   if not encoded then
-    encoded = assert(json.encode(openapi.document(native.version)))
+    encoded = assert(json.encode(require("chorus.api.openapi").document(native.version)))
     etag = '"' .. native.sha256(encoded):sub(1, 32) .. '"'
   end
   return encoded, etag
