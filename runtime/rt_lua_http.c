@@ -415,6 +415,29 @@ static void fill_headers(lua_State *L, int flat, rt_http_header_t *out,
     }
 }
 
+/* The response headers at index 3 (a table, or none), flattened onto the
+ * stack top and described in *hdrs: small (16 entries) when they fit,
+ * else a malloc'd array the caller frees (hdrs != small). Returns the
+ * count; raises on out of memory. */
+static size_t response_headers(lua_State *L, rt_http_header_t *small,
+                               rt_http_header_t **hdrs)
+{
+    size_t n;
+    int flat;
+    *hdrs = small;
+    if (!lua_istable(L, 3))
+        return 0;
+    n = flatten_headers(L, 3);
+    flat = lua_gettop(L);
+    if (n > 16) {
+        *hdrs = malloc(n * sizeof(**hdrs));
+        if (*hdrs == NULL)
+            luaL_error(L, "out of memory");
+    }
+    fill_headers(L, flat, *hdrs, n);
+    return n;
+}
+
 /* handle:respond(status, headers, body) -> true | nil, "closed" */
 static int m_req_respond(lua_State *L)
 {
@@ -422,7 +445,7 @@ static int m_req_respond(lua_State *L)
     lua_Integer status = luaL_checkinteger(L, 2);
     size_t body_len = 0, n = 0;
     const char *body = NULL, *err = NULL;
-    rt_http_header_t small[16], *hdrs = small;
+    rt_http_header_t small[16], *hdrs;
     int rc;
 
     if (status < 200 || status > 599)
@@ -436,15 +459,7 @@ static int m_req_respond(lua_State *L)
     if (r->streaming)
         return push_fail(L, RT_EANSWERED);
     lua_settop(L, 4);
-    if (lua_istable(L, 3)) {
-        n = flatten_headers(L, 3); /* at index 5 */
-        if (n > 16) {
-            hdrs = malloc(n * sizeof(*hdrs));
-            if (hdrs == NULL)
-                return luaL_error(L, "out of memory");
-        }
-        fill_headers(L, 5, hdrs, n);
-    }
+    n = response_headers(L, small, &hdrs);
     rc = rt_http_req_respond(r->h, (int)status, hdrs, n, body, body_len, &err);
     if (hdrs != small)
         free(hdrs);
@@ -519,9 +534,9 @@ static int m_req_stream(lua_State *L)
 {
     lreq_t *r = lreq_check(L);
     lua_Integer status = luaL_checkinteger(L, 2);
-    size_t n = 0;
+    size_t n;
     const char *err = NULL;
-    rt_http_header_t small[16], *hdrs = small;
+    rt_http_header_t small[16], *hdrs;
     int rc;
 
     if (status < 200 || status > 599)
@@ -533,15 +548,7 @@ static int m_req_stream(lua_State *L)
     if (r->streaming)
         return push_fail(L, RT_EANSWERED);
     lua_settop(L, 3);
-    if (lua_istable(L, 3)) {
-        n = flatten_headers(L, 3); /* at index 4 */
-        if (n > 16) {
-            hdrs = malloc(n * sizeof(*hdrs));
-            if (hdrs == NULL)
-                return luaL_error(L, "out of memory");
-        }
-        fill_headers(L, 4, hdrs, n);
-    }
+    n = response_headers(L, small, &hdrs);
     rc = rt_http_req_stream(r->h, (int)status, hdrs, n, lstream_event, r, &err);
     if (hdrs != small)
         free(hdrs);

@@ -139,6 +139,11 @@ local function handler(req)
     while ws:receive(2000) do n = n + 1 end
     probe["lazy_" .. req.query] = n
     return
+  elseif p == "/many-headers" then
+    -- More headers than the binding's stack array holds (16)
+    local hs = {}
+    for i = 1, 20 do hs["x-h" .. i] = tostring(i) end
+    return 200, hs, "many"
   elseif p == "/not-ws" then
     local ws, err = req:websocket()
     return 400, nil, tostring(ws) .. " " .. tostring(err)
@@ -181,6 +186,13 @@ describe("chorus.http.server", function()
     assert.equal(200, r.status)
     assert.truthy(out:find("x-multi: a\r\n", 1, true))
     assert.truthy(out:find("x-multi: b\r\n", 1, true))
+  end)
+
+  it("sends more headers than fit the binding's stack array", function()
+    local r = assert(curl(srv, "/many-headers"))
+    assert.equal(200, r.status)
+    assert.equal("many", r.body)
+    for i = 1, 20 do assert.equal(tostring(i), r.headers["x-h" .. i]) end
   end)
 
   it("gives the handler method, path, query, headers, body and peer", function()
