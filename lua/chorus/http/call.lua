@@ -136,6 +136,9 @@ local function describe_expected(expected)
   return table.concat(t, ", ")
 end
 
+-- failed(ctx, tp, msg, info) -> nil, msg, info: a failed attempt logged
+-- with its trace ids (timeouts and cancels are the step's to tell); the
+-- llm agent's requests end the same way.
 local function failed(ctx, tp, msg, info)
   if msg ~= "timeout" and msg ~= "cancelled" then
     log.warn_with({ trace_id = ctx.trace_id, execution_id = ctx.execution_id, step_id = ctx.step_id,
@@ -144,6 +147,7 @@ local function failed(ctx, tp, msg, info)
   end
   return nil, msg, info
 end
+M.failed = failed
 
 function M.call(input, ctx, params)
   local secrets = {}

@@ -146,14 +146,7 @@ local function output_of(params, text, finish)
 end
 
 -- Logs a failed attempt with its trace ids, and returns it.
-local function failed(ctx, tp, msg, info)
-  if msg ~= "timeout" and msg ~= "cancelled" then
-    log.warn_with({ trace_id = ctx.trace_id, execution_id = ctx.execution_id, step_id = ctx.step_id,
-      attempt = ctx.attempt, traceparent = tp }, "%s (step %s attempt %d, trace %s, traceparent %s)", msg,
-      tostring(ctx.step_id), ctx.attempt or 0, tostring(ctx.trace_id), tp)
-  end
-  return nil, msg, info
-end
+local failed = http_call.failed
 
 -- The start of messages about a request to url (credentials and query
 -- left out); only built when something failed.
