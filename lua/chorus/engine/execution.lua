@@ -62,31 +62,35 @@ local OPTIONAL = { "auto_approve", "keep_inputs", "config_id", "config_version",
 -- opts.input_bytes: the input's size as chorus.engine.limits measured it at the
 -- door (exec.bytes: what the execution holds, outputs added as they come).
 
--- new(opts) -> execution (not started)
--- opts: config (validated, normalized), input, registry (pinned snapshot),
--- store, bus, auto_approve, keep_inputs (record each step's input), id,
--- trace_id, config_id, config_version, user_id, tenant_id, callback_url
--- (a webhook of its own, see chorus.run.callbacks), session_id, metadata.
--- Fields that most executions never use are set only when given.
-function M.new(opts)
-  local cfg = opts.config
+-- create(cfg, input, registry, store, bus [, opts]) -> execution (not
+-- started). cfg: validated, normalized; registry: the pinned snapshot.
+-- opts (read, not kept): auto_approve, keep_inputs (record each step's
+-- input), id, trace_id, config_id, config_version, user_id, tenant_id,
+-- callback_url (a webhook of its own, see chorus.run.callbacks),
+-- session_id, metadata, input_bytes. Fields that most executions never
+-- use are set only when given. The caller's own options table is read
+-- as it is: no table of options is made per execution.
+function M.create(cfg, input, registry, store, bus, opts)
   local exec = setmetatable({
-    id = opts.id or native.uuid(),
-    trace_id = opts.trace_id or native.uuid(),
+    id = opts and opts.id or native.uuid(),
+    trace_id = opts and opts.trace_id or native.uuid(),
     status = "pending",
-    input = opts.input or {},
-    registry = opts.registry,
-    store = opts.store,
-    bus = opts.bus,
+    input = input or {},
+    registry = registry,
+    store = store,
+    bus = bus,
     created_at = time(),
     steps = {},               -- step runs, declaration order (run_of(id))
     effective = {},           -- step id -> output dependents see
   }, class_of(cfg))
-  for i = 1, #OPTIONAL do
-    local k = OPTIONAL[i]
-    if opts[k] ~= nil then exec[k] = opts[k] end
+  if opts then
+    for i = 1, #OPTIONAL do
+      local k = OPTIONAL[i]
+      local v = opts[k]
+      if v ~= nil then exec[k] = v end
+    end
+    if opts.input_bytes then exec.bytes = opts.input_bytes end
   end
-  if opts.input_bytes then exec.bytes = opts.input_bytes end
   local steps = exec.steps
   for i, step in ipairs(cfg.steps) do
     -- A step run holds what happens to the step; what the step is (name,
@@ -97,6 +101,12 @@ function M.new(opts)
     steps[i] = { id = step.id, status = "pending", attempts = 0 }
   end
   return exec
+end
+
+-- new(opts) -> execution (not started): create with opts.config,
+-- opts.input, opts.registry, opts.store and opts.bus.
+function M.new(opts)
+  return M.create(opts.config, opts.input, opts.registry, opts.store, opts.bus, opts)
 end
 
 -- run_of(step_id) -> the step run of that step (nil for an unknown id).
@@ -601,8 +611,16 @@ end
 -- unless opts.detached) and returns the execution.
 function Execution:start(opts)
   self.store:insert_execution(self)
-  self.task = sched.spawn_with({ detached = opts and opts.detached, timeout_ms = self.config.settings.timeout_ms },
-    body, self)
+  -- The task's options depend on the config alone: made once per config
+  -- (its class), not per execution.
+  local class = getmetatable(self)
+  local key = opts and opts.detached and "_spawn_detached" or "_spawn"
+  local so = rawget(class, key)
+  if not so then
+    so = { detached = key == "_spawn_detached", timeout_ms = self.config.settings.timeout_ms }
+    class[key] = so
+  end
+  self.task = sched.spawn_with(so, body, self)
   self.task:on_done(self._finish, self)
   return self
 end

@@ -66,17 +66,10 @@ end
 
 -- execute(cfg, input, opts) -> a started execution. The execution pins the
 -- registry snapshot current now: a reload later does not affect it.
+-- opts: see chorus.engine.execution's create, and detached (no task
+-- waits for it).
 function Engine:execute(cfg, input, opts)
-  opts = opts or {}
-  local exec = execution.new({
-    config = cfg, input = input, registry = self.registry:snapshot(),
-    store = self.store, bus = self.bus, auto_approve = opts.auto_approve,
-    keep_inputs = opts.keep_inputs, id = opts.id, trace_id = opts.trace_id,
-    config_id = opts.config_id, config_version = opts.config_version,
-    user_id = opts.user_id, tenant_id = opts.tenant_id, input_bytes = opts.input_bytes,
-    callback_url = opts.callback_url, session_id = opts.session_id, metadata = opts.metadata,
-  })
-  return exec:start({ detached = opts.detached })
+  return execution.create(cfg, input, self.registry:snapshot(), self.store, self.bus, opts):start(opts)
 end
 
 function Engine:close()
