@@ -61,13 +61,12 @@ M.human = human
 local repair = json.repair
 M.repair = repair
 
--- Tables checked lately (weak keys; a check adds the value it checked):
--- a step's output that carries its dependencies' outputs (an agent that
--- returns its input) is walked for its own part only, not again for
--- theirs at every step. A new table every SEEN_SPAN checks: a weak table
--- keeps the size it grew to, and every collection cycle walks it (a
--- table of every output since start made the engine's heap, and each
--- cycle, a fifth larger); a chain pays one full walk per span.
+-- Tables checked lately (weak keys; native.value_check adds a checked
+-- value of 4 KB or more): a step's output that carries its dependencies'
+-- outputs (an agent that returns its input) is walked for its own part
+-- only, not again for theirs at every step. A new table every SEEN_SPAN
+-- checks: a weak table keeps the size it grew to, and every collection
+-- cycle walks it; a chain pays one full walk per span.
 local SEEN_SPAN = 256
 local seen, seen_n = setmetatable({}, { __mode = "k" }), 0
 
