@@ -33,7 +33,7 @@ end
 -- lookup and a concatenation, not a string.format (half the time; a
 -- record with its steps has ten times). The cache starts again past
 -- MAX_CACHED seconds: a server's heap is walked by every collection
--- cycle, and an hour of seconds kept would be a quarter of it.
+-- cycle, and an hour of seconds kept (~300 KB) would be a fifth of it.
 local MS = {}
 for i = 0, 999 do MS[i] = format(".%03dZ", i) end
 local seconds, cached, MAX_CACHED = {}, 0, 64
