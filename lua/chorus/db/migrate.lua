@@ -94,12 +94,21 @@ local function apply(c, path, book_sql, ...)
   return c:query("COMMIT")
 end
 
-function M.status(pool, dir)
+-- with_applied(pool, dir, fn) -> fn(c, list, done): the migrations of
+-- dir and those the database has applied, read under the migration lock
+-- (status, up and down all start here).
+local function with_applied(pool, dir, fn)
   local list, err = M.list(dir)
   if not list then return nil, err end
   return locked(pool, function(c)
     local done, aerr = applied(c)
     if not done then return nil, aerr end
+    return fn(c, list, done)
+  end)
+end
+
+function M.status(pool, dir)
+  return with_applied(pool, dir, function(_, list, done)
     local out = {}
     for _, m in ipairs(list) do
       out[#out + 1] = { version = m.version, name = m.name, applied_at = done[m.version] and done[m.version].at }
@@ -109,11 +118,7 @@ function M.status(pool, dir)
 end
 
 function M.up(pool, dir)
-  local list, err = M.list(dir)
-  if not list then return nil, err end
-  return locked(pool, function(c)
-    local done, aerr = applied(c)
-    if not done then return nil, aerr end
+  return with_applied(pool, dir, function(c, list, done)
     local out = {}
     for _, m in ipairs(list) do
       if not done[m.version] then
@@ -127,13 +132,9 @@ function M.up(pool, dir)
 end
 
 function M.down(pool, n, dir)
-  local list, err = M.list(dir)
-  if not list then return nil, err end
-  local by = {}
-  for _, m in ipairs(list) do by[m.version] = m end
-  return locked(pool, function(c)
-    local done, aerr = applied(c)
-    if not done then return nil, aerr end
+  return with_applied(pool, dir, function(c, list, done)
+    local by = {}
+    for _, m in ipairs(list) do by[m.version] = m end
     local versions = {}
     for v in pairs(done) do versions[#versions + 1] = v end
     table.sort(versions, function(a, b) return a > b end)
