@@ -35,10 +35,16 @@
  * idle ones are closed after curl's CURLOPT_MAXAGE_CONN (118 s) or when
  * the server drops them. */
 #define RT_CURL_MAX_IDLE 1024
-/* Easy handles kept between requests (see struct rt_curl): enough for
- * the requests that end in one loop turn of a busy node; each is a few
- * KB plus its transfer buffers. */
-#define RT_CURL_IDLE_EASY 64
+/* Easy handles kept between requests (see struct rt_curl). A node with
+ * N requests in flight ends and starts about N in one loop turn, so the
+ * pool grows to what the traffic needs (up to RT_CURL_IDLE_EASY_MAX;
+ * with a fixed 64, 100 requests in flight paid a new handle on every
+ * other request), and handles no request took for RT_CURL_IDLE_TRIM_MS
+ * are freed down to RT_CURL_IDLE_EASY_KEEP: each is a few KB plus its
+ * transfer buffers. */
+#define RT_CURL_IDLE_EASY_MAX 1024
+#define RT_CURL_IDLE_EASY_KEEP 16
+#define RT_CURL_IDLE_TRIM_MS 10000
 /* Limit on the response header block: curl bounds each header line but
  * not their number. */
 #define RT_CURL_MAX_HEADER_BYTES (256 * 1024)
@@ -64,8 +70,12 @@ struct rt_curl {
     /* Easy handles of ended requests, reset, for the next ones: a new
      * handle costs its allocations (the handle, its transfer buffers)
      * and their frees on every request. */
-    CURL *idle[RT_CURL_IDLE_EASY];
-    size_t nidle;
+    CURL **idle;
+    size_t nidle, cap_idle;
+    size_t idle_low;     /* fewest idle since idle_since: never needed */
+    uint64_t idle_since; /* loop time the window began */
+    unsigned idle_trim_ms;
+    int env_proxy; /* a proxy variable curl reads was set at start */
 };
 
 /* A socket curl asked us to watch. Freed by its handle's close callback. */
@@ -514,22 +524,68 @@ static void deliver(rt_curl_t *c)
     }
 }
 
+/* Is any variable curl takes a proxy from set (not empty)? curl reads
+ * <scheme>_proxy (and the upper-case one for https) and all_proxy. */
+static int env_proxy_set(void)
+{
+    static const char *const names[] = {"http_proxy",  "HTTP_PROXY",
+                                        "https_proxy", "HTTPS_PROXY",
+                                        "all_proxy",   "ALL_PROXY"};
+    size_t i;
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        const char *v = getenv(names[i]);
+        if (v != NULL && *v != '\0')
+            return 1;
+    }
+    return 0;
+}
+
 /* An easy handle for a new request: an idle one, or a new one. */
 static CURL *easy_get(rt_curl_t *c)
 {
-    return c->nidle > 0 ? c->idle[--c->nidle] : curl_easy_init();
+    if (c->nidle == 0)
+        return curl_easy_init();
+    c->nidle--;
+    if (c->nidle < c->idle_low)
+        c->idle_low = c->nidle;
+    return c->idle[c->nidle];
+}
+
+/* Frees the handles that stayed idle through a whole window (at least
+ * idle_low of them were never taken), keeping RT_CURL_IDLE_EASY_KEEP. */
+static void easy_trim(rt_curl_t *c)
+{
+    uint64_t now = uv_now(c->loop);
+    if (now - c->idle_since < c->idle_trim_ms)
+        return;
+    while (c->idle_low > 0 && c->nidle > RT_CURL_IDLE_EASY_KEEP) {
+        curl_easy_cleanup(c->idle[--c->nidle]);
+        c->idle_low--;
+    }
+    c->idle_low = c->nidle;
+    c->idle_since = now;
 }
 
 /* An easy handle out of the multi: kept for the next request with none
  * of this one's options (curl_easy_reset), or freed. */
 static void easy_put(rt_curl_t *c, CURL *e)
 {
-    if (c->closing || c->nidle == RT_CURL_IDLE_EASY) {
+    if (!c->closing && c->nidle == c->cap_idle &&
+        c->cap_idle < RT_CURL_IDLE_EASY_MAX) {
+        size_t cap = c->cap_idle == 0 ? 64 : c->cap_idle * 2;
+        CURL **grown = realloc(c->idle, cap * sizeof(*grown));
+        if (grown != NULL) {
+            c->idle = grown;
+            c->cap_idle = cap;
+        }
+    }
+    if (c->closing || c->nidle == c->cap_idle) {
         curl_easy_cleanup(e);
         return;
     }
     curl_easy_reset(e);
     c->idle[c->nidle++] = e;
+    easy_trim(c);
 }
 
 /* Frees a request that is no longer in the multi nor in the list. */
@@ -959,6 +1015,10 @@ static int start(rt_curl_t *c, const rt_curl_opts_t *o, rt_curl_done_cb cb,
     SETOPT(CURLOPT_HEADERFUNCTION, header_cb);
     SETOPT(CURLOPT_HEADERDATA, (void *)r);
     SETOPT(CURLOPT_USERAGENT, "chorus");
+    /* No proxy in the environment when the engine started: say so, and
+     * curl skips its five getenv look-ups on every transfer. */
+    if (!c->env_proxy)
+        SETOPT(CURLOPT_PROXY, "");
     SETOPT(CURLOPT_HTTPHEADER, r->hdrs);
     SETOPT(CURLOPT_TIMEOUT_MS, clamp_long(o->timeout_ms));
     SETOPT(CURLOPT_CONNECTTIMEOUT_MS, clamp_long(o->connect_timeout_ms));
@@ -1098,6 +1158,16 @@ int rt_curl_ended(const rt_curl_req_t *r, int *error, const char **message)
     return 1;
 }
 
+size_t rt_curl_idle(const rt_curl_t *c)
+{
+    return c->nidle;
+}
+
+void rt_curl_set_idle_trim(rt_curl_t *c, unsigned trim_ms)
+{
+    c->idle_trim_ms = trim_ms;
+}
+
 size_t rt_curl_active(const rt_curl_t *c)
 {
     return c->active;
@@ -1123,6 +1193,8 @@ rt_curl_t *rt_curl_new(uv_loop_t *loop)
         goto fail_global;
     rt__global_refs++;
     c->loop = loop;
+    c->idle_trim_ms = RT_CURL_IDLE_TRIM_MS;
+    c->env_proxy = env_proxy_set();
     c->multi = curl_multi_init();
     if (c->multi == NULL)
         goto fail_multi;
@@ -1165,6 +1237,9 @@ void rt_curl_close(rt_curl_t *c)
         rt_curl_abort(c->ended);
     while (c->nidle > 0)
         curl_easy_cleanup(c->idle[--c->nidle]);
+    free(c->idle);
+    c->idle = NULL;
+    c->cap_idle = 0;
     /* Stop polling before curl closes the pooled sockets. */
     while (c->socks != NULL)
         sock_close(c, c->socks);

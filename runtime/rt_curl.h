@@ -110,6 +110,13 @@ void rt_curl_abort(rt_curl_req_t *req);
 /* Number of requests started and neither completed nor aborted. */
 size_t rt_curl_active(const rt_curl_t *c);
 
+/* Easy handles kept for the next requests: the pool grows to what the
+ * requests in flight need, and handles no request took for trim_ms
+ * (default 10 s; rt_curl_set_idle_trim changes it, for tests) are freed
+ * down to a few. */
+size_t rt_curl_idle(const rt_curl_t *c);
+void rt_curl_set_idle_trim(rt_curl_t *c, unsigned trim_ms);
+
 /* ---- streamed responses ------------------------------------------------
  *
  * rt_curl_open starts a request whose response is read as it arrives

@@ -21,7 +21,8 @@
 local json = require "chorus.json"
 
 local type, tostring, tonumber, pairs, ipairs = type, tostring, tonumber, pairs, ipairs
-local find, sub, gsub, match, format = string.find, string.sub, string.gsub, string.match, string.format
+local find, sub, match, format = string.find, string.sub, string.match, string.format
+local concat = table.concat
 
 local M = {}
 
@@ -102,22 +103,48 @@ local function text_of(v)
   return s or tostring(v)
 end
 
+-- A template's text split once into literal parts (strings) and
+-- placeholders ({path}), the same matches gsub would make: an agent
+-- renders the same prompt for every execution, and a loop over parts is
+-- compiled where gsub with a callback is not.
+local compiled, compiled_count = {}, 0
+
+local function compile(text)
+  local parts, n, init = {}, 0, 1
+  while true do
+    local s, e, path = find(text, PLACEHOLDER, init)
+    if not s then break end
+    if s > init then n = n + 1; parts[n] = sub(text, init, s - 1) end
+    n = n + 1
+    parts[n] = { path }
+    init = e + 1
+  end
+  if init <= #text then n = n + 1; parts[n] = sub(text, init) end
+  if compiled_count >= 10000 then compiled, compiled_count = {}, 0 end
+  compiled[text], compiled_count = parts, compiled_count + 1
+  return parts
+end
+
 -- render(text, input, what) -> string | nil, err
 function M.render(text, input, what)
   if type(text) ~= "string" then return text end
-  if not find(text, "{{", 1, true) then return text end
-  local missing
-  local out = gsub(text, PLACEHOLDER, function(path)
-    if missing then return "" end
-    local v, err = M.lookup(input, path)
-    if v == nil then
-      missing = err
-      return ""
+  local parts = compiled[text]
+  if not parts then
+    if not find(text, "{{", 1, true) then return text end
+    parts = compile(text)
+  end
+  local out = {}
+  for i = 1, #parts do
+    local p = parts[i]
+    if type(p) == "string" then
+      out[i] = p
+    else
+      local v, err = M.lookup(input, p[1])
+      if v == nil then return nil, format("%s: %s", what and ("template " .. what) or "template", err) end
+      out[i] = text_of(v)
     end
-    return text_of(v)
-  end)
-  if missing then return nil, format("%s: %s", what and ("template " .. what) or "template", missing) end
-  return out
+  end
+  return concat(out)
 end
 
 -- render_value(v, input, what) -> value | nil, err

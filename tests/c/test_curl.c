@@ -197,7 +197,10 @@ static int handle(conn_t *c, const char *head, size_t hlen, const char *body,
         return 0;
     }
     head_only = strcmp(method, "HEAD") == 0;
-    if (strcmp(path, "/hello") == 0) {
+    if (strncmp(path, "http://", 7) == 0) {
+        /* absolute form: the client took this server for its proxy */
+        respond(c, 200, "", "proxied", 7, head_only);
+    } else if (strcmp(path, "/hello") == 0) {
         respond(c, 200, "Content-Type: text/plain\r\n", "hello", 5, head_only);
     } else if (strcmp(path, "/echo") == 0) {
         /* METHOD|content-type or -|body */
@@ -623,6 +626,73 @@ static void test_concurrent(void)
             (unsigned long long)took);
     CHECK(took >= 9 && took < 300);
     CHECK(rt_curl_active(eng) == 0);
+}
+
+/* The pool of easy handles follows the traffic: 100 requests in flight
+ * leave 100 handles for the next 100 (a fixed 64 made every other
+ * request build a new one), and handles nothing took for the trim
+ * window are freed down to a few. */
+static void test_idle_pool(void)
+{
+    enum { N = 100 };
+    static result_t rs[N];
+    char url[128];
+    rt_curl_opts_t o = opts_for("/delay", url, sizeof(url));
+    int i, round, before = callbacks;
+
+    for (i = 0; i < N; i++)
+        CHECK(rt_curl_start(eng, &o, done_cb, &rs[i], NULL, NULL) == 0);
+    CHECK(run_until(&callbacks, before + N, 5000));
+    for (i = 0; i < N; i++)
+        result_clear(&rs[i]);
+    CHECK(rt_curl_idle(eng) >= N);
+
+    /* No traffic but one request now and then: two windows later the
+     * handles never taken are gone. */
+    rt_curl_set_idle_trim(eng, 20);
+    for (round = 0; round < 3; round++) {
+        run_for(30);
+        o = opts_for("/hello", url, sizeof(url));
+        before = callbacks;
+        CHECK(rt_curl_start(eng, &o, done_cb, &rs[0], NULL, NULL) == 0);
+        CHECK(run_until(&callbacks, before + 1, 5000));
+        CHECK(rs[0].status == 200);
+        result_clear(&rs[0]);
+    }
+    CHECK(rt_curl_idle(eng) <= 17);
+    CHECK(rt_curl_idle(eng) >= 1);
+    rt_curl_set_idle_trim(eng, 10000);
+}
+
+/* A proxy the environment names when an engine starts is used; an
+ * engine started without one goes straight to the server even when a
+ * proxy variable is set later (it told curl there is none, which spares
+ * curl's look-ups of the environment on every transfer). */
+static void test_env_proxy(void)
+{
+    rt_curl_t *saved = eng, *px;
+    char url[128];
+    rt_curl_opts_t o = opts_for("/hello", url, sizeof(url));
+    result_t r = {0};
+
+    CHECK(setenv("http_proxy", base, 1) == 0);
+    px = rt_curl_new(&loop);
+    CHECK(px != NULL);
+    if (px == NULL)
+        return;
+    snprintf(url, sizeof(url), "http://example.invalid/hello");
+    eng = px;
+    CHECK(fetch(&o, &r) == 0);
+    CHECK(r.error == NULL && r.status == 200 && strcmp(r.body, "proxied") == 0);
+    result_clear(&r);
+    eng = saved;
+    rt_curl_close(px);
+
+    o = opts_for("/hello", url, sizeof(url));
+    CHECK(fetch(&o, &r) == 0);
+    CHECK(r.error == NULL && r.status == 200 && strcmp(r.body, "hello") == 0);
+    result_clear(&r);
+    CHECK(unsetenv("http_proxy") == 0);
 }
 
 static void test_refused(void)
@@ -1198,6 +1268,8 @@ int main(void)
     test_headers();
     test_reuse();
     test_concurrent();
+    test_idle_pool();
+    test_env_proxy();
     test_refused();
     test_timeout();
     test_abort();

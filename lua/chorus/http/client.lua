@@ -51,7 +51,7 @@ local json = require "chorus.json"
 
 local curl_request = native.curl_request
 local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
-local lower, upper = string.lower, string.upper
+local lower, upper, find = string.lower, string.upper, string.find
 
 local M = {}
 
@@ -71,8 +71,15 @@ local function bad_url(why)
   return nil, "bad url: " .. why, "bad url"
 end
 
+-- URLs and header names found good lately: an agent sends the same ones
+-- on every call, and the patterns cost more than the rest of the
+-- options together. Cleared when full.
+local GOOD_MAX = 4096
+local good_urls, good_names, n_urls, n_names = {}, {}, 0, 0
+
 -- check_url(url) -> true | nil, err, kind
 local function check_url(url)
+  if good_urls[url] then return true end
   if type(url) ~= "string" then return bad_url("expected a string, got " .. type(url)) end
   local scheme, rest = url:match("^([%a][%w+.%-]*)://(.*)$")
   if not scheme then return bad_url("no scheme in '" .. url .. "'") end
@@ -82,6 +89,8 @@ local function check_url(url)
   end
   if url:find("[%z\1-\32\127]") then return bad_url("contains spaces or control characters") end
   if rest == "" or rest:sub(1, 1) == "/" then return bad_url("no host in '" .. url .. "'") end
+  if n_urls >= GOOD_MAX then good_urls, n_urls = {}, 0 end
+  good_urls[url], n_urls = true, n_urls + 1
   return true
 end
 
@@ -96,6 +105,22 @@ local function check_number(opts, key, min)
   return v
 end
 
+-- One header line into the flat array, its value checked.
+local function add_header(flat, name, v)
+  if type(v) == "number" then v = tostring(v) end
+  if type(v) ~= "string" then
+    return invalid("header " .. name .. " must be a string")
+  end
+  if find(v, "\r", 1, true) or find(v, "\n", 1, true) or find(v, "\0", 1, true) then
+    return invalid("header " .. name .. " contains CR, LF or NUL")
+  end
+  flat[#flat + 1] = name
+  flat[#flat + 1] = v
+  return true
+end
+
+local TIMING = { "timeout_ms", "connect_timeout_ms", "max_redirects" }
+
 -- Builds the native options (flat header array, defaults) from opts.
 local function native_opts(opts)
   local ok, err, kind = check_url(opts.url)
@@ -103,8 +128,12 @@ local function native_opts(opts)
   local method = opts.method
   if method == nil then
     method = opts.body ~= nil and "POST" or "GET"
-  elseif type(method) ~= "string" or not method:find(TOKEN) then
-    return invalid("method must be a token such as GET or POST")
+  elseif not good_names[method] then
+    if type(method) ~= "string" or not method:find(TOKEN) then
+      return invalid("method must be a token such as GET or POST")
+    end
+    if n_names >= GOOD_MAX then good_names, n_names = {}, 0 end
+    good_names[method], n_names = true, n_names + 1
   end
   if opts.body ~= nil and type(opts.body) ~= "string" then
     return invalid("body must be a string, got " .. type(opts.body))
@@ -113,20 +142,22 @@ local function native_opts(opts)
   if opts.headers ~= nil then
     if type(opts.headers) ~= "table" then return invalid("headers must be a table") end
     for name, value in pairs(opts.headers) do
-      if type(name) ~= "string" or not name:find(TOKEN) then
-        return invalid("bad header name " .. tostring(name))
+      if not good_names[name] then
+        if type(name) ~= "string" or not name:find(TOKEN) then
+          return invalid("bad header name " .. tostring(name))
+        end
+        if n_names >= GOOD_MAX then good_names, n_names = {}, 0 end
+        good_names[name], n_names = true, n_names + 1
       end
-      local values = type(value) == "table" and value or { value }
-      for _, v in ipairs(values) do
-        if type(v) == "number" then v = tostring(v) end
-        if type(v) ~= "string" then
-          return invalid("header " .. name .. " must be a string")
+      local added, herr, hkind
+      if type(value) == "table" then
+        for _, v in ipairs(value) do
+          added, herr, hkind = add_header(flat, name, v)
+          if not added then return nil, herr, hkind end
         end
-        if v:find("[%z\r\n]") then
-          return invalid("header " .. name .. " contains CR, LF or NUL")
-        end
-        flat[#flat + 1] = name
-        flat[#flat + 1] = v
+      else
+        added, herr, hkind = add_header(flat, name, value)
+        if not added then return nil, herr, hkind end
       end
     end
   end
@@ -135,7 +166,7 @@ local function native_opts(opts)
   end
   local n = { url = opts.url, method = upper(method), body = opts.body, headers = flat,
               follow_redirects = opts.follow_redirects and true or false, ca_file = opts.ca_file }
-  for _, key in ipairs({ "timeout_ms", "connect_timeout_ms", "max_redirects" }) do
+  for _, key in ipairs(TIMING) do
     n[key], err = check_number(opts, key, 0)
     if n[key] == nil then return invalid(err) end
   end

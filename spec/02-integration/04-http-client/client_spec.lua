@@ -350,6 +350,30 @@ describe("chorus.http.client", function()
     assert.equal(0, native.curl_active())
   end)
 
+  -- URLs, methods and header names found good are remembered (they
+  -- repeat on every call of an agent): what is bad is refused after them.
+  it("refuses a bad header value, method or URL after good ones", function()
+    local hdr = { ["X-Same"] = "fine" }
+    assert.equal(200, assert(client.request({ url = url("/hello"), method = "GET", headers = hdr })).status)
+    for _, bad in ipairs({ "a\nb", "a\rb", "a\0b", { "ok", "x\ny" } }) do
+      local res, err, kind = client.request({ url = url("/hello"), headers = { ["X-Same"] = bad } })
+      assert.is_nil(res)
+      assert.equal("invalid request", kind)
+      assert.equal("invalid request: header X-Same contains CR, LF or NUL", err)
+    end
+    local res, err, kind = client.request({ url = url("/hello"), method = "GE T" })
+    assert.is_nil(res)
+    assert.equal("invalid request", kind, err)
+    res, err, kind = client.request({ url = url("/hello") .. " x" })
+    assert.is_nil(res)
+    assert.equal("bad url", kind, err)
+    local got = json.decode(assert(client.request({ url = url("/echo"),
+      headers = { ["X-Same"] = { "one", "two" }, ["X-N"] = 7 } })).body)
+    assert.equal("one, two", got.headers["x-same"])
+    assert.equal("7", got.headers["x-n"])
+    assert.equal(0, native.curl_active())
+  end)
+
   it("fails a response bigger than max_body_bytes", function()
     -- The size is known from content-length...
     local res, err, kind = client.get(url("/big?n=100000"), { max_body_bytes = 1000 })
