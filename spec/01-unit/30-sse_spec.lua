@@ -75,6 +75,18 @@ describe("chorus.http.sse", function()
     assert.equal("", ev[2].id)
   end)
 
+  -- Lines are read in place in the chunk: a field's name and value end
+  -- at their own line, whatever follows.
+  it("reads each field within its own line", function()
+    local ev = same_every_cut("xdata\ndata\ndatax: no\nda:ta\ndata:a:b\n:data: c\n\n"
+      .. "data: \ndata:  two\nevent\ndata\n\n")
+    assert.same({ { data = "\na:b", event = "message", id = "" },
+                  { data = "\n two\n", event = "message", id = "" } }, ev)
+    -- Many lines without a colon in one chunk, then one with.
+    ev = parse(string.rep("x\n", 100000) .. "data: last\n\n")
+    assert.same({ { data = "last", event = "message", id = "" } }, ev)
+  end)
+
   it("says when the stream ended inside an event (which is discarded)", function()
     local ev, cut = same_every_cut("data: done\n\ndata: half")
     assert.same({ "done" }, { ev[1].data })

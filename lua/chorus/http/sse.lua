@@ -44,25 +44,35 @@ function M.new()
   }, Parser)
 end
 
--- One line (without its end).
-local function line(self, l, on_event, arg)
-  local n = #l
-  if n == 0 then -- dispatch
+-- One line: bytes i..j of s (without its end). Read in place: a stream's
+-- lines are long (an OpenAI chunk is ~250 bytes) and nearly alike, and
+-- LuaJIT interns every string, hashing one of 128 bytes or more from a
+-- few of its bytes: each extra copy of a line is a string whose interning
+-- compares it with the other copies alive.
+local function line(self, s, i, j, on_event, arg)
+  if j < i then -- blank: dispatch
     local data = self.data
     local event = self.event
     self.data, self.event, self.pending = nil, nil, false
-    if data ~= nil then on_event(arg, data, event or "message", self.id) end
+    -- An empty event type is "message" too (WHATWG: only a type other
+    -- than the empty string replaces it).
+    if data ~= nil then on_event(arg, data, (event and event ~= "") and event or "message", self.id) end
     return
   end
-  if byte(l, 1) == COLON then return end -- a comment
+  if byte(s, i) == COLON then return end -- a comment
   self.pending = true
-  local field, value
-  local colon = find(l, ":", 2, true)
+  -- Anchored, so the search stops at the line's end.
+  local _, colon = find(s, "^[^:\r\n]*:", i)
+  if colon and colon > j then colon = nil end
+  local fend = colon and colon - 1 or j
+  -- Known names are short: a longer field is ignored unread.
+  if fend - i > 4 then return end
+  local field = sub(s, i, fend)
+  local value
   if colon then
-    field = sub(l, 1, colon - 1)
-    if byte(l, colon + 1) == SPACE then value = sub(l, colon + 2) else value = sub(l, colon + 1) end
+    if byte(s, colon + 1) == SPACE and colon + 1 <= j then value = sub(s, colon + 2, j) else value = sub(s, colon + 1, j) end
   else
-    field, value = l, ""
+    value = ""
   end
   if field == "data" then
     local d = self.data
@@ -105,13 +115,14 @@ function Parser:feed(chunk, on_event, arg)
       if p then self.partial = p .. rest else self.partial = rest end
       return
     end
-    local l = sub(chunk, pos, e - 1)
     local p = self.partial
     if p then
-      l = p .. l
+      local l = p .. sub(chunk, pos, e - 1)
       self.partial = nil
+      line(self, l, 1, #l, on_event, arg)
+    else
+      line(self, chunk, pos, e - 1, on_event, arg)
     end
-    line(self, l, on_event, arg)
     if byte(chunk, e) == CR then
       if e == len then
         self.skip_lf = true
