@@ -268,6 +268,11 @@ describe("chorus.sched", function()
 
   it("exposes hashes, ids and clocks", function()
     assert.equal("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", native.sha256("abc"))
+    -- One context serves every call: nothing of one digest reaches the next.
+    assert.equal("cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0",
+      native.sha256(string.rep("a", 1000000)))
+    assert.equal("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", native.sha256(""))
+    assert.equal("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", native.sha256("abc"))
     assert.matches("^%x+%-%x+%-4%x+%-[89ab]%x+%-%x+$", native.uuid())
     assert.is_true(native.time() > 1.7e9)
     assert.is_number(native.rss())
