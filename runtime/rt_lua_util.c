@@ -57,9 +57,8 @@ static int rt__sha256(const char *s, size_t len, unsigned char *md,
         EVP_MD_CTX *c = m != NULL ? EVP_MD_CTX_new() : NULL;
         if (c == NULL) { /* no cache: the one-shot way */
             EVP_MD_free(m);
-            return EVP_Digest(s, len, md, mdlen, EVP_sha256(), NULL) == 1
-                       ? 0
-                       : -1;
+            return EVP_Digest(s, len, md, mdlen, EVP_sha256(), NULL) == 1 ? 0
+                                                                          : -1;
         }
         rt__sha256_md = m;
         rt__sha256_ctx = c;
