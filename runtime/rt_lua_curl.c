@@ -15,6 +15,12 @@
  *   stream:head() -> status, headers | nil, word, message
  *   stream:read() -> chunk | false (the body is complete)
  *                  | nil, word, message (the transfer failed)
+ *   stream:read_sse() -> {field1, value1, ...} the complete lines of a
+ *                  text/event-stream read so far (rt_sse_lines.h; a blank
+ *                  line is "", ""; comments dropped)
+ *                  | false, cut (the body is complete; cut: it ended
+ *                  inside a line) | nil, word, message
+ *     (one stream is read with one of the two, not both)
  *   stream:close()  aborts a transfer still running; idempotent
  * A task cancelled (or past its deadline) while it waits in head or read
  * aborts the transfer (the connection is closed) and sees nil, "cancelled"
@@ -29,6 +35,7 @@
 
 #include "rt_curl.h"
 #include "rt_lua_util.h"
+#include "rt_sse_lines.h"
 #include "rt_lua_wait.h"
 
 #define RT_CURL_CTX_MT "chorus.curl"
@@ -52,6 +59,8 @@ struct lcs {
     lc_ctx_t *ctx;        /* NULL once the context is gone */
     rt_curl_req_t *req;   /* NULL once released */
     rt_curl_event_t want; /* what the wait is for: HEAD or DATA */
+    int sse;              /* the DATA wait is read_sse's */
+    rt_sse_lines_t lines; /* read_sse's unfinished line */
     int gone;             /* why req was released: RT_ECLOSED, ... */
     lcs_t *prev, *next;   /* in ctx->streams while req != NULL */
 };
@@ -317,6 +326,7 @@ static void lcs_release(lcs_t *s, int why)
     s->req = NULL;
     s->gone = why;
     lcs_unlink(s);
+    rt_sse_lines_free(&s->lines);
 }
 
 /* Pushes what head() returns onto L. Returns the count. */
@@ -364,6 +374,50 @@ static int lcs_push_read(lua_State *L, rt_curl_req_t *req)
     return 1;
 }
 
+/* read_sse's lines into the table on top of the stack. */
+typedef struct {
+    lua_State *L;
+    int n;
+} lcs_lines_t;
+
+static int lcs_line(void *arg, const char *field, size_t flen,
+                    const char *value, size_t vlen)
+{
+    lcs_lines_t *a = arg;
+    lua_pushlstring(a->L, field != NULL ? field : "", flen);
+    lua_rawseti(a->L, -2, ++a->n);
+    lua_pushlstring(a->L, value != NULL ? value : "", vlen);
+    lua_rawseti(a->L, -2, ++a->n);
+    return 0;
+}
+
+/* Pushes what read_sse() returns onto L, consuming the bytes it read. */
+static int lcs_push_lines(lua_State *L, lcs_t *s)
+{
+    const char *message, *p;
+    int code;
+    size_t len;
+    lcs_lines_t a;
+
+    p = rt_curl_body(s->req, &len);
+    if (len > 0) {
+        int rc;
+        a.L = L;
+        a.n = 0;
+        lua_createtable(L, 8, 0);
+        rc = rt_sse_lines_feed(&s->lines, p, len, lcs_line, &a);
+        rt_curl_consume(s->req, len); /* after the copies: may resume curl */
+        if (rc != 0)
+            return lc_push_fail(L, RT_ENOMEM, "out of memory");
+        return 1;
+    }
+    if (rt_curl_ended(s->req, &code, &message) && code != 0)
+        return lc_push_fail(L, code, message);
+    lua_pushboolean(L, 0);
+    lua_pushboolean(L, rt_sse_lines_finish(&s->lines));
+    return 2;
+}
+
 /* Pushes the results of the wait (rt_lua_wait_done). */
 static int lcs_build(lua_State *L, void *arg)
 {
@@ -372,7 +426,7 @@ static int lcs_build(lua_State *L, void *arg)
         return lc_push_fail(L, s->gone, "");
     if (s->want == RT_CURL_EV_HEAD)
         return lcs_push_head(L, s->req);
-    return lcs_push_read(L, s->req);
+    return s->sse ? lcs_push_lines(L, s) : lcs_push_read(L, s->req);
 }
 
 /* The engine's event: wakes the waiting task when what it waits for (or
@@ -401,7 +455,8 @@ static lcs_t *lcs_check(lua_State *L)
 }
 
 /* head() and read(): the value now, or a wait for it. */
-static int lcs_wait(lua_State *L, rt_curl_event_t want, const char *fname)
+static int lcs_wait(lua_State *L, rt_curl_event_t want, int sse,
+                    const char *fname)
 {
     lcs_t *s = lcs_check(L);
     rt_lua_task_t *cur;
@@ -419,22 +474,30 @@ static int lcs_wait(lua_State *L, rt_curl_event_t want, const char *fname)
         (void)rt_curl_body(s->req, &len);
         ready = len > 0;
     }
-    if (ready || rt_curl_ended(s->req, &code, &message))
-        return want == RT_CURL_EV_HEAD ? lcs_push_head(L, s->req)
-                                       : lcs_push_read(L, s->req);
+    if (ready || rt_curl_ended(s->req, &code, &message)) {
+        if (want == RT_CURL_EV_HEAD)
+            return lcs_push_head(L, s->req);
+        return sse ? lcs_push_lines(L, s) : lcs_push_read(L, s->req);
+    }
     cur = rt_lua_current(L, s->ctx->ls, fname);
     s->want = want;
+    s->sse = sse;
     return rt_lua_wait_suspend(L, &s->wait, cur, -1);
 }
 
 static int m_stream_head(lua_State *L)
 {
-    return lcs_wait(L, RT_CURL_EV_HEAD, "stream:head");
+    return lcs_wait(L, RT_CURL_EV_HEAD, 0, "stream:head");
 }
 
 static int m_stream_read(lua_State *L)
 {
-    return lcs_wait(L, RT_CURL_EV_DATA, "stream:read");
+    return lcs_wait(L, RT_CURL_EV_DATA, 0, "stream:read");
+}
+
+static int m_stream_read_sse(lua_State *L)
+{
+    return lcs_wait(L, RT_CURL_EV_DATA, 1, "stream:read_sse");
 }
 
 /* stream:close(): a task waiting in head or read (another one) gets
@@ -456,6 +519,7 @@ static int m_stream_gc(lua_State *L)
     /* A waiting task keeps its stream alive, so none waits here. */
     if (s->ctx != NULL)
         lcs_release(s, RT_ECLOSED);
+    rt_sse_lines_free(&s->lines);
     return 0;
 }
 
@@ -539,6 +603,7 @@ static const luaL_Reg lc_funcs[] = {
 static const luaL_Reg lcs_methods[] = {
     {"head", m_stream_head},
     {"read", m_stream_read},
+    {"read_sse", m_stream_read_sse},
     {"close", m_stream_close},
     {NULL, NULL},
 };

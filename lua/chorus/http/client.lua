@@ -39,6 +39,9 @@
 --                 | nil             the body is complete
 --                 | nil, err, kind  the transfer failed (kinds as above;
 --                                   "closed" after stream:close())
+--   stream:read_sse() -> lines      for a text/event-stream body: its
+--                                   complete lines, split as they come
+--                                   (see Stream:read_sse below)
 --   stream:close()                  aborts the transfer if it still runs
 -- read() yields until bytes or the end arrive. When more than buffer_bytes
 -- arrived and were not read, the transfer is paused (TCP holds the server
@@ -222,6 +225,18 @@ function Stream:read()
   local chunk, word, message = self._native:read()
   if chunk then return chunk end
   if chunk == false then return nil end -- the end of the body
+  return failure(word, message)
+end
+
+-- stream:read_sse() -> lines | false, cut | nil, err, kind: a
+-- text/event-stream body's complete lines, split as they arrive
+-- ({field1, value1, ...}, a blank line as "", ""; for
+-- chorus.http.sse's feed_lines), or false at the end (cut: it ended
+-- inside a line). A stream is read with read() or read_sse(), not both.
+function Stream:read_sse()
+  local lines, word, message = self._native:read_sse()
+  if lines then return lines end
+  if lines == false then return false, word end
   return failure(word, message)
 end
 

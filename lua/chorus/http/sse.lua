@@ -8,8 +8,11 @@
 --       data   the data lines joined with "\n"
 --       event  the event type ("message" unless an event: line named one)
 --       id     the last event id seen so far on the stream ("" if none)
---   p:finish() -> true when the stream ended mid-event (bytes or fields
---     after the last blank line, which the standard discards), else false
+--   p:feed_lines(lines, on_event, arg)   -- the same from lines a stream's
+--     read_sse() split in C: {field1, value1, ...}, a blank line as "", ""
+--   p:finish([cut_line]) -> true when the stream ended mid-event (bytes or
+--     fields after the last blank line, which the standard discards), else
+--     false
 --   p.retry   the last valid retry: value (ms), or nil
 --
 -- The rules: lines end with CRLF, LF or CR (a CR at the end of one chunk
@@ -44,13 +47,10 @@ function M.new()
   }, Parser)
 end
 
--- One line: bytes i..j of s (without its end). Read in place: a stream's
--- lines are long (an OpenAI chunk is ~250 bytes) and nearly alike, and
--- LuaJIT interns every string, hashing one of 128 bytes or more from a
--- few of its bytes: each extra copy of a line is a string whose interning
--- compares it with the other copies alive.
-local function line(self, s, i, j, on_event, arg)
-  if j < i then -- blank: dispatch
+-- A field line (field ~= "") or a blank one (field == ""): what it
+-- means for the event being built.
+local function field_line(self, field, value, on_event, arg)
+  if field == "" then -- blank: dispatch
     local data = self.data
     local event = self.event
     self.data, self.event, self.pending = nil, nil, false
@@ -59,21 +59,7 @@ local function line(self, s, i, j, on_event, arg)
     if data ~= nil then on_event(arg, data, (event and event ~= "") and event or "message", self.id) end
     return
   end
-  if byte(s, i) == COLON then return end -- a comment
   self.pending = true
-  -- Anchored, so the search stops at the line's end.
-  local _, colon = find(s, "^[^:\r\n]*:", i)
-  if colon and colon > j then colon = nil end
-  local fend = colon and colon - 1 or j
-  -- Known names are short: a longer field is ignored unread.
-  if fend - i > 4 then return end
-  local field = sub(s, i, fend)
-  local value
-  if colon then
-    if byte(s, colon + 1) == SPACE and colon + 1 <= j then value = sub(s, colon + 2, j) else value = sub(s, colon + 1, j) end
-  else
-    value = ""
-  end
   if field == "data" then
     local d = self.data
     if d == nil then self.data = value else self.data = d .. "\n" .. value end
@@ -84,6 +70,39 @@ local function line(self, s, i, j, on_event, arg)
   elseif field == "retry" then
     if find(value, "^%d+$") then self.retry = tonumber(value) end
   end
+end
+
+-- One line: bytes i..j of s (without its end). Read in place: a stream's
+-- lines are long (an OpenAI chunk is ~250 bytes) and nearly alike, and
+-- LuaJIT interns every string, hashing one of 128 bytes or more from a
+-- few of its bytes: each extra copy of a line is a string whose interning
+-- compares it with the other copies alive.
+local function line(self, s, i, j, on_event, arg)
+  if j < i then return field_line(self, "", nil, on_event, arg) end
+  if byte(s, i) == COLON then return end -- a comment
+  -- Anchored, so the search stops at the line's end.
+  local _, colon = find(s, "^[^:\r\n]*:", i)
+  if colon and colon > j then colon = nil end
+  local fend = colon and colon - 1 or j
+  -- Known names are short: a longer field is ignored unread.
+  if fend - i > 4 then
+    self.pending = true
+    return
+  end
+  local value
+  if colon then
+    if byte(s, colon + 1) == SPACE and colon + 1 <= j then value = sub(s, colon + 2, j) else value = sub(s, colon + 1, j) end
+  else
+    value = ""
+  end
+  return field_line(self, sub(s, i, fend), value, on_event, arg)
+end
+
+-- p:feed_lines(lines, on_event, arg): lines already split by a stream's
+-- reader ({field1, value1, ...}, a blank line as "", "": a stream's
+-- read_sse(), rt_sse_lines.h).
+function Parser:feed_lines(lines, on_event, arg)
+  for k = 1, #lines, 2 do field_line(self, lines[k], lines[k + 1], on_event, arg) end
 end
 
 -- p:feed(chunk, on_event, arg)
@@ -138,9 +157,10 @@ function Parser:feed(chunk, on_event, arg)
   end
 end
 
--- p:finish() -> true when the stream was cut inside an event
-function Parser:finish()
-  local cut = self.pending or (self.partial ~= nil and self.partial ~= "")
+-- p:finish([cut_line]) -> true when the stream was cut inside an event
+-- (cut_line: the reader that split the lines was left with part of one)
+function Parser:finish(cut_line)
+  local cut = self.pending or (self.partial ~= nil and self.partial ~= "") or cut_line == true
   self.partial, self.data, self.event, self.pending = nil, nil, nil, false
   return cut
 end

@@ -95,10 +95,17 @@ function M.read(s, ctx, run)
   local p = sse.new()
   local st = { ctx = ctx, parts = {}, n = 0, bytes = 0, reported = 0, done = false }
   local had_usage = false
+  local cut_line
   while true do
-    local chunk, err, kind = s:read()
-    if not chunk then
-      if err == nil then break end
+    -- Lines split in C: an OpenAI stream's lines are long and alike, and
+    -- LuaJIT would intern each piece read and each line as strings
+    -- (chorus.http.sse); here only each value is one.
+    local lines, err, kind = s:read_sse()
+    if lines == false then
+      cut_line = err
+      break
+    end
+    if not lines then
       s:close()
       if kind == "timeout" or kind == "cancelled" then return nil, kind, spent(st, run) end
       if kind == "too large" then
@@ -108,7 +115,7 @@ function M.read(s, ctx, run)
       return nil, ("%s: the stream was cut mid-answer (after %d bytes of answer): %s")
         :format(run.where, st.bytes, err), spent(st, run)
     end
-    p:feed(chunk, on_event, st)
+    p:feed_lines(lines, on_event, st)
     if st.failed then
       s:close()
       return nil, run.where .. ": " .. st.failed, spent(st, run)
@@ -121,7 +128,7 @@ function M.read(s, ctx, run)
     end
   end
   s:close()
-  p:finish()
+  p:finish(cut_line)
   if not st.done and not st.finish then
     return nil, ("%s: the stream ended before the answer was complete (after %d bytes of answer, "
       .. "no finish_reason and no [DONE])"):format(run.where, st.bytes), spent(st, run)

@@ -46,6 +46,9 @@ local function forever(req)
   end
 end
 
+local SSE_PIECES = { "\239\187", "\191data: one\r", "\ndata:  two\n\n: note\nid: 7\r\rdata:",
+  "{\"long\":\"", string.rep("x", 300), "\"}\nevent\nretry: 50\n\ndata: cut" }
+
 local function handler(req)
   local p = req.path
   if p == "/drip" then
@@ -92,6 +95,15 @@ local function handler(req)
     return
   elseif p == "/bad-head" then
     req:stream(200, { ["x-bad"] = "a\r\nb" }) -- raises: a 500
+  elseif p == "/sse-pieces" then
+    -- An event stream cut at awkward places: a BOM across writes, a CR
+    -- ending one write and its LF starting the next, a line across three.
+    local w = assert(req:stream(200, { ["content-type"] = "text/event-stream" }))
+    for _, piece in ipairs(SSE_PIECES) do
+      assert(w:write(piece))
+      sched.sleep(5)
+    end
+    return w:close()
   elseif p == "/hello" then
     return 200, nil, "hello"
   end
@@ -254,6 +266,40 @@ describe("streamed HTTP responses", function()
     assert.equal("too large", kind)
     assert.truthy(err:find("100000", 1, true))
     assert.is_true(#body <= 100000)
+  end)
+
+  -- read_sse splits the lines in C (LuaJIT interns every string: a
+  -- model's long, alike lines were each made a string twice over);
+  -- fed to the parser they give what the whole text fed at once gives.
+  it("splits an event stream into lines as they arrive, as the parser does", function()
+    local sse = require "chorus.http.sse"
+    local function on(acc, data, event, id) acc[#acc + 1] = { data = data, event = event, id = id } end
+    local want, p = {}, sse.new()
+    p:feed(table.concat(SSE_PIECES), on, want)
+    local want_cut = p:finish()
+    local s = assert(client.open({ url = url("/sse-pieces") }))
+    local got, q2, reads = {}, sse.new(), 0
+    local cut
+    while true do
+      local lines, err, kind = s:read_sse()
+      if lines == false then
+        cut = err
+        break
+      end
+      assert(lines, kind)
+      reads = reads + 1
+      q2:feed_lines(lines, on, got)
+    end
+    assert.same(want, got)
+    assert.equal(2, #got)
+    assert.same({ data = "one\n two", event = "message", id = "" }, got[1])
+    assert.equal("message", got[2].event)
+    assert.equal(("x"):rep(300), got[2].data:match('"long":"(x+)"'))
+    assert.equal("7", got[2].id)
+    assert.is_true(cut)
+    assert.equal(want_cut, q2:finish(cut))
+    assert.is_true(reads >= 2)
+    s:close()
   end)
 
   it("cuts the stream of a handler that fails mid-stream, and the reader is told", function()
