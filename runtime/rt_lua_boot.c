@@ -15,6 +15,7 @@
 #include "rt_lua_proc.h"
 #include "rt_lua_redis.h"
 #include "rt_lua_util.h"
+#include "rt_lua_json.h"
 #include "rt_lua_value.h"
 #include "rt_lua_watchdog.h"
 
@@ -46,6 +47,7 @@ rt_lua_sched_t *rt_lua_boot_native(lua_State *L, uv_loop_t *loop,
     rt_lua_util_open(L, t);
     rt_lua_log_open(L, ls, t);
     rt_lua_value_open(L, t);
+    rt_lua_json_open(L, t);
     rt_lua_netaddr_open(L, t);
     rt_lua_watchdog_open(L, ls, t);
     rt_lua_port_open(L, t);

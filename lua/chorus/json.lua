@@ -167,7 +167,13 @@ end
 
 local canonical
 
+-- The fast path (runtime/rt_lua_json.c): cjson's bytes for the values it
+-- covers, nil for the others (a marked empty array among them).
+local fast_encode = require("chorus.native").json_encode
+
 function M.encode(v)
+  local fast = fast_encode(v)
+  if fast then return fast end
   if type(v) == "table" then
     if getmetatable(v) == ARRAY_MT and next(v) == nil then return "[]" end
     if has_marked_empty(v, 1) then
@@ -184,6 +190,8 @@ end
 -- encode_flat(v) -> string | nil, err: cjson alone, for values known to
 -- hold no marked empty array (flat records): no extra Lua pass.
 function M.encode_flat(v)
+  local fast = fast_encode(v)
+  if fast then return fast end
   local s, err = encode_raw(v)
   if s == nil then return nil, tostring(err) end
   return s
