@@ -150,6 +150,30 @@ describe("admin API", function()
     assert.equal(400, (call(svc, "GET", "/api/v1/stats?window=86401", nil, op)))
   end)
 
+  -- An ended execution's steps are kept by latency bucket (memory_stats,
+  -- keyed half a unit off so LuaJIT compiles the recording): the
+  -- quantiles come back on the bucket of the step's own latency.
+  it("stats: step latency of ended executions, on the step's own bucket", function()
+    local stats = require "chorus.store.stats"
+    local cfg = { name = "lat", strategy = "sequential", steps = {
+      { id = "d", agent = "delay", params = { ms = 30 } } } }
+    assert.equal(201, (call(svc, "POST", "/api/v1/orchestrations/configs", cfg, op)))
+    local _, r = call(svc, "POST", "/api/v1/orchestrations/execute/lat", {}, op)
+    local exec = svc.store:get_execution(r.trace_id)
+    exec:wait()
+    local _, rec = call(svc, "GET", "/api/v1/orchestrations/status/" .. r.trace_id, nil, op)
+    local ms = rec.steps[1].latency_ms
+    local _, st = call(svc, "GET", "/api/v1/stats", nil, op)
+    local row
+    for _, l in ipairs(st.step_latency) do if l.agent == "delay" then row = l end end
+    assert.is_table(row)
+    assert.equal(1, row.count)
+    local want = math.floor(stats.value(stats.bucket(ms)) * 1000 + 0.5) / 1000
+    assert.equal(want, row.p50_ms)
+    assert.equal(want, row.p99_ms)
+    assert.is_true(math.abs(row.avg_ms - ms) < 0.001)
+  end)
+
   it("whoami says the role and what it may do", function()
     local _, w = call(svc, "GET", "/api/v1/whoami", nil, viewer)
     assert.equal("viewer", w.role)

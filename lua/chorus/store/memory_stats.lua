@@ -9,7 +9,7 @@
 --
 --   minutes[minute][tenant][user] = {
 --     ex = { [status] = { [config] = {n, tokens, cost} } },   by creation minute
---     st = { [agent] = { [bucket] = {n, sum_ms} } },          by step end minute
+--     st = { [agent] = { [bucket + KEY] = {n, sum_ms} } },    by step end minute
 --   }
 -- Tenant and user nil are stored under "". Nested tables rather than
 -- concatenated keys: recording allocates nothing once its cells exist.
@@ -18,6 +18,12 @@ local native = require "chorus.native"
 
 local floor = math.floor
 local NONE = {}
+-- Buckets are integers, negative below 1 ms: as keys, some would land in
+-- a table's array part and some in its hash part, a mix LuaJIT does not
+-- compile (NYI: mixed sparse/dense table), and recording an execution's
+-- steps ran in the interpreter. Keyed half a unit off, none is an
+-- integer.
+local KEY = 0.5
 
 local M = {}
 
@@ -80,7 +86,7 @@ function Stats:ended(e)
         local agent = e:step_of(sr.id).agent
         local a = su.st[agent]
         if not a then a = {}; su.st[agent] = a end
-        local b = stats.bucket(sr.latency_ms)
+        local b = stats.bucket(sr.latency_ms) + KEY
         local h = a[b]
         if not h then h = { 0, 0 }; a[b] = h end
         h[1], h[2] = h[1] + 1, h[2] + sr.latency_ms
@@ -108,7 +114,7 @@ function Stats:query(live, filter)
                 for config, c in pairs(by) do acc:executions(minute, status, config, c[1], c[2], c[3]) end
               end
               for agent, a in pairs(u.st) do
-                for b, h in pairs(a) do acc:steps(agent, b, h[1], h[2]) end
+                for b, h in pairs(a) do acc:steps(agent, b - KEY, h[1], h[2]) end
               end
             end
           end
