@@ -265,21 +265,27 @@ local function deliver_local(self, url, payload, id)
   end
 end
 
+-- The closure is made in a function of its own: enqueue runs at the end
+-- of every execution and returns early when it has no webhook, and a
+-- function that makes a closure and returns early cannot be compiled
+-- (LuaJIT: NYI UCLO).
+local function spawn_delivery(self, url, payload, id)
+  local t
+  t = sched.spawn_with({ detached = true }, function()
+    deliver_local(self, url, payload, id)
+    self.active[t] = nil
+    self.nactive = self.nactive - 1
+    if self.nactive == 0 then self.idle:signal(true) end
+  end)
+  self.active[t] = url
+  self.nactive = self.nactive + 1
+end
+
 function Local:enqueue(exec)
   local urls = M.urls(exec)
   if not urls then return end
   local payload = M.payload(exec)
-  for i, url in ipairs(urls) do
-    local t
-    t = sched.spawn_with({ detached = true }, function()
-      deliver_local(self, url, payload, exec.id .. "/" .. i)
-      self.active[t] = nil
-      self.nactive = self.nactive - 1
-      if self.nactive == 0 then self.idle:signal(true) end
-    end)
-    self.active[t] = url
-    self.nactive = self.nactive + 1
-  end
+  for i, url in ipairs(urls) do spawn_delivery(self, url, payload, exec.id .. "/" .. i) end
 end
 
 -- wait(ms) -> true once nothing is being delivered (false after ms)
