@@ -106,8 +106,11 @@ end
 -- A template's text split once into literal parts (strings) and
 -- placeholders ({path}), the same matches gsub would make: an agent
 -- renders the same prompt for every execution, and a loop over parts is
--- compiled where gsub with a callback is not.
-local compiled, compiled_count = {}, 0
+-- compiled where gsub with a callback is not. Bounded: texts built anew
+-- for each call (a handler's own prompts) must not pile up; a long text
+-- is split each time (its cost is in its length anyway).
+local compiled, compiled_count, compiled_bytes = {}, 0, 0
+local CACHE_TEXTS, CACHE_BYTES, CACHE_TEXT_MAX = 10000, 1024 * 1024, 16 * 1024
 
 local function compile(text)
   local parts, n, init = {}, 0, 1
@@ -120,8 +123,12 @@ local function compile(text)
     init = e + 1
   end
   if init <= #text then n = n + 1; parts[n] = sub(text, init) end
-  if compiled_count >= 10000 then compiled, compiled_count = {}, 0 end
-  compiled[text], compiled_count = parts, compiled_count + 1
+  if #text <= CACHE_TEXT_MAX then
+    if compiled_count >= CACHE_TEXTS or compiled_bytes + #text > CACHE_BYTES then
+      compiled, compiled_count, compiled_bytes = {}, 0, 0
+    end
+    compiled[text], compiled_count, compiled_bytes = parts, compiled_count + 1, compiled_bytes + #text
+  end
   return parts
 end
 

@@ -22,6 +22,20 @@ describe("chorus.template.render", function()
     end
   end)
 
+  -- Texts built anew for each call (a handler's own prompts) and long
+  -- ones: the kept splits are bounded, every text still renders.
+  it("renders many distinct texts and long ones", function()
+    for i = 1, 12000 do
+      assert.equal("n" .. i .. "=" .. i, template.render("n" .. i .. "={{v}}", { v = i }))
+    end
+    local long = string.rep("x", 40000) .. "{{v}}" .. string.rep("y", 40000)
+    for _ = 1, 3 do
+      local out = template.render(long, { v = "!" })
+      assert.equal(80001, #out)
+      assert.equal("x!y", out:sub(40000, 40002))
+    end
+  end)
+
   it("names the template and the placeholder a value is missing for, then renders again", function()
     local text = "hello {{who}} from {{dep_s1.status}}"
     local out, err = template.render(text, { who = "ops" }, "params.prompt")

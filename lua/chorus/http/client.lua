@@ -76,9 +76,23 @@ end
 
 -- URLs and header names found good lately: an agent sends the same ones
 -- on every call, and the patterns cost more than the rest of the
--- options together. Cleared when full.
-local GOOD_MAX = 4096
+-- options together. Cleared when full; a long one is checked each time
+-- (at most GOOD_MAX x GOOD_LEN bytes are kept).
+local GOOD_MAX, GOOD_LEN = 4096, 512
 local good_urls, good_names, n_urls, n_names = {}, {}, 0, 0
+
+local function remember_url(url)
+  if #url > GOOD_LEN then return end
+  if n_urls >= GOOD_MAX then good_urls, n_urls = {}, 0 end
+  good_urls[url], n_urls = true, n_urls + 1
+end
+
+-- A header name or a method (both HTTP tokens).
+local function remember_name(name)
+  if #name > GOOD_LEN then return end
+  if n_names >= GOOD_MAX then good_names, n_names = {}, 0 end
+  good_names[name], n_names = true, n_names + 1
+end
 
 -- check_url(url) -> true | nil, err, kind
 local function check_url(url)
@@ -92,8 +106,7 @@ local function check_url(url)
   end
   if url:find("[%z\1-\32\127]") then return bad_url("contains spaces or control characters") end
   if rest == "" or rest:sub(1, 1) == "/" then return bad_url("no host in '" .. url .. "'") end
-  if n_urls >= GOOD_MAX then good_urls, n_urls = {}, 0 end
-  good_urls[url], n_urls = true, n_urls + 1
+  remember_url(url)
   return true
 end
 
@@ -135,8 +148,7 @@ local function native_opts(opts)
     if type(method) ~= "string" or not method:find(TOKEN) then
       return invalid("method must be a token such as GET or POST")
     end
-    if n_names >= GOOD_MAX then good_names, n_names = {}, 0 end
-    good_names[method], n_names = true, n_names + 1
+    remember_name(method)
   end
   if opts.body ~= nil and type(opts.body) ~= "string" then
     return invalid("body must be a string, got " .. type(opts.body))
@@ -149,8 +161,7 @@ local function native_opts(opts)
         if type(name) ~= "string" or not name:find(TOKEN) then
           return invalid("bad header name " .. tostring(name))
         end
-        if n_names >= GOOD_MAX then good_names, n_names = {}, 0 end
-        good_names[name], n_names = true, n_names + 1
+        remember_name(name)
       end
       local added, herr, hkind
       if type(value) == "table" then
