@@ -17,6 +17,7 @@
  * rt_curl_consume unpauses, possibly inside curl_easy_pause itself, which
  * is why the kick timer delivers what that queued. */
 #include "rt_curl.h"
+#include "rt_buf.h"
 
 #include <curl/curl.h>
 #include <arpa/inet.h>
@@ -145,34 +146,13 @@ static rt_curl_req_t *req_of(CURL *easy)
 
 /* ---- buffers ---------------------------------------------------------- */
 
-/* Makes room for need more bytes in *buf (len used of *cap). Returns 0 or
- * -1 when out of memory or the size overflows. */
-static int buf_reserve(char **buf, size_t len, size_t *cap, size_t need)
-{
-    size_t ncap;
-    char *nb;
-    if (need <= *cap - len)
-        return 0;
-    if (need > SIZE_MAX / 2 - len)
-        return -1;
-    ncap = *cap ? *cap : 1024;
-    while (ncap < len + need)
-        ncap *= 2;
-    nb = realloc(*buf, ncap);
-    if (nb == NULL)
-        return -1;
-    *buf = nb;
-    *cap = ncap;
-    return 0;
-}
-
 static int hbuf_append(rt_curl_req_t *r, const char *p, size_t n)
 {
     if (r->hbuf_len + n > RT_CURL_MAX_HEADER_BYTES) {
         r->too_large = 2;
         return -1;
     }
-    if (buf_reserve(&r->hbuf, r->hbuf_len, &r->hbuf_cap, n) < 0) {
+    if (rt_buf_reserve(&r->hbuf, r->hbuf_len, &r->hbuf_cap, n) < 0) {
         r->oom = 1;
         return -1;
     }
@@ -198,7 +178,7 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud)
         r->too_large = 1;
         return 0; /* curl fails the transfer with CURLE_WRITE_ERROR */
     }
-    if (buf_reserve(&r->body, r->body_len, &r->body_cap, len) < 0) {
+    if (rt_buf_reserve(&r->body, r->body_len, &r->body_cap, len) < 0) {
         r->oom = 1;
         return 0;
     }

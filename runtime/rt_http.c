@@ -25,6 +25,7 @@
 #include "rt_http.h"
 
 #include "rt_addrcount.h"
+#include "rt_buf.h"
 
 #include <h2o.h>
 #include <h2o/websocket.h>
@@ -761,19 +762,8 @@ int rt_http_stream_write(rt_http_req_t *h, const char *data, size_t len)
         return RT_ECLOSED;
     if (len == 0)
         return 0;
-    if (len > h->out_cap - h->out_len) {
-        size_t cap = h->out_cap ? h->out_cap : 4096;
-        char *nb;
-        if (len > SIZE_MAX / 4 - h->out_len)
-            return RT_ENOMEM;
-        while (cap < h->out_len + len)
-            cap *= 2;
-        nb = realloc(h->out, cap);
-        if (nb == NULL)
-            return RT_ENOMEM;
-        h->out = nb;
-        h->out_cap = cap;
-    }
+    if (rt_buf_reserve(&h->out, h->out_len, &h->out_cap, len) != 0)
+        return RT_ENOMEM;
     memcpy(h->out + h->out_len, data, len);
     h->out_len += len;
     h->srv->stats.bytes_out += len;
@@ -993,18 +983,9 @@ static ssize_t rt__ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data,
     h2o_websocket_conn_t *conn = user;
     rt_http_ws_t *ws = conn->data;
     (void)flags;
-    if (ws->out_len + len > ws->out_cap) {
-        size_t cap = ws->out_cap ? ws->out_cap : 4096;
-        char *nb;
-        while (cap < ws->out_len + len)
-            cap *= 2;
-        nb = realloc(ws->out, cap);
-        if (nb == NULL) {
-            wslay_event_set_error(ctx, WSLAY_ERR_NOMEM);
-            return -1;
-        }
-        ws->out = nb;
-        ws->out_cap = cap;
+    if (rt_buf_reserve(&ws->out, ws->out_len, &ws->out_cap, len) != 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_NOMEM);
+        return -1;
     }
     memcpy(ws->out + ws->out_len, data, len);
     ws->out_len += len;

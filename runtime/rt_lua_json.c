@@ -19,6 +19,8 @@
  * (cjson's errors). Metatables are otherwise ignored, as cjson does. */
 #include "rt_lua_json.h"
 
+#include "rt_buf.h"
+
 #include <lauxlib.h>
 #include <math.h>
 #include <stdio.h>
@@ -43,22 +45,7 @@ enum { J_OK = 0, J_BAIL = 1, J_NOMEM = 2 };
 
 static int jb_reserve(jbuf_t *b, size_t n)
 {
-    size_t cap;
-    char *p;
-    if (n <= b->cap - b->len)
-        return J_OK;
-    cap = b->cap ? b->cap : 1024;
-    while (cap - b->len < n) {
-        if (cap > ((size_t)-1) / 2)
-            return J_NOMEM;
-        cap *= 2;
-    }
-    p = realloc(b->p, cap);
-    if (p == NULL)
-        return J_NOMEM;
-    b->p = p;
-    b->cap = cap;
-    return J_OK;
+    return rt_buf_reserve(&b->p, b->len, &b->cap, n) == 0 ? J_OK : J_NOMEM;
 }
 
 static int jb_put(jbuf_t *b, const char *s, size_t n)

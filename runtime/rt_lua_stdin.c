@@ -3,6 +3,7 @@
  * human answers an approval prompt. */
 #include "rt_lua_stdin.h"
 
+#include "rt_buf.h"
 #include "rt_lua_wait.h"
 
 #include <lauxlib.h>
@@ -32,17 +33,8 @@ struct rt_lua_stdin {
 
 static int stdin_append(rt_lua_stdin_t *in, const char *p, size_t n)
 {
-    if (in->len + n > in->cap) {
-        size_t cap = in->cap ? in->cap * 2 : 256;
-        char *nb;
-        while (cap < in->len + n)
-            cap *= 2;
-        nb = realloc(in->buf, cap);
-        if (nb == NULL)
-            return -1;
-        in->buf = nb;
-        in->cap = cap;
-    }
+    if (rt_buf_reserve(&in->buf, in->len, &in->cap, n) != 0)
+        return -1;
     memcpy(in->buf + in->len, p, n);
     in->len += n;
     return 0;

@@ -1,6 +1,8 @@
 /* rt_sse_lines.c - see rt_sse_lines.h. */
 #include "rt_sse_lines.h"
 
+#include "rt_buf.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,20 +21,8 @@ void rt_sse_lines_free(rt_sse_lines_t *p)
 
 static int rt__keep(rt_sse_lines_t *p, const char *s, size_t n)
 {
-    if (n > p->cap - p->len) {
-        size_t cap = p->cap ? p->cap : 256;
-        char *b;
-        while (cap - p->len < n) {
-            if (cap > ((size_t)-1) / 2)
-                return -1;
-            cap *= 2;
-        }
-        b = realloc(p->buf, cap);
-        if (b == NULL)
-            return -1;
-        p->buf = b;
-        p->cap = cap;
-    }
+    if (rt_buf_reserve(&p->buf, p->len, &p->cap, n) != 0)
+        return -1;
     memcpy(p->buf + p->len, s, n);
     p->len += n;
     return 0;

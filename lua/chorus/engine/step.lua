@@ -210,15 +210,14 @@ end
 -- 00-<trace id>-<parent id>-01: the trace id is the execution's (a UUID
 -- without dashes), the parent id 16 hex digits derived from the
 -- execution, step and attempt, so log lines and the receiver agree.
-local trace_hex, n_trace_hex = {}, 0
-
+-- The trace id's hex is kept on the execution (every attempt of every
+-- step sends it).
 function Actx:traceparent()
-  local id = self.trace_id
-  local trace = trace_hex[id]
+  local exec = self[EXEC]
+  local trace = exec._trace_hex
   if not trace then
-    trace = id:gsub("-", "")
-    if n_trace_hex >= 4096 then trace_hex, n_trace_hex = {}, 0 end
-    trace_hex[id], n_trace_hex = trace, n_trace_hex + 1
+    trace = self.trace_id:gsub("-", "")
+    exec._trace_hex = trace
   end
   local parent = native.sha256(self.execution_id .. "/" .. self.step_id .. "/" .. self.attempt):sub(1, 16)
   return ("00-%s-%s-01"):format(trace, parent)
