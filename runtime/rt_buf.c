@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-int rt_buf_reserve(char **buf, size_t len, size_t *cap, size_t need)
+int rt_buf_grow(char **buf, size_t len, size_t *cap, size_t need)
 {
     size_t ncap;
     char *nb;

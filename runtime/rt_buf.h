@@ -7,9 +7,19 @@
 
 #include <stddef.h>
 
+/* Grows the buffer (see rt_buf_reserve); callers use rt_buf_reserve. */
+int rt_buf_grow(char **buf, size_t len, size_t *cap, size_t need);
+
 /* Makes room for need more bytes after len: the capacity doubles from
  * 1 KiB until they fit. Returns 0, or -1 (buffer unchanged) when out of
- * memory or when len + need would overflow. */
-int rt_buf_reserve(char **buf, size_t len, size_t *cap, size_t need);
+ * memory or when len + need would overflow. Inline: the encoders call it
+ * for every piece they append, and the room is nearly always there. */
+static inline int rt_buf_reserve(char **buf, size_t len, size_t *cap,
+                                 size_t need)
+{
+    if (need <= *cap - len)
+        return 0;
+    return rt_buf_grow(buf, len, cap, need);
+}
 
 #endif

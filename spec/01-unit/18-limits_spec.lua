@@ -113,6 +113,73 @@ describe("limits", function()
     assert.equal("too_large", k2)
   end)
 
+  -- limits.check sizes small values in Lua (limits._small_bytes) and
+  -- leaves the rest to native.value_check: both must give the same
+  -- figures and the same verdicts, whichever answers.
+  it("sizes small values in Lua exactly as native.value_check does, and gives up on the rest", function()
+    local limits = require "chorus.engine.limits"
+    local value_check = require("chorus.native").value_check
+    local small = limits._small_bytes
+    local seed = 20261203
+    local function rnd(n) -- a fixed sequence: a failure is the same failure again
+      seed = (seed * 1103515245 + 12345) % 2147483648
+      return seed % n + 1
+    end
+    local texts = { "", "JOB_1", "a b", "tab\t", ("k"):rep(70), "caf\195\169", "nul\0byte", "bad\255", "\127" }
+    local numbers = { 0, 1, -1, 9, -9, 10, -10, 12345, -99999, 1e14, 1e15, -1e15, 0.5, -2.25, 1 / 3, 2 ^ 53,
+      0 / 0, math.huge, -math.huge }
+    local function value(depth)
+      local r = rnd(depth > 5 and 6 or 9)
+      if r == 1 then return texts[rnd(#texts)] end
+      if r == 2 then return numbers[rnd(#numbers)] end
+      if r == 3 then return rnd(2) == 1 end
+      if r == 4 then return json.null end
+      if r == 5 then return rnd(20) == 1 and print or texts[rnd(#texts)] end
+      if r == 6 then return numbers[rnd(#numbers)] end
+      local t = {}
+      for i = 1, rnd(5) do
+        local k = rnd(3) == 1 and i or texts[rnd(#texts)] .. i
+        t[k] = value(depth + 1)
+      end
+      if rnd(30) == 1 then t[math.huge] = 1 end
+      return t
+    end
+    local gave_up, answered = 0, 0
+    for _ = 1, 3000 do
+      local v = value(0)
+      local max = rnd(4) == 1 and rnd(200) or 1048576
+      local want_bytes, want_kind = value_check(v, max, limits.MAX_DEPTH)
+      local got_v, got_bytes, got_kind = limits.check(v, max)
+      if want_bytes then
+        assert.is_not_nil(got_v)
+        assert.equal(want_bytes, got_bytes)
+        assert.equal(want_kind > 0, got_kind) -- repaired when C found bad text
+      else
+        assert.is_nil(got_v)
+        assert.equal(want_kind, got_bytes)
+      end
+      local n = small(v, 0, 0, max)
+      if n then
+        answered = answered + 1
+        assert.equal(want_bytes, n)
+      else
+        gave_up = gave_up + 1
+      end
+    end
+    assert.is_true(answered > 500 and gave_up > 500, answered .. " answered, " .. gave_up .. " gave up")
+    -- deep, cyclic, and large values go to the C walk
+    local deep = {}
+    for _ = 1, 20 do deep = { deep } end
+    assert.is_nil(small(deep, 0, 0, 4095))
+    local cyc = {}
+    cyc.self = cyc
+    assert.is_nil(small(cyc, 0, 0, 4095))
+    assert.equal("too_deep", select(2, limits.check(cyc, 1048576)))
+    assert.is_nil(small({ blob = ("x"):rep(5000) }, 0, 0, 4095))
+    -- the step output of the reference workload is answered in Lua
+    assert.is_number(small({ job_name = "JOB_1", job_status = { job_name = "JOB_1" } }, 0, 0, 4095))
+  end)
+
   it("an output over max_output_bytes fails its step (no retry); a config may raise the limit", function()
     local engine = engine_with({ big = 'function(_, ctx) return ("y"):rep(ctx.params.n or 2 * 1048576) end' })
     local exec = h.run(h.flat("sequential", { { id = "s", agent = "big", retry = { max_attempts = 3 } } }), {},
