@@ -119,13 +119,16 @@ function M.payload(exec)
     metrics = { latency_ms = exec.latency_ms, tokens = exec.tokens, cost = exec.cost } }
 end
 
--- post(url, payload, {id, secret, timeout_ms, policy}) -> status | nil, err
+-- post(url, payload, {id, secret, timeout_ms, policy}) -> status
+--   | nil, err, http_status, final
 -- The connection is refused when the URL's host resolves to an internal
 -- address the policy does not allow (checked by curl's socket opener).
+-- final: a refusal by the policy, which another attempt would meet again
+-- (both deliverers give up at once).
 function M.post(url, payload, opts)
   local policy = opts.policy or current_policy()
   local ok, why = M.check_url(url, policy)
-  if not ok then return nil, "refused: " .. url .. " " .. why end
+  if not ok then return nil, "refused: " .. url .. " " .. why, nil, true end
   local host = host_of(url)
   local body = json.encode(payload)
   local ts = math.floor(native.time())
@@ -136,10 +139,10 @@ function M.post(url, payload, opts)
   }
   if opts.secret then headers["x-chorus-signature"] = M.sign(opts.secret, ts, body) end
   local guard = not (policy.any or policy.hosts[host])
-  local res, err = client.request({ method = "POST", url = url, headers = headers, body = body,
+  local res, err, kind = client.request({ method = "POST", url = url, headers = headers, body = body,
     timeout_ms = opts.timeout_ms or M.defaults.timeout_ms, max_body_bytes = 65536,
     deny_internal = guard, allow = guard and policy.cidrs or nil })
-  if not res then return nil, err end
+  if not res then return nil, err, nil, kind == "blocked address" end
   if res.status < 200 or res.status > 299 then
     return nil, ("HTTP %d"):format(res.status), res.status
   end
@@ -179,14 +182,14 @@ RETURNING c.id, c.url, c.payload, c.attempts]]
 
 function Deliverer:deliver(row)
   local o = self.opts
-  local status, err, code = M.post(row.url, row.payload, { id = row.id, secret = o.secret, timeout_ms = o.timeout_ms,
-    policy = o.policy })
+  local status, err, code, final = M.post(row.url, row.payload, { id = row.id, secret = o.secret,
+    timeout_ms = o.timeout_ms, policy = o.policy })
   if status then
     self.stats.delivered = self.stats.delivered + 1
     return self.pool:query([[UPDATE orchestration_callbacks SET status = 'delivered', delivered_at = now(),
       last_status_code = $2, last_error = NULL WHERE id = $1]], row.id, status)
   end
-  if row.attempts >= o.max_attempts then
+  if final or row.attempts >= o.max_attempts then
     self.stats.failed = self.stats.failed + 1
     log.warn("callbacks: giving up on %s after %d attempts: %s", row.url, row.attempts, tostring(err))
     return self.pool:query([[UPDATE orchestration_callbacks SET status = 'failed', last_error = $2,
@@ -245,13 +248,13 @@ end
 local function deliver_local(self, url, payload, id)
   local o = self.opts
   for attempt = 1, o.max_attempts do
-    local status, err = M.post(url, payload, { id = id, secret = o.secret, timeout_ms = o.timeout_ms,
+    local status, err, _, final = M.post(url, payload, { id = id, secret = o.secret, timeout_ms = o.timeout_ms,
       policy = o.policy })
     if status then
       self.stats.delivered = self.stats.delivered + 1
       return
     end
-    if attempt == o.max_attempts or tostring(err):match("^refused") then
+    if attempt == o.max_attempts or final then
       self.stats.failed = self.stats.failed + 1
       log.warn_with({ trace_id = payload.trace_id, execution_id = payload.execution_id },
         "callbacks: giving up on %s for execution %s after %d attempts: %s", url, payload.execution_id, attempt,

@@ -89,6 +89,36 @@ describe("webhook callbacks #postgres", function()
     pool:close()
   end)
 
+  it("gives up at once on an address the policy refuses, literal or resolved", function()
+    received, fail_first = {}, 0
+    local hosts = { "127.0.0.1" }
+    -- a name only the connection finds internal: this machine's own, when
+    -- it resolves to one of its addresses (it does on most machines)
+    local _, out = h.sh("hostname")
+    local name = out:gsub("%s+$", "")
+    local _, _, kind = require("chorus.http.client").request({ url = ("http://%s:%d/x"):format(name, srv.port),
+      deny_internal = true, timeout_ms = 2000 })
+    if kind == "blocked address" and callbacks.check_url("http://" .. name .. "/", callbacks.policy("")) then
+      hosts[2] = name
+    end
+    for _, host in ipairs(hosts) do
+      local url = h.fresh_db("hooks_refused")
+      local _, pool = run_execution(url, ("http://%s:%d/hook"):format(host, srv.port))
+      local d = callbacks.deliverer(pool, { policy = callbacks.policy(""), base_backoff_ms = 10, poll_ms = 10,
+        max_attempts = 5 }):run()
+      assert.is_true(h.wait_until(function()
+        local r = pool:query("SELECT status FROM orchestration_callbacks")
+        return r and r.rows[1] and r.rows[1].status == "failed"
+      end, 5000), host)
+      d:stop()
+      local r = assert(pool:query("SELECT attempts, last_error FROM orchestration_callbacks"))
+      assert.equal(1, r.rows[1].attempts, host)
+      assert.matches("internal address", r.rows[1].last_error)
+      pool:close()
+    end
+    assert.equal(0, #received)
+  end)
+
   it("the execute request's own callback_url goes into the outbox beside the config's, and survives in the row", function()
     received, fail_first = {}, 0
     local url = h.fresh_db("hooks_request")
