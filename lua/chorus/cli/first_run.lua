@@ -3,11 +3,14 @@
 -- In memory, the server's only key is CHORUS_ADMIN_KEY; without one, the
 -- server makes one at start and prints it once on stderr (never through
 -- the log: it appears nowhere else), with the admin page's address and how
--- to keep it across restarts. A malformed CHORUS_ADMIN_KEY is refused
+-- to keep it across restarts (as one JSON record with --log-format json). A malformed CHORUS_ADMIN_KEY is refused
 -- (exit 2) with the format. With a database, keys are rows made by
 -- `chorus keys create`; the server says so when it finds no admin key.
 local auth = require "chorus.api.auth"
+local json = require "chorus.json"
 local log = require "chorus.log"
+local native = require "chorus.native"
+local rfc3339 = require "chorus.rfc3339"
 
 local M = {}
 
@@ -31,8 +34,19 @@ function M.admin_url(host, port)
   return ("http://%s:%d/admin/"):format(host, port)
 end
 
--- banner(out, key, url): the one place the made key is ever written.
-function M.banner(out, key, url)
+-- banner(out, key, url [, format]): the one place the made key is ever
+-- written. With --log-format json (stderr a stream of JSON records), one
+-- record of its own, so that the stream stays parseable: written here,
+-- not through chorus.log, which would redact the key.
+function M.banner(out, key, url, format)
+  if (format or log.format) == "json" then
+    out:write(json.encode({ ts = rfc3339.format(native.time()), level = "warn",
+      msg = "serve: no admin key was given (CHORUS_ADMIN_KEY), so this one was made; it is shown only now "
+        .. "and lives only in this process: start the server with CHORUS_ADMIN_KEY set to it to keep it",
+      admin_key = key, admin_url = url }), "\n")
+    out:flush()
+    return
+  end
   out:write(([[
 
 chorus serve: no admin key was given (CHORUS_ADMIN_KEY), so this one was made:
@@ -50,12 +64,19 @@ chorus serve: no admin key was given (CHORUS_ADMIN_KEY), so this one was made:
   out:flush()
 end
 
--- db_notice(out, store): with a database, when it holds no admin key yet.
+-- db_notice(out, store): with a database, when it holds no admin key yet
+-- (a log record with --log-format json).
 function M.db_notice(out, store)
   local keys = store:list_keys({})
   if not keys then return end
   for _, k in ipairs(keys) do
     if k.role == "admin" and not k.revoked_at then return end
+  end
+  if log.format == "json" then
+    log.warn("serve: the database has no admin API key yet (keys live in the database: CHORUS_ADMIN_KEY is not "
+      .. "used with one); make one, shown once on its last line: "
+      .. "chorus keys create --tenant default --user admin --role admin --db URL")
+    return
   end
   out:write("chorus serve: the database has no admin API key yet (keys live in the database: CHORUS_ADMIN_KEY\n"
     .. "  is not used with one). Make one, shown once on its last line:\n"

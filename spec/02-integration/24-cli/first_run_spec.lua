@@ -37,7 +37,7 @@ end
 
 describe("chorus serve, first run", function()
   it("makes an admin key, prints it once with the admin page's URL and how to keep it, and the key works", function()
-    local s = srv.start("", { CHORUS_ADMIN_KEY = false })
+    local s = srv.start("--log-format text", { CHORUS_ADMIN_KEY = false })
     finally(function() srv.stop(s) end)
     local log = wait_log(s, "CHORUS_ADMIN_KEY=chk_")
     local key = log:match("\n    (chk_%x+)\n")
@@ -57,13 +57,28 @@ describe("chorus serve, first run", function()
     assert.equal(2, count(srv.log(s), key))
   end)
 
-  it("makes a new key each start: nothing is kept", function()
-    local a = srv.start("", { CHORUS_ADMIN_KEY = false })
-    local ka = wait_log(a, "CHORUS_ADMIN_KEY=chk_"):match("\n    (chk_%x+)\n")
+  -- With JSON records (--log-format json, the default when stderr is not
+  -- a terminal), the key is one record of its own: every line parses.
+  local function json_key(s)
+    local log = wait_log(s, '"admin_key":"chk_')
+    local key, url
+    for line in log:gmatch("[^\n]+") do
+      local rec = json.decode(line)
+      assert(type(rec) == "table", "not a JSON record: " .. line)
+      if rec.admin_key then key, url = rec.admin_key, rec.admin_url end
+    end
+    assert.equal(1, count(log, key))
+    assert.equal(("http://127.0.0.1:%d/admin/"):format(s.port), url)
+    return key
+  end
+
+  it("makes a new key each start: nothing is kept (and with JSON records, the key is one record)", function()
+    local a = srv.start("--log-format json", { CHORUS_ADMIN_KEY = false })
+    local ka = json_key(a)
     srv.stop(a)
-    local b = srv.start("", { CHORUS_ADMIN_KEY = false })
+    local b = srv.start("", { CHORUS_ADMIN_KEY = false }) -- JSON: stderr is a file
     finally(function() srv.stop(b) end)
-    local kb = wait_log(b, "CHORUS_ADMIN_KEY=chk_"):match("\n    (chk_%x+)\n")
+    local kb = json_key(b)
     assert.is_string(ka)
     assert.is_string(kb)
     assert.not_equal(ka, kb)
@@ -108,7 +123,7 @@ describe("chorus serve, first run", function()
   end)
 
   it("--workers 2: one key for both workers, printed once", function()
-    local s = srv.start("--workers 2", { CHORUS_ADMIN_KEY = false })
+    local s = srv.start("--workers 2 --log-format text", { CHORUS_ADMIN_KEY = false })
     finally(function() srv.stop(s) end)
     assert.is_true(h.wait_until(function()
       local _, n = srv.log(s):gsub("listening on", "")
@@ -146,6 +161,9 @@ describe("chorus serve, first run", function()
       wait_log(s, "--db URL")
       srv.stop(s)
       local log = srv.log(s)
+      for line in log:gmatch("[^\n]+") do -- JSON records (stderr is a file), the notice one of them
+        assert(type(json.decode(line)) == "table", "not a JSON record: " .. line)
+      end
       assert.matches("the database has no admin API key yet", log, 1, true)
       assert.matches("chorus keys create --tenant default --user admin --role admin --db URL", log, 1, true)
       assert.matches("CHORUS_ADMIN_KEY is not used with a database", log, 1, true)
