@@ -30,6 +30,8 @@
 --   fake-slow         token_ms (50; x-fake-token-ms) between streamed tokens
 --   (header x-fake-stamps: N) a stream of N pieces "@<wall-clock ms> ",
 --                     each stamped as it is written (bench/agents)
+--   (header x-fake-first-ms: N) N ms before a stream's first piece (a
+--                     model's time to first token; token_ms otherwise)
 --   fake-huge         a 10 MB answer
 --   fake-no-usage     a stream without the usage chunk
 --
@@ -130,7 +132,7 @@ end
 -- stamps (x-fake-stamps: N, for bench/agents): the answer is N pieces
 -- "@<wall-clock ms> ", each stamped as it is written, so a subscriber can
 -- tell how long a piece took to reach it.
-local function stream_answer(self, req, body, text, finish, usage, behavior, token_ms, stamps)
+local function stream_answer(self, req, body, text, finish, usage, behavior, token_ms, stamps, first_ms)
   local include_usage = type(body.stream_options) == "table" and body.stream_options.include_usage == true
   local w = req:stream(200, { ["content-type"] = "text/event-stream; charset=utf-8",
     ["cache-control"] = "no-cache", ["x-request-id"] = request_id(self) })
@@ -150,7 +152,8 @@ local function stream_answer(self, req, body, text, finish, usage, behavior, tok
       sched.sleep(20) -- what was sent reaches the client, then the cut
       return w:abort()
     end
-    if token_ms > 0 then sched.sleep(token_ms) end
+    local wait = i == 1 and first_ms or token_ms
+    if wait > 0 then sched.sleep(wait) end
     if stamps then p = ("@%.3f "):format(native.time() * 1000) end
     local ok = w:write(chunk(base, { { index = 0, delta = { content = p }, logprobs = json.null,
       finish_reason = json.null } }, nil, include_usage))
@@ -268,7 +271,8 @@ local function chat(self, req, body, behavior)
       or (behavior == "fake-slow" and self.token_ms) or 0
     local stamps = tonumber(req.headers["x-fake-stamps"])
     stamps = stamps and stamps >= 1 and math.min(math.floor(stamps), 100000) or nil
-    return stream_answer(self, req, body, text, finish, usage, behavior, token_ms, stamps)
+    local first_ms = tonumber(req.headers["x-fake-first-ms"]) or token_ms
+    return stream_answer(self, req, body, text, finish, usage, behavior, token_ms, stamps, first_ms)
   end
   local out = json.encode({
     id = "chatcmpl-" .. native.uuid():gsub("-", ""), object = "chat.completion",

@@ -13,7 +13,11 @@
 #     p99, max).
 #
 #   bash bench/agents/run.sh
-#   RUNS=3 N=20000 EXECUTIONS=100 PIECES=50 TOKEN_MS=20 bash bench/agents/run.sh
+#   RUNS=3 N=20000 EXECUTIONS=100 PIECES=50 TOKEN_MS=20 FIRST_MS=300 bash bench/agents/run.sh
+#
+# FIRST_MS: the model's time to first token (real models: hundreds of ms);
+# with FIRST_MS=0 every stream's first pieces land in the burst of the 100
+# approvals and connections, on the machine the client and model share.
 #
 # Compare in the same sitting with the peer (LangGraph.js, the same agents
 # over fetch): CASES="lg_httpH" bash ../shared/bench/peers/run.sh
@@ -72,6 +76,6 @@ for _ in $(seq 200); do
   sleep 0.05
 done
 line=$(node bench/agents/delta_latency.mjs "http://127.0.0.1:$port" "$key" "${EXECUTIONS:-100}" \
-  "${PIECES:-50}" "${TOKEN_MS:-20}")
+  "${PIECES:-50}" "${TOKEN_MS:-20}" "${FIRST_MS:-300}")
 echo "${line%\}},\"label\":\"deltas\"}" | tee -a "$out"
 echo "results: $out" >&2

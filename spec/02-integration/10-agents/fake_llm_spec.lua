@@ -73,6 +73,25 @@ describe("fakes/llm.lua", function()
     assert.equal("stop", json.decode(ev[#ev - 1]).choices[1].finish_reason)
   end)
 
+  -- bench/agents: stamped pieces, a time to first token, then token_ms apart
+  it("streams stamped pieces after x-fake-first-ms, then x-fake-token-ms apart", function()
+    local native = require "chorus.native"
+    local t0 = native.time() * 1000
+    local res = post("/chat/completions", { model = "chorus-sim", stream = true,
+      messages = { { role = "user", content = "x" } } },
+      { ["x-fake-stamps"] = "3", ["x-fake-first-ms"] = "150", ["x-fake-token-ms"] = "10" })
+    assert.equal(200, res.status)
+    local stamps = {}
+    for _, data in ipairs(events_of(res.body)) do
+      local ev = data ~= "[DONE]" and json.decode(data)
+      local content = ev and ev.choices[1] and ev.choices[1].delta.content
+      if content and content ~= "" then stamps[#stamps + 1] = tonumber(content:match("^@([%d%.]+) $")) end
+    end
+    assert.equal(3, #stamps)
+    assert.is_true(stamps[1] - t0 >= 145, "first piece after " .. (stamps[1] - t0) .. " ms")
+    assert.is_true(stamps[2] - stamps[1] >= 9 and stamps[2] - stamps[1] < 140, "then " .. (stamps[2] - stamps[1]))
+  end)
+
   it("checks the key and the request like the real service", function()
     local res = assert(client.get(fake.url .. "/models"))
     assert.equal(401, res.status)
