@@ -3,9 +3,10 @@
 -- In memory, the server's only key is CHORUS_ADMIN_KEY; without one, the
 -- server makes one at start and prints it once on stderr (never through
 -- the log: it appears nowhere else), with the admin page's address and how
--- to keep it across restarts (as one JSON record with --log-format json). A malformed CHORUS_ADMIN_KEY is refused
--- (exit 2) with the format. With a database, keys are rows made by
--- `chorus keys create`; the server says so when it finds no admin key.
+-- to keep it across restarts (one JSON record with --log-format json). A
+-- malformed CHORUS_ADMIN_KEY is refused (exit 2) with the format. With a
+-- database, keys are rows made by `chorus keys create`; the server says
+-- so when it finds no admin key.
 local auth = require "chorus.api.auth"
 local json = require "chorus.json"
 local log = require "chorus.log"
