@@ -8,7 +8,8 @@
 --   1. checked by limits.check: it must not raise; a value it accepts
 --      (repaired) must encode as JSON, the text valid UTF-8 and decoding
 --      again, and not larger than the size it was measured at allows
---      (escapes take at most 6 bytes a byte);
+--      (escapes take at most 6 bytes a byte); a size its Lua fast path
+--      gives is the C walk's (native.value_check);
 --   2. encoded by json.encode_lenient (what answers use for records
 --      stored before the limits): never raises, always JSON that decodes;
 --   3. the output of a step of a real execution (in memory): the
@@ -108,6 +109,12 @@ function M.one(data)
   -- 1. the limits
   local ok, got, bytes, why = pcall(limits.check, v, MAX)
   if not ok then return nil, "limits.check raised: " .. tostring(got) end
+  local sok, small = pcall(limits._small_bytes, v, 0, 0, 4095)
+  if not sok then return nil, "limits' fast path raised: " .. tostring(small) end
+  if small and small ~= native.value_check(v, MAX, limits.MAX_DEPTH) then
+    return nil, ("limits' fast path sized %d bytes, the C walk %s"):format(small,
+      tostring(native.value_check(v, MAX, limits.MAX_DEPTH)))
+  end
   if got ~= nil then
     local text, err = json.encode(got)
     if not text then return nil, "limits.check accepted a value json cannot encode: " .. tostring(err) end
