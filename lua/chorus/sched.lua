@@ -116,19 +116,11 @@ function Cond:wait()
   return unpack(r, 1, table.maxn(r))
 end
 
--- cond:signal(...) wakes every waiting task with the values. One value
--- (every caller's case: an execution's end signals its waiters) takes a
--- loop LuaJIT compiles; passing `...` on inside a loop it does not (NYI:
--- VARG), and the trace of the code that signalled ended there.
+-- cond:signal(...) wakes every waiting task with the values.
 function Cond:signal(...)
   local ws = self.waiters
   if #ws == 0 then return end
   self.waiters = {}
-  if select("#", ...) == 1 then
-    local v = ...
-    for i = 1, #ws do ws[i]:wake(v) end
-    return
-  end
   for _, t in ipairs(ws) do t:wake(...) end
 end
 

@@ -148,18 +148,6 @@ describe("chorus.sched", function()
     c:signal("go", 2)
     sched.wait_all(ts)
     assert.same({ { "go", 2 }, { "go", 2 }, { "go", 2 } }, got)
-    -- one value (the callers' case, a loop of its own), false included
-    for _, v in ipairs({ true, false, "x" }) do
-      got, ts = {}, {}
-      for i = 1, 3 do
-        ts[i] = sched.spawn(function() got[i] = { c:wait() } end)
-      end
-      sched.sleep(1)
-      c:signal(v)
-      sched.wait_all(ts)
-      assert.same({ { v }, { v }, { v } }, got)
-      assert.is_false(c:has_waiters())
-    end
   end)
 
   it("a cancelled condition waiter leaves the waiter list", function()
