@@ -22,6 +22,19 @@ static int l_now(lua_State *L)
     return 1;
 }
 
+double chorus_clock_now_ms(void)
+{
+    return (double)uv_hrtime() / 1e6;
+}
+
+double chorus_clock_time_s(void)
+{
+    struct timeval tv;
+    if (gettimeofday(&tv, NULL) != 0)
+        return 0; /* cannot fail with a valid pointer (EFAULT only) */
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
 /* native.time() -> wall-clock seconds since the epoch (fractional). */
 static int l_time(lua_State *L)
 {

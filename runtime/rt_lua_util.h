@@ -15,4 +15,12 @@ void rt_lua_util_open(lua_State *L, int table);
 void rt_lua_new_class(lua_State *L, const char *name, const luaL_Reg *methods,
                       void *up, lua_CFunction gc);
 
+/* The clocks of native.now and native.time as plain C functions, exported
+ * (the binary links with ENABLE_EXPORTS) for LuaJIT's FFI: chorus.clock
+ * binds them, and a call through the FFI is compiled into a trace where a
+ * classic C function ends it. Monotonic milliseconds; wall-clock seconds
+ * since the epoch. */
+double chorus_clock_now_ms(void);
+double chorus_clock_time_s(void);
+
 #endif

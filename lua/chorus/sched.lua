@@ -7,6 +7,7 @@
 -- Waiting functions return `nil, "cancelled"` or `nil, "timeout"` when the
 -- waiting task itself is cancelled or passes its deadline.
 local native = require "chorus.native"
+local clock = require "chorus.clock"
 
 local spawn_native, wait_native = native.spawn, native.wait
 local suspend, current = native.suspend, native.current
@@ -14,8 +15,8 @@ local ipairs, select, remove = ipairs, select, table.remove
 
 local M = {
   sleep = native.sleep,       -- sleep(ms) -> true | nil, reason
-  now = native.now,           -- monotonic ms
-  time = native.time,         -- wall clock seconds
+  now = clock.now,            -- monotonic ms (chorus.clock: compiled into traces)
+  time = clock.time,          -- wall clock seconds
   current = current,          -- the running task
   cancelled = native.cancelled, -- reason the running task was cancelled
   live_tasks = native.live_tasks,

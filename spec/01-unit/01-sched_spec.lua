@@ -136,6 +136,29 @@ describe("chorus.sched", function()
     assert.is_true(left_at_wake > 2500, "the timer fired only once " .. (5000 - left_at_wake) .. " tasks were done")
   end)
 
+  -- chorus.clock: the engine's clocks through LuaJIT's FFI (compiled into
+  -- traces), the same clocks as native.now and native.time.
+  it("reads the same clocks as native, through the FFI in this binary", function()
+    local clock = require "chorus.clock"
+    assert.is_true(clock.ffi, "the chorus binary exports chorus_clock_*: ENABLE_EXPORTS")
+    assert.equal(clock.now, sched.now)
+    assert.equal(clock.time, sched.time)
+    local last = sched.now()
+    for _ = 1, 100000 do -- compiled after a few iterations: both ways
+      local t = sched.now()
+      assert(t >= last, "monotonic")
+      last = t
+    end
+    assert.is_true(math.abs(sched.now() - native.now()) < 5)
+    assert.is_true(math.abs(sched.time() - native.time()) < 0.005)
+    assert.is_true(math.abs(sched.time() - os.time()) <= 1)
+    local t0, w0 = sched.now(), sched.time()
+    sched.sleep(30)
+    local dn, dw = sched.now() - t0, (sched.time() - w0) * 1000
+    assert.is_true(dn >= 29 and dn < 500, dn)
+    assert.is_true(dw >= 25 and dw < 500, dw)
+  end)
+
   it("a condition wakes every waiter with the signalled values", function()
     local c = sched.cond()
     local got = {}
