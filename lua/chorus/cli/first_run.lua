@@ -41,10 +41,12 @@ end
 -- not through chorus.log, which would redact the key.
 function M.banner(out, key, url, format)
   if (format or log.format) == "json" then
+    -- One write of the whole line: stderr is unbuffered, and the log's
+    -- writer thread writes its records to it meanwhile.
     out:write(json.encode({ ts = rfc3339.format(native.time()), level = "warn",
       msg = "serve: no admin key was given (CHORUS_ADMIN_KEY), so this one was made; it is shown only now "
         .. "and lives only in this process: start the server with CHORUS_ADMIN_KEY set to it to keep it",
-      admin_key = key, admin_url = url }), "\n")
+      admin_key = key, admin_url = url }) .. "\n")
     out:flush()
     return
   end
