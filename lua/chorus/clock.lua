@@ -4,8 +4,8 @@
 -- Why not native.now and native.time: a classic C function ends the
 -- compiled trace it is called from (LuaJIT stitches a new one after the
 -- call), and a step reads the clocks several times; an FFI call is
--- compiled into the trace (56 -> 37 ns a call here, and ~3 % more
--- back-to-back executions a second). From interpreted code an FFI call
+-- compiled into the trace (56 -> 37 ns a call here, and ~4 % more
+-- back-to-back executions a second: bench/RESULTS.md, sitting 11). From interpreted code an FFI call
 -- costs more than a classic one (110 against 44 ns), so only the engine's
 -- hot path (chorus.sched, which the engine uses) reads the clocks here;
 -- the API and the CLI keep native.now and native.time.

@@ -149,8 +149,10 @@ describe("chorus.sched", function()
       assert(t >= last, "monotonic")
       last = t
     end
-    assert.is_true(math.abs(sched.now() - native.now()) < 5)
-    assert.is_true(math.abs(sched.time() - native.time()) < 0.005)
+    -- the same clocks, read one after the other (a loaded machine may
+    -- preempt between the two reads: a wide margin, the clocks' units)
+    assert.is_true(math.abs(sched.now() - native.now()) < 500)
+    assert.is_true(math.abs(sched.time() - native.time()) < 0.5)
     assert.is_true(math.abs(sched.time() - os.time()) <= 1)
     local t0, w0 = sched.now(), sched.time()
     sched.sleep(30)
