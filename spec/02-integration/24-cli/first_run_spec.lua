@@ -74,8 +74,11 @@ describe("chorus serve, first run", function()
 
   it("makes a new key each start: nothing is kept (and with JSON records, the key is one record)", function()
     local a = srv.start("--log-format json", { CHORUS_ADMIN_KEY = false })
+    local a_up = true -- stopped here when an assertion fails before it is stopped below
+    finally(function() if a_up then srv.stop(a) end end)
     local ka = json_key(a)
     srv.stop(a)
+    a_up = false
     local b = srv.start("", { CHORUS_ADMIN_KEY = false }) -- JSON: stderr is a file
     finally(function() srv.stop(b) end)
     local kb = json_key(b)
