@@ -152,12 +152,10 @@ static int hbuf_append(rt_curl_req_t *r, const char *p, size_t n)
         r->too_large = 2;
         return -1;
     }
-    if (rt_buf_reserve(&r->hbuf, r->hbuf_len, &r->hbuf_cap, n) < 0) {
+    if (rt_buf_append(&r->hbuf, &r->hbuf_len, &r->hbuf_cap, p, n) < 0) {
         r->oom = 1;
         return -1;
     }
-    memcpy(r->hbuf + r->hbuf_len, p, n);
-    r->hbuf_len += n;
     return 0;
 }
 
@@ -178,12 +176,10 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud)
         r->too_large = 1;
         return 0; /* curl fails the transfer with CURLE_WRITE_ERROR */
     }
-    if (rt_buf_reserve(&r->body, r->body_len, &r->body_cap, len) < 0) {
+    if (rt_buf_append(&r->body, &r->body_len, &r->body_cap, p, len) < 0) {
         r->oom = 1;
         return 0;
     }
-    memcpy(r->body + r->body_len, p, len);
-    r->body_len += len;
     r->body_total += len;
     if (r->ev_cb != NULL && len > 0) {
         r->head_done = 1; /* body bytes come after the final head */

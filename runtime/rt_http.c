@@ -762,10 +762,8 @@ int rt_http_stream_write(rt_http_req_t *h, const char *data, size_t len)
         return RT_ECLOSED;
     if (len == 0)
         return 0;
-    if (rt_buf_reserve(&h->out, h->out_len, &h->out_cap, len) != 0)
+    if (rt_buf_append(&h->out, &h->out_len, &h->out_cap, data, len) != 0)
         return RT_ENOMEM;
-    memcpy(h->out + h->out_len, data, len);
-    h->out_len += len;
     h->srv->stats.bytes_out += len;
     rt__stream_pump(h);
     return 0;
@@ -983,12 +981,10 @@ static ssize_t rt__ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data,
     h2o_websocket_conn_t *conn = user;
     rt_http_ws_t *ws = conn->data;
     (void)flags;
-    if (rt_buf_reserve(&ws->out, ws->out_len, &ws->out_cap, len) != 0) {
+    if (rt_buf_append(&ws->out, &ws->out_len, &ws->out_cap, data, len) != 0) {
         wslay_event_set_error(ctx, WSLAY_ERR_NOMEM);
         return -1;
     }
-    memcpy(ws->out + ws->out_len, data, len);
-    ws->out_len += len;
     if (!ws->batching)
         rt__ws_flush(ws);
     return (ssize_t)len;

@@ -50,11 +50,7 @@ static int jb_reserve(jbuf_t *b, size_t n)
 
 static int jb_put(jbuf_t *b, const char *s, size_t n)
 {
-    if (jb_reserve(b, n) != J_OK)
-        return J_NOMEM;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    return J_OK;
+    return rt_buf_append(&b->p, &b->len, &b->cap, s, n) == 0 ? J_OK : J_NOMEM;
 }
 
 /* cjson 2.1.0's escapes: control bytes, '"', '\\', '/' and DEL; bytes of

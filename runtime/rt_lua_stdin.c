@@ -33,11 +33,7 @@ struct rt_lua_stdin {
 
 static int stdin_append(rt_lua_stdin_t *in, const char *p, size_t n)
 {
-    if (rt_buf_reserve(&in->buf, in->len, &in->cap, n) != 0)
-        return -1;
-    memcpy(in->buf + in->len, p, n);
-    in->len += n;
-    return 0;
+    return rt_buf_append(&in->buf, &in->len, &in->cap, p, n);
 }
 
 /* A line can be returned now: one is complete, the buffer is full, or

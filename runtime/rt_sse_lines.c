@@ -21,11 +21,7 @@ void rt_sse_lines_free(rt_sse_lines_t *p)
 
 static int rt__keep(rt_sse_lines_t *p, const char *s, size_t n)
 {
-    if (rt_buf_reserve(&p->buf, p->len, &p->cap, n) != 0)
-        return -1;
-    memcpy(p->buf + p->len, s, n);
-    p->len += n;
-    return 0;
+    return rt_buf_append(&p->buf, &p->len, &p->cap, s, n);
 }
 
 /* One line, without its end. */

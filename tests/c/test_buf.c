@@ -1,4 +1,4 @@
-/* test_buf.c - unit tests of rt_buf_reserve: room made keeps the bytes
+/* test_buf.c - unit tests of rt_buf_reserve and rt_buf_append: room made keeps the bytes
  * already there, growth by doubling, and a size that would overflow is
  * refused with the buffer unchanged. */
 #include <stdint.h>
@@ -41,6 +41,24 @@ int main(void)
         CHECK(rt_buf_reserve(&buf, len, &cap, SIZE_MAX / 2) == -1);
         CHECK(cap == before && buf == p && buf[0] == 1);
     }
+    /* Appends: the bytes in order, the length counted, an empty one a
+     * no-op, one past what a size_t can hold refused with nothing
+     * changed. */
+    {
+        char *a = NULL;
+        size_t alen = 0, acap = 0, k;
+        for (k = 0; k < 1000; k++)
+            CHECK(rt_buf_append(&a, &alen, &acap, "abc", 3) == 0);
+        CHECK(alen == 3000 && memcmp(a + 2997, "abc", 3) == 0);
+        CHECK(rt_buf_append(&a, &alen, &acap, NULL, 0) == 0 && alen == 3000);
+        /* volatile: a constant would let the compiler see the refused
+         * copy's bound and reject it at build time */
+        volatile size_t huge = SIZE_MAX - 10;
+        CHECK(rt_buf_append(&a, &alen, &acap, "x", huge) == -1);
+        CHECK(alen == 3000 && a[0] == 'a');
+        free(a);
+    }
+
     free(buf);
 
     if (test_failures) {
