@@ -7,8 +7,7 @@
 #include <time.h>
 
 /* The thread ticks every budget/4 ms, at most every RT_WD_MAX_TICK_MS
- * (the memory gauge is read on each tick too); a resume seen running on
- * budget/tick + 1 ticks in a row has run at least the budget. */
+ * (the memory gauge is read on each tick too). */
 #define RT_WD_MIN_TICK_MS 2
 #define RT_WD_MAX_TICK_MS 25
 
@@ -20,17 +19,27 @@ static unsigned rt__tick_ms(unsigned budget)
     return t < RT_WD_MIN_TICK_MS ? RT_WD_MIN_TICK_MS : t;
 }
 
+/* Nanoseconds of CPU the loop's thread has used (of wall time where the
+ * system gives no per-thread clock). */
+static int64_t rt__loop_ns(const rt_watchdog_t *w)
+{
+    struct timespec ts;
+    if (clock_gettime(w->loop_clock, &ts) != 0 &&
+        clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+        return 0;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 static void *rt__run(void *arg)
 {
     rt_watchdog_t *w = arg;
     uint64_t last = 0, fired = 0;
-    unsigned seen = 0;
+    int64_t since = 0; /* the loop's CPU clock when seq was first seen */
     struct timespec until;
     pthread_mutex_lock(&w->mu);
     while (!atomic_load(&w->stop)) {
         unsigned budget = atomic_load(&w->budget_ms);
         unsigned ms = rt__tick_ms(budget);
-        unsigned over = (budget + ms - 1) / ms + 1;
         uint64_t seq;
         long long mem, lim;
         clock_gettime(CLOCK_MONOTONIC, &until);
@@ -46,16 +55,21 @@ static void *rt__run(void *arg)
         if (atomic_load(&w->stop))
             break;
         seq = atomic_load_explicit(&w->seq, memory_order_relaxed);
+        /* The CPU is counted from the first tick that saw this resume, so
+         * it had used at least the budget when it is reported, however
+         * long the machine kept the thread off a core (a stalled or
+         * overloaded host must not fail a script that did little). */
         if (atomic_load_explicit(&w->active, memory_order_acquire) &&
             seq == last && budget > 0) {
-            if (++seen >= over && fired != seq) {
+            if (fired != seq &&
+                rt__loop_ns(w) - since >= (int64_t)budget * 1000000) {
                 fired = seq;
                 if (w->on_overrun != NULL)
                     w->on_overrun(w->arg, seq);
             }
         } else {
             last = seq;
-            seen = 1;
+            since = rt__loop_ns(w);
         }
         mem = atomic_load_explicit(&w->mem, memory_order_relaxed);
         lim = atomic_load_explicit(&w->mem_limit, memory_order_relaxed);
@@ -82,6 +96,8 @@ int rt_watchdog_start(rt_watchdog_t *w, unsigned budget_ms,
     w->on_overrun = on_overrun;
     w->on_memory = on_memory;
     w->arg = arg;
+    if (pthread_getcpuclockid(pthread_self(), &w->loop_clock) != 0)
+        w->loop_clock = CLOCK_MONOTONIC;
     if ((rc = pthread_mutex_init(&w->mu, NULL)) != 0)
         return rc;
     if ((rc = pthread_condattr_init(&ca)) != 0) {

@@ -1,11 +1,14 @@
 /* rt_watchdog.h - notices a resume that runs too long, from a thread of
  * its own.
  *
- * The loop's thread marks each resume's start and end (two atomic
- * stores: no clock read on the hot path). The watchdog thread ticks every
- * budget/4 ms; a resume still running after five ticks with the same
- * sequence number (at least the budget) is reported to on_overrun, once,
- * on the watchdog thread. It also reports, on each tick, when the memory
+ * The loop's thread (the one that calls rt_watchdog_start) marks each
+ * resume's start and end (two atomic stores: no clock read on the hot
+ * path). The watchdog thread ticks every budget/4 ms and reads the loop
+ * thread's CPU clock; a resume still running with the same sequence
+ * number once that thread has used the budget's CPU since the resume was
+ * first seen is reported to on_overrun, once, on the watchdog thread.
+ * Time the thread spends off a core (blocked, or waiting for one) does not
+ * count. It also reports, on each tick, when the memory
  * gauge is over its limit (on_memory). What to do about either is the
  * caller's (rt_lua_watchdog.c arms a Lua hook). */
 #ifndef RT_WATCHDOG_H
@@ -14,6 +17,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <time.h>
 
 typedef struct rt_watchdog {
     atomic_uint_fast64_t seq; /* resumes begun */
@@ -25,6 +29,7 @@ typedef struct rt_watchdog {
     void (*on_overrun)(void *arg, uint64_t seq);
     void (*on_memory)(void *arg, long long mem);
     void *arg;
+    clockid_t loop_clock; /* the loop thread's CPU clock */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
