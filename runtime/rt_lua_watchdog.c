@@ -14,9 +14,14 @@
  * hook inside compiled traces, hence scripts run with the JIT off for
  * their own functions (the registry does jit.off(chunk, true)).
  *
- * The heap is counted by wrapping LuaJIT's own allocator (one add per
- * allocation); an allocation that would take it past 1.5 times the limit
- * fails at once ("not enough memory"), the last line before an OOM kill.
+ * The heap is LuaJIT's own count (lua_gc LUA_GCCOUNT), read by a thin
+ * wrapper of its allocator once per RT_WD_SAMPLE bytes allocated and for
+ * every block of that size or more: the read is published for the
+ * watchdog thread, and an allocation that would take the heap past 1.5
+ * times the limit fails at once ("not enough memory"), the last line
+ * before an OOM kill. (Counting every allocation exactly cost ~3 % of an
+ * in-memory execution; small blocks between two reads can overshoot the
+ * hard line by at most RT_WD_SAMPLE.)
  *
  * One watchdog per process: hooks get no user data, so the hook finds it
  * through rt__wd. */
@@ -29,6 +34,8 @@
 #define RT_WD_MEM 2
 /* Instructions between two hook calls once armed. */
 #define RT_WD_HOOK_COUNT 1000
+/* Bytes allocated between two reads of the heap's size. */
+#define RT_WD_SAMPLE (256 * 1024)
 
 static rt_lua_wd_t rt__wd;
 
@@ -59,6 +66,13 @@ static void rt__on_memory(void *arg, long long mem)
         rt__arm(wd, RT_WD_MEM);
 }
 
+/* The Lua heap's size in bytes (to the KB). lua_gc(LUA_GCCOUNT) only
+ * reads LuaJIT's counter: safe from inside its allocator too. */
+static long long rt__heap(lua_State *L)
+{
+    return (long long)lua_gc(L, LUA_GCCOUNT, 0) * 1024;
+}
+
 /* Is the function running at level 0 script code? */
 static int rt__in_script(lua_State *L, rt_lua_wd_t *wd)
 {
@@ -78,8 +92,9 @@ static void rt__hook(lua_State *L, lua_Debug *ar)
 {
     rt_lua_wd_t *wd = &rt__wd;
     int reasons = atomic_load(&wd->reasons);
-    long long limit;
+    long long limit, heap = rt__heap(L);
     (void)ar;
+    atomic_store_explicit(&wd->w.mem, heap, memory_order_relaxed);
     if ((reasons & RT_WD_CPU) &&
         (!atomic_load(&wd->w.active) ||
          atomic_load(&wd->doomed) != atomic_load(&wd->w.seq))) {
@@ -87,7 +102,7 @@ static void rt__hook(lua_State *L, lua_Debug *ar)
         reasons &= ~RT_WD_CPU;
     }
     limit = atomic_load(&wd->w.mem_limit);
-    if ((reasons & RT_WD_MEM) && (limit == 0 || wd->heap <= limit)) {
+    if ((reasons & RT_WD_MEM) && (limit == 0 || heap <= limit)) {
         atomic_fetch_and(&wd->reasons, ~RT_WD_MEM);
         reasons &= ~RT_WD_MEM;
         wd->collected = 0;
@@ -108,12 +123,14 @@ static void rt__hook(lua_State *L, lua_Debug *ar)
         if (!wd->collected) { /* garbage is not a script's fault */
             wd->collected = 1;
             lua_gc(L, LUA_GCCOLLECT, 0);
-            if (wd->heap <= limit)
+            heap = rt__heap(L);
+            atomic_store_explicit(&wd->w.mem, heap, memory_order_relaxed);
+            if (heap <= limit)
                 return;
         }
         wd->mem_interrupts++;
         luaL_error(L, "memory limit exceeded (Lua heap %d MB, limit %d MB)",
-                   (int)(wd->heap >> 20), (int)(limit >> 20));
+                   (int)(heap >> 20), (int)(limit >> 20));
     }
     wd->cpu_interrupts++;
     luaL_error(L, "cpu budget exceeded (%d ms)",
@@ -139,21 +156,30 @@ void rt_lua_watchdog_leave(rt_lua_wd_t *wd)
     }
 }
 
+/* The allocator's slow path: reads the heap, publishes it, and refuses
+ * a block that would take it past the hard line. Returns 1 to refuse. */
+static __attribute__((noinline)) int rt__sample(rt_lua_wd_t *wd, void *ptr,
+                                                size_t osize, size_t nsize)
+{
+    /* LuaJIT adds a block to its count after the allocator returns. */
+    long long heap = rt__heap(wd->L);
+    long long delta = (long long)nsize - (ptr != NULL ? (long long)osize : 0);
+    wd->until = RT_WD_SAMPLE;
+    atomic_store_explicit(&wd->w.mem, heap, memory_order_relaxed);
+    if (delta > 0 && wd->hard > 0 && heap + delta > wd->hard) {
+        wd->refused++;
+        return 1;
+    }
+    return 0;
+}
+
 static void *rt__alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     rt_lua_wd_t *wd = ud;
-    long long delta = (long long)nsize - (ptr != NULL ? (long long)osize : 0);
-    void *p;
-    if (delta > 0 && wd->hard > 0 && wd->heap + delta > wd->hard) {
-        wd->refused++;
+    if ((wd->until -= (long long)nsize) < 0 &&
+        rt__sample(wd, ptr, osize, nsize))
         return NULL;
-    }
-    p = wd->alloc(wd->alloc_ud, ptr, osize, nsize);
-    if (p != NULL || nsize == 0) {
-        wd->heap += delta;
-        atomic_store_explicit(&wd->w.mem, wd->heap, memory_order_relaxed);
-    }
-    return p;
+    return wd->alloc(wd->alloc_ud, ptr, osize, nsize);
 }
 
 static void rt__set_heap(rt_lua_wd_t *wd, long long limit)
@@ -174,8 +200,7 @@ int rt_lua_watchdog_start(lua_State *L, unsigned budget_ms, long long heap)
     if (rc != 0)
         return rc;
     wd->alloc = lua_getallocf(L, &wd->alloc_ud);
-    wd->heap = (long long)lua_gc(L, LUA_GCCOUNT, 0) * 1024 +
-               lua_gc(L, LUA_GCCOUNTB, 0);
+    wd->until = 0; /* the first allocation reads the heap */
     lua_setallocf(L, rt__alloc, wd);
     rt__set_heap(wd, heap);
     wd->running = 1;
@@ -261,7 +286,7 @@ static int l_watchdog_stats(lua_State *L)
     lua_setfield(L, -2, "cpu_budget_ms");
     lua_pushnumber(L, (lua_Number)atomic_load(&wd->w.mem_limit));
     lua_setfield(L, -2, "heap_limit_bytes");
-    lua_pushnumber(L, (lua_Number)wd->heap);
+    lua_pushnumber(L, (lua_Number)rt__heap(L));
     lua_setfield(L, -2, "heap_bytes");
     lua_pushnumber(L, (lua_Number)wd->overruns);
     lua_setfield(L, -2, "overruns");

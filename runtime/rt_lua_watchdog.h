@@ -17,9 +17,9 @@ typedef struct rt_lua_wd {
     int sources_ref; /* registry: chunk name -> true for script code */
     lua_Alloc alloc; /* LuaJIT's allocator, wrapped */
     void *alloc_ud;
-    long long heap; /* bytes the wrapper counted (main thread) */
-    long long hard; /* allocations past this fail (0: none) */
-    int collected;  /* a full collection ran for this memory alarm */
+    long long until; /* bytes the allocator gives before the next read */
+    long long hard;  /* allocations past this fail (0: none) */
+    int collected;   /* a full collection ran for this memory alarm */
     unsigned long long overruns, cpu_interrupts, mem_interrupts, refused;
 } rt_lua_wd_t;
 

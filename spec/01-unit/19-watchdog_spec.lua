@@ -96,6 +96,31 @@ describe("watchdog", function()
       assert.is_truthy(e:match("memory limit exceeded") or e:match("not enough memory"), e)
     end)
 
+    it("a heap grown in small pieces is seen too: the step fails, the process goes on", function()
+      local small = [[
+        return { name = "small", call = function()
+          local t = {}
+          for i = 1, 1e9 do t[i] = { i, tostring(i) } end
+        end }]]
+      local code, out, err = run_cli("CHORUS_CPU_BUDGET_MS=0 CHORUS_HEAP_LIMIT_MB=64", { ["agents/small.lua"] = small },
+        { { id = "s", agent = "small", timeout_ms = 60000 }, { id = "after", agent = "echo", dependencies = { "s" } } })
+      assert.equal(1, code, err)
+      local rec = require("chorus.json").decode(out)
+      assert.equal("failed", rec.steps[1].status)
+      local e = rec.steps[1].error
+      assert.is_truthy(e:match("memory limit exceeded") or e:match("not enough memory"), e)
+    end)
+
+    it("one block past 1.5 times the limit is refused at once, whatever the machine has", function()
+      local huge = [[return { name = "huge", call = function() return #("x"):rep(1536 * 1048576) end }]]
+      local code, out, err = run_cli("CHORUS_CPU_BUDGET_MS=0 CHORUS_HEAP_LIMIT_MB=64", { ["agents/huge.lua"] = huge },
+        { { id = "h", agent = "huge" } })
+      assert.equal(1, code, err)
+      local rec = require("chorus.json").decode(out)
+      assert.equal("failed", rec.steps[1].status)
+      assert.matches("not enough memory", rec.steps[1].error)
+    end)
+
     it("CHORUS_CPU_BUDGET_MS sets the budget; a bad value is refused at start", function()
       local code, out = run_cli("CHORUS_CPU_BUDGET_MS=50", { ["agents/spin.lua"] = spin },
         { { id = "s", agent = "spin" } })
