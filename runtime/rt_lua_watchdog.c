@@ -240,6 +240,19 @@ static int l_script_leave(lua_State *L)
     return lua_gettop(L);
 }
 
+int chorus_resume_long(void)
+{
+    return rt__wd.running && rt_watchdog_long(&rt__wd.w);
+}
+
+/* native.resume_long() -> boolean (chorus_resume_long, for a host whose
+ * FFI cannot find the export). */
+static int l_resume_long(lua_State *L)
+{
+    lua_pushboolean(L, chorus_resume_long());
+    return 1;
+}
+
 /* native.script_source(chunkname): code loaded under that chunk name is
  * script code (the watchdog may interrupt it). */
 static int l_script_source(lua_State *L)
@@ -301,6 +314,7 @@ static int l_watchdog_stats(lua_State *L)
 
 static const luaL_Reg funcs[] = {
     {"script_source", l_script_source},
+    {"resume_long", l_resume_long},
     {"watchdog_config", l_watchdog_config},
     {"watchdog_stats", l_watchdog_stats},
     {NULL, NULL},

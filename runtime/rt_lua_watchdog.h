@@ -33,6 +33,11 @@ int rt_lua_watchdog_start(lua_State *L, unsigned budget_ms, long long heap);
 /* Stops the thread and unwraps the allocator; before lua_close. */
 void rt_lua_watchdog_stop(lua_State *L);
 
+/* 1 when the running resume of script code has used a quarter of its
+ * CPU budget, else 0: exported (ENABLE_EXPORTS) for LuaJIT's FFI, which
+ * compiles the call into the caller's trace (chorus.sched.yield_due). */
+int chorus_resume_long(void);
+
 /* Called by the scheduler around each resume. */
 void rt_lua_watchdog_enter(rt_lua_wd_t *wd);
 void rt_lua_watchdog_leave(rt_lua_wd_t *wd);

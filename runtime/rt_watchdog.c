@@ -61,8 +61,10 @@ static void *rt__run(void *arg)
          * overloaded host must not fail a script that did little). */
         if (atomic_load_explicit(&w->active, memory_order_acquire) &&
             seq == last && budget > 0) {
-            if (fired != seq &&
-                rt__loop_ns(w) - since >= (int64_t)budget * 1000000) {
+            int64_t used = rt__loop_ns(w) - since;
+            if (used >= (int64_t)budget * 250000)
+                atomic_store_explicit(&w->long_seq, seq, memory_order_relaxed);
+            if (fired != seq && used >= (int64_t)budget * 1000000) {
                 fired = seq;
                 if (w->on_overrun != NULL)
                     w->on_overrun(w->arg, seq);
@@ -88,6 +90,7 @@ int rt_watchdog_start(rt_watchdog_t *w, unsigned budget_ms,
     int rc;
     memset(w, 0, sizeof *w);
     atomic_init(&w->seq, 0);
+    atomic_init(&w->long_seq, 0);
     atomic_init(&w->active, 0);
     atomic_init(&w->stop, 0);
     atomic_init(&w->budget_ms, budget_ms);

@@ -21,7 +21,10 @@
 
 typedef struct rt_watchdog {
     atomic_uint_fast64_t seq; /* resumes begun */
-    atomic_int active;        /* a resume is running */
+    /* A resume seen past a quarter of its budget: the loop's code may
+     * yield before it is interrupted (rt_watchdog_long). */
+    atomic_uint_fast64_t long_seq;
+    atomic_int active; /* a resume is running */
     atomic_int stop;
     atomic_uint budget_ms;  /* 0: no budget */
     atomic_llong mem;       /* a gauge the caller keeps (bytes) */
@@ -50,6 +53,15 @@ static inline void rt_watchdog_enter(rt_watchdog_t *w)
 {
     atomic_fetch_add_explicit(&w->seq, 1, memory_order_relaxed);
     atomic_store_explicit(&w->active, 1, memory_order_release);
+}
+
+/* Has the running resume (one of script code) used a quarter of the
+ * budget? On the loop's thread: two loads, for a check at safe points. */
+static inline int rt_watchdog_long(rt_watchdog_t *w)
+{
+    uint64_t s = atomic_load_explicit(&w->long_seq, memory_order_relaxed);
+    return s != 0 && s == atomic_load_explicit(&w->seq, memory_order_relaxed) &&
+           atomic_load_explicit(&w->active, memory_order_relaxed);
 }
 
 static inline void rt_watchdog_leave(rt_watchdog_t *w)

@@ -27,6 +27,24 @@ local M = {
   scope_close = native.scope_close,
 }
 
+-- yield_due() -> true when the running resume is script code that has
+-- used a quarter of its CPU budget (the watchdog's thread says so). The
+-- engine checks it where it may yield safely (before a step's agent
+-- runs): a strategy whose agents never yield would otherwise run every
+-- step, and the engine's work for each, in one resume, and be interrupted
+-- for CPU the engine spent (and keep the loop from its sockets that long).
+-- Through LuaJIT's FFI (compiled into the caller's trace; the export is
+-- the binary's, rt_lua_watchdog.h), or the classic native elsewhere.
+M.yield_due = native.resume_long
+do
+  local ok, ffi = pcall(require, "ffi")
+  if ok and pcall(ffi.cdef, "int chorus_resume_long(void);")
+    and pcall(function() return ffi.C.chorus_resume_long end) then
+    local C = ffi.C
+    M.yield_due = function() return C.chorus_resume_long() ~= 0 end
+  end
+end
+
 -- spawn(fn, ...) -> task: a child of the running task.
 function M.spawn(fn, ...)
   return spawn_native(nil, fn, ...)

@@ -64,6 +64,26 @@ describe("watchdog", function()
     assert.equal("skipped", exec:run_of("s").status)
   end)
 
+  it("does not charge a strategy for the engine's work between agents that never yield", function()
+    -- 30 steps of 700 KB outputs: the engine's checks and events for them
+    -- run in the strategy's resume (no agent yields), far past a 20 ms
+    -- budget together; each agent call alone takes well under it.
+    local engine = engine_with({ ["agents/big.lua"] = [[
+      return { name = "big", call = function(input) return { n = input.n, text = ("b"):rep(700 * 1024) } end }]] })
+    local steps = {}
+    for i = 1, 30 do steps[i] = { id = "b" .. i, agent = "big", params = {} } end
+    native.watchdog_config({ cpu_budget_ms = 20 })
+    local ok, exec = pcall(h.run, h.flat("sequential", steps, { max_execution_bytes = 64 * 1048576 }), { n = 1 },
+      { engine = engine })
+    native.watchdog_config({ cpu_budget_ms = 200 })
+    assert(ok, exec)
+    for i = 1, 30 do
+      local sr = exec:run_of("b" .. i)
+      assert.equal("b" .. i .. " completed", "b" .. i .. " " .. sr.status .. (sr.error and (": " .. sr.error) or ""))
+    end
+    assert.equal("completed", exec.status)
+  end)
+
   it("leaves framework code alone, however long it runs", function()
     local t0 = sched.now()
     local n = 0

@@ -16,6 +16,7 @@ local schema = require "chorus.schema"
 local json = require "chorus.json"
 
 local with_deadline, sleep, now, cancelled = sched.with_deadline, sched.sleep, sched.now, sched.cancelled
+local yield_due = sched.yield_due
 local scope_open, scope_close = sched.scope_open, sched.scope_close
 local script_enter, script_leave = native.script_enter, native.script_leave
 
@@ -523,6 +524,10 @@ end
 -- and the GC halves that stack — every execution in flight has one or
 -- more such tasks waiting. Keep helpers out of this path.
 function run_attempts(exec, step, sr, abort, extra, built)
+  -- Steps whose agents never yield all run in their strategy's resume: past
+  -- a quarter of the CPU budget it ends here, so the budget counts the
+  -- scripts, not the engine's work between them, and the loop gets a turn.
+  if yield_due() then sleep(0) end
   local input, t0 = begin_attempts(exec, step, sr, extra, built), now()
   local cache_key = step.cache and cache_lookup(exec, step, sr, input)
   if cache_key == true then return succeed(exec, step, sr, sr.output, nil, t0, abort) end
