@@ -56,7 +56,7 @@ static inline void rt_watchdog_enter(rt_watchdog_t *w)
 }
 
 /* Has the running resume (one of script code) used a quarter of the
- * budget? On the loop's thread: two loads, for a check at safe points. */
+ * budget? On the loop's thread: three loads, for a check at safe points. */
 static inline int rt_watchdog_long(rt_watchdog_t *w)
 {
     uint64_t s = atomic_load_explicit(&w->long_seq, memory_order_relaxed);

@@ -84,6 +84,23 @@ describe("watchdog", function()
     assert.equal("completed", exec.status)
   end)
 
+  it("tells script code past a quarter of its budget that a yield is due, and framework code never", function()
+    assert.is_false(sched.yield_due())
+    assert.is_false(native.resume_long())
+    local engine = engine_with({ ["agents/busy.lua"] = [[
+      local sched = require "chorus.sched"
+      return { name = "busy", call = function()
+        local t0 = sched.now()
+        while not sched.yield_due() and sched.now() - t0 < 5000 do end
+        return { due = sched.yield_due(), native = require("chorus.native").resume_long(), ms = sched.now() - t0 }
+      end }]] })
+    local exec = h.run(h.flat("sequential", { { id = "b", agent = "busy" } }), {}, { engine = engine })
+    local out = exec:run_of("b").output
+    assert.is_true(out.due, "not due after " .. out.ms .. " ms")
+    assert.is_true(out.native)
+    assert.is_true(out.ms >= 45, out.ms .. " ms") -- a quarter of 200 ms, to the watchdog's tick
+  end)
+
   it("leaves framework code alone, however long it runs", function()
     local t0 = sched.now()
     local n = 0
@@ -105,40 +122,35 @@ describe("watchdog", function()
       return h.sh(("%s %s run %s --scripts %s --json -q"):format(env, h.binary, cfg, dir))
     end
 
-    it("a memory bomb fails its step under CHORUS_HEAP_LIMIT_MB instead of taking the machine", function()
-      local code, out, err = run_cli("CHORUS_CPU_BUDGET_MS=0 CHORUS_HEAP_LIMIT_MB=128", { ["agents/bomb.lua"] = bomb },
-        { { id = "b", agent = "bomb", timeout_ms = 60000 } })
+    -- One agent under a heap limit and no CPU budget: the run exits 1 and
+    -- the step failed; returns the step's error.
+    local function heap_failure(limit_mb, name, src)
+      local code, out, err = run_cli("CHORUS_CPU_BUDGET_MS=0 CHORUS_HEAP_LIMIT_MB=" .. limit_mb,
+        { ["agents/" .. name .. ".lua"] = src }, { { id = "s", agent = name, timeout_ms = 60000 } })
       assert.equal(1, code, err)
       local rec = require("chorus.json").decode(out)
       assert.equal("failed", rec.steps[1].status)
+      return rec.steps[1].error
+    end
+
+    it("a memory bomb fails its step under CHORUS_HEAP_LIMIT_MB instead of taking the machine", function()
       -- interrupted by the watchdog, or by the allocator past 1.5 times the limit
-      local e = rec.steps[1].error
+      local e = heap_failure(128, "bomb", bomb)
       assert.is_truthy(e:match("memory limit exceeded") or e:match("not enough memory"), e)
     end)
 
-    it("a heap grown in small pieces is seen too: the step fails, the process goes on", function()
-      local small = [[
+    it("a heap grown in small pieces is seen too: the step fails, not the process", function()
+      local e = heap_failure(64, "small", [[
         return { name = "small", call = function()
           local t = {}
           for i = 1, 1e9 do t[i] = { i, tostring(i) } end
-        end }]]
-      local code, out, err = run_cli("CHORUS_CPU_BUDGET_MS=0 CHORUS_HEAP_LIMIT_MB=64", { ["agents/small.lua"] = small },
-        { { id = "s", agent = "small", timeout_ms = 60000 }, { id = "after", agent = "echo", dependencies = { "s" } } })
-      assert.equal(1, code, err)
-      local rec = require("chorus.json").decode(out)
-      assert.equal("failed", rec.steps[1].status)
-      local e = rec.steps[1].error
+        end }]])
       assert.is_truthy(e:match("memory limit exceeded") or e:match("not enough memory"), e)
     end)
 
     it("one block past 1.5 times the limit is refused at once, whatever the machine has", function()
-      local huge = [[return { name = "huge", call = function() return #("x"):rep(1536 * 1048576) end }]]
-      local code, out, err = run_cli("CHORUS_CPU_BUDGET_MS=0 CHORUS_HEAP_LIMIT_MB=64", { ["agents/huge.lua"] = huge },
-        { { id = "h", agent = "huge" } })
-      assert.equal(1, code, err)
-      local rec = require("chorus.json").decode(out)
-      assert.equal("failed", rec.steps[1].status)
-      assert.matches("not enough memory", rec.steps[1].error)
+      assert.matches("not enough memory", heap_failure(64, "huge",
+        [[return { name = "huge", call = function() return #("x"):rep(1536 * 1048576) end }]]))
     end)
 
     it("CHORUS_CPU_BUDGET_MS sets the budget; a bad value is refused at start", function()

@@ -1,7 +1,8 @@
 /* test_watchdog.c - unit tests of the resume watchdog (rt_watchdog.c):
- * a resume that computes past its budget is reported once; one that
- * spends the same time off the CPU (blocked, or waiting for a core) is
- * not; short resumes never are; the memory gauge past its limit is. */
+ * a resume that computes past its budget is reported once (and marked
+ * long past a quarter of it); one that spends the same time off the CPU
+ * (blocked, or waiting for a core) is not; short resumes never are; the
+ * memory gauge past its limit is. */
 #include <stdio.h>
 #include <time.h>
 
@@ -60,8 +61,11 @@ static void test_computing_resume_reported_once(rt_watchdog_t *w)
 {
     reset();
     rt_watchdog_enter(w);
-    spin_cpu_ms(150); /* three times the budget */
+    CHECK(!rt_watchdog_long(w));
+    spin_cpu_ms(150);           /* three times the budget */
+    CHECK(rt_watchdog_long(w)); /* past a quarter: a yield is due */
     rt_watchdog_leave(w);
+    CHECK(!rt_watchdog_long(w));
     CHECK(atomic_load(&overruns) == 1);
     CHECK(atomic_load(&overrun_seq) == atomic_load(&w->seq));
 }
@@ -82,6 +86,7 @@ static void test_short_resumes_not_reported(rt_watchdog_t *w)
     for (i = 0; i < 40; i++) {
         rt_watchdog_enter(w);
         spin_cpu_ms(10);
+        CHECK(!rt_watchdog_long(w)); /* 10 ms is under a quarter of 50 */
         rt_watchdog_leave(w);
     }
     CHECK(atomic_load(&overruns) == 0);
