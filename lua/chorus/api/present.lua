@@ -77,30 +77,44 @@ function M.summary(r)
   }
 end
 
--- step(s) -> a step run of an execution record
-function M.step(s)
-  return {
-    id = s.id, name = opt(s.name), agent = s.agent, agent_version = opt(s.agent_version), status = s.status,
-    attempts = s.attempts or 0, latency_ms = opt(s.latency_ms), error = opt(s.error), reason = opt(s.reason),
-    input = opt(s.input), output = opt(s.output), output_truncated = s.output_truncated == true,
-    tokens = s.tokens or 0, cost = s.cost or 0, answered_by = opt(s.answered_by), approval = opt(s.approval),
-    compensation = opt(s.compensation), cached = s.cached == true, cached_from = opt(s.cached_from),
-    rate_wait_ms = opt(s.rate_wait_ms), dynamic = s.dynamic == true, parent = opt(s.parent),
-    item_index = opt(s.item_index), started_at = time(s.started_at), finished_at = time(s.finished_at),
-  }
+-- The execution and its steps are given their API form in place: a
+-- record is the store's fresh answer (built for this read, its tables
+-- the caller's) with no field outside the contract (the stores build
+-- the same fields, chorus.store.memory), and a copy of each step would
+-- double a status read's garbage. Only the record's own tables change,
+-- never the inputs and outputs they hold (shared with the execution).
+-- Applying it twice gives the same record.
+local function step_in_place(s)
+  s.name, s.agent_version = opt(s.name), opt(s.agent_version)
+  s.attempts, s.latency_ms, s.error, s.reason = s.attempts or 0, opt(s.latency_ms), opt(s.error), opt(s.reason)
+  s.input, s.output, s.output_truncated = opt(s.input), opt(s.output), s.output_truncated == true
+  s.tokens, s.cost, s.answered_by, s.approval = s.tokens or 0, s.cost or 0, opt(s.answered_by), opt(s.approval)
+  s.compensation, s.cached, s.cached_from = opt(s.compensation), s.cached == true, opt(s.cached_from)
+  s.rate_wait_ms, s.dynamic, s.parent = opt(s.rate_wait_ms), s.dynamic == true, opt(s.parent)
+  s.item_index, s.started_at, s.finished_at = opt(s.item_index), time(s.started_at), time(s.finished_at)
 end
 
--- execution(r) -> an execution record with every step
+-- execution(r) -> r, an execution record with every step, in the API's
+-- form (changed in place, see above)
 function M.execution(r)
-  local out = M.summary(r)
-  out.strategy_version = opt(r.strategy_version)
-  out.input, out.output = object(r.input), opt(r.output)
-  out.answered_by, out.consensus = opt(r.answered_by), opt(r.consensus)
-  out.node_id, out.claims = opt(r.node_id), r.claims or 0
-  local steps = json.array()
-  for i, s in ipairs(r.steps or {}) do steps[i] = M.step(s) end
-  out.steps = steps
-  return out
+  r.config_id, r.config_version, r.strategy = opt(r.config_id), opt(r.config_version), opt(r.strategy)
+  r.error, r.user_id, r.tenant_id, r.session_id = opt(r.error), opt(r.user_id), opt(r.tenant_id), opt(r.session_id)
+  r.metadata, r.metrics = object(r.metadata), metrics(r.metrics)
+  r.created_at, r.started_at = time(r.created_at), time(r.started_at)
+  r.paused_at, r.finished_at = time(r.paused_at), time(r.finished_at)
+  r.strategy_version = opt(r.strategy_version)
+  r.input, r.output = object(r.input), opt(r.output)
+  r.answered_by, r.consensus = opt(r.answered_by), opt(r.consensus)
+  r.node_id, r.claims = opt(r.node_id), r.claims or 0
+  local steps = r.steps
+  if type(steps) ~= "table" then
+    steps = json.array()
+    r.steps = steps
+  elseif next(steps) == nil then
+    r.steps = json.array() -- [] even when the store gave an unmarked {}
+  end
+  for _, s in ipairs(steps) do step_in_place(s) end
+  return r
 end
 
 -- list(items, fn) -> the items in their API form (an array, [] when none)
