@@ -109,6 +109,27 @@ describe("chorus.api.present", function()
     assert.same(sorted(present.FIELDS.ConfigVersion), keys(v))
   end)
 
+  -- present.execution works on the store's fresh record in place: the
+  -- execution it came from, its input and outputs must not change, and
+  -- a record presented twice is the same.
+  it("gives a status read its form without changing the execution it reads", function()
+    local store = memory.new()
+    local engine = assert(require("chorus.engine").new({ store = store }))
+    local cfg = assert(engine:validate({ name = "p", strategy = "sequential",
+      steps = { { id = "a", agent = "echo" }, { id = "b", agent = "echo", dependencies = { "a" } } } }))
+    local exec = engine:execute(cfg, { job = "J", list = json.array() }):wait()
+    assert.equal("completed", exec.status)
+    local before = json.encode(store:get_record(exec.id))
+    local once = present.execution(store:get_record(exec.id))
+    assert.equal("string", type(once.created_at))
+    assert.equal(json.null, once.steps[1].error)
+    assert.equal(before, json.encode(store:get_record(exec.id)), "the execution changed")
+    assert.equal("number", type(exec.created_at))
+    assert.equal("[]", json.encode(exec.input.list))
+    local again = present.execution(store:get_record(exec.id))
+    assert.equal(json.encode(once), json.encode(present.execution(again)))
+  end)
+
   it("gives an event its time without changing the engine's event", function()
     local e = { type = "step.status", at = 1796292930.5, seq = 3 }
     local out = present.event(e)
