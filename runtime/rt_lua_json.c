@@ -43,9 +43,20 @@ static _Thread_local jbuf_t rt__jb;
 
 enum { J_OK = 0, J_BAIL = 1, J_NOMEM = 2 };
 
+/* l_json_encode works on a copy of the thread's buffer; every growth
+ * is written back at once, because a Lua error (out of memory, in
+ * lua_checkstack or lua_pushlstring) can longjmp out of an encode: the
+ * thread's buffer must then be the grown block, not the one realloc
+ * freed. */
 static int jb_reserve(jbuf_t *b, size_t n)
 {
-    return rt_buf_reserve(&b->p, b->len, &b->cap, n) == 0 ? J_OK : J_NOMEM;
+    if (n <= b->cap - b->len)
+        return J_OK;
+    if (rt_buf_reserve(&b->p, b->len, &b->cap, n) != 0)
+        return J_NOMEM;
+    rt__jb.p = b->p;
+    rt__jb.cap = b->cap;
+    return J_OK;
 }
 
 /* Inline: called for nearly every piece written, and the room is nearly
@@ -245,7 +256,8 @@ static int jb_value(jbuf_t *b, lua_State *L, int idx, int depth)
 
 static int l_json_encode(lua_State *L)
 {
-    /* Worked on as a local: the thread-local is read and written once. */
+    /* Worked on as a local, not through the thread-local at every append
+     * (see jb_reserve for its growth). */
     jbuf_t b = rt__jb;
     int rc;
     luaL_checkany(L, 1);

@@ -153,6 +153,32 @@ describe("watchdog", function()
         [[return { name = "huge", call = function() return #("x"):rep(1536 * 1048576) end }]]))
     end)
 
+    -- The encoder's buffer (runtime/rt_lua_json.c) grows while it
+    -- encodes; a document whose text the heap cannot take is refused
+    -- when it becomes a Lua string, past that growth. The encodes after
+    -- it must still be right (not write into the block growth freed:
+    -- the ASan build checks that too).
+    it("an encode refused for memory leaves the JSON encoder whole", function()
+      local code, out, err = run_cli("CHORUS_CPU_BUDGET_MS=0 CHORUS_HEAP_LIMIT_MB=64", { ["agents/enc.lua"] = [[
+        local json = require "chorus.json"
+        return { name = "enc", call = function()
+          local big = {}
+          for i = 1, 50 do big[i] = ("x"):rep(1048576) .. i end -- 50 MB, in pieces
+          local ok, e = pcall(json.encode, big)
+          big = nil
+          collectgarbage()
+          local out = {}
+          for i = 1, 200 do out[i] = json.encode({ i = i, s = ("y"):rep(i * 50) }) end
+          return { first = ok and "encoded" or tostring(e), n = #out, last = out[200] }
+        end }]] }, { { id = "s", agent = "enc", timeout_ms = 60000 } })
+      assert.equal(0, code, err)
+      local step = require("chorus.json").decode(out).steps[1]
+      assert.equal("completed", step.status, step.error)
+      assert.matches("not enough memory", step.output.first)
+      assert.equal(200, step.output.n)
+      assert.same({ i = 200, s = ("y"):rep(10000) }, require("chorus.json").decode(step.output.last))
+    end)
+
     it("CHORUS_CPU_BUDGET_MS sets the budget; a bad value is refused at start", function()
       local code, out = run_cli("CHORUS_CPU_BUDGET_MS=50", { ["agents/spin.lua"] = spin },
         { { id = "s", agent = "spin" } })
