@@ -170,10 +170,7 @@ end
 -- are treated as satisfied.
 local ordered_cache = setmetatable({}, { __mode = "k" })
 
-function Ctx:ordered(steps)
-  steps = steps or self.steps
-  local cached = ordered_cache[steps]
-  if cached then return cached end
+local function build_ordered(steps)
   local pos, indeg, dependents = {}, {}, {}
   for i, s in ipairs(steps) do pos[s.id] = i end
   for i, s in ipairs(steps) do
@@ -231,6 +228,15 @@ function Ctx:ordered(steps)
   end
   ordered_cache[steps] = out
   return out
+end
+
+-- The cached answer apart from the builder: the builder's closures close
+-- upvalues (bytecode UCLO), which LuaJIT does not compile, and a strategy
+-- asks on every run (a trace through `sequential`'s loop aborted there,
+-- and the loop ran interpreted).
+function Ctx:ordered(steps)
+  steps = steps or self.steps
+  return ordered_cache[steps] or build_ordered(steps)
 end
 
 -- aggregate(results [, name [, opts]]): results is an array of
