@@ -28,6 +28,8 @@ local step_exec = require "chorus.engine.step"
 local validate = require "chorus.engine.validate"
 local log = require "chorus.log"
 
+local new_tab = require "table.new"
+
 local Ctx = {}
 
 local M = {}
@@ -55,7 +57,11 @@ function M.new(exec)
     class.__index = class
     classes[cfg] = class
   end
-  return setmetatable({ [EXEC] = exec, execution_id = exec.id, trace_id = exec.trace_id }, class)
+  -- Made at its size: a constructor with a computed key ([EXEC]) is
+  -- sized for the other two, and the third was a rehash per execution.
+  local ctx = new_tab(0, 3)
+  ctx[EXEC], ctx.execution_id, ctx.trace_id = exec, exec.id, exec.trace_id
+  return setmetatable(ctx, class)
 end
 
 -- log(level, fmt, ...): a log line that says which execution it is

@@ -14,6 +14,9 @@ local context = require "chorus.engine.context"
 local limits = require "chorus.engine.limits"
 
 local now, time = sched.now, sched.time
+-- Tables made at their size where it is known (LuaJIT's table.new): one
+-- grown from empty is rehashed at each power of two.
+local new_tab = require "table.new"
 local ipairs, tostring, type, error = ipairs, tostring, type, error
 local allowed = states.allowed
 
@@ -80,7 +83,7 @@ function M.create(cfg, input, registry, store, bus, opts)
     store = store,
     bus = bus,
     created_at = time(),
-    steps = {},               -- step runs, declaration order (run_of(id))
+    steps = new_tab(#cfg.steps, 0), -- step runs, declaration order (run_of(id))
     effective = {},           -- step id -> output dependents see
   }, class_of(cfg))
   if opts then
@@ -638,7 +641,7 @@ end
 
 -- record() -> the JSON-ready execution record (also `chorus run --json`).
 function Execution:record()
-  local steps = {}
+  local steps = new_tab(#self.steps, 0)
   for i, sr in ipairs(self.steps) do
     local step = self:step_of(sr.id)
     steps[i] = {

@@ -14,6 +14,7 @@ local step_cache = require "chorus.engine.step_cache"
 local rate_limit = require "chorus.engine.rate_limit"
 local schema = require "chorus.schema"
 local json = require "chorus.json"
+local new_tab = require "table.new"
 
 local with_deadline, sleep, now, cancelled = sched.with_deadline, sched.sleep, sched.now, sched.cancelled
 local yield_due = sched.yield_due
@@ -109,7 +110,7 @@ end
 -- build_input(exec, step, extra): extra (a strategy's input for this run
 -- of the step) and a dynamic step's own input come last and win.
 function M.build_input(exec, step, extra)
-  local input = {}
+  local input = new_tab(0, 4) -- most inputs are small: no rehash while they fill
   for k, v in pairs(exec.input) do input[k] = v end
   local deps = step.dependencies
   for i = 1, #deps do

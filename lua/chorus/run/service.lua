@@ -19,6 +19,8 @@
 -- PostgreSQL) implements submit(cfg, input, opts), control(key, action,
 -- args, scope) and close(); both apply a control to a live execution
 -- with chorus.run.control.
+local new_tab = require "table.new"
+
 local M = {}
 
 local Service = {}
@@ -49,7 +51,9 @@ end
 function Service:execute(ref, input, opts, scope)
   local cfg, rec, code, errs = self:stored(ref, scope)
   if not cfg then return nil, rec, code, errs end
-  local o = {}
+  -- A copy made whole: one grown key by key is rehashed at each power of
+  -- two (twice a request).
+  local o = new_tab(0, 12)
   for k, v in pairs(opts or {}) do o[k] = v end
   o.config_id, o.config_version = rec.id, rec.version
   return self.runner:submit(cfg, input, o)
