@@ -47,23 +47,23 @@ enum { J_OK = 0, J_BAIL = 1, J_NOMEM = 2 };
  * is written back at once, because a Lua error (out of memory, in
  * lua_checkstack or lua_pushlstring) can longjmp out of an encode: the
  * thread's buffer must then be the grown block, not the one realloc
- * freed. */
-static int jb_reserve(jbuf_t *b, size_t n)
+ * freed. Inline: called for nearly every piece written, and the room is
+ * nearly always there. */
+static inline int jb_reserve(jbuf_t *b, size_t n)
 {
-    if (n <= b->cap - b->len)
-        return J_OK;
+    size_t cap = b->cap;
     if (rt_buf_reserve(&b->p, b->len, &b->cap, n) != 0)
         return J_NOMEM;
-    rt__jb.p = b->p;
-    rt__jb.cap = b->cap;
+    if (b->cap != cap) {
+        rt__jb.p = b->p;
+        rt__jb.cap = b->cap;
+    }
     return J_OK;
 }
 
-/* Inline: called for nearly every piece written, and the room is nearly
- * always there. */
 static inline int jb_put(jbuf_t *b, const char *s, size_t n)
 {
-    if (n > b->cap - b->len && jb_reserve(b, n) != J_OK)
+    if (jb_reserve(b, n) != J_OK)
         return J_NOMEM;
     memcpy(b->p + b->len, s, n);
     b->len += n;
@@ -72,7 +72,7 @@ static inline int jb_put(jbuf_t *b, const char *s, size_t n)
 
 static inline int jb_char(jbuf_t *b, char c)
 {
-    if (b->len == b->cap && jb_reserve(b, 1) != J_OK)
+    if (jb_reserve(b, 1) != J_OK)
         return J_NOMEM;
     b->p[b->len++] = c;
     return J_OK;

@@ -65,25 +65,24 @@ local function metrics(m)
   return { latency_ms = opt(m.latency_ms), tokens = m.tokens or 0, cost = m.cost or 0 }
 end
 
--- summary(r) -> an execution in a list
+-- Executions and their steps are given their API form in place: a
+-- record or summary is the store's fresh answer (built for this read,
+-- its tables the caller's) with no field outside the contract (the
+-- stores build the same fields, chorus.store.memory), and a copy of each
+-- step would double a status read's garbage. Only the record's own
+-- tables change, never the inputs and outputs they hold (shared with
+-- the execution). Applying it twice gives the same record.
+
+-- summary(r) -> r, an execution in a list
 function M.summary(r)
-  return {
-    id = r.id, trace_id = r.trace_id, config = r.config, config_id = opt(r.config_id),
-    config_version = opt(r.config_version), strategy = opt(r.strategy), status = r.status,
-    error = opt(r.error), user_id = opt(r.user_id), tenant_id = opt(r.tenant_id),
-    session_id = opt(r.session_id), metadata = object(r.metadata),
-    created_at = time(r.created_at), started_at = time(r.started_at), paused_at = time(r.paused_at),
-    finished_at = time(r.finished_at), metrics = metrics(r.metrics),
-  }
+  r.config_id, r.config_version, r.strategy = opt(r.config_id), opt(r.config_version), opt(r.strategy)
+  r.error, r.user_id, r.tenant_id, r.session_id = opt(r.error), opt(r.user_id), opt(r.tenant_id), opt(r.session_id)
+  r.metadata, r.metrics = object(r.metadata), metrics(r.metrics)
+  r.created_at, r.started_at = time(r.created_at), time(r.started_at)
+  r.paused_at, r.finished_at = time(r.paused_at), time(r.finished_at)
+  return r
 end
 
--- The execution and its steps are given their API form in place: a
--- record is the store's fresh answer (built for this read, its tables
--- the caller's) with no field outside the contract (the stores build
--- the same fields, chorus.store.memory), and a copy of each step would
--- double a status read's garbage. Only the record's own tables change,
--- never the inputs and outputs they hold (shared with the execution).
--- Applying it twice gives the same record.
 local function step_in_place(s)
   s.name, s.agent_version = opt(s.name), opt(s.agent_version)
   s.attempts, s.latency_ms, s.error, s.reason = s.attempts or 0, opt(s.latency_ms), opt(s.error), opt(s.reason)
@@ -94,14 +93,9 @@ local function step_in_place(s)
   s.item_index, s.started_at, s.finished_at = opt(s.item_index), time(s.started_at), time(s.finished_at)
 end
 
--- execution(r) -> r, an execution record with every step, in the API's
--- form (changed in place, see above)
+-- execution(r) -> r, an execution record with every step
 function M.execution(r)
-  r.config_id, r.config_version, r.strategy = opt(r.config_id), opt(r.config_version), opt(r.strategy)
-  r.error, r.user_id, r.tenant_id, r.session_id = opt(r.error), opt(r.user_id), opt(r.tenant_id), opt(r.session_id)
-  r.metadata, r.metrics = object(r.metadata), metrics(r.metrics)
-  r.created_at, r.started_at = time(r.created_at), time(r.started_at)
-  r.paused_at, r.finished_at = time(r.paused_at), time(r.finished_at)
+  M.summary(r)
   r.strategy_version = opt(r.strategy_version)
   r.input, r.output = object(r.input), opt(r.output)
   r.answered_by, r.consensus = opt(r.answered_by), opt(r.consensus)
