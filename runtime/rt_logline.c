@@ -128,7 +128,7 @@ static void rt__escape_valid(rt_logline_t *b, const unsigned char *s, size_t n,
 /* The length of the prefix of s made of rt__plain bytes, 16 at a time
  * where SSE2 is (x86-64 always): as signed bytes, control characters and
  * every byte >= 0x80 are < 0x20, so one compare finds both. */
-static size_t rt__plain_prefix(const unsigned char *s, size_t n)
+static inline size_t rt__plain_prefix(const unsigned char *s, size_t n)
 {
     size_t i = 0;
 #ifdef __SSE2__
@@ -178,6 +178,19 @@ static void rt__escape(rt_logline_t *b, const char *s, size_t n, int quotes)
 
 static void rt__json_string(rt_logline_t *b, const char *s, size_t n)
 {
+    /* Most strings need no escape (ids, routes, names): one room check
+     * and one copy, quotes included. */
+    if (rt__plain_prefix((const unsigned char *)s, n) == n) {
+        char *p;
+        if (rt__room(b, n + 2) != 0)
+            return;
+        p = b->p + b->len;
+        *p = '"';
+        memcpy(p + 1, s, n);
+        p[n + 1] = '"';
+        b->len += n + 2;
+        return;
+    }
     rt__putc(b, '"');
     rt__escape(b, s, n, 1);
     rt__putc(b, '"');
@@ -254,7 +267,20 @@ void rt_logline_begin(rt_logline_t *b, int json, double t, const char *level,
 
 static void rt__key(rt_logline_t *b, const char *key, size_t klen)
 {
-    if (b->json) {
+    if (b->json && rt__plain_prefix((const unsigned char *)key, klen) == klen) {
+        /* A key is a plain name but for a caller's mistake: ,"key": in
+         * one copy. */
+        char *p;
+        if (rt__room(b, klen + 4) != 0)
+            return;
+        p = b->p + b->len;
+        p[0] = ',';
+        p[1] = '"';
+        memcpy(p + 2, key, klen);
+        p[klen + 2] = '"';
+        p[klen + 3] = ':';
+        b->len += klen + 4;
+    } else if (b->json) {
         rt__putc(b, ',');
         rt__json_string(b, key, klen);
         rt__putc(b, ':');

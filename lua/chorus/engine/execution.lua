@@ -207,12 +207,29 @@ end
 -- a counter, so a node resuming it after a crash goes on increasing):
 -- subscribers replaying history then streaming live events drop
 -- duplicates by it.
-function Execution:emit(event)
+
+-- stamp(e): an event of this execution gets its ids, time and seq.
+local function stamp(self, e)
   local n = (self.event_n or 0) + 1
   self.event_n = n
-  event.execution_id, event.trace_id, event.at = self.id, self.trace_id, time()
-  event.seq = (self.claims or 0) * 1e6 + n
+  e.execution_id, e.trace_id, e.at = self.id, self.trace_id, time()
+  e.seq = (self.claims or 0) * 1e6 + n
+end
+
+function Execution:emit(event)
+  stamp(self, event)
   self.bus:emit(event)
+end
+
+-- event(type) -> a new stamped event, for the caller to fill and give to
+-- bus:emit. Made at the size the status events reach (their fields, the
+-- stamp and the node the hub adds), so filling it never grows it: one
+-- built by a constructor and stamped by emit was rehashed every time.
+function Execution:event(type_)
+  local e = new_tab(0, 16)
+  e.type = type_
+  stamp(self, e)
+  return e
 end
 
 -- set_status(to) -> true | nil, err: the transition is undone when the
@@ -236,8 +253,9 @@ function Execution:set_status(to)
     end
   end
   if self.bus.n > 0 then
-    self:emit({ type = "execution.status", status = to, previous = from, error = self.error,
-      config = self.config_name, latency_ms = self.latency_ms })
+    local e = self:event("execution.status")
+    e.status, e.previous, e.error, e.config, e.latency_ms = to, from, self.error, self.config_name, self.latency_ms
+    self.bus:emit(e)
   end
   return true
 end
@@ -299,10 +317,11 @@ function Execution:set_step_status(sr, to)
     co[#co + 1] = sr
   end
   if self.bus.n > 0 then
-    self:emit({ type = "step.status", step_id = sr.id, status = to, previous = from,
-      attempts = sr.attempts, latency_ms = sr.latency_ms, error = sr.error,
-      agent = self:step_of(sr.id).agent, agent_version = sr.agent_version,
-      tokens = sr.tokens, cost = sr.cost, config = self.config_name })
+    local e = self:event("step.status")
+    e.step_id, e.status, e.previous, e.attempts, e.latency_ms = sr.id, to, from, sr.attempts, sr.latency_ms
+    e.error, e.agent, e.agent_version = sr.error, self:step_of(sr.id).agent, sr.agent_version
+    e.tokens, e.cost, e.config = sr.tokens, sr.cost, self.config_name
+    self.bus:emit(e)
   end
   return true
 end

@@ -11,6 +11,8 @@
 -- Events carry node = the node that ran the execution; a remote copy of
 -- an event this node emitted itself is ignored.
 
+local new_tab = require "table.new"
+
 local M = {}
 
 local Hub = {}
@@ -22,7 +24,7 @@ function M.new(opts)
   local self = setmetatable({
     node_id = opts.node_id, bridge = opts.bridge,
     max_events = opts.max_events or 1000, keep_finished = opts.keep_finished or 1000,
-    subs = {}, nsubs = 0, logs = {}, finished = {}, fhead = 1, ftail = 0,
+    subs = {}, nsubs = 0, logs = {}, finished = {}, nfinished = 0,
     stats = { delivered = 0, remote = 0 },
   }, Hub)
   if opts.bus then
@@ -49,18 +51,28 @@ function Hub:local_event(e)
   local trace = e.trace_id
   local log_ = self.logs[trace]
   if not log_ then
-    log_ = {}
+    -- At the size of a short execution's history (a one-step run has
+    -- four events): no regrowth on the way.
+    log_ = new_tab(8, 0)
     self.logs[trace] = log_
   end
-  if #log_ < self.max_events then log_[#log_ + 1] = e end
+  local n = #log_
+  if n < self.max_events then log_[n + 1] = e end
   if e.type == "execution.status" and TERMINAL[e.status] then
-    -- Keep the history of the last keep_finished finished executions.
-    self.ftail = self.ftail + 1
-    self.finished[self.ftail] = trace
-    while self.ftail - self.fhead + 1 > self.keep_finished do
-      self.logs[self.finished[self.fhead]] = nil
-      self.finished[self.fhead] = nil
-      self.fhead = self.fhead + 1
+    -- Keep the history of the last keep_finished finished executions: a
+    -- ring of their trace ids, the n-th to finish in slot (n - 1) % keep
+    -- + 1 (a queue whose keys kept climbing lived in the hash part and
+    -- was rehashed as it moved).
+    local keep = self.keep_finished
+    if keep <= 0 then
+      self.logs[trace] = nil
+    else
+      local f = self.nfinished + 1
+      self.nfinished = f
+      local slot = (f - 1) % keep + 1
+      local gone = self.finished[slot]
+      if gone and gone ~= trace then self.logs[gone] = nil end
+      self.finished[slot] = trace
     end
   end
   if self.nsubs > 0 then deliver(self, e) end
