@@ -66,27 +66,27 @@ static int rt__placed(const char *k)
     return 0;
 }
 
-/* Adds the value at the top of L as field key. */
-static void rt__field(lua_State *L, rt_logline_t *b, const char *key,
+/* Adds the value at index idx (absolute) as field key. */
+static void rt__field(lua_State *L, rt_logline_t *b, int idx, const char *key,
                       size_t klen)
 {
     size_t n;
     const char *s;
-    switch (lua_type(L, -1)) {
+    switch (lua_type(L, idx)) {
     case LUA_TSTRING:
-        s = lua_tolstring(L, -1, &n);
+        s = lua_tolstring(L, idx, &n);
         rt_logline_str(b, key, klen, s, n);
         break;
     case LUA_TNUMBER:
-        rt_logline_num(b, key, klen, lua_tonumber(L, -1));
+        rt_logline_num(b, key, klen, lua_tonumber(L, idx));
         break;
     case LUA_TBOOLEAN:
-        rt_logline_bool(b, key, klen, lua_toboolean(L, -1));
+        rt_logline_bool(b, key, klen, lua_toboolean(L, idx));
         break;
     case LUA_TTABLE:
         if (rt__encode_ref != LUA_NOREF) {
             lua_rawgeti(L, LUA_REGISTRYINDEX, rt__encode_ref);
-            lua_pushvalue(L, -2);
+            lua_pushvalue(L, idx);
             if (lua_pcall(L, 1, 1, 0) == 0 && lua_type(L, -1) == LUA_TSTRING) {
                 s = lua_tolstring(L, -1, &n);
                 rt_logline_raw(b, key, klen, s, n);
@@ -98,7 +98,7 @@ static void rt__field(lua_State *L, rt_logline_t *b, const char *key,
         rt_logline_str(b, key, klen, "[table]", 7);
         break;
     default:
-        s = lua_typename(L, lua_type(L, -1));
+        s = lua_typename(L, lua_type(L, idx));
         rt_logline_str(b, key, klen, s, strlen(s));
     }
 }
@@ -120,7 +120,7 @@ static void rt__list_fields(lua_State *L, rt_logline_t *b, int fields)
         key = lua_tolstring(L, -1, &klen);
         lua_rawgeti(L, fields, (int)k + 1);
         if (!lua_isnil(L, -1))
-            rt__field(L, b, key, klen);
+            rt__field(L, b, lua_gettop(L), key, klen);
         lua_pop(L, 2);
     }
 }
@@ -134,7 +134,7 @@ static void rt__map_fields(lua_State *L, rt_logline_t *b, int fields)
     for (i = 0; i < RT_NFIRST; i++) {
         lua_getfield(L, fields, rt__first[i]);
         if (!lua_isnil(L, -1))
-            rt__field(L, b, rt__first[i], strlen(rt__first[i]));
+            rt__field(L, b, lua_gettop(L), rt__first[i], strlen(rt__first[i]));
         lua_pop(L, 1);
     }
     lua_pushnil(L);
@@ -144,15 +144,31 @@ static void rt__map_fields(lua_State *L, rt_logline_t *b, int fields)
         if (lua_type(L, -2) == LUA_TSTRING) {
             k = lua_tolstring(L, -2, &klen);
             if (!rt__placed(k))
-                rt__field(L, b, k, klen);
+                rt__field(L, b, lua_gettop(L), k, klen);
         }
         lua_pop(L, 1);
     }
 }
 
-/* Builds the line of (level, msg, fields) in b: the record's own fields,
- * then the process's (node) unless the map form gave its own value.
- * Returns 0 or -1 (no memory). */
+/* Adds the fields given as the call's arguments from index 3 on: "key",
+ * value, "key", value, ... (a nil value leaves its field out). */
+static void rt__arg_fields(lua_State *L, rt_logline_t *b)
+{
+    int i, top = lua_gettop(L);
+    for (i = 3; i + 1 <= top; i += 2) {
+        size_t klen;
+        const char *key;
+        if (lua_type(L, i) != LUA_TSTRING)
+            return;
+        key = lua_tolstring(L, i, &klen);
+        if (!lua_isnil(L, i + 1))
+            rt__field(L, b, i + 1, key, klen);
+    }
+}
+
+/* Builds the line of (level, msg, fields) or (level, msg, "key", value,
+ * ...) in b: the record's own fields, then the process's (node) unless
+ * the map form gave its own value. Returns 0 or -1 (no memory). */
 static int rt__build(lua_State *L, rt_logline_t *b)
 {
     size_t mlen, i;
@@ -163,6 +179,8 @@ static int rt__build(lua_State *L, rt_logline_t *b)
     gettimeofday(&tv, NULL);
     rt_logline_begin(b, rt__json, (double)tv.tv_sec + (double)tv.tv_usec / 1e6,
                      level, msg, mlen);
+    if (!fields && lua_type(L, 3) == LUA_TSTRING)
+        rt__arg_fields(L, b);
     if (fields) {
         lua_rawgeti(L, fields, 1);
         map = lua_type(L, -1) != LUA_TSTRING;
@@ -177,7 +195,7 @@ static int rt__build(lua_State *L, rt_logline_t *b)
         if (map) {
             lua_getfield(L, fields, kv->key);
             if (!lua_isnil(L, -1)) {
-                rt__field(L, b, kv->key, kv->klen);
+                rt__field(L, b, lua_gettop(L), kv->key, kv->klen);
                 lua_pop(L, 1);
                 continue;
             }
@@ -208,7 +226,10 @@ static rt_logline_t *rt__line_of(lua_State *L, rt_logline_t *spare)
 }
 
 /* native.log_emit(level, msg, fields|nil) -> true | false (dropped):
- * the line goes to stderr through the writer thread. */
+ * the line goes to stderr through the writer thread. The fields may also
+ * follow msg as arguments: native.log_emit(level, msg, "key", value, ...)
+ * (no table to build and walk: the access log and the engine's records).
+ */
 static int l_log_emit(lua_State *L)
 {
     rt_logline_t spare = {0}, *b = rt__line_of(L, &spare);

@@ -74,6 +74,34 @@ describe("chorus.log", function()
     assert.same({ "ts", "level", "msg", "method", "route", "status" }, keys_in_order(lines[1]))
   end)
 
+  it("log.line takes the fields as arguments: the same record as the list form, msg not formatted", function()
+    local native = require "chorus.native"
+    log.set_field("node", "host:1:ab")
+    local lines = capture(function()
+      log.line(2, "done 100%s", "method", "GET", "key_id", nil, "status", 200, "ok", true, "t", { 1 },
+        "bad", "a\0b\"")
+    end)
+    local r = records(lines)[1]
+    assert.same({ "ts", "level", "msg", "method", "status", "ok", "t", "bad", "node" }, keys_in_order(lines[1]))
+    assert.same({ "info", "done 100%s", "GET", 200, true, { 1 }, 'a\239\191\189b"', "host:1:ab" },
+      { r.level, r.msg, r.method, r.status, r.ok, r.t, r.bad, r.node })
+    -- The native formatter itself (what log.line hands to stderr): the
+    -- argument form gives the list form's line, a key that is not text
+    -- ends the fields, a key without a value is dropped.
+    local list, args, cut, odd
+    capture(function()
+      list = native.log_format("warn", "m", { "a", "x", "b", nil, "c", 3.5, "d", 'q"\n' })
+      args = native.log_format("warn", "m", "a", "x", "b", nil, "c", 3.5, "d", 'q"\n')
+      cut = json.decode(native.log_format("info", "m", "a", 1, 2, "x", "b"))
+      odd = json.decode(native.log_format("info", "m", "a", 1, "b"))
+    end)
+    assert.equal(list:gsub('"ts":"[^"]*"', ""), (args:gsub('"ts":"[^"]*"', "")))
+    assert.same({ 1, "host:1:ab" }, { cut.a, cut.node })
+    assert.is_nil(cut.x)
+    assert.is_nil(odd.b)
+    log.set_field("node", nil)
+  end)
+
   it("adds the process's fields (node) to every record; a record may give its own", function()
     log.set_field("node", "host:1:ab")
     local r = records(capture(function()
@@ -155,6 +183,7 @@ describe("chorus.log", function()
     log.secret("sk-spec-" .. ("5ecret"):rep(4))
     log.secret("pw\"with\\quote")
     log.secret("tiny") -- too short to register: it would blank common words
+    log.secret(key) -- an API key: the key pass takes it out, prefix kept
     log.secret_url("postgresql://chorus:p%40ssw0rd-spec@db:5432/chorus")
     local lines = capture(function()
       log.info("key %s and sk-spec-%s", key, ("5ecret"):rep(4))

@@ -16,22 +16,21 @@
 local log = require "chorus.log"
 local native = require "chorus.native"
 
-local now, floor = native.now, math.floor
+local now, floor, line = native.now, math.floor, log.line
 
 local M = { UNMATCHED = "unmatched" }
 
 function M.record(req, status, started)
   if log.level > 2 then return end
   local p = req.principal
-  log.info_with({
+  line(2, "http request",
     "method", req.method,
     "route", req.route or M.UNMATCHED,
     "status", status,
     "duration_ms", floor((now() - started) * 1000 + 0.5) / 1000,
     "key_id", p and (p.key_prefix or p.key_id) or nil,
     "remote", req.remote,
-    "trace_id", req.trace_id,
-  }, "http request")
+    "trace_id", req.trace_id)
 end
 
 return M

@@ -30,14 +30,18 @@ local function ms(v)
   return v and floor(v * 1000 + 0.5) / 1000 or nil
 end
 
+-- "execution <status>" for each terminal status, made once.
+local ENDED = {}
+for status in pairs(TERMINAL) do ENDED[status] = "execution " .. status end
+
 local function execution_event(e)
   local to = e.status
   if TERMINAL[to] then
-    log.info_with({ "trace_id", e.trace_id, "execution_id", e.execution_id, "config", e.config, "status", to,
-      "latency_ms", ms(e.latency_ms), "error", e.error }, "execution %s", to)
+    -- A start and an end per execution: fields as arguments (log.line).
+    log.line(2, ENDED[to], "trace_id", e.trace_id, "execution_id", e.execution_id, "config", e.config,
+      "status", to, "latency_ms", ms(e.latency_ms), "error", e.error)
   elseif to == "running" and e.previous == "pending" then
-    log.info_with({ "trace_id", e.trace_id, "execution_id", e.execution_id, "config", e.config },
-      "execution started")
+    log.line(2, "execution started", "trace_id", e.trace_id, "execution_id", e.execution_id, "config", e.config)
   elseif log.level <= 1 then
     log.debug_with({ "trace_id", e.trace_id, "execution_id", e.execution_id, "config", e.config, "status", to,
       "previous", e.previous }, "execution %s", to)
