@@ -168,9 +168,10 @@ function M.flush_deltas(exec)
   if not pending or exec.bus.n == 0 then return end
   for i = 1, #pending, 3 do
     local sr = exec:run_of(pending[i])
-    exec:emit({ type = "step.delta", step_id = pending[i], attempt = pending[i + 1],
-      delta = table.concat(pending[i + 2]), agent = exec:step_of(pending[i]).agent,
-      status = sr and sr.status })
+    local e = exec:event("step.delta")
+    e.step_id, e.attempt, e.delta = pending[i], pending[i + 1], table.concat(pending[i + 2])
+    e.agent, e.status = exec:step_of(pending[i]).agent, sr and sr.status
+    exec.bus:emit(e)
   end
 end
 
