@@ -32,6 +32,9 @@
 --                     each stamped as it is written (bench/agents)
 --   (header x-fake-first-ms: N) N ms before a stream's first piece (a
 --                     model's time to first token; token_ms otherwise)
+--   (header x-fake-first-jitter-ms: J) plus 0 to J ms more, drawn for each
+--                     stream (a real model's time to first token varies:
+--                     streams of one burst of requests are not in step)
 --   fake-huge         a 10 MB answer
 --   fake-no-usage     a stream without the usage chunk
 --
@@ -272,6 +275,8 @@ local function chat(self, req, body, behavior)
     local stamps = tonumber(req.headers["x-fake-stamps"])
     stamps = stamps and stamps >= 1 and math.min(math.floor(stamps), 100000) or nil
     local first_ms = tonumber(req.headers["x-fake-first-ms"]) or token_ms
+    local jitter = tonumber(req.headers["x-fake-first-jitter-ms"])
+    if jitter and jitter >= 1 then first_ms = first_ms + math.random(0, math.min(math.floor(jitter), 60000)) end
     return stream_answer(self, req, body, text, finish, usage, behavior, token_ms, stamps, first_ms)
   end
   local out = json.encode({

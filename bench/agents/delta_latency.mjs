@@ -2,7 +2,7 @@
 // WebSocket subscriber, with many executions streaming at once. Prints one
 // JSON line. Run through bench/agents/run.sh (node >= 20).
 //
-//   node delta_latency.mjs BASE_URL KEY [EXECUTIONS] [PIECES] [TOKEN_MS] [FIRST_MS]
+//   node delta_latency.mjs BASE_URL KEY [EXECUTIONS] [PIECES] [TOKEN_MS] [FIRST_MS] [JITTER_MS]
 //
 // The server (chorus serve) reaches fakes/llm.lua as its OPENAI_BASE_URL.
 // A config of two steps: a gate waiting for approval, then an llm step
@@ -10,7 +10,11 @@
 // piece is "@<wall-clock ms> ", stamped as the fake writes it), the first
 // FIRST_MS after the request (a model's time to first token: real ones
 // take hundreds of ms; FIRST_MS=0 streams at once, into the burst of the
-// 100 approvals and connections), then TOKEN_MS apart. EXECUTIONS executions start; one subscriber per execution opens
+// 100 approvals and connections), then TOKEN_MS apart. JITTER_MS (0): each
+// stream's first piece comes up to that much later, drawn per stream (with
+// 0 the streams tick in step: every TOKEN_MS the pieces of all of them
+// land at once, the worst case; real models' times to first token vary).
+// EXECUTIONS executions start; one subscriber per execution opens
 // /ws/executions/{trace}, replays up to the gate, and once all are live
 // every gate is approved. Every piece is measured: arrival at the
 // subscriber (taken at the socket read, before decoding) minus its stamp.
@@ -18,11 +22,12 @@
 // completes.
 import { RawWebSocket, wallMs } from "../api/raw_ws.mjs";
 
-const [base, key, nArg, piecesArg, tokenArg, firstArg] = process.argv.slice(2);
+const [base, key, nArg, piecesArg, tokenArg, firstArg, jitterArg] = process.argv.slice(2);
 const N = Number(nArg || 100);
 const PIECES = Number(piecesArg || 50);
 const TOKEN_MS = Number(tokenArg || 20);
 const FIRST_MS = Number(firstArg ?? 300);
+const JITTER_MS = Number(jitterArg ?? 0);
 const API = `${base}/api/v1/orchestrations`;
 const auth = { authorization: `Bearer ${key}`, "content-type": "application/json" };
 const TIMEOUT_MS = Number(process.env.RUN_TIMEOUT_MS || 120000);
@@ -61,7 +66,7 @@ async function main() {
       { id: "ask", agent: "llm", dependencies: ["gate"], timeout_ms: 120000,
         params: { prompt: "stream", stream: true,
           headers: { "x-fake-stamps": String(PIECES), "x-fake-token-ms": String(TOKEN_MS),
-            "x-fake-first-ms": String(FIRST_MS) } } },
+            "x-fake-first-ms": String(FIRST_MS), "x-fake-first-jitter-ms": String(JITTER_MS) } } },
     ],
   };
   const created = await call("POST", "/configs", config);
@@ -119,7 +124,8 @@ async function main() {
   }
   for (const a of [delays, toEmit, toSub]) a.sort((x, y) => x - y);
   process.stdout.write(JSON.stringify({
-    executions: N, pieces_each: PIECES, token_ms: TOKEN_MS, first_ms: FIRST_MS, seconds: r3(seconds),
+    executions: N, pieces_each: PIECES, token_ms: TOKEN_MS, first_ms: FIRST_MS, first_jitter_ms: JITTER_MS,
+    seconds: r3(seconds),
     pieces: delays.length, delta_events: events, pieces_per_event: r3(delays.length / Math.max(1, events)),
     p50_ms: r3(pct(delays, 50)), p99_ms: r3(pct(delays, 99)), max_ms: r3(delays[delays.length - 1]),
     model_to_event_p50_ms: r3(pct(toEmit, 50)), model_to_event_p99_ms: r3(pct(toEmit, 99)),

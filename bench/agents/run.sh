@@ -10,10 +10,13 @@
 #  2. deltas: `chorus serve` with EXECUTIONS (100) executions streaming an
 #     answer from fakes/llm.lua at once, one WebSocket subscriber each: how
 #     long a piece takes from the model's server to the subscriber (p50,
-#     p99, max).
+#     p99, max); twice: the streams in step ("deltas": every TOKEN_MS the
+#     100 pieces land in the same instant), then independent
+#     ("deltas_independent": each stream's first piece up to JITTER_MS,
+#     default TOKEN_MS, later).
 #
 #   bash bench/agents/run.sh
-#   RUNS=3 N=20000 EXECUTIONS=100 PIECES=50 TOKEN_MS=20 FIRST_MS=300 bash bench/agents/run.sh
+#   RUNS=3 N=20000 EXECUTIONS=100 PIECES=50 TOKEN_MS=20 FIRST_MS=300 JITTER_MS=20 bash bench/agents/run.sh
 #
 # FIRST_MS: the model's time to first token (real models: hundreds of ms);
 # with FIRST_MS=0 every stream's first pieces land in the burst of the 100
@@ -75,7 +78,14 @@ for _ in $(seq 200); do
   curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
   sleep 0.05
 done
-line=$(node bench/agents/delta_latency.mjs "http://127.0.0.1:$port" "$key" "${EXECUTIONS:-100}" \
-  "${PIECES:-50}" "${TOKEN_MS:-20}" "${FIRST_MS:-300}")
-echo "${line%\}},\"label\":\"deltas\"}" | tee -a "$out"
+# In step (every stream's pieces land at once: the worst case), then
+# independent streams (each one's first piece up to one token interval
+# later, as separate requests to a real model are).
+for jitter in 0 "${JITTER_MS:-${TOKEN_MS:-20}}"; do
+  label=deltas
+  [ "$jitter" = 0 ] || label=deltas_independent
+  line=$(node bench/agents/delta_latency.mjs "http://127.0.0.1:$port" "$key" "${EXECUTIONS:-100}" \
+    "${PIECES:-50}" "${TOKEN_MS:-20}" "${FIRST_MS:-300}" "$jitter")
+  echo "${line%\}},\"label\":\"$label\"}" | tee -a "$out"
+done
 echo "results: $out" >&2
