@@ -110,8 +110,11 @@ for line in io.lines((...)) do
       v = r.req_per_s or r.p99_ms -- ws_fanout: its p99 (ms), lower is better
     end
     if v then
-      rows[key] = rows[key] or { old = {}, new = {} }
+      rows[key] = rows[key] or { old = {}, new = {}, by_round = {} }
       table.insert(rows[key][r.build], v)
+      local rr = rows[key].by_round
+      rr[r.round] = rr[r.round] or {}
+      rr[r.round][r.build] = v
     end
   end
 end
@@ -123,10 +126,20 @@ end
 local keys = {}
 for k in pairs(rows) do keys[#keys + 1] = k end
 table.sort(keys)
-io.stdout:write(("%-40s %14s %14s %8s\n"):format("case", "old (median)", "new (median)", "new/old"))
+-- per round: the median of each round's new/old, the two builds run one
+-- after the other (the machine's drift over a sitting cancels out of it
+-- better than out of the ratio of the two medians).
+io.stdout:write(("%-40s %14s %14s %8s %10s\n"):format("case", "old (median)", "new (median)", "new/old",
+  "per round"))
 for _, k in ipairs(keys) do
   local o, n = median(rows[k].old), median(rows[k].new)
-  io.stdout:write(("%-40s %14s %14s %8s\n"):format(k, o and ("%.1f"):format(o) or "-", n and ("%.1f"):format(n) or "-",
-    (o and n and o > 0) and ("%.2f"):format(n / o) or "-"))
+  local ratios = {}
+  for _, pair in pairs(rows[k].by_round) do
+    if pair.old and pair.new and pair.old > 0 then ratios[#ratios + 1] = pair.new / pair.old end
+  end
+  local pr = median(ratios)
+  io.stdout:write(("%-40s %14s %14s %8s %10s\n"):format(k, o and ("%.1f"):format(o) or "-",
+    n and ("%.1f"):format(n) or "-", (o and n and o > 0) and ("%.2f"):format(n / o) or "-",
+    pr and ("%.2f"):format(pr) or "-"))
 end
 EOF
