@@ -12,7 +12,8 @@
 #   CASES="engine api" ...            # a subset (engine persisted api)
 #
 # Lines: bench/results/compare-<timestamp>.jsonl ({build, round, case,
-# ...the bench's own figures}); a table of medians at the end.
+# ...the bench's own figures}); a table of medians at the end, with the
+# median of each round's new/old beside them.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
