@@ -267,20 +267,7 @@ void rt_logline_begin(rt_logline_t *b, int json, double t, const char *level,
 
 static void rt__key(rt_logline_t *b, const char *key, size_t klen)
 {
-    if (b->json && rt__plain_prefix((const unsigned char *)key, klen) == klen) {
-        /* A key is a plain name but for a caller's mistake: ,"key": in
-         * one copy. */
-        char *p;
-        if (rt__room(b, klen + 4) != 0)
-            return;
-        p = b->p + b->len;
-        p[0] = ',';
-        p[1] = '"';
-        memcpy(p + 2, key, klen);
-        p[klen + 2] = '"';
-        p[klen + 3] = ':';
-        b->len += klen + 4;
-    } else if (b->json) {
+    if (b->json) {
         rt__putc(b, ',');
         rt__json_string(b, key, klen);
         rt__putc(b, ':');

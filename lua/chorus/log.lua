@@ -190,9 +190,10 @@ local MIN_SECRET = 6
 
 function M.secret(value)
   if type(value) ~= "string" or #value < MIN_SECRET then return end
-  -- An API key (chk_ and 32 hex digits or more: CHORUS_ADMIN_KEY) is
-  -- taken out of every line by the key pass already, its public prefix
-  -- kept; as a secret too it cost every line a search for nothing.
+  -- An API key (chk_ and 32 hex digits or more, RT_KEY_MIN_HEX in
+  -- runtime/rt_logline.c; CHORUS_ADMIN_KEY) is taken out of every line
+  -- by the key pass already, its public prefix kept; as a secret too it
+  -- cost every line a search for nothing.
   local hex = value:match("^chk_(%x+)$")
   if hex and #hex >= 32 then return end
   native.log_secret(value)

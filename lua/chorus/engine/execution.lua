@@ -207,28 +207,21 @@ end
 -- a counter, so a node resuming it after a crash goes on increasing):
 -- subscribers replaying history then streaming live events drop
 -- duplicates by it.
-
--- stamp(e): an event of this execution gets its ids, time and seq.
-local function stamp(self, e)
+function Execution:emit(event)
   local n = (self.event_n or 0) + 1
   self.event_n = n
-  e.execution_id, e.trace_id, e.at = self.id, self.trace_id, time()
-  e.seq = (self.claims or 0) * 1e6 + n
-end
-
-function Execution:emit(event)
-  stamp(self, event)
+  event.execution_id, event.trace_id, event.at = self.id, self.trace_id, time()
+  event.seq = (self.claims or 0) * 1e6 + n
   self.bus:emit(event)
 end
 
--- event(type) -> a new stamped event, for the caller to fill and give to
--- bus:emit. Made at the size the status events reach (their fields, the
--- stamp and the node the hub adds), so filling it never grows it: one
--- built by a constructor and stamped by emit was rehashed every time.
+-- event(type) -> a new event for the caller to fill and give to emit,
+-- made at the size the status events reach (their fields, emit's four
+-- and the node the hub adds), so filling it never grows it: one built by
+-- a constructor and completed by emit was rehashed every time.
 function Execution:event(type_)
   local e = new_tab(0, 16)
   e.type = type_
-  stamp(self, e)
   return e
 end
 
@@ -255,7 +248,7 @@ function Execution:set_status(to)
   if self.bus.n > 0 then
     local e = self:event("execution.status")
     e.status, e.previous, e.error, e.config, e.latency_ms = to, from, self.error, self.config_name, self.latency_ms
-    self.bus:emit(e)
+    self:emit(e)
   end
   return true
 end
@@ -321,7 +314,7 @@ function Execution:set_step_status(sr, to)
     e.step_id, e.status, e.previous, e.attempts, e.latency_ms = sr.id, to, from, sr.attempts, sr.latency_ms
     e.error, e.agent, e.agent_version = sr.error, self:step_of(sr.id).agent, sr.agent_version
     e.tokens, e.cost, e.config = sr.tokens, sr.cost, self.config_name
-    self.bus:emit(e)
+    self:emit(e)
   end
   return true
 end

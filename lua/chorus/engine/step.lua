@@ -171,7 +171,7 @@ function M.flush_deltas(exec)
     local e = exec:event("step.delta")
     e.step_id, e.attempt, e.delta = pending[i], pending[i + 1], table.concat(pending[i + 2])
     e.agent, e.status = exec:step_of(pending[i]).agent, sr and sr.status
-    exec.bus:emit(e)
+    exec:emit(e)
   end
 end
 
