@@ -15,11 +15,19 @@
  *   stream:head() -> status, headers | nil, word, message
  *   stream:read() -> chunk | false (the body is complete)
  *                  | nil, word, message (the transfer failed)
- *   stream:read_sse() -> {field1, value1, ...} the complete lines of a
- *                  text/event-stream read so far (rt_sse_lines.h; a blank
- *                  line is "", ""; comments dropped)
+ *   stream:read_sse([chat]) -> {field1, value1, ...} the complete lines
+ *                  of a text/event-stream read so far (rt_sse_lines.h; a
+ *                  blank line is "", ""; comments dropped)
  *                  | false, cut (the body is complete; cut: it ended
  *                  inside a line) | nil, word, message
+ *     With chat true, the first data line of an event whose value is a
+ *     chat completion chunk rt_chat_chunk_read can read becomes numbered
+ *     pseudo-lines instead: 1, content ("" when it has none), then
+ *     2, finish_reason and 3, model when it has them. Such a line, ~250
+ *     bytes and nearly the same as its neighbours, is then never made a
+ *     Lua string (LuaJIT interns every string: look-alikes of one length
+ *     share a hash and are compared byte by byte with each other while
+ *     alive), nor decoded into tables.
  *     (one stream is read with one of the two, not both)
  *   stream:close()  aborts a transfer still running; idempotent
  * A task cancelled (or past its deadline) while it waits in head or read
@@ -33,7 +41,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rt_chat_chunk.h"
 #include "rt_curl.h"
+#include "rt_lua_json.h"
 #include "rt_lua_util.h"
 #include "rt_sse_lines.h"
 #include "rt_lua_wait.h"
@@ -59,8 +69,9 @@ struct lcs {
     lc_ctx_t *ctx;        /* NULL once the context is gone */
     rt_curl_req_t *req;   /* NULL once released */
     rt_curl_event_t want; /* what the wait is for: HEAD or DATA */
-    int sse;              /* the DATA wait is read_sse's */
+    int sse;              /* the DATA wait is read_sse's (2: chat) */
     rt_sse_lines_t lines; /* read_sse's unfinished line */
+    int event_data;       /* data lines of the event being read */
     int gone;             /* why req was released: RT_ECLOSED, ... */
     lcs_t *prev, *next;   /* in ctx->streams while req != NULL */
 };
@@ -377,13 +388,47 @@ static int lcs_push_read(lua_State *L, rt_curl_req_t *req)
 /* read_sse's lines into the table on top of the stack. */
 typedef struct {
     lua_State *L;
+    lcs_t *s;
     int n;
 } lcs_lines_t;
+
+static void lcs_pseudo(lcs_lines_t *a, int field, const rt_json_span_t *sp)
+{
+    lua_pushinteger(a->L, field);
+    lua_rawseti(a->L, -2, ++a->n);
+    rt_lua_json_push_span(a->L, sp);
+    lua_rawseti(a->L, -2, ++a->n);
+}
+
+/* An event's first data line read as a chat chunk (read_sse(true)). */
+static int lcs_chat_line(lcs_lines_t *a, const char *value, size_t vlen)
+{
+    rt_chat_chunk_t c;
+    if (!rt_chat_chunk_read(value, vlen, &c))
+        return 0;
+    if (!c.content.present) {
+        c.content.p = "";
+        c.content.present = 1;
+    }
+    lcs_pseudo(a, 1, &c.content);
+    if (c.finish.present)
+        lcs_pseudo(a, 2, &c.finish);
+    if (c.model.present)
+        lcs_pseudo(a, 3, &c.model);
+    return 1;
+}
 
 static int lcs_line(void *arg, const char *field, size_t flen,
                     const char *value, size_t vlen)
 {
     lcs_lines_t *a = arg;
+    if (field == NULL) {
+        a->s->event_data = 0;
+    } else if (flen == 4 && memcmp(field, "data", 4) == 0 &&
+               a->s->event_data++ == 0 && a->s->sse == 2 &&
+               lcs_chat_line(a, value, vlen)) {
+        return 0;
+    }
     lua_pushlstring(a->L, field != NULL ? field : "", flen);
     lua_rawseti(a->L, -2, ++a->n);
     lua_pushlstring(a->L, value != NULL ? value : "", vlen);
@@ -403,6 +448,7 @@ static int lcs_push_lines(lua_State *L, lcs_t *s)
     if (len > 0) {
         int rc;
         a.L = L;
+        a.s = s;
         a.n = 0;
         lua_createtable(L, 8, 0);
         rc = rt_sse_lines_feed(&s->lines, p, len, lcs_line, &a);
@@ -467,6 +513,8 @@ static int lcs_wait(lua_State *L, rt_curl_event_t want, int sse,
         return lc_push_fail(L, s->gone, "");
     if (rt_lua_wait_active(&s->wait))
         return lc_push_fail(L, RT_EBUSY, "another task is reading");
+    if (want == RT_CURL_EV_DATA)
+        s->sse = sse;
     if (want == RT_CURL_EV_HEAD) {
         ready = rt_curl_status(s->req) != 0;
     } else {
@@ -497,7 +545,8 @@ static int m_stream_read(lua_State *L)
 
 static int m_stream_read_sse(lua_State *L)
 {
-    return lcs_wait(L, RT_CURL_EV_DATA, 1, "stream:read_sse");
+    return lcs_wait(L, RT_CURL_EV_DATA, lua_toboolean(L, 2) ? 2 : 1,
+                    "stream:read_sse");
 }
 
 /* stream:close(): a task waiting in head or read (another one) gets

@@ -3,6 +3,10 @@
  * values it covers, and nil for any other, which then goes to cjson.
  *
  *   native.json_encode(v) -> string | nil
+ *   native.chat_chunk(text) -> true, content, finish_reason, model | false
+ *     a streamed chat completion chunk's fields read from its text
+ *     (rt_chat_chunk.h: each nil unless a string there; false when the
+ *     text must be decoded whole)
  *
  * Why: cjson formats every number with snprintf("%.14g") (~0.3 us an
  * integer, ~0.6 us a float here) and appends strings a byte at a time; an
@@ -278,8 +282,53 @@ static int l_json_encode(lua_State *L)
     return 1;
 }
 
+/* An escaped span is unescaped into the encoder's buffer, which is free
+ * between calls; one grown past RT_JSON_KEEP_BYTES is let go after. */
+void rt_lua_json_push_span(lua_State *L, const rt_json_span_t *sp)
+{
+    jbuf_t b = rt__jb;
+    size_t n;
+    if (!sp->present) {
+        lua_pushnil(L);
+        return;
+    }
+    if (!sp->escaped) {
+        lua_pushlstring(L, sp->p, sp->n);
+        return;
+    }
+    b.len = 0;
+    if (jb_reserve(&b, sp->n) != J_OK)
+        luaL_error(L, "out of memory");
+    n = rt_json_unescape(sp, b.p);
+    /* The push may raise (out of memory): the block is the thread's
+     * buffer until it has returned. */
+    lua_pushlstring(L, b.p, n);
+    if (rt__jb.cap > RT_JSON_KEEP_BYTES) {
+        free(rt__jb.p);
+        rt__jb.p = NULL;
+        rt__jb.cap = 0;
+    }
+}
+
+static int l_chat_chunk(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    rt_chat_chunk_t c;
+    if (!rt_chat_chunk_read(s, n, &c)) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    lua_pushboolean(L, 1);
+    rt_lua_json_push_span(L, &c.content);
+    rt_lua_json_push_span(L, &c.finish);
+    rt_lua_json_push_span(L, &c.model);
+    return 4;
+}
+
 static const luaL_Reg funcs[] = {
     {"json_encode", l_json_encode},
+    {"chat_chunk", l_chat_chunk},
     {NULL, NULL},
 };
 

@@ -114,4 +114,23 @@ describe("chorus.http.sse", function()
       assert.truthy(ev[250].data:find('"w250 "', 1, true))
     end
   end)
+
+  -- read_sse(true)'s pseudo-lines: 1 content, 2 finish_reason, 3 model.
+  it("hands chunks C read to on_chat, at the event's end, and keeps cuts", function()
+    local got = {}
+    local function on_event(acc, data) acc[#acc + 1] = { "event", data } end
+    local function on_chat(acc, c, f, m) acc[#acc + 1] = { "chat", c, f, m } end
+    local p = sse.new()
+    p:feed_lines({ 1, "Hi", 3, "m" }, on_event, got, on_chat)
+    assert.same({}, got) -- not before the blank line
+    p:feed_lines({ "data", " ", "", "", 1, "", 2, "stop", "", "" }, on_event, got, on_chat)
+    assert.same({ { "chat", "Hi", nil, "m" }, { "chat", "", "stop", nil } }, got)
+    -- More data after a chunk: the event's data is no longer JSON.
+    p:feed_lines({ 1, "x", "data", "tail", "", "" }, on_event, got, on_chat)
+    assert.same({ "event", "<a chat completion chunk>\ntail" }, got[3])
+    -- A chunk the stream ends inside (no blank line) is a cut, not an event.
+    p:feed_lines({ 1, "lost" }, on_event, got, on_chat)
+    assert.is_true(p:finish())
+    assert.equal(3, #got)
+  end)
 end)

@@ -14,13 +14,17 @@
 --      stored before the limits): never raises, always JSON that decodes;
 --   3. the output of a step of a real execution (in memory): the
 --      execution ends, and its record encodes — the step either completed
---      with the value, repaired, or failed saying which limit it broke.
+--      with the value, repaired, or failed saying which limit it broke;
+--   4. read as a streamed chat completion chunk (native.chat_chunk): when
+--      the fast path answers, a whole decode says the same
+--      (chorus.llm.stream.fields), and carries no error or usage.
 local json = require "chorus.json"
 local limits = require "chorus.engine.limits"
 local native = require "chorus.native"
 local engine_mod = require "chorus.engine"
 local log = require "chorus.log"
 local fuzz_mutate = require "fuzz_mutate"
+local stream = require "chorus.llm.stream"
 
 local M = {}
 
@@ -102,7 +106,25 @@ local function check_text(s, what)
   if json.decode(s) == nil then return what .. ": does not decode as JSON" end
 end
 
+-- 4: the fast path's fields against a whole decode's.
+local function check_chat_chunk(data)
+  local fast, content, finish, model = native.chat_chunk(data)
+  if not fast then return nil end
+  local ev = json.decode(data)
+  if type(ev) ~= "table" then return "chat_chunk answered for a text that does not decode to a table" end
+  local c, f, m, usage, err = stream.fields(ev)
+  if err ~= nil or usage ~= nil or (ev.usage ~= nil and ev.usage ~= json.null) then
+    return "chat_chunk answered for a chunk with an error or usage"
+  end
+  if c ~= content or f ~= finish or m ~= model then
+    return ("chat_chunk read %q %q %q, a whole decode %q %q %q"):format(tostring(content), tostring(finish),
+      tostring(model), tostring(c), tostring(f), tostring(m))
+  end
+end
+
 function M.one(data)
+  local chat_bad = check_chat_chunk(data)
+  if chat_bad then return nil, chat_bad end
   local v = json.decode(data)
   if v == nil then v = value_from(data) end
   if v == nil then v = json.null end

@@ -11,6 +11,7 @@
 -- the same ones (its spec checks every response against them).
 local json = require "chorus.json"
 local rfc3339 = require "chorus.rfc3339"
+local new_tab = require "table.new"
 
 local null, type, pairs, ipairs, next = json.null, type, pairs, ipairs, next
 
@@ -130,7 +131,7 @@ end
 -- form. The engine's event is shared (history, the Redis bridge, other
 -- subscribers): it is not changed.
 function M.event(e)
-  local out = {}
+  local out = new_tab(0, 16) -- an event's size (Execution:event): no rehash
   for k, v in pairs(e) do out[k] = v end
   if e.at ~= nil then out.at = time(e.at) end
   return out

@@ -44,13 +44,17 @@ M.defaults = { max_queue = 1000, first_message_timeout_ms = 30000,
 
 local TERMINAL = require("chorus.engine.states").execution_terminal
 
--- An event goes to many subscribers: it is encoded once (the cache is
--- keyed by the event table, weakly, so it goes with the event).
-local encoded = setmetatable({}, { __mode = "k" })
+-- An event goes to every subscriber of its execution (and of /ws/events)
+-- in turn: the last one encoded is remembered. (A weak cache of every
+-- event was a table insert, a rehash now and then and a weak entry for
+-- the collector to clear for each, for the one subscriber most have.)
+local last_event, last_text
 
 local function send_json(ws, v)
-  local s = encoded[v]
-  if not s then
+  local s
+  if v == last_event then
+    s = last_text
+  else
     local err
     -- An engine event's time in the API's form (a copy: the event is shared).
     s, err = json.encode(v.at ~= nil and present.event(v) or v)
@@ -58,7 +62,7 @@ local function send_json(ws, v)
       require("chorus.log").warn("ws: a %s message has a part that cannot be encoded: %s", tostring(v.type), tostring(err))
       s = json.encode_lenient(v)
     end
-    encoded[v] = s
+    last_event, last_text = v, s
   end
   return ws:send(s)
 end

@@ -14,6 +14,7 @@ local step_cache = require "chorus.engine.step_cache"
 local rate_limit = require "chorus.engine.rate_limit"
 local schema = require "chorus.schema"
 local json = require "chorus.json"
+local log = require "chorus.log"
 local new_tab = require "table.new"
 
 local with_deadline, sleep, now, cancelled = sched.with_deadline, sched.sleep, sched.now, sched.cancelled
@@ -161,7 +162,9 @@ M.agent_methods = Actx
 local EXEC = {}
 
 -- Deltas wait until the end of the loop turn: an SSE read that carries
--- several tokens becomes one event per step.
+-- several tokens becomes one event per step. One task flushes every
+-- execution that has some (a task each cost a coroutine per execution
+-- per turn: with a hundred answers streaming, a hundred a turn).
 function M.flush_deltas(exec)
   local pending = exec._deltas
   exec._deltas = nil
@@ -175,6 +178,19 @@ function M.flush_deltas(exec)
   end
 end
 
+local flushing, nflushing = {}, 0
+local FLUSHER = { detached = true }
+
+local function flush_all()
+  local list, n = flushing, nflushing
+  flushing, nflushing = {}, 0
+  for i = 1, n do
+    -- One execution's failure is not the others': their answers still go.
+    local ok, err = pcall(M.flush_deltas, list[i])
+    if not ok then log.error("step.delta events of execution %s were lost: %s", tostring(list[i].id), tostring(err)) end
+  end
+end
+
 function Actx:delta(text)
   if type(text) ~= "string" or text == "" then return end
   local exec = self[EXEC]
@@ -183,7 +199,9 @@ function Actx:delta(text)
   if not pending then
     pending = {}
     exec._deltas = pending
-    sched.spawn_with({ detached = true }, M.flush_deltas, exec)
+    nflushing = nflushing + 1
+    flushing[nflushing] = exec
+    if nflushing == 1 then sched.spawn_with(FLUSHER, flush_all) end
   end
   for i = 1, #pending, 3 do
     if pending[i] == self.step_id and pending[i + 1] == self.attempt then

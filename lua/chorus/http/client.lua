@@ -239,13 +239,16 @@ function Stream:read()
   return failure(word, message)
 end
 
--- stream:read_sse() -> lines | false, cut | nil, err, kind: a
+-- stream:read_sse([chat]) -> lines | false, cut | nil, err, kind: a
 -- text/event-stream body's complete lines, split as they arrive
 -- ({field1, value1, ...}, a blank line as "", ""; for
 -- chorus.http.sse's feed_lines), or false at the end (cut: it ended
 -- inside a line). A stream is read with read() or read_sse(), not both.
-function Stream:read_sse()
-  local lines, word, message = self._native:read_sse()
+-- chat: an event's data that is a chat completion chunk comes read
+-- (numbered pseudo-lines, runtime/rt_lua_curl.c; feed_lines hands them
+-- to its on_chat).
+function Stream:read_sse(chat)
+  local lines, word, message = self._native:read_sse(chat)
   if lines then return lines end
   if lines == false then return false, word end
   return failure(word, message)

@@ -8,8 +8,11 @@
 --       data   the data lines joined with "\n"
 --       event  the event type ("message" unless an event: line named one)
 --       id     the last event id seen so far on the stream ("" if none)
---   p:feed_lines(lines, on_event, arg)   -- the same from lines a stream's
---     read_sse() split in C: {field1, value1, ...}, a blank line as "", ""
+--   p:feed_lines(lines, on_event, arg [, on_chat])   -- the same from lines
+--     a stream's read_sse() split in C: {field1, value1, ...}, a blank
+--     line as "", ""; with read_sse(true), an event whose data C read as
+--     a chat completion chunk goes to on_chat(arg, content, finish_reason,
+--     model) instead (the last two nil unless the chunk had them)
 --   p:finish([cut_line]) -> true when the stream ended mid-event (bytes or
 --     fields after the last blank line, which the standard discards), else
 --     false
@@ -44,25 +47,49 @@ function M.new()
     id = "",         -- the last event id
     pending = false, -- a field line came since the last blank line
     retry = nil,
+    -- An event whose data C read as a chat chunk: its fields, and a data
+    -- line after it (which makes the event's data no longer JSON).
+    chat = nil, chat_finish = nil, chat_model = nil, chat_extra = nil,
   }, Parser)
 end
 
--- A field line (field ~= "") or a blank one (field == ""): what it
--- means for the event being built.
-local function field_line(self, field, value, on_event, arg)
-  if field == "" then -- blank: dispatch
-    local data = self.data
-    local event = self.event
-    self.data, self.event, self.pending = nil, nil, false
-    -- An empty event type is "message" too (WHATWG: only a type other
-    -- than the empty string replaces it).
-    if data ~= nil then on_event(arg, data, (event and event ~= "") and event or "message", self.id) end
-    return
+-- The event being built is dispatched (a blank line).
+local function dispatch(self, on_event, arg, on_chat)
+  local data, event, chat = self.data, self.event, self.chat
+  self.data, self.event, self.pending = nil, nil, false
+  if chat ~= nil then
+    local extra = self.chat_extra
+    self.chat, self.chat_extra = nil, nil
+    -- A chunk is a whole JSON value: more data after it is not JSON,
+    -- and is handed on as data that says so.
+    if extra then return on_event(arg, "<a chat completion chunk>" .. extra, "message", self.id) end
+    return on_chat(arg, chat, self.chat_finish, self.chat_model)
   end
+  -- An empty event type is "message" too (WHATWG: only a type other
+  -- than the empty string replaces it).
+  if data ~= nil then on_event(arg, data, (event and event ~= "") and event or "message", self.id) end
+end
+
+-- A field line (field ~= "") or a blank one (field == ""): what it
+-- means for the event being built. A number is a pseudo-line of a chat
+-- chunk read in C (read_sse(true)): 1 content, 2 finish_reason, 3 model.
+local function field_line(self, field, value, on_event, arg, on_chat)
+  if field == "" then return dispatch(self, on_event, arg, on_chat) end
   self.pending = true
   if field == "data" then
+    if self.chat ~= nil then
+      -- Blank-only lines after a chunk change nothing (JSON whitespace).
+      if find(value, "[^ \t]") then self.chat_extra = (self.chat_extra or "") .. "\n" .. value end
+      return
+    end
     local d = self.data
     if d == nil then self.data = value else self.data = d .. "\n" .. value end
+  elseif field == 1 then
+    self.chat, self.chat_finish, self.chat_model = value, nil, nil
+  elseif field == 2 then
+    self.chat_finish = value
+  elseif field == 3 then
+    self.chat_model = value
   elseif field == "event" then
     self.event = value
   elseif field == "id" then
@@ -101,8 +128,8 @@ end
 -- p:feed_lines(lines, on_event, arg): lines already split by a stream's
 -- reader ({field1, value1, ...}, a blank line as "", "": a stream's
 -- read_sse(), rt_sse_lines.h).
-function Parser:feed_lines(lines, on_event, arg)
-  for k = 1, #lines, 2 do field_line(self, lines[k], lines[k + 1], on_event, arg) end
+function Parser:feed_lines(lines, on_event, arg, on_chat)
+  for k = 1, #lines, 2 do field_line(self, lines[k], lines[k + 1], on_event, arg, on_chat) end
 end
 
 -- p:feed(chunk, on_event, arg)
@@ -162,6 +189,7 @@ end
 function Parser:finish(cut_line)
   local cut = self.pending or (self.partial ~= nil and self.partial ~= "") or cut_line == true
   self.partial, self.data, self.event, self.pending = nil, nil, nil, false
+  self.chat, self.chat_extra = nil, nil
   return cut
 end
 

@@ -26,6 +26,37 @@ local M = {}
 -- (~64 tokens), and when the server's usage arrives.
 local USAGE_EVERY_BYTES = 256
 
+-- fields(ev) -> content, finish_reason, model, usage, error: what a
+-- decoded chunk carries (each nil unless of its type: strings; usage a
+-- table with a number of prompt tokens; error anything but nil).
+function M.fields(ev)
+  local choices, c, d = ev.choices, nil, nil
+  if type(choices) == "table" then c = choices[1] end
+  if type(c) == "table" then d = c.delta end
+  local content = type(d) == "table" and d.content or nil
+  local finish = type(c) == "table" and c.finish_reason or nil
+  local model, u = ev.model, ev.usage
+  return type(content) == "string" and content or nil, type(finish) == "string" and finish or nil,
+    type(model) == "string" and model or nil, type(u) == "table" and tonumber(u.prompt_tokens) and u or nil, ev.error
+end
+
+-- A piece of the answer, how it finished, the model: from a chunk read
+-- in C (chorus.http.sse's on_chat), or one decoded whole.
+local function on_chat(st, content, finish, model)
+  if st.failed then return end
+  if content ~= "" and content then
+    local n = st.n + 1
+    st.parts[n], st.n = content, n
+    st.bytes = st.bytes + #content
+    st.ctx:delta(content)
+  end
+  if finish then st.finish = finish end
+  if st.model == nil and model then st.model = model end
+end
+
+-- An event C did not read as a chunk (runtime/rt_chat_chunk.h answers
+-- only when a whole decode would say the same): the usage chunk, an
+-- error, [DONE], anything unusual.
 local function on_event(st, data)
   if st.failed then return end
   if data == "[DONE]" then
@@ -37,33 +68,14 @@ local function on_event(st, data)
     st.failed = "an event that is not JSON: " .. failure.snippet(data)
     return
   end
-  local e = ev.error
+  local content, finish, model, usage, e = M.fields(ev)
   if e ~= nil then
     st.failed = "the server reported an error mid-stream: "
       .. failure.snippet(type(e) == "table" and e.message or tostring(e), 500)
     return
   end
-  local choices = ev.choices
-  if type(choices) == "table" then
-    local c = choices[1]
-    if type(c) == "table" then
-      local d = c.delta
-      if type(d) == "table" then
-        local content = d.content
-        if type(content) == "string" and content ~= "" then
-          local n = st.n + 1
-          st.parts[n], st.n = content, n
-          st.bytes = st.bytes + #content
-          st.ctx:delta(content)
-        end
-      end
-      local fr = c.finish_reason
-      if type(fr) == "string" then st.finish = fr end
-    end
-  end
-  local u = ev.usage
-  if type(u) == "table" and tonumber(u.prompt_tokens) then st.usage = u end
-  if st.model == nil and type(ev.model) == "string" then st.model = ev.model end
+  if usage then st.usage = usage end
+  return on_chat(st, content, finish, model)
 end
 
 -- What the attempt used so far: the server's usage, else an estimate.
@@ -97,10 +109,11 @@ function M.read(s, ctx, run)
   local had_usage = false
   local cut_line
   while true do
-    -- Lines split in C: an OpenAI stream's lines are long and alike, and
-    -- LuaJIT would intern each piece read and each line as strings
-    -- (chorus.http.sse); here only each value is one.
-    local lines, err, kind = s:read_sse()
+    -- Lines split in C, and chunks read there (chorus.http.client's
+    -- read_sse(true)): an OpenAI stream's lines are long and alike, and
+    -- LuaJIT would intern each one as a string and decode it into tables;
+    -- here only each piece of answer becomes a string.
+    local lines, err, kind = s:read_sse(true)
     if lines == false then
       cut_line = err
       break
@@ -115,7 +128,7 @@ function M.read(s, ctx, run)
       return nil, ("%s: the stream was cut mid-answer (after %d bytes of answer): %s")
         :format(run.where, st.bytes, err), spent(st, run)
     end
-    p:feed_lines(lines, on_event, st)
+    p:feed_lines(lines, on_event, st, on_chat)
     if st.failed then
       s:close()
       return nil, run.where .. ": " .. st.failed, spent(st, run)

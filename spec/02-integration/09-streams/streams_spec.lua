@@ -49,6 +49,25 @@ end
 local SSE_PIECES = { "\239\187", "\191data: one\r", "\ndata:  two\n\n: note\nid: 7\r\rdata:",
   "{\"long\":\"", string.rep("x", 300), "\"}\nevent\nretry: 50\n\ndata: cut" }
 
+-- A model's stream, cut at awkward places: chunks C reads (one whose
+-- data line is followed by a blank-only one), one followed by more data
+-- (no longer JSON), a first data line that is not a chunk followed by one
+-- that is (read raw: the event's data is both lines), usage, [DONE].
+local function chat_chunk_text(content, extra)
+  return ('{"id":"c1","object":"chat.completion.chunk","model":"m-1","choices":[{"index":0,'
+    .. '"delta":{"content":"%s"},"finish_reason":null}]%s}'):format(content, extra or "")
+end
+local SSE_CHAT = {
+  "data: " .. chat_chunk_text("Hel"):sub(1, 40), chat_chunk_text("Hel"):sub(41) .. "\r\n\r\n",
+  "id: 4\nevent: token\ndata: " .. chat_chunk_text("lo \\u00e9") .. "\n\n",
+  "data: " .. chat_chunk_text("!") .. "\ndata:  \t\n\n",
+  "data: " .. chat_chunk_text("x") .. "\ndata: {\"more\":1}\n\n",
+  "data: [1,\ndata: " .. chat_chunk_text("y") .. "\n\n",
+  'data: {"choices":[{"delta":{},"finish_reason":"stop"}],"model":"m-1"}\n\n',
+  'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}\n\n',
+  "data: [DONE]\n\n",
+}
+
 local function handler(req)
   local p = req.path
   if p == "/drip" then
@@ -100,6 +119,13 @@ local function handler(req)
     -- ending one write and its LF starting the next, a line across three.
     local w = assert(req:stream(200, { ["content-type"] = "text/event-stream" }))
     for _, piece in ipairs(SSE_PIECES) do
+      assert(w:write(piece))
+      sched.sleep(5)
+    end
+    return w:close()
+  elseif p == "/sse-chat" then
+    local w = assert(req:stream(200, { ["content-type"] = "text/event-stream" }))
+    for _, piece in ipairs(SSE_CHAT) do
       assert(w:write(piece))
       sched.sleep(5)
     end
@@ -300,6 +326,48 @@ describe("streamed HTTP responses", function()
     assert.equal(want_cut, q2:finish(cut))
     assert.is_true(reads >= 2)
     s:close()
+  end)
+
+  -- read_sse(true) reads the chunks of a model's answer in C (never a
+  -- Lua string each, nor tables): what comes out is what decoding each
+  -- event's data says, and events that are not plain chunks come raw.
+  it("reads a model's chunks in C when asked, and hands the rest over raw", function()
+    local sse = require "chorus.http.sse"
+    local stream = require "chorus.llm.stream"
+    local function read(chat)
+      local s = assert(client.open({ url = url("/sse-chat") }))
+      local got, p = {}, sse.new()
+      local function on_event(acc, data, event, id) acc[#acc + 1] = { "event", data, event, id } end
+      local function on_chat(acc, content, finish, model) acc[#acc + 1] = { "chat", content, finish, model } end
+      while true do
+        local lines, err = s:read_sse(chat)
+        if lines == false then break end
+        assert(lines, err)
+        p:feed_lines(lines, on_event, got, on_chat)
+      end
+      s:close()
+      return got
+    end
+    local got = read(true)
+    assert.same({
+      { "chat", "Hel", nil, "m-1" },
+      { "chat", "lo \195\169", nil, "m-1" },
+      { "chat", "!", nil, "m-1" },
+      { "event", '<a chat completion chunk>\n{"more":1}', "message", "4" },
+      { "event", "[1,\n" .. chat_chunk_text("y"), "message", "4" },
+      { "chat", "", "stop", "m-1" },
+      { "event", '{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}', "message", "4" },
+      { "event", "[DONE]", "message", "4" },
+    }, got)
+    -- Without chat, every event is raw; its chunks decode to the same.
+    local raw = read(false)
+    assert.equal(#got, #raw)
+    for i, g in ipairs(got) do
+      if g[1] == "chat" then
+        local content, finish, model = stream.fields(require("chorus.json").decode(raw[i][2]))
+        assert.same({ g[2], g[3], g[4] }, { content or "", finish, model })
+      end
+    end
   end)
 
   it("cuts the stream of a handler that fails mid-stream, and the reader is told", function()
