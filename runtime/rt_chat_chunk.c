@@ -5,6 +5,8 @@
  * the three members. Any doubt is a "no": the caller decodes whole. */
 #include "rt_chat_chunk.h"
 
+#include "rt_bytescan.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,7 +75,13 @@ static int jp_string(jp_t *j, rt_json_span_t *out)
     const char *p = j->p + 1, *start = p;
     int escaped = 0;
     for (;;) {
-        /* Runs of plain bytes at once. */
+        /* Runs of plain bytes a word at a time (rt_bytescan.h). */
+        while (j->end - p >= 8) {
+            uint64_t w = rt_bs_load(p);
+            if (rt_bs_zero(w) | rt_bs_eq(w, '"') | rt_bs_eq(w, '\\'))
+                break;
+            p += 8;
+        }
         while (p < j->end && *p != '"' && *p != '\\' && *p != '\0')
             p++;
         if (p >= j->end || *p == '\0')

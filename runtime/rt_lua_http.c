@@ -21,6 +21,10 @@
  *   handle:queued() -> bytes not yet taken by the socket
  *   handle:websocket() -> ws | nil, "not a websocket request" | "closed"
  *   ws:send(data [, binary]) -> true | nil, "backpressure" | "closed"
+ *   ws:send_json(value [, at]) -> the same | nil, "unencodable": value
+ *       encoded as JSON straight into the frame (never a Lua string:
+ *       rt_lua_json.h), with the top object's "at" written as the string
+ *       at when given; "unencodable" when it is cjson's to encode
  *   ws:receive([timeout_ms]) -> message, "text"|"binary"
  *                             | nil, "closed" | "timeout" | "cancelled"
  *                             | "timeout" (task deadline) | "busy"
@@ -40,6 +44,7 @@
 #include <string.h>
 
 #include "rt_http.h"
+#include "rt_lua_json.h"
 #include "rt_lua_util.h"
 #include "rt_lua_wait.h"
 
@@ -245,6 +250,33 @@ static int m_ws_send(lua_State *L)
         rc = RT_ECLOSED;
     else
         rc = rt_http_ws_send(w->ws, binary, data, len);
+    if (rc == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    return rt_lua_fail(L, w->ls, rc);
+}
+
+/* ws:send_json(value [, at]) */
+static int m_ws_send_json(lua_State *L)
+{
+    lws_t *w = lws_check(L);
+    size_t len, alen = 0;
+    const char *at = luaL_optlstring(L, 3, NULL, &alen), *text;
+    int rc;
+
+    luaL_checkany(L, 2);
+    if (w->ws == NULL || w->closed)
+        return rt_lua_fail(L, w->ls, RT_ECLOSED);
+    text = rt_lua_json_encode_buf(L, 2, at != NULL ? "at" : NULL, at, alen,
+                                  &len);
+    if (text == NULL) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "unencodable");
+        return 2;
+    }
+    rc = rt_http_ws_send(w->ws, 0, text, len); /* wslay copies it */
+    rt_lua_json_trim();
     if (rc == 0) {
         lua_pushboolean(L, 1);
         return 1;
@@ -1004,8 +1036,13 @@ static const luaL_Reg req_methods[] = {
 };
 
 static const luaL_Reg ws_methods[] = {
-    {"send", m_ws_send},       {"receive", m_ws_receive}, {"close", m_ws_close},
-    {"is_open", m_ws_is_open}, {"queued", m_ws_queued},   {NULL, NULL},
+    {"send", m_ws_send},
+    {"send_json", m_ws_send_json},
+    {"receive", m_ws_receive},
+    {"close", m_ws_close},
+    {"is_open", m_ws_is_open},
+    {"queued", m_ws_queued},
+    {NULL, NULL},
 };
 
 void rt_lua_http_open(lua_State *L, rt_lua_sched_t *ls, int table)

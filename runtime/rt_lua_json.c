@@ -24,6 +24,7 @@
 #include "rt_lua_json.h"
 
 #include "rt_buf.h"
+#include "rt_bytescan.h"
 
 #include <lauxlib.h>
 #include <math.h>
@@ -44,6 +45,14 @@ typedef struct {
 } jbuf_t;
 
 static _Thread_local jbuf_t rt__jb;
+
+/* rt_lua_json_encode_buf's stand-in for one member of the top object. */
+typedef struct {
+    const char *key, *val;
+    size_t klen, vlen;
+} jover_t;
+
+static _Thread_local jover_t rt__over;
 
 enum { J_OK = 0, J_BAIL = 1, J_NOMEM = 2 };
 
@@ -105,6 +114,14 @@ static int jb_string(jbuf_t *b, const char *s, size_t n)
     b->p[b->len++] = '"';
     while (i < n) {
         run = i;
+        /* Whole words of plain bytes first (rt_bytescan.h). */
+        while (run + 8 <= n) {
+            uint64_t w = rt_bs_load(s + run);
+            if (rt_bs_below(w, 0x20) | rt_bs_eq(w, '"') | rt_bs_eq(w, '/') |
+                rt_bs_eq(w, '\\') | rt_bs_eq(w, 0x7f))
+                break;
+            run += 8;
+        }
         while (run < n && ((unsigned char)s[run] >= 128 ||
                            rt__esc[(unsigned char)s[run]] == NULL))
             run++;
@@ -203,7 +220,10 @@ static int jb_object(jbuf_t *b, lua_State *L, int idx, int depth)
         if ((!first && (rc = jb_char(b, ',')) != J_OK) ||
             (rc = jb_string(b, k, kl)) != J_OK ||
             (rc = jb_char(b, ':')) != J_OK ||
-            (rc = jb_value(b, L, lua_gettop(L), depth + 1)) != J_OK) {
+            (rc = depth == 1 && rt__over.key != NULL && kl == rt__over.klen &&
+                          memcmp(k, rt__over.key, kl) == 0
+                      ? jb_string(b, rt__over.val, rt__over.vlen)
+                      : jb_value(b, L, lua_gettop(L), depth + 1)) != J_OK) {
             lua_pop(L, 2);
             return rc;
         }
@@ -258,6 +278,34 @@ static int jb_value(jbuf_t *b, lua_State *L, int idx, int depth)
     return J_BAIL;
 }
 
+const char *rt_lua_json_encode_buf(lua_State *L, int idx, const char *key,
+                                   const char *val, size_t vlen, size_t *len)
+{
+    jbuf_t b = rt__jb;
+    int rc;
+    b.len = 0;
+    rt__over.key = key;
+    rt__over.klen = key != NULL ? strlen(key) : 0;
+    rt__over.val = val;
+    rt__over.vlen = vlen;
+    rc = jb_value(&b, L, idx, 1);
+    rt__over.key = NULL;
+    rt__jb.len = 0;
+    if (rc != J_OK)
+        return NULL;
+    *len = b.len;
+    return b.p;
+}
+
+void rt_lua_json_trim(void)
+{
+    if (rt__jb.cap > RT_JSON_KEEP_BYTES) {
+        free(rt__jb.p);
+        rt__jb.p = NULL;
+        rt__jb.cap = 0;
+    }
+}
+
 static int l_json_encode(lua_State *L)
 {
     /* Worked on as a local, not through the thread-local at every append
@@ -266,6 +314,7 @@ static int l_json_encode(lua_State *L)
     int rc;
     luaL_checkany(L, 1);
     lua_settop(L, 1);
+    rt__over.key = NULL; /* in case an encode_buf was left by an error */
     b.len = 0;
     rc = jb_value(&b, L, 1, 1);
     if (rc == J_OK)

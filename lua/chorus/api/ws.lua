@@ -30,6 +30,7 @@ local api = require "chorus.api"
 local errors = require "chorus.api.errors"
 local event_stream = require "chorus.api.event_stream"
 local present = require "chorus.api.present"
+local rfc3339 = require "chorus.rfc3339"
 
 local M = {}
 
@@ -44,25 +45,22 @@ M.defaults = { max_queue = 1000, first_message_timeout_ms = 30000,
 
 local TERMINAL = require("chorus.engine.states").execution_terminal
 
--- An event goes to every subscriber of its execution (and of /ws/events)
--- in turn: the last one encoded is remembered. (A weak cache of every
--- event was a table insert, a rehash now and then and a weak entry for
--- the collector to clear for each, for the one subscriber most have.)
-local last_event, last_text
-
+-- Messages go to a WebSocket encoded straight into their frame
+-- (ws:send_json: never a Lua string, which LuaJIT would intern and
+-- compare with its look-alikes: a stream's events are alike and of one
+-- length), an engine event's time in the API's form. An event stream
+-- (chorus.api.event_stream, which has no send_json), and what that
+-- encoder leaves to cjson, go the long way.
 local function send_json(ws, v)
-  local s
-  if v == last_event then
-    s = last_text
-  else
-    local err
-    -- An engine event's time in the API's form (a copy: the event is shared).
-    s, err = json.encode(v.at ~= nil and present.event(v) or v)
-    if not s then -- a record stored before the limits: its good parts go
-      require("chorus.log").warn("ws: a %s message has a part that cannot be encoded: %s", tostring(v.type), tostring(err))
-      s = json.encode_lenient(v)
-    end
-    last_event, last_text = v, s
+  local at = v.at
+  if ws.send_json and (at == nil or type(at) == "number") then
+    local ok, why = ws:send_json(v, at and rfc3339.format(at))
+    if ok or why ~= "unencodable" then return ok, why end
+  end
+  local s, err = json.encode(at ~= nil and present.event(v) or v)
+  if not s then -- a record stored before the limits: its good parts go
+    require("chorus.log").warn("ws: a %s message has a part that cannot be encoded: %s", tostring(v.type), tostring(err))
+    s = json.encode_lenient(v)
   end
   return ws:send(s)
 end

@@ -55,6 +55,28 @@ describe("WebSocket events", function()
     assert.equal(1000, got.code)
   end)
 
+  -- Messages are encoded straight into their frame (ws:send_json); what
+  -- that encoder leaves to cjson (an empty list, here) goes the long way
+  -- and arrives the same.
+  it("sends every message, also those its fast encoder leaves to cjson", function()
+    assert(has_node, "node with a global WebSocket is required")
+    local cfg = h.flat("sequential", { { id = "e", agent = "echo", params = { output = { items = json.array({}) } } } })
+    cfg.name = "empty-list"
+    local r = assert(client.request({ method = "POST", url = s.base .. "/api/v1/orchestrations/configs",
+      headers = { ["content-type"] = "application/json" }, body = json.encode(cfg) }))
+    assert.equal(201, r.status)
+    local got = c.node_result(c.node_ws(s, "/ws/execute/empty-list", { '{"input": {}}' }, 0))
+    local last = json.decode(got.got[#got.got])
+    assert.equal("result", last.type)
+    assert.equal("completed", last.execution.status)
+    assert.truthy(got.got[#got.got]:find('"items":[]', 1, true), got.got[#got.got]:sub(1, 300))
+    for _, m in ipairs(got.got) do
+      local e = json.decode(m)
+      if e.at then assert.truthy(e.at:match("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$"), m) end
+    end
+    assert.equal(1000, got.code)
+  end)
+
   it("refuses a JSON array (or anything but an object) as the first message of /ws/execute", function()
     assert(has_node, "node with a global WebSocket is required")
     local cfg = h.flat("sequential", { { id = "e", agent = "echo" } })
