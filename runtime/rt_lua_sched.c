@@ -20,6 +20,7 @@
 #include <lauxlib.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -478,6 +479,53 @@ static int l_sleep(lua_State *L)
     return rt_lua_wait_suspend(L, w, cur, ms);
 }
 
+/* native.defer() -> true | nil, reason: the task waits until the loop has
+ * polled for I/O, and resumes in turn with others that deferred, one a
+ * loop iteration (rt_sched_defer). */
+typedef struct {
+    rt_lua_wait_t wait;
+    rt_defer_t d;
+    rt_lua_sched_t *ls;
+} lt_defer_t;
+
+static void lt_defer_cancel(rt_lua_wait_t *w, int why)
+{
+    lt_defer_t *d = (lt_defer_t *)w;
+    (void)why;
+    rt_sched_undefer(&d->ls->sched, &d->d);
+}
+
+static void lt_defer_free(rt_lua_wait_t *w)
+{
+    free(w);
+}
+
+static const rt_lua_wait_vt_t lt_defer_vt = {lt_defer_cancel, lt_defer_free,
+                                             NULL};
+
+static void lt_defer_fire(rt_defer_t *dd)
+{
+    lt_defer_t *d = (lt_defer_t *)((char *)dd - offsetof(lt_defer_t, d));
+    lua_pushboolean(rt_lua_wait_co(&d->wait), 1);
+    rt_lua_wait_wake(&d->wait, 1);
+}
+
+static int l_defer(lua_State *L)
+{
+    rt_lua_sched_t *ls = lt_ctx(L);
+    rt_lua_task_t *cur = rt_lua_current(L, ls, "defer");
+    lt_defer_t *d = malloc(sizeof(*d));
+    if (d == NULL)
+        return luaL_error(L, "out of memory");
+    rt_lua_wait_init(&d->wait, &lt_defer_vt);
+    d->ls = ls;
+    d->d.fire = lt_defer_fire;
+    /* Queued first: a task that may not wait is taken back by the
+     * wait's cancel, inside rt_lua_wait_suspend. */
+    rt_sched_defer(&ls->sched, &d->d);
+    return rt_lua_wait_suspend(L, &d->wait, cur, -1);
+}
+
 /* native.suspend() -> values passed to task:wake(...) | nil, reason */
 static int l_suspend(lua_State *L)
 {
@@ -686,6 +734,7 @@ static const luaL_Reg lt_funcs[] = {
     {"spawn", l_spawn},
     {"wait", l_wait},
     {"sleep", l_sleep},
+    {"defer", l_defer},
     {"suspend", l_suspend},
     {"current", l_current},
     {"cancelled", l_cancelled},

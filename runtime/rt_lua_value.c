@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rt_bytescan.h"
 #include "rt_utf8.h"
 
 /* json.null is lua-cjson's light userdata NULL. */
@@ -190,6 +191,20 @@ static void vc_push_path(vc_t *c, lua_State *L)
         }
     }
     luaL_pushresult(&b);
+}
+
+int chorus_text_plain(const char *s, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w = rt_bs_load(s + i);
+        if (rt_bs_zero(w) | (w & RT_BS_HIGHS))
+            return 0;
+    }
+    for (; i < n; i++)
+        if (s[i] == '\0' || (unsigned char)s[i] > 127)
+            return 0;
+    return 1;
 }
 
 static int l_value_check(lua_State *L)

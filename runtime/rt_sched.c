@@ -18,6 +18,7 @@ int rt_sched_init(rt_sched_t *s, uv_loop_t *loop)
     int rc;
     s->loop = loop;
     s->ready_head = s->ready_tail = NULL;
+    s->defer_head = s->defer_tail = NULL;
     s->current = NULL;
     s->after_resume = NULL;
     s->roots = NULL;
@@ -83,9 +84,45 @@ static void rt__drain_cb(uv_idle_t *h)
     rt_sched_drain(h->data);
 }
 
+/* After the poll: one deferral fires (rt_sched_defer), then the drain. */
 static void rt__check_cb(uv_check_t *h)
 {
-    rt_sched_drain(h->data);
+    rt_sched_t *s = h->data;
+    rt_defer_t *d = s->defer_head;
+    if (d != NULL) {
+        rt_sched_undefer(s, d);
+        d->fire(d);
+    }
+    rt_sched_drain(s);
+}
+
+void rt_sched_defer(rt_sched_t *s, rt_defer_t *d)
+{
+    d->next = NULL;
+    d->prev = s->defer_tail;
+    if (s->defer_tail != NULL)
+        s->defer_tail->next = d;
+    else
+        s->defer_head = d;
+    s->defer_tail = d;
+    /* The idle handle keeps poll from blocking until it has fired. */
+    if (!s->draining && !uv_is_active((uv_handle_t *)&s->idle))
+        (void)uv_idle_start(&s->idle, rt__drain_cb);
+}
+
+void rt_sched_undefer(rt_sched_t *s, rt_defer_t *d)
+{
+    if (d->prev != NULL)
+        d->prev->next = d->next;
+    else if (s->defer_head == d)
+        s->defer_head = d->next;
+    else
+        return; /* not deferred */
+    if (d->next != NULL)
+        d->next->prev = d->prev;
+    else
+        s->defer_tail = d->prev;
+    d->prev = d->next = NULL;
 }
 
 /* Tasks resumed per drain. What is left waits for the next loop iteration
@@ -147,7 +184,7 @@ void rt_sched_drain(rt_sched_t *s)
         for (h = s->after_resume; h != NULL; h = h->next)
             h->fn(h->arg);
     }
-    if (s->ready_head == NULL)
+    if (s->ready_head == NULL && s->defer_head == NULL)
         uv_idle_stop(&s->idle);
     else if (!uv_is_active((uv_handle_t *)&s->idle))
         (void)uv_idle_start(&s->idle, rt__drain_cb); /* cannot fail */

@@ -117,6 +117,13 @@ typedef struct rt_sched_hook {
     struct rt_sched_hook *prev, *next;
 } rt_sched_hook_t;
 
+/* Work that should wait until the loop has polled for I/O (see
+ * rt_sched_defer). */
+typedef struct rt_defer {
+    void (*fire)(struct rt_defer *d);
+    struct rt_defer *prev, *next;
+} rt_defer_t;
+
 struct rt_sched {
     uv_loop_t *loop;
     uv_idle_t idle;   /* keeps poll from blocking while work is queued */
@@ -126,7 +133,8 @@ struct rt_sched {
     rt_task_t *roots;   /* live root tasks, linked through siblings */
     rt_timers_t timers; /* deadlines (and the Lua binding's sleeps) */
     uint64_t live;      /* tasks not yet done */
-    rt_sched_hook_t *after_resume; /* see rt_sched_hook_add */
+    rt_sched_hook_t *after_resume;       /* see rt_sched_hook_add */
+    rt_defer_t *defer_head, *defer_tail; /* see rt_sched_defer */
     int draining;
     int closing;                      /* handles still closing */
     void (*on_closed)(rt_sched_t *s); /* see rt_sched_close */
@@ -146,6 +154,15 @@ void rt_sched_drain(rt_sched_t *s);
  * yields, once for all it did. A hook must not add or remove hooks. */
 void rt_sched_hook_add(rt_sched_t *s, rt_sched_hook_t *h);
 void rt_sched_hook_remove(rt_sched_t *s, rt_sched_hook_t *h);
+/* Deferred work: d->fire(d) runs from the check phase of a later loop
+ * iteration, after that iteration's poll, one deferral per iteration in
+ * the order they came (the loop does not block while any wait). What I/O
+ * brings meanwhile is handled first: a task that defers its bookkeeping
+ * (a step ending after a streamed answer) lets the pieces other streams
+ * bring go out before it, however many such ends come at once.
+ * rt_sched_undefer takes d back before it fired (a cancel). */
+void rt_sched_defer(rt_sched_t *s, rt_defer_t *d);
+void rt_sched_undefer(rt_sched_t *s, rt_defer_t *d);
 /* Cancels every live root task (and so every task), then drains. */
 void rt_sched_cancel_all(rt_sched_t *s);
 

@@ -15,6 +15,11 @@ local ipairs, select, remove = ipairs, select, table.remove
 
 local M = {
   sleep = native.sleep,       -- sleep(ms) -> true | nil, reason
+  -- defer() -> true | nil, reason: waits until the loop has polled for
+  -- I/O; tasks that defer resume one a loop iteration, in turn, with what
+  -- I/O brought handled between them (bookkeeping that must not hold up
+  -- the streams still flowing: runtime/rt_sched.h, rt_sched_defer).
+  defer = native.defer,
   now = clock.now,            -- monotonic ms (chorus.clock: compiled into traces)
   time = clock.time,          -- wall clock seconds
   current = current,          -- the running task

@@ -39,6 +39,33 @@ describe("chorus.sched", function()
     assert.is_true(sched.now() - t0 < 100)
   end)
 
+  -- defer(): bookkeeping that must not hold up I/O (a step ending after
+  -- a streamed answer) waits until the loop has polled, one a turn.
+  it("defer resumes tasks in turn, after the ones already ready, and a cancel takes one back", function()
+    local order = {}
+    local tasks = {}
+    for i = 1, 3 do
+      tasks[i] = sched.spawn(function()
+        local ok, why = sched.defer()
+        order[#order + 1] = ok and i or (i .. ":" .. tostring(why))
+      end)
+    end
+    -- Ready tasks run before any deferred one.
+    local ready = sched.spawn(function() order[#order + 1] = "ready" end)
+    sched.sleep(0)
+    tasks[2]:cancel()
+    assert.is_true(sched.wait_all({ tasks[1], tasks[2], tasks[3], ready }))
+    assert.same({ "ready", "2:cancelled", 1, 3 }, order)
+    -- Already cancelled: it says so at once.
+    local seen
+    local t = sched.spawn(function()
+      sched.current():cancel()
+      seen = { sched.defer() }
+    end)
+    t:join()
+    assert.same({ nil, "cancelled" }, seen)
+  end)
+
   it("a deadline delivers timeout within 10 ms", function()
     local seen
     local t0 = sched.now()

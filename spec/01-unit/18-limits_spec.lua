@@ -178,6 +178,19 @@ describe("limits", function()
     assert.is_nil(small({ blob = ("x"):rep(5000) }, 0, 0, 4095))
     -- the step output of the reference workload is answered in Lua
     assert.is_number(small({ job_name = "JOB_1", job_status = { job_name = "JOB_1" } }, 0, 0, 4095))
+    -- Text longer than 64 bytes is scanned in C a word at a time: a NUL
+    -- or a byte over 127 anywhere in it, at every offset of a word, is
+    -- seen, and plain text is sized as the C walk sizes it.
+    for len = 60, 140, 7 do
+      local text = ("abcdefgh"):rep(20):sub(1, len)
+      assert.equal(value_check(text, 4095, limits.MAX_DEPTH), small(text, 0, 0, 4095))
+      for at = 1, len do
+        for _, b in ipairs({ "\0", "\128", "\255" }) do
+          local bad = text:sub(1, at - 1) .. b .. text:sub(at + 1)
+          assert.is_nil(small(bad, 0, 0, 4095), ("byte %q at %d of %d"):format(b, at, len))
+        end
+      end
+    end
   end)
 
   it("an output over max_output_bytes fails its step (no retry); a config may raise the limit", function()

@@ -1,6 +1,7 @@
 /* test_sched.c - unit tests of the task engine (rt_sched.c) with C tasks:
  * timers, wakes, cancellation, deadlines, structured concurrency, waits,
  * and that every task and handle is gone at the end. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -514,6 +515,94 @@ static void test_hooks(void)
     teardown("after-resume hooks run once per resume until removed");
 }
 
+/* Deferrals (rt_sched_defer): one fires per loop iteration, after its
+ * poll, in order; one taken back by a cancel never fires. */
+typedef struct {
+    rt_op_t op;
+    rt_defer_t d;
+    ctask_t *t;
+} defer_op_t;
+
+static unsigned long iterations; /* loop iterations, counted before poll */
+static unsigned long resumed_at[4];
+static int resumed_order[4], nresumed;
+
+static void count_iteration(uv_prepare_t *h)
+{
+    (void)h;
+    iterations++;
+}
+
+static void defer_fire(rt_defer_t *d)
+{
+    defer_op_t *o = (defer_op_t *)((char *)d - offsetof(defer_op_t, d));
+    rt_task_wake(&o->t->task);
+    free(o);
+}
+
+static void defer_cancel(rt_op_t *op, rt_task_t *task)
+{
+    defer_op_t *o = (defer_op_t *)op;
+    (void)task;
+    op_cancels++;
+    rt_sched_undefer(&sched, &o->d);
+    free(o);
+}
+
+/* Body: defer once, then note when it ran and finish. */
+static void body_defer(ctask_t *t, rt_wake_t wake)
+{
+    if (t->step++ == 0) {
+        defer_op_t *o = malloc(sizeof(*o));
+        o->op.cancel = defer_cancel;
+        o->d.fire = defer_fire;
+        o->t = t;
+        rt_sched_defer(&sched, &o->d);
+        if (rt_task_suspend(&t->task, &o->op) == RT_WAKE_OK)
+            return;
+        rt_sched_undefer(&sched, &o->d);
+        free(o);
+    }
+    if (wake == RT_WAKE_OK && nresumed < 4) {
+        resumed_at[nresumed] = iterations;
+        resumed_order[nresumed++] = (int)t->arg;
+    }
+    rt_task_finish(&t->task, RT_OUTCOME_OK);
+}
+
+static void test_defer(void)
+{
+    uv_prepare_t prep;
+    ctask_t *d[3], *c;
+    int i;
+    setup();
+    iterations = 0;
+    nresumed = 0;
+    uv_prepare_init(&loop, &prep);
+    uv_prepare_start(&prep, count_iteration);
+    uv_unref((uv_handle_t *)&prep);
+    for (i = 0; i < 3; i++)
+        d[i] = spawn(body_defer, NULL, (uint64_t)i);
+    /* Runs in the first drain, after the three have deferred: the second
+     * is taken back before it fires. */
+    c = spawn(body_canceller, NULL, 0);
+    c->other = d[1];
+    c->step = 1; /* cancel at once, no timer */
+    run_loop();
+    CHECK(nresumed == 2);
+    CHECK(resumed_order[0] == 0 && resumed_order[1] == 2);
+    CHECK(resumed_at[1] > resumed_at[0]); /* not in the same iteration */
+    CHECK(d[1]->resumes == 2 && d[1]->wakes[1] == RT_WAKE_CANCELLED);
+    CHECK(op_cancels == 1);
+    CHECK(sched.defer_head == NULL && sched.defer_tail == NULL);
+    uv_close((uv_handle_t *)&prep, NULL);
+    for (i = 0; i < 3; i++)
+        rt_task_release(&d[i]->task);
+    rt_task_release(&c->task);
+    teardown("deferred tasks resume one a loop iteration, in order; a "
+             "cancel takes one back");
+}
+
 int main(void)
 {
     test_timer_wake();
@@ -531,6 +620,7 @@ int main(void)
     test_scope();
     test_scope_early();
     test_hooks();
+    test_defer();
     if (test_failures) {
         printf("scheduler tests: %d checks failed\n", test_failures);
         return 1;

@@ -91,8 +91,24 @@ local type, next, find, floor, abs, log10, huge = type, next, string.find, math.
 local PLAIN_MAX, PLAIN_LEN = 4096, 64
 local plain, plain_n = {}, 0
 
+-- Longer text is scanned in C (chorus_text_plain, through the FFI, which
+-- compiles into a trace where a classic C function would end it); a
+-- pattern search costs ~50 instructions a byte.
+local long_plain = function(s) return not find(s, "[%z\128-\255]") end
+do
+  local ok, ffi = pcall(require, "ffi")
+  if ok then
+    pcall(ffi.cdef, "int chorus_text_plain(const char *s, size_t n);")
+    local C = ffi.C
+    if pcall(function() return C.chorus_text_plain end) then
+      long_plain = function(s) return C.chorus_text_plain(s, #s) ~= 0 end
+    end
+  end
+end
+
 local function is_plain(s)
   if plain[s] then return true end
+  if #s > PLAIN_LEN then return long_plain(s) end
   if find(s, "[%z\128-\255]") then return false end
   if #s <= PLAIN_LEN then
     if plain_n >= PLAIN_MAX then plain, plain_n = {}, 0 end

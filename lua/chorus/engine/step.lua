@@ -18,6 +18,7 @@ local log = require "chorus.log"
 local new_tab = require "table.new"
 
 local with_deadline, sleep, now, cancelled = sched.with_deadline, sched.sleep, sched.now, sched.cancelled
+local defer = sched.defer
 local yield_due = sched.yield_due
 local scope_open, scope_close = sched.scope_open, sched.scope_close
 local script_enter, script_leave = native.script_enter, native.script_leave
@@ -213,6 +214,13 @@ function Actx:delta(text)
   pending[#pending + 1] = self.step_id
   pending[#pending + 1] = self.attempt
   pending[#pending + 1] = { text }
+  -- The step streamed: its end defers (see run_attempts).
+  local streamed = exec._streamed
+  if not streamed then
+    streamed = {}
+    exec._streamed = streamed
+  end
+  streamed[self.step_id] = true
 end
 
 -- usage(u): what the attempt has used so far, while it streams; the
@@ -567,6 +575,16 @@ function run_attempts(exec, step, sr, abort, extra, built)
       ok, out, meta, info = with_deadline(step.timeout_ms, gated_call, exec, step, sr, input,
         agent_ctx(exec, step, sr.attempts))
       ok, out, meta = settle(step, false, ok, out, meta, info)
+    end
+    -- A streamed answer usually ends in the same read as its last piece,
+    -- and many may end at once: the step's end (its record, events, the
+    -- execution's next step or end) waits until the loop has handled the
+    -- I/O that came meanwhile, one such end a loop iteration, so the
+    -- pieces other answers bring are not held up behind every end.
+    local streamed = exec._streamed
+    if streamed and streamed[step.id] then
+      streamed[step.id] = nil
+      defer()
     end
     if ok then
       if cache_key then cache_store(exec, step, cache_key, out, meta) end

@@ -16,6 +16,7 @@
 local sse = require "chorus.http.sse"
 local json = require "chorus.json"
 local failure = require "chorus.http.failure"
+local sleep = require("chorus.sched").sleep
 
 local type, tonumber, concat, ceil = type, tonumber, table.concat, math.ceil
 local decode = json.decode
@@ -132,6 +133,13 @@ function M.read(s, ctx, run)
     if st.failed then
       s:close()
       return nil, run.where .. ": " .. st.failed, spent(st, run)
+    end
+    if (st.finish or st.done) and not st.ended then
+      -- The answer is whole: its last pieces go out (the loop turn's
+      -- flusher, queued already) before the usage and the rest of the
+      -- work on it, which many answers ending at once would stack up.
+      st.ended = true
+      sleep(0)
     end
     if st.usage and not had_usage then
       had_usage = true
