@@ -125,9 +125,10 @@ local function line(self, s, i, j, on_event, arg)
   return field_line(self, sub(s, i, fend), value, on_event, arg)
 end
 
--- p:feed_lines(lines, on_event, arg): lines already split by a stream's
--- reader ({field1, value1, ...}, a blank line as "", "": a stream's
--- read_sse(), rt_sse_lines.h).
+-- p:feed_lines(lines, on_event, arg [, on_chat]): lines already split by
+-- a stream's reader ({field1, value1, ...}, a blank line as "", "": a
+-- stream's read_sse(), rt_sse_lines.h; chat chunks read in C as numbered
+-- pseudo-lines with read_sse(true), for on_chat).
 function Parser:feed_lines(lines, on_event, arg, on_chat)
   for k = 1, #lines, 2 do field_line(self, lines[k], lines[k + 1], on_event, arg, on_chat) end
 end

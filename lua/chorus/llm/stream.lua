@@ -45,7 +45,7 @@ end
 -- in C (chorus.http.sse's on_chat), or one decoded whole.
 local function on_chat(st, content, finish, model)
   if st.failed then return end
-  if content ~= "" and content then
+  if content and content ~= "" then
     local n = st.n + 1
     st.parts[n], st.n = content, n
     st.bytes = st.bytes + #content
