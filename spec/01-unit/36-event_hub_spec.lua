@@ -36,6 +36,55 @@ describe("event hub", function()
     assert.is_nil(hub:history("b"))
   end)
 
+  it("a subscriber that raises is logged and dropped; the others and the bridge still get the event", function()
+    require("spec.support.log_guard").expect("was dropped: boom") -- on purpose
+    local published, got = {}, {}
+    local bridge = { publish = function(_, e) published[#published + 1] = e.type end,
+      watch = function() end, unwatch = function() end }
+    local hub = hub_mod.new({ node_id = "n1", bridge = bridge })
+    hub:subscribe("t", function() error("boom", 0) end)
+    hub:subscribe("t", function(e) got[#got + 1] = e.type end)
+    hub:subscribe("*", function(e) got[#got + 1] = "*" .. e.type end)
+    hub:local_event({ type = "step.delta", trace_id = "t" })
+    hub:local_event(ended("t"))
+    table.sort(got)
+    assert.same({ "*execution.status", "*step.delta", "execution.status", "step.delta" }, got)
+    assert.same({ "step.delta", "execution.status" }, published)
+    assert.equal(1, hub.stats.errors)
+    assert.equal(2, hub.nsubs)
+  end)
+
+  -- A WebSocket client whose sending raises (a defect) is told and closed
+  -- (1011), not left waiting for events that will not come.
+  it("closes a WebSocket client whose event could not be sent, with an error notice", function()
+    require("spec.support.log_guard").expect("was dropped: encoder blew up") -- on purpose
+    local sched = require "chorus.sched"
+    local json = require "chorus.json"
+    local wsc = require("chorus.api.ws")._client
+    local sent, closed = {}, nil
+    local ws = {
+      send_json = function() error("encoder blew up", 0) end,
+      send = function(_, text) sent[#sent + 1] = text return true end,
+      close = function(_, code) closed = code end,
+      receive = function() return sched.sleep(60000) end,
+      is_open = function() return closed == nil end,
+      queued = function() return 0 end,
+    }
+    local c = wsc.new(ws, 10)
+    c.live = true
+    local hub = hub_mod.new({ node_id = "n1" })
+    hub:subscribe("t", wsc.subscriber(c))
+    local waiting = sched.spawn(wsc.serve, c)
+    sched.sleep(0)
+    hub:local_event({ type = "step.delta", trace_id = "t", seq = 1 })
+    assert.is_true((waiting:join()))
+    assert.equal(1011, closed)
+    local notice = json.decode(sent[1])
+    assert.equal("error", notice.type)
+    assert.equal("internal", notice.error.code)
+    assert.equal(0, hub.nsubs)
+  end)
+
   it("keep_finished = 0 keeps no finished history; max_events bounds one execution's", function()
     local hub = hub_mod.new({ node_id = "n1", keep_finished = 0, max_events = 3 })
     for _ = 1, 5 do hub:local_event({ type = "step.delta", trace_id = "x" }) end

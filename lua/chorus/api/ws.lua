@@ -81,8 +81,10 @@ local function result_message(svc, trace, scope)
   return msg
 end
 
+-- The error notice goes the plain way (no fast encoder): it may be what
+-- tells the client that sending failed.
 local function fail(ws, code, message, close_code)
-  send_json(ws, { type = "error", error = { code = code, message = message } })
+  ws:send(json.encode({ type = "error", error = { code = code, message = message } }))
   ws:close(close_code or 1008)
 end
 
@@ -141,6 +143,20 @@ local function deliver(c, e)
   c.queue[#c.queue + 1] = e
 end
 
+-- subscriber(c): the hub's callback for client c. Should sending raise (a
+-- defect), the client is told and closed rather than left waiting for
+-- events that will not come; the hub logs the error and drops it.
+local function subscriber(c)
+  return function(e)
+    local ok, err = pcall(deliver, c, e)
+    if not ok then
+      c.broken = true
+      wake(c)
+      error(err, 0)
+    end
+  end
+end
+
 -- serve(c): waits until the client is done with; a reader notices it
 -- going away. Returns when finished, closed or overflowing.
 local function serve(c)
@@ -153,11 +169,13 @@ local function serve(c)
       end
     end
   end)
-  while not (c.finished or c.closed or c.overflow) do
+  while not (c.finished or c.closed or c.overflow or c.broken) do
     if not c.cond:wait() then break end
   end
   reader:cancel()
-  if c.overflow then
+  if c.broken then
+    fail(c.ws, "internal", "the server failed to send this execution's events; its log says why", 1011)
+  elseif c.overflow then
     fail(c.ws, "slow_consumer", "the client does not read fast enough; events were dropped", 1008)
   end
 end
@@ -181,7 +199,7 @@ end
 local function stream(svc, c, trace, scope)
   local hub = svc.hub
   c.terminal_ends = true
-  local token = hub:subscribe(trace, function(e) deliver(c, e) end)
+  local token = hub:subscribe(trace, subscriber(c))
   -- Replay: this node's history, else the cluster's (Redis stream).
   local past = hub:history(trace)
   if not past and svc.bridge then past = svc.bridge:history(trace) end
@@ -209,7 +227,7 @@ local function stream(svc, c, trace, scope)
   serve(c)
   if poller then poller:cancel() end
   hub:unsubscribe(token)
-  if c.finished and not c.closed and not c.overflow then
+  if c.finished and not c.closed and not c.overflow and not c.broken then
     send_json(c.ws, result_message(svc, trace, scope))
     c.ws:close(1000)
   end
@@ -268,7 +286,7 @@ local function events(ctx)
   local c, s, h, b = upgrade(ctx, true)
   if not c then return s, h, b end
   c.live = true
-  local token = ctx.service.hub:subscribe("*", function(e) deliver(c, e) end)
+  local token = ctx.service.hub:subscribe("*", subscriber(c))
   serve(c)
   ctx.service.hub:unsubscribe(token)
   return done(ctx, c)
@@ -308,7 +326,7 @@ local function execute(ctx)
   local trace = native.uuid()
   ctx.req.trace_id = trace
   -- Subscribe before it starts: no event can be missed.
-  local early = svc.hub:subscribe(trace, function(e) deliver(c, e) end)
+  local early = svc.hub:subscribe(trace, subscriber(c))
   local scope = api.scope(p)
   local res, serr, scode, errs = svc.front:execute(ctx.params.config, input,
     { trace_id = trace, user_id = p.user_id, tenant_id = p.tenant_id, callback_url = extras.callback_url,
@@ -335,5 +353,8 @@ function M.register(app)
   app:route("GET", "/ws/executions/{trace_id}", { auth = "read", websocket = true }, follow)
   app:route("GET", "/ws/events", { auth = "admin", websocket = true }, events)
 end
+
+-- For the unit specs: a client, its hub callback and its wait.
+M._client = { new = client, subscriber = subscriber, serve = serve }
 
 return M

@@ -4,7 +4,8 @@
 -- history per execution so a late subscriber can replay what it missed.
 --
 --   hub.new({bus, node_id, bridge, max_events = 1000, keep_finished = 1000})
---   hub:subscribe(trace_id | "*", fn) -> token   fn(event) must not block
+--   hub:subscribe(trace_id | "*", fn) -> token   fn(event) must not block;
+--     one that raises is logged and dropped
 --   hub:unsubscribe(token)
 --   hub:history(trace_id) -> events (oldest first) of an execution that
 --     ran here, or nil
@@ -12,6 +13,7 @@
 -- an event this node emitted itself is ignored.
 
 local new_tab = require "table.new"
+local log = require "chorus.log"
 
 local M = {}
 
@@ -25,7 +27,7 @@ function M.new(opts)
     node_id = opts.node_id, bridge = opts.bridge,
     max_events = opts.max_events or 1000, keep_finished = opts.keep_finished or 1000,
     subs = {}, nsubs = 0, logs = {}, finished = {}, nfinished = 0,
-    stats = { delivered = 0, remote = 0 },
+    stats = { delivered = 0, remote = 0, errors = 0 },
   }, Hub)
   if opts.bus then
     opts.bus:subscribe(function(e) self:local_event(e) end)
@@ -33,14 +35,27 @@ function M.new(opts)
   return self
 end
 
+-- A subscriber that raises is dropped and logged; the others, and the
+-- Redis bridge after them, still get the event (one raising used to stop
+-- the event's way to every later subscriber and to the other nodes).
+local function call(self, token, fn, e)
+  local ok, err = pcall(fn, e)
+  if not ok then
+    self.stats.errors = self.stats.errors + 1
+    log.error("events: a subscriber of %s failed on %s and was dropped: %s", tostring(token.trace),
+      tostring(e.type), tostring(err))
+    self:unsubscribe(token)
+  end
+end
+
 local function deliver(self, e)
   local list = self.subs[e.trace_id]
   if list then
-    for _, fn in pairs(list) do fn(e) end
+    for token, fn in pairs(list) do call(self, token, fn, e) end
   end
   local all = self.subs["*"]
   if all then
-    for _, fn in pairs(all) do fn(e) end
+    for token, fn in pairs(all) do call(self, token, fn, e) end
   end
   self.stats.delivered = self.stats.delivered + 1
 end
