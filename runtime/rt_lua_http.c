@@ -21,10 +21,13 @@
  *   handle:queued() -> bytes not yet taken by the socket
  *   handle:websocket() -> ws | nil, "not a websocket request" | "closed"
  *   ws:send(data [, binary]) -> true | nil, "backpressure" | "closed"
- *   ws:send_json(value [, at]) -> the same | nil, "unencodable": value
- *       encoded as JSON straight into the frame (never a Lua string:
- *       rt_lua_json.h), with the top object's "at" written as the string
- *       at when given; "unencodable" when it is cjson's to encode
+ *   ws:send_json(value [, at [, key]]) -> the same | nil, "unencodable":
+ *       value encoded as JSON straight into the frame (never a Lua
+ *       string: rt_lua_json.h), with the top object's "at" written as
+ *       the string at when given; "unencodable" when it is cjson's to
+ *       encode. key (a number): the same key as the call before means
+ *       the same value, whose text is sent again (one event to many
+ *       subscribers is encoded once)
  *   ws:receive([timeout_ms]) -> message, "text"|"binary"
  *                             | nil, "closed" | "timeout" | "cancelled"
  *                             | "timeout" (task deadline) | "busy"
@@ -43,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rt_buf.h"
 #include "rt_http.h"
 #include "rt_lua_json.h"
 #include "rt_lua_util.h"
@@ -257,23 +261,51 @@ static int m_ws_send(lua_State *L)
     return rt_lua_fail(L, w->ls, rc);
 }
 
-/* ws:send_json(value [, at]) */
+/* The text of the last keyed ws:send_json, for the next subscriber of
+ * the same event. Texts over RT_WS_LAST_MAX (a result record) are not
+ * kept. */
+#define RT_WS_LAST_MAX (64 * 1024)
+static _Thread_local struct {
+    double key;
+    const void *owner; /* the Lua scheduler whose key it is */
+    int valid;
+    char *p;
+    size_t len, cap;
+} rt__last;
+
+/* ws:send_json(value [, at [, key]]) */
 static int m_ws_send_json(lua_State *L)
 {
     lws_t *w = lws_check(L);
     size_t len, alen = 0;
     const char *at = luaL_optlstring(L, 3, NULL, &alen), *text;
-    int rc;
+    int has_key = lua_type(L, 4) == LUA_TNUMBER, rc;
+    double key = has_key ? lua_tonumber(L, 4) : 0;
 
     luaL_checkany(L, 2);
     if (w->ws == NULL || w->closed)
         return rt_lua_fail(L, w->ls, RT_ECLOSED);
-    text = rt_lua_json_encode_buf(L, 2, at != NULL ? "at" : NULL, at, alen,
-                                  &len);
-    if (text == NULL) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "unencodable");
-        return 2;
+    if (has_key && rt__last.valid && rt__last.key == key &&
+        rt__last.owner == w->ls) {
+        text = rt__last.p;
+        len = rt__last.len;
+    } else {
+        text = rt_lua_json_encode_buf(L, 2, at != NULL ? "at" : NULL, at, alen,
+                                      &len);
+        rt__last.valid = 0;
+        if (text == NULL) {
+            lua_pushnil(L);
+            lua_pushliteral(L, "unencodable");
+            return 2;
+        }
+        if (has_key && len <= RT_WS_LAST_MAX &&
+            rt_buf_reserve(&rt__last.p, 0, &rt__last.cap, len) == 0) {
+            memcpy(rt__last.p, text, len);
+            rt__last.len = len;
+            rt__last.key = key;
+            rt__last.owner = w->ls;
+            rt__last.valid = 1;
+        }
     }
     rc = rt_http_ws_send(w->ws, 0, text, len); /* wslay copies it */
     rt_lua_json_trim();

@@ -48,13 +48,18 @@ local TERMINAL = require("chorus.engine.states").execution_terminal
 -- Messages go to a WebSocket encoded straight into their frame
 -- (ws:send_json: never a Lua string, which LuaJIT would intern and
 -- compare with its look-alikes: a stream's events are alike and of one
--- length), an engine event's time in the API's form. An event stream
+-- length), an engine event's time in the API's form; an event going to
+-- many subscribers in turn is encoded once (the key names the last
+-- value sent: the C side sends its text again). An event stream
 -- (chorus.api.event_stream, which has no send_json), and what that
 -- encoder leaves to cjson, go the long way.
+local last_sent, last_key = nil, 0
+
 local function send_json(ws, v)
   local at = v.at
   if ws.send_json and (at == nil or type(at) == "number") then
-    local ok, why = ws:send_json(v, at and rfc3339.format(at))
+    if v ~= last_sent then last_sent, last_key = v, last_key + 1 end
+    local ok, why = ws:send_json(v, at and rfc3339.format(at), last_key)
     if ok or why ~= "unencodable" then return ok, why end
   end
   local s, err = json.encode(at ~= nil and present.event(v) or v)

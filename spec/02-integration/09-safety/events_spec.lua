@@ -77,6 +77,42 @@ describe("WebSocket events", function()
     assert.equal(1000, got.code)
   end)
 
+  -- An event going to many followers is encoded once and its text sent
+  -- to each (ws:send_json's key): every follower gets the same messages,
+  -- and a follower of every execution (/ws/events) its share of them.
+  it("sends every follower of an execution the same messages", function()
+    assert(has_node, "node with a global WebSocket is required")
+    local cfg = h.flat("sequential", { { id = "a", agent = "delay", params = { ms = 300 } },
+      { id = "s", agent = "streamer", params = { n = 20, bytes = 16 }, dependencies = { "a" } } })
+    cfg.name = "followed"
+    local r = assert(client.request({ method = "POST", url = s.base .. "/api/v1/orchestrations/configs",
+      headers = { ["content-type"] = "application/json" }, body = json.encode(cfg) }))
+    assert.equal(201, r.status)
+    local all = c.node_ws(s, "/ws/events", nil, 8)
+    r = assert(client.request({ method = "POST", url = s.base .. "/api/v1/orchestrations/execute/followed",
+      headers = { ["content-type"] = "application/json" }, body = "{}" }))
+    local trace = json.decode(r.body).trace_id
+    local jobs = {}
+    for i = 1, 3 do jobs[i] = c.node_ws(s, "/ws/executions/" .. trace, nil, 0) end
+    local got = {}
+    for i = 1, 3 do got[i] = c.node_result(jobs[i]).got end
+    assert.is_true(#got[1] >= 24, #got[1] .. " messages") -- 20 deltas, statuses, the result
+    assert.same(got[1], got[2])
+    assert.same(got[1], got[3])
+    local deltas = 0
+    for _, m in ipairs(got[1]) do
+      if json.decode(m).type == "step.delta" then deltas = deltas + 1 end
+    end
+    assert.equal(20, deltas)
+    -- The follower of every execution got its first eight events, the
+    -- very texts the execution's followers got.
+    local texts = {}
+    for _, m in ipairs(got[1]) do texts[m] = true end
+    local seen = c.node_result(all).got
+    assert.equal(8, #seen)
+    for _, m in ipairs(seen) do assert.is_true(texts[m] ~= nil, m) end
+  end)
+
   it("refuses a JSON array (or anything but an object) as the first message of /ws/execute", function()
     assert(has_node, "node with a global WebSocket is required")
     local cfg = h.flat("sequential", { { id = "e", agent = "echo" } })
