@@ -41,6 +41,17 @@ function M.fields(ev)
     type(model) == "string" and model or nil, type(u) == "table" and tonumber(u.prompt_tokens) and u or nil, ev.error
 end
 
+-- answered(st): the answer is whole (a finish_reason, or [DONE]). Its
+-- last pieces go out first (the loop turn's flusher, queued already),
+-- before the usage chunk that usually comes in the same read and the rest
+-- of the work on the answer, which many answers ending at once would
+-- stack up in front of them.
+function M.answered(st)
+  if st.ended then return end
+  st.ended = true
+  sleep(0)
+end
+
 -- A piece of the answer, how it finished, the model: from a chunk read
 -- in C (chorus.http.sse's on_chat), or one decoded whole.
 local function on_chat(st, content, finish, model)
@@ -53,6 +64,7 @@ local function on_chat(st, content, finish, model)
   end
   if finish then st.finish = finish end
   if st.model == nil and model then st.model = model end
+  if finish then return M.answered(st) end
 end
 
 -- An event C did not read as a chunk (runtime/rt_chat_chunk.h answers
@@ -62,7 +74,7 @@ local function on_event(st, data)
   if st.failed then return end
   if data == "[DONE]" then
     st.done = true
-    return
+    return M.answered(st)
   end
   local ev = decode(data)
   if type(ev) ~= "table" then
@@ -133,13 +145,6 @@ function M.read(s, ctx, run)
     if st.failed then
       s:close()
       return nil, run.where .. ": " .. st.failed, spent(st, run)
-    end
-    if (st.finish or st.done) and not st.ended then
-      -- The answer is whole: its last pieces go out (the loop turn's
-      -- flusher, queued already) before the usage and the rest of the
-      -- work on it, which many answers ending at once would stack up.
-      st.ended = true
-      sleep(0)
     end
     if st.usage and not had_usage then
       had_usage = true
