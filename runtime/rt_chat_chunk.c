@@ -185,9 +185,27 @@ static int jp_literal(jp_t *j, const char *word, size_t n)
     return 0;
 }
 
+/* After a member or an element: the container's end (0, consumed), a
+ * comma (1, consumed with the space after it) or anything else (-1). */
+static int jp_after(jp_t *j, char closer)
+{
+    jp_ws(j);
+    if (j->p >= j->end)
+        return -1;
+    if (*j->p == closer) {
+        j->p++;
+        return 0;
+    }
+    if (*j->p != ',')
+        return -1;
+    j->p++;
+    jp_ws(j);
+    return 1;
+}
+
 static int jp_array(jp_t *j, int depth, int first_at, rt_chat_chunk_t *out)
 {
-    int i = 0;
+    int i = 0, rc;
     j->p++;
     jp_ws(j);
     if (j->p < j->end && *j->p == ']') {
@@ -197,17 +215,8 @@ static int jp_array(jp_t *j, int depth, int first_at, rt_chat_chunk_t *out)
     for (;; i++) {
         if (jp_value(j, depth + 1, i == 0 ? first_at : AT_OTHER, out) != 0)
             return -1;
-        jp_ws(j);
-        if (j->p >= j->end)
-            return -1;
-        if (*j->p == ']') {
-            j->p++;
-            return 0;
-        }
-        if (*j->p != ',')
-            return -1;
-        j->p++;
-        jp_ws(j);
+        if ((rc = jp_after(j, ']')) <= 0)
+            return rc;
     }
 }
 
@@ -267,7 +276,7 @@ static int jp_member(const rt_json_span_t *k, int at, rt_chat_chunk_t *out,
 
 static int jp_object(jp_t *j, int depth, int at, rt_chat_chunk_t *out)
 {
-    int seen = 0;
+    int seen = 0, rc;
     j->p++;
     jp_ws(j);
     if (j->p < j->end && *j->p == '}') {
@@ -297,17 +306,8 @@ static int jp_object(jp_t *j, int depth, int at, rt_chat_chunk_t *out)
         } else if (jp_value(j, depth + 1, vat, out) != 0) {
             return -1;
         }
-        jp_ws(j);
-        if (j->p >= j->end)
-            return -1;
-        if (*j->p == '}') {
-            j->p++;
-            return 0;
-        }
-        if (*j->p != ',')
-            return -1;
-        j->p++;
-        jp_ws(j);
+        if ((rc = jp_after(j, '}')) <= 0)
+            return rc;
     }
 }
 

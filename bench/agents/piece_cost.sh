@@ -27,15 +27,10 @@ cleanup() {
   [ -n "${KEEP:-}" ] || rm -rf "$tmp"
 }
 trap cleanup EXIT
+# shellcheck source=bench/agents/fake_llm.sh
+source bench/agents/fake_llm.sh
 
-./build/chorus lua fakes/llm.lua --port 0 >"$tmp/llm.out" 2>&1 &
-pids+=($!)
-for _ in $(seq 200); do
-  llm=$(head -n 1 "$tmp/llm.out" 2>/dev/null | grep -o 'http://[^ ]*' || true)
-  [ -n "$llm" ] && break
-  sleep 0.05
-done
-[ -n "$llm" ] || { echo "piece_cost: fakes/llm.lua did not start" >&2; exit 1; }
+start_fake_llm "$tmp"
 
 # run NAME PIECES TOKEN_MS: one server under callgrind, one bench run.
 run() {

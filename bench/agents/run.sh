@@ -49,6 +49,8 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
+# shellcheck source=bench/agents/fake_llm.sh
+source bench/agents/fake_llm.sh
 llm_start
 
 # 1. calls
@@ -61,14 +63,7 @@ for r in $(seq "${RUNS:-3}"); do
 done
 
 # 2. deltas: the stand-in model, then the server reaching it
-./build/chorus lua fakes/llm.lua --port 0 >"$tmp/llm.out" 2>&1 &
-pids+=($!)
-for _ in $(seq 200); do
-  llm=$(head -n 1 "$tmp/llm.out" 2>/dev/null | grep -o 'http://[^ ]*' || true)
-  [ -n "$llm" ] && break
-  sleep 0.05
-done
-[ -n "$llm" ] || { echo "bench/agents: fakes/llm.lua did not start: $(cat "$tmp/llm.out")" >&2; exit 1; }
+start_fake_llm "$tmp"
 key=chk_$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 port=${BENCH_PORT:-18391}
 OPENAI_BASE_URL=$llm CHORUS_LLM_MODEL=chorus-sim CHORUS_ADMIN_KEY=$key \

@@ -73,6 +73,46 @@ describe("agent contract", function()
     assert.same({ "Hello", ", world" }, deltas)
   end)
 
+  -- One task flushes every execution's pieces each loop turn: one
+  -- execution's failure there is logged and does not hold up another's.
+  it("an execution whose pieces fail to flush does not hold up another's", function()
+    require("spec.support.log_guard").expect("were lost: boom") -- on purpose
+    local step = require "chorus.engine.step"
+    local engine = engine_with("pair", [[function(_, ctx)
+      ctx:delta("a")
+      sched.sleep(5)
+      ctx:delta("b")
+      return "ok"
+    end]])
+    local cfg = assert(engine:validate(h.flat("sequential", { { id = "s", agent = "pair" } })))
+    local got = {}
+    local tok = engine.bus:subscribe(function(e)
+      if e.type == "step.delta" then got[e.trace_id] = (got[e.trace_id] or "") .. e.delta end
+    end)
+    local real, bad = step.flush_deltas, nil
+    step.flush_deltas = function(exec) -- fails bad's first flush (its "a")
+      if exec == bad then
+        bad = nil
+        error("boom", 0)
+      end
+      return real(exec)
+    end
+    local ok, err = pcall(function()
+      local failing = engine:execute(cfg, {})
+      bad = failing
+      local good = engine:execute(cfg, {})
+      failing:wait()
+      good:wait()
+      assert.equal("completed", failing.status)
+      assert.equal("completed", good.status)
+      assert.equal("ab", got[good.trace_id])
+      assert.equal("b", got[failing.trace_id])
+    end)
+    step.flush_deltas = real
+    engine.bus:unsubscribe(tok)
+    assert(ok, err)
+  end)
+
   it("ctx:traceparent() is a W3C header carrying the execution's trace id", function()
     local engine = engine_with("tracer", "function(_, ctx) return ctx:traceparent() end")
     local exec = h.run(h.flat("sequential", { { id = "s", agent = "tracer" } }), {}, { engine = engine })

@@ -187,8 +187,14 @@ local function flush_all()
   flushing, nflushing = {}, 0
   for i = 1, n do
     -- One execution's failure is not the others': their answers still go.
-    local ok, err = pcall(M.flush_deltas, list[i])
-    if not ok then log.error("step.delta events of execution %s were lost: %s", tostring(list[i].id), tostring(err)) end
+    -- Its pieces are dropped, so its next ones are queued (and flushed)
+    -- afresh rather than held until the step ends.
+    local exec = list[i]
+    local ok, err = pcall(M.flush_deltas, exec)
+    if not ok then
+      exec._deltas = nil
+      log.error("step.delta events of execution %s were lost: %s", tostring(exec.id), tostring(err))
+    end
   end
 end
 

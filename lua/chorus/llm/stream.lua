@@ -46,7 +46,7 @@ end
 -- before the usage chunk that usually comes in the same read and the rest
 -- of the work on the answer, which many answers ending at once would
 -- stack up in front of them.
-function M.answered(st)
+local function answered(st)
   if st.ended then return end
   st.ended = true
   sleep(0)
@@ -62,9 +62,11 @@ local function on_chat(st, content, finish, model)
     st.bytes = st.bytes + #content
     st.ctx:delta(content)
   end
-  if finish then st.finish = finish end
   if st.model == nil and model then st.model = model end
-  if finish then return M.answered(st) end
+  if finish then
+    st.finish = finish
+    return answered(st)
+  end
 end
 
 -- An event C did not read as a chunk (runtime/rt_chat_chunk.h answers
@@ -74,7 +76,7 @@ local function on_event(st, data)
   if st.failed then return end
   if data == "[DONE]" then
     st.done = true
-    return M.answered(st)
+    return answered(st)
   end
   local ev = decode(data)
   if type(ev) ~= "table" then
